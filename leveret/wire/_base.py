@@ -1,0 +1,242 @@
+"""Base classes and slow-path helpers for the generated codecs in ``amqp0_9_1``/``amqp0_8``.
+
+The generated ``encode``/``decode`` methods are straight-line code with no checks on the
+fast path: a value that does not fit makes ``struct`` (or ``str.encode``) fail, and only then
+does :func:`encode_error` walk the fields to say which one was wrong.  Nothing here runs per
+field on a successful encode or decode, except the timestamp conversions.
+"""
+
+from __future__ import annotations
+
+import struct
+from datetime import datetime, timedelta, timezone
+from typing import Any, ClassVar
+
+from .errors import DecodeError, EncodeError
+
+__all__ = [
+    "Method",
+    "ContentProperties",
+    "encode_error",
+    "decode_error",
+    "longstr_bytes",
+    "timestamp_to_int",
+    "int_to_timestamp",
+    "skip_flag_words",
+]
+
+_UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
+_SECOND = timedelta(seconds=1)
+_unpack_H = struct.Struct("!H").unpack_from
+
+# Largest value per integer wire type, for the error messages of encode_error().
+_INT_MAX = {
+    "octet": 0xFF,
+    "short": 0xFFFF,
+    "long": 0xFFFF_FFFF,
+    "longlong": 0xFFFF_FFFF_FFFF_FFFF,
+    "timestamp": 0xFFFF_FFFF_FFFF_FFFF,
+}
+
+
+class _Fields:
+    """What methods and content properties share: slots, equality, a safe repr."""
+
+    __slots__ = ()
+
+    #: Attribute names in wire order.
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+    #: The AMQP type of each attribute in ``FIELDS`` (``"shortstr"``, ``"bit"``, ...).
+    FIELD_TYPES: ClassVar[tuple[str, ...]] = ()
+    #: Attributes whose value ``repr`` replaces with ``<hidden>`` (credentials).
+    SENSITIVE: ClassVar[frozenset[str]] = frozenset()
+    #: Dotted AMQP name, e.g. ``"basic.publish"`` or ``"basic.properties"``.
+    NAME: ClassVar[str] = ""
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self.FIELDS)
+
+    # Mutable and compared by value: not hashable.
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        hidden = self.SENSITIVE
+        parts = [
+            f"{f}=<hidden>" if f in hidden else f"{f}={getattr(self, f)!r}" for f in self.FIELDS
+        ]
+        return f"{type(self).__qualname__}({', '.join(parts)})"
+
+
+class Method(_Fields):
+    """One AMQP method: the arguments of a method frame.
+
+    Subclasses are generated, one per method, nested in a container class per AMQP class
+    (``Basic.Publish``).  ``encode()`` returns the method frame payload starting with the
+    class id and method id; ``decode(buf, offset, end)`` reads the arguments after them.
+    """
+
+    __slots__ = ()
+
+    CLASS_ID: ClassVar[int] = 0
+    METHOD_ID: ClassVar[int] = 0
+    #: ``CLASS_ID << 16 | METHOD_ID``, the key of the module's ``METHODS``.
+    INDEX: ClassVar[int] = 0
+    #: True when the sender waits for one of ``RESPONSES``.
+    SYNCHRONOUS: ClassVar[bool] = False
+    #: The methods that answer this one (empty for asynchronous methods).
+    RESPONSES: ClassVar[tuple[type[Method], ...]] = ()
+    #: True when a content header and body frames follow this method.
+    HAS_CONTENT: ClassVar[bool] = False
+
+    def encode(self) -> bytes:
+        """The method frame payload: class id, method id, then the arguments."""
+        raise NotImplementedError
+
+    @classmethod
+    def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Method:
+        """Decode the arguments in ``buf[offset:end]`` (``offset`` is after the two ids)."""
+        raise NotImplementedError
+
+
+class ContentProperties(_Fields):
+    """The properties of a content header, for one content class (``Basic.Properties``).
+
+    Every property defaults to ``None``, meaning "absent": its flag bit is clear and nothing
+    of it is on the wire.  ``encode()`` returns the property-flags word(s) followed by the
+    present values; the class id, weight and body size around them are the frame layer's.
+    """
+
+    __slots__ = ()
+
+    CLASS_ID: ClassVar[int] = 0
+    #: The flag bit of each property: the first is bit 15 of the first flags word.
+    FLAGS: ClassVar[dict[str, int]] = {}
+
+    def encode(self) -> bytes:
+        """Property flags, then each present property's value in flag order."""
+        raise NotImplementedError
+
+    @classmethod
+    def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> ContentProperties:
+        """Decode property flags and values from ``buf[offset:end]``."""
+        raise NotImplementedError
+
+
+def _field_problem(type_: str, value: Any) -> str | None:
+    """Why ``value`` cannot be encoded as ``type_``, or None when it can."""
+    if type_ in _INT_MAX:
+        if type_ == "timestamp" and isinstance(value, datetime):
+            try:
+                value = timestamp_to_int(value)
+            except (OverflowError, ValueError) as exc:
+                return str(exc)
+        if not isinstance(value, int):
+            return f"expected int, got {type(value).__name__}"
+        if not 0 <= value <= _INT_MAX[type_]:
+            return f"{value} is outside 0..{_INT_MAX[type_]}"
+        return None
+    if type_ == "shortstr":
+        if not isinstance(value, str):
+            return f"expected str, got {type(value).__name__}"
+        try:
+            size = len(value.encode("utf-8", "surrogateescape"))
+        except UnicodeEncodeError as exc:
+            return f"not encodable as UTF-8 ({exc.reason})"
+        if size > 255:
+            return f"{size} bytes of UTF-8; a shortstr holds at most 255"
+        return None
+    if type_ == "longstr":
+        if isinstance(value, str):
+            try:
+                value = value.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError as exc:
+                return f"not encodable as UTF-8 ({exc.reason})"
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            return f"expected bytes or str, got {type(value).__name__}"
+        if len(value) > 0xFFFF_FFFF:
+            return f"{len(value)} bytes; a longstr holds at most 2**32 - 1"
+        return None
+    return None
+
+
+def encode_error(obj: _Fields, exc: BaseException) -> EncodeError:
+    """The :class:`EncodeError` for a failed ``obj.encode()``, naming the bad field.
+
+    Only called after the generated fast path raised; ``exc`` is what it raised.
+    """
+    none_ok = isinstance(obj, ContentProperties)
+    for name, type_ in zip(obj.FIELDS, obj.FIELD_TYPES):
+        value = getattr(obj, name)
+        if value is None and (none_ok or type_ in ("table", "timestamp")):
+            continue
+        problem = _field_problem(type_, value)
+        if problem is not None:
+            return EncodeError(f"{obj.NAME}: {name} ({type_}): {problem}")
+    return EncodeError(f"{obj.NAME}: cannot encode: {exc}")
+
+
+def decode_error(name: str, exc: BaseException | None, offset: int, end: int) -> DecodeError:
+    """The :class:`DecodeError` for a payload of ``name`` that did not decode cleanly."""
+    if exc is None:
+        if offset > end:
+            return DecodeError(f"{name}: payload truncated ({offset - end} bytes missing)")
+        return DecodeError(f"{name}: {end - offset} unexpected trailing bytes")
+    return DecodeError(f"{name}: payload truncated or malformed ({exc})")
+
+
+def longstr_bytes(value: str, name: str, field: str) -> bytes:
+    """A longstr given as ``str``, as the UTF-8 that goes on the wire."""
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        raise EncodeError(
+            f"{name}: {field} (longstr): not encodable as UTF-8 ({exc.reason})"
+        ) from None
+
+
+def timestamp_to_int(value: datetime | int) -> int:
+    """Seconds since the Unix epoch for a timestamp field; a naive datetime means UTC."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=_UTC)
+        return (value - _EPOCH) // _SECOND
+    if isinstance(value, int):
+        return value
+    raise TypeError(f"expected datetime or int, got {type(value).__name__}")
+
+
+def int_to_timestamp(value: int) -> datetime | int:
+    """An aware UTC datetime for a decoded timestamp.
+
+    A value beyond ``datetime``'s range (year 9999) -- typically a publisher that wrote
+    milliseconds instead of seconds -- is returned as the raw int rather than failing the
+    whole frame, so that such a message can still be consumed.
+    """
+    try:
+        return _EPOCH + value * _SECOND
+    except OverflowError:
+        return value
+
+
+def skip_flag_words(name: str, buf: bytes | bytearray, o: int, flags: int, unknown: int) -> int:
+    """Handle the rare bits of a first property-flags word; return the offset after the flags.
+
+    ``unknown`` is the mask of first-word bits that name no property of this class: one set
+    means a property we cannot even skip (its type is unknown), so the header is rejected.
+    Continuation words are read while bit 0 is set; they must carry no flags, as no class of
+    0-8 or 0-9-1 has more than 15 properties.
+    """
+    if flags & unknown:
+        raise DecodeError(f"{name}: unknown property flags 0x{flags & unknown:04x}")
+    while flags & 1:
+        try:
+            (flags,) = _unpack_H(buf, o)
+        except struct.error:
+            raise DecodeError(f"{name}: property flags truncated") from None
+        o += 2
+        if flags & 0xFFFE:
+            raise DecodeError(f"{name}: unknown property flags 0x{flags & 0xFFFE:04x} in word 2+")
+    return o

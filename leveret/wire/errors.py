@@ -1,0 +1,161 @@
+"""The exceptions every layer of leveret raises.
+
+Two families, kept apart on purpose:
+
+* :class:`ProtocolError` -- a rule of the protocol was broken *on this side of the wire*
+  (:class:`LocalProtocolError`: the caller asked for something illegal, nothing was sent) or
+  *by the peer* (:class:`RemoteProtocolError`: the bytes received are not valid AMQP).  A
+  remote error carries the ``reply_code`` the client must close the connection with
+  (501 frame-error, 502 syntax-error, 503 command-invalid, 505 unexpected-frame,
+  540 not-implemented).
+
+* :class:`AMQPError` -- the broker closed a channel (:class:`SoftError`) or the connection
+  (:class:`HardError`) with a reply code.  One subclass per reply code is generated from the
+  spec into :mod:`leveret.wire.replies` (``NotFound``, ``AccessRefused``, ...).
+
+Everything derives from :class:`LeveretError`, so ``except leveret.LeveretError`` catches all
+of it and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "LeveretError",
+    "ProtocolError",
+    "LocalProtocolError",
+    "RemoteProtocolError",
+    "EncodeError",
+    "DecodeError",
+    "FrameError",
+    "FrameTooLarge",
+    "UnexpectedFrame",
+    "UnknownMethod",
+    "AMQPError",
+    "SoftError",
+    "HardError",
+]
+
+# Reply codes a client closes the connection with when the peer misbehaves.  They are the
+# spec's constants; the generated modules hold them too, but the hand-written wire layer must
+# not import a particular version.
+FRAME_ERROR = 501
+SYNTAX_ERROR = 502
+COMMAND_INVALID = 503
+CHANNEL_ERROR = 504
+UNEXPECTED_FRAME = 505
+NOT_IMPLEMENTED = 540
+
+
+class LeveretError(Exception):
+    """Root of every exception leveret raises on purpose."""
+
+
+class ProtocolError(LeveretError):
+    """A rule of AMQP was broken.  ``reply_code`` is what the connection closes with."""
+
+    reply_code: int = COMMAND_INVALID
+
+    def __init__(self, message: str, reply_code: int | None = None) -> None:
+        super().__init__(message)
+        if reply_code is not None:
+            self.reply_code = reply_code
+
+
+class LocalProtocolError(ProtocolError):
+    """The caller asked for something the protocol forbids here; nothing was sent."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent bytes that are not valid AMQP.
+
+    The connection cannot continue: the client owes the peer a ``connection.close`` with
+    ``reply_code`` and then drops the socket.
+    """
+
+
+class EncodeError(LocalProtocolError, ValueError):
+    """A value cannot be put on the wire (a shortstr over 255 bytes, an int out of range,
+    a table value of an unsupported type).  Nothing was written."""
+
+    reply_code = SYNTAX_ERROR
+
+
+class DecodeError(RemoteProtocolError):
+    """A frame's payload does not decode (truncated, trailing bytes, unknown field type)."""
+
+    reply_code = SYNTAX_ERROR
+
+
+class FrameError(RemoteProtocolError):
+    """The framing itself is broken: bad frame-end octet, unknown frame type, a heartbeat on a
+    channel other than 0."""
+
+    reply_code = FRAME_ERROR
+
+
+class FrameTooLarge(FrameError):
+    """A frame is larger than the negotiated ``frame_max``; nothing of it was buffered."""
+
+
+class UnexpectedFrame(RemoteProtocolError):
+    """A well-formed frame arrived where the protocol does not allow it (a body frame with no
+    header before it, a method in the middle of a content)."""
+
+    reply_code = UNEXPECTED_FRAME
+
+
+class UnknownMethod(RemoteProtocolError):
+    """A method or content class id that this protocol version does not define."""
+
+    reply_code = NOT_IMPLEMENTED
+
+
+class AMQPError(LeveretError):
+    """The broker (or the client) closed a channel or the connection with a reply code.
+
+    ``reply_code`` and ``reply_text`` are what ``channel.close`` / ``connection.close`` said;
+    ``class_id`` and ``method_id`` name the method that caused it (0 when none did).
+    Subclasses per reply code live in :mod:`leveret.wire.replies`.
+    """
+
+    reply_code: int = 0
+    #: True when this code closes only a channel (a soft error in the spec).
+    soft: bool = False
+
+    def __init__(
+        self,
+        reply_text: str = "",
+        reply_code: int | None = None,
+        class_id: int = 0,
+        method_id: int = 0,
+    ) -> None:
+        if reply_code is not None:
+            self.reply_code = reply_code
+        self.reply_text = reply_text
+        self.class_id = class_id
+        self.method_id = method_id
+        super().__init__(reply_text)
+
+    def __str__(self) -> str:
+        where = f" (caused by method {self.class_id}/{self.method_id})" if self.class_id else ""
+        return f"{self.reply_code} {self.reply_text}{where}"
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep pickling working with our __init__
+        return (
+            type(self),
+            (self.reply_text, self.reply_code, self.class_id, self.method_id),
+        )
+
+
+class SoftError(AMQPError):
+    """A reply code that closes one channel; the connection stays usable."""
+
+    soft = True
+
+
+class HardError(AMQPError):
+    """A reply code that closes the whole connection."""
+
+    soft = False

@@ -1,0 +1,387 @@
+"""The frame reader and writer: exact bytes, the three ways of feeding, bad input, splitting."""
+
+from __future__ import annotations
+
+import struct
+from datetime import datetime, timezone
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from leveret.wire import amqp0_8, amqp0_9_1
+from leveret.wire.errors import (
+    DecodeError,
+    EncodeError,
+    FrameError,
+    FrameTooLarge,
+    RemoteProtocolError,
+    UnknownMethod,
+)
+from leveret.wire.frames import (
+    HEARTBEAT_FRAME,
+    NEED_DATA,
+    BodyFrame,
+    Frame,
+    FrameReader,
+    HeaderFrame,
+    HeartbeatFrame,
+    MethodFrame,
+    body_frame,
+    content_frames,
+    encode_frame,
+    header_frame,
+    heartbeat_frame,
+    method_frame,
+)
+
+SPECS = [amqp0_9_1, amqp0_8]
+spec_param = pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.NAME)
+
+
+def frame(frame_type: int, channel: int, payload: bytes, end: bytes = b"\xce") -> bytes:
+    return struct.pack(">BHI", frame_type, channel, len(payload)) + payload + end
+
+
+def sample_frames(spec: ModuleType) -> list[Frame]:
+    basic = spec.Basic
+    properties = basic.Properties(
+        content_type="application/json",
+        delivery_mode=2,
+        headers={"x": 1, "nested": {"list": [1, "a", None]}},
+        timestamp=datetime(2021, 1, 1, tzinfo=timezone.utc),
+    )
+    return [
+        MethodFrame(
+            0,
+            spec.Connection.Start(
+                version_major=0,
+                version_minor=9,
+                server_properties={"product": "RabbitMQ", "capabilities": {"publisher_confirms": True}},
+                mechanisms=b"PLAIN AMQPLAIN",
+                locales=b"en_US",
+            ),
+        ),
+        MethodFrame(
+            3,
+            basic.Deliver(consumer_tag="ctag", delivery_tag=7, redelivered=True, exchange="ex", routing_key="rk"),
+        ),
+        HeaderFrame(3, basic.CLASS_ID, 11, properties),
+        BodyFrame(3, b"hello "),
+        BodyFrame(3, b"world"),
+        HeartbeatFrame(0),
+        MethodFrame(65535, basic.Ack(delivery_tag=2**64 - 1, multiple=True)),
+        HeaderFrame(1, basic.CLASS_ID, 0, basic.Properties()),
+    ]
+
+
+def stream(spec: ModuleType) -> tuple[list[Frame], list[bytes]]:
+    frames = sample_frames(spec)
+    return frames, [encode_frame(f) for f in frames]
+
+
+# --------------------------------------------------------------------------- known bytes
+
+
+def test_known_bytes() -> None:
+    ack = amqp0_9_1.Basic.Ack(delivery_tag=5, multiple=True)
+    assert method_frame(1, ack) == (
+        b"\x01\x00\x01\x00\x00\x00\x0d" + b"\x00\x3c\x00\x50" + b"\x00" * 7 + b"\x05\x01" + b"\xce"
+    )
+    assert HEARTBEAT_FRAME == heartbeat_frame() == b"\x08\x00\x00\x00\x00\x00\x00\xce"
+    assert encode_frame(HeartbeatFrame()) == HEARTBEAT_FRAME
+    assert body_frame(2, b"ab") == b"\x03\x00\x02\x00\x00\x00\x02ab\xce"
+    assert header_frame(1, 60, 3, None) == (
+        b"\x02\x00\x01\x00\x00\x00\x0e" + b"\x00\x3c\x00\x00" + b"\x00" * 7 + b"\x03" + b"\x00\x00\xce"
+    )
+    props = amqp0_9_1.Basic.Properties(delivery_mode=2)
+    publish = amqp0_9_1.Basic.Publish(exchange="", routing_key="q")
+    assert content_frames(1, publish, props, b"hi", 4096) == (
+        b"\x01\x00\x01\x00\x00\x00\x0a\x00\x3c\x00\x28\x00\x00\x00\x01q\x00\xce"
+        b"\x02\x00\x01\x00\x00\x00\x0f\x00\x3c\x00\x00" + b"\x00" * 7 + b"\x02\x10\x00\x02\xce"
+        b"\x03\x00\x01\x00\x00\x00\x02hi\xce"
+    )
+
+
+def test_need_data_sentinel() -> None:
+    assert repr(NEED_DATA) == "NEED_DATA"
+    assert type(NEED_DATA)() is NEED_DATA
+
+
+def test_frame_values() -> None:
+    m = amqp0_9_1.Basic.Ack(delivery_tag=1)
+    assert MethodFrame(1, m) == MethodFrame(1, amqp0_9_1.Basic.Ack(delivery_tag=1))
+    assert MethodFrame(1, m) != MethodFrame(2, m)
+    assert BodyFrame(1, b"x") != HeartbeatFrame(1)
+    assert hash(BodyFrame(1, b"x")) == hash(BodyFrame(1, b"x"))
+    assert repr(BodyFrame(1, b"x")) == "BodyFrame(channel=1, payload=b'x')"
+    assert "+68 bytes" in repr(BodyFrame(1, b"y" * 100))
+    assert repr(HeartbeatFrame()) == "HeartbeatFrame(channel=0)"
+    assert "Basic.Ack" in repr(MethodFrame(1, m))
+    with pytest.raises(AttributeError):
+        BodyFrame(1, b"").other = 1  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- three ways
+
+
+@spec_param
+def test_whole_buffer(spec: ModuleType) -> None:
+    frames, chunks = stream(spec)
+    reader = FrameReader(spec)
+    reader.feed(b"".join(chunks))
+    assert reader.buffered == sum(map(len, chunks))
+    got = []
+    while (f := reader.next_frame()) is not NEED_DATA:
+        got.append(f)
+    assert got == frames
+    assert reader.buffered == 0
+    assert reader.next_frame() is NEED_DATA
+    reader.feed(b"".join(chunks))
+    assert reader.read_frames() == frames
+    assert reader.read_frames() == []
+
+
+@spec_param
+def test_one_byte_at_a_time(spec: ModuleType) -> None:
+    frames, chunks = stream(spec)
+    reader = FrameReader(spec)
+    for expected, chunk in zip(frames, chunks):
+        for i in range(len(chunk) - 1):
+            reader.feed(chunk[i : i + 1])
+            assert reader.next_frame() is NEED_DATA
+            assert reader.buffered == i + 1
+        reader.feed(chunk[-1:])
+        assert reader.next_frame() == expected
+        assert reader.next_frame() is NEED_DATA
+        assert reader.buffered == 0
+
+
+@spec_param
+def test_trailing_bytes(spec: ModuleType) -> None:
+    frames, chunks = stream(spec)
+    for i, chunk in enumerate(chunks):
+        following = b"".join(chunks[i + 1 :])
+        for cut in range(len(following) + 1):
+            reader = FrameReader(spec)
+            reader.feed(chunk + following[:cut])
+            assert reader.next_frame() == frames[i]
+            assert reader.buffered == cut
+            # the rest comes out later, once complete
+            reader.feed(following[cut:])
+            assert reader.read_frames() == frames[i + 1 :]
+
+
+@spec_param
+def test_random_chunking(spec: ModuleType) -> None:
+    frames, chunks = stream(spec)
+    data = b"".join(chunks)
+    for size in (2, 3, 5, 7, 8, 13, 64):
+        reader = FrameReader(spec)
+        got: list[Frame] = []
+        for i in range(0, len(data), size):
+            reader.feed(memoryview(data)[i : i + size])
+            got.extend(reader.read_frames())
+        assert got == frames
+
+
+def test_big_frame_in_small_pieces_is_not_quadratic() -> None:
+    # 4 MiB in 1-byte feeds would take minutes if each feed re-joined the buffer.
+    payload = b"z" * (1 << 20)
+    data = body_frame(1, payload)
+    reader = FrameReader(amqp0_9_1, frame_max=len(data))
+    view = memoryview(data)
+    for i in range(0, len(data) - 1, 16):
+        reader.feed(view[i : min(i + 16, len(data) - 1)])
+        if i % 4096 == 0:
+            assert reader.next_frame() is NEED_DATA
+    assert reader.buffered == len(data) - 1
+    reader.feed(data[-1:])
+    assert reader.next_frame() == BodyFrame(1, payload)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def ids(class_id: int, method_id: int) -> bytes:
+    return struct.pack(">HH", class_id, method_id)
+
+
+DELIVER = amqp0_9_1.Basic.Deliver(consumer_tag="c").encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "code"),
+    [
+        (frame(1, 1, DELIVER, end=b"\x00"), FrameError, 501),
+        (frame(8, 0, b"", end=b"\xcf"), FrameError, 501),
+        (frame(9, 1, b"abc"), FrameError, 501),
+        (frame(0, 1, b""), FrameError, 501),
+        (frame(4, 1, b""), FrameError, 501),  # 0-8's oob-method: not spoken by RabbitMQ
+        (frame(8, 1, b""), FrameError, 501),
+        (frame(8, 0, b"\x00"), FrameError, 501),
+        (frame(1, 1, b""), DecodeError, 502),
+        (frame(1, 1, b"\x00\x3c\x00"), DecodeError, 502),
+        (frame(1, 1, ids(60, 60)), DecodeError, 502),  # deliver with no arguments
+        (frame(1, 1, DELIVER + b"\x00"), DecodeError, 502),  # trailing byte
+        (frame(1, 1, DELIVER[:-1]), DecodeError, 502),
+        (frame(1, 1, ids(999, 1)), UnknownMethod, 540),
+        (frame(1, 1, ids(60, 999)), UnknownMethod, 540),
+        (frame(2, 1, struct.pack(">HHQH", 50, 0, 0, 0)), UnknownMethod, 540),  # queue: no content
+        (frame(2, 1, struct.pack(">HHQ", 60, 0, 0)), DecodeError, 502),
+        (frame(2, 1, struct.pack(">HHQH", 60, 0, 0, 0x8000)), DecodeError, 502),  # flag, no value
+        (frame(2, 1, struct.pack(">HHQH", 60, 0, 0, 0)) + b"", None, None),  # fine
+        (frame(1, 0, ids(10, 10) + b"\x00\x09\x00\x00\x00\x09"), DecodeError, 502),  # bad table
+    ],
+)
+def test_bad_input(data: bytes, error: type[RemoteProtocolError] | None, code: int | None) -> None:
+    reader = FrameReader(amqp0_9_1)
+    reader.feed(data)
+    if error is None:
+        assert isinstance(reader.next_frame(), HeaderFrame)
+        return
+    with pytest.raises(error) as info:
+        reader.next_frame()
+    assert type(info.value) is error
+    assert info.value.reply_code == code
+    # the reader stays broken, h11 style
+    assert reader.error is info.value
+    with pytest.raises(error):
+        reader.next_frame()
+    with pytest.raises(error):
+        reader.read_frames()
+    with pytest.raises(error):
+        reader.feed(HEARTBEAT_FRAME)
+
+
+def test_frame_max_enforced_before_buffering() -> None:
+    reader = FrameReader(amqp0_9_1)
+    assert reader.frame_max == 4096
+    # exactly frame_max is fine
+    reader.feed(body_frame(1, b"a" * 4088))
+    assert reader.next_frame() == BodyFrame(1, b"a" * 4088)
+    # one more byte is not, and it is refused on the header alone
+    reader.feed(struct.pack(">BHI", 3, 1, 4089))
+    with pytest.raises(FrameTooLarge) as info:
+        reader.next_frame()
+    assert info.value.reply_code == 501
+    assert reader.buffered == 7
+    # a size near 2**32 is refused just the same, without waiting for (or allocating) it
+    reader = FrameReader(amqp0_9_1, frame_max=131072)
+    reader.feed(b"\x03\x00\x01\xff\xff\xff\xf7")
+    with pytest.raises(FrameTooLarge):
+        reader.next_frame()
+
+
+def test_frame_max_can_be_raised() -> None:
+    reader = FrameReader(amqp0_9_1)
+    big = body_frame(1, b"b" * 10_000)
+    reader.frame_max = 131072
+    reader.feed(big)
+    assert reader.next_frame() == BodyFrame(1, b"b" * 10_000)
+    with pytest.raises(ValueError):
+        reader.frame_max = 0
+    with pytest.raises(ValueError):
+        FrameReader(amqp0_9_1, frame_max=0)
+    assert reader.frame_max == 131072
+
+
+def test_frames_before_an_error_are_returned_by_next_frame() -> None:
+    reader = FrameReader(amqp0_9_1)
+    reader.feed(HEARTBEAT_FRAME + frame(9, 0, b""))
+    assert reader.next_frame() == HeartbeatFrame(0)
+    with pytest.raises(FrameError):
+        reader.next_frame()
+
+
+# --------------------------------------------------------------------------- writer
+
+
+def read_all(spec: ModuleType, data: bytes | list[Any], frame_max: int) -> list[Frame]:
+    reader = FrameReader(spec, frame_max=max(frame_max, 4096))
+    if isinstance(data, list):
+        for piece in data:
+            reader.feed(piece)
+    else:
+        reader.feed(data)
+    frames = reader.read_frames()
+    assert reader.buffered == 0
+    return frames
+
+
+def body_of(frames: list[Frame]) -> bytes:
+    return b"".join(f.payload for f in frames if isinstance(f, BodyFrame))
+
+
+@spec_param
+@pytest.mark.parametrize("frame_max", [4096, 131072])
+@pytest.mark.parametrize("delta", [-1, 0, 1, None])
+def test_body_split(spec: ModuleType, frame_max: int, delta: int | None) -> None:
+    size = 0 if delta is None else frame_max - 8 + delta  # frame_max-9, -8, -7 or empty
+    body = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    publish = spec.Basic.Publish(exchange="e", routing_key="r")
+    props = spec.Basic.Properties(message_id="m")
+    frames = read_all(spec, content_frames(5, publish, props, body, frame_max), frame_max)
+    assert frames[0] == MethodFrame(5, publish)
+    assert frames[1] == HeaderFrame(5, spec.Basic.CLASS_ID, size, props)
+    bodies = frames[2:]
+    assert body_of(bodies) == body
+    assert all(f.channel == 5 for f in bodies)
+    expected_sizes = [frame_max - 8] * (size // (frame_max - 8))
+    if size % (frame_max - 8):
+        expected_sizes.append(size % (frame_max - 8))
+    assert [len(f.payload) for f in bodies] == expected_sizes  # type: ignore[attr-defined]
+
+
+@spec_param
+def test_big_body_is_not_copied(spec: ModuleType) -> None:
+    body = bytearray(b"0123456789abcdef" * (5 * 1024 * 1024 // 16))  # 5 MiB
+    frame_max = 131072
+    out = content_frames(1, spec.Basic.Publish(routing_key="q"), None, body, frame_max)
+    assert isinstance(out, list)
+    views = [piece for piece in out if isinstance(piece, memoryview)]
+    assert len(views) == -(-len(body) // (frame_max - 8))
+    assert all(view.obj is body for view in views)
+    assert sum(len(v) for v in views) == len(body)
+    assert not any(isinstance(piece, memoryview) for piece in out[:2])
+    frames = read_all(spec, out, frame_max)
+    assert frames[1] == HeaderFrame(1, 60, len(body), spec.Basic.Properties())
+    assert body_of(frames) == body
+    assert all(len(f.payload) <= frame_max - 8 for f in frames[2:])  # type: ignore[attr-defined]
+
+
+def test_big_body_single_frame_and_memoryview_input() -> None:
+    body = memoryview(bytes(70_000))
+    out = content_frames(1, amqp0_9_1.Basic.Publish(), None, body, 131072)
+    assert isinstance(out, list)
+    frames = read_all(amqp0_9_1, out, 131072)
+    assert [type(f) for f in frames] == [MethodFrame, HeaderFrame, BodyFrame]
+    # a memoryview of non-byte items is sent as its bytes
+    ints = memoryview(struct.pack(">4I", 1, 2, 3, 4)).cast("I")
+    frames = read_all(amqp0_9_1, content_frames(1, amqp0_9_1.Basic.Publish(), None, ints, 4096), 4096)
+    assert frames[1].body_size == 16  # type: ignore[attr-defined]
+    assert body_of(frames) == ints.tobytes()
+
+
+def test_small_multi_frame_body_is_one_buffer() -> None:
+    out = content_frames(1, amqp0_9_1.Basic.Publish(), None, b"x" * 10_000, 4096)
+    assert isinstance(out, bytes)
+    assert [len(f.payload) for f in read_all(amqp0_9_1, out, 4096)[2:]] == [4088, 4088, 1824]  # type: ignore[attr-defined]
+
+
+def test_writer_errors() -> None:
+    publish = amqp0_9_1.Basic.Publish()
+    with pytest.raises(EncodeError):
+        method_frame(65536, publish)
+    with pytest.raises(EncodeError):
+        method_frame(-1, publish)
+    with pytest.raises(EncodeError):
+        content_frames(1, publish, None, "text", 4096)  # type: ignore[arg-type]
+    with pytest.raises(EncodeError):
+        content_frames(1, publish, None, b"x" * 10, 8)
+    with pytest.raises(EncodeError):
+        content_frames(1, amqp0_9_1.Basic.Publish(routing_key="k" * 256), None, b"", 4096)
+    with pytest.raises(EncodeError):
+        content_frames(1, publish, amqp0_9_1.Basic.Properties(headers={"k": object()}), b"", 4096)
+    with pytest.raises(EncodeError):
+        header_frame(1, 60, -1, None)

@@ -1,0 +1,422 @@
+"""The generated method and content-properties codecs of both protocol versions."""
+
+from __future__ import annotations
+
+import struct
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import (
+    INT_MAX,
+    all_methods,
+    all_properties,
+    methods,
+    properties,
+    sample,
+)
+
+from leveret.wire import amqp0_8, amqp0_9_1, replies
+from leveret.wire._base import ContentProperties, Method
+from leveret.wire.errors import (
+    AMQPError,
+    DecodeError,
+    EncodeError,
+    HardError,
+    SoftError,
+    UnknownMethod,
+)
+
+UTC = timezone.utc
+METHODS = all_methods()
+PROPERTIES = all_properties()
+EVERY_CLASS: list[type[Any]] = [*METHODS, *PROPERTIES]
+
+
+def _id(cls: Any) -> str:
+    mod = "0-8" if cls.__module__.endswith("0_8") else "0-9-1"
+    return f"{mod}:{cls.NAME}"
+
+
+def _decode_method(payload: bytes | bytearray) -> Method:
+    class_id, method_id = struct.unpack_from("!HH", payload)
+    return amqp0_9_1.method_class(class_id, method_id).decode(payload, 4, len(payload))
+
+
+# -- round trips ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", METHODS, ids=_id)
+@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_method_round_trip(cls: type[Method], data: st.DataObject) -> None:
+    method = data.draw(methods(cls))
+    payload = method.encode()
+    assert struct.unpack_from("!HH", payload) == (cls.CLASS_ID, cls.METHOD_ID)
+    decoded = cls.decode(payload, 4, len(payload))
+    assert type(decoded) is cls
+    assert decoded == method
+    # bytearray input, and a payload in the middle of a larger buffer
+    assert cls.decode(bytearray(payload), 4, len(payload)) == method
+    framed = b"\x01\x00\x05" + payload + b"\xce"
+    assert cls.decode(framed, 7, 3 + len(payload)) == method
+
+
+@pytest.mark.parametrize("cls", PROPERTIES, ids=_id)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_properties_round_trip(cls: type[ContentProperties], data: st.DataObject) -> None:
+    props = data.draw(properties(cls))
+    raw = props.encode()
+    (flags,) = struct.unpack_from("!H", raw)
+    expected_flags = 0
+    for name in cls.FIELDS:
+        if getattr(props, name) is not None:
+            expected_flags |= cls.FLAGS[name]
+    assert flags == expected_flags
+    assert cls.decode(raw, 0, len(raw)) == props
+    assert cls.decode(bytearray(b"xx" + raw + b"yy"), 2, 2 + len(raw)) == props
+
+
+def test_every_method_of_both_versions_is_generated() -> None:
+    assert len(amqp0_9_1.METHODS) == 60 + 4  # the extended XML plus RabbitMQ's 4 additions
+    names_08 = {cls.NAME for cls in amqp0_8.METHODS.values()}
+    for name in ("access.request", "file.stage", "stream.deliver", "dtx.start", "tunnel.request",
+                 "test.content-ok", "channel.alert", "connection.redirect"):
+        assert name in names_08
+    assert set(amqp0_8.PROPERTIES) == {60, 70, 80, 110, 120}
+    assert set(amqp0_9_1.PROPERTIES) == {60}
+
+
+# -- known bytes -------------------------------------------------------------------------
+
+
+def test_basic_publish_bytes() -> None:
+    m = amqp0_9_1.Basic.Publish(exchange="ex", routing_key="rk", mandatory=True)
+    assert m.encode() == (
+        b"\x00\x3c\x00\x28"  # class 60, method 40
+        b"\x00\x00"  # reserved-1 (ticket)
+        b"\x02ex"  # exchange
+        b"\x02rk"  # routing-key
+        b"\x01"  # mandatory=bit 0, immediate=bit 1
+    )
+    assert amqp0_9_1.Basic.Publish(immediate=True).encode()[-1:] == b"\x02"
+
+
+def test_basic_deliver_bytes() -> None:
+    raw = (
+        b"\x00\x3c\x00\x3c"
+        b"\x04ctag"
+        b"\x00\x00\x00\x00\x00\x00\x01\x02"  # delivery-tag 258
+        b"\x01"  # redelivered
+        b"\x00"  # exchange ""
+        b"\x05queue"
+    )
+    m = amqp0_9_1.Basic.Deliver(
+        consumer_tag="ctag", delivery_tag=258, redelivered=True, exchange="", routing_key="queue"
+    )
+    assert m.encode() == raw
+    assert _decode_method(raw) == m
+
+
+def test_connection_tune_bytes() -> None:
+    raw = b"\x00\x0a\x00\x1e\x07\xff\x00\x02\x00\x00\x00\x3c"
+    m = amqp0_9_1.Connection.Tune(channel_max=2047, frame_max=131072, heartbeat=60)
+    assert m.encode() == raw
+    assert _decode_method(raw) == m
+    tune_08 = amqp0_8.Connection.Tune(channel_max=2047, frame_max=131072, heartbeat=60)
+    assert tune_08.encode() == raw
+
+
+@pytest.mark.parametrize(
+    "kwargs, octet",
+    [
+        ({}, 0x00),
+        ({"passive": True}, 0x01),
+        ({"durable": True}, 0x02),
+        ({"exclusive": True}, 0x04),
+        ({"auto_delete": True}, 0x08),
+        ({"no_wait": True}, 0x10),
+        ({"durable": True, "auto_delete": True}, 0x0A),
+        ({"passive": True, "durable": True, "exclusive": True, "auto_delete": True,
+          "no_wait": True}, 0x1F),
+    ],
+)
+def test_queue_declare_bit_packing(kwargs: dict[str, Any], octet: int) -> None:
+    m = amqp0_9_1.Queue.Declare(queue="q", **kwargs)
+    raw = b"\x00\x32\x00\x0a\x00\x00\x01q" + bytes([octet]) + b"\x00\x00\x00\x00"
+    assert m.encode() == raw
+    assert _decode_method(raw) == amqp0_9_1.Queue.Declare(queue="q", arguments={}, **kwargs)
+
+
+def test_bits_split_by_other_fields_use_separate_octets() -> None:
+    # 0-8 access.request: realm, then five bits in one octet
+    m = amqp0_8.Access.Request(realm="/data", exclusive=True, read=True)
+    assert m.encode() == b"\x00\x1e\x00\x0a\x05/data\x11"
+    # basic.nack: longlong, then two bits sharing one octet
+    n = amqp0_9_1.Basic.Nack(delivery_tag=7, multiple=False, requeue=True)
+    assert n.encode() == b"\x00\x3c\x00\x78" + (7).to_bytes(8, "big") + b"\x02"
+
+
+def test_table_field_with_every_type_letter_decodes() -> None:
+    entries = (
+        b"\x01tt\x01"
+        b"\x01bb\xff"
+        b"\x01BB\xff"
+        b"\x01ss\xff\xfe"
+        b"\x01uu\xff\xfe"
+        b"\x01II\xff\xff\xff\xfe"
+        b"\x01ii\xff\xff\xff\xfe"
+        b"\x01ll\xff\xff\xff\xff\xff\xff\xff\xfe"
+        b"\x01ff" + struct.pack("!f", 1.5) + b"\x01dd" + struct.pack("!d", -2.25)
+        + b"\x01DD\x02\x00\x00\x01\x3b"
+        b"\x01SS\x00\x00\x00\x02hi"
+        b"\x01AA\x00\x00\x00\x02t\x00"
+        b"\x01TT\x00\x00\x00\x00\x00\x00\x00\x3c"
+        b"\x01FF\x00\x00\x00\x00"
+        b"\x01xx\x00\x00\x00\x01\x00"
+        b"\x01VV"
+    )
+    table = struct.pack("!I", len(entries)) + entries
+    raw = b"\x00\x32\x00\x0a\x00\x00\x01q\x00" + table
+    m = _decode_method(raw)
+    assert isinstance(m, amqp0_9_1.Queue.Declare)
+    assert m.arguments == {
+        "t": True, "b": -1, "B": 255, "s": -2, "u": 65534, "I": -2, "i": 4294967294, "l": -2,
+        "f": 1.5, "d": -2.25, "D": Decimal("3.15"), "S": "hi", "A": [False],
+        "T": datetime(1970, 1, 1, 0, 1, tzinfo=UTC), "F": {}, "x": b"\x00", "V": None,
+    }
+
+
+def test_basic_properties_bytes() -> None:
+    p = amqp0_9_1.BasicProperties(content_type="text/plain", delivery_mode=2)
+    raw = b"\x90\x00\x0atext/plain\x02"
+    assert p.encode() == raw
+    assert amqp0_9_1.Basic.Properties.decode(raw, 0, len(raw)) == p
+    full = amqp0_9_1.Basic.Properties(cluster_id="c", app_id="a", timestamp=0)
+    assert full.encode() == b"\x00\x4c" + (0).to_bytes(8, "big") + b"\x01a\x01c"
+    assert amqp0_9_1.Basic.Properties.FIELDS[-1] == "cluster_id"
+    assert len(amqp0_9_1.Basic.Properties.FIELDS) == 14
+    assert amqp0_9_1.Basic.Properties.FLAGS["content_type"] == 0x8000
+    assert amqp0_9_1.Basic.Properties.FLAGS["cluster_id"] == 0x0004
+
+
+def test_property_flag_continuation_words() -> None:
+    Props = amqp0_9_1.Basic.Properties
+    # continuation bit set, then an empty second word: accepted
+    raw = b"\x90\x01\x00\x00\x0atext/plain\x02"
+    assert Props.decode(raw, 0, len(raw)) == Props(content_type="text/plain", delivery_mode=2)
+    # a flag bit basic does not define
+    with pytest.raises(DecodeError, match="unknown property flags"):
+        Props.decode(b"\x00\x02", 0, 2)
+    # a flag in the continuation word: a 16th property nobody defined
+    with pytest.raises(DecodeError, match="unknown property flags"):
+        Props.decode(b"\x00\x01\x80\x00", 0, 4)
+    with pytest.raises(DecodeError):
+        Props.decode(b"\x00\x01", 0, 2)
+
+
+def test_timestamps() -> None:
+    Props = amqp0_9_1.Basic.Properties
+    when = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    as_int = int(when.timestamp())
+    by_int = Props(timestamp=as_int).encode()
+    assert by_int == Props(timestamp=when).encode()
+    assert Props(timestamp=when.replace(tzinfo=None)).encode() == by_int  # naive means UTC
+    decoded = Props.decode(by_int, 0, len(by_int))
+    assert isinstance(decoded.timestamp, datetime) and decoded.timestamp.tzinfo is not None
+    assert decoded.timestamp == when
+    # milliseconds by mistake: past year 9999, kept as the raw int instead of failing
+    millis = Props(timestamp=as_int * 1000).encode()
+    assert Props.decode(millis, 0, len(millis)).timestamp == as_int * 1000
+
+
+def test_longstr_accepts_str_and_table_none_is_empty() -> None:
+    m = amqp0_9_1.Connection.StartOk(mechanism="PLAIN", response="\x00guest\x00guest")
+    assert m.response == b"\x00guest\x00guest"
+    payload = m.encode()
+    assert b"\x00\x00\x00\x0c\x00guest\x00guest" in payload
+    decoded = _decode_method(payload)
+    assert decoded.client_properties == {}  # type: ignore[attr-defined]
+
+
+def test_sensitive_fields_hidden_in_repr() -> None:
+    secret = b"\x00guest\x00s3cr3t"
+    for m in (
+        amqp0_9_1.Connection.StartOk(response=secret),
+        amqp0_9_1.Connection.SecureOk(response=secret),
+        amqp0_9_1.Connection.UpdateSecret(new_secret=secret, reason="rotate"),
+        amqp0_8.Connection.StartOk(response=secret),
+    ):
+        text = repr(m)
+        assert "s3cr3t" not in text and "<hidden>" in text
+    assert repr(amqp0_9_1.Basic.Ack(delivery_tag=5)) == "Basic.Ack(delivery_tag=5, multiple=False)"
+
+
+def test_rabbitmq_extensions() -> None:
+    C = amqp0_9_1.Connection
+    assert (C.Blocked.CLASS_ID, C.Blocked.METHOD_ID) == (10, 60)
+    assert (C.Unblocked.CLASS_ID, C.Unblocked.METHOD_ID) == (10, 61)
+    assert (C.UpdateSecret.CLASS_ID, C.UpdateSecret.METHOD_ID) == (10, 70)
+    assert (C.UpdateSecretOk.CLASS_ID, C.UpdateSecretOk.METHOD_ID) == (10, 71)
+    assert C.UpdateSecret.RESPONSES == (C.UpdateSecretOk,) and C.UpdateSecret.SYNCHRONOUS
+    assert C.Blocked(reason="low on memory").encode() == b"\x00\x0a\x00\x3c\x0dlow on memory"
+    assert C.Unblocked().encode() == b"\x00\x0a\x00\x3d"
+    assert amqp0_9_1.method_class(10, 60) is C.Blocked
+
+
+def test_module_level_api() -> None:
+    assert amqp0_9_1.PROTOCOL_HEADER == b"AMQP\x00\x00\x09\x01"
+    assert amqp0_8.PROTOCOL_HEADER == b"AMQP\x01\x01\x08\x00"
+    assert (amqp0_9_1.VERSION, amqp0_9_1.NAME) == ((0, 9, 1), "0-9-1")
+    assert (amqp0_8.VERSION, amqp0_8.NAME) == ((0, 8, 0), "0-8")
+    assert amqp0_9_1.PORT == amqp0_8.PORT == 5672
+    assert amqp0_9_1.FRAME_METHOD == 1 and amqp0_9_1.FRAME_END == 206
+    assert amqp0_9_1.FRAME_MIN_SIZE == 4096
+    assert amqp0_8.FRAME_OOB_METHOD == 4
+    assert amqp0_9_1.NOT_FOUND in amqp0_9_1.SOFT_ERRORS
+    assert amqp0_9_1.CONNECTION_FORCED in amqp0_9_1.HARD_ERRORS
+    assert amqp0_9_1.ERRORS[404] is replies.NotFound
+    assert 313 in amqp0_9_1.ERRORS and 313 not in amqp0_8.ERRORS
+    assert 310 in amqp0_8.ERRORS and 310 not in amqp0_9_1.ERRORS
+    assert amqp0_9_1.BasicProperties is amqp0_9_1.Basic.Properties
+    assert amqp0_9_1.method_class(60, 40) is amqp0_9_1.Basic.Publish
+    assert amqp0_9_1.Basic.Publish.INDEX == 60 << 16 | 40
+    assert amqp0_9_1.Basic.Publish.HAS_CONTENT and not amqp0_9_1.Basic.Ack.HAS_CONTENT
+    assert amqp0_9_1.Basic.Get.RESPONSES == (amqp0_9_1.Basic.GetOk, amqp0_9_1.Basic.GetEmpty)
+    assert amqp0_9_1.Basic.Qos.FIELDS == ("prefetch_size", "prefetch_count", "global_")
+    assert amqp0_9_1.Basic.Properties.decode(b"\x00\x00", 0, 2) == amqp0_9_1.Basic.Properties()
+    with pytest.raises(UnknownMethod) as info:
+        amqp0_9_1.method_class(60, 999)
+    assert info.value.reply_code == 540
+    with pytest.raises(UnknownMethod):
+        amqp0_9_1.method_class(30, 10)  # access.request exists only in 0-8
+    assert amqp0_8.method_class(30, 10) is amqp0_8.Access.Request
+    with pytest.raises(UnknownMethod):
+        amqp0_9_1.properties_class(70)
+    assert amqp0_8.properties_class(70) is amqp0_8.File.Properties
+
+
+def test_keyword_only_construction_and_defaults() -> None:
+    with pytest.raises(TypeError):
+        declare: Any = amqp0_9_1.Queue.Declare
+        declare("q", True)
+    q = amqp0_9_1.Queue.Declare()
+    assert (q.queue, q.durable, q.arguments, q.reserved_1) == ("", False, None, 0)
+    assert amqp0_9_1.Basic.Properties().headers is None
+    assert amqp0_9_1.Basic.Ack(delivery_tag=1) != amqp0_9_1.Basic.Ack(delivery_tag=2)
+    assert amqp0_9_1.Basic.Ack(delivery_tag=1) != amqp0_9_1.Basic.Nack(delivery_tag=1)
+
+
+def test_replies() -> None:
+    assert issubclass(replies.NotFound, SoftError) and replies.NotFound.reply_code == 404
+    assert issubclass(replies.ConnectionForced, HardError)
+    assert replies.AMQPSyntaxError.reply_code == 502
+    assert replies.AMQPNotImplemented.reply_code == 540
+    assert replies.AMQPFrameError.reply_code == 501
+    assert not hasattr(replies, "SyntaxError") and not hasattr(replies, "NotImplemented")
+    err = replies.error_for(404, "NOT_FOUND - no queue 'q'", 50, 10)
+    assert type(err) is replies.NotFound
+    assert (err.reply_code, err.reply_text, err.class_id, err.method_id) == (
+        404, "NOT_FOUND - no queue 'q'", 50, 10)
+    unknown_hard = replies.error_for(599, "?")
+    assert type(unknown_hard) is HardError and unknown_hard.reply_code == 599
+    unknown_soft = replies.error_for(499, "?")
+    assert type(unknown_soft) is SoftError and unknown_soft.reply_code == 499
+    assert set(replies.REPLY_ERRORS) == set(amqp0_9_1.ERRORS) | set(amqp0_8.ERRORS)
+    for code, cls in replies.REPLY_ERRORS.items():
+        assert issubclass(cls, AMQPError) and cls.reply_code == code and cls.__doc__
+        in_091 = amqp0_9_1.SOFT_ERRORS if cls.soft else amqp0_9_1.HARD_ERRORS
+        in_08 = amqp0_8.SOFT_ERRORS if cls.soft else amqp0_8.HARD_ERRORS
+        assert code in in_091 or code in in_08
+
+
+# -- encode errors -------------------------------------------------------------------------
+
+
+def _field_cases() -> list[tuple[type[Any], str, str]]:
+    out = []
+    for cls in EVERY_CLASS:
+        for name, type_ in zip(cls.FIELDS, cls.FIELD_TYPES):
+            out.append((cls, name, type_))
+    return out
+
+
+BAD_VALUES: dict[str, list[Any]] = {
+    "octet": [-1, 256],
+    "short": [-1, 65536],
+    "long": [-1, 2**32],
+    "longlong": [-1, 2**64],
+    "timestamp": [-1, 2**64],
+    "shortstr": ["x" * 256, "\u00e9" * 128, 7, "\ud800"],
+    "longstr": [12, "\ud800"],
+    "table": [{"bad": object()}, {"big": 2**64}],
+    "bit": [],
+}
+
+
+@pytest.mark.parametrize(
+    "cls, name, type_",
+    [c for c in _field_cases() if BAD_VALUES[c[2]]],
+    ids=lambda v: v if isinstance(v, str) else _id(v),
+)
+def test_encode_errors_name_the_field(cls: type[Any], name: str, type_: str) -> None:
+    for bad in BAD_VALUES[type_]:
+        # a longstr given as str is converted (and may fail) on construction already
+        with pytest.raises(EncodeError) as info:
+            cls(**{name: bad}).encode()
+        assert cls.NAME in str(info.value)
+        assert name in str(info.value)
+
+
+# -- decode errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", EVERY_CLASS, ids=_id)
+def test_truncated_or_padded_payload_is_a_decode_error(cls: type[Any]) -> None:
+    obj = sample(cls)
+    encoded = obj.encode()
+    start = 4 if issubclass(cls, Method) else 0
+    payload = encoded[start:]
+    assert cls.decode(payload, 0, len(payload)) == obj
+    for cut in range(len(payload)):
+        # the buffer ends where the payload is cut ...
+        with pytest.raises(DecodeError):
+            cls.decode(payload[:cut], 0, cut)
+        # ... or goes on past `end` (the next frame's bytes are in the same buffer)
+        with pytest.raises(DecodeError):
+            cls.decode(bytearray(payload), 0, cut)
+    with pytest.raises(DecodeError):
+        cls.decode(payload + b"\x00", 0, len(payload) + 1)
+
+
+@settings(max_examples=500)
+@given(cls=st.sampled_from(EVERY_CLASS), data=st.binary(max_size=40))
+def test_random_bytes_decode_or_raise_decode_error(cls: type[Any], data: bytes) -> None:
+    try:
+        obj = cls.decode(data, 0, len(data))
+    except DecodeError:
+        return
+    assert isinstance(obj, cls)
+    # What decoded is a valid instance: it encodes again (a table value such as a 'T' past
+    # 2**63 may legitimately not fit back into a table; that is an EncodeError, nothing else).
+    try:
+        again = obj.encode()
+    except EncodeError:
+        return
+    start = 4 if isinstance(obj, Method) else 0
+    assert type(cls.decode(again, start, len(again))) is cls
+
+
+def test_int_field_bounds_are_inclusive() -> None:
+    for cls, name, type_ in _field_cases():
+        if type_ in INT_MAX:
+            types = zip(cls.FIELDS, cls.FIELD_TYPES)
+            tables: dict[str, Any] = {n: {} for n, t in types if t == "table"}
+            obj = cls(**{**tables, name: INT_MAX[type_]})
+            raw = obj.encode()
+            start = 4 if issubclass(cls, Method) else 0
+            assert cls.decode(raw, start, len(raw)) == obj
