@@ -241,7 +241,15 @@ def merge_extensions(spec: Spec, path: Path) -> None:
         if ext.properties:
             raise SpecError(f"{path.name}: cannot add properties to class {ext.name}")
         taken = {m.index: m.name for m in target.methods}
-        for m in ext.methods:
+        for m, m_elem in zip(ext.methods, elem.findall("method")):
+            if m_elem.get("replaces") == "1":
+                # An erratum: the method exists and is redefined (same name and index).
+                if taken.get(m.index) != m.name:
+                    raise SpecError(
+                        f"{path.name}: {ext.name}.{m.name} replaces nothing at index {m.index}"
+                    )
+                target.methods = [m if old.index == m.index else old for old in target.methods]
+                continue
             if m.index in taken:
                 raise SpecError(
                     f"{path.name}: {ext.name}.{m.name} reuses index {m.index} "

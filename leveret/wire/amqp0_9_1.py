@@ -3239,7 +3239,8 @@ class Basic:
             return self
 
     class Recover(Method):
-        """basic.recover (60, 110): no content; asynchronous; sent by the client.
+        """basic.recover (60, 110): no content; synchronous; sent by the client. Answered by
+        Basic.RecoverOk.
 
         Fields, in wire order: requeue (bit).
         """
@@ -3250,7 +3251,7 @@ class Basic:
         METHOD_ID = 110
         INDEX = 60 << 16 | 110
         NAME = "basic.recover"
-        SYNCHRONOUS = False
+        SYNCHRONOUS = True
         HAS_CONTENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("bit",)
@@ -3926,6 +3927,7 @@ Basic.Qos.RESPONSES = (Basic.QosOk,)
 Basic.Consume.RESPONSES = (Basic.ConsumeOk,)
 Basic.Cancel.RESPONSES = (Basic.CancelOk,)
 Basic.Get.RESPONSES = (Basic.GetOk, Basic.GetEmpty)
+Basic.Recover.RESPONSES = (Basic.RecoverOk,)
 Tx.Select.RESPONSES = (Tx.SelectOk,)
 Tx.Commit.RESPONSES = (Tx.CommitOk,)
 Tx.Rollback.RESPONSES = (Tx.RollbackOk,)
