@@ -1,0 +1,51 @@
+"""The client layer: a sans-IO AMQP connection core and the drivers that move its bytes.
+
+* :class:`SansIOConnection` (:mod:`.core`): every protocol rule of a client connection --
+  negotiation, SASL, tuning, heartbeats, channels, content assembly, publisher confirms,
+  close handshakes -- with no I/O.  Other libraries can drive it with their own I/O.
+* :class:`Connection` / :class:`Channel` (:mod:`.blocking`): the blocking socket driver, with
+  py-amqplib's method names (``queue_declare``, ``basic_publish``, ``basic_consume``...).
+* :class:`Message`, :func:`parse_url`, the events (:mod:`.events`) and the client's
+  exceptions (:mod:`.errors`; the per-reply-code ones come from :mod:`leveret.wire.replies`).
+"""
+
+from ..wire.replies import *  # noqa: F401,F403  (NotFound, AccessRefused, ...)
+from ..wire.replies import __all__ as _replies_all
+from . import events
+from .blocking import Channel, Connection, QueueDeclareOk
+from .core import ChannelState, ConnState, SansIOConnection
+from .errors import (
+    AuthenticationError,
+    BlockedTimeout,
+    ChannelClosedError,
+    ConnectionClosedError,
+    ConnectionLost,
+    MessageTooLargeError,
+    PublishNacked,
+    VersionMismatch,
+)
+from .message import Message
+from .url import ConnectionParameters, URLError, parse_url
+
+__all__ = [
+    "Connection",
+    "Channel",
+    "QueueDeclareOk",
+    "Message",
+    "SansIOConnection",
+    "ConnState",
+    "ChannelState",
+    "events",
+    "ConnectionParameters",
+    "parse_url",
+    "URLError",
+    "AuthenticationError",
+    "BlockedTimeout",
+    "ChannelClosedError",
+    "ConnectionClosedError",
+    "ConnectionLost",
+    "MessageTooLargeError",
+    "PublishNacked",
+    "VersionMismatch",
+    *_replies_all,
+]

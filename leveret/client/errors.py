@@ -1,0 +1,74 @@
+"""Exceptions of the client layer (on top of :mod:`leveret.wire.errors`)."""
+
+from __future__ import annotations
+
+from ..wire.errors import HardError, LeveretError, LocalProtocolError, RemoteProtocolError
+
+__all__ = [
+    "ConnectionLost",
+    "AuthenticationError",
+    "VersionMismatch",
+    "ChannelClosedError",
+    "ConnectionClosedError",
+    "BlockedTimeout",
+    "PublishNacked",
+    "MessageTooLargeError",
+]
+
+
+class ConnectionLost(LeveretError, ConnectionError):
+    """The transport went away without a close handshake (EOF, reset, missed heartbeats).
+
+    ``unconfirmed`` maps channel ids to the delivery tags of publishes the broker had not
+    confirmed when the connection was lost: their fate is unknown.
+    """
+
+    def __init__(self, message: str, unconfirmed: dict[int, list[int]] | None = None) -> None:
+        super().__init__(message)
+        self.unconfirmed: dict[int, list[int]] = unconfirmed or {}
+
+
+class AuthenticationError(HardError):
+    """The broker refused the credentials (reply code 403 during the handshake) or offers
+    none of the SASL mechanisms asked for."""
+
+    reply_code = 403
+
+
+class VersionMismatch(RemoteProtocolError):
+    """The broker answered our protocol header with a header of its own: it does not speak
+    the version we asked for.  The message names both versions."""
+
+
+class ChannelClosedError(LocalProtocolError):
+    """The channel is closed (by us or the broker); ``__cause__`` holds the broker's error."""
+
+
+class ConnectionClosedError(LocalProtocolError):
+    """The connection is closed; ``__cause__`` holds why, if it was not a normal close."""
+
+
+class BlockedTimeout(LeveretError, TimeoutError):
+    """The broker kept the connection blocked (``connection.blocked``) past ``blocked_timeout``."""
+
+
+class PublishNacked(LeveretError):
+    """The broker nacked one or more publishes in confirm mode (``delivery_tags``)."""
+
+    def __init__(self, message: str, delivery_tags: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.delivery_tags = delivery_tags or []
+
+
+class MessageTooLargeError(LeveretError):
+    """An incoming message was bigger than ``max_body_size`` and was discarded unbuffered.
+
+    ``delivery_tag`` identifies it so it can be rejected; the connection stays usable."""
+
+    reply_code = 311
+
+    def __init__(self, message: str, channel_id: int, delivery_tag: int | None, body_size: int) -> None:
+        super().__init__(message)
+        self.channel_id = channel_id
+        self.delivery_tag = delivery_tag
+        self.body_size = body_size

@@ -1,0 +1,168 @@
+"""Events the sans-IO core hands out from :meth:`SansIOConnection.receive_data`.
+
+Each event is a small frozen, slotted dataclass: something that happened on the wire that the
+driver (or the library built on the core) has to act on.  Replies the protocol requires and
+nobody has to decide about (``close-ok``, ``flow-ok``, heartbeats) are queued by the core
+itself; the events only tell you they happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from ..wire.errors import AMQPError
+
+__all__ = [
+    "Event",
+    "ConnectionOpened",
+    "ConnectionClosed",
+    "ConnectionBlocked",
+    "ConnectionUnblocked",
+    "ChannelOpened",
+    "ChannelClosed",
+    "MethodReceived",
+    "MessageReceived",
+    "MessageReturned",
+    "PublishConfirmed",
+    "ConsumerCancelled",
+    "FlowChanged",
+    "MessageTooLarge",
+]
+
+
+class Event:
+    """Base class of every event."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionOpened(Event):
+    """``connection.open-ok`` arrived: the connection is usable with these tuned values."""
+
+    server_properties: dict[str, Any]
+    channel_max: int
+    frame_max: int
+    heartbeat: int
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed(Event):
+    """The close handshake finished.
+
+    ``error`` is ``None`` for a normal close (reply code 200) and otherwise the typed
+    exception for the code the closing side gave; ``by_peer`` says who started it.
+    """
+
+    error: AMQPError | None
+    by_peer: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionBlocked(Event):
+    """``connection.blocked``: the broker stopped reading from publishers (e.g. a memory alarm)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionUnblocked(Event):
+    """``connection.unblocked``: the broker reads from this connection again."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOpened(Event):
+    """``channel.open-ok`` arrived for ``channel_id``."""
+
+    channel_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelClosed(Event):
+    """The channel is closed and its id free again.
+
+    ``error`` is the typed exception for the peer's reply code (``NotFound``, ...) when the
+    broker closed it, else ``None``.
+    """
+
+    channel_id: int
+    error: AMQPError | None
+    by_peer: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MethodReceived(Event):
+    """A method without content, e.g. the synchronous reply to a request (``declare-ok``)."""
+
+    channel_id: int
+    method: Any
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived(Event):
+    """A complete content: ``basic.deliver`` or ``basic.get-ok`` with its properties and body."""
+
+    channel_id: int
+    method: Any
+    properties: Any
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReturned(Event):
+    """``basic.return``: the broker could not route a ``mandatory`` publish.
+
+    In confirm mode ``delivery_tag`` is the tag of the publish it returns (its ack follows);
+    otherwise ``None``.
+    """
+
+    channel_id: int
+    method: Any
+    properties: Any
+    body: bytes
+    delivery_tag: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishConfirmed(Event):
+    """``basic.ack`` / ``basic.nack`` from the broker in confirm mode.
+
+    ``delivery_tags`` lists every publish this confirmation settles (``multiple`` expanded,
+    tags already settled left out); ``ack`` is False for a nack.
+    """
+
+    channel_id: int
+    delivery_tags: Sequence[int]
+    ack: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerCancelled(Event):
+    """The broker cancelled a consumer (``basic.cancel`` from the server: queue deleted, ...)."""
+
+    channel_id: int
+    consumer_tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class FlowChanged(Event):
+    """``channel.flow`` from the broker; the core has already answered with ``flow-ok``."""
+
+    channel_id: int
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTooLarge(Event):
+    """A content was larger than ``max_body_size``; its body was discarded unbuffered.
+
+    ``method`` is the ``basic.deliver``/``get-ok``/``return`` that announced it, so the caller
+    can reject it by ``delivery_tag``.
+    """
+
+    channel_id: int
+    method: Any
+    properties: Any
+    body_size: int

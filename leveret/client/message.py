@@ -1,0 +1,155 @@
+"""The client layer's message: a body and its content properties."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .blocking import Channel
+
+__all__ = ["Message", "PROPERTY_NAMES"]
+
+#: Basic's content properties, in flag order (the same names in 0-9-1 and 0-8).
+PROPERTY_NAMES = (
+    "content_type",
+    "content_encoding",
+    "headers",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+)
+_NAMES = frozenset(PROPERTY_NAMES)
+
+
+class Message:
+    """A message to publish or one that arrived.
+
+    ``Message(body, **properties)``: ``body`` is bytes (a ``str`` is sent UTF-8 encoded, and
+    ``content_encoding`` defaults to ``"utf-8"`` then); the keywords are Basic's content
+    properties (``content_type``, ``delivery_mode``, ``headers``, ...).  Unknown keywords are
+    a ``TypeError``.
+
+    A received message also has ``delivery_info`` (``consumer_tag``, ``delivery_tag``,
+    ``redelivered``, ``exchange``, ``routing_key``, and ``message_count`` for ``basic.get``),
+    ``channel``, and ``ack()``, ``nack()``, ``reject()``.
+    """
+
+    __slots__ = ("body", "_properties", "_info", "channel", "_props", "_method")
+
+    def __init__(self, body: bytes | bytearray | memoryview | str = b"", **properties: Any) -> None:
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+            properties.setdefault("content_encoding", "utf-8")
+        unknown = properties.keys() - _NAMES
+        if unknown:
+            raise TypeError(f"unknown message properties: {', '.join(sorted(unknown))}")
+        self.body = body
+        self._properties: dict[str, Any] | None = properties
+        self._info: dict[str, Any] | None = {}
+        self.channel: Channel | None = None
+        self._props: Any = None
+        self._method: Any = None
+
+    @classmethod
+    def _received(cls, channel: Channel | None, method: Any, props: Any, body: bytes) -> Message:
+        self = cls.__new__(cls)
+        self.body = body
+        self._props = props
+        self._properties = None  # built from _props on first use
+        self._info = None  # built from _method on first use
+        self._method = method
+        self.channel = channel
+        return self
+
+    @property
+    def delivery_info(self) -> dict[str, Any]:
+        """What the delivering method said: ``consumer_tag``, ``delivery_tag``,
+        ``redelivered``, ``exchange``, ``routing_key`` (``message_count`` for ``basic.get``;
+        ``reply_code``/``reply_text`` for a returned message)."""
+        info = self._info
+        if info is None:
+            method = self._method
+            info = {
+                name: getattr(method, name)
+                for name in method.FIELDS
+                if not name.startswith(("reserved", "ticket"))
+            }
+            self._info = info
+        return info
+
+    @delivery_info.setter
+    def delivery_info(self, value: dict[str, Any]) -> None:
+        self._info = value
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        """The content properties that are set, as a dict."""
+        value = self._properties
+        if value is None:
+            props = self._props
+            value = {} if props is None else {
+                n: v for n in props.FIELDS if (v := getattr(props, n)) is not None
+            }
+            self._properties = value
+        return value
+
+    @properties.setter
+    def properties(self, value: dict[str, Any]) -> None:
+        self._properties = value
+
+    def __getattr__(self, name: str) -> Any:
+        # msg.content_type, msg.headers, ... as in py-amqp
+        if name in _NAMES:
+            return self.properties.get(name)
+        raise AttributeError(name)
+
+    @property
+    def delivery_tag(self) -> int | None:
+        """The broker's tag for this delivery (None for a message not delivered)."""
+        if self._info is None:
+            return getattr(self._method, "delivery_tag", None)
+        return self._info.get("delivery_tag")
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return self.properties.get("headers") or {}
+
+    def ack(self, multiple: bool = False) -> None:
+        """Send ``basic.ack`` for this delivery on the channel it arrived on."""
+        self._need_channel().basic_ack(self.delivery_tag, multiple=multiple)  # type: ignore[arg-type]
+
+    def nack(self, multiple: bool = False, requeue: bool = True) -> None:
+        """Send ``basic.nack`` (RabbitMQ; 0-9-1) for this delivery."""
+        self._need_channel().basic_nack(
+            self.delivery_tag, multiple=multiple, requeue=requeue  # type: ignore[arg-type]
+        )
+
+    def reject(self, requeue: bool = True) -> None:
+        """Send ``basic.reject`` for this delivery."""
+        self._need_channel().basic_reject(self.delivery_tag, requeue=requeue)  # type: ignore[arg-type]
+
+    def _need_channel(self) -> Channel:
+        if self.channel is None or not self.delivery_tag:
+            raise ValueError("this message was not delivered by a broker: nothing to acknowledge")
+        return self.channel
+
+    def __repr__(self) -> str:
+        body = self.body
+        shown = bytes(body[:40]) if not isinstance(body, str) else body[:40]
+        more = "..." if len(body) > 40 else ""
+        return f"<Message body={shown!r}{more} properties={self.properties!r}>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return bytes(self.body) == bytes(other.body) and self.properties == other.properties
+
+    __hash__ = None  # type: ignore[assignment]

@@ -1,0 +1,180 @@
+"""AMQP URLs: ``amqp[s]://user:pass@host:port/vhost?option=value&...``.
+
+Every part is percent-decoded; the vhost is the whole path after the first ``/`` (so ``/``
+itself is written ``%2F``); an empty path means the vhost ``/``.  An unknown option, a bad
+value or a malformed URL raises :class:`URLError` naming the problem (never the password).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ..wire.errors import LeveretError
+
+__all__ = ["URLError", "ConnectionParameters", "parse_url"]
+
+
+class URLError(LeveretError, ValueError):
+    """A malformed AMQP URL or an unknown/invalid option in it."""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(name: str, value: str) -> bool:
+    low = value.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise URLError(f"option {name}={value!r} is not a boolean (use true or false)")
+
+
+def _int(name: str, value: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise URLError(f"option {name}={value!r} is not an integer") from None
+    if not low <= number <= high:
+        raise URLError(f"option {name}={number} is out of range {low}..{high}")
+    return number
+
+
+def _float(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise URLError(f"option {name}={value!r} is not a number") from None
+    if not number > 0:
+        raise URLError(f"option {name}={number} must be positive")
+    return number
+
+
+@dataclass
+class ConnectionParameters:
+    """Everything needed to open a connection.  ``repr`` never shows the password."""
+
+    host: str = "localhost"
+    port: int = 5672
+    username: str = "guest"
+    password: str = dataclasses.field(default="guest", repr=False)
+    virtual_host: str = "/"
+    ssl: bool = False
+    heartbeat: int = 60
+    frame_max: int = 131072
+    channel_max: int = 2047
+    connection_timeout: float = 10.0
+    auth_mechanism: str = "PLAIN"
+    cacertfile: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    verify: bool = True
+    server_name_indication: str | None = None
+    protocol: str = "0-9-1"
+
+    def url(self, show_password: bool = False) -> str:
+        """This connection as a URL; the password is masked unless asked for."""
+        from urllib.parse import quote
+
+        scheme = "amqps" if self.ssl else "amqp"
+        password = quote(self.password, safe="") if show_password else "****"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return (
+            f"{scheme}://{quote(self.username, safe='')}:{password}@{host}:{self.port}/"
+            f"{quote(self.virtual_host, safe='')}"
+        )
+
+
+# option name -> converter
+_OPTIONS: dict[str, Any] = {
+    "heartbeat": lambda v: _int("heartbeat", v, 0, 65535),
+    "frame_max": lambda v: _int("frame_max", v, 0, 2**32 - 1),
+    "channel_max": lambda v: _int("channel_max", v, 0, 65535),
+    "connection_timeout": lambda v: _float("connection_timeout", v),
+    "auth_mechanism": lambda v: v.upper(),
+    "cacertfile": str,
+    "certfile": str,
+    "keyfile": str,
+    "verify": lambda v: _bool("verify", v),
+    "server_name_indication": str,
+    "protocol": lambda v: v,
+}
+_MECHANISMS = {"PLAIN", "AMQPLAIN", "EXTERNAL"}
+_PROTOCOLS = {"0-9-1", "0-8"}
+
+
+def parse_url(url: str) -> ConnectionParameters:
+    """Parse an AMQP URL into :class:`ConnectionParameters`.
+
+    ``amqp://`` defaults to port 5672, ``amqps://`` to 5671 with TLS; user and password
+    default to ``guest``; the host to ``localhost``.
+    """
+    if not isinstance(url, str):
+        raise URLError(f"an AMQP URL must be a str, not {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise URLError(f"malformed AMQP URL: {_mask(url)} ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("amqp", "amqps"):
+        raise URLError(f"an AMQP URL starts with amqp:// or amqps://, not {scheme or 'nothing'!r}: {_mask(url)}")
+    if parts.fragment:
+        raise URLError(f"an AMQP URL has no #fragment: {_mask(url)}")
+    params = ConnectionParameters(ssl=scheme == "amqps", port=5671 if scheme == "amqps" else 5672)
+    if parts.hostname:
+        params.host = unquote(parts.hostname)
+    if port is not None:
+        if port == 0:
+            raise URLError(f"port 0 is not a valid AMQP port: {_mask(url)}")
+        params.port = port
+    if parts.username is not None:
+        params.username = unquote(parts.username)
+    if parts.password is not None:
+        params.password = unquote(parts.password)
+    path = parts.path
+    if path and path != "/":
+        vhost = unquote(path[1:])
+        if not vhost:
+            raise URLError(f"empty virtual host in {_mask(url)}")
+        params.virtual_host = vhost
+    try:
+        options = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise URLError(f"malformed query string in {_mask(url)}") from None
+    for name, value in options:
+        convert = _OPTIONS.get(name)
+        if convert is None:
+            raise URLError(
+                f"unknown option {name!r} in AMQP URL (known: {', '.join(sorted(_OPTIONS))})"
+            )
+        setattr(params, name, convert(value))
+    if params.auth_mechanism not in _MECHANISMS:
+        raise URLError(
+            f"auth_mechanism={params.auth_mechanism!r} is not one of {', '.join(sorted(_MECHANISMS))}"
+        )
+    if params.protocol not in _PROTOCOLS:
+        raise URLError(f"protocol={params.protocol!r} is not one of {', '.join(sorted(_PROTOCOLS))}")
+    return params
+
+
+def _mask(url: str) -> str:
+    """The URL with any password replaced, for error messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        return url.replace(netloc, f"{user}:****@{hostport}", 1)
+    except ValueError:
+        # Too broken to find the password reliably: hide everything between :// and @.
+        head, sep, rest = url.partition("://")
+        if "@" in rest:
+            return f"{head}{sep}****@{rest.rpartition('@')[2]}"
+        return url

@@ -1,0 +1,280 @@
+"""Message content through a real RabbitMQ: body sizes around frame boundaries, big bodies,
+many messages, the inbound body cap, and two threads sharing one connection.
+
+Bodies are checked byte for byte after the broker has stored and sent them back, through
+``basic.get`` and through a consumer, in AMQP 0-9-1 and 0-8.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+import uuid
+from typing import Any, Callable, Iterator
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import pytest
+
+from broker import PrivateNode
+from leveret.client import Channel, Connection, Message, MessageTooLargeError
+
+PROTOCOLS = ["0-9-1", "0-8"]
+MiB = 1024 * 1024
+
+
+def with_options(url: str, **options: Any) -> str:
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode(options)) if q)
+    return urlunsplit(parts._replace(query=query))
+
+
+def unique(prefix: str) -> str:
+    return f"leveret-test-{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def body_of(size: int, seed: int) -> bytes:
+    """``size`` pseudo-random bytes, different for each seed (so swaps and shifts show)."""
+    return random.Random(seed).randbytes(size)
+
+
+def digest(body: Any) -> tuple[int, str]:
+    """A short, comparable summary of a body (pytest would print megabytes otherwise)."""
+    data = bytes(body)
+    return len(data), hashlib.sha256(data).hexdigest()[:16]
+
+
+def drain_until(conn: Connection, done: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, "timed out waiting for deliveries"
+        conn.drain_events(timeout=remaining)
+
+
+def exclusive_queue(ch: Channel) -> str:
+    ok = ch.queue_declare(unique("q"), exclusive=True)
+    assert ok is not None
+    return ok.queue
+
+
+@pytest.fixture(params=PROTOCOLS)
+def protocol(request: pytest.FixtureRequest) -> str:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def url(node: PrivateNode, protocol: str) -> str:
+    return with_options(node.url, protocol=protocol)
+
+
+@pytest.fixture
+def conn(url: str) -> Iterator[Connection]:
+    connection = Connection(url, rpc_timeout=20).connect()
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+@pytest.mark.parametrize("frame_max", [4096, 131072])
+def test_body_sizes_around_frame_boundaries(url: str, frame_max: int) -> None:
+    sizes = [0, frame_max - 8, frame_max - 7, MiB, 5 * MiB]
+    bodies = [body_of(size, seed) for seed, size in enumerate(sizes)]
+    with Connection(with_options(url, frame_max=frame_max), rpc_timeout=20) as conn:
+        assert conn.frame_max == frame_max
+        ch = conn.channel()
+        q = exclusive_queue(ch)
+
+        # publish, then basic.get
+        for i, body in enumerate(bodies):
+            ch.basic_publish(Message(body, message_id=str(i)), routing_key=q)
+        got = [ch.basic_get(q, no_ack=True) for _ in bodies]
+        assert [m.message_id for m in got if m] == [str(i) for i in range(len(bodies))]
+        assert [digest(m.body) for m in got if m] == [digest(b) for b in bodies]
+        assert all(type(m.body) is bytes for m in got if m)
+
+        # publish, then basic.consume
+        for i, body in enumerate(bodies):
+            ch.basic_publish(Message(body, message_id=str(i)), routing_key=q)
+        delivered: list[Message] = []
+        ch.basic_consume(q, no_ack=True, callback=delivered.append)
+        drain_until(conn, lambda: len(delivered) == len(bodies))
+        assert [digest(m.body) for m in delivered] == [digest(b) for b in bodies]
+        assert ch.queue_declare(q, passive=True) == (q, 0, 1)
+
+
+def test_big_body_as_bytes_bytearray_and_memoryview(conn: Connection) -> None:
+    ch = conn.channel()
+    q = exclusive_queue(ch)
+    raw = body_of(5 * MiB + 3, 42)
+    views: dict[str, bytes | bytearray | memoryview] = {
+        "bytes": raw[: 5 * MiB],
+        "bytearray": bytearray(raw[1 : 5 * MiB + 1]),
+        "memoryview": memoryview(raw)[3:],  # a slice: offset into a bigger buffer
+    }
+    for name, body in views.items():
+        ch.basic_publish(Message(body, type=name), routing_key=q)
+    for name, body in views.items():
+        msg = ch.basic_get(q, no_ack=True)
+        assert msg is not None and msg.type == name
+        assert digest(msg.body) == digest(body), name
+    # The publisher's buffers are unchanged.
+    assert views["bytearray"] == raw[1 : 5 * MiB + 1]
+
+
+# --------------------------------------------------------------------------- many messages
+
+
+def test_ten_thousand_messages_in_order(conn: Connection, node: PrivateNode) -> None:
+    count = 10_000
+    ch = conn.channel()
+    q = unique("many")
+    ch.queue_declare(q, auto_delete=True)
+    for i in range(count):
+        ch.basic_publish(b"%05d" % i, routing_key=q)
+    ch.basic_qos(prefetch_count=500)
+    bodies: list[bytes] = []
+    tags: list[int] = []
+
+    def on_message(msg: Message) -> None:
+        bodies.append(bytes(msg.body))
+        tags.append(msg.delivery_tag)  # type: ignore[arg-type]
+        msg.ack()
+
+    ch.basic_consume(q, callback=on_message)
+    drain_until(conn, lambda: len(bodies) >= count, timeout=30)
+    assert len(bodies) == count
+    assert bodies == [b"%05d" % i for i in range(count)]
+    assert tags == list(range(1, count + 1))
+    # Every ack reached the broker: nothing is ready, nothing is unacknowledged.
+    rows = [
+        r
+        for r in json.loads(
+            node.ctl("list_queues", "--formatter", "json", "name", "messages_ready",
+                     "messages_unacknowledged", "consumers")
+        )
+        if r["name"] == q
+    ]
+    assert rows == [{"name": q, "messages_ready": 0, "messages_unacknowledged": 0, "consumers": 1}]
+
+
+# --------------------------------------------------------------------------- max_body_size
+
+
+def test_inbound_body_cap_on_consume(url: str) -> None:
+    with Connection(url, max_body_size=1000) as conn:
+        ch = conn.channel()
+        q = exclusive_queue(ch)
+        ch.basic_publish(body_of(2000, 1), routing_key=q)
+        ch.basic_publish(b"small", routing_key=q)
+        ch.basic_publish(body_of(1000, 2), routing_key=q)  # exactly the cap is fine
+        got: list[Message] = []
+        ch.basic_consume(q, callback=got.append)
+        with pytest.raises(MessageTooLargeError) as info:
+            drain_until(conn, lambda: False, timeout=10)
+        err = info.value
+        assert (err.delivery_tag, err.body_size, err.channel_id) == (1, 2000, ch.channel_id)
+        assert got == []
+        drain_until(conn, lambda: len(got) == 2)
+        assert [m.body for m in got] == [b"small", body_of(1000, 2)]
+        assert [m.delivery_tag for m in got] == [2, 3]
+        # The connection and channel are fine; the big one is settled by its tag.
+        assert conn.is_open and ch.is_open
+        ch.basic_reject(err.delivery_tag, requeue=False)  # type: ignore[arg-type]
+        got[0].ack()
+        got[1].ack()
+        ch.close()
+        with conn.channel() as c:
+            assert c.queue_declare(q, passive=True) == (q, 0, 0)
+            c.basic_publish(b"after", routing_key=q)
+            msg = c.basic_get(q, no_ack=True)
+            assert msg is not None and msg.body == b"after"
+
+
+def test_inbound_body_cap_on_basic_get(node: PrivateNode) -> None:
+    with Connection(node.url, max_body_size=1000, rpc_timeout=1) as conn:
+        ch = conn.channel()
+        q = exclusive_queue(ch)
+        ch.basic_publish(body_of(2000, 1), routing_key=q)
+        ch.basic_publish(b"small", routing_key=q)
+        with pytest.raises(MessageTooLargeError) as info:
+            ch.basic_get(q)
+        assert (info.value.delivery_tag, info.value.body_size) == (1, 2000)
+        assert ch.is_open
+        msg = ch.basic_get(q)
+        assert msg is not None and msg.body == b"small"
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def test_two_threads_on_two_channels_of_one_connection(node: PrivateNode) -> None:
+    count = 2000
+
+    def body(i: int) -> bytes:
+        # Sizes from 8 bytes to about three 4 KiB frames, so contents of the two channels
+        # would interleave if writes were not atomic.
+        return b"%08d" % i + body_of((i * 37) % 10_000, i)
+
+    # Confirms need 0-9-1.
+    url = with_options(node.url, frame_max=4096)
+    with Connection(url, rpc_timeout=30) as conn:
+        setup = conn.channel()
+        q = exclusive_queue(setup)
+        errors: list[BaseException] = []
+        received: list[tuple[int, bool]] = []
+        publisher_done = threading.Event()
+
+        def publish() -> None:
+            try:
+                ch = conn.channel()
+                ch.confirm_select()
+                for i in range(count):
+                    ch.basic_publish(Message(body(i), message_id=str(i)), routing_key=q)
+                    if i % 250 == 249:
+                        ch.wait_for_confirms(timeout=20)
+                ch.wait_for_confirms(timeout=20)
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+            finally:
+                publisher_done.set()
+
+        def consume() -> None:
+            try:
+                ch = conn.channel()
+                ch.basic_qos(prefetch_count=100)
+
+                def on_message(msg: Message) -> None:
+                    i = int(msg.message_id)
+                    received.append((i, msg.body == body(i)))
+                    msg.ack()
+
+                ch.basic_consume(q, callback=on_message)
+                deadline = time.monotonic() + 30
+                while len(received) < count and time.monotonic() < deadline:
+                    try:
+                        conn.drain_events(timeout=1)
+                    except TimeoutError:
+                        pass
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=publish), threading.Thread(target=consume)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads)
+        assert errors == []
+        assert publisher_done.is_set()
+        assert len(received) == count
+        assert [i for i, _ in received] == list(range(count))
+        assert all(ok for _, ok in received)
+        assert conn.is_open
+        assert setup.queue_declare(q, passive=True) == (q, 0, 1)

@@ -1,0 +1,1122 @@
+"""Every method of the blocking client, proved against a real RabbitMQ in AMQP 0-9-1 and 0-8.
+
+Each test asserts what the broker did -- ``rabbitmqctl list_*`` on the private node, or what a
+second connection sees -- not what leveret says it did.  The ``conn`` fixture runs each test
+in both protocol versions; methods RabbitMQ only offers in 0-9-1 (exchange.bind/unbind,
+queue.unbind, basic.nack, basic.recover-async, confirm.select, connection.update-secret) are
+tested in 0-9-1 and, in 0-8, must be refused locally with nothing sent.
+
+The tests talk to the shared private node (``node.url``) rather than ``amqp_url`` because they
+read the broker's state with ``node.ctl``; rabbitmqctl costs about a second per call, so the
+tests use it only where no AMQP observation would do.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import pytest
+
+from broker import PrivateNode
+from leveret.client import (
+    AccessRefused,
+    AuthenticationError,
+    Channel,
+    ChannelClosedError,
+    Connection,
+    ConnectionClosedError,
+    Message,
+    NotAllowed,
+    NotFound,
+    PreconditionFailed,
+    ResourceLocked,
+    URLError,
+)
+from leveret.wire.errors import HardError, LocalProtocolError, SoftError
+
+PROTOCOLS = ["0-9-1", "0-8"]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def with_options(url: str, **options: Any) -> str:
+    """``url`` with query options added (keeping any it already has)."""
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode(options)) if q)
+    return urlunsplit(parts._replace(query=query))
+
+
+def with_vhost(url: str, path: str) -> str:
+    """``url`` with its path replaced by ``path`` (already percent-encoded, without the /)."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + path))
+
+
+def unique(prefix: str) -> str:
+    return f"leveret-test-{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def ctl_json(node: PrivateNode, command: str, *columns: str) -> list[dict[str, Any]]:
+    """``rabbitmqctl COMMAND --formatter json COLUMNS...`` as a list of dicts."""
+    return json.loads(node.ctl(command, "--formatter", "json", *columns))  # type: ignore[no-any-return]
+
+
+def queue_depth(conn: Connection, queue: str) -> tuple[int, int]:
+    """(ready messages, consumers) of ``queue`` as the broker reports them (passive declare)."""
+    with conn.channel() as ch:
+        ok = ch.queue_declare(queue, passive=True)
+        assert ok is not None
+        return ok.message_count, ok.consumer_count
+
+
+def assert_queue_gone(conn: Connection, queue: str, timeout: float = 5.0) -> None:
+    """The broker says ``queue`` does not exist (404), within ``timeout`` seconds: RabbitMQ
+    deletes exclusive and auto-delete queues just after the close or cancel that ends them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ch = conn.channel()
+        try:
+            ch.queue_declare(queue, passive=True)
+        except NotFound as exc:
+            assert exc.reply_code == 404
+            assert not ch.is_open
+            return
+        except ResourceLocked:  # still there, and still exclusive to its owner
+            pass
+        else:
+            ch.close()
+        assert time.monotonic() < deadline, f"queue {queue} still exists"
+        time.sleep(0.02)
+
+
+def assert_exchange_gone(conn: Connection, exchange: str) -> None:
+    ch = conn.channel()
+    with pytest.raises(NotFound):
+        ch.exchange_declare(exchange, passive=True)
+    assert not ch.is_open
+
+
+def wait_for_depth(conn: Connection, queue: str, expected: tuple[int, int], timeout: float = 5.0) -> None:
+    """Wait until the broker reports ``expected`` (ready messages, consumers) for ``queue``.
+
+    A passive declare's counts may overtake publishes still on their way into the queue
+    (RabbitMQ serves it ahead of them), so counts after a publish are polled.
+    """
+    deadline = time.monotonic() + timeout
+    while (depth := queue_depth(conn, queue)) != expected:
+        assert time.monotonic() < deadline, f"{queue}: {depth} != {expected}"
+        time.sleep(0.02)
+
+
+def drain_until(conn: Connection, done: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Run ``conn.drain_events`` until ``done()`` (fails after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, "timed out waiting for deliveries"
+        conn.drain_events(timeout=remaining)
+
+
+def assert_nothing_delivered(conn: Connection, wait: float = 0.3) -> None:
+    with pytest.raises(socket.timeout):
+        conn.drain_events(timeout=wait)
+
+
+def get_bodies(ch: Channel, queue: str) -> list[bytes]:
+    """Every message left in ``queue``, taken with basic.get (auto-ack)."""
+    bodies = []
+    while (msg := ch.basic_get(queue, no_ack=True)) is not None:
+        bodies.append(bytes(msg.body))
+    return bodies
+
+
+def assert_still_usable(conn: Connection) -> None:
+    """The connection can still open a channel and do a round trip on it."""
+    assert conn.is_open
+    with conn.channel() as ch:
+        ok = ch.queue_declare("", exclusive=True)
+        assert ok is not None and ok.queue.startswith("amq.gen-")
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(params=PROTOCOLS)
+def protocol(request: pytest.FixtureRequest) -> str:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def url(node: PrivateNode, protocol: str) -> str:
+    return with_options(node.url, protocol=protocol)
+
+
+@pytest.fixture
+def conn(url: str) -> Iterator[Connection]:
+    connection = Connection(url, rpc_timeout=10).connect()
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def ch(conn: Connection) -> Channel:
+    return conn.channel()
+
+
+@pytest.fixture
+def peer(node: PrivateNode) -> Iterator[Connection]:
+    """A second, 0-9-1 connection that looks at what the first one did."""
+    connection = Connection(node.url, rpc_timeout=10).connect()
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def queue(ch: Channel) -> str:
+    """A fresh exclusive queue of ``conn``'s."""
+    ok = ch.queue_declare(unique("q"), exclusive=True)
+    assert ok is not None
+    return ok.queue
+
+
+#: For methods RabbitMQ offers in 0-9-1 only (0-8 is covered by
+#: test_0_8_refuses_0_9_1_methods_locally): overrides the ``protocol`` fixture's parameters.
+only_0_9_1 = pytest.mark.parametrize("protocol", ["0-9-1"])
+only_0_8 = pytest.mark.parametrize("protocol", ["0-8"])
+
+
+# --------------------------------------------------------------------------- connection
+
+
+def test_connect_and_close_as_the_broker_sees_them(url: str, peer: Connection) -> None:
+    conn = Connection(url)
+    assert not conn.is_open
+    assert conn.connect() is conn
+    assert conn.is_open
+    ch = conn.channel()
+    q = unique("owned")
+    ch.queue_declare(q, exclusive=True)
+    with pytest.raises(ResourceLocked):  # it exists, and belongs to conn
+        queue_depth(peer, q)
+    conn.close()
+    assert not conn.is_open
+    # The broker dropped the connection: its exclusive queue went with it.
+    assert_queue_gone(peer, q)
+    conn.close()  # a second close does nothing
+    with pytest.raises(ConnectionClosedError):
+        conn.channel()
+    # The same object connects again, with a fresh channel numbering.
+    conn.connect()
+    try:
+        assert conn.is_open
+        assert conn.channel().channel_id == 1
+    finally:
+        conn.close()
+
+
+def test_connection_and_channel_context_managers(url: str, peer: Connection) -> None:
+    q = unique("cm")
+    with Connection(url) as conn:
+        assert conn.is_open
+        with conn.channel() as ch:
+            assert ch.is_open and ch.channel_id == 1
+            ch.queue_declare(q, exclusive=True)
+        assert not ch.is_open
+        with pytest.raises(ChannelClosedError):
+            ch.queue_declare(q, passive=True)
+        # Channel 1 was closed on both sides: the broker accepts it being opened again.
+        with conn.channel() as again:
+            assert again.channel_id == 1
+            assert again.queue_declare(q, passive=True) == (q, 0, 0)
+    assert not conn.is_open
+    assert_queue_gone(peer, q)
+
+
+def test_context_manager_closes_connection_on_error(url: str, peer: Connection) -> None:
+    q = unique("cm-error")
+    with pytest.raises(RuntimeError):
+        with Connection(url) as conn:
+            conn.channel().queue_declare(q, exclusive=True)
+            raise RuntimeError("user code failed")
+    assert not conn.is_open
+    assert_queue_gone(peer, q)
+
+
+def test_server_properties(conn: Connection, protocol: str) -> None:
+    props = conn.server_properties
+    assert props["product"] == "RabbitMQ"
+    assert props["version"].startswith("3.")
+    capabilities = props.get("capabilities", {})
+    if protocol == "0-9-1":
+        for name in (
+            "publisher_confirms",
+            "exchange_exchange_bindings",
+            "basic.nack",
+            "consumer_cancel_notify",
+            "connection.blocked",
+            "authentication_failure_close",
+            "per_consumer_qos",
+        ):
+            assert capabilities.get(name) is True, name
+    else:
+        # RabbitMQ announces capabilities to 0-9-1 clients only.
+        assert not capabilities
+
+
+def test_negotiated_tuning(node: PrivateNode, protocol: str) -> None:
+    name = unique("tuning")
+    url = with_options(node.url, protocol=protocol, frame_max=4096, channel_max=10, heartbeat=7)
+    with Connection(url, client_properties={"connection_name": name}) as conn:
+        assert (conn.frame_max, conn.channel_max, conn.heartbeat) == (4096, 10, 7)
+        assert conn.protocol == protocol
+        rows = [
+            row
+            for row in ctl_json(
+                node, "list_connections", "protocol", "frame_max", "channel_max", "timeout",
+                "client_properties",
+            )
+            if ["connection_name", "longstr", name] in row["client_properties"]
+        ]
+        assert len(rows) == 1
+        row = rows[0]
+        assert row["protocol"] == ([0, 9, 1] if protocol == "0-9-1" else [0, 8, 0])
+        assert (row["frame_max"], row["channel_max"], row["timeout"]) == (4096, 10, 7)
+    # Without options, the broker's own limits (RabbitMQ's defaults) win.
+    with Connection(with_options(node.url, protocol=protocol)) as conn:
+        assert (conn.frame_max, conn.channel_max, conn.heartbeat) == (131072, 2047, 60)
+    # heartbeat=0 means "no preference", as in RabbitMQ's Java/.NET/Erlang clients: the
+    # broker's non-zero value wins.
+    with Connection(with_options(node.url, protocol=protocol, heartbeat=0)) as conn:
+        assert conn.heartbeat == 60
+
+
+def test_channel_max_and_channel_id_reuse(node: PrivateNode, protocol: str) -> None:
+    url = with_options(node.url, protocol=protocol, channel_max=10)
+    with Connection(url) as conn:
+        channels = [conn.channel() for _ in range(10)]
+        assert [c.channel_id for c in channels] == list(range(1, 11))
+        with pytest.raises(LocalProtocolError):
+            conn.channel()
+        with pytest.raises(LocalProtocolError):
+            conn.channel(channel_id=11)  # above channel_max
+        with pytest.raises(LocalProtocolError):
+            conn.channel(channel_id=5)  # in use
+        # Nothing was sent: every channel still works.
+        for c in channels:
+            c.basic_qos(prefetch_count=1)
+
+        # Path 1: closed by us.
+        channels[3].close()
+        reused = conn.channel()
+        assert reused.channel_id == 4
+        reused.queue_declare("", exclusive=True)
+
+        # Path 2: closed by the broker (a soft error).
+        with pytest.raises(NotFound):
+            channels[6].queue_declare(unique("missing"), passive=True)
+        assert not channels[6].is_open
+        reused = conn.channel()
+        assert reused.channel_id == 7
+        reused.queue_declare("", exclusive=True)
+
+        # Path 3: the channel context manager.
+        channels[9].close()
+        with conn.channel() as last:
+            assert last.channel_id == 10
+        with conn.channel(channel_id=10) as again:
+            again.queue_declare("", exclusive=True)
+
+        # Every id is taken again: the 11th is still refused.
+        assert conn.channel().channel_id == 10
+        with pytest.raises(LocalProtocolError):
+            conn.channel()
+        # Several free ids: the lowest comes first.
+        channels[8].close()
+        channels[2].close()
+        assert [conn.channel().channel_id, conn.channel().channel_id] == [3, 9]
+        assert conn.is_open
+
+    # Path 5: the connection closed and reconnected: numbering starts again.
+    conn.connect()
+    try:
+        assert conn.channel().channel_id == 1
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- exchanges
+
+
+def test_exchange_declare_types_and_flags(conn: Connection, ch: Channel, node: PrivateNode) -> None:
+    base = unique("x")
+    wanted = {
+        f"{base}-direct": ("direct", False, False, False),
+        f"{base}-fanout": ("fanout", False, False, False),
+        f"{base}-topic": ("topic", False, False, False),
+        f"{base}-headers": ("headers", False, False, False),
+        f"{base}-durable": ("topic", True, False, False),
+        f"{base}-autodelete": ("fanout", False, True, False),
+        f"{base}-internal": ("direct", False, False, True),
+    }
+    try:
+        for name, (kind, durable, auto_delete, internal) in wanted.items():
+            ch.exchange_declare(name, kind, durable=durable, auto_delete=auto_delete, internal=internal)
+        # Redeclaring with the same attributes is fine; passive of an existing one too.
+        ch.exchange_declare(f"{base}-durable", "topic", durable=True)
+        ch.exchange_declare(f"{base}-durable", passive=True)
+        seen = {
+            row["name"]: (row["type"], row["durable"], row["auto_delete"], row["internal"])
+            for row in ctl_json(node, "list_exchanges", "name", "type", "durable", "auto_delete", "internal")
+            if row["name"].startswith(base)
+        }
+        assert seen == wanted
+    finally:
+        with conn.channel() as cleanup:
+            for name in wanted:
+                cleanup.exchange_delete(name)
+
+
+def test_exchange_declare_with_other_type_fails(conn: Connection, ch: Channel) -> None:
+    name = unique("x-type")
+    ch.exchange_declare(name, "fanout", auto_delete=False)
+    with pytest.raises(PreconditionFailed) as info:
+        ch.exchange_declare(name, "topic")
+    assert info.value.reply_code == 406
+    assert not ch.is_open
+    with conn.channel() as other:
+        other.exchange_delete(name)
+    assert_exchange_gone(conn, name)
+
+
+def test_exchange_auto_delete_goes_with_its_last_binding(conn: Connection, ch: Channel, peer: Connection) -> None:
+    x, q = unique("x-auto"), unique("q-auto")
+    ch.exchange_declare(x, "fanout", auto_delete=True)
+    ch.queue_declare(q, auto_delete=False)
+    ch.queue_bind(q, x)
+    ch.exchange_declare(x, passive=True)
+    ch.queue_delete(q)  # removes the only binding
+    assert_exchange_gone(peer, x)
+
+
+def test_internal_exchange_refuses_publishes(conn: Connection, ch: Channel) -> None:
+    x = unique("x-internal")
+    ch.exchange_declare(x, "fanout", internal=True)
+    try:
+        ch.basic_publish(b"nope", exchange=x)
+        with pytest.raises(AccessRefused) as info:
+            ch.queue_declare("", exclusive=True)  # the broker's 403 closes the channel
+        assert info.value.reply_code == 403
+        assert_still_usable(conn)
+    finally:
+        with conn.channel() as other:
+            other.exchange_delete(x)
+
+
+def test_passive_declare_of_missing_exchange(conn: Connection, ch: Channel) -> None:
+    name = unique("missing")
+    with pytest.raises(NotFound) as info:
+        ch.exchange_declare(name, passive=True)
+    err = info.value
+    assert err.reply_code == 404 and isinstance(err, SoftError)
+    assert name in str(err)
+    assert not ch.is_open
+    assert conn.is_open
+    fresh = conn.channel()
+    fresh.exchange_declare(name, "direct", auto_delete=True)
+    fresh.exchange_declare(name, passive=True)
+    fresh.exchange_delete(name)
+
+
+def test_call_on_channel_closed_by_broker_raises_channel_closed(conn: Connection, ch: Channel) -> None:
+    with pytest.raises(NotFound) as info:
+        ch.exchange_declare(unique("missing"), passive=True)
+    with pytest.raises(ChannelClosedError) as later:
+        ch.queue_declare("", exclusive=True)
+    assert later.value.__cause__ is info.value
+
+
+def test_exchange_delete_if_unused(conn: Connection, ch: Channel, queue: str) -> None:
+    x = unique("x-del")
+    ch.exchange_declare(x, "direct")
+    ch.queue_bind(queue, x, "k")
+    with pytest.raises(PreconditionFailed) as info:
+        ch.exchange_delete(x, if_unused=True)
+    assert info.value.reply_code == 406
+    ch2 = conn.channel()
+    ch2.exchange_declare(x, passive=True)  # still there
+    ch2.queue_delete(queue)
+    ch2.exchange_delete(x, if_unused=True)
+    assert_exchange_gone(conn, x)
+
+
+@only_0_9_1
+def test_exchange_bind_and_unbind(conn: Connection, ch: Channel, protocol: str, node: PrivateNode) -> None:
+    src, dst = unique("x-src"), unique("x-dst")
+    ch.exchange_declare(src, "direct")
+    ch.exchange_declare(dst, "fanout", auto_delete=True)
+    q = ch.queue_declare("", exclusive=True).queue  # type: ignore[union-attr]
+    ch.queue_bind(q, dst)
+    ch.exchange_bind(dst, src, "route")
+    rows = [
+        (r["source_name"], r["destination_name"], r["destination_kind"], r["routing_key"])
+        for r in ctl_json(node, "list_bindings", "source_name", "destination_name", "destination_kind", "routing_key")
+        if r["source_name"] == src
+    ]
+    assert rows == [(src, dst, "exchange", "route")]
+    ch.basic_publish(b"through e2e", exchange=src, routing_key="route")
+    ch.basic_publish(b"wrong key", exchange=src, routing_key="other")
+    assert get_bodies(ch, q) == [b"through e2e"]
+    ch.exchange_unbind(dst, src, "route")
+    ch.basic_publish(b"after unbind", exchange=src, routing_key="route")
+    ch.basic_publish(b"direct to dst", exchange=dst)
+    assert get_bodies(ch, q) == [b"direct to dst"]
+    ch.exchange_delete(src, if_unused=True)  # unused now: the binding is gone
+    assert_exchange_gone(conn, src)
+
+
+@only_0_8
+def test_0_8_refuses_0_9_1_methods_locally(conn: Connection, ch: Channel, queue: str) -> None:
+    calls: list[Callable[[], Any]] = [
+        lambda: ch.exchange_bind("amq.fanout", "amq.direct", "k"),
+        lambda: ch.exchange_unbind("amq.fanout", "amq.direct", "k"),
+        lambda: ch.queue_unbind(queue, "amq.direct", "k"),
+        lambda: ch.basic_nack(1),
+        lambda: ch.basic_recover_async(requeue=True),
+        lambda: ch.confirm_select(),
+        lambda: conn.update_secret("guest", "refresh"),
+    ]
+    for call in calls:
+        with pytest.raises(LocalProtocolError):
+            call()
+        assert not conn.core.wants_write  # nothing queued for the broker
+    # Had anything reached the broker (an unknown method, a nack of a tag never delivered),
+    # it would have closed the channel or the connection: the channel still does round trips
+    # and is not in confirm mode.
+    assert ch.is_open
+    assert ch.basic_publish(b"still plain", routing_key=queue) is None
+    assert get_bodies(ch, queue) == [b"still plain"]
+    assert_still_usable(conn)
+
+
+# --------------------------------------------------------------------------- queues
+
+
+def test_queue_declare_server_named(conn: Connection, ch: Channel, peer: Connection) -> None:
+    ok = ch.queue_declare("", exclusive=True)
+    assert ok is not None
+    assert ok.queue.startswith("amq.gen-")
+    assert (ok.message_count, ok.consumer_count) == (0, 0)
+    ch.basic_publish(b"x", routing_key=ok.queue)
+    assert get_bodies(ch, ok.queue) == [b"x"]
+    with pytest.raises(ResourceLocked):  # exclusive: another connection may not use it
+        queue_depth(peer, ok.queue)
+
+
+def test_queue_declare_flags_and_arguments(conn: Connection, ch: Channel, node: PrivateNode) -> None:
+    base = unique("q")
+    durable, auto, exclusive, args = f"{base}-durable", f"{base}-auto", f"{base}-excl", f"{base}-args"
+    try:
+        ch.queue_declare(durable, durable=True)
+        ch.queue_declare(auto, auto_delete=True)
+        ch.queue_declare(exclusive, exclusive=True)
+        ch.queue_declare(args, arguments={"x-message-ttl": 60000, "x-max-length": 2})
+        rows = {
+            r["name"]: (r["durable"], r["auto_delete"], r["exclusive"], sorted(map(tuple, r["arguments"])))
+            for r in ctl_json(node, "list_queues", "name", "durable", "auto_delete", "exclusive", "arguments")
+            if r["name"].startswith(base)
+        }
+        assert rows == {
+            durable: (True, False, False, []),
+            auto: (False, True, False, []),
+            exclusive: (False, False, True, []),
+            args: (False, False, False, [("x-max-length", "signedint", 2), ("x-message-ttl", "signedint", 60000)]),
+        }
+        # x-max-length=2 by behaviour: the oldest is dropped.
+        for body in (b"1", b"2", b"3"):
+            ch.basic_publish(body, routing_key=args)
+        assert get_bodies(ch, args) == [b"2", b"3"]
+    finally:
+        with conn.channel() as cleanup:
+            for q in (durable, auto, args):
+                cleanup.queue_delete(q)
+
+
+def test_queue_message_ttl_by_behaviour(ch: Channel) -> None:
+    q = ch.queue_declare(unique("ttl"), exclusive=True, arguments={"x-message-ttl": 0}).queue  # type: ignore[union-attr]
+    ch.basic_publish(b"expires at once", routing_key=q)
+    assert ch.basic_get(q) is None
+    keep = ch.queue_declare(unique("ttl"), exclusive=True, arguments={"x-message-ttl": 60000}).queue  # type: ignore[union-attr]
+    ch.basic_publish(b"kept", routing_key=keep)
+    assert get_bodies(ch, keep) == [b"kept"]
+
+
+def test_queue_redeclare_with_other_arguments(conn: Connection, ch: Channel, queue: str) -> None:
+    with pytest.raises(PreconditionFailed) as info:
+        ch.queue_declare(queue, exclusive=True, arguments={"x-max-length": 5})
+    assert info.value.reply_code == 406
+    assert "x-max-length" in str(info.value)
+    assert not ch.is_open
+    # The queue is unchanged and the connection usable.
+    with conn.channel() as other:
+        assert other.queue_declare(queue, exclusive=True) == (queue, 0, 0)
+
+
+def test_auto_delete_queue_goes_with_its_last_consumer(conn: Connection, ch: Channel, peer: Connection) -> None:
+    q = unique("q-auto")
+    ch.queue_declare(q, auto_delete=True)
+    tag = ch.basic_consume(q, callback=lambda m: None)
+    assert queue_depth(peer, q) == (0, 1)
+    ch.basic_cancel(tag)
+    assert_queue_gone(peer, q)
+
+
+def test_exclusive_queue_from_another_connection(conn: Connection, ch: Channel, queue: str, url: str) -> None:
+    with Connection(url) as other:
+        for call in (
+            lambda c: c.queue_declare(queue, passive=True),
+            lambda c: c.basic_get(queue),
+            lambda c: c.basic_consume(queue, callback=lambda m: None),
+            lambda c: c.queue_delete(queue),
+        ):
+            c = other.channel()
+            with pytest.raises(ResourceLocked) as info:
+                call(c)
+            assert info.value.reply_code == 405
+            assert not c.is_open
+        assert_still_usable(other)
+    # The owner is not affected.
+    assert ch.queue_declare(queue, passive=True) == (queue, 0, 0)
+
+
+def test_queue_bind_and_unbind(conn: Connection, ch: Channel, queue: str, protocol: str, node: PrivateNode) -> None:
+    x = unique("x-bind")
+    ch.exchange_declare(x, "direct", auto_delete=True)
+    ch.queue_bind(queue, x, "a")
+    ch.queue_bind(queue, x, "b")
+
+    def bindings() -> list[str]:
+        return sorted(
+            r["routing_key"]
+            for r in ctl_json(node, "list_bindings", "source_name", "destination_name", "routing_key")
+            if r["source_name"] == x and r["destination_name"] == queue
+        )
+
+    assert bindings() == ["a", "b"]
+    for key in ("a", "b", "c"):
+        ch.basic_publish(key.encode(), exchange=x, routing_key=key)
+    assert get_bodies(ch, queue) == [b"a", b"b"]
+    if protocol == "0-9-1":
+        ch.queue_unbind(queue, x, "a")
+        assert bindings() == ["b"]
+        for key in ("a", "b"):
+            ch.basic_publish(key.encode(), exchange=x, routing_key=key)
+        assert get_bodies(ch, queue) == [b"b"]
+
+
+def test_queue_bind_topic_and_headers(ch: Channel, queue: str) -> None:
+    ch.queue_bind(queue, "amq.topic", "stock.*.nyse")
+    ch.queue_bind(queue, "amq.match", "", arguments={"x-match": "all", "kind": "report", "n": 3})
+    ch.basic_publish(b"topic hit", exchange="amq.topic", routing_key="stock.ibm.nyse")
+    ch.basic_publish(b"topic miss", exchange="amq.topic", routing_key="stock.ibm.lse")
+    ch.basic_publish(Message(b"headers hit", headers={"kind": "report", "n": 3}), exchange="amq.match")
+    ch.basic_publish(Message(b"headers miss", headers={"kind": "report", "n": 4}), exchange="amq.match")
+    assert get_bodies(ch, queue) == [b"topic hit", b"headers hit"]
+
+
+def test_queue_purge(ch: Channel, queue: str) -> None:
+    for i in range(3):
+        ch.basic_publish(b"%d" % i, routing_key=queue)
+    assert ch.queue_purge(queue) == 3
+    assert ch.queue_declare(queue, passive=True) == (queue, 0, 0)
+    assert ch.basic_get(queue) is None
+    assert ch.queue_purge(queue) == 0
+
+
+def test_queue_delete(conn: Connection, ch: Channel, peer: Connection) -> None:
+    q = unique("q-del")
+    ch.queue_declare(q)
+    for i in range(3):
+        ch.basic_publish(b"%d" % i, routing_key=q)
+    with pytest.raises(PreconditionFailed) as info:
+        ch.queue_delete(q, if_empty=True)
+    assert info.value.reply_code == 406
+    assert queue_depth(peer, q) == (3, 0)
+    ch2 = conn.channel()
+    ch2.basic_consume(q, callback=lambda m: None)
+    ch3 = conn.channel()
+    with pytest.raises(PreconditionFailed):
+        ch3.queue_delete(q, if_unused=True)
+    ch2.close()  # its unacked deliveries go back to the queue
+    ch4 = conn.channel()
+    assert ch4.queue_delete(q) == 3
+    assert_queue_gone(peer, q)
+
+
+# --------------------------------------------------------------------------- basic
+
+
+def test_basic_qos_limits_unacked_deliveries(conn: Connection, ch: Channel, queue: str) -> None:
+    for i in range(5):
+        ch.basic_publish(b"%d" % i, routing_key=queue)
+    ch.basic_qos(prefetch_count=2)
+    got: list[Message] = []
+    ch.basic_consume(queue, callback=got.append)
+    drain_until(conn, lambda: len(got) >= 2)
+    assert_nothing_delivered(conn)
+    assert [m.body for m in got] == [b"0", b"1"]
+    got[0].ack()
+    drain_until(conn, lambda: len(got) >= 3)
+    assert_nothing_delivered(conn)
+    assert len(got) == 3
+    got[2].ack(multiple=True)
+    drain_until(conn, lambda: len(got) >= 5)
+    assert [m.body for m in got] == [b"0", b"1", b"2", b"3", b"4"]
+    got[4].ack(multiple=True)
+
+
+BASIC_PROPERTIES: dict[str, Any] = {
+    "content_type": "application/x-leveret",
+    "content_encoding": "gzip",
+    "headers": {
+        "int": 7,
+        "negative": -(2**31),
+        "big": 2**40,
+        "bool": True,
+        "false": False,
+        "bytes": b"\x00\xff raw",
+        "float": 1.5,
+        "text": "h\u00e9llo",
+        "none": None,
+        "when": datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        "nested": {"list": [1, "two", b"three", [4, {"five": 5}], False], "table": {"deep": {"x": 1}}},
+        "empty": {},
+        "empty_list": [],
+    },
+    "delivery_mode": 2,
+    "priority": 7,
+    "correlation_id": "corr-1",
+    "reply_to": "reply-queue",
+    "expiration": "60000",
+    "message_id": "msg-1",
+    "timestamp": datetime(2023, 12, 31, 23, 59, 59, tzinfo=timezone.utc),
+    "type": "test.type",
+    "user_id": "guest",  # RabbitMQ insists that it names the authenticated user
+    "app_id": "leveret-tests",
+    "cluster_id": "cluster-1",
+}
+
+
+def test_basic_publish_and_get_round_trip_every_property(ch: Channel, queue: str) -> None:
+    ch.basic_publish(Message(b"payload", **BASIC_PROPERTIES), routing_key=queue, mandatory=True)
+    ch.basic_publish(Message("second, text"), routing_key=queue)
+    msg = ch.basic_get(queue)
+    assert msg is not None
+    assert msg.body == b"payload"
+    assert msg.properties == BASIC_PROPERTIES
+    assert msg.headers["nested"]["list"][3][1] == {"five": 5}
+    assert msg.delivery_mode == 2 and msg.priority == 7
+    assert msg.delivery_info == {
+        "delivery_tag": 1,
+        "redelivered": False,
+        "exchange": "",
+        "routing_key": queue,
+        "message_count": 1,
+    }
+    msg.ack()
+    text = ch.basic_get(queue, no_ack=True)
+    assert text is not None
+    assert text.body == "second, text".encode()
+    assert text.properties == {"content_encoding": "utf-8"}
+    assert text.delivery_info["message_count"] == 0
+    assert ch.basic_get(queue) is None
+    assert ch.queue_declare(queue, passive=True) == (queue, 0, 0)
+
+
+def test_basic_consume_ack_and_cancel(conn: Connection, ch: Channel, peer: Connection, node: PrivateNode) -> None:
+    q = unique("consume")
+    ch.queue_declare(q, auto_delete=False)
+    try:
+        for i in range(3):
+            ch.basic_publish(b"%d" % i, routing_key=q)
+        got: list[Message] = []
+
+        def on_message(msg: Message) -> None:
+            got.append(msg)
+            msg.ack()
+
+        tag = ch.basic_consume(q, callback=on_message)
+        assert tag.startswith("amq.ctag-")
+        drain_until(conn, lambda: len(got) == 3)
+        assert [m.body for m in got] == [b"0", b"1", b"2"]
+        assert all(m.delivery_info["consumer_tag"] == tag for m in got)
+        assert [m.delivery_tag for m in got] == [1, 2, 3]
+        assert queue_depth(peer, q) == (0, 1)
+
+        own = ch.basic_consume(q, consumer_tag="my-tag", callback=on_message)
+        assert own == "my-tag"
+        assert queue_depth(peer, q) == (0, 2)
+        ch.basic_cancel(tag)
+        consumers = [r for r in ctl_json(node, "list_consumers", "queue_name", "consumer_tag") if r["queue_name"] == q]
+        assert consumers == [{"queue_name": q, "consumer_tag": "my-tag"}]
+        ch.basic_cancel("my-tag")
+        assert queue_depth(peer, q) == (0, 0)
+        ch.basic_publish(b"after cancel", routing_key=q)
+        assert_nothing_delivered(conn)
+        assert len(got) == 3
+        wait_for_depth(peer, q, (1, 0))
+        # All three acks reached the broker: nothing comes back when the channel closes.
+        ch.close()
+        assert queue_depth(peer, q) == (1, 0)
+    finally:
+        with peer.channel() as c:
+            c.queue_delete(q)
+
+
+def test_basic_consume_no_ack(conn: Connection, ch: Channel, queue: str) -> None:
+    got: list[Message] = []
+    ch.basic_consume(queue, no_ack=True, callback=got.append)
+    for i in range(3):
+        ch.basic_publish(b"%d" % i, routing_key=queue)
+    drain_until(conn, lambda: len(got) == 3)
+    ch.close()  # nothing to requeue
+    with conn.channel() as c:
+        assert c.queue_declare(queue, passive=True) == (queue, 0, 0)
+
+
+def test_basic_ack_multiple(conn: Connection, ch: Channel, queue: str) -> None:
+    for i in range(5):
+        ch.basic_publish(b"%d" % i, routing_key=queue)
+    msgs = [ch.basic_get(queue) for _ in range(5)]
+    assert [m.delivery_tag for m in msgs if m] == [1, 2, 3, 4, 5]
+    ch.basic_ack(3, multiple=True)
+    ch.close()  # the unacked 4 and 5 return to the queue
+    with conn.channel() as c:
+        assert get_bodies(c, queue) == [b"3", b"4"]
+
+
+@only_0_9_1
+def test_basic_nack(conn: Connection, ch: Channel, queue: str, protocol: str) -> None:
+    for body in (b"requeued", b"dropped", b"m1", b"m2"):
+        ch.basic_publish(body, routing_key=queue)
+    first = ch.basic_get(queue)
+    second = ch.basic_get(queue)
+    assert first is not None and second is not None
+    first.nack(requeue=True)
+    second.nack(requeue=False)
+    rest = [ch.basic_get(queue) for _ in range(3)]
+    assert ch.basic_get(queue) is None
+    assert sorted(bytes(m.body) for m in rest if m) == [b"m1", b"m2", b"requeued"]
+    assert {m.body: m.delivery_info["redelivered"] for m in rest if m} == {
+        b"m1": False, b"m2": False, b"requeued": True,
+    }
+    ch.basic_nack(0, multiple=True, requeue=False)  # every outstanding one, dropped
+    assert ch.queue_declare(queue, passive=True) == (queue, 0, 0)
+    ch.close()
+    with conn.channel() as c:  # nothing was left unacked to come back
+        assert c.queue_declare(queue, passive=True) == (queue, 0, 0)
+
+
+def test_basic_reject(conn: Connection, ch: Channel, queue: str) -> None:
+    ch.basic_publish(b"requeue me", routing_key=queue)
+    ch.basic_publish(b"drop me", routing_key=queue)
+    first = ch.basic_get(queue)
+    assert first is not None and first.delivery_info["redelivered"] is False
+    first.reject(requeue=True)
+    again = ch.basic_get(queue)
+    assert again is not None and again.body == b"requeue me"
+    assert again.delivery_info["redelivered"] is True
+    again.ack()
+    drop = ch.basic_get(queue)
+    assert drop is not None and drop.body == b"drop me"
+    ch.basic_reject(drop.delivery_tag, requeue=False)  # type: ignore[arg-type]
+    assert ch.basic_get(queue) is None
+    ch.close()
+    with conn.channel() as c:
+        assert c.queue_declare(queue, passive=True) == (queue, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "protocol",
+    [
+        "0-9-1",
+        "0-8",
+    ],
+)
+def test_basic_recover_requeues_unacked(conn: Connection, ch: Channel, queue: str) -> None:
+    for body in (b"a", b"b"):
+        ch.basic_publish(body, routing_key=queue)
+    got = [ch.basic_get(queue), ch.basic_get(queue)]
+    assert all(m is not None and not m.delivery_info["redelivered"] for m in got)
+    assert ch.basic_get(queue) is None
+    ch.basic_recover(requeue=True)
+    again = [ch.basic_get(queue), ch.basic_get(queue)]
+    assert [m.body for m in again if m] == [b"a", b"b"]
+    assert all(m.delivery_info["redelivered"] for m in again if m)
+    for m in again:
+        m.ack()  # type: ignore[union-attr]
+    ch.close()
+    with conn.channel() as c:
+        assert c.queue_declare(queue, passive=True) == (queue, 0, 0)
+
+
+@only_0_9_1
+def test_basic_recover_async(ch: Channel, queue: str, protocol: str) -> None:
+    ch.basic_publish(b"a", routing_key=queue)
+    assert ch.basic_get(queue) is not None
+    ch.basic_recover_async(requeue=True)
+    again = ch.basic_get(queue, no_ack=True)
+    assert again is not None and again.body == b"a" and again.delivery_info["redelivered"]
+
+
+def test_transactions(conn: Connection, ch: Channel, queue: str) -> None:
+    ch.tx_select()
+    ch.basic_publish(b"1", routing_key=queue)
+    ch.basic_publish(b"2", routing_key=queue)
+    with conn.channel() as look:
+        assert look.basic_get(queue) is None  # nothing before the commit
+        ch.tx_commit()
+        wait_for_depth(conn, queue, (2, 0))
+        ch.basic_publish(b"3", routing_key=queue)
+        ch.tx_rollback()
+        ch.tx_commit()  # nothing left to commit: "3" was discarded
+        # Acks are transactional too.
+        msg = ch.basic_get(queue)
+        assert msg is not None and msg.body == b"1"
+        msg.ack()
+        ch.tx_rollback()
+        ch.close()  # the rolled-back ack did not count: "1" comes back
+        assert get_bodies(look, queue) == [b"1", b"2"]
+
+
+@only_0_9_1
+def test_confirms_for_many_publishes(ch: Channel, queue: str, protocol: str) -> None:
+    ch.confirm_select()
+    tags = [ch.basic_publish(b"%d" % i, routing_key=queue) for i in range(1000)]
+    assert tags == list(range(1, 1001))
+    assert ch.wait_for_confirms(timeout=10) is True
+    assert ch.queue_declare(queue, passive=True) == (queue, 1000, 0)
+    assert ch.queue_purge(queue) == 1000
+
+
+@only_0_9_1
+def test_publish_confirmed_needs_confirm_mode_and_sends_nothing(ch: Channel, queue: str, protocol: str) -> None:
+    with pytest.raises(LocalProtocolError):
+        ch.publish_confirmed(b"no confirm mode", routing_key=queue)
+    # The caller was told it failed, so the broker must not have it.
+    assert ch.basic_get(queue) is None
+
+
+@only_0_9_1
+def test_publish_confirmed_routable_and_unroutable(ch: Channel, queue: str, protocol: str) -> None:
+    ch.confirm_select()
+    assert ch.publish_confirmed(b"routable", routing_key=queue, mandatory=True) is True
+    assert ch.publish_confirmed(b"unroutable", routing_key=unique("nowhere"), mandatory=True) is False
+    assert len(ch.returned) == 1
+    returned = ch.returned[0]
+    assert returned.body == b"unroutable"
+    assert returned.delivery_info["reply_code"] == 312
+    assert returned.delivery_info["reply_text"] == "NO_ROUTE"
+    # The same through on_return.
+    seen: list[Message] = []
+    ch.on_return = seen.append
+    assert ch.publish_confirmed(Message(b"again", message_id="m2"), exchange="amq.direct", routing_key="none", mandatory=True) is False
+    assert [(m.body, m.message_id, m.delivery_info["reply_code"], m.delivery_info["exchange"]) for m in seen] == [
+        (b"again", "m2", 312, "amq.direct")
+    ]
+    # Not mandatory: the broker drops it quietly and acks.
+    assert ch.publish_confirmed(b"dropped", routing_key=unique("nowhere")) is True
+    assert len(seen) == 1 and len(ch.returned) == 1
+    assert get_bodies(ch, queue) == [b"routable"]
+
+
+def test_mandatory_return_without_confirms(conn: Connection, ch: Channel) -> None:
+    returned: list[Message] = []
+    ch.on_return = returned.append
+    key = unique("nowhere")
+    ch.basic_publish(Message(b"bounce", headers={"n": 1}), routing_key=key, mandatory=True)
+    assert returned == []  # callbacks run only inside drain_events
+    drain_until(conn, lambda: bool(returned))
+    msg = returned[0]
+    assert msg.body == b"bounce" and msg.headers == {"n": 1}
+    assert msg.delivery_info["reply_code"] == 312
+    assert msg.delivery_info["routing_key"] == key
+    assert ch.is_open
+    ch.basic_publish(b"dropped quietly", routing_key=key)  # not mandatory
+    assert_nothing_delivered(conn)
+    assert len(returned) == 1
+
+
+def test_broker_cancels_consumer_of_deleted_queue(conn: Connection, ch: Channel, peer: Connection) -> None:
+    q = unique("cancelled")
+    ch.queue_declare(q)
+    cancelled: list[str] = []
+    tag = ch.basic_consume(q, callback=lambda m: None, on_cancel=cancelled.append)
+    with peer.channel() as other:
+        assert other.queue_delete(q) == 0
+    drain_until(conn, lambda: bool(cancelled))
+    assert cancelled == [tag]
+    # The channel stays usable, and the cancelled consumer gets nothing more.
+    assert ch.is_open
+    ok = ch.queue_declare(q, auto_delete=True)
+    assert ok == (q, 0, 0)
+    ch.basic_publish(b"after", routing_key=q)
+    assert_nothing_delivered(conn)
+    assert ch.queue_delete(q) == 1
+
+
+def test_drain_events_times_out(conn: Connection, ch: Channel, queue: str) -> None:
+    ch.basic_consume(queue, callback=lambda m: None)
+    started = time.monotonic()
+    with pytest.raises(socket.timeout) as info:
+        conn.drain_events(timeout=0.2)
+    elapsed = time.monotonic() - started
+    assert isinstance(info.value, TimeoutError)
+    assert 0.15 <= elapsed < 2.0
+    assert conn.is_open and ch.is_open
+    ch.basic_publish(b"now", routing_key=queue)
+    conn.drain_events(timeout=5)
+
+
+@only_0_9_1
+def test_update_secret(conn: Connection, protocol: str) -> None:
+    # RabbitMQ 3.10 answers update-secret-ok for PLAIN (its internal backend takes the new
+    # secret as it is) and keeps the connection open.
+    conn.update_secret("guest", "rotation")
+    assert conn.is_open
+    assert_still_usable(conn)
+    conn.update_secret(b"guest", "rotation again")
+    assert_still_usable(conn)
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+def test_url_default_vhost_spelled_percent_2f(node: PrivateNode, protocol: str, peer: Connection) -> None:
+    q = unique("vhost-root")
+    with Connection(with_options(with_vhost(node.url, "%2F"), protocol=protocol)) as conn:
+        assert conn.params.virtual_host == "/"
+        ch = conn.channel()
+        ch.queue_declare(q, auto_delete=False)
+        ch.basic_publish(b"in /", routing_key=q)
+        ch.queue_declare(q, passive=True)
+    # The peer connects with an empty path, which also means "/".
+    with peer.channel() as c:
+        assert get_bodies(c, q) == [b"in /"]
+        c.queue_delete(q)
+
+
+def test_url_other_vhost_with_a_slash(node: PrivateNode, peer: Connection) -> None:
+    vhost = unique("vh") + "/sub"
+    node.add_vhost(vhost)
+    try:
+        node.set_permissions("guest", vhost)
+        q = unique("vhost-q")
+        url = with_vhost(node.url, vhost.replace("/", "%2F"))
+        with Connection(url) as conn:
+            assert conn.params.virtual_host == vhost
+            conn.channel().queue_declare(q)
+            with Connection(url) as second:
+                assert queue_depth(second, q) == (0, 0)
+        assert_queue_gone(peer, q)  # not in "/"
+    finally:
+        node.delete_vhost(vhost)
+
+
+def test_url_missing_vhost(node: PrivateNode, protocol: str) -> None:
+    vhost = unique("no-such-vhost")
+    conn = Connection(with_options(with_vhost(node.url, vhost), protocol=protocol))
+    started = time.monotonic()
+    with pytest.raises(NotAllowed) as info:  # RabbitMQ answers connection.open with 530
+        conn.connect()
+    assert time.monotonic() - started < 5
+    err = info.value
+    assert err.reply_code == 530 and isinstance(err, HardError)
+    assert vhost in str(err)
+    assert not conn.is_open
+    with pytest.raises(NotAllowed):  # later calls report why the connection is closed
+        conn.channel()
+
+
+def test_url_unknown_option(node: PrivateNode) -> None:
+    url = with_options(node.url.replace("guest:guest@", "guest:s3cr%2Ft@"), frame_mux=4096)
+    with pytest.raises(URLError) as info:
+        Connection(url)
+    text = str(info.value)
+    assert "frame_mux" in text
+    assert "s3cr" not in text
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "amqp://guest:s3cret-pw@localhost:99999/",  # port out of range
+        "amqp://guest:s3cret-pw@localhost:notaport/",
+        "http://guest:s3cret-pw@localhost/",
+        "amqp://guest:s3cret-pw@localhost/#frag",
+        "amqp://guest:s3cret-pw@localhost/?heartbeat=abc",
+        "amqp://guest:s3cret-pw@localhost/?heartbeat",
+        "amqp://guest:s3cret-pw@localhost/?protocol=0-10",
+        "amqp://guest:s3cret-pw@localhost/?auth_mechanism=CRAM-MD5",
+        "amqp://guest:s3cret-pw@localhost:0/",
+    ],
+)
+def test_url_errors_never_show_the_password(bad: str) -> None:
+    with pytest.raises(URLError) as info:
+        Connection(bad)
+    assert "s3cret" not in str(info.value)
+    assert "s3cret" not in repr(info.value)
+
+
+def test_wrong_password(node: PrivateNode, protocol: str) -> None:
+    url = with_options(node.url.replace("guest:guest@", "guest:wr0ng-pw@"), protocol=protocol, connection_timeout=5)
+    conn = Connection(url)
+    started = time.monotonic()
+    with pytest.raises(AuthenticationError) as info:
+        conn.connect()
+    assert time.monotonic() - started < 5
+    err = info.value
+    assert err.reply_code == 403 and isinstance(err, HardError)
+    assert "ACCESS_REFUSED" in str(err)
+    for text in (str(err), repr(err), repr(conn)):
+        assert "wr0ng-pw" not in text
+    assert not conn.is_open
+
+
+@pytest.fixture(scope="module")
+def user(node: PrivateNode) -> Iterator[tuple[str, str]]:
+    """A user of our own on "/", whose password differs from its name."""
+    name, password = unique("user"), "pw-" + uuid.uuid4().hex
+    node.add_user(name, password)
+    try:
+        node.set_permissions(name, "/")
+        yield name, password
+    finally:
+        node.delete_user(name)
+
+
+def test_password_never_shown(node: PrivateNode, protocol: str, user: tuple[str, str]) -> None:
+    name, password = user
+    url = with_options(node.url.replace("guest:guest@", f"{name}:{password}@"), protocol=protocol)
+    with Connection(url) as conn:
+        ch = conn.channel()
+        texts = [repr(conn), str(conn), repr(conn.params), repr(conn.core), repr(ch), conn.params.url()]
+        assert all(password not in text for text in texts)
+        assert name in repr(conn) and "****" in repr(conn)
+        # Errors raised on the open connection do not show it either.
+        with pytest.raises(NotFound) as info:
+            ch.queue_declare(unique("missing"), passive=True)
+        assert password not in str(info.value) and password not in repr(info.value)
+    # The user really logged in with that password: a wrong one is refused.
+    with pytest.raises(AuthenticationError) as refused:
+        Connection(url.replace(password, password + "x")).connect()
+    assert password not in str(refused.value)
