@@ -1,72 +1,72 @@
 #!/usr/bin/env python3
-"""leveret's demo job (``make demo``): a real exchange with a RabbitMQ node started for it.
+"""leveret's demo job (``make demo``): a real publish/consume round trip.
 
-For now it opens a raw TCP connection, sends the AMQP 0-9-1 protocol header and decodes the
-connection.start the broker answers with (using ``leveret.wire.amqp0_9_1`` when it exists,
-else printing the frame in hex).
-
-HOOK: once ``leveret.client`` can connect, replace ``exchange()`` with a publish/consume
-round trip against ``url``; the node handling around it stays as it is.
+Starts a private RabbitMQ node (scripts/rabbitmq.py; or uses ``LEVERET_TEST_URL``), then
+with the blocking client: declares an exchange and a queue, binds them, publishes a few
+messages with publisher confirms, consumes them back, acknowledges them, and prints each
+step with what the broker said.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import struct
 import sys
+import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rabbitmq import PrivateNode  # noqa: E402
 
-HEADER_0_9_1 = b"AMQP\x00\x00\x09\x01"
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = bytearray()
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("the broker closed the connection")
-        data += chunk
-    return bytes(data)
+from leveret.client import Connection, Message  # noqa: E402
 
 
 def exchange(url: str) -> None:
-    """The demo's body: talk to the broker at ``url`` and show what happened."""
-    parts = urlsplit(url)
-    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672),
-                                  timeout=10) as sock:
-        sock.sendall(HEADER_0_9_1)
-        head = _recv_exactly(sock, 7)
-        frame_type, channel, size = struct.unpack(">BHI", head)
-        frame = head + _recv_exactly(sock, size + 1)
-    print(f"sent the 0-9-1 protocol header; got a frame of type {frame_type} on channel "
-          f"{channel}, {len(frame)} bytes")
+    """The demo's body: a round trip through the broker at ``url``."""
+    with Connection(url) as conn:
+        props = conn.server_properties
+        print(f"connected: {props.get('product')} {props.get('version')}, AMQP {conn.protocol}, "
+              f"heartbeat {conn.heartbeat} s, frame_max {conn.frame_max}, "
+              f"channel_max {conn.channel_max}")
+        ch = conn.channel()
+        ch.exchange_declare("leveret.demo", "direct", auto_delete=True)
+        queue, _, _ = ch.queue_declare("", exclusive=True)  # type: ignore[misc]
+        ch.queue_bind(queue, "leveret.demo", routing_key="greetings")
+        print(f"declared exchange leveret.demo and queue {queue}, bound with 'greetings'")
 
-    try:
-        from leveret.wire import amqp0_9_1
-    except ImportError:
-        print("(leveret.wire.amqp0_9_1 is not there yet: raw frame follows)")
-        for offset in range(0, len(frame), 32):
-            print(f"  {offset:04x}  {frame[offset:offset + 32].hex(' ')}")
-        return
+        ch.confirm_select()
+        bodies = [f"hello {n} from leveret".encode() for n in range(5)]
+        started = time.perf_counter()
+        for body in bodies:
+            ch.basic_publish(
+                Message(body, content_type="text/plain", delivery_mode=2,
+                        headers={"demo": True, "sent_at": time.time()}),
+                exchange="leveret.demo", routing_key="greetings",
+            )
+        ch.wait_for_confirms(timeout=10)
+        print(f"published {len(bodies)} messages; the broker confirmed all of them")
 
-    class_id, method_id = struct.unpack_from(">HH", frame, 7)
-    method_type = amqp0_9_1.method_class(class_id, method_id)
-    method = method_type.decode(frame, 11, 7 + size)
-    print(f"decoded {method_type.NAME} with leveret.wire.amqp0_9_1:")
-    for name in method_type.FIELDS:
-        value = getattr(method, name)
-        if isinstance(value, dict):
-            print(f"  {name}:")
-            for key, item in value.items():
-                print(f"    {key}: {item!r}")
-        else:
-            print(f"  {name}: {value!r}")
+        received: list[Message] = []
+
+        def on_message(message: Message) -> None:
+            received.append(message)
+            message.ack()
+
+        tag = ch.basic_consume(queue, callback=on_message)
+        while len(received) < len(bodies):
+            conn.drain_events(timeout=10)
+        elapsed = (time.perf_counter() - started) * 1000
+        for message in received:
+            info = message.delivery_info
+            print(f"  got {message.body.decode()!r} (delivery tag {info['delivery_tag']}, "
+                  f"content type {message.properties.get('content_type')}, "
+                  f"headers {sorted(message.headers)})")
+        assert [m.body for m in received] == bodies, "messages arrived changed or out of order"
+        ch.basic_cancel(tag)
+        left = ch.queue_declare(queue, passive=True)
+        print(f"round trip of {len(bodies)} messages in {elapsed:.1f} ms; "
+              f"{left.message_count} left in the queue")  # type: ignore[union-attr]
+        ch.close()
 
 
 def main() -> int:
