@@ -909,6 +909,19 @@ def test_confirms_for_many_publishes(ch: Channel, queue: str, protocol: str) -> 
 
 
 @only_0_9_1
+def test_wait_for_confirms_raises_when_the_channel_closes_with_publishes_unconfirmed(
+    conn: Connection, ch: Channel, protocol: str
+) -> None:
+    # A publish to a missing exchange makes the broker close the channel (404) without
+    # confirming it: its fate must not be reported as "all confirmed".
+    ch.confirm_select()
+    ch.basic_publish(b"lost", exchange=unique("missing"), routing_key="rk")
+    with pytest.raises(NotFound):
+        ch.wait_for_confirms(timeout=10)
+    assert conn.is_open
+
+
+@only_0_9_1
 def test_publish_confirmed_needs_confirm_mode_and_sends_nothing(ch: Channel, queue: str, protocol: str) -> None:
     with pytest.raises(LocalProtocolError):
         ch.publish_confirmed(b"no confirm mode", routing_key=queue)

@@ -426,11 +426,12 @@ class Connection:
             elif kind is ev.ChannelClosed:
                 ch = channels.pop(event.channel_id, None)  # type: ignore[attr-defined]
                 if ch is not None:
-                    ch._on_closed(event.error)  # type: ignore[attr-defined]
+                    ch._on_closed(event.error, event.unconfirmed)  # type: ignore[attr-defined]
             elif kind is ev.ConnectionClosed:
                 self._closed_error = event.error  # type: ignore[attr-defined]
+                unconfirmed = event.unconfirmed  # type: ignore[attr-defined]
                 for ch in channels.values():
-                    ch._on_closed(event.error)  # type: ignore[attr-defined]
+                    ch._on_closed(event.error, unconfirmed.get(ch.channel_id, ()))  # type: ignore[attr-defined]
                 channels.clear()
             elif kind is ev.FlowChanged:
                 ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
@@ -726,6 +727,7 @@ class Channel:
         self._closed = False
         self._error: AMQPError | None = None
         self._error_reported = False
+        self._lost_tags: list[int] = []  # unconfirmed when the channel closed
         self._replies: deque[Any] = deque()
         self._returns: deque[ev.MessageReturned] = deque()
         self._consumers: dict[str, Callable[[Message], Any] | None] = {}
@@ -755,9 +757,10 @@ class Channel:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _on_closed(self, error: AMQPError | None) -> None:
+    def _on_closed(self, error: AMQPError | None, unconfirmed: Any = ()) -> None:
         self._closed = True
         self._error = error
+        self._lost_tags = list(unconfirmed)
 
     def _raise_closed(self) -> None:
         """Raise why the channel is closed: the broker's typed error (``NotFound``...) the
@@ -1131,7 +1134,7 @@ class Channel:
         conn._wait_for(lambda: core.unconfirmed_count(cid) == 0 or self._closed, deadline, "publisher confirms")
         if self._returns:
             self._run_returns()
-        if self._closed and core.unconfirmed_count(cid):
+        if self._closed and (self._lost_tags or core.unconfirmed_count(cid)):
             self._raise_closed()
         if self._nacked:
             tags, self._nacked = self._nacked, []

@@ -710,12 +710,14 @@ class SansIOConnection:
             ch.close_error = error
             return
         ch.close_error = error
+        unconfirmed = list(ch.unconfirmed)
         self._release(ch)
-        events.append(ev.ChannelClosed(ch.id, error, by_peer=True))
+        events.append(ev.ChannelClosed(ch.id, error, True, unconfirmed))
 
     def _on_channel_close_ok(self, ch: _Channel, method: Any, events: list[ev.Event]) -> None:
+        unconfirmed = list(ch.unconfirmed)
         self._release(ch)
-        events.append(ev.ChannelClosed(ch.id, ch.close_error, by_peer=False))
+        events.append(ev.ChannelClosed(ch.id, ch.close_error, False, unconfirmed))
 
     def _on_channel_flow(self, ch: _Channel, method: Any, events: list[ev.Event]) -> None:
         ch.flow_active = bool(method.active)
@@ -733,6 +735,7 @@ class SansIOConnection:
     def _release(self, ch: _Channel) -> None:
         ch.state = ChannelState.CLOSED
         ch.expect.clear()
+        ch.unconfirmed = {}
         ch.c_method = ch.c_props = None
         ch.c_chunks = []
         if self._channels.pop(ch.id, None) is not None:
@@ -787,13 +790,17 @@ class SansIOConnection:
             by_peer = state is not ConnState.CLOSING
             if by_peer:
                 self.close_error = error
+            unconfirmed = self.unconfirmed()
             self._close_all_channels()
             self.state = ConnState.CLOSED
-            events.append(ev.ConnectionClosed(self.close_error if not by_peer else error, by_peer))
+            events.append(
+                ev.ConnectionClosed(self.close_error if not by_peer else error, by_peer, unconfirmed)
+            )
         elif name == "connection.close-ok":
+            unconfirmed = self.unconfirmed()
             self._close_all_channels()
             self.state = ConnState.CLOSED
-            events.append(ev.ConnectionClosed(self.close_error, by_peer=False))
+            events.append(ev.ConnectionClosed(self.close_error, False, unconfirmed))
         elif name == "connection.blocked":
             self.blocked = method.reason or "blocked"
             events.append(ev.ConnectionBlocked(self.blocked))

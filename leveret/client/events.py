@@ -8,8 +8,8 @@ itself; the events only tell you they happened.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 from ..wire.errors import AMQPError
 
@@ -58,6 +58,8 @@ class ConnectionClosed(Event):
 
     error: AMQPError | None
     by_peer: bool
+    #: Channel id -> delivery tags of publishes never confirmed: their fate is unknown.
+    unconfirmed: Mapping[int, Sequence[int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,9 @@ class ChannelClosed(Event):
     channel_id: int
     error: AMQPError | None
     by_peer: bool
+    #: Delivery tags of publishes the broker never confirmed on this channel: their fate is
+    #: unknown (a broker that closes a channel does not confirm what was in flight).
+    unconfirmed: Sequence[int] = ()
 
 
 @dataclass(frozen=True, slots=True)
