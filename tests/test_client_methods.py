@@ -1133,3 +1133,41 @@ def test_password_never_shown(node: PrivateNode, protocol: str, user: tuple[str,
     with pytest.raises(AuthenticationError) as refused:
         Connection(url.replace(password, password + "x")).connect()
     assert password not in str(refused.value)
+
+
+def _wait_ready(conn: Connection, queue: str, expected: int, timeout: float = 5.0) -> int:
+    # RabbitMQ applies requeues asynchronously: poll the passive declare.
+    deadline = time.monotonic() + timeout
+    while True:
+        ready, _ = queue_depth(conn, queue)
+        if ready == expected or time.monotonic() > deadline:
+            return ready
+        time.sleep(0.05)
+
+
+def test_deliveries_pending_at_cancel_go_back_to_the_queue(conn: Connection, ch: Channel, queue: str) -> None:
+    for body in (b"1", b"2", b"3"):
+        ch.basic_publish(body, routing_key=queue)
+    seen: list[bytes] = []
+    tag = ch.basic_consume(queue, callback=lambda m: seen.append(m.body))
+    # Let the deliveries reach the client; their callbacks only run in drain_events.
+    time.sleep(0.5)
+    ch.basic_cancel(tag)
+    with pytest.raises(TimeoutError):
+        conn.drain_events(timeout=0.3)
+    assert seen == []
+    # Given back, not stuck unacknowledged until the channel closes.
+    assert _wait_ready(conn, queue, 3) == 3
+    assert get_bodies(ch, queue) == [b"1", b"2", b"3"]
+
+
+def test_no_ack_deliveries_pending_at_cancel_still_run(conn: Connection, ch: Channel, queue: str) -> None:
+    for body in (b"1", b"2", b"3"):
+        ch.basic_publish(body, routing_key=queue)
+    seen: list[bytes] = []
+    tag = ch.basic_consume(queue, no_ack=True, callback=lambda m: seen.append(m.body))
+    time.sleep(0.5)
+    ch.basic_cancel(tag)
+    while len(seen) < 3:
+        conn.drain_events(timeout=2)
+    assert seen == [b"1", b"2", b"3"]  # the broker dropped them when it sent them

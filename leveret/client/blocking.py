@@ -337,8 +337,10 @@ class Connection:
         if self._run_pending():
             return
         deadline = None if timeout is None else monotonic() + timeout
-        self._wait_for(self._has_pending, deadline, "events")
-        self._run_pending()
+        while True:
+            self._wait_for(self._has_pending, deadline, "events")
+            if self._run_pending():
+                return
 
     def _has_pending(self) -> bool:
         if self._pending:
@@ -349,31 +351,36 @@ class Connection:
         return False
 
     def _run_pending(self) -> bool:
+        """Run the callbacks of what was received; True if any ran (or an event that has
+        no callback to run was handed over, such as a consumer cancelled by the broker)."""
         ran = False
         pending = self._pending
         while pending:
             ch, item = pending.popleft()
-            ran = True
             kind = type(item)
             if kind is ev.MessageReceived:
                 assert ch is not None
-                cb = ch._consumers.get(item.method.consumer_tag)
-                msg = Message._received(ch, item.method, item.properties, item.body)
+                tag = item.method.consumer_tag
+                cb = ch._consumers.get(tag)
+                if cb is None:
+                    cb = ch._straggler_callback(tag, item.method.delivery_tag)
                 if cb is not None:
-                    cb(msg)
-                else:
-                    log.debug("delivery for cancelled consumer %s dropped", item.method.consumer_tag)
+                    ran = True
+                    cb(Message._received(ch, item.method, item.properties, item.body))
             elif kind is ev.ConsumerCancelled:
                 assert ch is not None
-                ch._consumers.pop(item.consumer_tag, None)
-                cancel_cb = ch._cancel_callbacks.pop(item.consumer_tag, None)
+                ran = True
+                cancel_cb = ch._cancel_callbacks.get(item.consumer_tag)
+                ch._forget_consumer(item.consumer_tag)
                 if cancel_cb is not None:
                     cancel_cb(item.consumer_tag)
             elif kind is ev.ConnectionBlocked:
                 if self.on_blocked is not None:
+                    ran = True
                     self.on_blocked(item.reason)
             elif kind is ev.ConnectionUnblocked:
                 if self.on_unblocked is not None:
+                    ran = True
                     self.on_unblocked()
             elif kind is ev.MessageTooLarge:
                 assert ch is not None
@@ -732,6 +739,10 @@ class Channel:
         self._returns: deque[ev.MessageReturned] = deque()
         self._consumers: dict[str, Callable[[Message], Any] | None] = {}
         self._cancel_callbacks: dict[str, Callable[[str], Any]] = {}
+        self._no_ack_tags: set[str] = set()
+        # Callbacks of cancelled no_ack consumers, for deliveries that were already on their
+        # way (they cannot be requeued).
+        self._cancelled_no_ack: dict[str, Callable[[Message], Any] | None] = {}
         self._nacked: list[int] = []
         self._waited_tags: dict[int, bool | None] = {}
         self.flow_active = True
@@ -1057,15 +1068,43 @@ class Channel:
         ok = self._rpc("basic.consume", timeout, **fields)
         tag = consumer_tag if ok is None else ok.consumer_tag
         self._consumers[tag] = callback
+        if no_ack:
+            self._no_ack_tags.add(tag)
         if on_cancel is not None:
             self._cancel_callbacks[tag] = on_cancel
         return str(tag)
 
     def basic_cancel(self, consumer_tag: str, nowait: bool = False, timeout: float | None = None) -> None:
-        """``basic.cancel``: stop a consumer; deliveries already received are still run."""
+        """``basic.cancel``: stop a consumer.
+
+        Deliveries that arrived before the cancel but were not yet run by
+        :meth:`Connection.drain_events` are given back to the queue (``basic.reject`` with
+        requeue) -- except for a ``no_ack`` consumer, whose messages cannot go back: its
+        callback still runs for them.
+        """
         self._rpc("basic.cancel", timeout, consumer_tag=consumer_tag, no_wait=nowait)
-        self._consumers.pop(consumer_tag, None)
+        self._forget_consumer(consumer_tag)
+
+    def _forget_consumer(self, consumer_tag: str) -> None:
+        callback = self._consumers.pop(consumer_tag, None)
         self._cancel_callbacks.pop(consumer_tag, None)
+        if consumer_tag in self._no_ack_tags:
+            self._no_ack_tags.discard(consumer_tag)
+            if callback is not None:
+                self._cancelled_no_ack[consumer_tag] = callback
+
+    def _straggler_callback(self, consumer_tag: str, delivery_tag: int) -> Callable[[Message], Any] | None:
+        """A delivery for a consumer that is gone: the callback to run it with, or None
+        after handing it back to the broker."""
+        callback = self._cancelled_no_ack.get(consumer_tag)
+        if callback is not None:
+            return callback
+        if not self._closed:
+            try:
+                self.basic_reject(delivery_tag, requeue=True)
+            except LeveretError:
+                pass  # the channel is going away; the broker requeues it then
+        return None
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
         """``basic.ack`` (no reply)."""
@@ -1154,6 +1193,8 @@ class Channel:
         Returns True when the broker acked it and did not return it; False when it was
         returned as unroutable (``mandatory``); raises :class:`PublishNacked` on a nack.
         """
+        if self._closed:
+            self._raise_closed()
         if not self._core.is_confirm_mode(self.channel_id):  # type: ignore[union-attr]
             raise LocalProtocolError("publish_confirmed needs confirm mode (confirm_select())")
         tag = self.basic_publish(msg, exchange, routing_key, mandatory)
