@@ -1,0 +1,861 @@
+"""The high-level :class:`Connection` (alias :class:`BrokerConnection`), kombu's way.
+
+A :class:`Connection` is a description of where the broker is (one URL, or several for
+failover) plus, once used, one *transport connection* -- a :class:`leveret.client.Connection`
+for ``amqp://``/``amqps://`` (also spelled ``pyamqp://``, ``leveret://``), or a
+``leveret.highlevel.memory.MemoryConnection`` for ``memory://``.  It is lazy: nothing goes
+on the wire until first use (:meth:`Connection.connect`, :attr:`Connection.connection`,
+:attr:`Connection.default_channel`, :meth:`Connection.channel`,
+:meth:`Connection.drain_events`).
+
+URLs follow kombu: ``amqp://user:pass@host:port/vhost``; ``amqp://host//`` and
+``amqp://host/`` (and ``amqp://host``) all mean the virtual host ``/``, which may also be
+written ``%2F``.  Several URLs are separated by ``;`` (or given as a list); when one cannot
+be reached the next is tried (``failover_strategy`` ``"round-robin"`` or ``"shuffle"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from itertools import count
+from typing import Any, Callable, Iterable, Iterator
+from urllib.parse import quote, unquote, urlsplit
+
+from ..client import (
+    ChannelClosedError,
+    ConnectionClosedError,
+    ConnectionForced,
+    ConnectionLost,
+    ConnectionParameters,
+    InternalError,
+    ResourceError,
+    parse_url,
+)
+from ..client import Connection as ClientConnection
+from ..wire.errors import HardError, RemoteProtocolError, SoftError
+from .exceptions import LimitExceeded, OperationalError
+
+__all__ = ["Connection", "BrokerConnection", "client_of", "parse_hostnames"]
+
+log = logging.getLogger("leveret.highlevel")
+
+#: URL scheme / transport name -> transport kind.
+TRANSPORT_ALIASES = {
+    "amqp": "amqp",
+    "pyamqp": "amqp",
+    "amqps": "amqp",
+    "leveret": "amqp",
+    "librabbitmq": "amqp",
+    "memory": "memory",
+}
+
+# transport_options handed to leveret.client.Connection's constructor ...
+_CLIENT_OPTIONS = frozenset({
+    "rpc_timeout", "blocked_timeout", "max_body_size", "client_properties", "on_blocked",
+    "on_unblocked", "ssl_context",
+})
+# ... and those that are ConnectionParameters fields.
+_PARAM_OPTIONS = frozenset({
+    "frame_max", "channel_max", "protocol", "auth_mechanism", "verify", "cacertfile",
+    "certfile", "keyfile", "server_name_indication",
+})
+# transport_options that set the retry policy of the implicit connect (kombu's names).
+_RETRY_OPTIONS = frozenset({"max_retries", "interval_start", "interval_step", "interval_max", "timeout"})
+
+_RECOVERABLE_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionLost, ConnectionForced, InternalError, ResourceError, ConnectionClosedError,
+    OperationalError, OSError,  # OSError covers refused, reset, TimeoutError (socket.timeout)
+)
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionLost, HardError, ConnectionClosedError, RemoteProtocolError, OperationalError,
+    OSError,
+)
+_RECOVERABLE_CHANNEL_ERRORS: tuple[type[BaseException], ...] = (ChannelClosedError,)
+_CHANNEL_ERRORS: tuple[type[BaseException], ...] = (SoftError, ChannelClosedError)
+
+# Transport channels opened by a high-level Connection -> that Connection.
+_owners: weakref.WeakKeyDictionary[Any, Connection] = weakref.WeakKeyDictionary()
+
+
+def client_of(channel: Any) -> Connection | None:
+    """The high-level :class:`Connection` a transport channel belongs to, if any (kombu's
+    ``channel.connection.client``)."""
+    try:
+        owner = _owners.get(channel)
+    except TypeError:
+        owner = None
+    if owner is not None:
+        return owner
+    return getattr(getattr(channel, "connection", None), "client", None)
+
+
+@dataclasses.dataclass
+class _Target:
+    """One place to connect to."""
+
+    kind: str  # "amqp" or "memory"
+    scheme: str  # as written: amqp, pyamqp, amqps, memory, ...
+    params: ConnectionParameters
+
+    def as_uri(self, include_password: bool = False, mask: str = "**") -> str:
+        p = self.params
+        vhost = "/" if p.virtual_host == "/" else quote(p.virtual_host, safe="")
+        if self.kind == "memory":
+            return f"memory://{'' if vhost == '/' else '/' + vhost}"
+        scheme = self.scheme
+        if p.ssl and scheme == "amqp":
+            scheme = "amqps"
+        password = quote(p.password, safe="") if include_password else mask
+        host = f"[{p.host}]" if ":" in p.host else p.host
+        return f"{scheme}://{quote(p.username, safe='')}:{password}@{host}:{p.port}/{vhost}"
+
+
+def parse_hostnames(hostname: str | Iterable[str] | None) -> list[str]:
+    """``"url1;url2"`` or ``[url1, url2]`` -> ``[url1, url2]`` (stripped, empty ones dropped)."""
+    if hostname is None:
+        return ["localhost"]
+    items = hostname.split(";") if isinstance(hostname, str) else list(hostname)
+    out = [item.strip() for item in items if item and item.strip()]
+    return out or ["localhost"]
+
+
+def _parse_target(item: str, transport: str | None) -> tuple[_Target, bool]:
+    """One URL or hostname -> a target, and whether it named its port."""
+    if "://" in item:
+        scheme, rest = item.split("://", 1)
+        scheme = scheme.lower()
+        kind = TRANSPORT_ALIASES.get(scheme)
+        if kind is None:
+            raise ValueError(
+                f"unsupported transport {scheme!r} in {item.split('@')[-1]!r} "
+                f"(known: {', '.join(sorted(TRANSPORT_ALIASES))})"
+            )
+        if kind == "memory":
+            path = urlsplit(item).path
+            vhost = unquote(path[1:]) if path not in ("", "/") else "/"
+            return _Target("memory", "memory", ConnectionParameters(virtual_host=vhost)), False
+        # leveret.client.parse_url already reads kombu's "//" (vhost "/") and "%2F".
+        params = parse_url(("amqps" if scheme == "amqps" else "amqp") + "://" + rest)
+        has_port = urlsplit("amqp://" + rest).port is not None
+        return _Target("amqp", scheme, params), has_port
+    name = (transport or "amqp").lower()
+    kind = TRANSPORT_ALIASES.get(name)
+    if kind is None:
+        raise ValueError(f"unsupported transport {name!r} (known: {', '.join(sorted(TRANSPORT_ALIASES))})")
+    params = ConnectionParameters()
+    host, has_port = item, False
+    if kind == "amqp" and item.count(":") == 1 and not item.startswith("["):
+        host, _, port = item.partition(":")
+        params.port = int(port)
+        has_port = True
+    params.host = host.strip("[]") or "localhost"
+    if name == "amqps":
+        params.ssl = True
+        params.port = params.port if has_port else 5671
+    return _Target(kind, name, params), has_port
+
+
+class Connection:
+    """A connection to a broker, kombu's way (``BrokerConnection`` is the same class).
+
+    ``Connection("amqp://guest:guest@localhost:5672//")``; keyword arguments override the
+    URL's parts: ``userid``, ``password``, ``virtual_host``, ``port``, ``ssl`` (True, a
+    dict of kombu's ``ca_certs``/``certfile``/``keyfile``/``cert_reqs``/``server_hostname``,
+    or an ``ssl.SSLContext``), ``connect_timeout`` (seconds), ``heartbeat`` (seconds; None =
+    the URL's or the client's default of 60 -- the client's I/O thread sends and checks
+    heartbeats by itself, so they cost nothing; 0 leaves the choice to the broker, as
+    AMQP's tuning rule says), ``login_method``.
+    ``transport`` picks the transport for a bare hostname (``"amqp"``, ``"memory"``).
+    ``transport_options``: ``rpc_timeout``, ``blocked_timeout``, ``max_body_size``,
+    ``client_properties``, ``frame_max``, ``channel_max``, ``protocol`` (``"0-8"``),
+    ``on_blocked``/``on_unblocked`` for the client connection; ``broker`` for ``memory://``;
+    ``max_retries``/``interval_start``/``interval_step``/``interval_max`` as the retry
+    policy of the implicit connect on first use (default: one attempt at each URL).
+
+    Nothing is sent until the connection is first used.  Not thread-safe: share it
+    between threads only through pools, or give each thread its own channels.
+    """
+
+    _is_leveret_hl_connection = True
+
+    def __init__(
+        self,
+        hostname: str | Iterable[str] | None = "amqp://guest:guest@localhost:5672//",
+        userid: str | None = None,
+        password: str | None = None,
+        virtual_host: str | None = None,
+        port: int | None = None,
+        ssl: Any = False,
+        transport: str | None = None,
+        connect_timeout: float = 5,
+        heartbeat: float | None = None,
+        transport_options: dict[str, Any] | None = None,
+        failover_strategy: str | Callable[[list[Any]], Iterator[Any]] = "round-robin",
+        login_method: str | None = None,
+        insist: bool = False,
+        uri_prefix: str | None = None,
+        alternates: Iterable[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs:
+            raise TypeError(f"unexpected Connection arguments: {', '.join(sorted(kwargs))}")
+        self._init_args: dict[str, Any] = dict(
+            hostname=hostname, userid=userid, password=password, virtual_host=virtual_host,
+            port=port, ssl=ssl, transport=transport, connect_timeout=connect_timeout,
+            heartbeat=heartbeat, transport_options=transport_options,
+            failover_strategy=failover_strategy, login_method=login_method,
+            alternates=alternates,
+        )
+        self.transport_options: dict[str, Any] = dict(transport_options or {})
+        self.connect_timeout = connect_timeout
+        self.failover_strategy = failover_strategy
+        self.insist = insist
+        self.uri_prefix = uri_prefix
+        if not (failover_strategy in ("round-robin", "shuffle") or callable(failover_strategy)):
+            raise ValueError(f"failover_strategy must be 'round-robin', 'shuffle' or a callable, not {failover_strategy!r}")
+
+        self._ssl_context: Any = self.transport_options.get("ssl_context")
+        ssl_options: dict[str, Any] = {}
+        if isinstance(ssl, dict):
+            ssl_options = self._ssl_options(ssl)
+            ssl = True
+        elif ssl is not None and not isinstance(ssl, bool):
+            self._ssl_context = ssl  # an ssl.SSLContext
+            ssl = True
+
+        names = parse_hostnames(hostname) + parse_hostnames(alternates) if alternates else parse_hostnames(hostname)
+        targets: list[_Target] = []
+        for item in names:
+            target, has_port = _parse_target(item, transport)
+            p = target.params
+            if target.kind == "amqp":
+                if userid is not None:
+                    p.username = userid
+                if password is not None:
+                    p.password = password
+                if port is not None:
+                    p.port = int(port)
+                    has_port = True
+                if ssl and not p.ssl:
+                    p.ssl = True
+                    if not has_port:
+                        p.port = 5671
+                for name, value in ssl_options.items():
+                    setattr(p, name, value)
+                if heartbeat is not None:
+                    p.heartbeat = int(heartbeat)
+                if connect_timeout:
+                    p.connection_timeout = float(connect_timeout)
+                if login_method:
+                    p.auth_mechanism = login_method.upper()
+                for name in _PARAM_OPTIONS & self.transport_options.keys():
+                    setattr(p, name, self.transport_options[name])
+            if virtual_host is not None:
+                p.virtual_host = virtual_host or "/"
+            targets.append(target)
+        self._targets = targets
+        self._current = 0
+
+        self._connection: Any = None
+        self._default_channel: Any = None
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ description
+
+    @staticmethod
+    def _ssl_options(options: dict[str, Any]) -> dict[str, Any]:
+        import ssl as _ssl
+
+        out: dict[str, Any] = {}
+        for key, value in options.items():
+            if key in ("ca_certs", "cafile", "cacertfile"):
+                out["cacertfile"] = value
+            elif key in ("certfile", "keyfile"):
+                out[key] = value
+            elif key == "cert_reqs":
+                out["verify"] = value != _ssl.CERT_NONE
+            elif key in ("server_hostname", "server_name_indication"):
+                out["server_name_indication"] = value
+            elif key in ("verify", "check_hostname"):
+                out["verify"] = bool(value)
+            else:
+                raise ValueError(f"unknown ssl option {key!r}")
+        return out
+
+    @property
+    def _target(self) -> _Target:
+        return self._targets[self._current]
+
+    @property
+    def hostname(self) -> str:
+        return self._target.params.host
+
+    @property
+    def port(self) -> int:
+        return self._target.params.port
+
+    @property
+    def userid(self) -> str:
+        return self._target.params.username
+
+    @property
+    def password(self) -> str:
+        return self._target.params.password
+
+    @property
+    def virtual_host(self) -> str:
+        return self._target.params.virtual_host
+
+    @property
+    def ssl(self) -> bool:
+        return self._target.params.ssl
+
+    @property
+    def heartbeat(self) -> float:
+        return self._target.params.heartbeat
+
+    @property
+    def login_method(self) -> str:
+        return self._target.params.auth_mechanism
+
+    @property
+    def transport_cls(self) -> str:
+        """The transport's name as written (``amqp``, ``pyamqp``, ``memory``, ...)."""
+        return self._target.scheme
+
+    @property
+    def alt(self) -> list[str]:
+        """Every URL of this connection, passwords masked."""
+        return [t.as_uri() for t in self._targets]
+
+    def info(self) -> dict[str, Any]:
+        """What this connection is, without the password: ``hostname``, ``userid``,
+        ``virtual_host``, ``port``, ``insist``, ``ssl``, ``transport``, ``connect_timeout``,
+        ``transport_options``, ``login_method``, ``uri_prefix``, ``heartbeat``,
+        ``failover_strategy``, ``alternates`` (masked URLs)."""
+        p = self._target.params
+        options = {k: v for k, v in self.transport_options.items() if "password" not in k}
+        return {
+            "hostname": p.host,
+            "userid": p.username,
+            "virtual_host": p.virtual_host,
+            "port": p.port,
+            "insist": self.insist,
+            "ssl": p.ssl,
+            "transport": self._target.scheme,
+            "connect_timeout": self.connect_timeout,
+            "transport_options": options,
+            "login_method": p.auth_mechanism,
+            "uri_prefix": self.uri_prefix,
+            "heartbeat": p.heartbeat,
+            "failover_strategy": self.failover_strategy,
+            "alternates": self.alt,
+        }
+
+    def as_uri(self, include_password: bool = False, mask: str = "**") -> str:
+        """The current URL, kombu-style (``amqp://guest:**@localhost:5672//``); the
+        password is replaced by ``mask`` unless ``include_password``."""
+        return self._target.as_uri(include_password, mask)
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "not connected"
+        return f"<Connection: {self.as_uri()} ({state}) at {id(self):#x}>"
+
+    def clone(self, **overrides: Any) -> Connection:
+        """A new, unconnected :class:`Connection` with the same arguments, some replaced."""
+        return type(self)(**{**self._init_args, **overrides})
+
+    # ------------------------------------------------------------------ errors
+
+    @property
+    def connection_errors(self) -> tuple[type[BaseException], ...]:
+        """What means the connection is gone or unusable: ``OSError`` (refused, reset,
+        timeouts), :class:`~leveret.client.ConnectionLost`, every ``HardError`` (the
+        broker closed the connection), ``ConnectionClosedError``."""
+        return _CONNECTION_ERRORS
+
+    @property
+    def recoverable_connection_errors(self) -> tuple[type[BaseException], ...]:
+        """Connection errors a reconnect may cure (not refused credentials or vhosts, nor
+        protocol errors): what :meth:`ensure` and :meth:`ensure_connection` retry."""
+        return _RECOVERABLE_CONNECTION_ERRORS
+
+    @property
+    def channel_errors(self) -> tuple[type[BaseException], ...]:
+        """What a refused channel-level operation raises: every ``SoftError``
+        (``NotFound``, ``PreconditionFailed``, ...) and ``ChannelClosedError``."""
+        return _CHANNEL_ERRORS
+
+    @property
+    def recoverable_channel_errors(self) -> tuple[type[BaseException], ...]:
+        """Channel errors a new channel may cure: what :meth:`ensure` retries."""
+        return _RECOVERABLE_CHANNEL_ERRORS
+
+    # ------------------------------------------------------------------ connecting
+
+    @property
+    def connected(self) -> bool:
+        """True while the transport connection is open (False before first use)."""
+        tconn = self._connection
+        return tconn is not None and bool(tconn.is_open)
+
+    def _make_transport(self, target: _Target) -> Any:
+        if target.kind == "memory":
+            from .memory import MemoryConnection
+
+            return MemoryConnection(
+                virtual_host=target.params.virtual_host, broker=self.transport_options.get("broker"),
+            )
+        options = {k: self.transport_options[k] for k in _CLIENT_OPTIONS & self.transport_options.keys()}
+        if self._ssl_context is not None:
+            options["ssl_context"] = self._ssl_context
+        fields = dataclasses.asdict(target.params)
+        return ClientConnection(None, **options, **fields)
+
+    def _order(self) -> list[int]:
+        n = len(self._targets)
+        strategy = self.failover_strategy
+        if strategy == "shuffle":
+            order = list(range(n))
+            random.shuffle(order)
+            return order
+        if callable(strategy):
+            return [self._targets.index(t) for t in strategy(list(self._targets))]
+        return [(self._current + i) % n for i in range(n)]
+
+    def _establish(self) -> Any:
+        """One attempt at each URL, in failover order; the first that opens wins.
+        Raises the last URL's error when none does."""
+        errors: list[BaseException] = []
+        for index in self._order():
+            target = self._targets[index]
+            tconn = self._make_transport(target)
+            try:
+                tconn.connect()
+            except _CONNECTION_ERRORS as exc:
+                log.warning("leveret: cannot connect to %s: %r", target.as_uri(), exc)
+                errors.append(exc)
+                continue
+            self._current = index
+            try:
+                tconn.client = self
+            except AttributeError:
+                pass
+            self._connection = tconn
+            return tconn
+        last = errors[-1]
+        if len(errors) > 1 and hasattr(last, "add_note"):
+            last.add_note("every URL failed: " + "; ".join(
+                f"{t.as_uri()}: {e!r}" for t, e in zip((self._targets[i] for i in self._order()), errors)
+            ))
+        raise last
+
+    def _drop_connection(self) -> None:
+        """Forget the transport connection (closing it quietly if it still looks open)."""
+        tconn, self._connection = self._connection, None
+        self._default_channel = None
+        if tconn is not None:
+            try:
+                tconn.close()
+            except Exception:  # noqa: BLE001 - it is being discarded; its error was reported
+                log.debug("leveret: error while closing a discarded connection", exc_info=True)
+
+    def _connect_on_first_use(self) -> Any:
+        policy = {k: self.transport_options[k] for k in _RETRY_OPTIONS & self.transport_options.keys()}
+        if policy:
+            self.ensure_connection(**policy)
+            return self._connection
+        return self._establish()
+
+    def connect(self) -> Connection:
+        """Open the transport connection now (one attempt at each URL); returns self.
+        Raises the connection error of the last URL tried when none could be reached."""
+        with self._lock:
+            if not self.connected:
+                if self._connection is not None:
+                    self._drop_connection()
+                self._establish()
+        return self
+
+    @property
+    def connection(self) -> Any:
+        """The transport connection (``leveret.client.Connection`` or the memory one),
+        opened on first use and reopened when it was lost."""
+        with self._lock:
+            tconn = self._connection
+            if tconn is None or not tconn.is_open:
+                if tconn is not None:
+                    self._drop_connection()
+                tconn = self._connect_on_first_use()
+            return tconn
+
+    def ensure_connection(
+        self,
+        errback: Callable[[BaseException, float], Any] | None = None,
+        max_retries: int | None = None,
+        interval_start: float = 2,
+        interval_step: float = 2,
+        interval_max: float = 30,
+        callback: Callable[[], Any] | None = None,
+        timeout: float | None = None,
+        reraise_as_library_errors: bool = True,
+    ) -> Connection:
+        """Connect, retrying while the failure is recoverable.
+
+        Each attempt tries every URL once; between attempts it sleeps ``interval_start``
+        seconds, then ``interval_step`` more each time, at most ``interval_max``, calling
+        ``errback(exc, interval)`` before each sleep and ``callback()`` about once a second
+        while sleeping.  ``max_retries`` (None: for ever) counts retries after the first
+        attempt; ``timeout`` bounds the whole.  When it gives up it raises
+        :class:`~leveret.highlevel.exceptions.OperationalError` (from the last error;
+        the error itself with ``reraise_as_library_errors=False``).  Refused credentials
+        or vhost are raised at once.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = interval_start
+        for retries in count():
+            with self._lock:
+                if self.connected:
+                    return self
+                if self._connection is not None:
+                    self._drop_connection()
+                try:
+                    self._establish()
+                    return self
+                except _RECOVERABLE_CONNECTION_ERRORS as exc:
+                    error: BaseException = exc
+            give_up = max_retries is not None and retries >= max_retries
+            if not give_up and deadline is not None and time.monotonic() + interval > deadline:
+                give_up = True
+            if give_up:
+                if reraise_as_library_errors:
+                    raise OperationalError(f"cannot connect to {self.as_uri()}: {error}") from error
+                raise error
+            if errback is not None:
+                errback(error, interval)
+            self._sleep(interval, callback)
+            interval = min(interval + interval_step, interval_max)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _sleep(seconds: float, callback: Callable[[], Any] | None) -> None:
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 1.0))
+            if callback is not None:
+                callback()
+
+    def maybe_switch_next(self) -> None:
+        """Make the next URL the current one (for the next connect)."""
+        self._current = (self._current + 1) % len(self._targets)
+
+    def ensure(
+        self,
+        obj: Any,
+        fun: Callable[..., Any],
+        errback: Callable[[BaseException, float], Any] | None = None,
+        max_retries: int | None = None,
+        interval_start: float = 1,
+        interval_step: float = 1,
+        interval_max: float = 1,
+        on_revive: Callable[[Any], Any] | None = None,
+        retry_errors: tuple[type[BaseException], ...] | None = None,
+    ) -> Callable[..., Any]:
+        """``fun`` wrapped so that it survives connection loss: ``ensure(producer,
+        producer.publish)(...)``.
+
+        On a recoverable connection error the wrapper drops the dead connection,
+        reconnects (:meth:`ensure_connection` with the interval arguments), calls
+        ``obj.revive(channel)`` with the new default channel (when ``obj`` has ``revive``)
+        and ``on_revive(channel)``, and calls ``fun`` again; on a recoverable channel error
+        it does the same with a new channel.  ``errback(exc, interval)`` hears of each
+        failure.  After ``max_retries`` retries (None: no limit) the error is raised.
+        ``retry_errors`` are more exception types to retry as channel errors.
+
+        A publish is at-least-once across a reconnect: one whose confirm was lost with the
+        connection is published again.
+        """
+        extra = tuple(retry_errors or ())
+
+        def _ensured(*args: Any, **kwargs: Any) -> Any:
+            for retries in count():
+                try:
+                    return fun(*args, **kwargs)
+                except (*_RECOVERABLE_CONNECTION_ERRORS, *_RECOVERABLE_CHANNEL_ERRORS, *extra) as exc:
+                    if max_retries is not None and retries >= max_retries:
+                        raise
+                    conn_error = isinstance(exc, _RECOVERABLE_CONNECTION_ERRORS) or not self.connected
+                    log.info("leveret: ensure: %s failed (%r); retrying", getattr(fun, "__name__", fun), exc)
+                    if errback is not None:
+                        errback(exc, 0)
+                    if conn_error:
+                        with self._lock:
+                            self._drop_connection()
+                        remaining = None if max_retries is None else max(max_retries - retries, 1)
+                        self.ensure_connection(
+                            errback, remaining, interval_start, interval_step, interval_max,
+                            reraise_as_library_errors=False,
+                        )
+                    channel = self.default_channel
+                    revive = getattr(obj, "revive", None)
+                    if revive is not None:
+                        revive(channel)
+                    if on_revive is not None:
+                        on_revive(channel)
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        _ensured.__name__ = getattr(fun, "__name__", "ensured")
+        _ensured.__doc__ = getattr(fun, "__doc__", None)
+        return _ensured
+
+    def autoretry(self, fun: Callable[..., Any], channel: Any = None, **ensure_options: Any) -> Callable[..., Any]:
+        """``fun(*args, channel=channel)`` retried across connection loss with a fresh
+        channel each time (kombu's ``autoretry``)."""
+        holder = {"channel": channel}
+
+        class _Revive:
+            def revive(self, new_channel: Any) -> None:
+                holder["channel"] = new_channel
+
+        def _call(*args: Any, **kwargs: Any) -> Any:
+            ch = holder["channel"]
+            if ch is None or not ch.is_open:
+                ch = holder["channel"] = self.default_channel
+            return fun(*args, channel=ch, **kwargs)
+
+        return self.ensure(_Revive(), _call, **ensure_options)
+
+    # ------------------------------------------------------------------ channels, events
+
+    def channel(self) -> Any:
+        """A new transport channel (``channel.open``), connecting first if needed."""
+        with self._lock:
+            ch = self.connection.channel()
+        try:
+            _owners[ch] = self
+        except TypeError:
+            pass
+        return ch
+
+    @property
+    def default_channel(self) -> Any:
+        """One channel shared by everything that was given this connection instead of a
+        channel (producers, entities, ...); opened on first use and reopened (on a
+        reconnected connection if need be) when it was closed."""
+        with self._lock:
+            ch = self._default_channel
+            if ch is None or not ch.is_open or not self.connected:
+                tconn = self.connection
+                ch = tconn.channel()
+                try:
+                    _owners[ch] = self
+                except TypeError:
+                    pass
+                self._default_channel = ch
+            return ch
+
+    def drain_events(self, timeout: float | None = None) -> None:
+        """Wait for a delivery (or a return, a cancel...) and run its callbacks.
+
+        Raises ``TimeoutError`` (``socket.timeout``) when nothing arrived within
+        ``timeout`` seconds, and the connection's error when it was lost -- it does not
+        reconnect: consumers of a lost connection are gone, and waiting on a new one would
+        hide that.
+        """
+        tconn = self._connection
+        if tconn is None:
+            tconn = self.connection
+        tconn.drain_events(timeout=timeout)
+
+    def heartbeat_check(self, rate: int = 2) -> None:
+        """Nothing to do: the client's I/O thread sends and checks heartbeats itself."""
+
+    @property
+    def supports_heartbeats(self) -> bool:
+        return self._target.kind == "amqp"
+
+    @property
+    def declared_entities(self) -> set[Any]:
+        """What :func:`~leveret.highlevel.maybe_declare` remembers having declared on
+        this connection (emptied by a reconnect)."""
+        from .entity import declared_entities
+
+        tconn = self._connection
+        if tconn is None:
+            return set()
+        try:
+            return declared_entities(tconn)
+        except TypeError:
+            return set()
+
+    def release(self) -> None:
+        """Close the default channel and the transport connection (``connection.close``).
+        The object can be used again: it reconnects on next use."""
+        with self._lock:
+            ch, self._default_channel = self._default_channel, None
+            if ch is not None:
+                try:
+                    if ch.is_open:
+                        ch.close()
+                except Exception:  # noqa: BLE001 - closing anyway
+                    log.debug("leveret: error closing the default channel", exc_info=True)
+            self._drop_connection()
+
+    close = release
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
+
+    # ------------------------------------------------------------------ shortcuts
+
+    def Producer(self, channel: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """A :class:`~leveret.highlevel.Producer` on ``channel`` (default: this
+        connection's default channel, resolved on first publish)."""
+        from .messaging import Producer
+
+        return Producer(channel or self, *args, **kwargs)
+
+    def Consumer(self, queues: Any = None, channel: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """A :class:`~leveret.highlevel.Consumer` of ``queues`` on ``channel`` (default:
+        the default channel)."""
+        from .messaging import Consumer
+
+        return Consumer(channel or self, queues, *args, **kwargs)
+
+    def SimpleQueue(
+        self, name: Any, no_ack: bool | None = None, queue_opts: dict[str, Any] | None = None,
+        queue_args: dict[str, Any] | None = None, exchange_opts: dict[str, Any] | None = None,
+        channel: Any = None, **kwargs: Any,
+    ) -> Any:
+        """A :class:`~leveret.highlevel.SimpleQueue` (persistent, durable)."""
+        from .simple import SimpleQueue
+
+        return SimpleQueue(channel or self, name, no_ack, queue_opts, queue_args, exchange_opts, **kwargs)
+
+    def SimpleBuffer(
+        self, name: Any, no_ack: bool | None = None, queue_opts: dict[str, Any] | None = None,
+        queue_args: dict[str, Any] | None = None, exchange_opts: dict[str, Any] | None = None,
+        channel: Any = None, **kwargs: Any,
+    ) -> Any:
+        """A :class:`~leveret.highlevel.SimpleBuffer` (transient, auto-delete, no_ack)."""
+        from .simple import SimpleBuffer
+
+        return SimpleBuffer(channel or self, name, no_ack, queue_opts, queue_args, exchange_opts, **kwargs)
+
+    def Pool(self, limit: int | None = None, **kwargs: Any) -> Any:
+        """A pool of clones of this connection (``leveret.highlevel.pools.ConnectionPool``
+        when that module exists, else a minimal pool)."""
+        cls = _pool_class("ConnectionPool", _MinimalConnectionPool)
+        return cls(self, limit=limit, **kwargs)
+
+    def ChannelPool(self, limit: int | None = None, **kwargs: Any) -> Any:
+        """A pool of channels of this connection (``leveret.highlevel.pools.ChannelPool``
+        when that module exists, else a minimal pool)."""
+        cls = _pool_class("ChannelPool", _MinimalChannelPool)
+        return cls(self, limit=limit, **kwargs)
+
+
+BrokerConnection = Connection
+
+
+# ---------------------------------------------------------------------------------- pools
+
+
+def _pool_class(name: str, fallback: type) -> Any:
+    """The pools module's class when that module exists (it is written separately)."""
+    try:
+        pools = importlib.import_module(__package__ + ".pools")
+    except ModuleNotFoundError as exc:
+        if exc.name != __package__ + ".pools":
+            raise
+        return fallback
+    return getattr(pools, name)
+
+
+class _MinimalPool:
+    """A bounded pool: :meth:`acquire` hands out a free resource or makes one (up to
+    ``limit``; None = no limit); ``resource.release()`` gives it back."""
+
+    def __init__(self, connection: Connection, limit: int | None = None) -> None:
+        self.connection = connection
+        self.limit = limit
+        self._free: deque[Any] = deque()
+        self._dirty: set[int] = set()
+        self._all: list[Any] = []
+        self._cond = threading.Condition()
+
+    def new(self) -> Any:
+        raise NotImplementedError
+
+    def acquire(self, block: bool = False, timeout: float | None = None) -> Any:
+        """A resource; :class:`LimitExceeded` when all ``limit`` are in use (after
+        ``timeout`` seconds when ``block``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._free:
+                    resource = self._free.popleft()
+                    break
+                if self.limit is None or len(self._all) < self.limit:
+                    resource = self.new()
+                    self._all.append(resource)
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if not block or (remaining is not None and remaining <= 0):
+                    raise LimitExceeded(f"all {self.limit} resources of the pool are in use")
+                self._cond.wait(remaining)
+            self._dirty.add(id(resource))
+        try:
+            resource.release = lambda: self.release(resource)
+        except AttributeError:
+            pass
+        return resource
+
+    def release(self, resource: Any) -> None:
+        """Give ``resource`` back to the pool."""
+        with self._cond:
+            if id(resource) in self._dirty:
+                self._dirty.discard(id(resource))
+                self._free.append(resource)
+                self._cond.notify()
+
+    def force_close_all(self) -> None:
+        """Close every resource of the pool."""
+        with self._cond:
+            items, self._all = self._all, []
+            self._free.clear()
+            self._dirty.clear()
+        for item in items:
+            try:
+                self.close_resource(item)
+            except Exception:  # noqa: BLE001 - closing everything regardless
+                log.debug("leveret: error closing a pooled resource", exc_info=True)
+
+    def close_resource(self, resource: Any) -> None:
+        resource.close()
+
+
+class _MinimalConnectionPool(_MinimalPool):
+    def new(self) -> Any:
+        return self.connection.clone()
+
+    def close_resource(self, resource: Any) -> None:
+        Connection.release(resource)
+
+
+class _MinimalChannelPool(_MinimalPool):
+    def new(self) -> Any:
+        return self.connection.channel()

@@ -1,0 +1,243 @@
+"""The high-level received message: a client message plus decoding and settlement state.
+
+:class:`Message` wraps a received :class:`leveret.client.Message`.  At construction it
+undoes compression (kombu's ``compression`` header); :attr:`Message.payload` decodes the
+body by its content type through :func:`leveret.highlevel.serialization.loads`, refusing
+content types outside ``accept``.  ``ack``/``reject``/``requeue``/``nack`` send the matching
+``basic.*`` method on the channel the message arrived on, once: a second settlement raises
+:class:`MessageStateError` and sends nothing.
+
+State machine (``_state``)::
+
+    RECEIVED --ack()--------------------------> ACK
+    RECEIVED --reject() / nack(requeue=False)--> REJECTED
+    RECEIVED --requeue() / reject(requeue=True) / nack()--> REQUEUED
+    (a message from a no_ack consumer starts in ACK: the broker settled it on delivery)
+
+Any settlement from a state other than RECEIVED raises :class:`MessageStateError`.  The
+state changes only after the method was handed to the channel: if the channel raised
+(closed, connection lost), the message is still RECEIVED.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from typing import Any
+
+from .compression import DEFAULT_MAX_SIZE, HEADER, decompress
+from .exceptions import MessageStateError
+from .serialization import loads
+
+__all__ = ["Message", "RECEIVED", "ACK", "REJECTED", "REQUEUED", "ACK_STATES"]
+
+RECEIVED = "RECEIVED"
+ACK = "ACK"
+REJECTED = "REJECTED"
+REQUEUED = "REQUEUED"
+#: The states in which a message counts as :attr:`Message.acknowledged`.
+ACK_STATES = frozenset({ACK, REJECTED, REQUEUED})
+
+_UNSET: Any = object()
+
+ErrorTypes = type[BaseException] | tuple[type[BaseException], ...]
+
+
+class Message:
+    """A received message, as the high-level layer hands it to callbacks.
+
+    ``Message(client_message, channel=None, accept=None, *, no_ack=False,
+    max_decompressed_size=DEFAULT_MAX_SIZE)``:
+
+    * ``client_message``: the :class:`leveret.client.Message` the channel delivered;
+    * ``channel``: where ``basic.ack``/``reject``/``nack`` go (default: the client
+      message's own ``channel``); anything with the client ``Channel``'s ``basic_ack``,
+      ``basic_reject``, ``basic_nack``;
+    * ``accept``: content types (or serializer names) :attr:`payload` may decode; None means
+      the serialization registry's default set (json and raw);
+    * ``no_ack``: the message came from a ``no_ack`` consumer (or ``basic.get`` with
+      ``no_ack``): it starts acknowledged and every settlement raises
+      :class:`MessageStateError`;
+    * ``max_decompressed_size``: the bound passed to
+      :func:`~leveret.highlevel.compression.decompress` (None: no limit).
+
+    Construction never raises for a bad body: a decompression failure is appended to
+    :attr:`errors`, and :meth:`decode` raises it.
+    """
+
+    __slots__ = (
+        "client_message",
+        "channel",
+        "delivery_info",
+        "delivery_tag",
+        "properties",
+        "headers",
+        "content_type",
+        "content_encoding",
+        "body",
+        "accept",
+        "errors",
+        "no_ack",
+        "_state",
+        "_decoded",
+        "__dict__",
+    )
+
+    def __init__(
+        self,
+        client_message: Any,
+        channel: Any = None,
+        accept: Collection[str] | None = None,
+        *,
+        no_ack: bool = False,
+        max_decompressed_size: int | None = DEFAULT_MAX_SIZE,
+    ) -> None:
+        #: The wrapped :class:`leveret.client.Message` (its ``body`` is the wire body,
+        #: still compressed).
+        self.client_message = client_message
+        self.channel = channel if channel is not None else getattr(client_message, "channel", None)
+        #: ``consumer_tag``, ``delivery_tag``, ``redelivered``, ``exchange``,
+        #: ``routing_key`` (``message_count`` for ``basic.get``).
+        self.delivery_info: dict[str, Any] = client_message.delivery_info
+        self.delivery_tag: int | None = self.delivery_info.get("delivery_tag")
+        #: The content properties that were set (``content_type``, ``headers``, ...).
+        self.properties: dict[str, Any] = client_message.properties
+        props = self.properties
+        self.headers: dict[str, Any] = props.get("headers") or {}
+        self.content_type: str | None = props.get("content_type")
+        self.content_encoding: str | None = props.get("content_encoding")
+        self.accept = accept
+        #: Exceptions met while preparing the body (decompression); :meth:`decode` raises
+        #: the first.
+        self.errors: list[BaseException] = []
+        self.no_ack = no_ack
+        self._state = ACK if no_ack else RECEIVED
+        self._decoded: Any = _UNSET
+
+        body = client_message.body
+        if type(body) is not bytes:
+            body = bytes(body)
+        method = self.headers.get(HEADER) if self.headers else None
+        if method:
+            try:
+                body = decompress(body, method, max_decompressed_size)
+            except Exception as exc:
+                self.errors.append(exc)
+        #: The body as bytes, decompressed when the ``compression`` header says so (left
+        #: as received if that failed).
+        self.body: bytes = body
+
+    # ------------------------------------------------------------------ decoding
+
+    def decode(self) -> Any:
+        """The decoded body (computed once, then cached).
+
+        Raises the first of :attr:`errors` if preparing the body failed, else whatever
+        :func:`~leveret.highlevel.serialization.loads` raises: ``ContentDisallowed`` (the
+        content type is not accepted; nothing was decoded), ``DecodeError``,
+        ``SerializerNotInstalled``.  Failures are not cached.
+        """
+        value = self._decoded
+        if value is _UNSET:
+            if self.errors:
+                raise self.errors[0]
+            value = loads(self.body, self.content_type, self.content_encoding, accept=self.accept)
+            self._decoded = value
+        return value
+
+    @property
+    def payload(self) -> Any:
+        """The decoded body: :meth:`decode`."""
+        value = self._decoded
+        return self.decode() if value is _UNSET else value
+
+    # ------------------------------------------------------------------ settlement
+
+    @property
+    def acknowledged(self) -> bool:
+        """True once the message was acked, rejected or requeued (or came from a
+        ``no_ack`` consumer)."""
+        return self._state in ACK_STATES
+
+    def _settle(self, new_state: str, send: Callable[[Any, int], None]) -> None:
+        if self._state != RECEIVED:
+            why = (
+                " (it was delivered to a no_ack consumer: the broker settled it on delivery)"
+                if self.no_ack else ""
+            )
+            raise MessageStateError(f"Message already acknowledged with state: {self._state}{why}")
+        if self.channel is None:
+            raise MessageStateError("This message does not have a receiving channel")
+        tag = self.delivery_tag
+        if tag is None:
+            raise MessageStateError("This message has no delivery tag: it was not delivered by a broker")
+        send(self.channel, tag)
+        self._state = new_state
+
+    def ack(self, multiple: bool = False) -> None:
+        """Send ``basic.ack`` for this delivery (``multiple``: and every earlier unsettled
+        delivery on the channel; their :class:`Message` objects do not learn of it).
+
+        Raises :class:`MessageStateError` if the message was already settled, came from a
+        ``no_ack`` consumer, or has no channel or delivery tag; nothing is sent then.
+        """
+        self._settle(ACK, lambda ch, tag: ch.basic_ack(tag, multiple=multiple))
+
+    def reject(self, requeue: bool = False) -> None:
+        """Send ``basic.reject``: the broker drops the message (or dead-letters it), or
+        puts it back in the queue with ``requeue=True`` (state REQUEUED).  Raises
+        :class:`MessageStateError` as :meth:`ack` does."""
+        self._settle(
+            REQUEUED if requeue else REJECTED,
+            lambda ch, tag: ch.basic_reject(tag, requeue=requeue),
+        )
+
+    def requeue(self) -> None:
+        """Send ``basic.reject`` with ``requeue=True``: the broker delivers the message
+        again (to this or another consumer).  Not a way to pick messages: it comes straight
+        back.  Raises :class:`MessageStateError` as :meth:`ack` does."""
+        self._settle(REQUEUED, lambda ch, tag: ch.basic_reject(tag, requeue=True))
+
+    def nack(self, multiple: bool = False, requeue: bool = True) -> None:
+        """Send ``basic.nack`` (RabbitMQ's extension; AMQP 0-9-1 only): like :meth:`reject`
+        but can cover earlier deliveries with ``multiple``.  State REQUEUED, or REJECTED
+        with ``requeue=False``.  Raises :class:`MessageStateError` as :meth:`ack` does."""
+        self._settle(
+            REQUEUED if requeue else REJECTED,
+            lambda ch, tag: ch.basic_nack(tag, multiple=multiple, requeue=requeue),
+        )
+
+    def ack_log_error(
+        self, logger: logging.Logger, errors: ErrorTypes, multiple: bool = False
+    ) -> bool:
+        """:meth:`ack`, but an exception of the types in ``errors`` is logged at CRITICAL
+        level on ``logger`` (with its traceback) instead of raised.  Returns True if the ack
+        was sent."""
+        try:
+            self.ack(multiple=multiple)
+        except errors as exc:
+            logger.critical("Couldn't ack %r, reason: %r", self.delivery_tag, exc, exc_info=True)
+            return False
+        return True
+
+    def reject_log_error(
+        self, logger: logging.Logger, errors: ErrorTypes, requeue: bool = False
+    ) -> bool:
+        """:meth:`reject`, logging exceptions of the types in ``errors`` (CRITICAL) instead of
+        raising them.  Returns True if the reject was sent."""
+        try:
+            self.reject(requeue=requeue)
+        except errors as exc:
+            logger.critical("Couldn't reject %r, reason: %r", self.delivery_tag, exc, exc_info=True)
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        info = self.delivery_info
+        where = ""
+        if info.get("exchange") is not None or info.get("routing_key") is not None:
+            where = f" exchange={info.get('exchange')!r} routing_key={info.get('routing_key')!r}"
+        return (
+            f"<{type(self).__name__} state={self._state} content_type={self.content_type!r} "
+            f"delivery_tag={self.delivery_tag!r} body_length={len(self.body)}{where}>"
+        )

@@ -1,0 +1,737 @@
+"""kombu's :class:`Producer` and :class:`Consumer`, safe by default.
+
+* A :class:`Producer` puts its channel in confirm mode (``confirm.select``) and, unless told
+  ``wait=False``, waits for the broker's ack of each publish: a nack raises
+  :class:`~leveret.client.PublishNacked`, a publish to a missing exchange raises
+  ``NotFound``, and a ``mandatory`` publish no queue took raises
+  :class:`~leveret.highlevel.exceptions.MessageReturned` (or goes to ``on_return``).
+  Pipelined publishes (``wait=False``, or ``with producer.batch():``) are settled by
+  :meth:`Producer.flush`, which reports every nack and every return.
+* A :class:`Consumer` hands each delivery to its callbacks as a high-level
+  :class:`~leveret.highlevel.message.Message` that decodes only the content types in
+  ``accept`` (JSON, raw bytes and text unless told otherwise -- never pickle by default).
+  A consumer the broker cancels (its queue was deleted) is reported through
+  :attr:`Consumer.on_cancel` and :attr:`Consumer.cancelled_by_broker`; the event loop keeps
+  running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import uuid
+import weakref
+from itertools import count
+from typing import Any, Callable, Iterable, Iterator
+
+from ..client import Message as ClientMessage
+from ..client import ChannelClosedError, PublishNacked
+from .compression import compress
+from .connection import client_of
+from .entity import Exchange, Queue, _is_hl_connection, delivery_mode_value, maybe_channel, maybe_declare, rebind
+from .exceptions import MessageReturned, NotBoundError, OperationalError
+from .message import Message
+from .serialization import dumps, prepare_accept_content
+
+__all__ = ["Producer", "Consumer"]
+
+log = logging.getLogger("leveret.highlevel")
+
+PERSISTENT = 2
+
+# Returned messages nobody claims (raw publishes on a producer's channel) are moved to
+# ``channel.returned`` past this many, so the per-channel store stays bounded.
+_MAX_UNCLAIMED_RETURNS = 10000
+
+
+# ---------------------------------------------------------------------------------- returns
+
+
+class _ChannelState:
+    """What the high-level layer knows about one transport channel: whether it put it in
+    confirm mode, and the returned messages (``basic.return``) by publish tag, waiting for
+    the producer that published them to claim them."""
+
+    def __init__(self, channel: Any) -> None:
+        self.confirm = False
+        self.returned: dict[int, ClientMessage] = {}
+        self.untagged: list[weakref.WeakMethod[Callable[[ClientMessage], None]]] = []
+        self.previous: Callable[[ClientMessage], Any] | None = channel.on_return
+        self.channel = weakref.ref(channel)
+
+    def on_return(self, msg: ClientMessage) -> None:
+        """Installed as the channel's ``on_return``; runs inside the client's waits."""
+        tag = msg.delivery_info.get("publish_tag")
+        if tag is not None:
+            self.returned[tag] = msg
+            if len(self.returned) > _MAX_UNCLAIMED_RETURNS:
+                oldest = min(self.returned)
+                self._fallback(self.returned.pop(oldest))
+            return
+        handlers = [h for ref in self.untagged if (h := ref()) is not None]
+        if handlers:
+            for handler in handlers:
+                handler(msg)
+        else:
+            self._fallback(msg)
+
+    def _fallback(self, msg: ClientMessage) -> None:
+        if self.previous is not None:
+            self.previous(msg)
+            return
+        channel = self.channel()
+        if channel is not None:
+            channel.returned.append(msg)
+
+    def claim_latest(self) -> ClientMessage | None:
+        if not self.returned:
+            return None
+        return self.returned.pop(max(self.returned))
+
+
+_states: weakref.WeakKeyDictionary[Any, _ChannelState] = weakref.WeakKeyDictionary()
+
+
+def _channel_state(channel: Any) -> _ChannelState:
+    state = _states.get(channel)
+    if state is None:
+        state = _ChannelState(channel)
+        _states[channel] = state
+        channel.on_return = state.on_return
+    return state
+
+
+def _returned(msg: ClientMessage | None, exchange: str, routing_key: str) -> MessageReturned:
+    if msg is None:
+        return MessageReturned(None, 312, "NO_ROUTE", exchange, routing_key)
+    return MessageReturned(msg)
+
+
+# ---------------------------------------------------------------------------------- producer
+
+
+class Producer:
+    """Publishes messages: ``Producer(channel_or_connection, exchange=None,
+    routing_key="", serializer=None, auto_declare=True, compression=None, on_return=None,
+    confirm=True)``.
+
+    Given a high-level :class:`~leveret.highlevel.Connection`, the producer uses its
+    default channel, resolved at the first publish (and again if that channel closed).
+    ``serializer`` None means: bytes as is (``application/data``), str as ``text/plain``,
+    anything else JSON.  ``auto_declare`` declares ``exchange`` (once per connection, see
+    :func:`~leveret.highlevel.maybe_declare`) before the first publish.
+
+    ``confirm`` (default True) puts the channel in confirm mode; then every publish is
+    confirmed by the broker before :meth:`publish` returns (or, pipelined, before
+    :meth:`flush` returns).  ``on_return(exception, exchange, routing_key, message)``
+    (kombu's signature; ``exception`` is a :class:`MessageReturned`, ``message`` the
+    returned ``leveret.client.Message``) receives returned ``mandatory`` publishes; without
+    it they raise :class:`MessageReturned`.
+    """
+
+    exchange: Exchange
+    routing_key = ""
+    serializer: str | None = None
+    compression: str | None = None
+    auto_declare = True
+    on_return: Callable[[MessageReturned, str, str, ClientMessage | None], Any] | None = None
+
+    def __init__(
+        self,
+        channel: Any,
+        exchange: Exchange | str | None = None,
+        routing_key: str | None = None,
+        serializer: str | None = None,
+        auto_declare: bool | None = None,
+        compression: str | None = None,
+        on_return: Callable[[MessageReturned, str, str, ClientMessage | None], Any] | None = None,
+        confirm: bool = True,
+    ) -> None:
+        if isinstance(exchange, str):
+            exchange = Exchange(exchange)
+        self.exchange = exchange if exchange is not None else Exchange("")
+        self.routing_key = routing_key or self.routing_key
+        self.serializer = serializer or self.serializer
+        self.compression = compression or self.compression
+        self.on_return = on_return or self.on_return
+        if auto_declare is not None:
+            self.auto_declare = auto_declare
+        self.confirm = confirm
+        self._connection: Any = None  # the high-level Connection, when given one
+        self._channel: Any = None
+        self._pending: dict[int, tuple[str, str]] = {}  # tag -> (exchange, routing_key)
+        self._lost: list[tuple[str, str]] = []  # pipelined publishes on a lost channel
+        self._batch_depth = 0
+        self.revive(channel)
+
+    def __repr__(self) -> str:
+        return f"<Producer: {self._channel or self._connection} exchange={self.exchange.name!r}>"
+
+    def __reduce__(self) -> Any:
+        return (Producer, (None, self.exchange, self.routing_key, self.serializer, self.auto_declare, self.compression))
+
+    # -- channel
+
+    def revive(self, channel: Any) -> None:
+        """Use ``channel`` (or a connection's default channel) from now on: after a
+        reconnect, :meth:`Connection.ensure` calls this with the new channel.  Pipelined
+        publishes still unconfirmed on the old channel are remembered as lost:
+        :meth:`flush` raises for them."""
+        if self._pending:
+            self._lost.extend(self._pending.values())
+            self._pending.clear()
+        if channel is None:
+            self._channel = None
+            return
+        if _is_hl_connection(channel):
+            self._connection = channel
+            self._channel = None
+            self.exchange = rebind(self.exchange, channel)
+            return
+        self._channel = channel
+        self.exchange = rebind(self.exchange, channel)
+        self._setup(channel)
+
+    def _setup(self, channel: Any) -> None:
+        state = _channel_state(channel)
+        if self.confirm and not state.confirm:
+            channel.confirm_select()  # confirm.select / select-ok
+            state.confirm = True
+        if not self.confirm and self.on_return is not None:
+            if not any(ref() == self._untagged_return for ref in state.untagged):
+                state.untagged.append(weakref.WeakMethod(self._untagged_return))
+
+    @property
+    def channel(self) -> Any:
+        """The transport channel (for a connection: its default channel, opened on first
+        use and replaced when it was closed -- unless publishes on it await confirms)."""
+        ch = self._channel
+        if ch is None or (self._connection is not None and not ch.is_open and not self._pending):
+            if self._connection is None:
+                raise NotBoundError("this producer has no channel (revive(channel) it)")
+            if ch is not None:
+                self._lost.extend(self._pending.values())
+                self._pending.clear()
+            ch = self._connection.default_channel
+            self._channel = ch
+            self._setup(ch)
+        return ch
+
+    @channel.setter
+    def channel(self, value: Any) -> None:
+        self.revive(value)
+
+    @property
+    def connection(self) -> Any:
+        """The high-level :class:`~leveret.highlevel.Connection` (None if the channel is
+        not one of its channels)."""
+        if self._connection is not None:
+            return self._connection
+        return client_of(self._channel) if self._channel is not None else None
+
+    def declare(self) -> None:
+        """Declare the producer's exchange (``exchange.declare``; not the default one)."""
+        if self.exchange.name:
+            self.exchange.declare(channel=self.channel)
+
+    def maybe_declare(self, entity: Any, retry: bool = False, **retry_policy: Any) -> bool:
+        """:func:`~leveret.highlevel.maybe_declare` on this producer's channel."""
+        if not entity:
+            return False
+        return maybe_declare(entity, self.channel, retry, **retry_policy)
+
+    # -- publishing
+
+    def publish(
+        self,
+        body: Any,
+        routing_key: str | None = None,
+        delivery_mode: int | str | None = None,
+        mandatory: bool = False,
+        immediate: bool = False,
+        priority: int = 0,
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+        serializer: str | None = None,
+        headers: dict[str, Any] | None = None,
+        compression: str | None = None,
+        exchange: Exchange | str | None = None,
+        retry: bool = False,
+        retry_policy: dict[str, Any] | None = None,
+        declare: Iterable[Any] | None = None,
+        expiration: float | None = None,
+        timeout: float | None = None,
+        wait: bool = True,
+        **properties: Any,
+    ) -> int | None:
+        """Serialize ``body``, ``basic.publish`` it, and (in confirm mode, with ``wait``)
+        wait for the broker's confirm.
+
+        * ``body``: serialized with ``serializer`` (default: the producer's; None = bytes
+          as is, str as text, else JSON) unless ``content_type`` is given -- then ``body``
+          must be bytes or str and goes out as is.  ``compression`` (``"zlib"``, ``"bz2"``,
+          ...) compresses it and names the method in the ``compression`` header.
+        * ``delivery_mode``: default the exchange's, else persistent (2).
+          ``expiration`` in seconds becomes the ``expiration`` property in milliseconds.
+          Other keywords are content properties (``correlation_id``, ``reply_to`` (a
+          :class:`Queue` stands for its name), ``message_id``, ...).
+        * ``declare``: entities to :func:`~leveret.highlevel.maybe_declare` first (the
+          producer's exchange is added when ``auto_declare``).
+        * ``retry``: retry across connection loss through :meth:`Connection.ensure` with
+          ``retry_policy`` (``max_retries``, ``interval_start``, ...) -- at-least-once.
+        * ``wait`` (confirm mode): wait for the confirm -- a nack raises
+          :class:`~leveret.client.PublishNacked`, a returned ``mandatory`` message raises
+          :class:`MessageReturned` or goes to ``on_return``; ``timeout`` bounds the wait
+          (``TimeoutError``).  With ``wait=False`` the publish is pipelined and
+          :meth:`flush` settles it.
+
+        Returns the delivery tag of a pipelined publish, else None.
+        """
+        headers = dict(headers) if headers else {}
+        routing_key = self.routing_key if routing_key is None else routing_key
+        compression = self.compression if compression is None else compression
+        declare = list(declare or ())
+
+        target = self.exchange if exchange is None else exchange
+        if isinstance(target, Exchange):
+            exchange_name = target.name
+            default_mode = target.delivery_mode
+        else:
+            exchange_name = target
+            default_mode = self.exchange.delivery_mode
+        mode = delivery_mode_value(delivery_mode) or default_mode or PERSISTENT
+        properties["delivery_mode"] = mode
+        if priority:
+            properties["priority"] = priority
+        if expiration is not None:
+            properties["expiration"] = str(int(expiration * 1000))
+        reply_to = properties.get("reply_to")
+        if isinstance(reply_to, Queue):
+            properties["reply_to"] = reply_to.name
+
+        payload, content_type, content_encoding = self._prepare(
+            body, serializer, content_type, content_encoding, compression, headers,
+        )
+        if self.auto_declare and self.exchange.name and self.exchange not in declare:
+            declare.append(self.exchange)
+
+        fn: Callable[..., Any] = self._publish
+        if retry:
+            conn = self.connection
+            if conn is None:
+                raise NotBoundError("retry=True needs a producer on a leveret.highlevel.Connection")
+            fn = conn.ensure(self, self._publish, **(retry_policy or {}))
+        return fn(  # type: ignore[no-any-return]
+            payload, content_type, content_encoding, headers, properties, routing_key,
+            mandatory, immediate, exchange_name, declare, timeout,
+            wait and self._batch_depth == 0,
+        )
+
+    def _prepare(
+        self, body: Any, serializer: str | None, content_type: str | None,
+        content_encoding: str | None, compression: str | None, headers: dict[str, Any],
+    ) -> tuple[Any, str | None, str | None]:
+        if not content_type:
+            content_type, content_encoding, body = dumps(body, serializer or self.serializer)
+        elif isinstance(body, str):
+            content_encoding = content_encoding or "utf-8"
+            body = body.encode(content_encoding)
+        elif isinstance(body, (bytes, bytearray, memoryview)):
+            content_encoding = content_encoding or "binary"
+        else:
+            raise TypeError(
+                f"with content_type={content_type!r} the body must be bytes or str (already "
+                f"serialized), not {type(body).__name__}; or pass serializer= instead"
+            )
+        if compression:
+            body, headers["compression"] = compress(body, compression)
+        return body, content_type, content_encoding
+
+    def _publish(
+        self, body: Any, content_type: str | None, content_encoding: str | None,
+        headers: dict[str, Any], properties: dict[str, Any], routing_key: str,
+        mandatory: bool, immediate: bool, exchange: str, declare: list[Any],
+        timeout: float | None, wait: bool,
+    ) -> int | None:
+        channel = self.channel
+        if not channel.is_open:
+            # Say so plainly (the channel's own error is the cause), whatever the
+            # transport's publish would make of a closed channel.
+            raise ChannelClosedError(
+                f"the producer's channel {getattr(channel, 'channel_id', '?')} is closed; nothing was published"
+            ) from getattr(channel, "_error", None)
+        for entity in declare:
+            maybe_declare(entity, channel)
+        props = dict(properties)
+        if content_type:
+            props["content_type"] = content_type
+        if content_encoding:
+            props["content_encoding"] = content_encoding
+        if headers:
+            props["headers"] = headers
+        message = ClientMessage(body, **props)
+        state = _channel_state(channel)
+        extra = {"immediate": True} if immediate else {}
+        if not state.confirm:
+            channel.basic_publish(message, exchange=exchange, routing_key=routing_key, mandatory=mandatory, **extra)
+            return None
+        if wait and not immediate:
+            ok = channel.publish_confirmed(
+                message, exchange=exchange, routing_key=routing_key, mandatory=mandatory, timeout=timeout,
+            )
+            if not ok:
+                # publish_confirmed ran the returns up to ours: ours has the highest tag.
+                self._report_returns([_returned(state.claim_latest(), exchange, routing_key)])
+            return None
+        tag = channel.basic_publish(message, exchange=exchange, routing_key=routing_key, mandatory=mandatory, **extra)
+        if wait:  # immediate: publish_confirmed does not take it
+            self._pending[tag] = (exchange, routing_key)
+            self.flush(timeout)
+            return None
+        self._pending[tag] = (exchange, routing_key)
+        return tag  # type: ignore[no-any-return]
+
+    def _report_returns(self, returns: list[MessageReturned]) -> None:
+        if not returns:
+            return
+        if self.on_return is not None:
+            for exc in returns:
+                self.on_return(exc, exc.exchange or "", exc.routing_key or "", exc.message)
+            return
+        first = returns[0]
+        first.returned = returns  # type: ignore[attr-defined]
+        raise first
+
+    def _untagged_return(self, msg: ClientMessage) -> None:
+        # A return on a channel without confirms (confirm=False): only on_return hears it.
+        exc = MessageReturned(msg)
+        if self.on_return is not None:
+            self.on_return(exc, exc.exchange or "", exc.routing_key or "", msg)
+
+    @property
+    def pending(self) -> int:
+        """How many pipelined publishes await their confirm."""
+        return len(self._pending)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until the broker confirmed every pipelined publish of this producer.
+
+        Then reports, in this order: pipelined publishes lost with a previous channel
+        (:class:`OperationalError`, ``.unconfirmed`` lists their ``(exchange,
+        routing_key)``), nacks (:class:`~leveret.client.PublishNacked` listing the
+        delivery tags; ``.returned`` holds any returns), returns (each to ``on_return``,
+        else :class:`MessageReturned` for the first, with ``.returned`` listing all).
+        ``TimeoutError`` past ``timeout`` (the publishes stay pending); a connection error
+        if the connection died (its ``unconfirmed`` names the tags of unknown fate).
+        """
+        if self._lost:
+            lost, self._lost = self._lost, []
+            exc = OperationalError(
+                f"{len(lost)} pipelined publish(es) were on a channel that was lost before "
+                f"the broker confirmed them: their fate is unknown"
+            )
+            exc.unconfirmed = lost  # type: ignore[attr-defined]
+            raise exc
+        if not self._pending:
+            return
+        channel = self._channel
+        state = _channel_state(channel)
+        nacked: list[int] = []
+        try:
+            channel.wait_for_confirms(timeout)
+        except PublishNacked as exc:
+            nacked = [t for t in exc.delivery_tags if t in self._pending] or list(exc.delivery_tags)
+        except TimeoutError:
+            raise
+        except BaseException:
+            self._pending.clear()
+            raise
+        pending, self._pending = self._pending, {}
+        returns = [
+            _returned(state.returned.pop(tag), *pending[tag])
+            for tag in sorted(pending) if tag in state.returned
+        ]
+        if nacked:
+            err = PublishNacked(f"the broker nacked {len(nacked)} publish(es): {nacked[:10]}", nacked)
+            err.returned = returns  # type: ignore[attr-defined]
+            raise err
+        self._report_returns(returns)
+
+    @contextlib.contextmanager
+    def batch(self, timeout: float | None = None) -> Iterator[Producer]:
+        """``with producer.batch(): producer.publish(...) ...``: the publishes inside are
+        pipelined (as ``wait=False``) and :meth:`flush` runs at the end, raising for any
+        nack or return."""
+        self._batch_depth += 1
+        try:
+            yield self
+        except BaseException:
+            self._batch_depth -= 1
+            if self._batch_depth == 0 and self._pending:
+                try:
+                    self.flush(timeout)
+                except Exception:  # noqa: BLE001 - the original error is the one to see
+                    log.exception("leveret: flushing a failed batch also failed")
+            raise
+        self._batch_depth -= 1
+        if self._batch_depth == 0:
+            self.flush(timeout)
+
+    def close(self) -> None:
+        """Flush pipelined publishes (raising for any loss) and let go of the channel."""
+        try:
+            self.flush()
+        finally:
+            self._channel = None
+
+    def release(self) -> None:
+        """Same as :meth:`close`."""
+        self.close()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc_info: Any) -> None:
+        if exc_type is None:
+            self.flush()
+
+
+# ---------------------------------------------------------------------------------- consumer
+
+_tag_counter = count(1)
+_TAG_PREFIX = f"leveret-{uuid.uuid4().hex[:12]}-"
+
+
+class Consumer:
+    """Consumes from queues: ``Consumer(channel_or_connection, queues=None, no_ack=None,
+    auto_declare=True, callbacks=None, on_decode_error=None, on_message=None,
+    accept=None, prefetch_count=None, tag_prefix=None)``.
+
+    At construction each queue is bound to the channel and (``auto_declare``) declared
+    with its exchange and bindings, and ``basic.qos`` is sent when ``prefetch_count`` is
+    given.  :meth:`consume` sends ``basic.consume`` per queue; deliveries then arrive
+    during ``connection.drain_events()``: each becomes a
+    :class:`~leveret.highlevel.message.Message` and goes to ``on_message(message)`` when
+    set, else is decoded and handed to every ``callback(body, message)``.  A body that
+    cannot be decoded -- or whose content type is not in ``accept`` (default JSON, raw
+    bytes and text; :class:`~leveret.highlevel.exceptions.ContentDisallowed` is raised
+    before anything is unpickled) -- goes to ``on_decode_error(message, exc)``, else the
+    error propagates from ``drain_events`` (the message stays unacknowledged).
+
+    When the broker cancels a consumer (its queue was deleted), ``on_cancel(queue_name,
+    consumer_tag)`` is called if set, the queue's name is appended to
+    :attr:`cancelled_by_broker`, and the queue is dropped from this consumer; the event
+    loop is not interrupted.
+    """
+
+    def __init__(
+        self,
+        channel: Any,
+        queues: Queue | Iterable[Queue] | None = None,
+        no_ack: bool | None = None,
+        auto_declare: bool = True,
+        callbacks: Iterable[Callable[[Any, Message], Any]] | None = None,
+        on_decode_error: Callable[[Message, BaseException], Any] | None = None,
+        on_message: Callable[[Message], Any] | None = None,
+        accept: Iterable[str] | None = None,
+        prefetch_count: int | None = None,
+        tag_prefix: str | None = None,
+    ) -> None:
+        self.no_ack = bool(no_ack)
+        self.auto_declare = True if auto_declare is None else bool(auto_declare)
+        self.callbacks: list[Callable[[Any, Message], Any]] = list(callbacks or ())
+        self.on_decode_error = on_decode_error
+        self.on_message = on_message
+        self.accept = prepare_accept_content(accept)
+        self.prefetch_count = prefetch_count
+        self.tag_prefix = _TAG_PREFIX if tag_prefix is None else tag_prefix
+        #: ``on_cancel(queue_name, consumer_tag)``: the broker cancelled a consumer.
+        self.on_cancel: Callable[[str | None, str], Any] | None = None
+        #: Names of the queues whose consumers the broker cancelled.
+        self.cancelled_by_broker: list[str] = []
+        if queues is None:
+            queue_list: list[Queue] = []
+        elif isinstance(queues, Queue):
+            queue_list = [queues]
+        else:
+            queue_list = list(queues)
+        self._pending_queues = queue_list
+        self._queues: dict[str, Queue] = {}
+        self._active: dict[str, str] = {}  # queue name -> consumer tag
+        self._active_no_ack: dict[str, bool] = {}
+        self._tag_queue: dict[str, str] = {}  # consumer tag -> queue name
+        self.channel: Any = None
+        self.revive(channel)
+
+    def __repr__(self) -> str:
+        return f"<Consumer: {list(self._queues)}>"
+
+    @property
+    def queues(self) -> list[Queue]:
+        return list(self._queues.values())
+
+    @property
+    def connection(self) -> Any:
+        return client_of(self.channel)
+
+    def revive(self, channel: Any) -> None:
+        """Move to ``channel`` (or a connection's default channel): rebind and (with
+        ``auto_declare``) redeclare the queues, reapply ``prefetch_count``, and consume
+        again from the queues that were consumed from."""
+        channel = maybe_channel(channel)
+        self.channel = channel
+        previously = dict(self._active_no_ack)
+        self._active.clear()
+        self._active_no_ack.clear()
+        self._tag_queue.clear()
+        queues = list(self._queues.values()) or self._pending_queues
+        self._pending_queues = []
+        self._queues = {}
+        for queue in queues:
+            self._add(queue)
+        if self.prefetch_count is not None:
+            self.qos(prefetch_count=self.prefetch_count)
+        for name, no_ack in previously.items():
+            if name in self._queues:
+                self._consume_one(self._queues[name], no_ack)
+
+    def _add(self, queue: Queue) -> Queue:
+        queue = rebind(queue, self.channel)
+        if self.auto_declare:
+            queue.declare(channel=self.channel)
+        self._queues[queue.name] = queue
+        return queue
+
+    def declare(self) -> None:
+        """Declare every queue (with its exchange and bindings)."""
+        for queue in self._queues.values():
+            queue.declare(channel=self.channel)
+
+    def add_queue(self, queue: Queue) -> Queue:
+        """Add (and with ``auto_declare`` declare) a queue; :meth:`consume` starts
+        consuming from it.  Returns the bound copy."""
+        return self._add(queue)
+
+    def register_callback(self, callback: Callable[[Any, Message], Any]) -> None:
+        """Add a ``callback(body, message)``."""
+        self.callbacks.append(callback)
+
+    def consume(self, no_ack: bool | None = None) -> None:
+        """``basic.consume`` on every queue not consumed from yet (each with a tag of
+        ``tag_prefix`` + a counter)."""
+        no_ack = self.no_ack if no_ack is None else no_ack
+        for queue in list(self._queues.values()):
+            if queue.name not in self._active:
+                self._consume_one(queue, no_ack)
+
+    def _consume_one(self, queue: Queue, no_ack: bool) -> None:
+        tag = f"{self.tag_prefix}{next(_tag_counter)}"
+        self._tag_queue[tag] = queue.name
+        try:
+            queue.consume(
+                tag, callback=functools.partial(self._receive_callback, no_ack), no_ack=no_ack,
+                on_cancel=self._on_broker_cancel, channel=self.channel,
+            )
+        except BaseException:
+            self._tag_queue.pop(tag, None)
+            raise
+        self._active[queue.name] = tag
+        self._active_no_ack[queue.name] = no_ack
+
+    def consuming_from(self, queue: Queue | str) -> bool:
+        """Whether a consumer is active on ``queue`` (a :class:`Queue` or a name)."""
+        name = queue.name if isinstance(queue, Queue) else queue
+        return name in self._active
+
+    def _cancel_tag(self, tag: str) -> None:
+        if self.channel is not None and self.channel.is_open:
+            self.channel.basic_cancel(tag)
+
+    def cancel(self) -> None:
+        """``basic.cancel`` every active consumer (nothing is sent on a closed channel).
+        Deliveries already received still reach the callbacks in ``drain_events``."""
+        active = list(self._active.values())
+        self._active.clear()
+        self._active_no_ack.clear()
+        for tag in active:
+            self._tag_queue.pop(tag, None)
+            self._cancel_tag(tag)
+
+    def cancel_by_queue(self, queue: Queue | str) -> None:
+        """Stop consuming from ``queue`` and drop it from this consumer."""
+        name = queue.name if isinstance(queue, Queue) else queue
+        tag = self._active.pop(name, None)
+        self._active_no_ack.pop(name, None)
+        self._queues.pop(name, None)
+        if tag is not None:
+            self._tag_queue.pop(tag, None)
+            self._cancel_tag(tag)
+
+    def purge(self) -> int:
+        """``queue.purge`` every queue; returns the number of messages removed."""
+        return sum(queue.purge(channel=self.channel) for queue in self._queues.values())
+
+    def qos(self, prefetch_size: int = 0, prefetch_count: int = 0, apply_global: bool = False) -> None:
+        """``basic.qos``: at most ``prefetch_count`` unacknowledged deliveries (0: no
+        limit) for consumers started after this on the channel (``apply_global``: for
+        the whole channel)."""
+        self.channel.basic_qos(prefetch_size, prefetch_count, a_global=apply_global)
+
+    def recover(self, requeue: bool = False) -> None:
+        """``basic.recover``: redeliver this channel's unacknowledged messages."""
+        self.channel.basic_recover(requeue=requeue)
+
+    def flow(self, active: bool) -> bool:
+        """``channel.flow``: ask the broker to pause or resume deliveries (RabbitMQ
+        refuses to pause: 540 not-implemented, which closes the connection)."""
+        return self.channel.flow(active)  # type: ignore[no-any-return]
+
+    def _receive_callback(self, no_ack: bool, raw: ClientMessage) -> None:
+        message = Message(raw, accept=self.accept, no_ack=no_ack)
+        if self.on_message is not None:
+            self.on_message(message)
+            return
+        try:
+            decoded = message.decode()
+        except Exception as exc:
+            if self.on_decode_error is None:
+                raise
+            self.on_decode_error(message, exc)
+            return
+        self.receive(decoded, message)
+
+    def receive(self, body: Any, message: Message) -> None:
+        """Call every callback with ``(body, message)``; ``NotImplementedError`` if
+        there is none (the message would otherwise be left unhandled)."""
+        callbacks = self.callbacks
+        if not callbacks:
+            raise NotImplementedError("Consumer does not have any callbacks")
+        for callback in callbacks:
+            callback(body, message)
+
+    def _on_broker_cancel(self, tag: str) -> None:
+        name = self._tag_queue.pop(tag, None)
+        if name is not None:
+            self._active.pop(name, None)
+            self._active_no_ack.pop(name, None)
+            self._queues.pop(name, None)
+        self.cancelled_by_broker.append(name if name is not None else tag)
+        if self.on_cancel is not None:
+            self.on_cancel(name, tag)
+        else:
+            log.warning("leveret: the broker cancelled consumer %s of queue %r", tag, name)
+
+    def __enter__(self) -> Consumer:
+        self.consume()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        conn = self.connection
+        errors = conn.connection_errors if conn is not None else ()
+        if exc is not None and isinstance(exc, errors):
+            return
+        try:
+            self.cancel()
+        except errors:
+            log.debug("leveret: cancel at consumer exit failed", exc_info=True)

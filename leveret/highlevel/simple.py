@@ -1,0 +1,225 @@
+"""kombu's :class:`SimpleQueue` and :class:`SimpleBuffer`: a queue with ``put``/``get``.
+
+``SimpleQueue(conn, "name")`` declares a durable direct exchange and a durable queue, both
+called ``name``, bound with the routing key ``name``; ``put`` publishes persistent messages
+there (confirmed by the broker, and ``mandatory``: a message no queue takes raises
+:class:`~leveret.highlevel.exceptions.MessageReturned` instead of vanishing); ``get`` takes
+the next one.  ``SimpleBuffer`` is the transient variant: auto-delete exchange and queue,
+transient messages, ``no_ack`` deliveries.
+
+``get`` runs a consumer and waits in ``drain_events`` -- no polling.  Given a connection,
+each simple queue works on a channel of its own and closes it in :meth:`SimpleQueue.close`,
+so messages it received but did not hand out go back to the queue.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from time import monotonic
+from typing import Any, Iterable
+
+from .connection import client_of
+from .entity import Exchange, Queue, _is_hl_connection
+from .exceptions import Empty
+from .message import Message
+from .messaging import Consumer, Producer
+
+__all__ = ["SimpleQueue", "SimpleBuffer"]
+
+
+class SimpleQueue:
+    """A persistent queue with ``put``/``get``: ``SimpleQueue(channel_or_connection,
+    name, no_ack=None, queue_opts=None, queue_args=None, exchange_opts=None,
+    serializer=None, compression=None, accept=None, prefetch_count=None)``.
+
+    ``name`` may also be a :class:`Queue` (used as is, with its exchange and routing key).
+    ``queue_opts``/``exchange_opts`` are :class:`Queue`/:class:`Exchange` keywords,
+    ``queue_args`` the queue's x-arguments.  ``accept`` limits what ``message.decode()``
+    decodes (default JSON, raw bytes and text).  ``prefetch_count`` (default 100) bounds how
+    many unacknowledged messages the broker sends ahead; a :meth:`get` while that many are
+    unacknowledged waits until one is acked.
+    """
+
+    Empty = Empty
+    no_ack = False
+    queue_opts: dict[str, Any] = {}
+    queue_args: dict[str, Any] = {}
+    exchange_opts: dict[str, Any] = {"type": "direct"}
+    prefetch_count: int | None = 100
+
+    def __init__(
+        self,
+        channel: Any,
+        name: str | Queue,
+        no_ack: bool | None = None,
+        queue_opts: dict[str, Any] | None = None,
+        queue_args: dict[str, Any] | None = None,
+        exchange_opts: dict[str, Any] | None = None,
+        serializer: str | None = None,
+        compression: str | None = None,
+        accept: Iterable[str] | None = None,
+        prefetch_count: int | None = None,
+    ) -> None:
+        q_opts = {**self.queue_opts, **(queue_opts or {})}
+        q_args = {**self.queue_args, **(queue_args or {})}
+        e_opts = {**self.exchange_opts, **(exchange_opts or {})}
+        self.no_ack = self.no_ack if no_ack is None else bool(no_ack)
+        if prefetch_count is not None:
+            self.prefetch_count = prefetch_count
+        if _is_hl_connection(channel):
+            self._client: Any = channel
+            self.channel = channel.channel()
+            self._owns_channel = True
+        else:
+            self._client = client_of(channel) or channel.connection
+            self.channel = channel
+            self._owns_channel = False
+        if isinstance(name, Queue):
+            queue = name
+            exchange = queue.exchange
+            # On the default exchange a queue is reached by its name.
+            routing_key = queue.routing_key if exchange.name else queue.name
+        else:
+            exchange = Exchange(name, **e_opts)
+            queue = Queue(name, exchange, name, queue_arguments=q_args or None, **q_opts)
+            routing_key = name
+        self.buffer: deque[Message] = deque()
+        self.consumer = Consumer(self.channel, queue, no_ack=self.no_ack, accept=accept, on_message=self._receive)
+        self.queue = self.consumer.queues[0]
+        self.producer = Producer(
+            self.channel, exchange, routing_key=routing_key, serializer=serializer,
+            compression=compression,
+        )
+        self._qos_done = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.queue.name!r}>"
+
+    # -- receiving
+
+    def _receive(self, message: Message) -> None:
+        self.buffer.append(message)
+
+    def _consume(self) -> None:
+        if not self.consumer.consuming_from(self.queue):
+            if not self._qos_done and not self.no_ack and self.prefetch_count:
+                self.consumer.qos(prefetch_count=self.prefetch_count)
+                self._qos_done = True
+            self.consumer.consume()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Message:
+        """The next message (a :class:`~leveret.highlevel.message.Message`; ack it unless
+        ``no_ack``).  Waits at most ``timeout`` seconds (None: for ever) and then raises
+        :class:`Empty` (``queue.Empty``); ``block=False`` is :meth:`get_nowait`.  A
+        connection error propagates (nothing is retried)."""
+        if not block:
+            return self.get_nowait()
+        self._consume()
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            if self.buffer:
+                return self.buffer.popleft()
+            remaining = None if deadline is None else deadline - monotonic()
+            if remaining is not None and remaining <= 0:
+                raise Empty()
+            try:
+                self._client.drain_events(timeout=remaining)
+            except TimeoutError:
+                if self.buffer:
+                    return self.buffer.popleft()
+                raise Empty() from None
+
+    def get_nowait(self) -> Message:
+        """The next message if one is at hand, else :class:`Empty` at once: what the
+        consumer already received, else one ``basic.get``."""
+        if not self.buffer and self.consumer.consuming_from(self.queue):
+            try:
+                self._client.drain_events(timeout=0)
+            except TimeoutError:
+                pass
+        if self.buffer:
+            return self.buffer.popleft()
+        message = self.queue.get(no_ack=self.no_ack, accept=self.consumer.accept)
+        if message is None:
+            raise Empty()
+        return message  # type: ignore[no-any-return]
+
+    # -- sending
+
+    def put(
+        self,
+        message: Any,
+        serializer: str | None = None,
+        headers: dict[str, Any] | None = None,
+        compression: str | None = None,
+        routing_key: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Publish ``message`` to the queue (confirmed, ``mandatory``); keywords as
+        :meth:`Producer.publish`."""
+        kwargs.setdefault("mandatory", True)
+        self.producer.publish(
+            message, serializer=serializer, headers=headers, compression=compression,
+            routing_key=routing_key, **kwargs,
+        )
+
+    # -- the queue
+
+    def clear(self) -> int:
+        """``queue.purge``; returns the number of messages removed (unacknowledged ones,
+        and those this object already received, are not)."""
+        return self.consumer.purge()
+
+    def qsize(self) -> int:
+        """Messages ready in the queue (``queue.declare`` passive) plus those received
+        here and not handed out yet."""
+        ok = self.queue.queue_declare(passive=True, channel=self.channel)
+        return int(ok[1]) + len(self.buffer)
+
+    def __len__(self) -> int:
+        return self.qsize()
+
+    def __bool__(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Stop consuming.  Messages received but not handed out go back to the queue
+        (the channel is closed, or they are rejected with requeue)."""
+        try:
+            if not self._owns_channel and self.consumer.consuming_from(self.queue) and self.channel.is_open:
+                # Take in the deliveries the broker has sent, so they are rejected back to
+                # the queue below: once the consumer is cancelled the client drops them,
+                # unacknowledged, until the channel closes.  channel.flow(active=True)
+                # changes nothing but its reply comes after every delivery sent before it.
+                self.channel.flow(True)
+                while True:
+                    try:
+                        self._client.drain_events(timeout=0)
+                    except TimeoutError:
+                        break
+            self.consumer.cancel()
+        finally:
+            leftovers = list(self.buffer)
+            self.buffer.clear()
+            if self._owns_channel:
+                if self.channel.is_open:
+                    self.channel.close()
+            elif not self.no_ack:
+                for message in leftovers:
+                    if not message.acknowledged:
+                        message.reject(requeue=True)
+
+    def __enter__(self) -> SimpleQueue:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+class SimpleBuffer(SimpleQueue):
+    """A transient :class:`SimpleQueue`: auto-delete queue and exchange, transient
+    messages, ``no_ack`` deliveries (a message is gone once delivered)."""
+
+    no_ack = True
+    queue_opts = {"durable": False, "auto_delete": True}
+    exchange_opts = {"durable": False, "delivery_mode": "transient", "auto_delete": True}

@@ -1,0 +1,92 @@
+"""Fixtures shared by the high-level tests (``tests/test_hl_*.py``).
+
+``hl_url``   the URL a high-level test connects to: the private RabbitMQ node's
+             (``amqp_url``, marked ``broker``), and ``memory://`` once the memory
+             transport (``leveret/highlevel/memory.py``) exists.
+``hl_conn``  a :class:`leveret.highlevel.Connection` to ``hl_url``, released afterwards.
+``kind``     ``"amqp"`` or ``"memory"``, for the rare check only one transport can make.
+
+Import them into a test module with ``from hl_fixtures import *``.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+import leveret.highlevel
+from leveret.highlevel import Connection
+
+__all__ = ["TRANSPORTS", "hl_url", "hl_conn", "kind", "unique", "closed_port", "CountingChannel"]
+
+HAVE_MEMORY = (Path(leveret.highlevel.__file__).parent / "memory.py").exists()
+
+TRANSPORTS = [pytest.param("amqp", marks=pytest.mark.broker)] + (["memory"] if HAVE_MEMORY else [])
+
+
+@pytest.fixture(params=TRANSPORTS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def hl_url(kind: str, request: pytest.FixtureRequest) -> str:
+    if kind == "amqp":
+        return str(request.getfixturevalue("amqp_url"))
+    return "memory://"
+
+
+@pytest.fixture
+def hl_conn(hl_url: str, kind: str) -> Iterator[Connection]:
+    options: dict[str, Any] = {}
+    if kind == "memory":
+        # A broker of its own for each test, when the memory transport offers one.
+        from leveret.highlevel import memory
+
+        broker_cls = getattr(memory, "MemoryBroker", None)
+        if broker_cls is not None:
+            options["broker"] = broker_cls()
+    conn = Connection(hl_url, transport_options=options)
+    try:
+        yield conn
+    finally:
+        conn.release()
+
+
+def unique(prefix: str = "hl") -> str:
+    """A name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def closed_port() -> int:
+    """A TCP port on 127.0.0.1 where nothing listens (connecting is refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class CountingChannel:
+    """A transport channel that counts the declarations sent through it."""
+
+    def __init__(self, channel: Any) -> None:
+        self._channel = channel
+        self.calls: list[tuple[str, str]] = []
+
+    def exchange_declare(self, exchange: str, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(("exchange", exchange))
+        return self._channel.exchange_declare(exchange, *args, **kwargs)
+
+    def queue_declare(self, queue: str = "", *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(("queue", queue))
+        return self._channel.queue_declare(queue, *args, **kwargs)
+
+    def queue_bind(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(("bind", queue))
+        return self._channel.queue_bind(queue, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._channel, name)

@@ -1,0 +1,430 @@
+"""leveret.highlevel.Connection: URLs, laziness, failover, ensure(), events, shortcuts.
+
+Connections go to the real broker (and memory:// where the transport matters not); the
+failover tests use a port on 127.0.0.1 where nothing listens.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import pytest
+from hl_fixtures import *  # noqa: F401,F403
+from hl_fixtures import closed_port, unique
+
+from broker import PrivateNode
+from leveret.client import Connection as ClientConnection
+from leveret.client import AuthenticationError, NotFound
+from leveret.highlevel import (
+    BrokerConnection,
+    Connection,
+    Consumer,
+    Exchange,
+    LimitExceeded,
+    OperationalError,
+    Producer,
+    Queue,
+    SimpleQueue,
+)
+
+
+def ready(conn: Connection, name: str) -> int:
+    ch = conn.channel()
+    try:
+        return int(ch.queue_declare(name, passive=True)[1])
+    finally:
+        ch.close()
+
+
+def wait_until_dead(conn: Connection, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while conn.connected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not conn.connected
+
+
+# ------------------------------------------------------------------------------ URLs
+
+
+@pytest.mark.parametrize(
+    "url, vhost",
+    [
+        ("amqp://h//", "/"),
+        ("amqp://h/", "/"),
+        ("amqp://h", "/"),
+        ("amqp://h/%2F", "/"),
+        ("amqp://h/app", "app"),
+        ("amqp://h//app", "/app"),
+        ("amqp://h/a%2Fb", "a/b"),
+        ("pyamqp://h/app", "app"),
+        ("memory://", "/"),
+        ("memory:///vh", "vh"),
+    ],
+)
+def test_kombu_vhost_rule(url: str, vhost: str) -> None:
+    assert Connection(url).virtual_host == vhost
+
+
+def test_url_parts_and_keyword_overrides() -> None:
+    c = Connection("amqp://user:secret@broker.example:5673/vh?heartbeat=10")
+    assert (c.hostname, c.port, c.userid, c.password, c.virtual_host, c.heartbeat) == (
+        "broker.example", 5673, "user", "secret", "vh", 10)
+    c = Connection("broker.example", userid="u", password="p", virtual_host="v", port=1234, heartbeat=0)
+    assert (c.hostname, c.port, c.userid, c.password, c.virtual_host, c.heartbeat) == (
+        "broker.example", 1234, "u", "p", "v", 0)
+    assert Connection("amqps://h//").port == 5671 and Connection("amqps://h//").ssl
+    assert Connection("h", ssl=True).port == 5671
+    assert Connection("h:6000", ssl=True).port == 6000
+    assert BrokerConnection is Connection
+    with pytest.raises(ValueError):
+        Connection("redis://localhost//")
+    with pytest.raises(TypeError):
+        Connection("amqp://h//", no_such_option=1)
+
+
+def test_as_uri_and_info_hide_the_password() -> None:
+    c = Connection("amqp://user:s3cr3t@h:5672//")
+    assert c.as_uri() == "amqp://user:**@h:5672//"
+    assert c.as_uri(include_password=True) == "amqp://user:s3cr3t@h:5672//"
+    assert Connection("amqp://u:p@h/my%2Fvhost").as_uri() == "amqp://u:**@h:5672/my%2Fvhost"
+    info = c.info()
+    assert "s3cr3t" not in repr(info) and "password" not in info
+    assert (info["hostname"], info["userid"], info["virtual_host"], info["port"]) == ("h", "user", "/", 5672)
+    assert "s3cr3t" not in repr(c)
+    assert Connection("memory://").as_uri() == "memory://"
+
+
+def test_clone_is_a_new_unconnected_connection(hl_conn: Connection) -> None:
+    hl_conn.connect()
+    twin = hl_conn.clone()
+    assert twin is not hl_conn and not twin.connected
+    assert twin.info() == hl_conn.info()
+    assert twin.as_uri(include_password=True) == hl_conn.as_uri(include_password=True)
+    assert hl_conn.clone(virtual_host="other").virtual_host == "other"
+
+
+# ------------------------------------------------------------------------------ laziness
+
+
+def test_nothing_is_connected_until_first_use() -> None:
+    port = closed_port()
+    conn = Connection(f"amqp://guest:guest@127.0.0.1:{port}//", connect_timeout=2)
+    producer = conn.Producer()
+    Queue("q")(conn)
+    Exchange("e")(conn)
+    assert not conn.connected  # nothing above touched the network
+    with pytest.raises(ConnectionRefusedError):
+        producer.publish(b"x")
+    with pytest.raises(ConnectionRefusedError):
+        conn.connect()
+    with pytest.raises(ConnectionRefusedError):
+        conn.drain_events(timeout=0.1)
+
+
+@pytest.mark.parametrize("first_use", ["connect", "connection", "default_channel", "channel", "drain_events"])
+def test_each_first_use_connects(hl_url: str, first_use: str) -> None:
+    conn = Connection(hl_url)
+    assert not conn.connected
+    try:
+        if first_use == "drain_events":
+            with pytest.raises(TimeoutError):
+                conn.drain_events(timeout=0.05)
+        else:
+            value = getattr(conn, first_use)
+            if callable(value):
+                value()
+        assert conn.connected
+    finally:
+        conn.release()
+    assert not conn.connected
+
+
+def test_context_manager_releases(hl_url: str) -> None:
+    with Connection(hl_url) as conn:
+        conn.connect()
+        transport = conn.connection
+        assert conn.connected and transport.is_open
+    assert not conn.connected and not transport.is_open
+    conn.connect()  # usable again
+    assert conn.connected
+    conn.close()
+
+
+def test_transport_selection(hl_conn: Connection, kind: str) -> None:
+    transport = hl_conn.connection
+    if kind == "amqp":
+        assert isinstance(transport, ClientConnection)
+    else:
+        from leveret.highlevel.memory import MemoryConnection
+
+        assert isinstance(transport, MemoryConnection)
+    assert Connection("localhost", transport="memory").transport_cls == "memory"
+
+
+# ------------------------------------------------------------------------------ channels
+
+
+def test_channel_is_new_and_default_channel_is_shared_and_reopened(hl_conn: Connection) -> None:
+    a, b = hl_conn.channel(), hl_conn.channel()
+    assert a is not b and a.channel_id != b.channel_id
+    d = hl_conn.default_channel
+    assert hl_conn.default_channel is d
+    with pytest.raises(NotFound):
+        d.queue_declare(unique("missing"), passive=True)  # the broker closes that channel
+    assert not d.is_open
+    d2 = hl_conn.default_channel
+    assert d2 is not d and d2.is_open
+    d2.queue_declare(unique(), exclusive=True)  # usable
+
+
+def test_drain_events_timeout(hl_conn: Connection) -> None:
+    hl_conn.connect()
+    start = time.monotonic()
+    with pytest.raises(socket.timeout):
+        hl_conn.drain_events(timeout=0.3)
+    assert 0.25 <= time.monotonic() - start < 3
+
+
+def test_drain_events_does_not_reconnect_a_lost_connection(node: PrivateNode) -> None:
+    conn = Connection(node.url)
+    try:
+        q = Queue(unique(), exclusive=True)
+        got: list[Any] = []
+        consumer = Consumer(conn, q, on_message=got.append)
+        consumer.consume()
+        node.ctl("close_all_connections", "test")
+        with pytest.raises(conn.connection_errors):
+            conn.drain_events(timeout=10)
+        assert not conn.connected
+    finally:
+        conn.release()
+
+
+def test_error_tuples() -> None:
+    c = Connection("memory://")
+    assert issubclass(ConnectionRefusedError, c.connection_errors)
+    assert issubclass(ConnectionRefusedError, c.recoverable_connection_errors)
+    assert issubclass(socket.timeout, c.recoverable_connection_errors)
+    assert issubclass(NotFound, c.channel_errors)
+    assert not issubclass(NotFound, c.recoverable_channel_errors)
+
+
+# ------------------------------------------------------------------------------ failover
+
+
+def test_failover_to_the_second_url(amqp_url: str) -> None:
+    dead = f"amqp://guest:guest@127.0.0.1:{closed_port()}//"
+    conn = Connection(f"{dead};{amqp_url}")
+    try:
+        conn.connect()
+        assert conn.connected
+        assert conn.port == Connection(amqp_url).port
+        assert len(conn.info()["alternates"]) == 2
+        q = Queue(unique(), exclusive=True)(conn)
+        q.declare()
+    finally:
+        conn.release()
+
+
+def test_failover_list_and_shuffle(amqp_url: str) -> None:
+    dead = [f"amqp://guest:guest@127.0.0.1:{closed_port()}//" for _ in range(3)]
+    for strategy in ("round-robin", "shuffle"):
+        conn = Connection([*dead, amqp_url], failover_strategy=strategy)
+        try:
+            conn.default_channel
+            assert conn.connected and conn.port == Connection(amqp_url).port
+        finally:
+            conn.release()
+
+
+def test_every_url_down_raises_the_connection_error() -> None:
+    urls = [f"amqp://guest:guest@127.0.0.1:{closed_port()}//" for _ in range(2)]
+    with pytest.raises(ConnectionRefusedError):
+        Connection(urls).connect()
+
+
+def test_ensure_connection_retries_then_gives_up() -> None:
+    conn = Connection(f"amqp://guest:guest@127.0.0.1:{closed_port()}//")
+    errors: list[tuple[BaseException, float]] = []
+    start = time.monotonic()
+    with pytest.raises(OperationalError) as info:
+        conn.ensure_connection(errback=lambda e, i: errors.append((e, i)), max_retries=2,
+                               interval_start=0.1, interval_step=0.1)
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
+    assert [round(i, 1) for _, i in errors] == [0.1, 0.2]
+    assert time.monotonic() - start >= 0.3
+    with pytest.raises(ConnectionRefusedError):
+        conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+
+
+def test_ensure_connection_connects(hl_url: str) -> None:
+    conn = Connection(hl_url)
+    try:
+        assert conn.ensure_connection(max_retries=1) is conn
+        assert conn.connected
+    finally:
+        conn.release()
+
+
+def test_wrong_password_is_not_retried(amqp_url: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(amqp_url)
+    conn = Connection(f"amqp://guest:wrong@{parts.hostname}:{parts.port}//")
+    start = time.monotonic()
+    with pytest.raises(AuthenticationError):
+        conn.ensure_connection(max_retries=5, interval_start=1)
+    assert time.monotonic() - start < 5  # not retried: five retries would take 15 s
+
+
+# ------------------------------------------------------------------------------ ensure
+
+
+def test_ensure_retries_across_a_broker_closed_connection(node: PrivateNode) -> None:
+    conn = Connection(node.url)
+    try:
+        q = Queue(unique(), durable=False)
+        producer = Producer(conn.channel(), routing_key=q.name)
+        producer.publish("first", declare=[q])
+        first_transport = conn.connection
+        revived: list[Any] = []
+        errors: list[BaseException] = []
+        publish = conn.ensure(producer, producer.publish, errback=lambda e, i: errors.append(e),
+                              max_retries=3, on_revive=revived.append)
+        node.ctl("close_all_connections", "test")
+        wait_until_dead(conn)
+        publish("second")
+        assert conn.connected and conn.connection is not first_transport
+        assert len(errors) == 1 and len(revived) == 1
+        assert producer.channel is revived[0]
+        assert ready(conn, q.name) == 2
+        q(conn).delete()
+    finally:
+        conn.release()
+
+
+def test_producer_on_a_connection_moves_to_the_reconnected_default_channel(node: PrivateNode) -> None:
+    conn = Connection(node.url)
+    try:
+        q = Queue(unique(), durable=False)
+        producer = conn.Producer(routing_key=q.name)
+        producer.publish("first", declare=[q])
+        node.ctl("close_all_connections", "test")
+        wait_until_dead(conn)
+        producer.publish("second", declare=[q])  # a new connection, a new default channel
+        assert ready(conn, q.name) == 2
+        q(conn).delete()
+    finally:
+        conn.release()
+
+
+def test_ensure_on_memory_connection_loss() -> None:
+    from leveret.highlevel.memory import MemoryBroker
+
+    conn = Connection("memory://", transport_options={"broker": MemoryBroker()})
+    try:
+        q = Queue(unique(), durable=False)
+        producer = conn.Producer(routing_key=q.name)
+        producer.publish("first", declare=[q])
+        conn.connection.simulate_connection_loss()
+        conn.ensure(producer, producer.publish, max_retries=2)("second")
+        assert ready(conn, q.name) == 2
+    finally:
+        conn.release()
+
+
+def test_ensure_gives_up_after_max_retries(node: PrivateNode) -> None:
+    conn = Connection(node.url)
+    calls: list[int] = []
+
+    def always_lost() -> None:
+        calls.append(1)
+        raise ConnectionResetError("lost again")
+
+    try:
+        with pytest.raises(ConnectionResetError):
+            conn.ensure(None, always_lost, max_retries=2, interval_start=0.01)()
+        assert len(calls) == 3
+    finally:
+        conn.release()
+
+
+def test_ensure_does_not_retry_channel_refusals(hl_conn: Connection) -> None:
+    calls: list[int] = []
+
+    def declare_missing() -> None:
+        calls.append(1)
+        Queue(unique("missing"))(hl_conn).queue_declare(passive=True)
+
+    with pytest.raises(NotFound):
+        hl_conn.ensure(None, declare_missing, max_retries=3)()
+    assert len(calls) == 1
+
+
+def test_autoretry_passes_a_fresh_channel(hl_conn: Connection) -> None:
+    seen: list[Any] = []
+
+    def declare(name: str, channel: Any) -> Any:
+        seen.append(channel)
+        return channel.queue_declare(name, exclusive=True)
+
+    ok = hl_conn.autoretry(declare)(unique())
+    assert ok.message_count == 0 and seen[0].is_open
+
+
+# ------------------------------------------------------------------------------ shortcuts, pools
+
+
+def test_shortcuts(hl_conn: Connection) -> None:
+    name = unique("simple")
+    q = Queue(unique(), exclusive=True)
+    got: list[Any] = []
+    consumer = hl_conn.Consumer([q], callbacks=[lambda body, m: (got.append(body), m.ack())])
+    assert isinstance(consumer, Consumer)
+    producer = hl_conn.Producer(routing_key=q.name)
+    assert isinstance(producer, Producer)
+    with consumer:
+        producer.publish({"via": "shortcut"})
+        hl_conn.drain_events(timeout=5)
+    assert got == [{"via": "shortcut"}]
+    with hl_conn.SimpleQueue(name) as sq:
+        assert isinstance(sq, SimpleQueue)
+        sq.put("hello")
+        assert sq.get(timeout=5).payload == "hello"
+        sq.queue.delete()
+    with hl_conn.SimpleBuffer(unique("buffer")) as sb:
+        sb.put("transient")
+        assert sb.get(timeout=5).payload == "transient"
+
+
+def test_minimal_pools(hl_conn: Connection) -> None:
+    pool = hl_conn.Pool(limit=2)
+    a = pool.acquire()
+    b = pool.acquire()
+    with pytest.raises(LimitExceeded):
+        pool.acquire()
+    assert a is not b and isinstance(a, Connection)
+    a.release()
+    again = pool.acquire()
+    assert again is a
+    with again:  # leaving the block gives it back
+        again.default_channel
+    assert pool.acquire() is a
+    pool.force_close_all()
+    assert not a.connected
+    channels = hl_conn.ChannelPool(limit=1)
+    ch = channels.acquire()
+    assert ch.is_open
+    with pytest.raises(LimitExceeded):
+        channels.acquire()
+    ch.release()
+    assert channels.acquire() is ch
+
+
+def test_retry_policy_in_transport_options_applies_to_first_use() -> None:
+    conn = Connection(f"amqp://guest:guest@127.0.0.1:{closed_port()}//",
+                      transport_options={"max_retries": 1, "interval_start": 0.05})
+    with pytest.raises(OperationalError):
+        conn.default_channel

@@ -1,0 +1,479 @@
+"""Producer and Consumer against the real broker (and memory://).
+
+What is checked is what a user relies on: a message published comes out equal on the
+other side, with kombu's content types and headers; a publish the broker did not take
+raises; deliveries respect prefetch, cancel and the accept list; a consumer whose queue
+is deleted is told so without the event loop dying.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+import zlib
+from typing import Any, Iterator
+
+import pytest
+from hl_fixtures import *  # noqa: F401,F403
+from hl_fixtures import unique
+
+from leveret.client import ChannelClosedError, NotFound, PublishNacked
+from leveret.highlevel import (
+    Connection,
+    Consumer,
+    ContentDisallowed,
+    Exchange,
+    Message,
+    MessageReturned,
+    NotBoundError,
+    Producer,
+    Queue,
+)
+
+
+def drain(conn: Connection, until: Any, timeout: float = 5.0) -> None:
+    """drain_events until ``until()`` is true (TimeoutError after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("condition not met")
+        try:
+            conn.drain_events(timeout=left)
+        except TimeoutError:
+            pass
+
+
+def collect(conn: Connection, queue: Queue, n: int, **consumer_options: Any) -> list[Message]:
+    """Consume ``n`` messages from ``queue`` (acking them)."""
+    got: list[Message] = []
+
+    def on_message(message: Message) -> None:
+        got.append(message)
+        if not message.acknowledged:
+            message.ack()
+
+    with Consumer(conn, [queue], on_message=on_message, **consumer_options):
+        drain(conn, lambda: len(got) >= n)
+    return got
+
+
+def ready(conn: Connection, name: str) -> int:
+    ch = conn.channel()
+    try:
+        return int(ch.queue_declare(name, passive=True)[1])
+    finally:
+        ch.close()
+
+
+@pytest.fixture
+def queue(hl_conn: Connection) -> Iterator[Queue]:
+    """A queue that outlives its consumers (not auto-delete), deleted after the test."""
+    q = Queue(unique("q"), Exchange(unique("ex"), auto_delete=True), "rk", durable=False)
+    q(hl_conn).declare()
+    yield q
+    q(hl_conn.channel()).delete()
+
+
+# ------------------------------------------------------------------------------ round trips
+
+
+@pytest.mark.parametrize(
+    "body, serializer, content_type, decoded",
+    [
+        ({"a": [1, 2, {"b": None}], "é": 1.5}, None, "application/json", {"a": [1, 2, {"b": None}], "é": 1.5}),
+        ([1, "two"], "json", "application/json", [1, "two"]),
+        (b"\x00\xffraw", None, "application/data", b"\x00\xffraw"),
+        ("text é", None, "text/plain", "text é"),
+    ],
+    ids=["json-default", "json-explicit", "bytes", "str"],
+)
+def test_round_trip(hl_conn: Connection, queue: Queue, body: Any, serializer: str | None,
+                    content_type: str, decoded: Any) -> None:
+    producer = Producer(hl_conn, queue.exchange, routing_key="rk", serializer=serializer)
+    producer.publish(body, headers={"h": "v"}, correlation_id="c-1")
+    got: list[tuple[Any, Message]] = []
+    with Consumer(hl_conn, queue, callbacks=[lambda b, m: (got.append((b, m)), m.ack())]):
+        drain(hl_conn, lambda: got)
+    body_out, message = got[0]
+    assert body_out == decoded
+    assert message.content_type == content_type
+    assert message.headers == {"h": "v"}
+    assert message.properties["correlation_id"] == "c-1"
+    assert message.properties["delivery_mode"] == 2  # persistent by default
+    assert message.delivery_info["routing_key"] == "rk"
+
+
+def test_explicit_content_type_sends_the_body_as_is(hl_conn: Connection, queue: Queue) -> None:
+    producer = Producer(hl_conn, queue.exchange, "rk")
+    producer.publish('{"pre": "serialized"}', content_type="application/json")
+    with pytest.raises(TypeError):
+        producer.publish({"not": "bytes"}, content_type="application/json")
+    [m] = collect(hl_conn, queue, 1)
+    assert m.payload == {"pre": "serialized"}
+    assert m.content_encoding == "utf-8"
+
+
+def test_zlib_compression_round_trip(hl_conn: Connection, queue: Queue) -> None:
+    producer = Producer(hl_conn, queue.exchange, "rk", compression="zlib")
+    data = {"text": "abc" * 1000}
+    producer.publish(data)
+    raw = queue(hl_conn).channel.basic_get(queue.name, no_ack=True)
+    assert raw.headers["compression"] == "application/x-gzip"
+    assert len(raw.body) < 200
+    assert json.loads(zlib.decompress(raw.body)) == data
+    producer.publish(data)
+    [m] = collect(hl_conn, queue, 1)
+    assert m.payload == data
+
+
+def test_properties_delivery_mode_expiration_priority(hl_conn: Connection, queue: Queue) -> None:
+    transient = Exchange(queue.exchange.name, auto_delete=True, delivery_mode="transient")
+    Producer(hl_conn, transient, "rk").publish(b"1")
+    Producer(hl_conn, queue.exchange, "rk").publish(b"2", delivery_mode="transient", expiration=30.5, priority=3)
+    Producer(hl_conn, queue.exchange, "rk").publish(b"3", message_id="m3", reply_to=queue)
+    m1, m2, m3 = collect(hl_conn, queue, 3)
+    assert m1.properties["delivery_mode"] == 1
+    assert m2.properties["delivery_mode"] == 1
+    assert m2.properties["expiration"] == "30500"
+    assert m2.properties["priority"] == 3
+    assert m3.properties["delivery_mode"] == 2
+    assert m3.properties["message_id"] == "m3" and m3.properties["reply_to"] == queue.name
+    with pytest.raises(TypeError):
+        Producer(hl_conn, queue.exchange, "rk").publish(b"x", not_a_property=1)
+
+
+def test_publish_declares_exchange_and_declare_list(hl_conn: Connection) -> None:
+    ex = Exchange(unique("ex"), "topic", auto_delete=True)
+    q = Queue(unique(), ex, "a.#", exclusive=True)
+    producer = Producer(hl_conn, ex)
+    producer.publish({"n": 1}, routing_key="a.b", declare=[q])  # declares ex, q, binding
+    [m] = collect(hl_conn, q, 1)
+    assert m.payload == {"n": 1}
+
+
+# ------------------------------------------------------------------------------ accept
+
+
+class Boom:
+    """Unpickling it records that code ran."""
+
+    ran: list[str] = []
+
+    def __reduce__(self) -> Any:
+        return (Boom.ran.append, ("unpickled!",))
+
+
+def test_pickle_is_refused_by_default_before_unpickling(hl_conn: Connection, queue: Queue) -> None:
+    Boom.ran.clear()
+    Producer(hl_conn, queue.exchange, "rk").publish(pickle.dumps(Boom()), content_type="application/x-python-serialize")
+    errors: list[tuple[Message, BaseException]] = []
+    with Consumer(hl_conn, queue, callbacks=[lambda b, m: pytest.fail("must not be delivered")],
+                  on_decode_error=lambda m, e: (errors.append((m, e)), m.reject())):
+        drain(hl_conn, lambda: errors)
+    assert isinstance(errors[0][1], ContentDisallowed)
+    assert Boom.ran == []
+
+
+def test_decode_error_without_handler_propagates_and_leaves_message_unacked(hl_conn: Connection, queue: Queue) -> None:
+    Producer(hl_conn, queue.exchange, "rk").publish(pickle.dumps(1), content_type="application/x-python-serialize")
+    with Consumer(hl_conn, queue, callbacks=[lambda b, m: None]):
+        with pytest.raises(ContentDisallowed):
+            drain(hl_conn, lambda: False)
+
+
+def test_accept_pickle_when_asked(hl_conn: Connection, queue: Queue) -> None:
+    Producer(hl_conn, queue.exchange, "rk", serializer="pickle").publish({"set": {1, 2}})
+    got: list[Any] = []
+    with Consumer(hl_conn, queue, accept=["pickle"], callbacks=[lambda b, m: (got.append(b), m.ack())]):
+        drain(hl_conn, lambda: got)
+    assert got == [{"set": {1, 2}}]
+
+
+# ------------------------------------------------------------------------------ confirms
+
+
+def test_publish_to_a_missing_exchange_raises_not_found(hl_conn: Connection) -> None:
+    producer = Producer(hl_conn, Exchange(unique("missing"), no_declare=True), "rk")
+    with pytest.raises(NotFound):
+        producer.publish({"lost": False})
+    # The producer moves to a new default channel: the connection is still good.
+    q = Queue(unique(), exclusive=True)
+    producer.publish({"n": 2}, exchange="", routing_key=q.name, declare=[q])
+    assert ready(hl_conn, q.name) == 1
+
+
+def test_publish_on_a_channel_without_default_raises_on_closed_channel(hl_conn: Connection) -> None:
+    channel = hl_conn.channel()
+    producer = Producer(channel, Exchange(unique("missing"), no_declare=True))
+    with pytest.raises(NotFound):
+        producer.publish(b"x")
+    with pytest.raises((ChannelClosedError, NotFound)):
+        producer.publish(b"y")
+
+
+def test_unroutable_mandatory_publish_raises_message_returned(hl_conn: Connection, queue: Queue) -> None:
+    producer = Producer(hl_conn, queue.exchange)
+    with pytest.raises(MessageReturned) as info:
+        producer.publish({"n": 1}, routing_key="nobody", mandatory=True)
+    exc = info.value
+    assert (exc.reply_code, exc.exchange, exc.routing_key) == (312, queue.exchange.name, "nobody")
+    assert json.loads(exc.message.body) == {"n": 1}
+    producer.publish({"n": 2}, routing_key="nobody")  # not mandatory: dropped by the broker, as asked
+    producer.publish({"n": 3}, routing_key="rk", mandatory=True)  # routable: fine
+    [m] = collect(hl_conn, queue, 1)
+    assert m.payload == {"n": 3}
+
+
+def test_on_return_gets_kombus_arguments(hl_conn: Connection, queue: Queue) -> None:
+    returned: list[tuple[Any, ...]] = []
+    producer = Producer(hl_conn, queue.exchange, on_return=lambda *a: returned.append(a))
+    producer.publish(b"first", routing_key="nobody", mandatory=True)
+    producer.publish(b"second", routing_key="nobody", mandatory=True)
+    assert [(type(e), ex, rk, m.body) for e, ex, rk, m in returned] == [
+        (MessageReturned, queue.exchange.name, "nobody", b"first"),
+        (MessageReturned, queue.exchange.name, "nobody", b"second"),
+    ]
+
+
+def test_nack_raises_publish_nacked(hl_conn: Connection) -> None:
+    q = Queue(unique(), max_length=1, queue_arguments={"x-overflow": "reject-publish"}, exclusive=True)
+    producer = Producer(hl_conn, routing_key=q.name)
+    producer.publish(b"fits", declare=[q])
+    with pytest.raises(PublishNacked):
+        producer.publish(b"rejected")
+    assert ready(hl_conn, q.name) == 1
+
+
+def test_pipelined_publishes_and_flush(hl_conn: Connection, queue: Queue) -> None:
+    producer = Producer(hl_conn, queue.exchange, "rk")
+    tags = [producer.publish({"i": i}, wait=False) for i in range(2000)]
+    assert all(isinstance(t, int) for t in tags) and len(set(tags)) == 2000
+    producer.flush()
+    assert producer.pending == 0
+    assert ready(hl_conn, queue.name) == 2000
+    got = collect(hl_conn, queue, 2000, prefetch_count=500)
+    assert [m.payload["i"] for m in got] == list(range(2000))
+
+
+def test_flush_reports_every_return(hl_conn: Connection, queue: Queue) -> None:
+    producer = Producer(hl_conn, queue.exchange)
+    producer.publish(b"ok", routing_key="rk", mandatory=True, wait=False)
+    producer.publish(b"r1", routing_key="nobody-1", mandatory=True, wait=False)
+    producer.publish(b"r2", routing_key="nobody-2", mandatory=True, wait=False)
+    with pytest.raises(MessageReturned) as info:
+        producer.flush()
+    assert [(r.routing_key, r.message.body) for r in info.value.returned] == [("nobody-1", b"r1"), ("nobody-2", b"r2")]
+    assert ready(hl_conn, queue.name) == 1
+    producer.flush()  # reported once
+
+
+def test_flush_reports_nacks(hl_conn: Connection) -> None:
+    q = Queue(unique(), max_length=1, queue_arguments={"x-overflow": "reject-publish"}, exclusive=True)
+    producer = Producer(hl_conn, routing_key=q.name)
+    q(hl_conn).declare()
+    tags = [producer.publish(b"%d" % i, wait=False) for i in range(3)]
+    with pytest.raises(PublishNacked) as info:
+        producer.flush()
+    assert info.value.delivery_tags == tags[1:]
+
+
+def test_batch_context_manager(hl_conn: Connection, queue: Queue) -> None:
+    producer = Producer(hl_conn, queue.exchange, "rk")
+    with producer.batch():
+        for i in range(100):
+            assert producer.publish({"i": i}) is not None  # pipelined: a tag comes back
+        assert producer.pending == 100
+    assert producer.pending == 0
+    assert ready(hl_conn, queue.name) == 100
+    with pytest.raises(MessageReturned):
+        with producer.batch():
+            producer.publish(b"x", routing_key="nobody", mandatory=True)
+
+
+def test_confirm_false_does_not_wait(hl_conn: Connection, queue: Queue) -> None:
+    channel = hl_conn.channel()
+    producer = Producer(channel, queue.exchange, "rk", confirm=False)
+    assert producer.publish(b"fire-and-forget") is None
+    [m] = collect(hl_conn, queue, 1)
+    assert m.body == b"fire-and-forget"
+
+
+def test_unbound_producer_raises_not_bound() -> None:
+    producer = Producer(None, Exchange("x"))
+    with pytest.raises(NotBoundError):
+        producer.publish(b"x")
+
+
+# ------------------------------------------------------------------------------ consumer
+
+
+def test_consumer_prefetch_limits_unacked_deliveries(hl_conn: Connection, queue: Queue) -> None:
+    producer = Producer(hl_conn, queue.exchange, "rk")
+    for i in range(5):
+        producer.publish({"i": i})
+    got: list[Message] = []
+    channel = hl_conn.channel()
+    with Consumer(channel, queue, prefetch_count=2, on_message=got.append):
+        drain(hl_conn, lambda: len(got) >= 2)
+        with pytest.raises(TimeoutError):
+            drain(hl_conn, lambda: len(got) > 2, timeout=0.5)
+        assert len(got) == 2
+        got[0].ack()
+        drain(hl_conn, lambda: len(got) >= 3)
+        with pytest.raises(TimeoutError):
+            drain(hl_conn, lambda: len(got) > 3, timeout=0.3)
+    assert [m.payload["i"] for m in got] == [0, 1, 2]
+
+
+def test_consumer_no_ack_and_cancel(hl_conn: Connection, queue: Queue) -> None:
+    producer = Producer(hl_conn, queue.exchange, "rk")
+    got: list[Message] = []
+    consumer = Consumer(hl_conn, queue, no_ack=True, on_message=got.append, tag_prefix="mine-")
+    consumer.consume()
+    assert consumer.consuming_from(queue) and consumer.consuming_from(queue.name)
+    producer.publish(b"1")
+    drain(hl_conn, lambda: got)
+    assert got[0].acknowledged  # no_ack: the broker settled it
+    assert got[0].delivery_info["consumer_tag"].startswith("mine-")
+    consumer.cancel()
+    assert not consumer.consuming_from(queue)
+    producer.publish(b"2")
+    with pytest.raises(TimeoutError):
+        drain(hl_conn, lambda: len(got) > 1, timeout=0.3)
+    assert ready(hl_conn, queue.name) == 1
+
+
+def test_consumer_several_queues_and_cancel_by_queue(hl_conn: Connection) -> None:
+    ex = Exchange(unique("ex"), "direct", auto_delete=True)
+    qa = Queue(unique("a"), ex, "a", durable=False)
+    qb = Queue(unique("b"), ex, "b", durable=False)
+    seen: list[tuple[str, Any]] = []
+    consumer = Consumer(hl_conn, [qa], callbacks=[lambda body, m: (seen.append((m.delivery_info["routing_key"], body)), m.ack())])
+    consumer.add_queue(qb)
+    consumer.consume()
+    producer = Producer(hl_conn, ex)
+    producer.publish("to a", routing_key="a")
+    producer.publish("to b", routing_key="b")
+    drain(hl_conn, lambda: len(seen) >= 2)
+    assert sorted(seen) == [("a", "to a"), ("b", "to b")]
+    consumer.cancel_by_queue(qa)
+    assert not consumer.consuming_from(qa) and consumer.consuming_from(qb)
+    producer.publish("to a again", routing_key="a")
+    producer.publish("to b again", routing_key="b")
+    drain(hl_conn, lambda: len(seen) >= 3)
+    assert seen[2] == ("b", "to b again")
+    assert ready(hl_conn, qa.name) == 1
+    consumer.cancel()
+    qa(hl_conn).delete()
+    qb(hl_conn).delete()
+
+
+def test_server_sent_cancel_is_an_event_not_a_crash(hl_conn: Connection) -> None:
+    q = Queue(unique(), durable=False)
+    cancels: list[tuple[str | None, str]] = []
+    consumer = Consumer(hl_conn, q, on_message=lambda m: None)
+    consumer.on_cancel = lambda name, tag: cancels.append((name, tag))
+    consumer.consume()
+    other = hl_conn.channel()
+    other.queue_delete(q.name)  # the broker cancels the consumer: basic.cancel to us
+    drain(hl_conn, lambda: cancels)
+    assert cancels[0][0] == q.name
+    assert consumer.cancelled_by_broker == [q.name]
+    assert not consumer.consuming_from(q)
+    assert consumer.channel.is_open
+    consumer.cancel()  # nothing left to cancel; no error
+
+
+def test_receive_without_callbacks_raises(hl_conn: Connection, queue: Queue) -> None:
+    Producer(hl_conn, queue.exchange, "rk").publish(b"x")
+    with Consumer(hl_conn, queue):
+        with pytest.raises(NotImplementedError):
+            drain(hl_conn, lambda: False)
+
+
+def test_consumer_purge_and_recover(hl_conn: Connection, queue: Queue) -> None:
+    producer = Producer(hl_conn, queue.exchange, "rk")
+    for i in range(3):
+        producer.publish(i)
+    got: list[Message] = []
+    channel = hl_conn.channel()
+    consumer = Consumer(channel, queue, on_message=got.append, prefetch_count=1)
+    consumer.consume()
+    drain(hl_conn, lambda: got)
+    assert consumer.purge() == 2  # the unacked one is not purged
+    consumer.recover(requeue=True)
+    drain(hl_conn, lambda: len(got) >= 2)
+    assert got[1].payload == 0 and got[1].delivery_info["redelivered"]
+    got[1].ack()
+    consumer.cancel()
+
+
+def test_consumer_and_producer_revive_on_a_new_channel(hl_conn: Connection, queue: Queue) -> None:
+    got: list[Any] = []
+    consumer = Consumer(hl_conn.channel(), queue, callbacks=[lambda b, m: (got.append(b), m.ack())])
+    producer = Producer(hl_conn.channel(), queue.exchange, "rk")
+    consumer.consume()
+    consumer.channel.close()
+    producer.channel.close()
+    consumer.revive(hl_conn.channel())
+    producer.revive(hl_conn.channel())
+    assert consumer.consuming_from(queue)
+    producer.publish("after revive")
+    drain(hl_conn, lambda: got)
+    assert got == ["after revive"]
+
+
+def test_retry_publish_survives_connection_loss(kind: str, hl_conn: Connection, request: pytest.FixtureRequest) -> None:
+    q = Queue(unique(), durable=False)
+    producer = Producer(hl_conn, routing_key=q.name)
+    producer.publish("before", declare=[q])
+    if kind == "amqp":
+        request.getfixturevalue("node").ctl("close_all_connections", "test")
+        drain_until_dead(hl_conn)
+    else:
+        hl_conn.connection.simulate_connection_loss()
+    producer.publish("after", retry=True, retry_policy={"max_retries": 3, "interval_start": 0.1})
+    assert ready(hl_conn, q.name) == 2
+    q(hl_conn).delete()
+
+
+def drain_until_dead(conn: Connection, timeout: float = 10.0) -> None:
+    """Wait until the client noticed the broker closed the connection."""
+    deadline = time.monotonic() + timeout
+    while conn.connected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not conn.connected
+
+
+def test_consumer_context_manager_flow_and_global_qos(hl_conn: Connection, queue: Queue) -> None:
+    got: list[Any] = []
+    consumer = Consumer(hl_conn.channel(), queue, callbacks=[lambda b, m: (got.append(b), m.ack())])
+    consumer.qos(prefetch_count=10, apply_global=True)
+    assert consumer.flow(True) is True  # RabbitMQ accepts resuming (pausing it refuses)
+    with consumer:
+        assert consumer.consuming_from(queue)
+        Producer(hl_conn, queue.exchange, "rk").publish("in")
+        drain(hl_conn, lambda: got)
+    assert not consumer.consuming_from(queue)
+    assert got == ["in"]
+
+
+def test_producer_context_manager_flushes(hl_conn: Connection, queue: Queue) -> None:
+    producer = Producer(hl_conn, queue.exchange)
+    with pytest.raises(MessageReturned):
+        with producer:
+            producer.publish(b"x", routing_key="nobody", mandatory=True, wait=False)
+            assert producer.pending == 1
+    assert producer.pending == 0
+
+
+def test_exchange_binding_helper(hl_conn: Connection) -> None:
+    ex = Exchange(unique("ex"), "topic", durable=False)
+    q = Queue(unique(), exclusive=True, bindings=[ex.binding("a.*"), ex.binding("b.#")])
+    Producer(hl_conn, ex).publish(b"1", routing_key="a.x", declare=[q])
+    Producer(hl_conn, ex).publish(b"2", routing_key="b.x.y")
+    Producer(hl_conn, ex).publish(b"3", routing_key="c")
+    assert [m.body for m in collect(hl_conn, q, 2)] == [b"1", b"2"]
+    ex(hl_conn).delete()

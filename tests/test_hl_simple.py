@@ -1,0 +1,196 @@
+"""SimpleQueue and SimpleBuffer against the real broker (and memory://)."""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import Iterator
+
+import pytest
+from hl_fixtures import *  # noqa: F401,F403
+from hl_fixtures import unique
+
+from leveret.highlevel import Connection, Empty, Message, MessageReturned, SimpleBuffer, SimpleQueue
+
+
+@pytest.fixture
+def sq(hl_conn: Connection) -> Iterator[SimpleQueue]:
+    q = SimpleQueue(hl_conn, unique("simple"))
+    yield q
+    q.close()
+    hl_conn.default_channel.queue_delete(q.queue.name)
+    hl_conn.default_channel.exchange_delete(q.queue.exchange.name)
+
+
+def test_put_get_round_trip(sq: SimpleQueue) -> None:
+    sq.put({"n": 1})
+    sq.put(b"raw")
+    sq.put("text", headers={"h": 1}, compression="zlib")
+    first = sq.get(timeout=5)
+    assert isinstance(first, Message)
+    assert first.payload == {"n": 1}
+    assert first.properties["delivery_mode"] == 2  # SimpleQueue is persistent
+    first.ack()
+    second = sq.get(timeout=5)
+    assert second.payload == b"raw" and second.content_type == "application/data"
+    second.ack()
+    third = sq.get(block=True, timeout=5)
+    assert third.payload == "text" and third.headers["h"] == 1
+    third.ack()
+
+
+def test_get_timeout_raises_empty(sq: SimpleQueue) -> None:
+    assert Empty is queue.Empty
+    start = time.monotonic()
+    with pytest.raises(queue.Empty):
+        sq.get(timeout=0.3)
+    assert 0.25 <= time.monotonic() - start < 3
+    with pytest.raises(Empty):
+        sq.get_nowait()
+    with pytest.raises(Empty):
+        sq.get(block=False)
+
+
+def test_get_nowait(sq: SimpleQueue) -> None:
+    sq.put("a")
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            m = sq.get_nowait()
+            break
+        except Empty:
+            assert time.monotonic() < deadline
+    assert m.payload == "a"
+    m.ack()
+
+
+def test_get_waits_for_a_message_published_later(hl_conn: Connection, sq: SimpleQueue) -> None:
+    with pytest.raises(Empty):
+        sq.get(timeout=0.1)  # the consumer is running now
+    other = hl_conn.clone()
+    try:
+        SimpleQueue(other, sq.queue.name).put("late")
+    finally:
+        other.release()
+    m = sq.get(timeout=5)
+    assert m.payload == "late"
+    m.ack()
+
+
+def test_qsize_len_and_clear(sq: SimpleQueue) -> None:
+    assert sq.qsize() == 0 and len(sq) == 0
+    for i in range(5):
+        sq.put(i)
+    assert sq.qsize() == 5 and len(sq) == 5
+    m = sq.get(timeout=5)
+    m.ack()
+    assert sq.qsize() == 4  # ready in the queue plus received here and not handed out
+    sq.consumer.cancel()
+    rest = sq.clear()
+    assert 0 <= rest <= 4 and sq.qsize() == 4 - rest  # those prefetched are not purged
+
+
+def test_clear_counts_what_it_removed(hl_conn: Connection) -> None:
+    with SimpleQueue(hl_conn, unique("clear")) as q:
+        for i in range(3):
+            q.put(i)
+        assert q.clear() == 3
+        assert q.qsize() == 0
+        q.queue.delete()
+
+
+def test_close_gives_back_messages_not_handed_out(hl_conn: Connection) -> None:
+    name = unique("close")
+    q = SimpleQueue(hl_conn, name)
+    for i in range(3):
+        q.put(i)
+    m = q.get(timeout=5)  # the others may have been prefetched
+    m.ack()
+    q.close()
+    with SimpleQueue(hl_conn, name) as again:
+        got = [again.get(timeout=5) for _ in range(2)]
+        assert [g.payload for g in got] == [1, 2]
+        for g in got:
+            g.ack()
+        again.queue.delete()
+
+
+def test_unacked_messages_come_back_after_close(hl_conn: Connection) -> None:
+    name = unique("unacked")
+    q = SimpleQueue(hl_conn, name)
+    q.put("not acked")
+    assert q.get(timeout=5).payload == "not acked"
+    q.close()  # its channel closes: the broker requeues the unacked message
+    with SimpleQueue(hl_conn, name) as again:
+        m = again.get(timeout=5)
+        assert m.payload == "not acked" and m.delivery_info["redelivered"]
+        m.ack()
+        again.queue.delete()
+
+
+def test_put_to_a_deleted_queue_is_not_lost_silently(hl_conn: Connection) -> None:
+    q = SimpleQueue(hl_conn, unique("deleted"))
+    hl_conn.default_channel.queue_delete(q.queue.name)
+    with pytest.raises(MessageReturned):
+        q.put("nobody will get this")
+    q.close()
+    hl_conn.default_channel.exchange_delete(q.queue.exchange.name)
+
+
+def test_accept_list(hl_conn: Connection) -> None:
+    name = unique("accept")
+    with SimpleQueue(hl_conn, name, serializer="pickle") as q:
+        q.put({"p": 1})
+        m = q.get(timeout=5)
+        with pytest.raises(Exception) as info:
+            m.decode()
+        assert type(info.value).__name__ == "ContentDisallowed"
+        m.reject(requeue=True)
+        q.close()
+        with SimpleQueue(hl_conn, name, accept=["pickle"]) as trusting:
+            m = trusting.get(timeout=5)
+            assert m.payload == {"p": 1}
+            m.ack()
+            trusting.queue.delete()
+
+
+def test_simple_buffer_is_transient_and_no_ack(hl_conn: Connection) -> None:
+    with SimpleBuffer(hl_conn, unique("buffer")) as buf:
+        assert not buf.queue.durable and buf.queue.auto_delete and buf.no_ack
+        buf.put({"b": 1})
+        m = buf.get(timeout=5)
+        assert m.payload == {"b": 1}
+        assert m.acknowledged  # no_ack: nothing to ack
+        assert m.properties["delivery_mode"] == 1
+        with pytest.raises(Empty):
+            buf.get(timeout=0.2)
+
+
+def test_simple_queue_on_a_channel(hl_conn: Connection) -> None:
+    channel = hl_conn.channel()
+    name = unique("onchannel")
+    q = SimpleQueue(channel, name)
+    q.put("x")
+    q.put("y")
+    assert q.get(timeout=5).payload == "x"  # not acked: handed out
+    q.close()  # what was received but not handed out is rejected back to the queue
+    assert channel.is_open
+    # RabbitMQ applies the requeue asynchronously: wait for the count to show it.
+    deadline = time.monotonic() + 5
+    while channel.queue_declare(name, passive=True).message_count != 1:
+        assert time.monotonic() < deadline, "the rejected message never came back"
+        time.sleep(0.02)
+    channel.close()  # the unacked "x" comes back too
+    with SimpleQueue(hl_conn, name) as again:
+        assert again.qsize() == 2
+        again.queue.delete()
+
+
+def test_simple_queue_from_a_queue_on_the_default_exchange(hl_conn: Connection) -> None:
+    from leveret.highlevel import Queue
+
+    with SimpleQueue(hl_conn, Queue(unique("plain"), exclusive=True)) as q:
+        q.put({"via": "default exchange"})
+        m = q.get(timeout=5)
+        assert m.payload == {"via": "default exchange"}
+        m.ack()
