@@ -412,6 +412,8 @@ class _VersionRenderer:
         out.append(f'NAME = "{cls.name}.{m.name}"')
         out.append(f"SYNCHRONOUS = {m.synchronous}")
         out.append(f"HAS_CONTENT = {m.content}")
+        out.append(f"SENT_BY_SERVER = {'client' in m.chassis}")
+        out.append(f"SENT_BY_CLIENT = {'server' in m.chassis}")
         out.append("FIELDS = __slots__")
         types = [f'"{f.type}"' for f in m.fields]
         out.extend(_wrapped(0, "FIELD_TYPES = (", types, ")", ",", width=_W))

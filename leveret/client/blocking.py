@@ -150,6 +150,7 @@ class Connection:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._wlock = threading.Lock()
+        self._wrest: bytes = b""  # taken from the core, not yet written (under _wlock)
         self._kick_event = threading.Event()
         self._reading = False
         self._error: BaseException | None = None
@@ -459,13 +460,55 @@ class Connection:
     def _flush(self) -> None:
         """Write everything the core queued, now.  Never call it holding ``_lock``."""
         core = self._core
-        if core is None or not core.wants_write:
+        if core is None or not (core.wants_write or self._wrest):
             return
         with self._wlock:
             with self._lock:
                 bufs = core.buffers_to_send(monotonic())
+            if self._wrest:  # what the I/O thread could not write yet goes first
+                bufs = [self._wrest, *bufs]
+                self._wrest = b""
             if bufs:
                 self._write(bufs)
+
+    def _flush_nowait(self) -> None:
+        """The I/O thread's write: never waits for the write lock or for a full socket.
+
+        What the socket cannot take now stays in ``_wrest`` (written first next time), so
+        the I/O thread always gets back to its heartbeat duties -- a peer that stops
+        reading is then found out by the missed heartbeats, not by a write timeout.
+        """
+        core = self._core
+        sock = self._sock
+        if core is None or sock is None or not (core.wants_write or self._wrest):
+            return
+        if not self._wlock.acquire(blocking=False):
+            return  # another thread is writing; it takes everything queued with it
+        try:
+            with self._lock:
+                bufs = core.buffers_to_send(monotonic())
+            data = b"".join([self._wrest, *bufs]) if bufs else self._wrest
+            self._wrest = b""
+            view = memoryview(data)
+            try:
+                while view:
+                    if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                        if not select.select([], [sock], [], 0)[1]:
+                            break
+                    sent = sock.send(view)
+                    view = view[sent:]
+            except ssl.SSLWantWriteError:
+                pass
+            except OSError as exc:
+                with self._lock:
+                    err = core.connection_lost(f"writing to the socket failed: {exc}")
+                self._fail(err)
+                raise err from exc
+            finally:
+                if view:
+                    self._wrest = bytes(view)
+        finally:
+            self._wlock.release()
 
     def _kick(self) -> None:
         """Have what is queued written soon: by the I/O thread, which runs as soon as this
@@ -545,11 +588,16 @@ class Connection:
             self._cond.notify_all()
         if not data:
             self._teardown()
-        elif core.wants_write:  # replies the core owes (close-ok, flow-ok, cancel-ok)
+            return True
+        if core.wants_write:  # replies the core owes (close-ok, flow-ok, cancel-ok)
             try:
                 self._flush()
             except LeveretError:
                 pass
+        if core.state is ConnState.CLOSED:
+            # The handshake is over (RabbitMQ resets the socket right after its close):
+            # later calls report why it closed, not what the dead socket says.
+            self._teardown()
         return True
 
     def _fail(self, exc: BaseException) -> None:
@@ -626,7 +674,14 @@ class Connection:
     def _poll(self) -> None:
         """Read whatever is already waiting, without blocking, if nobody else reads."""
         with self._cond:
-            if self._reading or self._error is not None or self._sock is None:
+            core = self._core
+            if (
+                self._reading
+                or self._error is not None
+                or self._sock is None
+                or core is None
+                or core.state is ConnState.CLOSED
+            ):
                 return
             self._reading = True
         try:
@@ -651,7 +706,7 @@ class Connection:
             if self._stopping or self._sock is None or self._error is not None:
                 return
             try:
-                self._flush()
+                self._flush_nowait()
             except (LeveretError, OSError):
                 return
             now = monotonic()
@@ -689,9 +744,12 @@ class Connection:
                 except LeveretError:
                     return
             try:
-                self._flush()
+                self._flush_nowait()
             except (LeveretError, OSError):
                 return
+            if self._wrest:
+                next_duty = monotonic() + 0.01  # the socket was full: try again soon
+                continue
             next_duty = monotonic() + (0.2 if nxt is None else min(nxt, 0.5))
 
     # ------------------------------------------------------------------ misc
@@ -774,8 +832,15 @@ class Channel:
         self._lost_tags = list(unconfirmed)
 
     def _raise_closed(self) -> None:
-        """Raise why the channel is closed: the broker's typed error (``NotFound``...) the
-        first time, then :class:`ChannelClosedError` with that error as its cause."""
+        """Raise why the channel is closed: when the whole connection closed or was lost,
+        that error, every time; when only the channel closed, the broker's typed error
+        (``NotFound``...) the first time, then :class:`ChannelClosedError` with that error
+        as its cause."""
+        conn = self.connection
+        if conn._error is not None:
+            raise conn._error
+        if conn._closed_error is not None:
+            raise conn._closed_error
         error = self._error
         if error is not None:
             if not self._error_reported:

@@ -81,6 +81,9 @@ __all__ = [
 #: The protocol versions leveret speaks, by the name used in URLs (``?protocol=0-8``).
 PROTOCOLS: dict[str, ModuleType] = {"0-9-1": amqp0_9_1, "0-8": amqp0_8}
 
+#: The SASL mechanisms the core can answer.
+SASL_MECHANISMS = ("PLAIN", "AMQPLAIN", "EXTERNAL")
+
 DEFAULT_FRAME_MAX = 131072
 DEFAULT_CHANNEL_MAX = 2047
 DEFAULT_HEARTBEAT = 60
@@ -131,6 +134,8 @@ CONNECTION_EXPECTS: dict[ConnState, frozenset[str]] = {
         }
     ),
     ConnState.CLOSING: frozenset({"connection.close", "connection.close-ok"}),
+    # Our close crossed the server's: its close-ok for our close may still come.
+    ConnState.CLOSED: frozenset({"connection.close-ok"}),
 }
 
 #: Channel-class methods the server may send, per channel state.
@@ -167,6 +172,9 @@ _SERVER_ONLY = frozenset(
         "tunnel.request",
     }
 )
+# Methods the spec's chassis says only clients send, which RabbitMQ sends too: basic.cancel
+# when a consumer's queue goes away (consumer_cancel_notify), in 0-8 as well.
+_SERVER_SENDS_TOO = frozenset({"basic.cancel"})
 # Methods with a dedicated request call in the core, so the state can follow them.
 _DEDICATED = frozenset(
     {
@@ -295,17 +303,27 @@ class SansIOConnection:
         self._password = password
         self.virtual_host = virtual_host
         self.auth_mechanism = auth_mechanism.upper()
+        if self.auth_mechanism not in SASL_MECHANISMS:
+            raise LocalProtocolError(
+                f"SASL mechanism {auth_mechanism!r} is not one leveret implements "
+                f"({', '.join(SASL_MECHANISMS)})"
+            )
         self._want_frame_max = frame_max
         self._want_channel_max = channel_max
         self._want_heartbeat = heartbeat
         self.max_body_size = max_body_size
         self.locale = locale
+        capabilities = dict(CLIENT_CAPABILITIES)
+        if "connection.blocked" not in {cls.NAME for cls in self.spec.METHODS.values()}:
+            # 0-8 has no connection.blocked: RabbitMQ would send it anyway and the
+            # connection would die on an unknown method at the first memory alarm.
+            del capabilities["connection.blocked"]
         props: dict[str, Any] = {
             "product": "leveret",
             "version": _version(),
             "platform": f"Python {platform.python_version()}",
             "information": "https://pypi.org/project/leveret/",
-            "capabilities": dict(CLIENT_CAPABILITIES),
+            "capabilities": capabilities,
         }
         if client_properties:
             for key, value in client_properties.items():
@@ -473,8 +491,10 @@ class SansIOConnection:
             return []
         if state is ConnState.CLOSING:
             # The peer dropped the socket instead of sending close-ok; the close still stands.
+            unconfirmed = self.unconfirmed()
+            self._close_all_channels()
             self.state = ConnState.CLOSED
-            return [ev.ConnectionClosed(self.close_error, by_peer=False)]
+            return [ev.ConnectionClosed(self.close_error, False, unconfirmed)]
         if state is ConnState.AWAIT_TUNE:
             msg = (
                 "the server closed the connection during authentication "
@@ -491,29 +511,34 @@ class SansIOConnection:
         self.state = ConnState.ERROR
         raise exc
 
-    def connection_lost(self, reason: str) -> ConnectionLost:
+    def connection_lost(self, reason: str) -> BaseException:
         """Tell the core the transport failed (reset, timeout); returns the error to raise.
 
         Every later call raises it; ``unconfirmed`` lists publishes whose fate is unknown.
+        A transport that fails after the close handshake changes nothing: the error is then
+        why the connection closed (e.g. the broker's ``ConnectionForced``), since RabbitMQ
+        resets the socket right after its own ``connection.close``.
         """
+        if self._error is None and self.state is ConnState.CLOSED:
+            if self.close_error is not None:
+                return self.close_error
+            return ConnectionClosedError("the connection is closed")
         if self._error is None:
             self._error = ConnectionLost(reason, self.unconfirmed())
             self.state = ConnState.ERROR
-        return self._error  # type: ignore[return-value]
+        return self._error
 
     def _fail(self, exc: RemoteProtocolError) -> None:
         """The peer broke the protocol: owe it a connection.close, then refuse everything."""
-        if self.state in (ConnState.OPEN, ConnState.AWAIT_OPEN_OK, ConnState.AWAIT_TUNE):
-            self._out.append(
-                method_frame(
-                    0,
-                    self.spec.Connection.Close(
-                        reply_code=exc.reply_code, reply_text=str(exc)[:255]
-                    ),
-                )
-            )
+        state = self.state
         self._error = exc
         self.state = ConnState.ERROR
+        if state in (ConnState.OPEN, ConnState.AWAIT_OPEN_OK, ConnState.AWAIT_TUNE):
+            # reply-text is a shortstr: at most 255 bytes of UTF-8, cut on a character.
+            text = str(exc).encode("utf-8", "backslashreplace")[:255].decode("utf-8", "ignore")
+            self._out.append(
+                method_frame(0, self.spec.Connection.Close(reply_code=exc.reply_code, reply_text=text))
+            )
 
     @property
     def error(self) -> BaseException | None:
@@ -549,6 +574,10 @@ class SansIOConnection:
                 )
             method = frame.method
             if method.HAS_CONTENT:
+                if not method.SENT_BY_SERVER:
+                    raise RemoteProtocolError(
+                        f"{method.NAME} is not a method a server sends", COMMAND_INVALID
+                    )
                 if ch.state is ChannelState.CLOSING:
                     ch.c_discard = True  # assemble nothing, but keep frame order checked
                 ch.c_method = method
@@ -642,6 +671,10 @@ class SansIOConnection:
     def _channel_method(self, ch: _Channel, method: Any, events: list[ev.Event]) -> None:
         name = method.NAME
         state = ch.state
+        if state is ChannelState.CLOSING and name != "channel.close" and name != "channel.close-ok":
+            return  # after our channel.close, the spec says to discard the rest
+        if not method.SENT_BY_SERVER and name not in _SERVER_SENDS_TOO:
+            raise RemoteProtocolError(f"{name} is not a method a server sends", COMMAND_INVALID)
         if name.startswith("channel."):
             if name not in CHANNEL_EXPECTS.get(state, ()):
                 raise RemoteProtocolError(
@@ -672,6 +705,11 @@ class SansIOConnection:
             )
         tag = method.delivery_tag
         pending = ch.unconfirmed
+        if tag >= ch.next_tag:
+            raise RemoteProtocolError(
+                f"{method.NAME} for delivery tag {tag}, never published on channel {ch.id}",
+                COMMAND_INVALID,
+            )
         if method.multiple:
             if tag == 0:  # "all outstanding"
                 settled = list(pending)
@@ -687,11 +725,6 @@ class SansIOConnection:
             del pending[tag]
             settled = [tag]
         else:
-            if tag >= ch.next_tag:
-                raise RemoteProtocolError(
-                    f"{method.NAME} for delivery tag {tag}, never published on channel {ch.id}",
-                    COMMAND_INVALID,
-                )
             settled = []  # already settled: a duplicate confirm is harmless
         if settled:
             events.append(ev.PublishConfirmed(ch.id, settled, ack))
@@ -704,18 +737,22 @@ class SansIOConnection:
 
     def _on_channel_close(self, ch: _Channel, method: Any, events: list[ev.Event]) -> None:
         self._send(ch.id, self.spec.Channel.CloseOk())
-        error = error_for(method.reply_code, method.reply_text, method.class_id, method.method_id)
+        error = (
+            None
+            if method.reply_code == 200
+            else error_for(method.reply_code, method.reply_text, method.class_id, method.method_id)
+        )
         if ch.state is ChannelState.CLOSING:
             # Both sides closed at once: our close-ok is sent; theirs will follow.
             ch.close_error = error
             return
         ch.close_error = error
-        unconfirmed = list(ch.unconfirmed)
+        unconfirmed = tuple(ch.unconfirmed)
         self._release(ch)
         events.append(ev.ChannelClosed(ch.id, error, True, unconfirmed))
 
     def _on_channel_close_ok(self, ch: _Channel, method: Any, events: list[ev.Event]) -> None:
-        unconfirmed = list(ch.unconfirmed)
+        unconfirmed = tuple(ch.unconfirmed)
         self._release(ch)
         events.append(ev.ChannelClosed(ch.id, ch.close_error, False, unconfirmed))
 
@@ -797,6 +834,8 @@ class SansIOConnection:
                 ev.ConnectionClosed(self.close_error if not by_peer else error, by_peer, unconfirmed)
             )
         elif name == "connection.close-ok":
+            if state is ConnState.CLOSED:
+                return  # the crossed close's answer: both sides have closed already
             unconfirmed = self.unconfirmed()
             self._close_all_channels()
             self.state = ConnState.CLOSED
@@ -950,6 +989,13 @@ class SansIOConnection:
         ch = self._channels.get(channel_id)
         if ch is None or ch.state is not ChannelState.OPEN:
             ch = self._channel(channel_id)
+        # Encode before touching any state: a value that does not fit changes nothing.
+        frame = method_frame(channel_id, method)
+        if len(frame) > self.frame_max:
+            raise LocalProtocolError(
+                f"{method.NAME} encodes to a {len(frame)}-byte frame, more than the "
+                f"negotiated frame_max of {self.frame_max}"
+            )
         if kind == _SEND_SPECIAL:
             name = method.NAME
             if name == "confirm.select":
@@ -964,7 +1010,7 @@ class SansIOConnection:
             getattr(method, "no_wait", False) or getattr(method, "nowait", False)
         ):
             ch.expect.append(frozenset(r.NAME for r in method.RESPONSES))
-        self._out.append(method_frame(channel_id, method))
+        self._out.append(frame)
 
     def publish(self, channel_id: int, method: Any, properties: Any, body: Any) -> int | None:
         """Queue a content method (``basic.publish``) with its header and body frames.
@@ -975,10 +1021,8 @@ class SansIOConnection:
         """
         ch = self._channels.get(channel_id)
         if ch is None or ch.state is not ChannelState.OPEN or self.state is not ConnState.OPEN:
-            if ch is None:
-                self._check_usable()
-            self._channel(channel_id)
             self._check_usable()
+            self._channel(channel_id)
         if not method.HAS_CONTENT:
             raise LocalProtocolError(f"{method.NAME} carries no content")
         if type(body) is memoryview and not body.contiguous:
@@ -1101,13 +1145,16 @@ def _describe_header(header: bytes) -> str:
     known = {
         (0, 0, 9, 1): "AMQP 0-9-1",
         (1, 1, 8, 0): "AMQP 0-8",
-        (1, 1, 0, 9): "AMQP 0-9",
         (1, 1, 9, 1): "AMQP 0-9-1 (old header)",
         (0, 1, 0, 0): "AMQP 1.0",
         (3, 1, 0, 0): "AMQP 1.0 (SASL)",
         (2, 1, 0, 0): "AMQP 1.0 (TLS)",
     }
-    return known.get((a, b, c, d), f"unknown protocol {header!r}")
+    if (a, b, c, d) in known:
+        return known[(a, b, c, d)]
+    if (a, b) == (1, 1):  # the pre-0-9-1 layout: class 1, instance 1, major, minor
+        return f"AMQP {c}-{d}"
+    return f"an unknown protocol (header {header!r})"
 
 
 def _version() -> str:

@@ -90,6 +90,10 @@ class Method(_Fields):
     RESPONSES: ClassVar[tuple[type[Method], ...]] = ()
     #: True when a content header and body frames follow this method.
     HAS_CONTENT: ClassVar[bool] = False
+    #: Who may send it, from the spec's ``<chassis>`` (the peer that must implement a
+    #: method is the one that receives it).
+    SENT_BY_SERVER: ClassVar[bool] = False
+    SENT_BY_CLIENT: ClassVar[bool] = False
 
     def encode(self) -> bytes:
         """The method frame payload: class id, method id, then the arguments."""

@@ -250,6 +250,8 @@ class Connection:
         NAME = "connection.start"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("octet", "octet", "table", "longstr", "longstr")
 
@@ -338,6 +340,8 @@ class Connection:
         NAME = "connection.start-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("table", "shortstr", "longstr", "shortstr")
         SENSITIVE = frozenset({'response'})
@@ -425,6 +429,8 @@ class Connection:
         NAME = "connection.secure"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("longstr",)
 
@@ -473,6 +479,8 @@ class Connection:
         NAME = "connection.secure-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("longstr",)
         SENSITIVE = frozenset({'response'})
@@ -523,6 +531,8 @@ class Connection:
         NAME = "connection.tune"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("short", "long", "short")
 
@@ -574,6 +584,8 @@ class Connection:
         NAME = "connection.tune-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "long", "short")
 
@@ -626,6 +638,8 @@ class Connection:
         NAME = "connection.open"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr", "shortstr", "bit")
 
@@ -696,6 +710,8 @@ class Connection:
         NAME = "connection.open-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr",)
 
@@ -740,6 +756,8 @@ class Connection:
         NAME = "connection.redirect"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr", "shortstr")
 
@@ -800,6 +818,8 @@ class Connection:
         NAME = "connection.close"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "short", "short")
 
@@ -865,6 +885,8 @@ class Connection:
         NAME = "connection.close-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -899,6 +921,8 @@ class Channel:
         NAME = "channel.open"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr",)
 
@@ -943,6 +967,8 @@ class Channel:
         NAME = "channel.open-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -970,6 +996,8 @@ class Channel:
         NAME = "channel.flow"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("bit",)
 
@@ -1009,6 +1037,8 @@ class Channel:
         NAME = "channel.flow-ok"
         SYNCHRONOUS = False
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("bit",)
 
@@ -1048,6 +1078,8 @@ class Channel:
         NAME = "channel.alert"
         SYNCHRONOUS = False
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "table")
 
@@ -1113,6 +1145,8 @@ class Channel:
         NAME = "channel.close"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "short", "short")
 
@@ -1178,6 +1212,8 @@ class Channel:
         NAME = "channel.close-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -1213,6 +1249,8 @@ class Access:
         NAME = "access.request"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr", "bit", "bit", "bit", "bit", "bit")
 
@@ -1290,6 +1328,8 @@ class Access:
         NAME = "access.request-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("short",)
 
@@ -1351,6 +1391,8 @@ class Exchange:
         NAME = "exchange.declare"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "bit", "bit", "bit", "bit", "bit", "table")
 
@@ -1454,6 +1496,8 @@ class Exchange:
         NAME = "exchange.declare-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -1482,6 +1526,8 @@ class Exchange:
         NAME = "exchange.delete"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "bit", "bit")
 
@@ -1553,6 +1599,8 @@ class Exchange:
         NAME = "exchange.delete-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -1597,6 +1645,8 @@ class Queue:
         NAME = "queue.declare"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "bit", "bit", "bit", "bit", "bit", "table")
 
@@ -1690,6 +1740,8 @@ class Queue:
         NAME = "queue.declare-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr", "long", "long")
 
@@ -1754,6 +1806,8 @@ class Queue:
         NAME = "queue.bind"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "shortstr", "bit", "table")
 
@@ -1844,6 +1898,8 @@ class Queue:
         NAME = "queue.bind-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -1871,6 +1927,8 @@ class Queue:
         NAME = "queue.purge"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "bit")
 
@@ -1928,6 +1986,8 @@ class Queue:
         NAME = "queue.purge-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("long",)
 
@@ -1971,6 +2031,8 @@ class Queue:
         NAME = "queue.delete"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "bit", "bit", "bit")
 
@@ -2047,6 +2109,8 @@ class Queue:
         NAME = "queue.delete-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("long",)
 
@@ -2096,6 +2160,8 @@ class Basic:
         NAME = "basic.qos"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("long", "short", "bit")
 
@@ -2154,6 +2220,8 @@ class Basic:
         NAME = "basic.qos-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -2190,6 +2258,8 @@ class Basic:
         NAME = "basic.consume"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "bit", "bit", "bit", "bit")
 
@@ -2281,6 +2351,8 @@ class Basic:
         NAME = "basic.consume-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr",)
 
@@ -2326,6 +2398,8 @@ class Basic:
         NAME = "basic.cancel"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr", "bit")
 
@@ -2381,6 +2455,8 @@ class Basic:
         NAME = "basic.cancel-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr",)
 
@@ -2426,6 +2502,8 @@ class Basic:
         NAME = "basic.publish"
         SYNCHRONOUS = False
         HAS_CONTENT = True
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "bit", "bit")
 
@@ -2508,6 +2586,8 @@ class Basic:
         NAME = "basic.return"
         SYNCHRONOUS = False
         HAS_CONTENT = True
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "shortstr")
 
@@ -2585,6 +2665,8 @@ class Basic:
         NAME = "basic.deliver"
         SYNCHRONOUS = False
         HAS_CONTENT = True
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr", "longlong", "bit", "shortstr", "shortstr")
 
@@ -2670,6 +2752,8 @@ class Basic:
         NAME = "basic.get"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "bit")
 
@@ -2728,6 +2812,8 @@ class Basic:
         NAME = "basic.get-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = True
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("longlong", "bit", "shortstr", "shortstr", "long")
 
@@ -2810,6 +2896,8 @@ class Basic:
         NAME = "basic.get-empty"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr",)
 
@@ -2854,6 +2942,8 @@ class Basic:
         NAME = "basic.ack"
         SYNCHRONOUS = False
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("longlong", "bit")
 
@@ -2898,6 +2988,8 @@ class Basic:
         NAME = "basic.reject"
         SYNCHRONOUS = False
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("longlong", "bit")
 
@@ -2942,6 +3034,8 @@ class Basic:
         NAME = "basic.recover"
         SYNCHRONOUS = False
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("bit",)
 
@@ -3291,6 +3385,8 @@ class File:
         NAME = "file.qos"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("long", "short", "bit")
 
@@ -3349,6 +3445,8 @@ class File:
         NAME = "file.qos-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -3385,6 +3483,8 @@ class File:
         NAME = "file.consume"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "bit", "bit", "bit", "bit")
 
@@ -3476,6 +3576,8 @@ class File:
         NAME = "file.consume-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr",)
 
@@ -3521,6 +3623,8 @@ class File:
         NAME = "file.cancel"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr", "bit")
 
@@ -3576,6 +3680,8 @@ class File:
         NAME = "file.cancel-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr",)
 
@@ -3621,6 +3727,8 @@ class File:
         NAME = "file.open"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr", "longlong")
 
@@ -3676,6 +3784,8 @@ class File:
         NAME = "file.open-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("longlong",)
 
@@ -3717,6 +3827,8 @@ class File:
         NAME = "file.stage"
         SYNCHRONOUS = False
         HAS_CONTENT = True
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -3744,6 +3856,8 @@ class File:
         NAME = "file.publish"
         SYNCHRONOUS = False
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "bit", "bit", "shortstr")
 
@@ -3833,6 +3947,8 @@ class File:
         NAME = "file.return"
         SYNCHRONOUS = False
         HAS_CONTENT = True
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "shortstr")
 
@@ -3917,6 +4033,8 @@ class File:
         NAME = "file.deliver"
         SYNCHRONOUS = False
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr", "longlong", "bit", "shortstr", "shortstr", "shortstr")
 
@@ -4011,6 +4129,8 @@ class File:
         NAME = "file.ack"
         SYNCHRONOUS = False
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("longlong", "bit")
 
@@ -4055,6 +4175,8 @@ class File:
         NAME = "file.reject"
         SYNCHRONOUS = False
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("longlong", "bit")
 
@@ -4319,6 +4441,8 @@ class Stream:
         NAME = "stream.qos"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("long", "short", "long", "bit")
 
@@ -4386,6 +4510,8 @@ class Stream:
         NAME = "stream.qos-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -4414,6 +4540,8 @@ class Stream:
         NAME = "stream.consume"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "bit", "bit", "bit")
 
@@ -4500,6 +4628,8 @@ class Stream:
         NAME = "stream.consume-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr",)
 
@@ -4545,6 +4675,8 @@ class Stream:
         NAME = "stream.cancel"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr", "bit")
 
@@ -4600,6 +4732,8 @@ class Stream:
         NAME = "stream.cancel-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr",)
 
@@ -4645,6 +4779,8 @@ class Stream:
         NAME = "stream.publish"
         SYNCHRONOUS = False
         HAS_CONTENT = True
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "bit", "bit")
 
@@ -4727,6 +4863,8 @@ class Stream:
         NAME = "stream.return"
         SYNCHRONOUS = False
         HAS_CONTENT = True
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "shortstr")
 
@@ -4804,6 +4942,8 @@ class Stream:
         NAME = "stream.deliver"
         SYNCHRONOUS = False
         HAS_CONTENT = True
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr", "longlong", "shortstr", "shortstr")
 
@@ -5010,6 +5150,8 @@ class Tx:
         NAME = "tx.select"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -5036,6 +5178,8 @@ class Tx:
         NAME = "tx.select-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -5063,6 +5207,8 @@ class Tx:
         NAME = "tx.commit"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -5089,6 +5235,8 @@ class Tx:
         NAME = "tx.commit-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -5116,6 +5264,8 @@ class Tx:
         NAME = "tx.rollback"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -5142,6 +5292,8 @@ class Tx:
         NAME = "tx.rollback-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -5176,6 +5328,8 @@ class Dtx:
         NAME = "dtx.select"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -5202,6 +5356,8 @@ class Dtx:
         NAME = "dtx.select-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -5229,6 +5385,8 @@ class Dtx:
         NAME = "dtx.start"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr",)
 
@@ -5273,6 +5431,8 @@ class Dtx:
         NAME = "dtx.start-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -5306,6 +5466,8 @@ class Tunnel:
         NAME = "tunnel.request"
         SYNCHRONOUS = False
         HAS_CONTENT = True
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("table",)
 
@@ -5479,6 +5641,8 @@ class Test:
         NAME = "test.integer"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("octet", "short", "long", "longlong", "octet")
 
@@ -5550,6 +5714,8 @@ class Test:
         NAME = "test.integer-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("longlong",)
 
@@ -5592,6 +5758,8 @@ class Test:
         NAME = "test.string"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr", "longstr", "octet")
 
@@ -5665,6 +5833,8 @@ class Test:
         NAME = "test.string-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("longstr",)
 
@@ -5714,6 +5884,8 @@ class Test:
         NAME = "test.table"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("table", "octet", "octet")
 
@@ -5774,6 +5946,8 @@ class Test:
         NAME = "test.table-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("longlong", "longstr")
 
@@ -5830,6 +6004,8 @@ class Test:
         NAME = "test.content"
         SYNCHRONOUS = True
         HAS_CONTENT = True
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -5856,6 +6032,8 @@ class Test:
         NAME = "test.content-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = True
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("long",)
 

@@ -228,6 +228,8 @@ class Connection:
         NAME = "connection.start"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("octet", "octet", "table", "longstr", "longstr")
 
@@ -316,6 +318,8 @@ class Connection:
         NAME = "connection.start-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("table", "shortstr", "longstr", "shortstr")
         SENSITIVE = frozenset({'response'})
@@ -403,6 +407,8 @@ class Connection:
         NAME = "connection.secure"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("longstr",)
 
@@ -451,6 +457,8 @@ class Connection:
         NAME = "connection.secure-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("longstr",)
         SENSITIVE = frozenset({'response'})
@@ -501,6 +509,8 @@ class Connection:
         NAME = "connection.tune"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("short", "long", "short")
 
@@ -552,6 +562,8 @@ class Connection:
         NAME = "connection.tune-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "long", "short")
 
@@ -605,6 +617,8 @@ class Connection:
         NAME = "connection.open"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr", "shortstr", "bit")
 
@@ -675,6 +689,8 @@ class Connection:
         NAME = "connection.open-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr",)
 
@@ -721,6 +737,8 @@ class Connection:
         NAME = "connection.close"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "short", "short")
 
@@ -786,6 +804,8 @@ class Connection:
         NAME = "connection.close-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -812,6 +832,8 @@ class Connection:
         NAME = "connection.blocked"
         SYNCHRONOUS = False
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr",)
 
@@ -856,6 +878,8 @@ class Connection:
         NAME = "connection.unblocked"
         SYNCHRONOUS = False
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -883,6 +907,8 @@ class Connection:
         NAME = "connection.update-secret"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("longstr", "shortstr")
         SENSITIVE = frozenset({'new_secret'})
@@ -946,6 +972,8 @@ class Connection:
         NAME = "connection.update-secret-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -982,6 +1010,8 @@ class Channel:
         NAME = "channel.open"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr",)
 
@@ -1026,6 +1056,8 @@ class Channel:
         NAME = "channel.open-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("longstr",)
 
@@ -1075,6 +1107,8 @@ class Channel:
         NAME = "channel.flow"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("bit",)
 
@@ -1114,6 +1148,8 @@ class Channel:
         NAME = "channel.flow-ok"
         SYNCHRONOUS = False
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("bit",)
 
@@ -1155,6 +1191,8 @@ class Channel:
         NAME = "channel.close"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "short", "short")
 
@@ -1220,6 +1258,8 @@ class Channel:
         NAME = "channel.close-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -1266,6 +1306,8 @@ class Exchange:
         NAME = "exchange.declare"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "bit", "bit", "bit", "bit", "bit", "table")
 
@@ -1369,6 +1411,8 @@ class Exchange:
         NAME = "exchange.declare-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -1397,6 +1441,8 @@ class Exchange:
         NAME = "exchange.delete"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "bit", "bit")
 
@@ -1468,6 +1514,8 @@ class Exchange:
         NAME = "exchange.delete-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -1496,6 +1544,8 @@ class Exchange:
         NAME = "exchange.bind"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "shortstr", "bit", "table")
 
@@ -1586,6 +1636,8 @@ class Exchange:
         NAME = "exchange.bind-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -1614,6 +1666,8 @@ class Exchange:
         NAME = "exchange.unbind"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "shortstr", "bit", "table")
 
@@ -1704,6 +1758,8 @@ class Exchange:
         NAME = "exchange.unbind-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -1748,6 +1804,8 @@ class Queue:
         NAME = "queue.declare"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "bit", "bit", "bit", "bit", "bit", "table")
 
@@ -1841,6 +1899,8 @@ class Queue:
         NAME = "queue.declare-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr", "long", "long")
 
@@ -1905,6 +1965,8 @@ class Queue:
         NAME = "queue.bind"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "shortstr", "bit", "table")
 
@@ -1995,6 +2057,8 @@ class Queue:
         NAME = "queue.bind-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -2023,6 +2087,8 @@ class Queue:
         NAME = "queue.unbind"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "shortstr", "table")
 
@@ -2106,6 +2172,8 @@ class Queue:
         NAME = "queue.unbind-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -2133,6 +2201,8 @@ class Queue:
         NAME = "queue.purge"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "bit")
 
@@ -2190,6 +2260,8 @@ class Queue:
         NAME = "queue.purge-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("long",)
 
@@ -2233,6 +2305,8 @@ class Queue:
         NAME = "queue.delete"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "bit", "bit", "bit")
 
@@ -2309,6 +2383,8 @@ class Queue:
         NAME = "queue.delete-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("long",)
 
@@ -2358,6 +2434,8 @@ class Basic:
         NAME = "basic.qos"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("long", "short", "bit")
 
@@ -2416,6 +2494,8 @@ class Basic:
         NAME = "basic.qos-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -2454,6 +2534,8 @@ class Basic:
         NAME = "basic.consume"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "bit", "bit", "bit", "bit", "table")
 
@@ -2552,6 +2634,8 @@ class Basic:
         NAME = "basic.consume-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr",)
 
@@ -2597,6 +2681,8 @@ class Basic:
         NAME = "basic.cancel"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr", "bit")
 
@@ -2652,6 +2738,8 @@ class Basic:
         NAME = "basic.cancel-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr",)
 
@@ -2697,6 +2785,8 @@ class Basic:
         NAME = "basic.publish"
         SYNCHRONOUS = False
         HAS_CONTENT = True
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "bit", "bit")
 
@@ -2779,6 +2869,8 @@ class Basic:
         NAME = "basic.return"
         SYNCHRONOUS = False
         HAS_CONTENT = True
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "shortstr", "shortstr")
 
@@ -2856,6 +2948,8 @@ class Basic:
         NAME = "basic.deliver"
         SYNCHRONOUS = False
         HAS_CONTENT = True
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr", "longlong", "bit", "shortstr", "shortstr")
 
@@ -2941,6 +3035,8 @@ class Basic:
         NAME = "basic.get"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("short", "shortstr", "bit")
 
@@ -2999,6 +3095,8 @@ class Basic:
         NAME = "basic.get-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = True
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("longlong", "bit", "shortstr", "shortstr", "long")
 
@@ -3081,6 +3179,8 @@ class Basic:
         NAME = "basic.get-empty"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ("shortstr",)
 
@@ -3125,6 +3225,8 @@ class Basic:
         NAME = "basic.ack"
         SYNCHRONOUS = False
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("longlong", "bit")
 
@@ -3169,6 +3271,8 @@ class Basic:
         NAME = "basic.reject"
         SYNCHRONOUS = False
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("longlong", "bit")
 
@@ -3213,6 +3317,8 @@ class Basic:
         NAME = "basic.recover-async"
         SYNCHRONOUS = False
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("bit",)
 
@@ -3253,6 +3359,8 @@ class Basic:
         NAME = "basic.recover"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("bit",)
 
@@ -3292,6 +3400,8 @@ class Basic:
         NAME = "basic.recover-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -3318,6 +3428,8 @@ class Basic:
         NAME = "basic.nack"
         SYNCHRONOUS = False
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("longlong", "bit", "bit")
 
@@ -3686,6 +3798,8 @@ class Tx:
         NAME = "tx.select"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -3712,6 +3826,8 @@ class Tx:
         NAME = "tx.select-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -3739,6 +3855,8 @@ class Tx:
         NAME = "tx.commit"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -3765,6 +3883,8 @@ class Tx:
         NAME = "tx.commit-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -3792,6 +3912,8 @@ class Tx:
         NAME = "tx.rollback"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -3818,6 +3940,8 @@ class Tx:
         NAME = "tx.rollback-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 
@@ -3852,6 +3976,8 @@ class Confirm:
         NAME = "confirm.select"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = False
+        SENT_BY_CLIENT = True
         FIELDS = __slots__
         FIELD_TYPES = ("bit",)
 
@@ -3891,6 +4017,8 @@ class Confirm:
         NAME = "confirm.select-ok"
         SYNCHRONOUS = True
         HAS_CONTENT = False
+        SENT_BY_SERVER = True
+        SENT_BY_CLIENT = False
         FIELDS = __slots__
         FIELD_TYPES = ()
 

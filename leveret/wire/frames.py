@@ -526,6 +526,11 @@ def content_frames(
         raise EncodeError(f"a body must be bytes-like, not {type(body).__name__}")
     payload = method.encode()
     props = properties.encode() if properties is not None else _NO_PROPERTIES
+    if len(payload) + 8 > frame_max or len(props) + 20 > frame_max:
+        raise EncodeError(
+            f"{method.NAME} or its content header does not fit in a frame of frame_max "
+            f"{frame_max} bytes (method {len(payload) + 8}, header {len(props) + 20})"
+        )
     size = len(body)
     if type(body) is memoryview and body.itemsize != 1:  # len() counts items, not bytes
         body = body.cast("B")

@@ -1,0 +1,963 @@
+"""Faults seen through the blocking client: what a user catches, and how soon.
+
+Every fault here is real: the broker closes connections (``rabbitmqctl close_connection``),
+stops its application, raises its memory alarm, is frozen with SIGSTOP; a TCP proxy on
+loopback (tests/tcpproxy.py) cuts or freezes connections in the middle of a publish, a
+delivery or a stream of confirms; tiny scripted servers answer with another protocol header
+or with garbage.  Nothing is mocked.  Every wait is bounded, so a hang fails the test.
+
+Destructive tests share one private node of this module (``fault_node``), which each test
+leaves running and unalarmed; the rest use the session's node through a proxy or with
+broker-side commands aimed at their own connection only.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+import uuid
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from broker import PrivateNode, private_node
+from leveret.client import (
+    AuthenticationError,
+    BlockedTimeout,
+    Connection,
+    ConnectionLost,
+    Message,
+    VersionMismatch,
+)
+from leveret.wire.errors import RemoteProtocolError
+from leveret.wire.replies import ConnectionForced, NotAllowed, ResourceLocked
+from tcpproxy import TCPProxy
+
+PROTOCOLS = ["0-9-1", "0-8"]
+needs_broker = pytest.mark.broker
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def within(seconds: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` in a thread; fail the test if it has not returned after ``seconds``."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the test thread below
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"{getattr(fn, '__name__', fn)} hung: no return within {seconds} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+class Waiter(threading.Thread):
+    """Runs ``fn`` (typically ``conn.drain_events``) in the background and records how and
+    when it ended."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self.fn = fn
+        self.error: BaseException | None = None
+        self.ended = 0.0
+
+    def run(self) -> None:
+        try:
+            self.fn()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.ended = time.monotonic()
+
+    def outcome(self, timeout: float) -> BaseException | None:
+        self.join(timeout)
+        if self.is_alive():
+            pytest.fail(f"the waiting thread was still blocked {timeout} s later")
+        return self.error
+
+
+def start_waiter(fn: Callable[[], Any]) -> Waiter:
+    waiter = Waiter(fn)
+    waiter.start()
+    time.sleep(0.3)  # let it get into its wait
+    assert waiter.is_alive(), f"the waiter ended early: {waiter.error!r}"
+    return waiter
+
+
+def connection_name() -> str:
+    return f"faults-{uuid.uuid4().hex[:10]}"
+
+
+def connect(url: str, name: str | None = None, **options: Any) -> Connection:
+    props = {"connection_name": name} if name else None
+    return within(15, Connection(url, client_properties=props, **options).connect)
+
+
+def broker_pid(node: PrivateNode, name: str) -> str:
+    """The broker's pid for the connection that announced ``connection_name`` = name."""
+    rows = [row for row in node.list_connections("pid", "client_properties") if name in row[1]]
+    assert len(rows) == 1, f"connection {name} not listed exactly once: {rows}"
+    return rows[0][0]
+
+
+def listed(node: PrivateNode, name: str) -> list[list[str]]:
+    """Rows (user, state, timeout, client_properties) of connections named ``name``."""
+    rows = node.list_connections("user", "state", "timeout", "client_properties")
+    return [row for row in rows if name in row[3]]
+
+
+def eventually(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout} s")
+        time.sleep(0.1)
+
+
+def queue_bodies(url: str, queue: str) -> list[bytes]:
+    """Every message in ``queue``, taken off it with a fresh connection."""
+    with connect(url) as conn:
+        ch = conn.channel()
+        bodies = []
+        while True:
+            msg = ch.basic_get(queue, no_ack=True, timeout=10)
+            if msg is None:
+                return bodies
+            bodies.append(bytes(msg.body))
+
+
+def message_count(url: str, queue: str) -> int:
+    with connect(url) as conn:
+        ok = conn.channel().queue_declare(queue, passive=True, timeout=10)
+        assert ok is not None
+        return ok.message_count
+
+
+@pytest.fixture(scope="module")
+def fault_node() -> Iterator[PrivateNode]:
+    """A private node for this module's destructive tests (stop_app, alarms, SIGSTOP)."""
+    started = private_node()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def proxy(node: PrivateNode) -> Iterator[TCPProxy]:
+    with TCPProxy(node.port) as p:
+        yield p
+
+
+# --------------------------------------------------------------------------- broker closes
+
+
+@needs_broker
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_broker_close_wakes_drain_events_and_fails_later_calls(node: PrivateNode, protocol: str) -> None:
+    name = connection_name()
+    conn = connect(node.url + f"?protocol={protocol}", name)
+    ch = conn.channel()
+    waiter = start_waiter(lambda: conn.drain_events(timeout=30))
+    closed_at = time.monotonic()
+    node.close_connection(broker_pid(node, name), "maintenance window 42")
+
+    err = waiter.outcome(10)
+    assert isinstance(err, ConnectionForced), repr(err)
+    assert err.reply_code == 320
+    assert "maintenance window 42" in str(err)
+    assert waiter.ended - closed_at < 5
+    assert not conn.is_open
+
+    # Later calls report the same cause, at once.
+    for call in (lambda: ch.queue_declare("", exclusive=True), conn.channel):
+        with pytest.raises(ConnectionForced, match="maintenance window 42"):
+            within(5, call)
+    within(5, conn.close)
+    within(5, conn.close)  # twice is fine too
+    assert listed(node, name) == []
+
+
+@needs_broker
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_broker_close_is_what_every_later_call_reports(node: PrivateNode, protocol: str) -> None:
+    name = connection_name()
+    conn = connect(node.url + f"?protocol={protocol}", name)
+    ch = conn.channel()
+    node.close_connection(broker_pid(node, name), "maintenance window 43")
+    time.sleep(1.0)  # the I/O thread has read the close, the broker has dropped the socket
+    for call in (lambda: ch.basic_publish(b"x", routing_key="nowhere"),
+                 lambda: ch.queue_declare("", exclusive=True), conn.channel,
+                 lambda: conn.drain_events(timeout=1)):
+        with pytest.raises(ConnectionForced, match="maintenance window 43"):
+            within(5, call)
+    within(5, conn.close)
+
+
+@needs_broker
+def test_close_all_connections_reaches_idle_connections(fault_node: PrivateNode) -> None:
+    # No thread of the user reads: the connection learns of the close by itself and the
+    # next call raises it instead of writing into a dead socket.
+    idle = connect(fault_node.url)
+    ch = idle.channel()
+    busy = connect(fault_node.url + "?protocol=0-8")
+    waiter = start_waiter(lambda: busy.drain_events(timeout=30))
+    fault_node.close_all_connections("everybody out")
+
+    err = waiter.outcome(10)
+    assert isinstance(err, ConnectionForced) and "everybody out" in str(err)
+    time.sleep(1.0)
+    with pytest.raises(ConnectionForced, match="everybody out"):
+        within(5, ch.queue_declare, "", exclusive=True)
+    within(5, idle.close)
+    within(5, busy.close)
+
+
+# --------------------------------------------------------------------------- broker app stops
+
+
+def _stop_app_outcome(node: PrivateNode) -> tuple[BaseException | None, float, BaseException | None]:
+    """Stop the app under a waiting and an idle connection; (waiter's error, seconds it took,
+    the idle connection's next error).  The app is started again before returning."""
+    waiting = connect(node.url)
+    waiting.channel()
+    idle = connect(node.url)
+    idle_ch = idle.channel()
+    waiter = start_waiter(lambda: waiting.drain_events(timeout=60))
+    stopped_at = time.monotonic()
+    try:
+        node.stop_app()
+        err = waiter.outcome(15)
+        took = waiter.ended - stopped_at
+        time.sleep(0.5)
+        idle_err: BaseException | None = None
+        try:
+            within(10, idle_ch.queue_declare, "", exclusive=True)
+        except BaseException as exc:
+            idle_err = exc
+        within(10, waiting.close)
+        within(10, idle.close)
+    finally:
+        node.start_app()
+    return err, took, idle_err
+
+
+@needs_broker
+def test_stop_app_fails_connections_promptly_and_start_app_lets_new_ones_in(fault_node: PrivateNode) -> None:
+    err, took, idle_err = _stop_app_outcome(fault_node)
+    assert isinstance(err, (ConnectionForced, ConnectionLost)), repr(err)
+    assert took < 10
+    assert isinstance(idle_err, (ConnectionForced, ConnectionLost)), repr(idle_err)
+
+    with connect(fault_node.url) as conn:
+        ch = conn.channel()
+        queue = ch.queue_declare("", exclusive=True).queue
+        ch.basic_publish(b"after restart", routing_key=queue)
+        msg = eventually(lambda: ch.basic_get(queue, no_ack=True), what="basic.get of the message")
+        assert msg.body == b"after restart"
+
+
+@needs_broker
+def test_stop_app_is_reported_as_the_brokers_connection_forced(fault_node: PrivateNode) -> None:
+    # RabbitMQ sends connection.close before it drops the socket; that is what a user
+    # should see.  Twice, so that a lucky ordering of the race cannot pass the test.
+    for _ in range(2):
+        err, took, idle_err = _stop_app_outcome(fault_node)
+        assert isinstance(err, ConnectionForced), repr(err)
+        assert "shutdown" in str(err) and err.reply_code == 320
+        assert isinstance(idle_err, ConnectionForced), repr(idle_err)
+
+
+# --------------------------------------------------------------------------- memory alarm
+
+
+@pytest.fixture
+def alarm(fault_node: PrivateNode) -> Iterator[PrivateNode]:
+    """The fault node; its memory watermark is restored whatever the test does."""
+    try:
+        yield fault_node
+    finally:
+        fault_node.set_vm_memory_high_watermark(0.4)
+
+
+@needs_broker
+def test_memory_alarm_blocks_publisher_then_unblocks(alarm: PrivateNode) -> None:
+    seen: list[tuple[str, Any]] = []
+    conn = connect(
+        alarm.url, blocked_timeout=1.0,
+        on_blocked=lambda reason: seen.append(("blocked", reason)),
+        on_unblocked=lambda: seen.append(("unblocked", None)),
+    )
+    try:
+        ch = conn.channel()
+        queue = ch.queue_declare(f"alarm-{uuid.uuid4().hex[:8]}").queue
+        ch.confirm_select()
+        ch.basic_publish(b"m0", routing_key=queue)
+        ch.wait_for_confirms(timeout=10)
+        assert conn.blocked is None
+
+        alarm.set_vm_memory_high_watermark(0)
+        # RabbitMQ blocks a connection when it publishes during the alarm: this publish
+        # still goes out (the client has not been told yet), then the broker says blocked.
+        ch.basic_publish(b"m1", routing_key=queue)
+        within(15, conn.drain_events, timeout=10)
+        assert seen == [("blocked", "low on memory")]
+        assert conn.blocked == "low on memory"
+        assert conn.is_open
+
+        started = time.monotonic()
+        with pytest.raises(BlockedTimeout):
+            within(10, ch.basic_publish, b"never sent", routing_key=queue)
+        waited = time.monotonic() - started
+        assert 0.9 <= waited <= 2.5, waited
+
+        alarm.set_vm_memory_high_watermark(0.4)
+        within(15, conn.drain_events, timeout=10)
+        assert seen[-1] == ("unblocked", None)
+        assert conn.blocked is None
+
+        ch.basic_publish(b"m2", routing_key=queue)
+        # Confirms stay in step with the broker: the publish that timed out took no tag.
+        assert within(15, ch.wait_for_confirms, timeout=10) is True
+        assert queue_bodies(alarm.url, queue) == [b"m0", b"m1", b"m2"]
+        ch.queue_delete(queue)
+    finally:
+        within(10, conn.close)
+
+
+@needs_broker
+def test_publish_waiting_on_a_blocked_connection_goes_out_when_unblocked(alarm: PrivateNode) -> None:
+    conn = connect(alarm.url, blocked_timeout=30.0)
+    try:
+        ch = conn.channel()
+        queue = ch.queue_declare("", exclusive=True).queue
+        alarm.set_vm_memory_high_watermark(0)
+        ch.basic_publish(b"first", routing_key=queue)
+        eventually(lambda: conn.blocked, what="connection.blocked")  # read by the I/O thread
+
+        timer = threading.Timer(1.5, alarm.set_vm_memory_high_watermark, (0.4,))
+        timer.start()
+        started = time.monotonic()
+        within(20, ch.basic_publish, b"second", routing_key=queue)
+        waited = time.monotonic() - started
+        timer.join()
+        assert 1.0 <= waited < 10, waited
+        assert conn.blocked is None
+        got = [eventually(lambda: ch.basic_get(queue, no_ack=True), what="a message").body
+               for _ in range(2)]
+        assert got == [b"first", b"second"]
+    finally:
+        within(10, conn.close)
+
+
+@needs_broker
+def test_memory_alarm_does_not_kill_a_0_8_connection(alarm: PrivateNode) -> None:
+    conn = connect(alarm.url + "?protocol=0-8")
+    try:
+        ch = conn.channel()
+        queue = ch.queue_declare(f"alarm08-{uuid.uuid4().hex[:8]}").queue
+        ch.basic_publish(b"a", routing_key=queue)
+        alarm.set_vm_memory_high_watermark(0)
+        ch.basic_publish(b"b", routing_key=queue)
+        time.sleep(1.5)
+        alarm.set_vm_memory_high_watermark(0.4)
+        time.sleep(0.5)
+        ch.basic_publish(b"c", routing_key=queue)
+        assert within(10, ch.queue_declare, queue, passive=True).message_count == 3
+        ch.queue_delete(queue)
+    finally:
+        within(10, conn.close)
+
+
+# --------------------------------------------------------------------------- refused logins
+
+
+@needs_broker
+@pytest.mark.parametrize("options", ["", "?protocol=0-8", "?auth_mechanism=AMQPLAIN"])
+def test_wrong_password_is_authentication_error_at_once(node: PrivateNode, options: str) -> None:
+    url = f"amqp://guest:not-the-password@127.0.0.1:{node.port}/{options}"
+    conn = Connection(url)
+    started = time.monotonic()
+    with pytest.raises(AuthenticationError) as info:
+        within(10, conn.connect)
+    assert time.monotonic() - started < 3
+    assert info.value.reply_code == 403
+    assert "ACCESS_REFUSED" in str(info.value)
+    assert "not-the-password" not in str(info.value)
+    assert not conn.is_open
+    within(5, conn.close)
+
+
+@needs_broker
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_missing_vhost_is_not_allowed(node: PrivateNode, protocol: str) -> None:
+    conn = Connection(f"{node.url}no-such-vhost?protocol={protocol}")
+    with pytest.raises(NotAllowed) as info:
+        within(10, conn.connect)
+    assert info.value.reply_code == 530
+    assert "no-such-vhost" in str(info.value)
+    assert not conn.is_open
+    within(5, conn.close)
+
+
+@needs_broker
+def test_exclusive_queue_of_another_connection_closes_only_the_channel(node: PrivateNode) -> None:
+    with connect(node.url) as owner, connect(node.url) as other:
+        queue = owner.channel().queue_declare("", exclusive=True).queue
+        ch = other.channel()
+        with pytest.raises(ResourceLocked) as info:
+            within(10, ch.basic_consume, queue, callback=lambda m: None)
+        assert info.value.reply_code == 405 and queue in str(info.value)
+        assert not ch.is_open and other.is_open
+        # The connection is fine: a new channel works.
+        ch2 = other.channel()
+        mine = ch2.queue_declare("", exclusive=True).queue
+        ch2.basic_publish(b"still fine", routing_key=mine)
+        msg = eventually(lambda: ch2.basic_get(mine, no_ack=True), what="basic.get")
+        assert msg.body == b"still fine"
+
+
+# --------------------------------------------------------------------------- heartbeats
+
+
+@needs_broker
+def test_slow_callback_does_not_cost_the_connection(node: PrivateNode) -> None:
+    name = connection_name()
+    queue = f"slow-{uuid.uuid4().hex[:8]}"
+    conn = connect(node.url + "?heartbeat=2", name)
+    try:
+        assert conn.heartbeat == 2
+        ch = conn.channel()
+        ch.queue_declare(queue)
+        got: list[Message] = []
+
+        def slow(msg: Message) -> None:
+            if not got:
+                time.sleep(6)  # three heartbeat intervals, without touching the connection
+            got.append(msg)
+
+        ch.basic_consume(queue, callback=slow)
+        ch.basic_publish(b"take your time", routing_key=queue)
+        within(20, conn.drain_events, timeout=10)
+        assert [m.body for m in got] == [b"take your time"]
+        assert conn.is_open
+        rows = listed(node, name)
+        assert [row[1:3] for row in rows] == [["running", "2"]]
+        got[0].ack()
+        ch.basic_publish(b"next", routing_key=queue)
+        within(20, conn.drain_events, timeout=10)
+        got[1].ack()
+    finally:
+        within(10, conn.close)
+    # Both acks reached the broker: nothing came back to the queue at close.
+    assert message_count(node.url, queue) == 0
+    with connect(node.url) as cleanup:
+        cleanup.channel().queue_delete(queue)
+
+
+@needs_broker
+def test_frozen_broker_is_detected_by_missed_heartbeats(fault_node: PrivateNode) -> None:
+    conn = connect(fault_node.url + "?heartbeat=2")
+    ch = conn.channel()
+    waiter = start_waiter(lambda: conn.drain_events(timeout=60))
+    paused_at = time.monotonic()
+    fault_node.pause()
+    try:
+        err = waiter.outcome(15)
+        assert isinstance(err, ConnectionLost), repr(err)
+        assert waiter.ended - paused_at <= 2 * 2 + 1.5
+        assert "heartbeat" in str(err)
+        with pytest.raises(ConnectionLost):
+            within(3, ch.queue_declare, "", exclusive=True)
+        within(3, conn.close)  # the broker is still frozen: close must not wait for it
+    finally:
+        fault_node.resume()
+    with connect(fault_node.url) as again:
+        assert again.channel().is_open
+
+
+@needs_broker
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_black_hole_fails_an_idle_connections_next_call_at_once(proxy: TCPProxy, protocol: str) -> None:
+    # Nobody waits on this connection; its I/O thread notices the silence, so the next
+    # call fails at once instead of after rpc_timeout.
+    conn = connect(proxy.url(query=f"heartbeat=2&protocol={protocol}"), rpc_timeout=30)
+    ch = conn.channel()
+    proxy.freeze()
+    time.sleep(2 * 2 + 1.5)
+    started = time.monotonic()
+    with pytest.raises(ConnectionLost, match="heartbeat"):
+        within(10, ch.queue_declare, "", exclusive=True)
+    assert time.monotonic() - started < 1
+    within(3, conn.close)
+
+
+@needs_broker
+def test_close_on_a_black_holed_connection_ends_after_missed_heartbeats(proxy: TCPProxy) -> None:
+    # close() waits for close-ok; with the broker unreachable, missed heartbeats end that
+    # wait after two intervals, not rpc_timeout.
+    conn = connect(proxy.url(query="heartbeat=2"), rpc_timeout=60)
+    conn.channel()
+    proxy.freeze()
+    started = time.monotonic()
+    within(15, conn.close)
+    assert time.monotonic() - started <= 2 * 2 + 1.5
+    assert not conn.is_open
+
+
+@needs_broker
+@pytest.mark.parametrize("size", [5_000_000, 40_000_000], ids=["io-thread-writes", "publisher-writes"])
+def test_black_hole_during_a_large_publish_is_detected_by_heartbeats(proxy: TCPProxy, size: int) -> None:
+    conn = connect(proxy.url(query="heartbeat=2"))
+    ch = conn.channel()
+    queue = ch.queue_declare("", exclusive=True).queue
+    body = b"x" * size
+    proxy.freeze()  # the broker stops reading: the publish fills the socket buffers
+    frozen_at = time.monotonic()
+
+    def publish_then_call() -> None:
+        ch.basic_publish(body, routing_key=queue)
+        ch.queue_declare(queue, passive=True)
+
+    waiter = Waiter(publish_then_call)
+    waiter.start()
+    waiter.join(2 * 2 + 4)
+    try:
+        assert not waiter.is_alive(), "still blocked 8 s after the broker went silent (heartbeat 2 s)"
+        assert isinstance(waiter.error, ConnectionLost), repr(waiter.error)
+        assert waiter.ended - frozen_at <= 2 * 2 + 3
+    finally:
+        proxy.cut("reset")  # frees a blocked writer either way
+        waiter.join(10)
+        within(5, conn.close)
+
+
+def test_nothing_listening_is_connection_refused() -> None:
+    with socket.socket() as probe:  # a port nobody listens on: bound, never listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        conn = Connection(f"amqp://guest:guest@127.0.0.1:{port}/", connection_timeout=5)
+        with pytest.raises(ConnectionRefusedError):
+            within(10, conn.connect)
+    assert not conn.is_open
+    within(5, conn.close)
+
+
+# --------------------------------------------------------------------------- TCP cuts
+
+
+@needs_broker
+@pytest.mark.parametrize("mode", ["reset", "close"])
+def test_cut_in_the_middle_of_a_large_publish(node: PrivateNode, proxy: TCPProxy, mode: str) -> None:
+    conn = connect(proxy.url(), rpc_timeout=15)
+    try:
+        ch = conn.channel()
+        queue = ch.queue_declare(f"bigcut-{uuid.uuid4().hex[:8]}").queue
+        proxy.cut_after(up=300_000, mode=mode)  # ~2 frames into a 5 MB body
+        with pytest.raises(ConnectionLost):
+            within(20, ch.basic_publish, b"x" * 5_000_000, routing_key=queue)
+            # publishes may be written in the background: the next call sees the cut
+            within(20, ch.queue_declare, queue, passive=True)
+        assert not conn.is_open
+    finally:
+        within(5, conn.close)
+    # The broker threw the half message away.
+    assert message_count(node.url, queue) == 0
+    with connect(node.url) as cleanup:
+        cleanup.channel().queue_delete(queue)
+
+
+@needs_broker
+@pytest.mark.parametrize("mode", ["reset", "close"])
+def test_cut_in_the_middle_of_a_delivery(node: PrivateNode, proxy: TCPProxy, mode: str) -> None:
+    queue = f"delcut-{uuid.uuid4().hex[:8]}"
+    body = bytes(range(256)) * 8192  # 2 MiB: many body frames
+    with connect(node.url) as direct:
+        dch = direct.channel()
+        dch.queue_declare(queue)
+        dch.confirm_select()
+        dch.basic_publish(body, routing_key=queue)
+        dch.wait_for_confirms(timeout=10)
+
+    conn = connect(proxy.url(), rpc_timeout=15)
+    got: list[Message] = []
+    try:
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=1)
+        proxy.cut_after(down=700_000, mode=mode)
+        ch.basic_consume(queue, callback=got.append)
+        with pytest.raises(ConnectionLost):
+            within(20, conn.drain_events, timeout=15)
+        assert got == []  # no partial message reaches the callback
+        with pytest.raises(ConnectionLost):
+            within(5, ch.basic_ack, 1)
+    finally:
+        within(5, conn.close)
+    # Never acked, so the broker still has it, whole.
+    eventually(lambda: message_count(node.url, queue) == 1, what="requeue of the message")
+    assert queue_bodies(node.url, queue) == [body]
+
+
+def _acked_tags(transcript: bytes, channel: int, published: int) -> set[int]:
+    """The delivery tags the broker's basic.ack / basic.nack frames in ``transcript`` settle
+    (complete frames only: a frame cut in half never reached the client whole)."""
+    settled: set[int] = set()
+    offset = 0
+    while offset + 7 <= len(transcript):
+        frame_type, chan, size = struct.unpack_from(">BHI", transcript, offset)
+        if offset + 8 + size > len(transcript):
+            break
+        payload = transcript[offset + 7: offset + 7 + size]
+        offset += 8 + size
+        if frame_type == 1 and chan == channel and payload[:4] in (b"\x00\x3c\x00\x50", b"\x00\x3c\x00\x78"):
+            tag, bits = struct.unpack_from(">QB", payload, 4)
+            if bits & 1:
+                settled.update(t for t in range(1, published + 1) if tag == 0 or t <= tag)
+            else:
+                settled.add(tag)
+    return settled
+
+
+@needs_broker
+@pytest.mark.parametrize("let_through", [0, 10, 21, 50, 200])
+def test_cut_among_the_confirms_reports_exactly_the_unconfirmed(node: PrivateNode, let_through: int) -> None:
+    queue = f"confcut-{uuid.uuid4().hex[:8]}"
+    with TCPProxy(node.port, record=True) as proxy:
+        conn = connect(proxy.url(), rpc_timeout=15)
+        try:
+            ch = conn.channel()
+            ch.queue_declare(queue)
+            ch.confirm_select()
+            # Hold back what the broker sends: its acks wait in the proxy's socket buffer.
+            proxy.freeze("down")
+            tags = [ch.basic_publish(f"m{i}".encode(), routing_key=queue) for i in range(1, 101)]
+            assert tags == list(range(1, 101))
+            eventually(lambda: message_count(node.url, queue) == 100, what="100 messages queued")
+            # Let ``let_through`` bytes of acks reach the client, then cut (often mid-frame).
+            proxy.cut_after(down=let_through, mode="close")
+            proxy.thaw()
+            time.sleep(0.5)
+            proxy.cut("close")  # in case all the acks took fewer bytes
+            lost: ConnectionLost | None = None
+            try:
+                within(20, ch.wait_for_confirms, timeout=15)
+            except ConnectionLost as exc:
+                lost = exc
+            if lost is None:  # every ack got through before the cut
+                with pytest.raises(ConnectionLost) as info:
+                    within(10, ch.queue_declare, queue, passive=True)
+                lost = info.value
+            cid = ch.channel_id
+        finally:
+            within(5, conn.close)
+        acked = _acked_tags(proxy.transcript("down"), cid, 100)
+    assert lost is not None
+    expected = sorted(set(range(1, 101)) - acked)
+    if let_through == 0:
+        assert expected == list(range(1, 101))
+    assert lost.unconfirmed == ({cid: expected} if expected else {})
+    # Unknown fate is not lost: the broker had them all.
+    assert sorted(queue_bodies(node.url, queue)) == sorted(f"m{i}".encode() for i in range(1, 101))
+    with connect(node.url) as cleanup:
+        cleanup.channel().queue_delete(queue)
+
+
+# --------------------------------------------------------------------------- scripted servers
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError(f"peer closed after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+def _until_eof(sock: socket.socket) -> None:
+    """Wait until the client hangs up (or 10 s pass)."""
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+
+
+def _read_frame(sock: socket.socket) -> tuple[int, int, bytes]:
+    frame_type, channel, size = struct.unpack(">BHI", _recv_exactly(sock, 7))
+    payload = _recv_exactly(sock, size)
+    assert _recv_exactly(sock, 1) == b"\xce"
+    return frame_type, channel, payload
+
+
+def _method(class_id: int, method_id: int, args: bytes, channel: int = 0) -> bytes:
+    payload = struct.pack(">HH", class_id, method_id) + args
+    return struct.pack(">BHI", 1, channel, len(payload)) + payload + b"\xce"
+
+
+def _longstr(value: bytes) -> bytes:
+    return struct.pack(">I", len(value)) + value
+
+
+# connection.start (0-9-1): version 0-9, no server properties, PLAIN, en_US.
+START = _method(10, 10, b"\x00\x09" + struct.pack(">I", 0) + _longstr(b"PLAIN") + _longstr(b"en_US"))
+TUNE = _method(10, 30, struct.pack(">HIH", 2047, 131072, 0))
+OPEN_OK = _method(10, 41, b"\x00")
+
+
+class ScriptedServer:
+    """A one-connection server on 127.0.0.1 that runs ``script(sock)`` and records the
+    reply code of any connection.close (0-9-1: class 10, method 50) the client sends."""
+
+    def __init__(self, script: Callable[[socket.socket], None]) -> None:
+        self.script = script
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.close_codes: list[int] = []
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> ScriptedServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.listener.close()
+        self.thread.join(5)
+
+    def url(self, query: str = "") -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/" + (f"?{query}" if query else "")
+
+    def _serve(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except OSError:
+            return
+        with sock:
+            sock.settimeout(10)
+            try:
+                self.script(sock)
+            except BaseException as exc:
+                self.error = exc
+
+    def read_until_close(self, sock: socket.socket) -> None:
+        """Read the client's frames until its connection.close (recorded) or EOF."""
+        try:
+            while True:
+                frame_type, _, payload = _read_frame(sock)
+                if frame_type == 1 and payload[:4] == b"\x00\x0a\x00\x32":
+                    self.close_codes.append(struct.unpack_from(">H", payload, 4)[0])
+                    return
+        except (EOFError, OSError):
+            return
+
+
+def _answer_with_header(header: bytes) -> Callable[[socket.socket], None]:
+    def script(sock: socket.socket) -> None:
+        _recv_exactly(sock, 8)
+        sock.sendall(header)
+
+    return script
+
+
+@pytest.mark.parametrize(
+    ("protocol", "answer", "names"),
+    [
+        ("0-8", b"AMQP\x00\x00\x09\x01", ("0-8", "0-9-1")),
+        ("0-9-1", b"AMQP\x01\x01\x08\x00", ("0-9-1", "0-8")),
+        ("0-9-1", b"AMQP\x00\x01\x00\x00", ("0-9-1", "1.0")),
+    ],
+    ids=["0-8-client-0-9-1-server", "0-9-1-client-0-8-server", "0-9-1-client-1.0-server"],
+)
+def test_server_with_another_protocol_is_version_mismatch(protocol: str, answer: bytes,
+                                                          names: tuple[str, str]) -> None:
+    with ScriptedServer(_answer_with_header(answer)) as server:
+        conn = Connection(server.url(f"protocol={protocol}"), connection_timeout=5)
+        with pytest.raises(VersionMismatch) as info:
+            within(10, conn.connect)
+        for name in names:
+            assert name in str(info.value)
+        assert not conn.is_open
+        within(5, conn.close)
+
+
+def test_version_mismatch_names_amqp_0_10() -> None:
+    with ScriptedServer(_answer_with_header(b"AMQP\x01\x01\x00\x0a")) as server:
+        conn = Connection(server.url(), connection_timeout=5)
+        with pytest.raises(VersionMismatch) as info:
+            within(10, conn.connect)
+        assert "0-9-1" in str(info.value) and "0-10" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("garbage", "code"),
+    [
+        (b"\x01\x00\x00\x00\x00\x00\x04\x00\x0a\x00\x1e\x00", 501),  # frame-end is not 0xCE
+        (b"\x09\x00\x00\x00\x00\x00\x00\xce", 501),  # frame type 9 does not exist
+        (_method(10, 99, b""), 540),  # connection method 99 does not exist
+        (_method(60, 80, struct.pack(">QB", 1, 0)), 504),  # basic.ack on channel 0
+        (_method(10, 30, b"\x00"), 502),  # connection.tune cut short
+    ],
+    ids=["bad-frame-end", "unknown-frame-type", "unknown-method", "channel-method-on-0", "truncated-args"],
+)
+@pytest.mark.parametrize("when", ["after-start-ok", "after-open"])
+def test_garbage_from_the_server_is_answered_with_connection_close(garbage: bytes, code: int, when: str) -> None:
+    def script(sock: socket.socket) -> None:
+        _recv_exactly(sock, 8)
+        sock.sendall(START)
+        _read_frame(sock)  # start-ok
+        if when == "after-open":
+            sock.sendall(TUNE)
+            _read_frame(sock)  # tune-ok
+            _read_frame(sock)  # open
+            sock.sendall(OPEN_OK)
+            time.sleep(0.3)  # let the client settle in OPEN
+        sock.sendall(garbage)
+        server.read_until_close(sock)
+
+    with ScriptedServer(script) as server:
+        conn = Connection(server.url(), connection_timeout=5, rpc_timeout=5)
+        with pytest.raises(RemoteProtocolError) as info:
+            within(10, conn.connect)  # after-start-ok: raises here
+            within(10, conn.channel)  # after-open: here (or in connect, if read by then)
+        assert info.value.reply_code == code
+        server.thread.join(5)
+        assert server.error is None, repr(server.error)
+        assert server.close_codes == [code]
+        with pytest.raises(RemoteProtocolError):
+            within(5, conn.channel)  # every later call reports it
+        within(5, conn.close)
+
+
+_FUZZ_METHODS = [
+    (10, 50), (10, 60), (10, 61), (10, 10), (20, 40), (20, 41), (20, 20), (20, 11),
+    (60, 60), (60, 50), (60, 71), (60, 72), (60, 80), (60, 120), (60, 30), (60, 21),
+    (50, 11), (40, 11), (85, 11), (90, 11), (99, 99),
+]
+
+
+def _fuzz_frames(seed: int) -> bytes:
+    """A few well-framed frames with random contents (and now and then a broken frame)."""
+    import random
+
+    rnd = random.Random(seed)
+    out = b""
+    for _ in range(rnd.randint(1, 4)):
+        channel = rnd.choice([0, 1, 1, 2])
+        kind = rnd.random()
+        if kind < 0.5:
+            class_id, method_id = rnd.choice(_FUZZ_METHODS)
+            out += _method(class_id, method_id, rnd.randbytes(rnd.randint(0, 40)), channel)
+        elif kind < 0.8:  # a delivery: method, header with a random size, some body
+            tag = rnd.randint(0, 5)
+            args = bytes([3]) + b"ctg" + struct.pack(">QB", tag, 0) + b"\x00" + bytes([1]) + b"q"
+            out += _method(60, 60, args, channel)
+            size = rnd.choice([0, 1, 10, 2**40])
+            header = struct.pack(">HHQH", 60, 0, size, rnd.choice([0, 0x8000, 0xFFFF]))
+            header += rnd.randbytes(rnd.randint(0, 8))
+            out += struct.pack(">BHI", 2, channel, len(header)) + header + b"\xce"
+            body = rnd.randbytes(rnd.randint(0, 12))
+            out += struct.pack(">BHI", 3, channel, len(body)) + body + b"\xce"
+        elif kind < 0.9:
+            frame_type = rnd.choice([2, 3, 8])
+            payload = rnd.randbytes(rnd.randint(0, 20))
+            out += struct.pack(">BHI", frame_type, channel, len(payload)) + payload + b"\xce"
+        else:
+            out += rnd.randbytes(rnd.randint(1, 30))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_frames_from_the_server_raise_only_leveret_errors(seed: int) -> None:
+    from leveret.wire.errors import LeveretError
+
+    def script(sock: socket.socket) -> None:
+        _recv_exactly(sock, 8)
+        sock.sendall(START)
+        _read_frame(sock)  # start-ok
+        sock.sendall(TUNE)
+        _read_frame(sock)  # tune-ok
+        _read_frame(sock)  # open
+        sock.sendall(OPEN_OK)
+        _read_frame(sock)  # channel.open
+        sock.sendall(_method(20, 11, b"\x00\x00\x00\x00", 1))
+        time.sleep(0.05)
+        sock.sendall(_fuzz_frames(seed))
+        time.sleep(0.05)  # then hang up: whatever was accepted, the connection ends
+
+    def client() -> BaseException:
+        conn = Connection(server.url(), connection_timeout=5, rpc_timeout=5)
+        try:
+            conn.connect()
+            ch = conn.channel()
+            ch.basic_consume("q", consumer_tag="ctg", nowait=True, callback=lambda m: None)
+            while True:
+                conn.drain_events(timeout=5)
+        except BaseException as exc:
+            return exc
+        finally:
+            conn.close()
+
+    with ScriptedServer(script) as server:
+        err = within(15, client)
+    assert isinstance(err, LeveretError), f"{type(err).__name__}: {err}"
+    assert not isinstance(err, TimeoutError), "the hang-up went unnoticed"
+
+
+def test_garbage_instead_of_connection_start_is_a_protocol_error() -> None:
+    def script(sock: socket.socket) -> None:
+        _recv_exactly(sock, 8)
+        sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        _until_eof(sock)
+
+    with ScriptedServer(script) as server:
+        conn = Connection(server.url(), connection_timeout=5)
+        with pytest.raises(RemoteProtocolError) as info:
+            within(10, conn.connect)
+        assert not isinstance(info.value, VersionMismatch)
+        assert info.value.reply_code >= 500
+        within(5, conn.close)
+
+
+@pytest.mark.parametrize("cut_after", [0, 3, len(START) - 1], ids=["no-bytes", "3-bytes", "all-but-one"])
+def test_server_that_hangs_up_during_the_handshake_is_connection_lost(cut_after: int) -> None:
+    def script(sock: socket.socket) -> None:
+        _recv_exactly(sock, 8)
+        sock.sendall(START[:cut_after])
+
+    with ScriptedServer(script) as server:
+        conn = Connection(server.url(), connection_timeout=5)
+        started = time.monotonic()
+        with pytest.raises(ConnectionLost):
+            within(10, conn.connect)
+        assert time.monotonic() - started < 3
+        within(5, conn.close)
+
+
+def test_server_that_never_answers_times_out_after_connection_timeout() -> None:
+    def script(sock: socket.socket) -> None:
+        _recv_exactly(sock, 8)
+        _until_eof(sock)
+
+    with ScriptedServer(script) as server:
+        conn = Connection(server.url(), connection_timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            within(10, conn.connect)
+        assert 0.8 <= time.monotonic() - started < 3
+        within(5, conn.close)

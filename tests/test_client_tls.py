@@ -1,0 +1,322 @@
+"""TLS through the blocking client, against a private node with a TLS listener.
+
+The node (one per module) listens for TLS on a port of its own, checks client certificates
+against our test CA when one is offered (``verify_peer``, ``fail_if_no_peer_cert = false``),
+and offers SASL EXTERNAL (rabbitmq_auth_mechanism_ssl) with the certificate's common name
+as the user name.  Certificates come from tests/certs.py (``openssl``).
+
+What users rely on: verification is on by default and uses the name they connect to (or
+``server_name_indication``); ``verify=false`` is the only way around it; a client
+certificate with ``auth_mechanism=EXTERNAL`` logs in as its CN, and EXTERNAL is never chosen
+unless asked for.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+import uuid
+from typing import Any, Callable, Iterator
+from urllib.parse import quote
+
+import pytest
+
+from broker import PrivateNode, private_node
+from certs import Certs, make_certs
+from leveret.client import AuthenticationError, Connection, ConnectionLost, Message
+from leveret.wire.errors import RemoteProtocolError
+
+pytestmark = pytest.mark.broker
+
+CLIENT_CN = "leveret-tls-client"
+
+
+def within(seconds: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` in a thread; fail the test if it has not returned after ``seconds``."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"{getattr(fn, '__name__', fn)} hung: no return within {seconds} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+class TLSNode:
+    """The node, its TLS port and the certificates."""
+
+    def __init__(self, node: PrivateNode, tls_port: int, certs: Certs, rogue: Certs) -> None:
+        self.node = node
+        self.tls_port = tls_port
+        self.certs = certs
+        self.rogue = rogue
+
+    def url(self, host: str = "localhost", user: str = "guest", password: str = "guest", **options: Any) -> str:
+        query = "&".join(f"{k}={quote(str(v), safe='')}" for k, v in options.items())
+        return f"amqps://{user}:{password}@{host}:{self.tls_port}/" + (f"?{query}" if query else "")
+
+    def connection_rows(self, name: str) -> list[list[str]]:
+        """(user, ssl, auth_mechanism, peer_cert_subject) of the connection called ``name``."""
+        rows = self.node.list_connections("user", "ssl", "auth_mechanism", "peer_cert_subject",
+                                          "client_properties")
+        return [row[:4] for row in rows if name in row[4]]
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSNode]:
+    import rabbitmq  # scripts/, on sys.path through tests/broker.py
+
+    folder = tmp_path_factory.mktemp("tls")
+    certs = make_certs(folder / "good", CLIENT_CN)
+    # The same CN, signed by a CA the broker does not trust.
+    rogue = make_certs(folder / "rogue", CLIENT_CN)
+    port = rabbitmq.free_port()
+    config = (
+        f"listeners.ssl.default = 127.0.0.1:{port}\n"
+        f"ssl_options.cacertfile = {certs.ca_cert}\n"
+        f"ssl_options.certfile = {certs.server_cert}\n"
+        f"ssl_options.keyfile = {certs.server_key}\n"
+        "ssl_options.verify = verify_peer\n"
+        "ssl_options.fail_if_no_peer_cert = false\n"
+        "auth_mechanisms.1 = PLAIN\n"
+        "auth_mechanisms.2 = AMQPLAIN\n"
+        "auth_mechanisms.3 = EXTERNAL\n"
+        "ssl_cert_login_from = common_name\n"
+    )
+    node = private_node(plugins=["rabbitmq_auth_mechanism_ssl"], config=config)
+    try:
+        # EXTERNAL needs a user of that name; its password is never used.
+        node.add_user(CLIENT_CN, uuid.uuid4().hex)
+        node.set_permissions(CLIENT_CN, "/")
+        yield TLSNode(node, port, certs, rogue)
+    finally:
+        node.stop()
+
+
+def named(url: str, **options: Any) -> tuple[Connection, str]:
+    name = f"tls-{uuid.uuid4().hex[:10]}"
+    return Connection(url, client_properties={"connection_name": name}, **options), name
+
+
+def round_trip(conn: Connection, body: bytes = b"over TLS") -> None:
+    ch = conn.channel()
+    queue = ch.queue_declare("", exclusive=True).queue
+    ch.basic_publish(Message(body, content_type="application/octet-stream"), routing_key=queue)
+    deadline = time.monotonic() + 10
+    while True:
+        msg = ch.basic_get(queue, no_ack=True)
+        if msg is not None:
+            break
+        assert time.monotonic() < deadline, "the message never arrived"
+        time.sleep(0.05)
+    assert msg.body == body
+    assert msg.properties["content_type"] == "application/octet-stream"
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def test_amqps_with_the_ca_verifies_and_works(tls: TLSNode) -> None:
+    conn, name = named(tls.url(cacertfile=tls.certs.ca_cert))
+    with within(15, conn.connect):
+        round_trip(conn)
+        [(user, is_ssl, mechanism, _)] = tls.connection_rows(name)
+        assert (user, is_ssl, mechanism) == ("guest", "true", "PLAIN")
+
+
+def test_verification_is_on_by_default(tls: TLSNode) -> None:
+    # No cacertfile: the system's CAs, which never signed our test CA.
+    conn = Connection(tls.url())
+    with pytest.raises(ssl.SSLCertVerificationError):
+        within(15, conn.connect)
+    assert not conn.is_open
+    within(5, conn.close)
+
+
+def test_verify_false_connects_without_the_ca(tls: TLSNode) -> None:
+    conn = Connection(tls.url(verify="false"))
+    with within(15, conn.connect):
+        round_trip(conn)
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+def test_certificate_must_name_the_host(tls: TLSNode, host: str) -> None:
+    # Verified against the CA, but the certificate names localhost and 127.0.0.1 only: a
+    # connection through another name for the same broker must fail.
+    with within(15, Connection(tls.url(host=host, cacertfile=tls.certs.ca_cert)).connect) as conn:
+        assert conn.is_open
+    conn = Connection(tls.url(host=host, cacertfile=tls.certs.ca_cert,
+                              server_name_indication="broker.example.com"))
+    with pytest.raises(ssl.SSLCertVerificationError, match="broker.example.com"):
+        within(15, conn.connect)
+
+
+def test_server_name_indication_is_the_name_verified(tls: TLSNode) -> None:
+    conn = Connection(tls.url(host="127.0.0.1", cacertfile=tls.certs.ca_cert,
+                              server_name_indication="localhost"))
+    with within(15, conn.connect):
+        round_trip(conn)
+
+
+def test_ssl_context_is_used_as_given(tls: TLSNode) -> None:
+    ctx = ssl.create_default_context(cafile=str(tls.certs.ca_cert))
+    ctx.load_cert_chain(str(tls.certs.client_cert), str(tls.certs.client_key))
+    conn, name = named(tls.url(auth_mechanism="EXTERNAL", user="", password=""), ssl_context=ctx)
+    with within(15, conn.connect):
+        [(user, _, mechanism, _)] = tls.connection_rows(name)
+        assert (user, mechanism) == (CLIENT_CN, "EXTERNAL")
+
+
+# --------------------------------------------------------------------------- client certificates
+
+
+def test_client_certificate_with_external_logs_in_as_its_cn(tls: TLSNode) -> None:
+    c = tls.certs
+    conn, name = named(tls.url(user="someone-else", password="ignored", cacertfile=c.ca_cert,
+                               certfile=c.client_cert, keyfile=c.client_key,
+                               auth_mechanism="EXTERNAL"))
+    with within(15, conn.connect):
+        round_trip(conn)
+        [(user, is_ssl, mechanism, subject)] = tls.connection_rows(name)
+        assert (user, is_ssl, mechanism) == (CLIENT_CN, "true", "EXTERNAL")
+        assert CLIENT_CN in subject
+
+
+def test_external_is_never_chosen_unless_asked_for(tls: TLSNode) -> None:
+    c = tls.certs
+    conn, name = named(tls.url(cacertfile=c.ca_cert, certfile=c.client_cert, keyfile=c.client_key))
+    with within(15, conn.connect):
+        assert "EXTERNAL" in conn.core.mechanisms  # offered, and a certificate is there
+        [(user, is_ssl, mechanism, subject)] = tls.connection_rows(name)
+        assert (user, is_ssl, mechanism) == ("guest", "true", "PLAIN")
+        assert CLIENT_CN in subject  # the certificate was presented, and not used to log in
+
+
+def test_external_without_a_client_certificate_is_refused(tls: TLSNode) -> None:
+    conn = Connection(tls.url(cacertfile=tls.certs.ca_cert, auth_mechanism="EXTERNAL"))
+    started = time.monotonic()
+    with pytest.raises(AuthenticationError) as info:
+        within(15, conn.connect)
+    assert time.monotonic() - started < 5
+    assert info.value.reply_code == 403
+    within(5, conn.close)
+
+
+def test_external_on_plain_tcp_names_the_offered_mechanisms(tls: TLSNode) -> None:
+    # The broker offers EXTERNAL on TLS connections only.
+    conn = Connection(f"amqp://guest:guest@127.0.0.1:{tls.node.port}/?auth_mechanism=EXTERNAL")
+    with pytest.raises(AuthenticationError) as info:
+        within(15, conn.connect)
+    text = str(info.value)
+    assert "EXTERNAL" in text and "PLAIN" in text and "AMQPLAIN" in text
+    assert not conn.is_open
+    within(5, conn.close)
+    # PLAIN on the same port is fine.
+    with within(15, Connection(tls.node.url).connect) as plain:
+        assert plain.is_open
+
+
+def test_client_certificate_from_an_unknown_ca_is_rejected(tls: TLSNode) -> None:
+    r = tls.rogue
+    conn = Connection(tls.url(cacertfile=tls.certs.ca_cert, certfile=r.client_cert, keyfile=r.client_key,
+                              auth_mechanism="EXTERNAL"), connection_timeout=5)
+    # With TLS 1.3 the broker's alert arrives after the client's side of the handshake, so
+    # the failure shows while reading ("tlsv1 alert unknown ca") or, when our protocol
+    # header is written after the broker hung up, while writing ("EOF occurred in
+    # violation of protocol"; the alert is then never read).
+    started = time.monotonic()
+    with pytest.raises((ssl.SSLError, ConnectionLost)):
+        within(15, conn.connect)
+    assert time.monotonic() - started < 3
+    assert not conn.is_open
+    within(5, conn.close)
+    assert [row for row in tls.node.list_connections("user") if row == [CLIENT_CN]] == []
+
+
+def test_amqps_to_a_plain_port_fails_fast_with_an_ssl_error(tls: TLSNode) -> None:
+    conn = Connection(f"amqps://guest:guest@localhost:{tls.node.port}/?cacertfile={tls.certs.ca_cert}",
+                      connection_timeout=5)
+    started = time.monotonic()
+    with pytest.raises(ssl.SSLError):
+        within(15, conn.connect)
+    assert time.monotonic() - started < 3
+    within(5, conn.close)
+
+
+def test_plain_amqp_to_the_tls_port_fails_fast_with_a_protocol_error(tls: TLSNode) -> None:
+    # The TLS listener answers our protocol header with a TLS alert record.
+    conn = Connection(f"amqp://guest:guest@127.0.0.1:{tls.tls_port}/", connection_timeout=5)
+    started = time.monotonic()
+    with pytest.raises((RemoteProtocolError, ConnectionLost)):
+        within(15, conn.connect)
+    assert time.monotonic() - started < 3
+    assert not conn.is_open
+    within(5, conn.close)
+
+
+# --------------------------------------------------------------------------- bulk over TLS
+
+
+def test_large_messages_and_many_deliveries_over_tls(tls: TLSNode) -> None:
+    # Records larger than one TLS record, and deliveries waiting in the TLS layer's buffer
+    # rather than the socket's (select() does not see those).
+    big = bytes(range(256)) * 12288  # 3 MiB
+    with within(15, Connection(tls.url(cacertfile=tls.certs.ca_cert)).connect) as conn:
+        round_trip(conn, big)
+        ch = conn.channel()
+        queue = ch.queue_declare("", exclusive=True).queue
+        for i in range(200):
+            ch.basic_publish(f"small {i}".encode(), routing_key=queue)
+        got: list[bytes] = []
+        ch.basic_consume(queue, no_ack=True, callback=lambda m: got.append(bytes(m.body)))
+        deadline = time.monotonic() + 15
+        while len(got) < 200:
+            assert time.monotonic() < deadline, f"only {len(got)} of 200 deliveries arrived"
+            within(10, conn.drain_events, timeout=5)
+        assert got == [f"small {i}".encode() for i in range(200)]
+
+
+@pytest.mark.parametrize("mode", ["reset", "close"])
+def test_tls_connection_cut_in_the_middle_of_a_delivery_is_connection_lost(tls: TLSNode, mode: str) -> None:
+    from tcpproxy import TCPProxy
+
+    big = bytes(range(256)) * 8192  # 2 MiB
+    queue = f"tlscut-{uuid.uuid4().hex[:8]}"
+    with within(15, Connection(tls.url(cacertfile=tls.certs.ca_cert)).connect) as direct:
+        dch = direct.channel()
+        dch.queue_declare(queue)
+        dch.basic_publish(big, routing_key=queue)
+    with TCPProxy(tls.tls_port) as proxy:
+        conn = Connection(tls.url(host="127.0.0.1", cacertfile=tls.certs.ca_cert,
+                                  server_name_indication="localhost").replace(
+                                      f":{tls.tls_port}/", f":{proxy.port}/"), rpc_timeout=15)
+        within(15, conn.connect)
+        try:
+            ch = conn.channel()
+            got: list[Message] = []
+            proxy.cut_after(down=600_000, mode=mode)
+            ch.basic_consume(queue, callback=got.append)
+            # Not a raw ssl.SSLError / SSLEOFError: the driver's own error.
+            with pytest.raises(ConnectionLost):
+                within(20, conn.drain_events, timeout=15)
+            assert got == []
+        finally:
+            within(5, conn.close)
+    with within(15, Connection(tls.url(cacertfile=tls.certs.ca_cert)).connect) as direct:
+        dch = direct.channel()
+        deadline = time.monotonic() + 10
+        while dch.queue_declare(queue, passive=True).message_count != 1:
+            assert time.monotonic() < deadline, "the message was not requeued"
+            time.sleep(0.1)
+        assert dch.basic_get(queue, no_ack=True).body == big
+        dch.queue_delete(queue)
