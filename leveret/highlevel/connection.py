@@ -41,6 +41,7 @@ from ..client import (
 from ..client import Connection as ClientConnection
 from ..wire.errors import HardError, RemoteProtocolError, SoftError
 from .exceptions import LimitExceeded, OperationalError
+from .recovery import LOSS_ERRORS, RecoveringChannel, RecoveryEvent, Topology, recover, replay
 
 __all__ = ["Connection", "BrokerConnection", "client_of", "parse_hostnames"]
 
@@ -179,6 +180,17 @@ class Connection:
     ``max_retries``/``interval_start``/``interval_step``/``interval_max`` as the retry
     policy of the implicit connect on first use (default: one attempt at each URL).
 
+    ``autorecover=True`` (default False: a lost connection is reported, as it always was)
+    makes the connection recover by itself (see :mod:`leveret.highlevel.recovery`): its
+    channels record what they declare, bind and consume; when a producer's publish or
+    :meth:`drain_events` (or any channel call) meets a lost connection, it reconnects with
+    back-off (``recovery_policy``: ``max_retries`` (None: for ever), ``interval_start``,
+    ``interval_step``, ``interval_max``, ``timeout``), re-declares that topology, moves
+    the channels (with their consumers) to the new connection, and the operation carries
+    on; producers republish what the broker had not confirmed.  ``on_connection_lost(exc)``,
+    ``on_recovery_started()``, ``on_recovery_succeeded()``, ``on_recovery_failed(exc)``
+    are called, and :attr:`recovery_events` lists what happened.
+
     Nothing is sent until the connection is first used.  Not thread-safe: share it
     between threads only through pools, or give each thread its own channels.
     """
@@ -202,6 +214,12 @@ class Connection:
         insist: bool = False,
         uri_prefix: str | None = None,
         alternates: Iterable[str] | None = None,
+        autorecover: bool = False,
+        recovery_policy: dict[str, Any] | None = None,
+        on_connection_lost: Callable[[BaseException | None], Any] | None = None,
+        on_recovery_started: Callable[[], Any] | None = None,
+        on_recovery_succeeded: Callable[[], Any] | None = None,
+        on_recovery_failed: Callable[[BaseException], Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs:
@@ -211,8 +229,30 @@ class Connection:
             port=port, ssl=ssl, transport=transport, connect_timeout=connect_timeout,
             heartbeat=heartbeat, transport_options=transport_options,
             failover_strategy=failover_strategy, login_method=login_method,
-            alternates=alternates,
+            alternates=alternates, autorecover=autorecover, recovery_policy=recovery_policy,
+            on_connection_lost=on_connection_lost, on_recovery_started=on_recovery_started,
+            on_recovery_succeeded=on_recovery_succeeded, on_recovery_failed=on_recovery_failed,
         )
+        #: Recover by itself from a lost connection (see :mod:`leveret.highlevel.recovery`).
+        self.autorecover = bool(autorecover)
+        #: The back-off of a recovery (keys as :meth:`ensure_connection`'s arguments).
+        self.recovery_policy: dict[str, Any] = dict(recovery_policy or {})
+        self.on_connection_lost = on_connection_lost
+        self.on_recovery_started = on_recovery_started
+        self.on_recovery_succeeded = on_recovery_succeeded
+        self.on_recovery_failed = on_recovery_failed
+        #: What the channels of this connection declared, bound and consumed (recorded
+        #: with ``autorecover``).
+        self.topology = Topology()
+        #: What recoveries happened (:class:`~leveret.highlevel.recovery.RecoveryEvent`),
+        #: oldest first; the last 10000 are kept.
+        self.recovery_events: deque[RecoveryEvent] = deque(maxlen=10000)
+        #: How many recoveries succeeded.
+        self.recoveries = 0
+        #: Counts the transport connections opened (a recovering channel's ``generation``).
+        self.recovery_generation = 0
+        self._was_connected = False
+        self._in_recovery = False
         self.transport_options: dict[str, Any] = dict(transport_options or {})
         self.connect_timeout = connect_timeout
         self.failover_strategy = failover_strategy
@@ -449,6 +489,11 @@ class Connection:
             except AttributeError:
                 pass
             self._connection = tconn
+            self.recovery_generation += 1
+            if self.autorecover:
+                if self._was_connected:
+                    self._replay(tconn)
+                self._was_connected = True
             return tconn
         last = errors[-1]
         if len(errors) > 1 and hasattr(last, "add_note"):
@@ -457,10 +502,50 @@ class Connection:
             ))
         raise last
 
+    def _replay(self, tconn: Any) -> None:
+        """Re-create the recorded topology on a new transport connection; a failure drops
+        that connection (the next attempt starts over)."""
+        try:
+            replay(self, tconn)
+        except BaseException:
+            self._connection = None
+            try:
+                tconn.close()
+            except Exception:  # noqa: BLE001 - the replay's error is the one to see
+                log.debug("leveret: error closing a connection whose recovery failed", exc_info=True)
+            raise
+
+    def _should_recover(self) -> bool:
+        return self.autorecover and self._was_connected and not self._in_recovery
+
+    def _recover(self, error: BaseException | None = None, **policy: Any) -> None:
+        """Recover a lost connection (nothing to do if it is connected, e.g. because another
+        caller recovered it already).  Raises ``OperationalError`` when recovery gives up."""
+        with self._lock:
+            if self.connected or self._in_recovery:
+                return
+            if error is None and self._connection is not None:
+                tconn = self._connection
+                error = getattr(tconn, "_error", None) or getattr(tconn, "_closed_error", None)
+            recover(self, error, **policy)
+
+    def _recovery_event(self, kind: str, error: BaseException | None = None, detail: Any = None) -> None:
+        self.recovery_events.append(RecoveryEvent(kind, error, detail))
+
+    def _notify(self, name: str, *args: Any) -> None:
+        listener = getattr(self, name, None)
+        if listener is not None:
+            try:
+                listener(*args)
+            except Exception:  # noqa: BLE001 - a listener must not break the recovery
+                log.exception("leveret: recovery listener %s failed", name)
+
     def _drop_connection(self) -> None:
-        """Forget the transport connection (closing it quietly if it still looks open)."""
+        """Forget the transport connection (closing it quietly if it still looks open).
+        With ``autorecover`` the default channel stays: recovery moves it."""
         tconn, self._connection = self._connection, None
-        self._default_channel = None
+        if not self.autorecover:
+            self._default_channel = None
         if tconn is not None:
             try:
                 tconn.close()
@@ -479,6 +564,9 @@ class Connection:
         Raises the connection error of the last URL tried when none could be reached."""
         with self._lock:
             if not self.connected:
+                if self._should_recover():
+                    self._recover()
+                    return self
                 if self._connection is not None:
                     self._drop_connection()
                 self._establish()
@@ -491,6 +579,9 @@ class Connection:
         with self._lock:
             tconn = self._connection
             if tconn is None or not tconn.is_open:
+                if self._should_recover():
+                    self._recover()
+                    return self._connection
                 if tconn is not None:
                     self._drop_connection()
                 tconn = self._connect_on_first_use()
@@ -516,8 +607,17 @@ class Connection:
         attempt; ``timeout`` bounds the whole.  When it gives up it raises
         :class:`~leveret.highlevel.exceptions.OperationalError` (from the last error;
         the error itself with ``reraise_as_library_errors=False``).  Refused credentials
-        or vhost are raised at once.
+        or vhost are raised at once.  With ``autorecover``, reconnecting a connection that
+        was lost also re-creates its topology (a recovery, reported as such).
         """
+        if self._should_recover() and not self.connected:
+            with self._lock:
+                self._recover(
+                    None, errback=errback, max_retries=max_retries, interval_start=interval_start,
+                    interval_step=interval_step, interval_max=interval_max, callback=callback,
+                    timeout=timeout, reraise_as_library_errors=reraise_as_library_errors,
+                )
+            return self
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = interval_start
         for retries in count():
@@ -638,9 +738,12 @@ class Connection:
     # ------------------------------------------------------------------ channels, events
 
     def channel(self) -> Any:
-        """A new transport channel (``channel.open``), connecting first if needed."""
+        """A new transport channel (``channel.open``), connecting first if needed (with
+        ``autorecover``: a :class:`~leveret.highlevel.recovery.RecoveringChannel`)."""
         with self._lock:
             ch = self.connection.channel()
+            if self.autorecover:
+                ch = RecoveringChannel(self, ch)
         try:
             _owners[ch] = self
         except TypeError:
@@ -653,6 +756,12 @@ class Connection:
         channel (producers, entities, ...); opened on first use and reopened (on a
         reconnected connection if need be) when it was closed."""
         with self._lock:
+            if self.autorecover:
+                self.connection  # recovers a lost connection, and the default channel with it
+                ch = self._default_channel
+                if ch is None or not ch.is_open:
+                    ch = self._default_channel = self.channel()
+                return ch
             ch = self._default_channel
             if ch is None or not ch.is_open or not self.connected:
                 tconn = self.connection
@@ -671,11 +780,37 @@ class Connection:
         ``timeout`` seconds, and the connection's error when it was lost -- it does not
         reconnect: consumers of a lost connection are gone, and waiting on a new one would
         hide that.
+
+        With ``autorecover`` it does: the connection is recovered (its consumers resume on
+        the new one) and the wait goes on until an event or ``timeout`` (``TimeoutError``);
+        ``OperationalError`` if recovery gives up.
         """
+        if self.autorecover:
+            self._drain_recovering(timeout)
+            return
         tconn = self._connection
         if tconn is None:
             tconn = self.connection
         tconn.drain_events(timeout=timeout)
+
+    def _drain_recovering(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            tconn = self.connection
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                tconn.drain_events(timeout=remaining)
+                return
+            except TimeoutError:
+                raise
+            except OperationalError:
+                raise  # a recovery gave up: not a loss to recover from again
+            except LOSS_ERRORS as exc:
+                if tconn.is_open and tconn is self._connection:
+                    raise  # not a loss: a callback's own error
+                self._recover(exc)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("timed out waiting for events")
 
     def heartbeat_check(self, rate: int = 2) -> None:
         """Nothing to do: the client's I/O thread sends and checks heartbeats itself."""
@@ -709,6 +844,9 @@ class Connection:
                         ch.close()
                 except Exception:  # noqa: BLE001 - closing anyway
                     log.debug("leveret: error closing the default channel", exc_info=True)
+            # What was recorded belongs to this use of the connection, which ends here.
+            self.topology.clear()
+            self._was_connected = False
             self._drop_connection()
 
     close = release

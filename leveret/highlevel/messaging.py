@@ -32,6 +32,7 @@ from .connection import client_of
 from .entity import Exchange, Queue, _is_hl_connection, delivery_mode_value, maybe_channel, maybe_declare, rebind
 from .exceptions import MessageReturned, NotBoundError, OperationalError
 from .message import Message
+from .recovery import LOSS_ERRORS, RecoveringChannel, recovering_channel
 from .serialization import dumps, prepare_accept_content
 
 __all__ = ["Producer", "Consumer"]
@@ -128,6 +129,15 @@ class Producer:
     (kombu's signature; ``exception`` is a :class:`MessageReturned`, ``message`` the
     returned ``leveret.client.Message``) receives returned ``mandatory`` publishes; without
     it they raise :class:`MessageReturned`.
+
+    On a connection made with ``autorecover=True`` a publish that meets a lost connection
+    waits for the recovery and carries on.  ``republish`` (default True: at-least-once)
+    then publishes again every publish whose confirm the loss swallowed -- pipelined ones
+    at the next :meth:`publish` or :meth:`flush` -- so a message may arrive twice, never
+    zero times; :attr:`republished` counts those second copies (an upper bound of the
+    duplicates).  With ``republish=False`` they are reported instead: the publish raises
+    the connection's error, :meth:`flush` an :class:`OperationalError` with
+    ``.unconfirmed``.
     """
 
     exchange: Exchange
@@ -147,6 +157,7 @@ class Producer:
         compression: str | None = None,
         on_return: Callable[[MessageReturned, str, str, ClientMessage | None], Any] | None = None,
         confirm: bool = True,
+        republish: bool = True,
     ) -> None:
         if isinstance(exchange, str):
             exchange = Exchange(exchange)
@@ -163,6 +174,17 @@ class Producer:
         self._pending: dict[int, tuple[str, str]] = {}  # tag -> (exchange, routing_key)
         self._lost: list[tuple[str, str]] = []  # pipelined publishes on a lost channel
         self._batch_depth = 0
+        #: Republish what a connection loss left unconfirmed (autorecover connections).
+        self.republish = republish
+        #: How many publishes were sent again after recoveries (at most this many arrived twice).
+        self.republished = 0
+        # With a recovering channel: what each pending tag published (to publish it again),
+        # the generation of the channel the pending tags belong to, publishes waiting to be
+        # sent again, and returns of publishes settled before a loss.
+        self._retained: dict[int, tuple[ClientMessage, str, str, bool, bool]] = {}
+        self._pending_gen: int | None = None
+        self._orphans: list[tuple[ClientMessage, str, str, bool, bool]] = []
+        self._stale_returns: list[MessageReturned] = []
         self.revive(channel)
 
     def __repr__(self) -> str:
@@ -181,6 +203,7 @@ class Producer:
         if self._pending:
             self._lost.extend(self._pending.values())
             self._pending.clear()
+        self._forget_retained()
         if channel is None:
             self._channel = None
             return
@@ -213,6 +236,7 @@ class Producer:
             if ch is not None:
                 self._lost.extend(self._pending.values())
                 self._pending.clear()
+                self._forget_retained()
             ch = self._connection.default_channel
             self._channel = ch
             self._setup(ch)
@@ -355,6 +379,38 @@ class Producer:
         timeout: float | None, wait: bool,
     ) -> int | None:
         channel = self.channel
+        rec = recovering_channel(channel)
+        args = (
+            body, content_type, content_encoding, headers, properties, routing_key, mandatory,
+            immediate, exchange, declare, timeout, wait,
+        )
+        if rec is None:
+            return self._publish_once(channel, None, [], *args)
+        while True:
+            gen = rec.generation
+            sent: list[bool] = []
+            try:
+                if self._pending or self._orphans:
+                    self._resettle(rec)
+                return self._publish_once(channel, rec, sent, *args)
+            except OperationalError:
+                raise  # a recovery gave up: not a loss to recover from again
+            except LOSS_ERRORS as exc:
+                if rec.generation == gen and not rec.transport_lost():
+                    raise  # not a lost connection
+                rec.recover(exc)
+                if sent:  # it may have reached the broker: the next copy is a republish
+                    if not self.republish:
+                        rec.client._recovery_event("publishes_lost", exc, 1)
+                        raise
+                    self._count_republished(rec, 1)
+
+    def _publish_once(
+        self, channel: Any, rec: RecoveringChannel | None, sent: list[bool], body: Any,
+        content_type: str | None, content_encoding: str | None, headers: dict[str, Any],
+        properties: dict[str, Any], routing_key: str, mandatory: bool, immediate: bool,
+        exchange: str, declare: list[Any], timeout: float | None, wait: bool,
+    ) -> int | None:
         if not channel.is_open:
             # Say so plainly (the channel's own error is the cause), whatever the
             # transport's publish would make of a closed channel.
@@ -377,6 +433,7 @@ class Producer:
             channel.basic_publish(message, exchange=exchange, routing_key=routing_key, mandatory=mandatory, **extra)
             return None
         if wait and not immediate:
+            sent.append(True)
             ok = channel.publish_confirmed(
                 message, exchange=exchange, routing_key=routing_key, mandatory=mandatory, timeout=timeout,
             )
@@ -384,13 +441,73 @@ class Producer:
                 # publish_confirmed ran the returns up to ours: ours has the highest tag.
                 self._report_returns([_returned(state.claim_latest(), exchange, routing_key)])
             return None
+        sent.append(True)
         tag = channel.basic_publish(message, exchange=exchange, routing_key=routing_key, mandatory=mandatory, **extra)
+        self._pending[tag] = (exchange, routing_key)
+        if rec is not None:
+            self._retained[tag] = (message, exchange, routing_key, mandatory, immediate)
+            self._pending_gen = rec.generation
         if wait:  # immediate: publish_confirmed does not take it
-            self._pending[tag] = (exchange, routing_key)
             self.flush(timeout)
             return None
-        self._pending[tag] = (exchange, routing_key)
         return tag  # type: ignore[no-any-return]
+
+    # -- after a recovery
+
+    def _forget_retained(self) -> None:
+        """The pending publishes were reported lost: nothing to republish."""
+        if self._orphans:
+            self._lost.extend((o[1], o[2]) for o in self._orphans)
+            self._orphans.clear()
+        self._retained.clear()
+        self._pending_gen = None
+
+    def _count_republished(self, rec: RecoveringChannel, n: int) -> None:
+        self.republished += n
+        rec.client._recovery_event("republished", None, n)
+
+    def _resettle(self, rec: RecoveringChannel) -> None:
+        """After a recovery: the pipelined publishes of the lost channel that the broker had
+        not confirmed are published again on the new one (or, ``republish=False``,
+        reported lost at :meth:`flush`); returns of those it had confirmed are kept for
+        :meth:`flush`."""
+        if self._pending and self._pending_gen != rec.generation:
+            unsettled = rec.unsettled(self._pending_gen) if self._pending_gen is not None else None
+            state = _channel_state(rec)
+            lost = 0
+            for tag in sorted(self._pending):
+                exchange, routing_key = self._pending[tag]
+                returned = state.returned.pop(tag, None)
+                if unsettled is not None and tag not in unsettled:
+                    if returned is not None:  # confirmed before the loss, and returned
+                        self._stale_returns.append(_returned(returned, exchange, routing_key))
+                    continue
+                retained = self._retained.get(tag)
+                if retained is None or not self.republish:
+                    self._lost.append((exchange, routing_key))
+                    lost += 1
+                else:
+                    self._orphans.append(retained)
+            self._pending.clear()
+            self._retained.clear()
+            self._pending_gen = None
+            if lost:
+                rec.client._recovery_event("publishes_lost", None, lost)
+        attempts = 0
+        try:
+            while self._orphans:
+                message, exchange, routing_key, mandatory, immediate = self._orphans[0]
+                extra = {"immediate": True} if immediate else {}
+                attempts += 1  # counted before: a copy may leave even if this call fails
+                new_tag = rec.basic_publish(message, exchange=exchange, routing_key=routing_key, mandatory=mandatory, **extra)
+                self._orphans.pop(0)
+                assert new_tag is not None  # the channel is in confirm mode
+                self._pending[new_tag] = (exchange, routing_key)
+                self._retained[new_tag] = (message, exchange, routing_key, mandatory, immediate)
+                self._pending_gen = rec.generation
+        finally:
+            if attempts:
+                self._count_republished(rec, attempts)
 
     def _report_returns(self, returns: list[MessageReturned]) -> None:
         if not returns:
@@ -411,8 +528,9 @@ class Producer:
 
     @property
     def pending(self) -> int:
-        """How many pipelined publishes await their confirm."""
-        return len(self._pending)
+        """How many pipelined publishes await their confirm (or, after a recovery, to be
+        published again)."""
+        return len(self._pending) + len(self._orphans)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until the broker confirmed every pipelined publish of this producer.
@@ -424,7 +542,14 @@ class Producer:
         else :class:`MessageReturned` for the first, with ``.returned`` listing all).
         ``TimeoutError`` past ``timeout`` (the publishes stay pending); a connection error
         if the connection died (its ``unconfirmed`` names the tags of unknown fate).
+
+        On an ``autorecover`` connection a loss is waited out instead: the unconfirmed
+        publishes are published again (``republish``) and their confirms awaited.
         """
+        rec = recovering_channel(self._channel)
+        if rec is not None:
+            self._flush_recovering(rec, timeout)
+            return
         if self._lost:
             lost, self._lost = self._lost, []
             exc = OperationalError(
@@ -457,6 +582,62 @@ class Producer:
             err.returned = returns  # type: ignore[attr-defined]
             raise err
         self._report_returns(returns)
+
+    def _raise_lost(self) -> None:
+        lost, self._lost = self._lost, []
+        exc = OperationalError(
+            f"{len(lost)} pipelined publish(es) were on a channel that was lost before "
+            f"the broker confirmed them: their fate is unknown"
+        )
+        exc.unconfirmed = lost  # type: ignore[attr-defined]
+        raise exc
+
+    def _flush_recovering(self, rec: RecoveringChannel, timeout: float | None) -> None:
+        """:meth:`flush` on a recovering channel: losses are recovered from, and what they
+        left unconfirmed is published again before waiting again."""
+        while True:
+            gen = rec.generation
+            nacked: list[int] = []
+            try:
+                if self._pending or self._orphans:
+                    self._resettle(rec)
+                if self._lost:
+                    self._raise_lost()
+                if not self._pending:
+                    stale, self._stale_returns = self._stale_returns, []
+                    self._report_returns(stale)
+                    return
+                gen = rec.generation
+                try:
+                    rec.wait_for_confirms(timeout)
+                except PublishNacked as exc:
+                    nacked = [t for t in exc.delivery_tags if t in self._pending] or list(exc.delivery_tags)
+            except (TimeoutError, OperationalError):
+                raise  # still pending / a recovery gave up (or lost publishes reported)
+            except BaseException as exc:
+                if isinstance(exc, LOSS_ERRORS) and (rec.generation != gen or rec.transport_lost()):
+                    rec.recover(exc)  # OperationalError if it gives up: the publishes stay pending
+                    continue
+                # The channel failed (not the connection): as on any channel, the error
+                # reports the pending publishes; those waiting to be sent again are lost.
+                self._pending.clear()
+                self._forget_retained()
+                raise
+            state = _channel_state(rec)
+            pending, self._pending = self._pending, {}
+            self._retained.clear()
+            self._pending_gen = None
+            returns, self._stale_returns = self._stale_returns, []
+            returns += [
+                _returned(state.returned.pop(tag), *pending[tag])
+                for tag in sorted(pending) if tag in state.returned
+            ]
+            if nacked:
+                err = PublishNacked(f"the broker nacked {len(nacked)} publish(es): {nacked[:10]}", nacked)
+                err.returned = returns  # type: ignore[attr-defined]
+                raise err
+            self._report_returns(returns)
+            return
 
     @contextlib.contextmanager
     def batch(self, timeout: float | None = None) -> Iterator[Producer]:
@@ -581,6 +762,11 @@ class Consumer:
         again from the queues that were consumed from."""
         channel = maybe_channel(channel)
         self.channel = channel
+        rec = recovering_channel(channel)
+        if rec is not None and getattr(self, "_renames_from", None) is not rec.topology:
+            # Server-named queues get a new name when the connection recovers.
+            rec.topology.add_rename_listener(self._queue_renamed, weak=True)
+            self._renames_from = rec.topology
         previously = dict(self._active_no_ack)
         self._active.clear()
         self._active_no_ack.clear()
@@ -595,6 +781,20 @@ class Consumer:
         for name, no_ack in previously.items():
             if name in self._queues:
                 self._consume_one(self._queues[name], no_ack)
+
+    def _queue_renamed(self, old: str, new: str) -> None:
+        """A recovery re-declared the server-named queue ``old`` as ``new``."""
+        queue = self._queues.pop(old, None)
+        if queue is None:
+            return
+        queue.name = new
+        self._queues[new] = queue
+        for table in (self._active, self._active_no_ack):
+            if old in table:
+                table[new] = table.pop(old)  # type: ignore[assignment]
+        for tag, name in list(self._tag_queue.items()):
+            if name == old:
+                self._tag_queue[tag] = new
 
     def _add(self, queue: Queue) -> Queue:
         queue = rebind(queue, self.channel)
