@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""leveret's demo job (``make demo``): a real publish/consume round trip.
+"""leveret's demo job (``make demo``): a real producer/consumer round trip.
 
-Starts a private RabbitMQ node (scripts/rabbitmq.py; or uses ``LEVERET_TEST_URL``), then
-with the blocking client: declares an exchange and a queue, binds them, publishes a few
-messages with publisher confirms, consumes them back, acknowledges them, and prints each
+Starts a private RabbitMQ node (scripts/rabbitmq.py; or uses ``LEVERET_TEST_URL``), then,
+with leveret's kombu-style API: declares an exchange and a queue bound to it, publishes a
+few JSON messages with publisher confirms (each publish returns once the broker confirmed
+it), consumes them back with a Consumer that decodes and acknowledges them, and prints each
 step with what the broker said.
 """
 
@@ -18,55 +19,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rabbitmq import PrivateNode  # noqa: E402
 
-from leveret.client import Connection, Message  # noqa: E402
+from leveret import Connection, Consumer, Exchange, Producer, Queue  # noqa: E402
+from leveret.highlevel import Message  # noqa: E402
 
 
 def exchange(url: str) -> None:
     """The demo's body: a round trip through the broker at ``url``."""
+    greetings = Exchange("leveret.demo", type="direct", durable=False, auto_delete=True)
+    inbox = Queue("leveret.demo.inbox", exchange=greetings, routing_key="greetings",
+                  durable=False, auto_delete=True)
     with Connection(url) as conn:
-        props = conn.server_properties
-        print(f"connected: {props.get('product')} {props.get('version')}, AMQP {conn.protocol}, "
-              f"heartbeat {conn.heartbeat} s, frame_max {conn.frame_max}, "
-              f"channel_max {conn.channel_max}")
-        ch = conn.channel()
-        ch.exchange_declare("leveret.demo", "direct", auto_delete=True)
-        queue, _, _ = ch.queue_declare("", exclusive=True)  # type: ignore[misc]
-        ch.queue_bind(queue, "leveret.demo", routing_key="greetings")
-        print(f"declared exchange leveret.demo and queue {queue}, bound with 'greetings'")
+        conn.connect()
+        props = conn.connection.server_properties
+        print(f"connected to {props.get('product')} {props.get('version')} at {conn.as_uri()}")
 
-        ch.confirm_select()
-        bodies = [f"hello {n} from leveret".encode() for n in range(5)]
-        started = time.perf_counter()
-        for body in bodies:
-            ch.basic_publish(
-                Message(body, content_type="text/plain", delivery_mode=2,
-                        headers={"demo": True, "sent_at": time.time()}),
-                exchange="leveret.demo", routing_key="greetings",
-            )
-        ch.wait_for_confirms(timeout=10)
-        print(f"published {len(bodies)} messages; the broker confirmed all of them")
+        producer = Producer(conn.channel(), exchange=greetings, routing_key="greetings")
+        received: list[tuple[dict[str, object], Message]] = []
 
-        received: list[Message] = []
-
-        def on_message(message: Message) -> None:
-            received.append(message)
+        def on_message(body: dict[str, object], message: Message) -> None:
+            received.append((body, message))
             message.ack()
 
-        tag = ch.basic_consume(queue, callback=on_message)
-        while len(received) < len(bodies):
-            conn.drain_events(timeout=10)
-        elapsed = (time.perf_counter() - started) * 1000
-        for message in received:
-            info = message.delivery_info
-            print(f"  got {message.body.decode()!r} (delivery tag {info['delivery_tag']}, "
-                  f"content type {message.properties.get('content_type')}, "
-                  f"headers {sorted(message.headers)})")
-        assert [m.body for m in received] == bodies, "messages arrived changed or out of order"
-        ch.basic_cancel(tag)
-        left = ch.queue_declare(queue, passive=True)
-        print(f"round trip of {len(bodies)} messages in {elapsed:.1f} ms; "
-              f"{left.message_count} left in the queue")  # type: ignore[union-attr]
-        ch.close()
+        with Consumer(conn.channel(), queues=[inbox], callbacks=[on_message]):
+            print(f"declared exchange {greetings.name} and queue {inbox.name}, bound with "
+                  f"'greetings'; consuming")
+            started = time.perf_counter()
+            sent = [{"n": n, "text": f"hello {n} from leveret", "at": time.time()} for n in range(5)]
+            for payload in sent:
+                producer.publish(payload)  # waits for the broker's confirm
+            print(f"published {len(sent)} JSON messages; the broker confirmed each one")
+            while len(received) < len(sent):
+                conn.drain_events(timeout=10)
+            elapsed = (time.perf_counter() - started) * 1000
+        for body, message in received:
+            print(f"  got {body['text']!r} (content type {message.content_type}, "
+                  f"delivery tag {message.delivery_tag}, acknowledged: {message.acknowledged})")
+        assert [b for b, _ in received] == sent, "messages arrived changed or out of order"
+        print(f"round trip of {len(sent)} messages in {elapsed:.1f} ms, all acknowledged")
 
 
 def main() -> int:
