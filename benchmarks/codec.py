@@ -114,7 +114,8 @@ def _leveret() -> Codec:
         )
 
     # One reader for the whole run, as a connection has.
-    reader = FrameReader(spec, FRAME_MAX)
+    # The client reads with combine_content=True: a whole delivery comes out as one frame.
+    reader = FrameReader(spec, FRAME_MAX, combine_content=True)
     feed = reader.feed
     read_frames = reader.read_frames
 
@@ -123,14 +124,14 @@ def _leveret() -> Codec:
         return read_frames()
 
     def delivered(frames: Any) -> tuple[Any, ...]:
-        m, h, b = frames
-        m, p = m.method, h.properties
+        (c,) = frames
+        m, p = c.method, c.properties
         return (m.consumer_tag, m.delivery_tag, m.redelivered, m.exchange, m.routing_key,
-                p.content_type, p.delivery_mode, p.headers, b.payload)
+                p.content_type, p.delivery_mode, p.headers, c.body)
 
     return Codec(
         "leveret", "leveret", encode, decode, delivered,
-        "frames.content_frames(...); FrameReader.feed + read_frames",
+        "frames.content_frames(...); FrameReader(combine_content=True).feed + read_frames",
     )
 
 
@@ -323,7 +324,8 @@ def check(codec: Codec, deliver: bytes) -> None:
     from leveret.wire import amqp0_9_1 as spec
     from leveret.wire.frames import FrameReader
 
-    reader = FrameReader(spec, FRAME_MAX)
+    # The client reads with combine_content=True: a whole delivery comes out as one frame.
+    reader = FrameReader(spec, FRAME_MAX, combine_content=True)
     reader.feed(_as_bytes(codec.encode()))
     frames: list[Any] = list(reader.read_frames())
     assert len(frames) == 3 and reader.buffered == 0, f"{codec.name}: encode gave {frames!r}"

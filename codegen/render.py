@@ -45,6 +45,10 @@ _DEFAULT = {
     "table": "None",
     "timestamp": "None",
 }
+#: Properties whose values are usually unique per message: not worth caching their encoding.
+_UNIQUE_PROPERTIES = {"correlation-id", "message-id"}
+#: Properties decoded one by one before a single test for "none of the rest is set".
+_PROPERTY_HEAD = 4
 _PROPERTY_TYPE = {
     "longstr": "bytes | str | None",
     "table": "dict[str, Any] | None",
@@ -224,10 +228,14 @@ class _VersionRenderer:
 
         def flush() -> None:
             nonlocal fmt, args
-            if fmt:
+            if fmt == "B" and args[0] in bit_exprs:
+                parts.append(f"_OCTETS[{args[0]}]")  # a bit octet is always 0..255
+                fmt, args = "", []
+            elif fmt:
                 parts.append(f"{self.structs.packer(fmt)}({', '.join(args)})")
                 fmt, args = "", []
 
+        bit_exprs: set[str] = set()
         for item in _bit_groups(m.fields):
             if isinstance(item, list):
                 fmt += "B"
@@ -242,6 +250,7 @@ class _VersionRenderer:
                     pre.append(")")
                     expr = local
                 args.append(expr)
+                bit_exprs.add(expr)
                 continue
             attr = snake(item.name)
             if item.type == "timestamp":
@@ -251,10 +260,8 @@ class _VersionRenderer:
                 fmt += _STRUCT_CODE[item.type]
                 args.append(f"self.{attr}")
             elif item.type == "shortstr":
-                pre.append(f'_{attr} = self.{attr}.encode("utf-8", "surrogateescape")')
-                fmt += "B"
-                args.append(f"len(_{attr})")
                 flush()
+                pre.extend(_cached_shortstr(f"_{attr}", f"self.{attr}"))
                 parts.append(f"_{attr}")
             elif item.type == "longstr":
                 pre.append(f"_{attr} = self.{attr}")
@@ -371,6 +378,11 @@ class _VersionRenderer:
             elif item.type in _STRUCT_CODE:
                 fmt += _STRUCT_CODE[item.type]
                 targets.append(f"self.{attr}")
+            elif item.type == "shortstr" and not fmt:
+                # A length octet of its own: no struct call for it.
+                body.append("n = o + 1 + buf[o]")
+                body.append(f'self.{attr} = buf[o + 1 : n].decode("utf-8", "surrogateescape")')
+                body.append("o = n")
             elif item.type == "shortstr":
                 fmt += "B"
                 targets.append("n")
@@ -488,21 +500,21 @@ class _VersionRenderer:
             for a in attrs:
                 out.append(f"    self.{a} = {a}")
 
-        # encode: flags word first (filled in last), then present values in flag order.
+        # encode_values: the flags and the present values in flag order (the base class's
+        # encode() packs the flags in front).  A header is a few short values:
+        # concatenating them beats a list and a join.
         out.append("")
-        out.append("def encode(self) -> bytes:")
+        out.append("def encode_values(self) -> tuple[int, bytes]:")
         if not props:
-            out.append('    return b"\\x00\\x00"')
+            out.append('    return 0, b""')
         else:
             out.append("    flags = 0")
-            out.append('    parts: list[bytes] = [b""]')
-            out.append("    append = parts.append")
+            out.append('    out = b""')
             out.append("    try:")
             for p, a in zip(props, attrs):
-                out.append(f"        {a} = self.{a}")
-                out.append(f"        if {a} is not None:")
+                out.append(f"        if self.{a} is not None:")
                 out.append(f"            flags |= 0x{flags[a]:04X}")
-                out.extend("            " + s for s in self._property_encode(p.type, a))
+                out.extend("            " + s for s in self._property_encode(p, a))
             tables = [a for p, a in zip(props, attrs) if p.type == "table"]
             if tables:
                 out.append("    except EncodeError as exc:")
@@ -511,8 +523,7 @@ class _VersionRenderer:
                 )
             out.append("    except _ENCODE_FAILURES as exc:")
             out.append("        raise _encode_error(self, exc) from exc")
-            out.append(f"    parts[0] = {self.structs.packer('H')}(flags)")
-            out.append('    return b"".join(parts)')
+            out.append("    return flags, out")
 
         # decode
         used = 0
@@ -529,11 +540,21 @@ class _VersionRenderer:
         out.append("        o += 2")
         out.append(f"        if flags & 0x{unknown | 1:04X}:")
         out.append(f'            o = _skip_flag_words("{name}", buf, o, flags, 0x{unknown:04X})')
-        for p, a in zip(props, attrs):
-            out.append(f"        if flags & 0x{flags[a]:04X}:")
-            out.extend("            " + s for s in self._property_decode(p.type, a))
+        # Every slot must be filled, absent properties with None.  The properties after
+        # the first few are rarely set, so one test covers them all when none is (for a
+        # class with only a couple more, the extra test would not pay).
+        head = len(props) if len(props) <= _PROPERTY_HEAD + 2 else _PROPERTY_HEAD
+        for p, a in zip(props[:head], attrs[:head]):
+            out.extend(self._property_decode_branch(p.type, a, flags[a], 8))
+        if head < len(props):
+            rest = 0
+            for a in attrs[head:]:
+                rest |= flags[a]
+            out.append(f"        if flags & 0x{rest:04X}:")
+            for p, a in zip(props[head:], attrs[head:]):
+                out.extend(self._property_decode_branch(p.type, a, flags[a], 12))
             out.append("        else:")
-            out.append(f"            self.{a} = None")
+            out.extend(f"            self.{a} = None" for a in attrs[head:])
         out.append("    except _DECODE_FAILURES as exc:")
         out.append(f'        raise _decode_error("{name}", exc, o, end) from exc')
         out.append("    if o != end:")
@@ -541,34 +562,40 @@ class _VersionRenderer:
         out.append("    return self")
         return [out[0]] + [("    " + line) if line else "" for line in out[1:]]
 
-    def _property_encode(self, type_: str, a: str) -> list[str]:
+    def _property_encode(self, p: Field, a: str) -> list[str]:
+        type_ = p.type
+        if type_ == "shortstr" and p.name in _UNIQUE_PROPERTIES:
+            return [f"out += _shortstr(self.{a})"]
         if type_ == "shortstr":
-            return [
-                f'_{a} = {a}.encode("utf-8", "surrogateescape")',
-                f"append({self.structs.packer('B')}(len(_{a})))",
-                f"append(_{a})",
-            ]
+            return _cached_shortstr("value", f"self.{a}") + ["out += value"]
         if type_ == "longstr":
             return [
-                f"if isinstance({a}, str):",
-                f'    {a} = {a}.encode("utf-8", "surrogateescape")',
-                f"append({self.structs.packer('I')}(len({a})))",
-                f"append(bytes({a}))",
+                f"_{a} = self.{a}",
+                f"if isinstance(_{a}, str):",
+                f'    _{a} = _{a}.encode("utf-8", "surrogateescape")',
+                f"out += {self.structs.packer('I')}(len(_{a})) + bytes(_{a})",
             ]
         if type_ == "table":
-            return [f"append(_encode_table({a}))"]
+            return [f"out += _encode_table(self.{a})"]
         if type_ == "timestamp":
-            return [f"append({self.structs.packer('Q')}(_timestamp_to_int({a})))"]
+            return [f"out += {self.structs.packer('Q')}(_timestamp_to_int(self.{a}))"]
         code = _STRUCT_CODE[type_]
-        return [f"append({self.structs.packer(code)}({a}))"]
+        return [f"out += {self.structs.packer(code)}(self.{a})"]
+
+    def _property_decode_branch(self, type_: str, a: str, flag: int, indent: int) -> list[str]:
+        pad = " " * indent
+        out = [f"{pad}if flags & 0x{flag:04X}:"]
+        out.extend(f"{pad}    {line}" for line in self._property_decode(type_, a))
+        out.append(f"{pad}else:")
+        out.append(f"{pad}    self.{a} = None")
+        return out
 
     def _property_decode(self, type_: str, a: str) -> list[str]:
         if type_ == "shortstr":
             return [
-                "n = buf[o]",
-                "o += 1",
-                f'self.{a} = buf[o : o + n].decode("utf-8", "surrogateescape")',
-                "o += n",
+                "n = o + 1 + buf[o]",
+                f'self.{a} = buf[o + 1 : n].decode("utf-8", "surrogateescape")',
+                "o = n",
             ]
         if type_ == "longstr":
             return [
@@ -657,11 +684,15 @@ class _VersionRenderer:
             "from typing import Any, ClassVar" if needs_classvar else "from typing import Any",
             "",
             "from . import replies",
+            "from ._base import OCTETS as _OCTETS",
+            "from ._base import SHORTSTRS as _SHORTSTRS",
             "from ._base import ContentProperties, Method",
+            "from ._base import cached_shortstr as _cached_shortstr",
             "from ._base import decode_error as _decode_error",
             "from ._base import encode_error as _encode_error",
             "from ._base import int_to_timestamp as _int_to_timestamp",
             "from ._base import longstr_bytes as _longstr_bytes",
+            "from ._base import shortstr as _shortstr",
             "from ._base import skip_flag_words as _skip_flag_words",
             "from ._base import timestamp_to_int as _timestamp_to_int",
             "from .errors import AMQPError, EncodeError, UnknownMethod",
@@ -752,6 +783,15 @@ class _VersionRenderer:
             "        ) from None",
         ]
         return "\n".join(out) + "\n"
+
+
+def _cached_shortstr(target: str, value: str) -> list[str]:
+    """``target = `` the wire form of the shortstr ``value``, from the cache when it is there."""
+    return [
+        f"{target} = _SHORTSTRS.get({value})",
+        f"if {target} is None:",
+        f"    {target} = _cached_shortstr({value})",
+    ]
 
 
 def _decode_signature(qual: str) -> list[str]:

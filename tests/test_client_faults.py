@@ -377,7 +377,14 @@ def test_memory_alarm_does_not_kill_a_0_8_connection(alarm: PrivateNode) -> None
         alarm.set_vm_memory_high_watermark(0.4)
         time.sleep(0.5)
         ch.basic_publish(b"c", routing_key=queue)
-        assert within(10, ch.queue_declare, queue, passive=True).message_count == 3
+        # RabbitMQ can answer a passive declare before publishes still on their way from the
+        # channel to the queue process have landed: poll for the count.
+        deadline = time.monotonic() + 10
+        while (count := within(10, ch.queue_declare, queue, passive=True).message_count) < 3:
+            assert time.monotonic() < deadline, f"only {count} of 3 messages reached the queue"
+            time.sleep(0.1)
+        assert count == 3
+        assert conn.is_open
         ch.queue_delete(queue)
     finally:
         within(10, conn.close)

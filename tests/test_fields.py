@@ -367,3 +367,27 @@ def test_mutated_tables_only_decode_error(table: dict[str, Any], data: st.DataOb
         decode_table(bytes(raw), 0, len(raw))
     except DecodeError:
         pass
+
+
+def test_big_table_round_trip() -> None:
+    # Encoded by concatenation in pieces: many entries, and values bigger than a piece.
+    table: dict[str, Any] = {f"k{i}": (i if i % 3 else f"v{i}" * (i % 50)) for i in range(5000)}
+    table["flag"] = True
+    table["long"] = 2**40
+    table["blob"] = b"x" * 100_000
+    table["text"] = "y" * 100_000
+    data = encode_table(table)
+    assert decode_table(data, 0, len(data)) == (table, len(data))
+    # the same bytes as encoding each entry on its own
+    body = b"".join(
+        bytes((len(k),)) + k.encode() + encode_value(v) for k, v in table.items()
+    )
+    assert data == struct.pack(">I", len(body)) + body
+
+
+def test_decode_py_amqp_L_as_signed_int64() -> None:
+    # py-amqp (kombu) writes ints outside int32 with the letter 'L', packed as '>q'.
+    for value in (2**31, -(2**31) - 1, 2**63 - 1, -(2**63)):
+        table = b"\x01kL" + struct.pack(">q", value)
+        buf = struct.pack(">I", len(table)) + table
+        assert decode_table(buf, 0, len(buf)) == ({"k": value}, len(buf))

@@ -22,6 +22,7 @@ from leveret.wire.frames import (
     HEARTBEAT_FRAME,
     NEED_DATA,
     BodyFrame,
+    ContentFrame,
     Frame,
     FrameReader,
     HeaderFrame,
@@ -385,3 +386,202 @@ def test_writer_errors() -> None:
         content_frames(1, publish, amqp0_9_1.Basic.Properties(headers={"k": object()}), b"", 4096)
     with pytest.raises(EncodeError):
         header_frame(1, 60, -1, None)
+
+
+# --------------------------------------------------------------------------- combined contents
+
+
+def content_stream(spec: ModuleType, body: bytes) -> bytes:
+    """A basic.deliver with properties and ``body`` on channel 3, for frame_max 4096."""
+    basic = spec.Basic
+    deliver = basic.Deliver(consumer_tag="ctag", delivery_tag=9, exchange="ex", routing_key="rk")
+    props = basic.Properties(content_type="text/plain", headers={"a": 1, "b": "two"}, priority=4)
+    data = content_frames(3, deliver, props, body, 4096)
+    assert isinstance(data, bytes)
+    return data
+
+
+def read_each(
+    spec: ModuleType, data: bytes, combine: bool, chunk: int | None = None
+) -> tuple[list[Frame], Any]:
+    """Frames read with next_frame (fed whole, or ``chunk`` bytes at a time) and the error
+    that stopped the reader, as (type, message), or None."""
+    reader = FrameReader(spec, frame_max=4096, combine_content=combine)
+    frames: list[Frame] = []
+    step = chunk or max(len(data), 1)
+    try:
+        for i in range(0, len(data), step):
+            reader.feed(data[i : i + step])
+            while (f := reader.next_frame()) is not NEED_DATA:
+                frames.append(f)
+    except RemoteProtocolError as exc:
+        return frames, (type(exc), str(exc))
+    return frames, None
+
+
+def separate(frames: list[Frame]) -> list[Frame]:
+    """``frames`` with each ContentFrame written out as the method, header and body frames
+    it stands for (the body as one frame)."""
+    out: list[Frame] = []
+    for f in frames:
+        if isinstance(f, ContentFrame):
+            out.append(MethodFrame(f.channel, f.method))
+            out.append(HeaderFrame(f.channel, f.method.CLASS_ID, len(f.body), f.properties))
+            if f.body:
+                out.append(BodyFrame(f.channel, f.body))
+        else:
+            out.append(f)
+    return out
+
+
+def join_bodies(frames: list[Frame]) -> list[Frame]:
+    """Consecutive body frames of one channel merged into one, so that a body read in one
+    piece compares equal to the same body read frame by frame."""
+    out: list[Frame] = []
+    for f in frames:
+        last = out[-1] if out else None
+        if isinstance(f, BodyFrame) and isinstance(last, BodyFrame) and last.channel == f.channel:
+            out[-1] = BodyFrame(f.channel, last.payload + f.payload)
+        else:
+            out.append(f)
+    return out
+
+
+def assert_same_reading(spec: ModuleType, data: bytes, chunk: int | None = None) -> list[Frame]:
+    """Reading ``data`` with combine_content gives the same frames (once contents are written
+    out) and the same error as reading it without; returns the combined frames."""
+    combined, error = read_each(spec, data, True, chunk)
+    plain, plain_error = read_each(spec, data, False, chunk)
+    assert join_bodies(separate(combined)) == join_bodies(plain)
+    assert error == plain_error
+    return combined
+
+
+@spec_param
+@pytest.mark.parametrize("size", [0, 1, 16, 4088, 4089, 10_000])
+def test_whole_content_is_one_frame(spec: ModuleType, size: int) -> None:
+    # Empty, one body frame (up to frame_max - 8 = 4088 bytes) and several body frames.
+    body = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    data = content_stream(spec, body)
+    reader = FrameReader(spec, frame_max=4096, combine_content=True)
+    reader.feed(data)
+    [frame] = reader.read_frames()
+    assert isinstance(frame, ContentFrame)
+    assert frame.channel == 3 and frame.body == body and type(frame.body) is bytes
+    assert frame.method == spec.Basic.Deliver(
+        consumer_tag="ctag", delivery_tag=9, exchange="ex", routing_key="rk"
+    )
+    assert frame.properties.headers == {"a": 1, "b": "two"}  # type: ignore[attr-defined]
+    assert reader.buffered == 0
+    # next_frame likewise; and the frames it stands for are the ones read without combining
+    reader.feed(data)
+    assert reader.next_frame() == frame
+    assert reader.next_frame() is NEED_DATA
+    assert assert_same_reading(spec, data) == [frame]
+
+
+@spec_param
+def test_content_fed_byte_by_byte_comes_frame_by_frame(spec: ModuleType) -> None:
+    data = content_stream(spec, b"hello")
+    frames = assert_same_reading(spec, data, chunk=1)
+    assert [type(f) for f in frames] == [MethodFrame, HeaderFrame, BodyFrame]
+    # and in bigger pieces, whatever arrives complete behind the method is combined
+    for chunk in (2, 7, 30, 60, len(data) - 1):
+        frames = assert_same_reading(spec, data, chunk)
+        assert join_bodies(separate(frames))[-1] == BodyFrame(3, b"hello")
+
+
+@spec_param
+def test_content_with_trailing_bytes(spec: ModuleType) -> None:
+    data = content_stream(spec, b"hello")
+    following = method_frame(3, spec.Basic.Ack(delivery_tag=1)) + HEARTBEAT_FRAME
+    for cut in range(len(following) + 1):
+        reader = FrameReader(spec, frame_max=4096, combine_content=True)
+        reader.feed(data + following[:cut])
+        frame = reader.next_frame()
+        assert isinstance(frame, ContentFrame) and frame.body == b"hello"
+        assert reader.buffered == cut
+        reader.feed(following[cut:])
+        ack = MethodFrame(3, spec.Basic.Ack(delivery_tag=1))
+        assert reader.read_frames() == [ack, HeartbeatFrame(0)]
+
+
+@spec_param
+def test_content_missing_its_last_byte_is_not_combined(spec: ModuleType) -> None:
+    # The method and header are complete but the body is not: they come out now, one by one.
+    data = content_stream(spec, b"hello")
+    reader = FrameReader(spec, frame_max=4096, combine_content=True)
+    reader.feed(data[:-1])
+    assert [type(f) for f in reader.read_frames()] == [MethodFrame, HeaderFrame]
+    reader.feed(data[-1:])
+    assert reader.read_frames() == [BodyFrame(3, b"hello")]
+
+
+def irregular_contents(spec: ModuleType) -> dict[str, bytes]:
+    """Contents that must not be combined, each next to what it breaks."""
+    basic = spec.Basic
+    deliver = basic.Deliver(consumer_tag="c", delivery_tag=1, exchange="e", routing_key="r")
+    method = method_frame(1, deliver)
+    props = basic.Properties(content_type="a/b").encode()
+    header = header_frame(1, basic.CLASS_ID, 5, basic.Properties(content_type="a/b"))
+
+    def head(class_id: int = basic.CLASS_ID, channel: int = 1, flags: bytes = props) -> bytes:
+        return frame(2, channel, struct.pack(">HHQ", class_id, 0, 5) + flags)
+
+    hel, lo = body_frame(1, b"hel"), body_frame(1, b"lo!")
+    return {
+        "header on another channel": method + head(channel=2) + body_frame(1, b"hello"),
+        "body on another channel": method + header + body_frame(2, b"hello"),
+        "heartbeat in between": method + HEARTBEAT_FRAME + header + body_frame(1, b"hello"),
+        "header of another class": method + head(class_id=20) + body_frame(1, b"hello"),
+        "header of a class without content": method + head(class_id=10) + body_frame(1, b"hello"),
+        "no header": method + method_frame(1, basic.Ack()),
+        "body too long": method + header + body_frame(1, b"hello!"),
+        "body too long in two frames": method + header + hel + lo,
+        "body too short": method + header + body_frame(1, b"hell") + method_frame(1, basic.Ack()),
+        "body too short at the end": method + header + body_frame(1, b"hell"),
+        "second body frame elsewhere": method + header + hel + body_frame(2, b"lo"),
+        "header that does not decode": method + head(flags=b"\x80\x00\x09ab"),
+        "header with unknown flags": method + head(flags=b"\x00\x02"),
+        "header too short": method + frame(2, 1, b"\x00\x3c\x00\x00"),
+        "header frame end": method + frame(2, 1, header[7:-1], end=b"\x00") + hel,
+        "body frame end": method + header + frame(3, 1, b"hello", end=b"\x00"),
+        "body too large": method + header + frame(3, 1, b"h" * 4089),
+        "header too large": method + frame(2, 1, header[7:-1] + b"x" * 4100),
+        "content on channel 0": (
+            method_frame(0, deliver) + header_frame(0, 60, 1, None) + body_frame(0, b"x")
+        ),
+        "empty body frame first": method + header + body_frame(1, b"") + body_frame(1, b"hello"),
+        "unknown frame type after": method + header + frame(7, 1, b"hello"),
+    }
+
+
+@spec_param
+@pytest.mark.parametrize("case", sorted(irregular_contents(amqp0_9_1)))
+def test_irregular_content_reads_as_without_combining(spec: ModuleType, case: str) -> None:
+    data = irregular_contents(spec)[case]
+    for chunk in (None, 1, 5):
+        frames = assert_same_reading(spec, data, chunk)
+        if case == "empty body frame first":
+            continue  # regular after all: a zero-length body frame is allowed
+        assert not any(isinstance(f, ContentFrame) for f in frames)
+    # read_frames raises the same error as well
+    errors = []
+    for combine in (True, False):
+        reader = FrameReader(spec, frame_max=4096, combine_content=combine)
+        reader.feed(data)
+        try:
+            reader.read_frames()
+            errors.append(None)
+        except RemoteProtocolError as exc:
+            errors.append((type(exc), str(exc)))
+    assert errors[0] == errors[1]
+
+
+def test_content_frame_values() -> None:
+    deliver = amqp0_9_1.Basic.Deliver(delivery_tag=1)
+    props = amqp0_9_1.Basic.Properties()
+    one = ContentFrame(1, deliver, props, b"x" * 100)
+    assert one == ContentFrame(1, amqp0_9_1.Basic.Deliver(delivery_tag=1), props, b"x" * 100)
+    assert one != ContentFrame(2, deliver, props, b"x" * 100)
+    assert "+68 bytes" in repr(one) and "Basic.Deliver" in repr(one)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 from datetime import datetime, timezone
 from types import ModuleType
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,8 +17,13 @@ from leveret.wire.errors import RemoteProtocolError
 from leveret.wire.frames import (
     HEARTBEAT_FRAME,
     NEED_DATA,
+    BodyFrame,
+    ContentFrame,
     Frame,
     FrameReader,
+    HeaderFrame,
+    HeartbeatFrame,
+    MethodFrame,
     content_frames,
     method_frame,
 )
@@ -122,10 +128,8 @@ mutations = st.lists(
 )
 
 
-@FUZZ
-@given(specs, mutations, st.integers(min_value=1, max_value=512))
-def test_mutated_valid_streams(spec: ModuleType, edits: list[tuple[str, int, int, bytes]], chunk: int) -> None:
-    stream = bytearray(STREAMS[spec.NAME])
+def mutate(data: bytes, edits: list[tuple[str, int, int, bytes]]) -> bytes:
+    stream = bytearray(data)
     for kind, where, value, blob in edits:
         if not stream:
             break
@@ -143,7 +147,135 @@ def test_mutated_valid_streams(spec: ModuleType, edits: list[tuple[str, int, int
         else:  # splice: copy a piece of the stream somewhere else
             source = value * 7 % len(stream)
             stream[at:at] = stream[source : source + 1 + len(blob) * 4]
-    drain(FrameReader(spec), bytes(stream), chunk)
+    return bytes(stream)
+
+
+@FUZZ
+@given(specs, mutations, st.integers(min_value=1, max_value=512))
+def test_mutated_valid_streams(spec: ModuleType, edits: list[tuple[str, int, int, bytes]], chunk: int) -> None:
+    drain(FrameReader(spec), mutate(STREAMS[spec.NAME], edits), chunk)
+
+
+# Small frames, so that mutations land on frame headers as often as on payloads.
+SMALL_FRAME_MAX = 64
+
+
+def contents_stream(spec: ModuleType) -> bytes:
+    """Contents of every shape (one body frame, none, three) among other frames."""
+    basic = spec.Basic
+    deliver = basic.Deliver(consumer_tag="c", delivery_tag=1, exchange="e", routing_key="r")
+    props = basic.Properties(content_type="text/plain", headers={"a": 1})
+    pieces = [
+        content_frames(1, deliver, props, b"body", SMALL_FRAME_MAX),
+        method_frame(1, basic.Ack(delivery_tag=1)),
+        content_frames(2, deliver, basic.Properties(), b"", SMALL_FRAME_MAX),
+        HEARTBEAT_FRAME,
+        content_frames(1, deliver, props, bytes(range(150)), SMALL_FRAME_MAX),
+    ]
+    return b"".join(piece for piece in pieces if isinstance(piece, bytes))
+
+
+CONTENTS = {name: contents_stream(spec) for name, spec in SPECS.items()}
+
+
+def read_all(reader: FrameReader, data: bytes, chunk: int) -> tuple[list[Frame], Any]:
+    """(frames, error) from feeding ``data`` in ``chunk``-sized pieces; the frames as
+    method/header/body frames, bodies merged, whether the reader combined them or not."""
+    frames: list[Frame] = []
+    error = None
+    try:
+        for i in range(0, len(data), chunk):
+            reader.feed(data[i : i + chunk])
+            while (frame := reader.next_frame()) is not NEED_DATA:
+                assert isinstance(frame, Frame)
+                frames.append(frame)
+    except RemoteProtocolError as exc:
+        error = (type(exc), str(exc))
+    out: list[Frame] = []
+    for f in frames:
+        if isinstance(f, ContentFrame):
+            out.append(MethodFrame(f.channel, f.method))
+            out.append(HeaderFrame(f.channel, f.method.CLASS_ID, len(f.body), f.properties))
+            f = BodyFrame(f.channel, f.body)
+            if not f.payload:
+                continue
+        last = out[-1] if out else None
+        if isinstance(f, BodyFrame) and isinstance(last, BodyFrame) and last.channel == f.channel:
+            out[-1] = BodyFrame(f.channel, last.payload + f.payload)
+        else:
+            out.append(f)
+    return out, error
+
+
+@FUZZ
+@given(specs, mutations, st.integers(min_value=1, max_value=10_000))
+def test_combining_contents_changes_nothing_else(
+    spec: ModuleType, edits: list[tuple[str, int, int, bytes]], chunk: int
+) -> None:
+    # Whatever the bytes and however they arrive, a reader that combines contents yields
+    # the same frames (contents written out) and stops on the same error as one that does not.
+    data = mutate(CONTENTS[spec.NAME], edits)
+    combined = read_all(FrameReader(spec, SMALL_FRAME_MAX, combine_content=True), data, chunk)
+    assert combined == read_all(FrameReader(spec, SMALL_FRAME_MAX), data, chunk)
+
+
+def frame_sequences(spec: ModuleType) -> st.SearchStrategy[bytes]:
+    """Contents, mostly regular but each part possibly off (channel, class, body sizes),
+    among other frames and the odd garbage byte."""
+    basic = spec.Basic
+    deliver = basic.Deliver(consumer_tag="c", delivery_tag=1, exchange="e", routing_key="r")
+
+    @st.composite
+    def content(draw: st.DrawFn) -> bytes:
+        channel = draw(st.integers(min_value=0, max_value=2))
+
+        def usually(value: int, others: st.SearchStrategy[int]) -> int:
+            return draw(st.one_of(st.just(value), st.just(value), st.just(value), others))
+
+        size = draw(st.integers(min_value=0, max_value=30))
+        head_channel = usually(channel, st.integers(min_value=0, max_value=2))
+        class_id = usually(basic.CLASS_ID, st.sampled_from([10, 20, 90]))
+        out = method_frame(channel, deliver)
+        out += struct.pack(">BHIHHQH", 2, head_channel, 14, class_id, 0, size, 0) + b"\xce"
+        left = size + draw(st.sampled_from([0, 0, 0, 0, -1, 1]))
+        while left > 0 or draw(st.integers(min_value=0, max_value=9)) == 0:
+            if left > 0 and draw(st.booleans()):
+                n = left  # the rest in one frame, the usual way
+            else:
+                n = min(max(left, 0), draw(st.integers(min_value=0, max_value=20)))
+            body_channel = usually(channel, st.integers(min_value=0, max_value=2))
+            out += struct.pack(">BHI", 3, body_channel, n) + bytes(n) + b"\xce"
+            left -= n
+            if left <= 0:
+                break
+        return out
+
+    piece = st.one_of(
+        content(),
+        content(),
+        st.just(method_frame(1, basic.Ack(delivery_tag=2))),
+        st.just(HEARTBEAT_FRAME),
+        st.binary(min_size=1, max_size=3),
+    )
+    return st.lists(piece, max_size=6).map(b"".join)
+
+
+@FUZZ
+@given(specs, st.data(), st.integers(min_value=1, max_value=1000))
+def test_combining_frame_sequences_changes_nothing_else(
+    spec: ModuleType, data: st.DataObject, chunk: int
+) -> None:
+    stream = data.draw(frame_sequences(spec))
+    combined = read_all(FrameReader(spec, SMALL_FRAME_MAX, combine_content=True), stream, chunk)
+    assert combined == read_all(FrameReader(spec, SMALL_FRAME_MAX), stream, chunk)
+
+
+@pytest.mark.parametrize("spec", list(SPECS.values()), ids=list(SPECS))
+def test_contents_stream_is_combined(spec: ModuleType) -> None:
+    reader = FrameReader(spec, SMALL_FRAME_MAX, combine_content=True)
+    reader.feed(CONTENTS[spec.NAME])
+    kinds = [type(f) for f in reader.read_frames()]
+    assert kinds == [ContentFrame, MethodFrame, ContentFrame, HeartbeatFrame, ContentFrame]
 
 
 @pytest.mark.parametrize("spec", list(SPECS.values()), ids=list(SPECS))

@@ -224,11 +224,6 @@ def test_kombu_producer_to_leveret_consumer(
     assert lconn.default_channel.queue_declare(queue_name, passive=True).message_count == 0
 
 
-@pytest.mark.xfail(
-    strict=True, raises=DecodeError,
-    reason="leveret.wire.fields has no decoder for the field-table letter 'L', which py-amqp "
-           "(so kombu) writes for every int outside 32 bits (packed as signed 64-bit)",
-)
 def test_kombu_64bit_header_int_reaches_leveret(
     lconn: Connection, kconn: kombu.Connection, names: tuple[str, str],
 ) -> None:

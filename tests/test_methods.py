@@ -420,3 +420,45 @@ def test_int_field_bounds_are_inclusive() -> None:
             raw = obj.encode()
             start = 4 if issubclass(cls, Method) else 0
             assert cls.decode(raw, start, len(raw)) == obj
+
+
+# -- encoded shortstrs are cached -----------------------------------------------------------
+
+
+def test_shortstr_cache_is_bounded_and_invisible() -> None:
+    from leveret.wire import _base
+
+    publish = amqp0_9_1.Basic.Publish
+    expected = publish(exchange="ex", routing_key="rk").encode()
+    # however full the cache, and across it being emptied, the bytes are the same
+    for n in range(_base.SHORTSTRS_MAX * 2 + 3):
+        assert publish(exchange=f"unique-{n}", routing_key="rk").encode()[6:] == (
+            bytes((len(f"unique-{n}"),)) + f"unique-{n}".encode() + b"\x02rk\x00"
+        )
+        assert len(_base.SHORTSTRS) <= _base.SHORTSTRS_MAX
+    assert publish(exchange="ex", routing_key="rk").encode() == expected
+    # a str subclass is encoded as its value and not remembered
+    class Name(str):
+        pass
+
+    _base.SHORTSTRS.clear()
+    assert publish(exchange=Name("ex"), routing_key="rk").encode() == expected
+    assert "ex" not in _base.SHORTSTRS and "rk" in _base.SHORTSTRS
+    # bad values still fail naming the field, cached or not
+    for _ in range(2):
+        with pytest.raises(EncodeError, match="routing_key"):
+            publish(routing_key="k" * 256).encode()
+        with pytest.raises(EncodeError, match="content_type"):
+            amqp0_9_1.Basic.Properties(content_type="\ud800x" * 200).encode()
+    # properties whose values are unique per message are not cached
+    amqp0_9_1.Basic.Properties(message_id="m-1", correlation_id="c-1", app_id="app").encode()
+    assert "app" in _base.SHORTSTRS
+    assert "m-1" not in _base.SHORTSTRS and "c-1" not in _base.SHORTSTRS
+
+
+def test_properties_encode_is_flags_then_values() -> None:
+    for cls in PROPERTIES:
+        obj = sample(cls)
+        flags, values = obj.encode_values()
+        assert obj.encode() == struct.pack(">H", flags) + values
+    assert amqp0_9_1.Basic.Properties().encode_values() == (0, b"")

@@ -64,6 +64,8 @@ _READ_AHEAD_LIMIT = 20000
 # Queued frames (of publishes, acks...) past which the caller writes them itself instead of
 # leaving them to the I/O thread: this bounds memory when a publisher outruns the socket.
 _FLUSH_ITEMS = 512
+# Writes closer together than this (seconds) count as a burst, left to the I/O thread.
+_BURST_GAP = 50e-6
 
 # Connections with an I/O thread, so that bytes still queued at interpreter exit get written.
 _live: weakref.WeakSet[Connection] = weakref.WeakSet()
@@ -151,6 +153,7 @@ class Connection:
         self._cond = threading.Condition(self._lock)
         self._wlock = threading.Lock()
         self._wrest: bytes = b""  # taken from the core, not yet written (under _wlock)
+        self._last_kick = 0.0
         self._kick_event = threading.Event()
         self._reading = False
         self._error: BaseException | None = None
@@ -162,6 +165,7 @@ class Connection:
         self._io_thread: threading.Thread | None = None
         self._stopping = False
         self._last_poll = 0.0
+        self._get_ok: Any = None
         self.server_properties: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ info
@@ -247,6 +251,7 @@ class Connection:
             max_body_size=self.max_body_size,
             client_properties=self.client_properties,
         )
+        self._get_ok = core.spec.Basic.GetOk
         try:
             self._flush()
             self._wait_for(lambda: core.state is not ConnState.AWAIT_START and core.state is not ConnState.AWAIT_TUNE and core.state is not ConnState.AWAIT_OPEN_OK, deadline, "the AMQP handshake")
@@ -407,7 +412,7 @@ class Connection:
                 ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
                 if ch is None:
                     continue
-                if event.method.NAME.endswith("get-ok"):  # type: ignore[attr-defined]
+                if type(event.method) is self._get_ok:  # type: ignore[attr-defined]
                     ch._replies.append(event)
                 else:
                     self._pending.append((ch, event))
@@ -511,12 +516,18 @@ class Connection:
             self._wlock.release()
 
     def _kick(self) -> None:
-        """Have what is queued written soon: by the I/O thread, which runs as soon as this
-        thread blocks or the interpreter switches threads, so that a burst of publishes or
-        acks leaves in a few large writes.  Past ``_FLUSH_ITEMS`` queued frames the caller
+        """Have what is queued written soon.
+
+        A lone write (the previous one was more than ``_BURST_GAP`` ago) is written now by
+        the calling thread: handing it to another thread would cost a thread switch on the
+        round trip.  Inside a burst of publishes or acks, the I/O thread writes -- it runs
+        as soon as this thread blocks or the interpreter switches threads -- so the burst
+        leaves in a few large writes.  Past ``_FLUSH_ITEMS`` queued frames the caller
         writes them itself (bounded memory)."""
+        now = monotonic()
+        last, self._last_kick = self._last_kick, now
         core = self._core
-        if core is not None and len(core._out) > _FLUSH_ITEMS:
+        if now - last > _BURST_GAP or (core is not None and len(core._out) > _FLUSH_ITEMS):
             self._flush()
         elif not self._kick_event.is_set():  # set() costs a lock round trip; once is enough
             self._kick_event.set()
@@ -815,7 +826,29 @@ class Channel:
 
     @property
     def is_open(self) -> bool:
-        return self._open and not self._closed
+        """True while the channel and its connection are usable."""
+        return self._open and not self._closed and self.connection.is_open
+
+    @property
+    def unconfirmed(self) -> list[int]:
+        """Delivery tags of publishes (in confirm mode) whose fate is not known: not yet
+        confirmed while the channel is open; never confirmed when it closed or its
+        connection was lost (they may or may not have reached the queues)."""
+        conn = self.connection
+        core = self._core
+        if self._closed:
+            return list(self._lost_tags)
+        if conn._error is not None and isinstance(conn._error, ConnectionLost):
+            return list(conn._error.unconfirmed.get(self.channel_id, ()))
+        if core is None:
+            return []
+        return list(core.unconfirmed().get(self.channel_id, ()))
+
+    @property
+    def nacked(self) -> list[int]:
+        """Delivery tags the broker nacked and :meth:`wait_for_confirms` has not yet raised
+        for."""
+        return list(self._nacked)
 
     def __enter__(self) -> Channel:
         return self
@@ -1050,9 +1083,14 @@ class Channel:
         """
         conn = self.connection
         core = self._core
-        if not isinstance(msg, Message):
-            msg = Message(msg)
-        props = self._props_cls(**msg.properties) if msg.properties else self._props_cls()
+        if type(msg) is bytes:
+            body: Any = msg
+            props = None  # no properties: the header's flags word is simply 0
+        else:
+            if not isinstance(msg, Message):
+                msg = Message(msg)
+            body = msg.body
+            props = self._props_cls(**msg.properties) if msg.properties else None
         if self._ticket_field:
             method = self._publish_cls(
                 ticket=core.ticket(self.channel_id), exchange=exchange,  # type: ignore[union-attr]
@@ -1077,7 +1115,7 @@ class Channel:
         with conn._lock:
             if self._closed:
                 self._raise_closed()
-            tag = core.publish(self.channel_id, method, props, msg.body)  # type: ignore[union-attr]
+            tag = core.publish(self.channel_id, method, props, body)  # type: ignore[union-attr]
         conn._kick()
         return tag
 

@@ -49,6 +49,7 @@ from ..wire.fields import encode_table
 from ..wire.frames import (
     HEARTBEAT_FRAME,
     BodyFrame,
+    ContentFrame,
     FrameReader,
     HeaderFrame,
     HeartbeatFrame,
@@ -343,7 +344,9 @@ class SansIOConnection:
         self.close_error: AMQPError | None = None  # why the connection closed, if not 200
         self._error: BaseException | None = None
 
-        self._reader = FrameReader(self.spec, max(self.spec.FRAME_MIN_SIZE, frame_max))
+        self._reader = FrameReader(
+            self.spec, max(self.spec.FRAME_MIN_SIZE, frame_max), combine_content=True
+        )
         self._out: list[Any] = [self.spec.PROTOCOL_HEADER]
         self._header_checked = False
         self._pending: bytes = b""  # first bytes, until we know they are not a protocol header
@@ -351,6 +354,16 @@ class SansIOConnection:
         self._free_ids: list[int] = []
         self._next_id = 1
         self._send_kinds: dict[type, Any] = {}
+        self._return_types = frozenset(
+            cls for cls in self.spec.METHODS.values() if cls.NAME.endswith(".return")
+        )
+        self._get_ok_types = frozenset(
+            cls for cls in self.spec.METHODS.values() if cls.NAME.endswith(".get-ok")
+        )
+        # The plain case of a delivery: straight to a MessageReceived event.
+        self._deliver_types = frozenset(
+            cls for cls in self.spec.METHODS.values() if cls.NAME.endswith(".deliver")
+        )
         self._by_name: dict[str, Any] = {
             cls.NAME: cls for cls in self.spec.METHODS.values()
         }
@@ -567,6 +580,33 @@ class SansIOConnection:
             raise RemoteProtocolError(
                 f"frame for channel {channel_id}, which is not open", CHANNEL_ERROR
             )
+        if kind is ContentFrame:
+            # A whole content at once (the reader combined method, header and body).
+            method = frame.method
+            body = frame.body
+            if (
+                type(method) in self._deliver_types
+                and ch.c_method is None
+                and ch.state is ChannelState.OPEN
+                and len(body) <= self.max_body_size
+            ):
+                events.append(ev.MessageReceived(channel_id, method, frame.properties, body))
+                return
+            if ch.c_method is not None:
+                raise UnexpectedFrame(
+                    f"method {method.NAME} on channel {channel_id} in the middle of a content"
+                )
+            if not method.SENT_BY_SERVER:
+                raise RemoteProtocolError(f"{method.NAME} is not a method a server sends", COMMAND_INVALID)
+            ch.c_method = method
+            ch.c_props = frame.properties
+            if len(body) > self.max_body_size:
+                ch.c_discard = True
+                events.append(ev.MessageTooLarge(channel_id, method, frame.properties, len(body)))
+            elif ch.state is ChannelState.CLOSING:
+                ch.c_discard = True
+            self._content_done(ch, body, events)
+            return
         if kind is MethodFrame:
             if ch.c_method is not None:
                 raise UnexpectedFrame(
@@ -636,14 +676,14 @@ class SansIOConnection:
             if discard and ch.state is ChannelState.OPEN and method.NAME.endswith(".get-ok"):
                 self._expect_reply(ch, method.NAME)  # the get is answered, if unreadably
             return
-        name = method.NAME
-        if name.endswith(".return"):
+        kind = type(method)
+        if kind in self._return_types:
             events.append(
                 ev.MessageReturned(ch.id, method, props, body, self._pair_return(ch, method, body))
             )
             return
-        if name.endswith(".get-ok"):
-            self._expect_reply(ch, name)
+        if kind in self._get_ok_types:
+            self._expect_reply(ch, method.NAME)
         events.append(ev.MessageReceived(ch.id, method, props, body))
 
     def _pair_return(self, ch: _Channel, method: Any, body: bytes) -> int | None:

@@ -23,12 +23,17 @@ __all__ = [
     "timestamp_to_int",
     "int_to_timestamp",
     "skip_flag_words",
+    "OCTETS",
+    "SHORTSTRS",
+    "shortstr",
+    "cached_shortstr",
 ]
 
 _UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 _SECOND = timedelta(seconds=1)
 _unpack_H = struct.Struct("!H").unpack_from
+_pack_H = struct.Struct("!H").pack
 
 # Largest value per integer wire type, for the error messages of encode_error().
 _INT_MAX = {
@@ -121,6 +126,14 @@ class ContentProperties(_Fields):
 
     def encode(self) -> bytes:
         """Property flags, then each present property's value in flag order."""
+        flags, values = self.encode_values()
+        return _pack_H(flags) + values
+
+    def encode_values(self) -> tuple[int, bytes]:
+        """The property-flags word and, apart, each present property's value in flag order:
+        :meth:`encode` without the flags packed in front, for the frame writer to pack them
+        with the header frame's other fixed fields.  (No content class has more than 15
+        properties, so the flags always fit in one word.)"""
         raise NotImplementedError
 
     @classmethod
@@ -189,6 +202,41 @@ def decode_error(name: str, exc: BaseException | None, offset: int, end: int) ->
             return DecodeError(f"{name}: payload truncated ({offset - end} bytes missing)")
         return DecodeError(f"{name}: {end - offset} unexpected trailing bytes")
     return DecodeError(f"{name}: payload truncated or malformed ({exc})")
+
+
+#: ``OCTETS[n] == bytes((n,))``: a length octet or a bit octet without a struct call.
+OCTETS: tuple[bytes, ...] = tuple(bytes((n,)) for n in range(256))
+
+#: Encoded shortstrs (length octet and UTF-8) by value, filled by :func:`cached_shortstr`.
+#: Exchange names, routing keys and content types repeat from message to message, and a
+#: dict lookup is cheaper than encoding them again.  Bounded: emptied when full, so that a
+#: stream of unique values cannot grow it, while the repeating ones come back at once.
+SHORTSTRS: dict[str, bytes] = {}
+SHORTSTRS_MAX = 512
+
+
+def shortstr(value: str) -> bytes:
+    """A shortstr as it goes on the wire: length octet, then UTF-8 (``surrogateescape``).
+
+    Raises ``ValueError`` (or ``AttributeError`` for a non-str) rather than
+    :class:`EncodeError`: the generated encoders catch it and call :func:`encode_error`,
+    which names the field.
+    """
+    raw = value.encode("utf-8", "surrogateescape")
+    if len(raw) > 255:
+        raise ValueError(f"shortstr of {len(raw)} bytes")
+    return OCTETS[len(raw)] + raw
+
+
+def cached_shortstr(value: str) -> bytes:
+    """:func:`shortstr`, remembered in :data:`SHORTSTRS`.  The generated encoders look in
+    :data:`SHORTSTRS` themselves and only call this on a miss."""
+    data = shortstr(value)
+    if type(value) is str:  # not a subclass, whose equality could be anything
+        if len(SHORTSTRS) >= SHORTSTRS_MAX:
+            SHORTSTRS.clear()
+        SHORTSTRS[value] = data
+    return data
 
 
 def longstr_bytes(value: str, name: str, field: str) -> bytes:

@@ -13,11 +13,15 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from . import replies
+from ._base import OCTETS as _OCTETS
+from ._base import SHORTSTRS as _SHORTSTRS
 from ._base import ContentProperties, Method
+from ._base import cached_shortstr as _cached_shortstr
 from ._base import decode_error as _decode_error
 from ._base import encode_error as _encode_error
 from ._base import int_to_timestamp as _int_to_timestamp
 from ._base import longstr_bytes as _longstr_bytes
+from ._base import shortstr as _shortstr
 from ._base import skip_flag_words as _skip_flag_words
 from ._base import timestamp_to_int as _timestamp_to_int
 from .errors import AMQPError, EncodeError, UnknownMethod
@@ -173,18 +177,15 @@ _HIH = struct.Struct("!HIH")
 _IHB = struct.Struct("!IHB")
 _QBB = struct.Struct("!QBB")
 _HHBB = struct.Struct("!HHBB")
-_HHHB = struct.Struct("!HHHB")
 _HHQB = struct.Struct("!HHQB")
 _HHQI = struct.Struct("!HHQI")
 _IHIB = struct.Struct("!IHIB")
 _BHIQB = struct.Struct("!BHIQB")
 _HHHIH = struct.Struct("!HHHIH")
 _HHIHB = struct.Struct("!HHIHB")
-_HHQBB = struct.Struct("!HHQBB")
 _HHIHIB = struct.Struct("!HHIHIB")
 _HHBHIQB = struct.Struct("!HHBHIQB")
 _pack_B = _B.pack
-_pack_H = _H.pack
 _pack_I = _I.pack
 _pack_Q = _Q.pack
 _pack_BB = _BB.pack
@@ -195,14 +196,11 @@ _pack_HHB = _HHB.pack
 _pack_HHH = _HHH.pack
 _pack_HHI = _HHI.pack
 _pack_HHQ = _HHQ.pack
-_pack_QBB = _QBB.pack
 _pack_HHBB = _HHBB.pack
-_pack_HHHB = _HHHB.pack
 _pack_HHQB = _HHQB.pack
 _pack_HHQI = _HHQI.pack
 _pack_HHHIH = _HHHIH.pack
 _pack_HHIHB = _HHIHB.pack
-_pack_HHQBB = _HHQBB.pack
 _pack_HHIHIB = _HHIHIB.pack
 _pack_HHBHIQB = _HHBHIQB.pack
 _unpack_B = _B.unpack_from
@@ -368,20 +366,22 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _mechanism = self.mechanism.encode("utf-8", "surrogateescape")
+                _mechanism = _SHORTSTRS.get(self.mechanism)
+                if _mechanism is None:
+                    _mechanism = _cached_shortstr(self.mechanism)
                 _response = self.response
                 if isinstance(_response, str):
                     _response = _response.encode("utf-8", "surrogateescape")
-                _locale = self.locale.encode("utf-8", "surrogateescape")
+                _locale = _SHORTSTRS.get(self.locale)
+                if _locale is None:
+                    _locale = _cached_shortstr(self.locale)
                 return b"".join(
                     (
                         _pack_HH(10, 11),
                         _encode_table(self.client_properties),
-                        _pack_B(len(_mechanism)),
                         _mechanism,
                         _pack_I(len(_response)),
                         _response,
-                        _pack_B(len(_locale)),
                         _locale,
                     )
                 )
@@ -396,18 +396,16 @@ class Connection:
             o = offset
             try:
                 self.client_properties, o = _decode_table(buf, o, end)
-                n = buf[o]
-                o += 1
-                self.mechanism = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.mechanism = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 n = _unpack_I(buf, o)[0]
                 o += 4
                 self.response = bytes(buf[o : o + n])
                 o += n
-                n = buf[o]
-                o += 1
-                self.locale = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.locale = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.start-ok", exc, o, end) from exc
             if o != end:
@@ -660,15 +658,18 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _virtual_host = self.virtual_host.encode("utf-8", "surrogateescape")
-                _capabilities = self.capabilities.encode("utf-8", "surrogateescape")
+                _virtual_host = _SHORTSTRS.get(self.virtual_host)
+                if _virtual_host is None:
+                    _virtual_host = _cached_shortstr(self.virtual_host)
+                _capabilities = _SHORTSTRS.get(self.capabilities)
+                if _capabilities is None:
+                    _capabilities = _cached_shortstr(self.capabilities)
                 return b"".join(
                     (
-                        _pack_HHB(10, 40, len(_virtual_host)),
+                        _pack_HH(10, 40),
                         _virtual_host,
-                        _pack_B(len(_capabilities)),
                         _capabilities,
-                        _pack_B((1 if self.insist else 0)),
+                        _OCTETS[(1 if self.insist else 0)],
                     )
                 )
             except _ENCODE_FAILURES as exc:
@@ -679,14 +680,12 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.virtual_host = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
-                n = buf[o]
-                o += 1
-                self.capabilities = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.virtual_host = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
+                n = o + 1 + buf[o]
+                self.capabilities = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.insist = (_bits & 1) != 0
@@ -722,8 +721,10 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _known_hosts = self.known_hosts.encode("utf-8", "surrogateescape")
-                return b"".join((_pack_HHB(10, 41, len(_known_hosts)), _known_hosts))
+                _known_hosts = _SHORTSTRS.get(self.known_hosts)
+                if _known_hosts is None:
+                    _known_hosts = _cached_shortstr(self.known_hosts)
+                return b"".join((_pack_HH(10, 41), _known_hosts))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -732,10 +733,9 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.known_hosts = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.known_hosts = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.open-ok", exc, o, end) from exc
             if o != end:
@@ -770,16 +770,13 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _host = self.host.encode("utf-8", "surrogateescape")
-                _known_hosts = self.known_hosts.encode("utf-8", "surrogateescape")
-                return b"".join(
-                    (
-                        _pack_HHB(10, 50, len(_host)),
-                        _host,
-                        _pack_B(len(_known_hosts)),
-                        _known_hosts,
-                    )
-                )
+                _host = _SHORTSTRS.get(self.host)
+                if _host is None:
+                    _host = _cached_shortstr(self.host)
+                _known_hosts = _SHORTSTRS.get(self.known_hosts)
+                if _known_hosts is None:
+                    _known_hosts = _cached_shortstr(self.known_hosts)
+                return b"".join((_pack_HH(10, 50), _host, _known_hosts))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -788,14 +785,12 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.host = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
-                n = buf[o]
-                o += 1
-                self.known_hosts = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.host = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
+                n = o + 1 + buf[o]
+                self.known_hosts = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.redirect", exc, o, end) from exc
             if o != end:
@@ -843,10 +838,12 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = self.reply_text.encode("utf-8", "surrogateescape")
+                _reply_text = _SHORTSTRS.get(self.reply_text)
+                if _reply_text is None:
+                    _reply_text = _cached_shortstr(self.reply_text)
                 return b"".join(
                     (
-                        _pack_HHHB(10, 60, self.reply_code, len(_reply_text)),
+                        _pack_HHH(10, 60, self.reply_code),
                         _reply_text,
                         _pack_HH(self.class_id, self.method_id),
                     )
@@ -933,8 +930,10 @@ class Channel:
 
         def encode(self) -> bytes:
             try:
-                _out_of_band = self.out_of_band.encode("utf-8", "surrogateescape")
-                return b"".join((_pack_HHB(20, 10, len(_out_of_band)), _out_of_band))
+                _out_of_band = _SHORTSTRS.get(self.out_of_band)
+                if _out_of_band is None:
+                    _out_of_band = _cached_shortstr(self.out_of_band)
+                return b"".join((_pack_HH(20, 10), _out_of_band))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -943,10 +942,9 @@ class Channel:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.out_of_band = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.out_of_band = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("channel.open", exc, o, end) from exc
             if o != end:
@@ -1100,10 +1098,12 @@ class Channel:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = self.reply_text.encode("utf-8", "surrogateescape")
+                _reply_text = _SHORTSTRS.get(self.reply_text)
+                if _reply_text is None:
+                    _reply_text = _cached_shortstr(self.reply_text)
                 return b"".join(
                     (
-                        _pack_HHHB(20, 30, self.reply_code, len(_reply_text)),
+                        _pack_HHH(20, 30, self.reply_code),
                         _reply_text,
                         _encode_table(self.details),
                     )
@@ -1170,10 +1170,12 @@ class Channel:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = self.reply_text.encode("utf-8", "surrogateescape")
+                _reply_text = _SHORTSTRS.get(self.reply_text)
+                if _reply_text is None:
+                    _reply_text = _cached_shortstr(self.reply_text)
                 return b"".join(
                     (
-                        _pack_HHHB(20, 40, self.reply_code, len(_reply_text)),
+                        _pack_HHH(20, 40, self.reply_code),
                         _reply_text,
                         _pack_HH(self.class_id, self.method_id),
                     )
@@ -1280,7 +1282,9 @@ class Access:
 
         def encode(self) -> bytes:
             try:
-                _realm = self.realm.encode("utf-8", "surrogateescape")
+                _realm = _SHORTSTRS.get(self.realm)
+                if _realm is None:
+                    _realm = _cached_shortstr(self.realm)
                 _bits = (
                     (1 if self.exclusive else 0)
                     | (2 if self.passive else 0)
@@ -1288,7 +1292,7 @@ class Access:
                     | (8 if self.write else 0)
                     | (16 if self.read else 0)
                 )
-                return b"".join((_pack_HHB(30, 10, len(_realm)), _realm, _pack_B(_bits)))
+                return b"".join((_pack_HH(30, 10), _realm, _OCTETS[_bits]))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -1297,10 +1301,9 @@ class Access:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.realm = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.realm = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.exclusive = (_bits & 1) != 0
@@ -1431,8 +1434,12 @@ class Exchange:
 
         def encode(self) -> bytes:
             try:
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _type = self.type.encode("utf-8", "surrogateescape")
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _type = _SHORTSTRS.get(self.type)
+                if _type is None:
+                    _type = _cached_shortstr(self.type)
                 _bits = (
                     (1 if self.passive else 0)
                     | (2 if self.durable else 0)
@@ -1442,11 +1449,10 @@ class Exchange:
                 )
                 return b"".join(
                     (
-                        _pack_HHHB(40, 10, self.ticket, len(_exchange)),
+                        _pack_HHH(40, 10, self.ticket),
                         _exchange,
-                        _pack_B(len(_type)),
                         _type,
-                        _pack_B(_bits),
+                        _OCTETS[_bits],
                         _encode_table(self.arguments),
                     )
                 )
@@ -1464,10 +1470,9 @@ class Exchange:
                 o += 3
                 self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.type = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.type = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.passive = (_bits & 1) != 0
@@ -1551,18 +1556,14 @@ class Exchange:
 
         def encode(self) -> bytes:
             try:
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
                 _bits = (
                     (1 if self.if_unused else 0)
                     | (2 if self.nowait else 0)
                 )
-                return b"".join(
-                    (
-                        _pack_HHHB(40, 20, self.ticket, len(_exchange)),
-                        _exchange,
-                        _pack_B(_bits),
-                    )
-                )
+                return b"".join((_pack_HHH(40, 20, self.ticket), _exchange, _OCTETS[_bits]))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -1682,7 +1683,9 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = self.queue.encode("utf-8", "surrogateescape")
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
                 _bits = (
                     (1 if self.passive else 0)
                     | (2 if self.durable else 0)
@@ -1692,9 +1695,9 @@ class Queue:
                 )
                 return b"".join(
                     (
-                        _pack_HHHB(50, 10, self.ticket, len(_queue)),
+                        _pack_HHH(50, 10, self.ticket),
                         _queue,
-                        _pack_B(_bits),
+                        _OCTETS[_bits],
                         _encode_table(self.arguments),
                     )
                 )
@@ -1762,10 +1765,12 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = self.queue.encode("utf-8", "surrogateescape")
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
                 return b"".join(
                     (
-                        _pack_HHB(50, 11, len(_queue)),
+                        _pack_HH(50, 11),
                         _queue,
                         _pack_II(self.message_count, self.consumer_count),
                     )
@@ -1778,10 +1783,9 @@ class Queue:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.queue = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 self.message_count, self.consumer_count = _unpack_II(buf, o)
                 o += 8
             except _DECODE_FAILURES as exc:
@@ -1837,18 +1841,22 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = self.queue.encode("utf-8", "surrogateescape")
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_HHHB(50, 20, self.ticket, len(_queue)),
+                        _pack_HHH(50, 20, self.ticket),
                         _queue,
-                        _pack_B(len(_exchange)),
                         _exchange,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
-                        _pack_B((1 if self.nowait else 0)),
+                        _OCTETS[(1 if self.nowait else 0)],
                         _encode_table(self.arguments),
                     )
                 )
@@ -1866,14 +1874,12 @@ class Queue:
                 o += 3
                 self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.exchange = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.nowait = (_bits & 1) != 0
@@ -1943,12 +1949,14 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = self.queue.encode("utf-8", "surrogateescape")
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
                 return b"".join(
                     (
-                        _pack_HHHB(50, 30, self.ticket, len(_queue)),
+                        _pack_HHH(50, 30, self.ticket),
                         _queue,
-                        _pack_B((1 if self.nowait else 0)),
+                        _OCTETS[(1 if self.nowait else 0)],
                     )
                 )
             except _ENCODE_FAILURES as exc:
@@ -2059,19 +2067,15 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = self.queue.encode("utf-8", "surrogateescape")
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
                 _bits = (
                     (1 if self.if_unused else 0)
                     | (2 if self.if_empty else 0)
                     | (4 if self.nowait else 0)
                 )
-                return b"".join(
-                    (
-                        _pack_HHHB(50, 40, self.ticket, len(_queue)),
-                        _queue,
-                        _pack_B(_bits),
-                    )
-                )
+                return b"".join((_pack_HHH(50, 40, self.ticket), _queue, _OCTETS[_bits]))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -2292,8 +2296,12 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _queue = self.queue.encode("utf-8", "surrogateescape")
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
                 _bits = (
                     (1 if self.no_local else 0)
                     | (2 if self.no_ack else 0)
@@ -2302,11 +2310,10 @@ class Basic:
                 )
                 return b"".join(
                     (
-                        _pack_HHHB(60, 20, self.ticket, len(_queue)),
+                        _pack_HHH(60, 20, self.ticket),
                         _queue,
-                        _pack_B(len(_consumer_tag)),
                         _consumer_tag,
-                        _pack_B(_bits),
+                        _OCTETS[_bits],
                     )
                 )
             except _ENCODE_FAILURES as exc:
@@ -2321,10 +2328,9 @@ class Basic:
                 o += 3
                 self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.no_local = (_bits & 1) != 0
@@ -2363,8 +2369,10 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
-                return b"".join((_pack_HHB(60, 21, len(_consumer_tag)), _consumer_tag))
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
+                return b"".join((_pack_HH(60, 21), _consumer_tag))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -2373,10 +2381,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.consume-ok", exc, o, end) from exc
             if o != end:
@@ -2412,12 +2419,14 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
                 return b"".join(
                     (
-                        _pack_HHB(60, 30, len(_consumer_tag)),
+                        _pack_HH(60, 30),
                         _consumer_tag,
-                        _pack_B((1 if self.nowait else 0)),
+                        _OCTETS[(1 if self.nowait else 0)],
                     )
                 )
             except _ENCODE_FAILURES as exc:
@@ -2428,10 +2437,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.nowait = (_bits & 1) != 0
@@ -2467,8 +2475,10 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
-                return b"".join((_pack_HHB(60, 31, len(_consumer_tag)), _consumer_tag))
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
+                return b"".join((_pack_HH(60, 31), _consumer_tag))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -2477,10 +2487,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.cancel-ok", exc, o, end) from exc
             if o != end:
@@ -2530,19 +2539,22 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
                 _bits = (
                     (1 if self.mandatory else 0)
                     | (2 if self.immediate else 0)
                 )
                 return b"".join(
                     (
-                        _pack_HHHB(60, 40, self.ticket, len(_exchange)),
+                        _pack_HHH(60, 40, self.ticket),
                         _exchange,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
-                        _pack_B(_bits),
+                        _OCTETS[_bits],
                     )
                 )
             except _ENCODE_FAILURES as exc:
@@ -2557,10 +2569,9 @@ class Basic:
                 o += 3
                 self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.mandatory = (_bits & 1) != 0
@@ -2611,16 +2622,20 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = self.reply_text.encode("utf-8", "surrogateescape")
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
+                _reply_text = _SHORTSTRS.get(self.reply_text)
+                if _reply_text is None:
+                    _reply_text = _cached_shortstr(self.reply_text)
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_HHHB(60, 50, self.reply_code, len(_reply_text)),
+                        _pack_HHH(60, 50, self.reply_code),
                         _reply_text,
-                        _pack_B(len(_exchange)),
                         _exchange,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
                     )
                 )
@@ -2636,14 +2651,12 @@ class Basic:
                 o += 3
                 self.reply_text = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.exchange = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.return", exc, o, end) from exc
             if o != end:
@@ -2693,20 +2706,21 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_HHB(60, 60, len(_consumer_tag)),
+                        _pack_HH(60, 60),
                         _consumer_tag,
-                        _pack_QBB(
-                            self.delivery_tag,
-                            (1 if self.redelivered else 0),
-                            len(_exchange),
-                        ),
+                        _pack_QB(self.delivery_tag, (1 if self.redelivered else 0)),
                         _exchange,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
                     )
                 )
@@ -2718,19 +2732,17 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 self.delivery_tag, _bits, n = _unpack_QBB(buf, o)
                 o += 10
                 self.redelivered = (_bits & 1) != 0
                 self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.deliver", exc, o, end) from exc
             if o != end:
@@ -2768,12 +2780,14 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _queue = self.queue.encode("utf-8", "surrogateescape")
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
                 return b"".join(
                     (
-                        _pack_HHHB(60, 70, self.ticket, len(_queue)),
+                        _pack_HHH(60, 70, self.ticket),
                         _queue,
-                        _pack_B((1 if self.no_ack else 0)),
+                        _OCTETS[(1 if self.no_ack else 0)],
                     )
                 )
             except _ENCODE_FAILURES as exc:
@@ -2840,19 +2854,16 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_HHQBB(
-                            60,
-                            71,
-                            self.delivery_tag,
-                            (1 if self.redelivered else 0),
-                            len(_exchange),
-                        ),
+                        _pack_HHQB(60, 71, self.delivery_tag, (1 if self.redelivered else 0)),
                         _exchange,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
                         _pack_I(self.message_count),
                     )
@@ -2870,10 +2881,9 @@ class Basic:
                 self.redelivered = (_bits & 1) != 0
                 self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 self.message_count = _unpack_I(buf, o)[0]
                 o += 4
             except _DECODE_FAILURES as exc:
@@ -2908,8 +2918,10 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _cluster_id = self.cluster_id.encode("utf-8", "surrogateescape")
-                return b"".join((_pack_HHB(60, 72, len(_cluster_id)), _cluster_id))
+                _cluster_id = _SHORTSTRS.get(self.cluster_id)
+                if _cluster_id is None:
+                    _cluster_id = _cached_shortstr(self.cluster_id)
+                return b"".join((_pack_HH(60, 72), _cluster_id))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -2918,10 +2930,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.cluster_id = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.cluster_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.get-empty", exc, o, end) from exc
             if o != end:
@@ -3172,93 +3183,81 @@ class Basic:
             self.app_id = app_id
             self.cluster_id = cluster_id
 
-        def encode(self) -> bytes:
+        def encode_values(self) -> tuple[int, bytes]:
             flags = 0
-            parts: list[bytes] = [b""]
-            append = parts.append
+            out = b""
             try:
-                content_type = self.content_type
-                if content_type is not None:
+                if self.content_type is not None:
                     flags |= 0x8000
-                    _content_type = content_type.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_content_type)))
-                    append(_content_type)
-                content_encoding = self.content_encoding
-                if content_encoding is not None:
+                    value = _SHORTSTRS.get(self.content_type)
+                    if value is None:
+                        value = _cached_shortstr(self.content_type)
+                    out += value
+                if self.content_encoding is not None:
                     flags |= 0x4000
-                    _content_encoding = content_encoding.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_content_encoding)))
-                    append(_content_encoding)
-                headers = self.headers
-                if headers is not None:
+                    value = _SHORTSTRS.get(self.content_encoding)
+                    if value is None:
+                        value = _cached_shortstr(self.content_encoding)
+                    out += value
+                if self.headers is not None:
                     flags |= 0x2000
-                    append(_encode_table(headers))
-                delivery_mode = self.delivery_mode
-                if delivery_mode is not None:
+                    out += _encode_table(self.headers)
+                if self.delivery_mode is not None:
                     flags |= 0x1000
-                    append(_pack_B(delivery_mode))
-                priority = self.priority
-                if priority is not None:
+                    out += _pack_B(self.delivery_mode)
+                if self.priority is not None:
                     flags |= 0x0800
-                    append(_pack_B(priority))
-                correlation_id = self.correlation_id
-                if correlation_id is not None:
+                    out += _pack_B(self.priority)
+                if self.correlation_id is not None:
                     flags |= 0x0400
-                    _correlation_id = correlation_id.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_correlation_id)))
-                    append(_correlation_id)
-                reply_to = self.reply_to
-                if reply_to is not None:
+                    out += _shortstr(self.correlation_id)
+                if self.reply_to is not None:
                     flags |= 0x0200
-                    _reply_to = reply_to.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_reply_to)))
-                    append(_reply_to)
-                expiration = self.expiration
-                if expiration is not None:
+                    value = _SHORTSTRS.get(self.reply_to)
+                    if value is None:
+                        value = _cached_shortstr(self.reply_to)
+                    out += value
+                if self.expiration is not None:
                     flags |= 0x0100
-                    _expiration = expiration.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_expiration)))
-                    append(_expiration)
-                message_id = self.message_id
-                if message_id is not None:
+                    value = _SHORTSTRS.get(self.expiration)
+                    if value is None:
+                        value = _cached_shortstr(self.expiration)
+                    out += value
+                if self.message_id is not None:
                     flags |= 0x0080
-                    _message_id = message_id.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_message_id)))
-                    append(_message_id)
-                timestamp = self.timestamp
-                if timestamp is not None:
+                    out += _shortstr(self.message_id)
+                if self.timestamp is not None:
                     flags |= 0x0040
-                    append(_pack_Q(_timestamp_to_int(timestamp)))
-                type = self.type
-                if type is not None:
+                    out += _pack_Q(_timestamp_to_int(self.timestamp))
+                if self.type is not None:
                     flags |= 0x0020
-                    _type = type.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_type)))
-                    append(_type)
-                user_id = self.user_id
-                if user_id is not None:
+                    value = _SHORTSTRS.get(self.type)
+                    if value is None:
+                        value = _cached_shortstr(self.type)
+                    out += value
+                if self.user_id is not None:
                     flags |= 0x0010
-                    _user_id = user_id.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_user_id)))
-                    append(_user_id)
-                app_id = self.app_id
-                if app_id is not None:
+                    value = _SHORTSTRS.get(self.user_id)
+                    if value is None:
+                        value = _cached_shortstr(self.user_id)
+                    out += value
+                if self.app_id is not None:
                     flags |= 0x0008
-                    _app_id = app_id.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_app_id)))
-                    append(_app_id)
-                cluster_id = self.cluster_id
-                if cluster_id is not None:
+                    value = _SHORTSTRS.get(self.app_id)
+                    if value is None:
+                        value = _cached_shortstr(self.app_id)
+                    out += value
+                if self.cluster_id is not None:
                     flags |= 0x0004
-                    _cluster_id = cluster_id.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_cluster_id)))
-                    append(_cluster_id)
+                    value = _SHORTSTRS.get(self.cluster_id)
+                    if value is None:
+                        value = _cached_shortstr(self.cluster_id)
+                    out += value
             except EncodeError as exc:
                 raise EncodeError(f"basic.properties: headers: {exc}") from exc
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
-            parts[0] = _pack_H(flags)
-            return b"".join(parts)
+            return flags, out
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Properties:
@@ -3270,17 +3269,15 @@ class Basic:
                 if flags & 0x0003:
                     o = _skip_flag_words("basic.properties", buf, o, flags, 0x0002)
                 if flags & 0x8000:
-                    n = buf[o]
-                    o += 1
-                    self.content_type = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
+                    n = o + 1 + buf[o]
+                    self.content_type = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    o = n
                 else:
                     self.content_type = None
                 if flags & 0x4000:
-                    n = buf[o]
-                    o += 1
-                    self.content_encoding = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
+                    n = o + 1 + buf[o]
+                    self.content_encoding = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    o = n
                 else:
                     self.content_encoding = None
                 if flags & 0x2000:
@@ -3292,71 +3289,75 @@ class Basic:
                     o += 1
                 else:
                     self.delivery_mode = None
-                if flags & 0x0800:
-                    self.priority = buf[o]
-                    o += 1
+                if flags & 0x0FFC:
+                    if flags & 0x0800:
+                        self.priority = buf[o]
+                        o += 1
+                    else:
+                        self.priority = None
+                    if flags & 0x0400:
+                        n = o + 1 + buf[o]
+                        self.correlation_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.correlation_id = None
+                    if flags & 0x0200:
+                        n = o + 1 + buf[o]
+                        self.reply_to = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.reply_to = None
+                    if flags & 0x0100:
+                        n = o + 1 + buf[o]
+                        self.expiration = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.expiration = None
+                    if flags & 0x0080:
+                        n = o + 1 + buf[o]
+                        self.message_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.message_id = None
+                    if flags & 0x0040:
+                        self.timestamp = _int_to_timestamp(_unpack_Q(buf, o)[0])
+                        o += 8
+                    else:
+                        self.timestamp = None
+                    if flags & 0x0020:
+                        n = o + 1 + buf[o]
+                        self.type = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.type = None
+                    if flags & 0x0010:
+                        n = o + 1 + buf[o]
+                        self.user_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.user_id = None
+                    if flags & 0x0008:
+                        n = o + 1 + buf[o]
+                        self.app_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.app_id = None
+                    if flags & 0x0004:
+                        n = o + 1 + buf[o]
+                        self.cluster_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.cluster_id = None
                 else:
                     self.priority = None
-                if flags & 0x0400:
-                    n = buf[o]
-                    o += 1
-                    self.correlation_id = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.correlation_id = None
-                if flags & 0x0200:
-                    n = buf[o]
-                    o += 1
-                    self.reply_to = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.reply_to = None
-                if flags & 0x0100:
-                    n = buf[o]
-                    o += 1
-                    self.expiration = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.expiration = None
-                if flags & 0x0080:
-                    n = buf[o]
-                    o += 1
-                    self.message_id = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.message_id = None
-                if flags & 0x0040:
-                    self.timestamp = _int_to_timestamp(_unpack_Q(buf, o)[0])
-                    o += 8
-                else:
                     self.timestamp = None
-                if flags & 0x0020:
-                    n = buf[o]
-                    o += 1
-                    self.type = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.type = None
-                if flags & 0x0010:
-                    n = buf[o]
-                    o += 1
-                    self.user_id = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.user_id = None
-                if flags & 0x0008:
-                    n = buf[o]
-                    o += 1
-                    self.app_id = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.app_id = None
-                if flags & 0x0004:
-                    n = buf[o]
-                    o += 1
-                    self.cluster_id = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.cluster_id = None
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.properties", exc, o, end) from exc
@@ -3517,8 +3518,12 @@ class File:
 
         def encode(self) -> bytes:
             try:
-                _queue = self.queue.encode("utf-8", "surrogateescape")
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
                 _bits = (
                     (1 if self.no_local else 0)
                     | (2 if self.no_ack else 0)
@@ -3527,11 +3532,10 @@ class File:
                 )
                 return b"".join(
                     (
-                        _pack_HHHB(70, 20, self.ticket, len(_queue)),
+                        _pack_HHH(70, 20, self.ticket),
                         _queue,
-                        _pack_B(len(_consumer_tag)),
                         _consumer_tag,
-                        _pack_B(_bits),
+                        _OCTETS[_bits],
                     )
                 )
             except _ENCODE_FAILURES as exc:
@@ -3546,10 +3550,9 @@ class File:
                 o += 3
                 self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.no_local = (_bits & 1) != 0
@@ -3588,8 +3591,10 @@ class File:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
-                return b"".join((_pack_HHB(70, 21, len(_consumer_tag)), _consumer_tag))
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
+                return b"".join((_pack_HH(70, 21), _consumer_tag))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -3598,10 +3603,9 @@ class File:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.consume-ok", exc, o, end) from exc
             if o != end:
@@ -3637,12 +3641,14 @@ class File:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
                 return b"".join(
                     (
-                        _pack_HHB(70, 30, len(_consumer_tag)),
+                        _pack_HH(70, 30),
                         _consumer_tag,
-                        _pack_B((1 if self.nowait else 0)),
+                        _OCTETS[(1 if self.nowait else 0)],
                     )
                 )
             except _ENCODE_FAILURES as exc:
@@ -3653,10 +3659,9 @@ class File:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.nowait = (_bits & 1) != 0
@@ -3692,8 +3697,10 @@ class File:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
-                return b"".join((_pack_HHB(70, 31, len(_consumer_tag)), _consumer_tag))
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
+                return b"".join((_pack_HH(70, 31), _consumer_tag))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -3702,10 +3709,9 @@ class File:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.cancel-ok", exc, o, end) from exc
             if o != end:
@@ -3741,14 +3747,10 @@ class File:
 
         def encode(self) -> bytes:
             try:
-                _identifier = self.identifier.encode("utf-8", "surrogateescape")
-                return b"".join(
-                    (
-                        _pack_HHB(70, 40, len(_identifier)),
-                        _identifier,
-                        _pack_Q(self.content_size),
-                    )
-                )
+                _identifier = _SHORTSTRS.get(self.identifier)
+                if _identifier is None:
+                    _identifier = _cached_shortstr(self.identifier)
+                return b"".join((_pack_HH(70, 40), _identifier, _pack_Q(self.content_size)))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -3757,10 +3759,9 @@ class File:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.identifier = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.identifier = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 self.content_size = _unpack_Q(buf, o)[0]
                 o += 8
             except _DECODE_FAILURES as exc:
@@ -3887,20 +3888,25 @@ class File:
 
         def encode(self) -> bytes:
             try:
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
                 _bits = (
                     (1 if self.mandatory else 0)
                     | (2 if self.immediate else 0)
                 )
-                _identifier = self.identifier.encode("utf-8", "surrogateescape")
+                _identifier = _SHORTSTRS.get(self.identifier)
+                if _identifier is None:
+                    _identifier = _cached_shortstr(self.identifier)
                 return b"".join(
                     (
-                        _pack_HHHB(70, 60, self.ticket, len(_exchange)),
+                        _pack_HHH(70, 60, self.ticket),
                         _exchange,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
-                        _pack_BB(_bits, len(_identifier)),
+                        _OCTETS[_bits],
                         _identifier,
                     )
                 )
@@ -3916,10 +3922,9 @@ class File:
                 o += 3
                 self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits, n = _unpack_BB(buf, o)
                 o += 2
                 self.mandatory = (_bits & 1) != 0
@@ -3972,16 +3977,20 @@ class File:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = self.reply_text.encode("utf-8", "surrogateescape")
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
+                _reply_text = _SHORTSTRS.get(self.reply_text)
+                if _reply_text is None:
+                    _reply_text = _cached_shortstr(self.reply_text)
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_HHHB(70, 70, self.reply_code, len(_reply_text)),
+                        _pack_HHH(70, 70, self.reply_code),
                         _reply_text,
-                        _pack_B(len(_exchange)),
                         _exchange,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
                     )
                 )
@@ -3997,14 +4006,12 @@ class File:
                 o += 3
                 self.reply_text = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.exchange = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.return", exc, o, end) from exc
             if o != end:
@@ -4064,23 +4071,25 @@ class File:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
-                _identifier = self.identifier.encode("utf-8", "surrogateescape")
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
+                _identifier = _SHORTSTRS.get(self.identifier)
+                if _identifier is None:
+                    _identifier = _cached_shortstr(self.identifier)
                 return b"".join(
                     (
-                        _pack_HHB(70, 80, len(_consumer_tag)),
+                        _pack_HH(70, 80),
                         _consumer_tag,
-                        _pack_QBB(
-                            self.delivery_tag,
-                            (1 if self.redelivered else 0),
-                            len(_exchange),
-                        ),
+                        _pack_QB(self.delivery_tag, (1 if self.redelivered else 0)),
                         _exchange,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
-                        _pack_B(len(_identifier)),
                         _identifier,
                     )
                 )
@@ -4092,23 +4101,20 @@ class File:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 self.delivery_tag, _bits, n = _unpack_QBB(buf, o)
                 o += 10
                 self.redelivered = (_bits & 1) != 0
                 self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
-                n = buf[o]
-                o += 1
-                self.identifier = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
+                n = o + 1 + buf[o]
+                self.identifier = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.deliver", exc, o, end) from exc
             if o != end:
@@ -4287,65 +4293,57 @@ class File:
             self.timestamp = timestamp
             self.cluster_id = cluster_id
 
-        def encode(self) -> bytes:
+        def encode_values(self) -> tuple[int, bytes]:
             flags = 0
-            parts: list[bytes] = [b""]
-            append = parts.append
+            out = b""
             try:
-                content_type = self.content_type
-                if content_type is not None:
+                if self.content_type is not None:
                     flags |= 0x8000
-                    _content_type = content_type.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_content_type)))
-                    append(_content_type)
-                content_encoding = self.content_encoding
-                if content_encoding is not None:
+                    value = _SHORTSTRS.get(self.content_type)
+                    if value is None:
+                        value = _cached_shortstr(self.content_type)
+                    out += value
+                if self.content_encoding is not None:
                     flags |= 0x4000
-                    _content_encoding = content_encoding.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_content_encoding)))
-                    append(_content_encoding)
-                headers = self.headers
-                if headers is not None:
+                    value = _SHORTSTRS.get(self.content_encoding)
+                    if value is None:
+                        value = _cached_shortstr(self.content_encoding)
+                    out += value
+                if self.headers is not None:
                     flags |= 0x2000
-                    append(_encode_table(headers))
-                priority = self.priority
-                if priority is not None:
+                    out += _encode_table(self.headers)
+                if self.priority is not None:
                     flags |= 0x1000
-                    append(_pack_B(priority))
-                reply_to = self.reply_to
-                if reply_to is not None:
+                    out += _pack_B(self.priority)
+                if self.reply_to is not None:
                     flags |= 0x0800
-                    _reply_to = reply_to.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_reply_to)))
-                    append(_reply_to)
-                message_id = self.message_id
-                if message_id is not None:
+                    value = _SHORTSTRS.get(self.reply_to)
+                    if value is None:
+                        value = _cached_shortstr(self.reply_to)
+                    out += value
+                if self.message_id is not None:
                     flags |= 0x0400
-                    _message_id = message_id.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_message_id)))
-                    append(_message_id)
-                filename = self.filename
-                if filename is not None:
+                    out += _shortstr(self.message_id)
+                if self.filename is not None:
                     flags |= 0x0200
-                    _filename = filename.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_filename)))
-                    append(_filename)
-                timestamp = self.timestamp
-                if timestamp is not None:
+                    value = _SHORTSTRS.get(self.filename)
+                    if value is None:
+                        value = _cached_shortstr(self.filename)
+                    out += value
+                if self.timestamp is not None:
                     flags |= 0x0100
-                    append(_pack_Q(_timestamp_to_int(timestamp)))
-                cluster_id = self.cluster_id
-                if cluster_id is not None:
+                    out += _pack_Q(_timestamp_to_int(self.timestamp))
+                if self.cluster_id is not None:
                     flags |= 0x0080
-                    _cluster_id = cluster_id.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_cluster_id)))
-                    append(_cluster_id)
+                    value = _SHORTSTRS.get(self.cluster_id)
+                    if value is None:
+                        value = _cached_shortstr(self.cluster_id)
+                    out += value
             except EncodeError as exc:
                 raise EncodeError(f"file.properties: headers: {exc}") from exc
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
-            parts[0] = _pack_H(flags)
-            return b"".join(parts)
+            return flags, out
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> File.Properties:
@@ -4357,17 +4355,15 @@ class File:
                 if flags & 0x007F:
                     o = _skip_flag_words("file.properties", buf, o, flags, 0x007E)
                 if flags & 0x8000:
-                    n = buf[o]
-                    o += 1
-                    self.content_type = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
+                    n = o + 1 + buf[o]
+                    self.content_type = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    o = n
                 else:
                     self.content_type = None
                 if flags & 0x4000:
-                    n = buf[o]
-                    o += 1
-                    self.content_encoding = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
+                    n = o + 1 + buf[o]
+                    self.content_encoding = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    o = n
                 else:
                     self.content_encoding = None
                 if flags & 0x2000:
@@ -4379,38 +4375,41 @@ class File:
                     o += 1
                 else:
                     self.priority = None
-                if flags & 0x0800:
-                    n = buf[o]
-                    o += 1
-                    self.reply_to = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
+                if flags & 0x0F80:
+                    if flags & 0x0800:
+                        n = o + 1 + buf[o]
+                        self.reply_to = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.reply_to = None
+                    if flags & 0x0400:
+                        n = o + 1 + buf[o]
+                        self.message_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.message_id = None
+                    if flags & 0x0200:
+                        n = o + 1 + buf[o]
+                        self.filename = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.filename = None
+                    if flags & 0x0100:
+                        self.timestamp = _int_to_timestamp(_unpack_Q(buf, o)[0])
+                        o += 8
+                    else:
+                        self.timestamp = None
+                    if flags & 0x0080:
+                        n = o + 1 + buf[o]
+                        self.cluster_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.cluster_id = None
                 else:
                     self.reply_to = None
-                if flags & 0x0400:
-                    n = buf[o]
-                    o += 1
-                    self.message_id = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.message_id = None
-                if flags & 0x0200:
-                    n = buf[o]
-                    o += 1
-                    self.filename = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.filename = None
-                if flags & 0x0100:
-                    self.timestamp = _int_to_timestamp(_unpack_Q(buf, o)[0])
-                    o += 8
-                else:
                     self.timestamp = None
-                if flags & 0x0080:
-                    n = buf[o]
-                    o += 1
-                    self.cluster_id = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.cluster_id = None
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.properties", exc, o, end) from exc
@@ -4571,8 +4570,12 @@ class Stream:
 
         def encode(self) -> bytes:
             try:
-                _queue = self.queue.encode("utf-8", "surrogateescape")
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
                 _bits = (
                     (1 if self.no_local else 0)
                     | (2 if self.exclusive else 0)
@@ -4580,11 +4583,10 @@ class Stream:
                 )
                 return b"".join(
                     (
-                        _pack_HHHB(80, 20, self.ticket, len(_queue)),
+                        _pack_HHH(80, 20, self.ticket),
                         _queue,
-                        _pack_B(len(_consumer_tag)),
                         _consumer_tag,
-                        _pack_B(_bits),
+                        _OCTETS[_bits],
                     )
                 )
             except _ENCODE_FAILURES as exc:
@@ -4599,10 +4601,9 @@ class Stream:
                 o += 3
                 self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.no_local = (_bits & 1) != 0
@@ -4640,8 +4641,10 @@ class Stream:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
-                return b"".join((_pack_HHB(80, 21, len(_consumer_tag)), _consumer_tag))
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
+                return b"".join((_pack_HH(80, 21), _consumer_tag))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -4650,10 +4653,9 @@ class Stream:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.consume-ok", exc, o, end) from exc
             if o != end:
@@ -4689,12 +4691,14 @@ class Stream:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
                 return b"".join(
                     (
-                        _pack_HHB(80, 30, len(_consumer_tag)),
+                        _pack_HH(80, 30),
                         _consumer_tag,
-                        _pack_B((1 if self.nowait else 0)),
+                        _OCTETS[(1 if self.nowait else 0)],
                     )
                 )
             except _ENCODE_FAILURES as exc:
@@ -4705,10 +4709,9 @@ class Stream:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.nowait = (_bits & 1) != 0
@@ -4744,8 +4747,10 @@ class Stream:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
-                return b"".join((_pack_HHB(80, 31, len(_consumer_tag)), _consumer_tag))
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
+                return b"".join((_pack_HH(80, 31), _consumer_tag))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -4754,10 +4759,9 @@ class Stream:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.cancel-ok", exc, o, end) from exc
             if o != end:
@@ -4807,19 +4811,22 @@ class Stream:
 
         def encode(self) -> bytes:
             try:
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
                 _bits = (
                     (1 if self.mandatory else 0)
                     | (2 if self.immediate else 0)
                 )
                 return b"".join(
                     (
-                        _pack_HHHB(80, 40, self.ticket, len(_exchange)),
+                        _pack_HHH(80, 40, self.ticket),
                         _exchange,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
-                        _pack_B(_bits),
+                        _OCTETS[_bits],
                     )
                 )
             except _ENCODE_FAILURES as exc:
@@ -4834,10 +4841,9 @@ class Stream:
                 o += 3
                 self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.mandatory = (_bits & 1) != 0
@@ -4888,16 +4894,20 @@ class Stream:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = self.reply_text.encode("utf-8", "surrogateescape")
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
+                _reply_text = _SHORTSTRS.get(self.reply_text)
+                if _reply_text is None:
+                    _reply_text = _cached_shortstr(self.reply_text)
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_HHHB(80, 50, self.reply_code, len(_reply_text)),
+                        _pack_HHH(80, 50, self.reply_code),
                         _reply_text,
-                        _pack_B(len(_exchange)),
                         _exchange,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
                     )
                 )
@@ -4913,14 +4923,12 @@ class Stream:
                 o += 3
                 self.reply_text = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.exchange = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.return", exc, o, end) from exc
             if o != end:
@@ -4967,16 +4975,21 @@ class Stream:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _queue = self.queue.encode("utf-8", "surrogateescape")
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
                 return b"".join(
                     (
-                        _pack_HHB(80, 60, len(_consumer_tag)),
+                        _pack_HH(80, 60),
                         _consumer_tag,
-                        _pack_QB(self.delivery_tag, len(_exchange)),
+                        _pack_Q(self.delivery_tag),
                         _exchange,
-                        _pack_B(len(_queue)),
                         _queue,
                     )
                 )
@@ -4988,18 +5001,16 @@ class Stream:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 self.delivery_tag, n = _unpack_QB(buf, o)
                 o += 9
                 self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.queue = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.deliver", exc, o, end) from exc
             if o != end:
@@ -5049,41 +5060,36 @@ class Stream:
             self.priority = priority
             self.timestamp = timestamp
 
-        def encode(self) -> bytes:
+        def encode_values(self) -> tuple[int, bytes]:
             flags = 0
-            parts: list[bytes] = [b""]
-            append = parts.append
+            out = b""
             try:
-                content_type = self.content_type
-                if content_type is not None:
+                if self.content_type is not None:
                     flags |= 0x8000
-                    _content_type = content_type.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_content_type)))
-                    append(_content_type)
-                content_encoding = self.content_encoding
-                if content_encoding is not None:
+                    value = _SHORTSTRS.get(self.content_type)
+                    if value is None:
+                        value = _cached_shortstr(self.content_type)
+                    out += value
+                if self.content_encoding is not None:
                     flags |= 0x4000
-                    _content_encoding = content_encoding.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_content_encoding)))
-                    append(_content_encoding)
-                headers = self.headers
-                if headers is not None:
+                    value = _SHORTSTRS.get(self.content_encoding)
+                    if value is None:
+                        value = _cached_shortstr(self.content_encoding)
+                    out += value
+                if self.headers is not None:
                     flags |= 0x2000
-                    append(_encode_table(headers))
-                priority = self.priority
-                if priority is not None:
+                    out += _encode_table(self.headers)
+                if self.priority is not None:
                     flags |= 0x1000
-                    append(_pack_B(priority))
-                timestamp = self.timestamp
-                if timestamp is not None:
+                    out += _pack_B(self.priority)
+                if self.timestamp is not None:
                     flags |= 0x0800
-                    append(_pack_Q(_timestamp_to_int(timestamp)))
+                    out += _pack_Q(_timestamp_to_int(self.timestamp))
             except EncodeError as exc:
                 raise EncodeError(f"stream.properties: headers: {exc}") from exc
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
-            parts[0] = _pack_H(flags)
-            return b"".join(parts)
+            return flags, out
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Stream.Properties:
@@ -5095,17 +5101,15 @@ class Stream:
                 if flags & 0x07FF:
                     o = _skip_flag_words("stream.properties", buf, o, flags, 0x07FE)
                 if flags & 0x8000:
-                    n = buf[o]
-                    o += 1
-                    self.content_type = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
+                    n = o + 1 + buf[o]
+                    self.content_type = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    o = n
                 else:
                     self.content_type = None
                 if flags & 0x4000:
-                    n = buf[o]
-                    o += 1
-                    self.content_encoding = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
+                    n = o + 1 + buf[o]
+                    self.content_encoding = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    o = n
                 else:
                     self.content_encoding = None
                 if flags & 0x2000:
@@ -5397,8 +5401,10 @@ class Dtx:
 
         def encode(self) -> bytes:
             try:
-                _dtx_identifier = self.dtx_identifier.encode("utf-8", "surrogateescape")
-                return b"".join((_pack_HHB(100, 20, len(_dtx_identifier)), _dtx_identifier))
+                _dtx_identifier = _SHORTSTRS.get(self.dtx_identifier)
+                if _dtx_identifier is None:
+                    _dtx_identifier = _cached_shortstr(self.dtx_identifier)
+                return b"".join((_pack_HH(100, 20), _dtx_identifier))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -5407,10 +5413,9 @@ class Dtx:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.dtx_identifier = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.dtx_identifier = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("dtx.start", exc, o, end) from exc
             if o != end:
@@ -5539,41 +5544,36 @@ class Tunnel:
             self.durable = durable
             self.broadcast = broadcast
 
-        def encode(self) -> bytes:
+        def encode_values(self) -> tuple[int, bytes]:
             flags = 0
-            parts: list[bytes] = [b""]
-            append = parts.append
+            out = b""
             try:
-                headers = self.headers
-                if headers is not None:
+                if self.headers is not None:
                     flags |= 0x8000
-                    append(_encode_table(headers))
-                proxy_name = self.proxy_name
-                if proxy_name is not None:
+                    out += _encode_table(self.headers)
+                if self.proxy_name is not None:
                     flags |= 0x4000
-                    _proxy_name = proxy_name.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_proxy_name)))
-                    append(_proxy_name)
-                data_name = self.data_name
-                if data_name is not None:
+                    value = _SHORTSTRS.get(self.proxy_name)
+                    if value is None:
+                        value = _cached_shortstr(self.proxy_name)
+                    out += value
+                if self.data_name is not None:
                     flags |= 0x2000
-                    _data_name = data_name.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_data_name)))
-                    append(_data_name)
-                durable = self.durable
-                if durable is not None:
+                    value = _SHORTSTRS.get(self.data_name)
+                    if value is None:
+                        value = _cached_shortstr(self.data_name)
+                    out += value
+                if self.durable is not None:
                     flags |= 0x1000
-                    append(_pack_B(durable))
-                broadcast = self.broadcast
-                if broadcast is not None:
+                    out += _pack_B(self.durable)
+                if self.broadcast is not None:
                     flags |= 0x0800
-                    append(_pack_B(broadcast))
+                    out += _pack_B(self.broadcast)
             except EncodeError as exc:
                 raise EncodeError(f"tunnel.properties: headers: {exc}") from exc
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
-            parts[0] = _pack_H(flags)
-            return b"".join(parts)
+            return flags, out
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Tunnel.Properties:
@@ -5589,17 +5589,15 @@ class Tunnel:
                 else:
                     self.headers = None
                 if flags & 0x4000:
-                    n = buf[o]
-                    o += 1
-                    self.proxy_name = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
+                    n = o + 1 + buf[o]
+                    self.proxy_name = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    o = n
                 else:
                     self.proxy_name = None
                 if flags & 0x2000:
-                    n = buf[o]
-                    o += 1
-                    self.data_name = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
+                    n = o + 1 + buf[o]
+                    self.data_name = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    o = n
                 else:
                     self.data_name = None
                 if flags & 0x1000:
@@ -5782,13 +5780,15 @@ class Test:
 
         def encode(self) -> bytes:
             try:
-                _string_1 = self.string_1.encode("utf-8", "surrogateescape")
+                _string_1 = _SHORTSTRS.get(self.string_1)
+                if _string_1 is None:
+                    _string_1 = _cached_shortstr(self.string_1)
                 _string_2 = self.string_2
                 if isinstance(_string_2, str):
                     _string_2 = _string_2.encode("utf-8", "surrogateescape")
                 return b"".join(
                     (
-                        _pack_HHB(120, 20, len(_string_1)),
+                        _pack_HH(120, 20),
                         _string_1,
                         _pack_I(len(_string_2)),
                         _string_2,
@@ -5803,10 +5803,9 @@ class Test:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.string_1 = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.string_1 = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 n = _unpack_I(buf, o)[0]
                 o += 4
                 self.string_2 = bytes(buf[o : o + n])
@@ -6074,8 +6073,8 @@ class Test:
         FIELD_TYPES = ()
         FLAGS: ClassVar[dict[str, int]] = {}
 
-        def encode(self) -> bytes:
-            return b"\x00\x00"
+        def encode_values(self) -> tuple[int, bytes]:
+            return 0, b""
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Test.Properties:

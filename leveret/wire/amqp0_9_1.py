@@ -14,11 +14,15 @@ from datetime import datetime
 from typing import Any
 
 from . import replies
+from ._base import OCTETS as _OCTETS
+from ._base import SHORTSTRS as _SHORTSTRS
 from ._base import ContentProperties, Method
+from ._base import cached_shortstr as _cached_shortstr
 from ._base import decode_error as _decode_error
 from ._base import encode_error as _encode_error
 from ._base import int_to_timestamp as _int_to_timestamp
 from ._base import longstr_bytes as _longstr_bytes
+from ._base import shortstr as _shortstr
 from ._base import skip_flag_words as _skip_flag_words
 from ._base import timestamp_to_int as _timestamp_to_int
 from .errors import AMQPError, EncodeError, UnknownMethod
@@ -161,31 +165,28 @@ _HH = struct.Struct("!HH")
 _II = struct.Struct("!II")
 _QB = struct.Struct("!QB")
 _HHB = struct.Struct("!HHB")
+_HHH = struct.Struct("!HHH")
 _HHI = struct.Struct("!HHI")
 _HIH = struct.Struct("!HIH")
 _IHB = struct.Struct("!IHB")
 _QBB = struct.Struct("!QBB")
 _HHBB = struct.Struct("!HHBB")
-_HHHB = struct.Struct("!HHHB")
 _HHQB = struct.Struct("!HHQB")
 _HHHIH = struct.Struct("!HHHIH")
 _HHIHB = struct.Struct("!HHIHB")
-_HHQBB = struct.Struct("!HHQBB")
 _pack_B = _B.pack
-_pack_H = _H.pack
 _pack_I = _I.pack
 _pack_Q = _Q.pack
 _pack_HH = _HH.pack
 _pack_II = _II.pack
+_pack_QB = _QB.pack
 _pack_HHB = _HHB.pack
+_pack_HHH = _HHH.pack
 _pack_HHI = _HHI.pack
-_pack_QBB = _QBB.pack
 _pack_HHBB = _HHBB.pack
-_pack_HHHB = _HHHB.pack
 _pack_HHQB = _HHQB.pack
 _pack_HHHIH = _HHHIH.pack
 _pack_HHIHB = _HHIHB.pack
-_pack_HHQBB = _HHQBB.pack
 _unpack_B = _B.unpack_from
 _unpack_H = _H.unpack_from
 _unpack_I = _I.unpack_from
@@ -346,20 +347,22 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _mechanism = self.mechanism.encode("utf-8", "surrogateescape")
+                _mechanism = _SHORTSTRS.get(self.mechanism)
+                if _mechanism is None:
+                    _mechanism = _cached_shortstr(self.mechanism)
                 _response = self.response
                 if isinstance(_response, str):
                     _response = _response.encode("utf-8", "surrogateescape")
-                _locale = self.locale.encode("utf-8", "surrogateescape")
+                _locale = _SHORTSTRS.get(self.locale)
+                if _locale is None:
+                    _locale = _cached_shortstr(self.locale)
                 return b"".join(
                     (
                         _pack_HH(10, 11),
                         _encode_table(self.client_properties),
-                        _pack_B(len(_mechanism)),
                         _mechanism,
                         _pack_I(len(_response)),
                         _response,
-                        _pack_B(len(_locale)),
                         _locale,
                     )
                 )
@@ -374,18 +377,16 @@ class Connection:
             o = offset
             try:
                 self.client_properties, o = _decode_table(buf, o, end)
-                n = buf[o]
-                o += 1
-                self.mechanism = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.mechanism = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 n = _unpack_I(buf, o)[0]
                 o += 4
                 self.response = bytes(buf[o : o + n])
                 o += n
-                n = buf[o]
-                o += 1
-                self.locale = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.locale = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.start-ok", exc, o, end) from exc
             if o != end:
@@ -639,15 +640,18 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _virtual_host = self.virtual_host.encode("utf-8", "surrogateescape")
-                _reserved_1 = self.reserved_1.encode("utf-8", "surrogateescape")
+                _virtual_host = _SHORTSTRS.get(self.virtual_host)
+                if _virtual_host is None:
+                    _virtual_host = _cached_shortstr(self.virtual_host)
+                _reserved_1 = _SHORTSTRS.get(self.reserved_1)
+                if _reserved_1 is None:
+                    _reserved_1 = _cached_shortstr(self.reserved_1)
                 return b"".join(
                     (
-                        _pack_HHB(10, 40, len(_virtual_host)),
+                        _pack_HH(10, 40),
                         _virtual_host,
-                        _pack_B(len(_reserved_1)),
                         _reserved_1,
-                        _pack_B((1 if self.reserved_2 else 0)),
+                        _OCTETS[(1 if self.reserved_2 else 0)],
                     )
                 )
             except _ENCODE_FAILURES as exc:
@@ -658,14 +662,12 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.virtual_host = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
-                n = buf[o]
-                o += 1
-                self.reserved_1 = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.virtual_host = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
+                n = o + 1 + buf[o]
+                self.reserved_1 = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.reserved_2 = (_bits & 1) != 0
@@ -701,8 +703,10 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _reserved_1 = self.reserved_1.encode("utf-8", "surrogateescape")
-                return b"".join((_pack_HHB(10, 41, len(_reserved_1)), _reserved_1))
+                _reserved_1 = _SHORTSTRS.get(self.reserved_1)
+                if _reserved_1 is None:
+                    _reserved_1 = _cached_shortstr(self.reserved_1)
+                return b"".join((_pack_HH(10, 41), _reserved_1))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -711,10 +715,9 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.reserved_1 = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.reserved_1 = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.open-ok", exc, o, end) from exc
             if o != end:
@@ -762,10 +765,12 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = self.reply_text.encode("utf-8", "surrogateescape")
+                _reply_text = _SHORTSTRS.get(self.reply_text)
+                if _reply_text is None:
+                    _reply_text = _cached_shortstr(self.reply_text)
                 return b"".join(
                     (
-                        _pack_HHHB(10, 50, self.reply_code, len(_reply_text)),
+                        _pack_HHH(10, 50, self.reply_code),
                         _reply_text,
                         _pack_HH(self.class_id, self.method_id),
                     )
@@ -844,8 +849,10 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _reason = self.reason.encode("utf-8", "surrogateescape")
-                return b"".join((_pack_HHB(10, 60, len(_reason)), _reason))
+                _reason = _SHORTSTRS.get(self.reason)
+                if _reason is None:
+                    _reason = _cached_shortstr(self.reason)
+                return b"".join((_pack_HH(10, 60), _reason))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -854,10 +861,9 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.reason = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.reason = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.blocked", exc, o, end) from exc
             if o != end:
@@ -927,15 +933,10 @@ class Connection:
                 _new_secret = self.new_secret
                 if isinstance(_new_secret, str):
                     _new_secret = _new_secret.encode("utf-8", "surrogateescape")
-                _reason = self.reason.encode("utf-8", "surrogateescape")
-                return b"".join(
-                    (
-                        _pack_HHI(10, 70, len(_new_secret)),
-                        _new_secret,
-                        _pack_B(len(_reason)),
-                        _reason,
-                    )
-                )
+                _reason = _SHORTSTRS.get(self.reason)
+                if _reason is None:
+                    _reason = _cached_shortstr(self.reason)
+                return b"".join((_pack_HHI(10, 70, len(_new_secret)), _new_secret, _reason))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -948,10 +949,9 @@ class Connection:
                 o += 4
                 self.new_secret = bytes(buf[o : o + n])
                 o += n
-                n = buf[o]
-                o += 1
-                self.reason = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.reason = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.update-secret", exc, o, end) from exc
             if o != end:
@@ -1022,8 +1022,10 @@ class Channel:
 
         def encode(self) -> bytes:
             try:
-                _reserved_1 = self.reserved_1.encode("utf-8", "surrogateescape")
-                return b"".join((_pack_HHB(20, 10, len(_reserved_1)), _reserved_1))
+                _reserved_1 = _SHORTSTRS.get(self.reserved_1)
+                if _reserved_1 is None:
+                    _reserved_1 = _cached_shortstr(self.reserved_1)
+                return b"".join((_pack_HH(20, 10), _reserved_1))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -1032,10 +1034,9 @@ class Channel:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.reserved_1 = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.reserved_1 = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("channel.open", exc, o, end) from exc
             if o != end:
@@ -1216,10 +1217,12 @@ class Channel:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = self.reply_text.encode("utf-8", "surrogateescape")
+                _reply_text = _SHORTSTRS.get(self.reply_text)
+                if _reply_text is None:
+                    _reply_text = _cached_shortstr(self.reply_text)
                 return b"".join(
                     (
-                        _pack_HHHB(20, 40, self.reply_code, len(_reply_text)),
+                        _pack_HHH(20, 40, self.reply_code),
                         _reply_text,
                         _pack_HH(self.class_id, self.method_id),
                     )
@@ -1346,8 +1349,12 @@ class Exchange:
 
         def encode(self) -> bytes:
             try:
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _type = self.type.encode("utf-8", "surrogateescape")
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _type = _SHORTSTRS.get(self.type)
+                if _type is None:
+                    _type = _cached_shortstr(self.type)
                 _bits = (
                     (1 if self.passive else 0)
                     | (2 if self.durable else 0)
@@ -1357,11 +1364,10 @@ class Exchange:
                 )
                 return b"".join(
                     (
-                        _pack_HHHB(40, 10, self.reserved_1, len(_exchange)),
+                        _pack_HHH(40, 10, self.reserved_1),
                         _exchange,
-                        _pack_B(len(_type)),
                         _type,
-                        _pack_B(_bits),
+                        _OCTETS[_bits],
                         _encode_table(self.arguments),
                     )
                 )
@@ -1379,10 +1385,9 @@ class Exchange:
                 o += 3
                 self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.type = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.type = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.passive = (_bits & 1) != 0
@@ -1466,18 +1471,14 @@ class Exchange:
 
         def encode(self) -> bytes:
             try:
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
                 _bits = (
                     (1 if self.if_unused else 0)
                     | (2 if self.no_wait else 0)
                 )
-                return b"".join(
-                    (
-                        _pack_HHHB(40, 20, self.reserved_1, len(_exchange)),
-                        _exchange,
-                        _pack_B(_bits),
-                    )
-                )
+                return b"".join((_pack_HHH(40, 20, self.reserved_1), _exchange, _OCTETS[_bits]))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -1575,18 +1576,22 @@ class Exchange:
 
         def encode(self) -> bytes:
             try:
-                _destination = self.destination.encode("utf-8", "surrogateescape")
-                _source = self.source.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
+                _destination = _SHORTSTRS.get(self.destination)
+                if _destination is None:
+                    _destination = _cached_shortstr(self.destination)
+                _source = _SHORTSTRS.get(self.source)
+                if _source is None:
+                    _source = _cached_shortstr(self.source)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_HHHB(40, 30, self.reserved_1, len(_destination)),
+                        _pack_HHH(40, 30, self.reserved_1),
                         _destination,
-                        _pack_B(len(_source)),
                         _source,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
-                        _pack_B((1 if self.no_wait else 0)),
+                        _OCTETS[(1 if self.no_wait else 0)],
                         _encode_table(self.arguments),
                     )
                 )
@@ -1604,14 +1609,12 @@ class Exchange:
                 o += 3
                 self.destination = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.source = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.source = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.no_wait = (_bits & 1) != 0
@@ -1697,18 +1700,22 @@ class Exchange:
 
         def encode(self) -> bytes:
             try:
-                _destination = self.destination.encode("utf-8", "surrogateescape")
-                _source = self.source.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
+                _destination = _SHORTSTRS.get(self.destination)
+                if _destination is None:
+                    _destination = _cached_shortstr(self.destination)
+                _source = _SHORTSTRS.get(self.source)
+                if _source is None:
+                    _source = _cached_shortstr(self.source)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_HHHB(40, 40, self.reserved_1, len(_destination)),
+                        _pack_HHH(40, 40, self.reserved_1),
                         _destination,
-                        _pack_B(len(_source)),
                         _source,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
-                        _pack_B((1 if self.no_wait else 0)),
+                        _OCTETS[(1 if self.no_wait else 0)],
                         _encode_table(self.arguments),
                     )
                 )
@@ -1726,14 +1733,12 @@ class Exchange:
                 o += 3
                 self.destination = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.source = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.source = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.no_wait = (_bits & 1) != 0
@@ -1841,7 +1846,9 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = self.queue.encode("utf-8", "surrogateescape")
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
                 _bits = (
                     (1 if self.passive else 0)
                     | (2 if self.durable else 0)
@@ -1851,9 +1858,9 @@ class Queue:
                 )
                 return b"".join(
                     (
-                        _pack_HHHB(50, 10, self.reserved_1, len(_queue)),
+                        _pack_HHH(50, 10, self.reserved_1),
                         _queue,
-                        _pack_B(_bits),
+                        _OCTETS[_bits],
                         _encode_table(self.arguments),
                     )
                 )
@@ -1921,10 +1928,12 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = self.queue.encode("utf-8", "surrogateescape")
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
                 return b"".join(
                     (
-                        _pack_HHB(50, 11, len(_queue)),
+                        _pack_HH(50, 11),
                         _queue,
                         _pack_II(self.message_count, self.consumer_count),
                     )
@@ -1937,10 +1946,9 @@ class Queue:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.queue = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 self.message_count, self.consumer_count = _unpack_II(buf, o)
                 o += 8
             except _DECODE_FAILURES as exc:
@@ -1996,18 +2004,22 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = self.queue.encode("utf-8", "surrogateescape")
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_HHHB(50, 20, self.reserved_1, len(_queue)),
+                        _pack_HHH(50, 20, self.reserved_1),
                         _queue,
-                        _pack_B(len(_exchange)),
                         _exchange,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
-                        _pack_B((1 if self.no_wait else 0)),
+                        _OCTETS[(1 if self.no_wait else 0)],
                         _encode_table(self.arguments),
                     )
                 )
@@ -2025,14 +2037,12 @@ class Queue:
                 o += 3
                 self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.exchange = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.no_wait = (_bits & 1) != 0
@@ -2115,16 +2125,20 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = self.queue.encode("utf-8", "surrogateescape")
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_HHHB(50, 50, self.reserved_1, len(_queue)),
+                        _pack_HHH(50, 50, self.reserved_1),
                         _queue,
-                        _pack_B(len(_exchange)),
                         _exchange,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
                         _encode_table(self.arguments),
                     )
@@ -2143,14 +2157,12 @@ class Queue:
                 o += 3
                 self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.exchange = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 self.arguments, o = _decode_table(buf, o, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.unbind", exc, o, end) from exc
@@ -2217,12 +2229,14 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = self.queue.encode("utf-8", "surrogateescape")
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
                 return b"".join(
                     (
-                        _pack_HHHB(50, 30, self.reserved_1, len(_queue)),
+                        _pack_HHH(50, 30, self.reserved_1),
                         _queue,
-                        _pack_B((1 if self.no_wait else 0)),
+                        _OCTETS[(1 if self.no_wait else 0)],
                     )
                 )
             except _ENCODE_FAILURES as exc:
@@ -2333,19 +2347,15 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = self.queue.encode("utf-8", "surrogateescape")
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
                 _bits = (
                     (1 if self.if_unused else 0)
                     | (2 if self.if_empty else 0)
                     | (4 if self.no_wait else 0)
                 )
-                return b"".join(
-                    (
-                        _pack_HHHB(50, 40, self.reserved_1, len(_queue)),
-                        _queue,
-                        _pack_B(_bits),
-                    )
-                )
+                return b"".join((_pack_HHH(50, 40, self.reserved_1), _queue, _OCTETS[_bits]))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -2571,8 +2581,12 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _queue = self.queue.encode("utf-8", "surrogateescape")
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
                 _bits = (
                     (1 if self.no_local else 0)
                     | (2 if self.no_ack else 0)
@@ -2581,11 +2595,10 @@ class Basic:
                 )
                 return b"".join(
                     (
-                        _pack_HHHB(60, 20, self.reserved_1, len(_queue)),
+                        _pack_HHH(60, 20, self.reserved_1),
                         _queue,
-                        _pack_B(len(_consumer_tag)),
                         _consumer_tag,
-                        _pack_B(_bits),
+                        _OCTETS[_bits],
                         _encode_table(self.arguments),
                     )
                 )
@@ -2603,10 +2616,9 @@ class Basic:
                 o += 3
                 self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.no_local = (_bits & 1) != 0
@@ -2646,8 +2658,10 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
-                return b"".join((_pack_HHB(60, 21, len(_consumer_tag)), _consumer_tag))
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
+                return b"".join((_pack_HH(60, 21), _consumer_tag))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -2656,10 +2670,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.consume-ok", exc, o, end) from exc
             if o != end:
@@ -2695,12 +2708,14 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
                 return b"".join(
                     (
-                        _pack_HHB(60, 30, len(_consumer_tag)),
+                        _pack_HH(60, 30),
                         _consumer_tag,
-                        _pack_B((1 if self.no_wait else 0)),
+                        _OCTETS[(1 if self.no_wait else 0)],
                     )
                 )
             except _ENCODE_FAILURES as exc:
@@ -2711,10 +2726,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.no_wait = (_bits & 1) != 0
@@ -2750,8 +2764,10 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
-                return b"".join((_pack_HHB(60, 31, len(_consumer_tag)), _consumer_tag))
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
+                return b"".join((_pack_HH(60, 31), _consumer_tag))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -2760,10 +2776,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.cancel-ok", exc, o, end) from exc
             if o != end:
@@ -2813,19 +2828,22 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
                 _bits = (
                     (1 if self.mandatory else 0)
                     | (2 if self.immediate else 0)
                 )
                 return b"".join(
                     (
-                        _pack_HHHB(60, 40, self.reserved_1, len(_exchange)),
+                        _pack_HHH(60, 40, self.reserved_1),
                         _exchange,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
-                        _pack_B(_bits),
+                        _OCTETS[_bits],
                     )
                 )
             except _ENCODE_FAILURES as exc:
@@ -2840,10 +2858,9 @@ class Basic:
                 o += 3
                 self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 _bits = buf[o]
                 o += 1
                 self.mandatory = (_bits & 1) != 0
@@ -2894,16 +2911,20 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = self.reply_text.encode("utf-8", "surrogateescape")
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
+                _reply_text = _SHORTSTRS.get(self.reply_text)
+                if _reply_text is None:
+                    _reply_text = _cached_shortstr(self.reply_text)
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_HHHB(60, 50, self.reply_code, len(_reply_text)),
+                        _pack_HHH(60, 50, self.reply_code),
                         _reply_text,
-                        _pack_B(len(_exchange)),
                         _exchange,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
                     )
                 )
@@ -2919,14 +2940,12 @@ class Basic:
                 o += 3
                 self.reply_text = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.exchange = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.return", exc, o, end) from exc
             if o != end:
@@ -2976,20 +2995,21 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = self.consumer_tag.encode("utf-8", "surrogateescape")
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
+                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_HHB(60, 60, len(_consumer_tag)),
+                        _pack_HH(60, 60),
                         _consumer_tag,
-                        _pack_QBB(
-                            self.delivery_tag,
-                            (1 if self.redelivered else 0),
-                            len(_exchange),
-                        ),
+                        _pack_QB(self.delivery_tag, (1 if self.redelivered else 0)),
                         _exchange,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
                     )
                 )
@@ -3001,19 +3021,17 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.consumer_tag = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 self.delivery_tag, _bits, n = _unpack_QBB(buf, o)
                 o += 10
                 self.redelivered = (_bits & 1) != 0
                 self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.deliver", exc, o, end) from exc
             if o != end:
@@ -3051,12 +3069,14 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _queue = self.queue.encode("utf-8", "surrogateescape")
+                _queue = _SHORTSTRS.get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
                 return b"".join(
                     (
-                        _pack_HHHB(60, 70, self.reserved_1, len(_queue)),
+                        _pack_HHH(60, 70, self.reserved_1),
                         _queue,
-                        _pack_B((1 if self.no_ack else 0)),
+                        _OCTETS[(1 if self.no_ack else 0)],
                     )
                 )
             except _ENCODE_FAILURES as exc:
@@ -3123,19 +3143,16 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _exchange = self.exchange.encode("utf-8", "surrogateescape")
-                _routing_key = self.routing_key.encode("utf-8", "surrogateescape")
+                _exchange = _SHORTSTRS.get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _SHORTSTRS.get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_HHQBB(
-                            60,
-                            71,
-                            self.delivery_tag,
-                            (1 if self.redelivered else 0),
-                            len(_exchange),
-                        ),
+                        _pack_HHQB(60, 71, self.delivery_tag, (1 if self.redelivered else 0)),
                         _exchange,
-                        _pack_B(len(_routing_key)),
                         _routing_key,
                         _pack_I(self.message_count),
                     )
@@ -3153,10 +3170,9 @@ class Basic:
                 self.redelivered = (_bits & 1) != 0
                 self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
                 o += n
-                n = buf[o]
-                o += 1
-                self.routing_key = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
                 self.message_count = _unpack_I(buf, o)[0]
                 o += 4
             except _DECODE_FAILURES as exc:
@@ -3191,8 +3207,10 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _reserved_1 = self.reserved_1.encode("utf-8", "surrogateescape")
-                return b"".join((_pack_HHB(60, 72, len(_reserved_1)), _reserved_1))
+                _reserved_1 = _SHORTSTRS.get(self.reserved_1)
+                if _reserved_1 is None:
+                    _reserved_1 = _cached_shortstr(self.reserved_1)
+                return b"".join((_pack_HH(60, 72), _reserved_1))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
@@ -3201,10 +3219,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = buf[o]
-                o += 1
-                self.reserved_1 = buf[o : o + n].decode("utf-8", "surrogateescape")
-                o += n
+                n = o + 1 + buf[o]
+                self.reserved_1 = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                o = n
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.get-empty", exc, o, end) from exc
             if o != end:
@@ -3584,93 +3601,81 @@ class Basic:
             self.app_id = app_id
             self.cluster_id = cluster_id
 
-        def encode(self) -> bytes:
+        def encode_values(self) -> tuple[int, bytes]:
             flags = 0
-            parts: list[bytes] = [b""]
-            append = parts.append
+            out = b""
             try:
-                content_type = self.content_type
-                if content_type is not None:
+                if self.content_type is not None:
                     flags |= 0x8000
-                    _content_type = content_type.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_content_type)))
-                    append(_content_type)
-                content_encoding = self.content_encoding
-                if content_encoding is not None:
+                    value = _SHORTSTRS.get(self.content_type)
+                    if value is None:
+                        value = _cached_shortstr(self.content_type)
+                    out += value
+                if self.content_encoding is not None:
                     flags |= 0x4000
-                    _content_encoding = content_encoding.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_content_encoding)))
-                    append(_content_encoding)
-                headers = self.headers
-                if headers is not None:
+                    value = _SHORTSTRS.get(self.content_encoding)
+                    if value is None:
+                        value = _cached_shortstr(self.content_encoding)
+                    out += value
+                if self.headers is not None:
                     flags |= 0x2000
-                    append(_encode_table(headers))
-                delivery_mode = self.delivery_mode
-                if delivery_mode is not None:
+                    out += _encode_table(self.headers)
+                if self.delivery_mode is not None:
                     flags |= 0x1000
-                    append(_pack_B(delivery_mode))
-                priority = self.priority
-                if priority is not None:
+                    out += _pack_B(self.delivery_mode)
+                if self.priority is not None:
                     flags |= 0x0800
-                    append(_pack_B(priority))
-                correlation_id = self.correlation_id
-                if correlation_id is not None:
+                    out += _pack_B(self.priority)
+                if self.correlation_id is not None:
                     flags |= 0x0400
-                    _correlation_id = correlation_id.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_correlation_id)))
-                    append(_correlation_id)
-                reply_to = self.reply_to
-                if reply_to is not None:
+                    out += _shortstr(self.correlation_id)
+                if self.reply_to is not None:
                     flags |= 0x0200
-                    _reply_to = reply_to.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_reply_to)))
-                    append(_reply_to)
-                expiration = self.expiration
-                if expiration is not None:
+                    value = _SHORTSTRS.get(self.reply_to)
+                    if value is None:
+                        value = _cached_shortstr(self.reply_to)
+                    out += value
+                if self.expiration is not None:
                     flags |= 0x0100
-                    _expiration = expiration.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_expiration)))
-                    append(_expiration)
-                message_id = self.message_id
-                if message_id is not None:
+                    value = _SHORTSTRS.get(self.expiration)
+                    if value is None:
+                        value = _cached_shortstr(self.expiration)
+                    out += value
+                if self.message_id is not None:
                     flags |= 0x0080
-                    _message_id = message_id.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_message_id)))
-                    append(_message_id)
-                timestamp = self.timestamp
-                if timestamp is not None:
+                    out += _shortstr(self.message_id)
+                if self.timestamp is not None:
                     flags |= 0x0040
-                    append(_pack_Q(_timestamp_to_int(timestamp)))
-                type = self.type
-                if type is not None:
+                    out += _pack_Q(_timestamp_to_int(self.timestamp))
+                if self.type is not None:
                     flags |= 0x0020
-                    _type = type.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_type)))
-                    append(_type)
-                user_id = self.user_id
-                if user_id is not None:
+                    value = _SHORTSTRS.get(self.type)
+                    if value is None:
+                        value = _cached_shortstr(self.type)
+                    out += value
+                if self.user_id is not None:
                     flags |= 0x0010
-                    _user_id = user_id.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_user_id)))
-                    append(_user_id)
-                app_id = self.app_id
-                if app_id is not None:
+                    value = _SHORTSTRS.get(self.user_id)
+                    if value is None:
+                        value = _cached_shortstr(self.user_id)
+                    out += value
+                if self.app_id is not None:
                     flags |= 0x0008
-                    _app_id = app_id.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_app_id)))
-                    append(_app_id)
-                cluster_id = self.cluster_id
-                if cluster_id is not None:
+                    value = _SHORTSTRS.get(self.app_id)
+                    if value is None:
+                        value = _cached_shortstr(self.app_id)
+                    out += value
+                if self.cluster_id is not None:
                     flags |= 0x0004
-                    _cluster_id = cluster_id.encode("utf-8", "surrogateescape")
-                    append(_pack_B(len(_cluster_id)))
-                    append(_cluster_id)
+                    value = _SHORTSTRS.get(self.cluster_id)
+                    if value is None:
+                        value = _cached_shortstr(self.cluster_id)
+                    out += value
             except EncodeError as exc:
                 raise EncodeError(f"basic.properties: headers: {exc}") from exc
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
-            parts[0] = _pack_H(flags)
-            return b"".join(parts)
+            return flags, out
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Properties:
@@ -3682,17 +3687,15 @@ class Basic:
                 if flags & 0x0003:
                     o = _skip_flag_words("basic.properties", buf, o, flags, 0x0002)
                 if flags & 0x8000:
-                    n = buf[o]
-                    o += 1
-                    self.content_type = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
+                    n = o + 1 + buf[o]
+                    self.content_type = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    o = n
                 else:
                     self.content_type = None
                 if flags & 0x4000:
-                    n = buf[o]
-                    o += 1
-                    self.content_encoding = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
+                    n = o + 1 + buf[o]
+                    self.content_encoding = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    o = n
                 else:
                     self.content_encoding = None
                 if flags & 0x2000:
@@ -3704,71 +3707,75 @@ class Basic:
                     o += 1
                 else:
                     self.delivery_mode = None
-                if flags & 0x0800:
-                    self.priority = buf[o]
-                    o += 1
+                if flags & 0x0FFC:
+                    if flags & 0x0800:
+                        self.priority = buf[o]
+                        o += 1
+                    else:
+                        self.priority = None
+                    if flags & 0x0400:
+                        n = o + 1 + buf[o]
+                        self.correlation_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.correlation_id = None
+                    if flags & 0x0200:
+                        n = o + 1 + buf[o]
+                        self.reply_to = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.reply_to = None
+                    if flags & 0x0100:
+                        n = o + 1 + buf[o]
+                        self.expiration = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.expiration = None
+                    if flags & 0x0080:
+                        n = o + 1 + buf[o]
+                        self.message_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.message_id = None
+                    if flags & 0x0040:
+                        self.timestamp = _int_to_timestamp(_unpack_Q(buf, o)[0])
+                        o += 8
+                    else:
+                        self.timestamp = None
+                    if flags & 0x0020:
+                        n = o + 1 + buf[o]
+                        self.type = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.type = None
+                    if flags & 0x0010:
+                        n = o + 1 + buf[o]
+                        self.user_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.user_id = None
+                    if flags & 0x0008:
+                        n = o + 1 + buf[o]
+                        self.app_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.app_id = None
+                    if flags & 0x0004:
+                        n = o + 1 + buf[o]
+                        self.cluster_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        o = n
+                    else:
+                        self.cluster_id = None
                 else:
                     self.priority = None
-                if flags & 0x0400:
-                    n = buf[o]
-                    o += 1
-                    self.correlation_id = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.correlation_id = None
-                if flags & 0x0200:
-                    n = buf[o]
-                    o += 1
-                    self.reply_to = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.reply_to = None
-                if flags & 0x0100:
-                    n = buf[o]
-                    o += 1
-                    self.expiration = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.expiration = None
-                if flags & 0x0080:
-                    n = buf[o]
-                    o += 1
-                    self.message_id = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.message_id = None
-                if flags & 0x0040:
-                    self.timestamp = _int_to_timestamp(_unpack_Q(buf, o)[0])
-                    o += 8
-                else:
                     self.timestamp = None
-                if flags & 0x0020:
-                    n = buf[o]
-                    o += 1
-                    self.type = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.type = None
-                if flags & 0x0010:
-                    n = buf[o]
-                    o += 1
-                    self.user_id = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.user_id = None
-                if flags & 0x0008:
-                    n = buf[o]
-                    o += 1
-                    self.app_id = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.app_id = None
-                if flags & 0x0004:
-                    n = buf[o]
-                    o += 1
-                    self.cluster_id = buf[o : o + n].decode("utf-8", "surrogateescape")
-                    o += n
-                else:
                     self.cluster_id = None
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.properties", exc, o, end) from exc

@@ -151,20 +151,27 @@ def encode_table(table: Mapping[str, Any] | None, _depth: int = 0) -> bytes:
         return EMPTY_TABLE
     if _depth >= MAX_DEPTH:
         raise EncodeError(f"field tables nested deeper than {MAX_DEPTH} levels")
-    parts: list[bytes] = []
-    append = parts.append
-    cache_get = _KEY_CACHE.get
     try:
         items = table.items()
     except AttributeError:
         raise EncodeError(f"field table must be a mapping, not {type(table).__name__}") from None
+    # Headers are a handful of entries: concatenating bytes is cheaper than a list and a
+    # join at that size.  Finished pieces of at most _CHUNK bytes go to ``chunks`` so that
+    # a big table still costs linear time.
+    body = b""
+    chunks: list[bytes] | None = None
+    cache_get = _KEY_CACHE.get
     for key, value in items:
         prefix = cache_get(key) if type(key) is str else None
-        append(prefix or _key_prefix(key))
-        # The two commonest header values are encoded here, without a call.
+        if prefix is None:
+            prefix = _key_prefix(key)
+        # The commonest header values are encoded here, without a call.
         kind = type(value)
-        if kind is int and _INT32_MIN <= value <= _INT32_MAX:
-            append(_pack_letter_i32(_I, value))
+        if kind is int:
+            try:
+                body += prefix + _pack_letter_i32(_I, value)
+            except struct.error:  # beyond int32: an int64, or an EncodeError
+                body += prefix + _encode_int(value, key, _depth)
         elif kind is str:
             try:
                 raw = value.encode("utf-8", "surrogateescape")
@@ -172,14 +179,25 @@ def encode_table(table: Mapping[str, Any] | None, _depth: int = 0) -> bytes:
                 raise EncodeError(f"field {key!r}: string not encodable: {exc}") from None
             if len(raw) > _UINT32_MAX:
                 raise EncodeError(f"field {key!r}: string longer than 2**32-1 bytes")
-            append(_pack_letter_u32(_S, len(raw)))
-            append(raw)
+            body += prefix + _pack_letter_u32(_S, len(raw)) + raw
+        elif kind is bool:
+            body += prefix + (_TRUE if value else _FALSE)
         else:
-            append(_encode_value(value, key, _depth))
-    body = b"".join(parts)
-    if len(body) > _UINT32_MAX:
-        raise EncodeError(f"field table of {len(body)} bytes exceeds 2**32-1")
+            body += prefix + _encode_value(value, key, _depth)
+        if len(body) > _CHUNK:
+            if chunks is None:
+                chunks = []
+            chunks.append(body)
+            body = b""
+    if chunks is not None:
+        chunks.append(body)
+        body = b"".join(chunks)
+        if len(body) > _UINT32_MAX:
+            raise EncodeError(f"field table of {len(body)} bytes exceeds 2**32-1")
     return _pack_u32(len(body)) + body
+
+
+_CHUNK = 4096
 
 
 def encode_array(array: Sequence[Any] | None) -> bytes:
@@ -347,12 +365,15 @@ def _encode_value(value: Any, key: str, depth: int) -> bytes:
 # --------------------------------------------------------------------------- decoding
 
 
-def decode_table(buf: Buffer, offset: int, end: int) -> tuple[dict[str, Any], int]:
+def decode_table(
+    buf: Buffer, offset: int, end: int, _depth: int = 0
+) -> tuple[dict[str, Any], int]:
     """Decode the field table whose 4-byte length is at ``buf[offset]``.
 
     The table must end at or before ``end``.  Returns the table and the offset just past
     it.  Raises :class:`DecodeError` for unknown type letters, truncated values and lengths
-    that run past ``end``; ``buf`` is never modified.
+    that run past ``end``; ``buf`` is never modified.  (``_depth`` is internal: the nesting
+    level, for nested tables.)
     """
     if end > len(buf):
         end = len(buf)
@@ -365,9 +386,39 @@ def decode_table(buf: Buffer, offset: int, end: int) -> tuple[dict[str, Any], in
         raise DecodeError(
             f"field table at offset {offset} claims {size} bytes; only {end - start} remain"
         )
-    if size == 0:
-        return {}, limit
-    return _decode_table_body(buf, start, limit, 0), limit
+    # ``limit`` is the end of this table, within the buffer: every read below is checked
+    # against it, so unpack_from can never fail.  This loop runs for every header of every
+    # message, so the letters headers mostly carry are decoded inline, without a call.
+    result: dict[str, Any] = {}
+    offset = start
+    while offset < limit:
+        key_end = offset + 1 + buf[offset]
+        if key_end >= limit:  # also need the type letter
+            raise _short("field table key", offset)
+        key = buf[offset + 1 : key_end].decode("utf-8", "surrogateescape")
+        letter = buf[key_end]
+        offset = key_end + 1
+        if letter == _S:
+            start = offset + 4
+            if start > limit:
+                raise _short("longstr length", offset)
+            offset = start + _unpack_u32(buf, offset)[0]
+            if offset > limit:
+                raise _short("longstr", start)
+            result[key] = buf[start:offset].decode("utf-8", "surrogateescape")
+        elif letter == _I:
+            if offset + 4 > limit:
+                raise _short("int32", offset)
+            result[key] = _unpack_i32(buf, offset)[0]
+            offset += 4
+        else:
+            decoder = _DECODERS.get(letter)
+            if decoder is None:
+                raise DecodeError(
+                    f"field table key {key!r}: unknown field type {bytes((letter,))!r}"
+                )
+            result[key], offset = decoder(buf, offset, limit, _depth)
+    return result, limit
 
 
 def decode_array(buf: Buffer, offset: int, end: int) -> tuple[list[Any], int]:
@@ -388,42 +439,6 @@ def decode_array(buf: Buffer, offset: int, end: int) -> tuple[list[Any], int]:
 
 def _short(what: str, offset: int) -> DecodeError:
     return DecodeError(f"truncated {what} at offset {offset}")
-
-
-def _decode_table_body(buf: Buffer, offset: int, limit: int, depth: int) -> dict[str, Any]:
-    # ``limit`` is the end of this table: already checked to lie within the buffer, so every
-    # read below is bounds-checked against it and unpack_from can never fail.
-    result: dict[str, Any] = {}
-    while offset < limit:
-        key_end = offset + 1 + buf[offset]
-        if key_end >= limit:  # also need the type letter
-            raise _short("field table key", offset)
-        key = buf[offset + 1 : key_end].decode("utf-8", "surrogateescape")
-        letter = buf[key_end]
-        offset = key_end + 1
-        # The letters headers most often carry are decoded inline; the rest via the table.
-        if letter == _S:
-            start = offset + 4
-            if start > limit:
-                raise _short("longstr length", offset)
-            (n,) = _unpack_u32(buf, offset)
-            offset = start + n
-            if offset > limit:
-                raise _short("longstr", start)
-            result[key] = buf[start:offset].decode("utf-8", "surrogateescape")
-        elif letter == _I:
-            if offset + 4 > limit:
-                raise _short("int32", offset)
-            result[key] = _unpack_i32(buf, offset)[0]
-            offset += 4
-        else:
-            decoder = _DECODERS.get(letter)
-            if decoder is None:
-                raise DecodeError(
-                    f"field table key {key!r}: unknown field type {bytes((letter,))!r}"
-                )
-            result[key], offset = decoder(buf, offset, limit, depth)
-    return result
 
 
 def _decode_array_body(buf: Buffer, offset: int, limit: int, depth: int) -> list[Any]:
@@ -547,14 +562,11 @@ def _decode_timestamp(buf: Buffer, offset: int, limit: int, depth: int) -> _Deco
 def _decode_nested_table(buf: Buffer, offset: int, limit: int, depth: int) -> _Decoded:
     if depth + 1 >= MAX_DEPTH:
         raise DecodeError(f"field tables nested deeper than {MAX_DEPTH} levels")
-    start = offset + 4
-    if start > limit:
+    if offset + 4 > limit:
         raise _short("nested table length", offset)
-    (size,) = _unpack_u32(buf, offset)
-    end = start + size
-    if end > limit:
-        raise _short("nested table", start)
-    return _decode_table_body(buf, start, end, depth + 1), end
+    if offset + 4 + _unpack_u32(buf, offset)[0] > limit:
+        raise _short("nested table", offset + 4)
+    return decode_table(buf, offset, limit, depth + 1)
 
 
 def _decode_nested_array(buf: Buffer, offset: int, limit: int, depth: int) -> _Decoded:
@@ -578,6 +590,9 @@ _DECODERS: dict[int, Callable[[Buffer, int, int, int], _Decoded]] = {
     ord("S"): _decode_longstr,
     ord("I"): _decode_int32,
     ord("l"): _decode_int64,
+    # 'L' is not among RabbitMQ's type letters, but py-amqp (and so kombu) writes every int
+    # outside int32 as 'L' packed as a signed 64-bit integer: read it the way it was written.
+    ord("L"): _decode_int64,
     ord("t"): _decode_bool,
     ord("F"): _decode_nested_table,
     ord("A"): _decode_nested_array,

@@ -17,7 +17,9 @@ never an error, only :data:`NEED_DATA`; malformed input raises a
 :class:`~leveret.wire.errors.RemoteProtocolError` subclass carrying the reply code the client
 must close the connection with, and the reader then stays broken: every later call raises
 the same exception.  Which frames may follow which (a header only after a content method,
-...) is the client layer's business, not the reader's.
+...) is the client layer's business, not the reader's; a reader made with
+``combine_content=True`` merely hands a content whose frames are all buffered, and regular,
+as one :class:`ContentFrame`, and everything else frame by frame as usual.
 
 The writer functions return the bytes to send.  Small contents come back as one ``bytes``;
 big bodies come back as a list whose body chunks are ``memoryview`` slices of the caller's
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import struct
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Callable, Final
 
 from .errors import (
     DecodeError,
@@ -48,6 +50,7 @@ __all__ = [
     "HeaderFrame",
     "BodyFrame",
     "HeartbeatFrame",
+    "ContentFrame",
     "NEED_DATA",
     "FrameReader",
     "method_frame",
@@ -83,13 +86,19 @@ _frame_header = struct.Struct(">BHI")
 _unpack_frame_header = _frame_header.unpack_from
 _pack_frame_header = _frame_header.pack
 _unpack_ids = struct.Struct(">HH").unpack_from
+_unpack_u32 = struct.Struct(">I").unpack_from
 _content_header = struct.Struct(">HHQ")
 _unpack_content_header = _content_header.unpack_from
-_pack_header_frame_start = struct.Struct(">BHIHHQ").pack
-# The method frame's end octet and the header frame's fixed part, packed in one call.
-_pack_end_and_header_frame_start = struct.Struct(">BBHIHHQ").pack
+# A header frame up to its body size: frame type, channel, size, class id, weight, body size.
+_header_frame_start = struct.Struct(">BHIHHQ")
+_pack_header_frame_start = _header_frame_start.pack
+_unpack_header_frame_start = _header_frame_start.unpack_from
+# The method frame's end octet and the header frame's fixed part (up to and including the
+# property flags), packed in one call.
+_pack_end_and_header_frame_start = struct.Struct(">BBHIHHQH").pack
 _pack_end_and_frame_header = struct.Struct(">BBHI").pack
 _NO_PROPERTIES = b"\x00\x00"
+_new = object.__new__
 
 
 # --------------------------------------------------------------------------- frames
@@ -187,6 +196,44 @@ class BodyFrame(Frame):
         return f"BodyFrame(channel={self.channel!r}, payload={shown!r}{more})"
 
 
+class ContentFrame(Frame):
+    """A whole content read at once: a content-carrying ``method``, its header frame's
+    ``properties`` and the complete ``body``.
+
+    Only a reader made with ``combine_content=True`` returns these, and only when the
+    method frame, a header frame of the same class on the same channel and body frames
+    adding up to exactly ``body_size`` bytes are all in the buffer; anything else comes out
+    frame by frame, for the client layer to judge.  It saves the client building three
+    frame objects and assembling them for every delivery.
+    """
+
+    __slots__ = ("method", "properties", "body")
+    FRAME_TYPE = -1  # not a wire frame type: three (or more) frames in one object
+
+    def __init__(
+        self, channel: int, method: Method, properties: ContentProperties, body: bytes
+    ) -> None:
+        self.channel = channel
+        self.method = method
+        self.properties = properties
+        self.body = body
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.channel, self.method, self.properties, self.body)
+
+    def _fields(self) -> tuple[str, ...]:
+        return ("channel", "method", "properties", "body")
+
+    def __repr__(self) -> str:
+        # As for BodyFrame: show the start of the body only.
+        shown = self.body[:32]
+        more = f"+{len(self.body) - 32} bytes" if len(self.body) > 32 else ""
+        return (
+            f"ContentFrame(channel={self.channel!r}, method={self.method!r}, "
+            f"properties={self.properties!r}, body={shown!r}{more})"
+        )
+
+
 class HeartbeatFrame(Frame):
     """A heartbeat frame (always on channel 0 when read from the wire)."""
 
@@ -233,24 +280,39 @@ class FrameReader:
     ``connection.tune`` has been negotiated.  A frame announcing a bigger size is rejected
     with :class:`FrameTooLarge` as soon as its 7-byte header arrives, before any of its
     payload is buffered.
+
+    With ``combine_content=True``, a content-carrying method frame whose header frame and
+    body frames are already buffered behind it comes out as one :class:`ContentFrame`
+    instead of three (or more) frames; see :meth:`_combine` for exactly when.
     """
 
     __slots__ = (
         "spec",
         "_frame_max",
-        "_methods",
-        "_properties",
+        "_method_decoders",
+        "_property_decoders",
         "_buf",
         "_pos",
         "_pending",
         "_pending_size",
         "_error",
+        "combine_content",
     )
 
-    def __init__(self, spec: ModuleType, frame_max: int = FRAME_MIN_SIZE) -> None:
+    def __init__(
+        self, spec: ModuleType, frame_max: int = FRAME_MIN_SIZE, combine_content: bool = False
+    ) -> None:
         self.spec = spec
-        self._methods: dict[int, Any] = spec.METHODS
-        self._properties: dict[int, Any] = spec.PROPERTIES
+        #: Return a whole content as one :class:`ContentFrame` when it is all buffered.
+        self.combine_content = combine_content
+        # The bound ``decode`` of each class, keyed as on the wire: looking up a classmethod
+        # builds a bound method on every call, and this is done for every frame.
+        self._method_decoders: dict[int, Callable[[bytes, int, int], Method]] = {
+            index: cls.decode for index, cls in spec.METHODS.items()
+        }
+        self._property_decoders: dict[int, Callable[[bytes, int, int], ContentProperties]] = {
+            class_id: cls.decode for class_id, cls in spec.PROPERTIES.items()
+        }
         self._frame_max = FRAME_MIN_SIZE
         self.frame_max = frame_max
         # Unconsumed input is ``_buf[_pos:]`` followed by the chunks in ``_pending``.  Chunks
@@ -326,53 +388,56 @@ class FrameReader:
         version does not define).  After raising, the reader is broken for good and
         every later call raises the same exception.
         """
-        frames: list[Frame] = []
-        self._read(frames, True)
+        frames = self.read_frames(_once=True)
         return frames[0] if frames else NEED_DATA
 
-    def read_frames(self) -> list[Frame]:
+    def read_frames(self, _once: bool = False) -> list[Frame]:
         """Return every complete frame buffered, in order (possibly none).
 
         Errors as for :meth:`next_frame`; the frames decoded before the bad one are lost
         with it, which does not matter since the connection must be closed anyway.
+        (``_once`` is :meth:`next_frame`'s: stop after one frame.)
         """
-        frames: list[Frame] = []
-        self._read(frames, False)
-        return frames
-
-    def _read(self, out: list[Frame], once: bool) -> None:
-        # One loop serves both entry points so that the many-frames path keeps its state in
-        # locals; ``self._pos`` is written back whenever the loop stops or joins chunks.
+        # One loop serves both entry points, keeping its state in locals; ``self._pos`` is
+        # written back whenever the loop stops or joins chunks.  A delivery is three frames
+        # and every one passes through here, so the frame objects are filled in directly
+        # (``_new`` and slot stores, without a call to ``__init__``).
         if self._error is not None:
             raise self._error
+        out: list[Frame] = []
         append = out.append
         buf = self._buf
         pos = self._pos
-        frame_max = self._frame_max
+        limit = len(buf)
+        max_size = self._frame_max - 8  # the largest payload accepted
+        combine = self.combine_content
         try:
             while True:
-                have = len(buf) - pos
-                if have < 7:
-                    if have + self._pending_size < 7:
+                start = pos + 7
+                if start > limit:
+                    if limit - pos + self._pending_size < 7:
                         break
                     self._pos = pos
                     buf = self._join()
                     pos = 0
-                    have = len(buf)
+                    start = 7
+                    limit = len(buf)
                 frame_type, channel, size = _unpack_frame_header(buf, pos)
-                if size + 8 > frame_max:
+                if size > max_size:
                     raise FrameTooLarge(
                         f"frame of {size + 8} bytes on channel {channel} exceeds "
-                        f"frame_max {frame_max}"
+                        f"frame_max {max_size + 8}"
                     )
-                if have < size + 8:
-                    if have + self._pending_size < size + 8:
+                end = start + size
+                if end >= limit:
+                    if limit - pos + self._pending_size < size + 8:
                         break
                     self._pos = pos
                     buf = self._join()
                     pos = 0
-                start = pos + 7
-                end = start + size
+                    start = 7
+                    end = start + size
+                    limit = len(buf)
                 if buf[end] != FRAME_END:
                     raise FrameError(
                         f"frame-end octet is {buf[end]:#04x}, not 0xce (frame type "
@@ -380,58 +445,192 @@ class FrameReader:
                     )
                 pos = end + 1
 
+                frame: Any
                 if frame_type == FRAME_METHOD:
                     if size < 4:
                         raise DecodeError(
                             f"method frame payload of {size} bytes on channel {channel}"
                         )
-                    class_id, method_id = _unpack_ids(buf, start)
-                    cls = self._methods.get((class_id << 16) | method_id)
-                    if cls is None:
-                        cls = self.spec.method_class(class_id, method_id)  # UnknownMethod
+                    # The class id and method id, read as one number, are the key.
+                    decode = self._method_decoders.get(_unpack_u32(buf, start)[0])
+                    if decode is None:
+                        raise self._unknown_method(buf, start)
                     try:
-                        method = cls.decode(buf, start + 4, end)
+                        method = decode(buf, start + 4, end)
                     except RemoteProtocolError:
                         raise
                     except _SLIPS as exc:
                         # The generated decoders promise DecodeError only; this keeps the
                         # promise towards the caller should one of them slip.
-                        raise DecodeError(f"{cls.NAME}: malformed arguments: {exc}") from exc
-                    append(MethodFrame(channel, method))
-                elif frame_type == FRAME_BODY:
-                    append(BodyFrame(channel, buf[start:end]))
+                        name = decode.__self__.NAME  # type: ignore[attr-defined]
+                        raise DecodeError(f"{name}: malformed arguments: {exc}") from exc
+                    if combine and channel and method.HAS_CONTENT:
+                        frame = self._combine(buf, pos, channel, method)
+                        if frame is not None:
+                            append(frame)
+                            pos = self._pos  # _combine left it after the content
+                            if _once:
+                                break
+                            continue
+                    frame = _new(MethodFrame)
+                    frame.channel = channel
+                    frame.method = method
                 elif frame_type == FRAME_HEADER:
                     if size < 14:
                         raise DecodeError(
                             f"content header payload of {size} bytes on channel {channel}"
                         )
                     class_id, _weight, body_size = _unpack_content_header(buf, start)
-                    properties_cls = self._properties.get(class_id)
-                    if properties_cls is None:
+                    decode_properties = self._property_decoders.get(class_id)
+                    if decode_properties is None:
                         raise UnknownMethod(
                             f"content header for class {class_id}, which has no content"
                         )
                     try:
-                        properties = properties_cls.decode(buf, start + 12, end)
+                        properties = decode_properties(buf, start + 12, end)
                     except RemoteProtocolError:
                         raise
                     except _SLIPS as exc:
-                        raise DecodeError(f"content properties of class {class_id}: {exc}") from exc
-                    append(HeaderFrame(channel, class_id, body_size, properties))
+                        raise DecodeError(
+                            f"content properties of class {class_id}: {exc}"
+                        ) from exc
+                    frame = _new(HeaderFrame)
+                    frame.channel = channel
+                    frame.class_id = class_id
+                    frame.body_size = body_size
+                    frame.properties = properties
+                elif frame_type == FRAME_BODY:
+                    frame = _new(BodyFrame)
+                    frame.channel = channel
+                    frame.payload = buf[start:end]
                 elif frame_type == FRAME_HEARTBEAT:
                     if channel != 0:
                         raise FrameError(f"heartbeat frame on channel {channel}, not 0")
                     if size:
                         raise FrameError(f"heartbeat frame with a {size}-byte payload")
-                    append(_HEARTBEAT)
+                    frame = _HEARTBEAT
                 else:
                     raise FrameError(f"unknown frame type {frame_type} on channel {channel}")
-                if once:
+                append(frame)
+                if _once:
                     break
         except RemoteProtocolError as exc:
             self._error = exc
             raise
         self._pos = pos
+        return out
+
+    def _unknown_method(self, buf: bytes, start: int) -> RemoteProtocolError:
+        class_id, method_id = _unpack_ids(buf, start)
+        try:
+            self.spec.method_class(class_id, method_id)
+        except UnknownMethod as exc:
+            return exc
+        return UnknownMethod(f"no method {class_id}/{method_id}")  # pragma: no cover
+
+    def _combine(self, buf: bytes, pos: int, channel: int, method: Method) -> ContentFrame | None:
+        """The :class:`ContentFrame` for ``method`` (just read, on ``channel``) and the
+        frames that follow it at ``buf[pos:]``, or ``None`` to go on frame by frame.
+
+        It is combined only when everything is regular and already in ``buf``: a header
+        frame on the same channel for the method's class whose properties decode, then body
+        frames on that channel carrying exactly the announced size (none for an empty
+        body), each within ``frame_max`` and properly ended.  Anything else -- a frame of
+        another channel in between, a short or long body, bytes still to come, a header
+        that does not decode -- is left to the frame-by-frame path, which reports it (or
+        lets the client report it) exactly as it would have without combining.  On success
+        ``self._pos`` is set to the offset after the content.
+        """
+        limit = len(buf)
+        if pos + 22 > limit:  # the smallest header frame
+            return None
+        # The header frame's own header and the fixed part of its payload, in one call.
+        frame_type, frame_channel, size, class_id, _weight, body_size = (
+            _unpack_header_frame_start(buf, pos)
+        )
+        start = pos + 7
+        end = start + size
+        max_size = self._frame_max - 8
+        if (
+            frame_type != FRAME_HEADER
+            or frame_channel != channel
+            or class_id != method.CLASS_ID
+            or not 14 <= size <= max_size
+            or end >= limit
+            or buf[end] != FRAME_END
+        ):
+            return None
+        pos = end + 1
+        if not body_size:
+            body = b""
+        elif pos + 8 > limit:
+            return None
+        else:
+            frame_type, frame_channel, size = _unpack_frame_header(buf, pos)
+            body_start = pos + 7
+            pos = body_start + size
+            if (
+                frame_type != FRAME_BODY
+                or frame_channel != channel
+                or size > max_size
+                or pos >= limit
+                or buf[pos] != FRAME_END
+            ):
+                return None
+            pos += 1
+            if size == body_size:  # the rule: one body frame
+                body = buf[body_start : pos - 1]
+            elif size > body_size:
+                return None
+            else:
+                rest = self._more_body(buf, pos, channel, buf[body_start : pos - 1], body_size)
+                if rest is None:
+                    return None
+                pos, body = rest
+        decode = self._property_decoders.get(class_id)
+        if decode is None:
+            return None
+        try:
+            properties = decode(buf, start + 12, end)
+        except (RemoteProtocolError, *_SLIPS):
+            return None
+        frame: ContentFrame = _new(ContentFrame)
+        frame.channel = channel
+        frame.method = method
+        frame.properties = properties
+        frame.body = body
+        self._pos = pos
+        return frame
+
+    def _more_body(
+        self, buf: bytes, pos: int, channel: int, first: bytes, body_size: int
+    ) -> tuple[int, bytes] | None:
+        """A body spread over several frames, ``first`` read already and the rest starting
+        at ``buf[pos]``: the offset after it and the whole body, or ``None`` unless the rest
+        is in ``buf``, in regular body frames on ``channel``, adding up to ``body_size``."""
+        limit = len(buf)
+        max_size = self._frame_max - 8
+        chunks = [first]
+        missing = body_size - len(first)
+        while missing > 0:
+            if pos + 8 > limit:
+                return None
+            frame_type, frame_channel, size = _unpack_frame_header(buf, pos)
+            start = pos + 7
+            pos = start + size
+            missing -= size
+            if (
+                frame_type != FRAME_BODY
+                or frame_channel != channel
+                or missing < 0
+                or size > max_size
+                or pos >= limit
+                or buf[pos] != FRAME_END
+            ):
+                return None
+            chunks.append(buf[start:pos])
+            pos += 1
+        return pos, b"".join(chunks)
 
 
 _SLIPS = (struct.error, IndexError, ValueError, OverflowError, TypeError)
@@ -525,11 +724,12 @@ def content_frames(
     if type(body) is not bytes and not isinstance(body, (bytes, bytearray, memoryview)):
         raise EncodeError(f"a body must be bytes-like, not {type(body).__name__}")
     payload = method.encode()
-    props = properties.encode() if properties is not None else _NO_PROPERTIES
-    if len(payload) + 8 > frame_max or len(props) + 20 > frame_max:
+    # The property flags are packed with the header frame's fixed fields, in one call.
+    flags, props = properties.encode_values() if properties is not None else (0, b"")
+    if len(payload) + 8 > frame_max or len(props) + 22 > frame_max:
         raise EncodeError(
             f"{method.NAME} or its content header does not fit in a frame of frame_max "
-            f"{frame_max} bytes (method {len(payload) + 8}, header {len(props) + 20})"
+            f"{frame_max} bytes (method {len(payload) + 8}, header {len(props) + 22})"
         )
     size = len(body)
     if type(body) is memoryview and body.itemsize != 1:  # len() counts items, not bytes
@@ -544,7 +744,14 @@ def content_frames(
                     _pack_frame_header(FRAME_METHOD, channel, len(payload)),
                     payload,
                     _pack_end_and_header_frame_start(
-                        FRAME_END, FRAME_HEADER, channel, 12 + len(props), method.CLASS_ID, 0, size
+                        FRAME_END,
+                        FRAME_HEADER,
+                        channel,
+                        14 + len(props),
+                        method.CLASS_ID,
+                        0,
+                        size,
+                        flags,
                     ),
                     props,
                     _pack_end_and_frame_header(FRAME_END, FRAME_BODY, channel, size),
@@ -557,7 +764,7 @@ def content_frames(
                 _pack_frame_header(FRAME_METHOD, channel, len(payload)),
                 payload,
                 _pack_end_and_header_frame_start(
-                    FRAME_END, FRAME_HEADER, channel, 12 + len(props), method.CLASS_ID, 0, 0
+                    FRAME_END, FRAME_HEADER, channel, 14 + len(props), method.CLASS_ID, 0, 0, flags
                 ),
                 props,
                 _END,
@@ -570,7 +777,7 @@ def content_frames(
         _pack_frame_header(FRAME_METHOD, channel, len(payload)),
         payload,
         _pack_end_and_header_frame_start(
-            FRAME_END, FRAME_HEADER, channel, 12 + len(props), method.CLASS_ID, 0, size
+            FRAME_END, FRAME_HEADER, channel, 14 + len(props), method.CLASS_ID, 0, size, flags
         ),
         props,
         _END,
