@@ -1,4 +1,4 @@
-"""``python -m benchmarks [codec|client] [options]``; with no sub-command, both (quick scale).
+"""``python -m benchmarks [codec|client|highlevel] [options]``; with no sub-command, both (quick scale).
 
 See benchmarks/README.md.
 """
@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import sys
 
-USAGE = """usage: python -m benchmarks {codec,client} [options]
+USAGE = """usage: python -m benchmarks {codec,client,highlevel} [options]
 
   codec    frame encode/decode per message, no broker      (python -m benchmarks codec -h)
   client   whole clients against one RabbitMQ node          (python -m benchmarks client -h)
+  highlevel  leveret.highlevel vs kombu (py-amqp), one node   (python -m benchmarks highlevel -h)
 
 With no sub-command: the codec benchmark, then the client benchmark at --scale 0.1.
 """
@@ -32,6 +33,10 @@ def main(argv: list[str]) -> int:
         from . import client
 
         return client.main(rest)
+    if command == "highlevel":
+        from . import highlevel
+
+        return highlevel.main(rest)
     if command in ("-h", "--help"):
         print(USAGE)
         return 0

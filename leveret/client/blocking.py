@@ -29,6 +29,7 @@ Threads
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import select
 import socket
@@ -37,7 +38,7 @@ import threading
 import weakref
 from collections import deque
 from time import monotonic
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 from ..wire.errors import AMQPError, LeveretError, LocalProtocolError
 from . import events as ev
@@ -154,6 +155,7 @@ class Connection:
         self._wlock = threading.Lock()
         self._wrest: bytes = b""  # taken from the core, not yet written (under _wlock)
         self._last_kick = 0.0
+        self._corked = 0  # > 0: writes wait for the end of a corked() block
         self._kick_event = threading.Event()
         self._reading = False
         self._error: BaseException | None = None
@@ -357,8 +359,21 @@ class Connection:
         return False
 
     def _run_pending(self) -> bool:
-        """Run the callbacks of what was received; True if any ran (or an event that has
-        no callback to run was handed over, such as a consumer cancelled by the broker)."""
+        """Run the callbacks of what was received, corked (the acks they send leave
+        together); True if any ran (or an event that has no callback to run was handed
+        over, such as a consumer cancelled by the broker)."""
+        if not self._pending and not self._has_returns():
+            return False
+        with self.corked():
+            return self._run_pending_corked()
+
+    def _has_returns(self) -> bool:
+        for ch in self._channels.values():
+            if ch._returns:
+                return True
+        return False
+
+    def _run_pending_corked(self) -> bool:
         ran = False
         pending = self._pending
         while pending:
@@ -515,6 +530,28 @@ class Connection:
         finally:
             self._wlock.release()
 
+    @contextlib.contextmanager
+    def corked(self) -> Iterator[None]:
+        """``with conn.corked(): ...``: publishes and acks inside the block are not written
+        one by one; they leave together (in as few writes as the socket allows) when the
+        block ends -- or earlier when a few hundred frames pile up, or when a call inside
+        the block has to wait for the broker.  Consumer callbacks run corked.  If that final
+        write fails, the connection keeps the error and the next call raises it."""
+        with self._lock:
+            self._corked += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._corked -= 1
+            if not self._corked:
+                try:
+                    self._flush()
+                except (LeveretError, OSError):
+                    # Like any queued write that fails: the connection now holds the error
+                    # and the next call (a wait for confirms, a publish...) raises it.
+                    pass
+
     def _kick(self) -> None:
         """Have what is queued written soon.
 
@@ -527,7 +564,9 @@ class Connection:
         now = monotonic()
         last, self._last_kick = self._last_kick, now
         core = self._core
-        if now - last > _BURST_GAP or (core is not None and len(core._out) > _FLUSH_ITEMS):
+        if (now - last > _BURST_GAP and not self._corked) or (
+            core is not None and len(core._out) > _FLUSH_ITEMS
+        ):
             self._flush()
         elif not self._kick_event.is_set():  # set() costs a lock round trip; once is enough
             self._kick_event.set()
@@ -1074,6 +1113,7 @@ class Channel:
         routing_key: str = "",
         mandatory: bool = False,
         immediate: bool = False,
+        _wait_tag: bool = False,
     ) -> int | None:
         """``basic.publish`` + content header + body frames, written as one buffer.
 
@@ -1116,6 +1156,8 @@ class Channel:
             if self._closed:
                 self._raise_closed()
             tag = core.publish(self.channel_id, method, props, body)  # type: ignore[union-attr]
+            if _wait_tag and tag is not None:
+                self._waited_tags[tag] = None
         conn._kick()
         return tag
 
@@ -1300,11 +1342,12 @@ class Channel:
             self._raise_closed()
         if not self._core.is_confirm_mode(self.channel_id):  # type: ignore[union-attr]
             raise LocalProtocolError("publish_confirmed needs confirm mode (confirm_select())")
-        tag = self.basic_publish(msg, exchange, routing_key, mandatory)
+        # The tag is registered (under the lock, in basic_publish) before the publish can
+        # be written, so its confirm cannot arrive unnoticed.
+        tag = self.basic_publish(msg, exchange, routing_key, mandatory, _wait_tag=True)
         assert tag is not None
         conn = self.connection
         waited = self._waited_tags
-        waited[tag] = None
         try:
             deadline = monotonic() + (conn.rpc_timeout if timeout is None else timeout)
             conn._wait_for(lambda: waited[tag] is not None or self._closed, deadline, "the publish's confirm")

@@ -645,8 +645,14 @@ class Producer:
         pipelined (as ``wait=False``) and :meth:`flush` runs at the end, raising for any
         nack or return."""
         self._batch_depth += 1
+        # The client connection writes the batch's publishes together (not one by one).
+        cork = getattr(getattr(self._channel, "connection", None), "corked", None)
         try:
-            yield self
+            if cork is not None and self._batch_depth == 1:
+                with cork():
+                    yield self
+            else:
+                yield self
         except BaseException:
             self._batch_depth -= 1
             if self._batch_depth == 0 and self._pending:
