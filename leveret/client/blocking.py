@@ -153,7 +153,8 @@ class Connection:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._wlock = threading.Lock()
-        self._wrest: bytes = b""  # taken from the core, not yet written (under _wlock)
+        # Taken from the core, not yet written (under _wlock): bytes or a memoryview.
+        self._wrest: Any = b""
         self._last_kick = 0.0
         self._corked = 0  # > 0: writes wait for the end of a corked() block
         self._kick_event = threading.Event()
@@ -507,9 +508,15 @@ class Connection:
         try:
             with self._lock:
                 bufs = core.buffers_to_send(monotonic())
-            data = b"".join([self._wrest, *bufs]) if bufs else self._wrest
+            rest = self._wrest
+            if not bufs:
+                data: Any = rest
+            elif not rest and len(bufs) == 1:
+                data = bufs[0]
+            else:
+                data = b"".join([rest, *bufs])
             self._wrest = b""
-            view = memoryview(data)
+            view = memoryview(data).cast("B")
             try:
                 while view:
                     if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
@@ -526,7 +533,9 @@ class Connection:
                 raise err from exc
             finally:
                 if view:
-                    self._wrest = bytes(view)
+                    # Keep the unsent tail as a view: copying it at every partial write
+                    # would cost O(n^2) for a big body on a slow socket.
+                    self._wrest = view
         finally:
             self._wlock.release()
 
