@@ -573,7 +573,12 @@ class Producer:
             self._pending.clear()
             raise
         pending, self._pending = self._pending, {}
-        returns = [
+        self._settle(state, pending, nacked, [])
+
+    def _settle(self, state: Any, pending: dict[int, Any], nacked: list[int], returns: list[Any]) -> None:
+        """The end of a flush: pair returned publishes with their messages, raise
+        ``PublishNacked`` (carrying the returns) for any nack, else report the returns."""
+        returns += [
             _returned(state.returned.pop(tag), *pending[tag])
             for tag in sorted(pending) if tag in state.returned
         ]
@@ -628,15 +633,7 @@ class Producer:
             self._retained.clear()
             self._pending_gen = None
             returns, self._stale_returns = self._stale_returns, []
-            returns += [
-                _returned(state.returned.pop(tag), *pending[tag])
-                for tag in sorted(pending) if tag in state.returned
-            ]
-            if nacked:
-                err = PublishNacked(f"the broker nacked {len(nacked)} publish(es): {nacked[:10]}", nacked)
-                err.returned = returns  # type: ignore[attr-defined]
-                raise err
-            self._report_returns(returns)
+            self._settle(state, pending, nacked, returns)
             return
 
     @contextlib.contextmanager

@@ -69,6 +69,7 @@ from ..client import (
     ResourceLocked,
 )
 from ..wire.errors import SoftError
+from .entity import _freeze
 from .exceptions import OperationalError
 
 if TYPE_CHECKING:
@@ -194,16 +195,6 @@ class RecoveryEvent:
     time: float = dataclasses.field(default_factory=time.time)
 
 
-def _freeze(value: Any) -> Any:
-    if isinstance(value, dict):
-        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    try:
-        hash(value)
-    except TypeError:
-        return repr(value)
-    return value
 
 
 # ---------------------------------------------------------------------------------- topology
