@@ -36,27 +36,26 @@ import socket
 import ssl
 import threading
 import weakref
-from collections import deque
 from time import monotonic
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, TypeVar
 
-from ..wire.errors import AMQPError, LeveretError, LocalProtocolError
-from . import events as ev
-from .core import DEFAULT_MAX_BODY_SIZE, ConnState, SansIOConnection
-from .errors import (
-    BlockedTimeout,
-    ChannelClosedError,
-    ConnectionClosedError,
-    ConnectionLost,
-    MessageTooLargeError,
-    PublishNacked,
+from ..wire.errors import LeveretError
+from ._shared import (
+    BlockingDriver,
+    ChannelBase,
+    ConnectionBase,
+    Op,
+    QueueDeclareOk,
+    ssl_context,
 )
+from .core import ConnState
+from .errors import ConnectionLost
 from .message import Message
-from .url import ConnectionParameters, parse_url
 
 __all__ = ["Connection", "Channel", "QueueDeclareOk"]
 
 log = logging.getLogger("leveret.client")
+R = TypeVar("R")
 
 _RECV_SIZE = 262144
 # Deliveries the heartbeat thread reads ahead while user code is busy before it stops
@@ -81,25 +80,7 @@ def _flush_at_exit() -> None:
             pass
 
 
-class QueueDeclareOk(NamedTuple):
-    """What ``queue.declare-ok`` says."""
-
-    queue: str
-    message_count: int
-    consumer_count: int
-
-
-def _ssl_context(params: ConnectionParameters) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=params.cacertfile)
-    if not params.verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if params.certfile:
-        ctx.load_cert_chain(params.certfile, params.keyfile)
-    return ctx
-
-
-class Connection:
+class Connection(ConnectionBase, BlockingDriver):
     """A blocking AMQP connection.
 
     ``Connection("amqp://user:pass@host:5672/vhost?heartbeat=30")``; keyword arguments
@@ -115,102 +96,42 @@ class Connection:
     Nothing happens on the wire until :meth:`connect` (or ``with Connection(...)``).
     """
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        ssl_context: ssl.SSLContext | None = None,
-        blocked_timeout: float = 60.0,
-        rpc_timeout: float = 60.0,
-        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
-        client_properties: dict[str, Any] | None = None,
-        on_blocked: Callable[[str], None] | None = None,
-        on_unblocked: Callable[[], None] | None = None,
-        **options: Any,
-    ) -> None:
-        params = parse_url(url) if url else ConnectionParameters()
-        for name, value in options.items():
-            if name == "userid":
-                name = "username"
-            if not hasattr(params, name) or name.startswith("_"):
-                raise TypeError(f"unknown connection option {name!r}")
-            if value is not None:
-                setattr(params, name, value)
-        if params.ssl and "port" not in options and (url is None or ":" not in url.split("@")[-1].split("/")[0]):
-            params.port = 5671 if params.port == 5672 else params.port
-        self.params = params
-        self.ssl_context = ssl_context
-        self.blocked_timeout = blocked_timeout
-        self.rpc_timeout = rpc_timeout
-        self.max_body_size = max_body_size
-        self.client_properties = client_properties
-        self.on_blocked = on_blocked
-        self.on_unblocked = on_unblocked
-
-        self._core: SansIOConnection | None = None
-        self._sock: socket.socket | None = None
+    def _init_transport(self) -> None:
         # Lock order: _wlock (socket writes) before _lock (core and routing state).
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._wlock = threading.Lock()
+        self._sock: socket.socket | None = None
         # Taken from the core, not yet written (under _wlock): bytes or a memoryview.
         self._wrest: Any = b""
         self._last_kick = 0.0
         self._corked = 0  # > 0: writes wait for the end of a corked() block
         self._kick_event = threading.Event()
         self._reading = False
-        self._error: BaseException | None = None
-        self._closed_error: AMQPError | None = None
-        self._closed = False
-        self._channels: dict[int, Channel] = {}
-        self._pending: deque[tuple[Channel | None, Any]] = deque()
-        self._conn_replies: deque[Any] = deque()
         self._io_thread: threading.Thread | None = None
         self._stopping = False
         self._last_poll = 0.0
-        self._get_ok: Any = None
-        self.server_properties: dict[str, Any] = {}
 
-    # ------------------------------------------------------------------ info
+    def _make_channel(self, channel_id: int) -> Channel:
+        return Channel(self, channel_id)
 
-    def __repr__(self) -> str:
-        state = "open" if self.is_open else "closed"
-        return f"<leveret.client.Connection {self.params.url()} {state}>"
+    def channel(self, channel_id: int | None = None) -> Channel:
+        """Open a channel (``channel.open``/``open-ok``); the lowest free id unless given."""
+        return self._run(self._open_channel(channel_id))  # type: ignore[no-any-return]
 
-    @property
-    def is_open(self) -> bool:
-        core = self._core
-        return core is not None and core.state is ConnState.OPEN and self._error is None
-
-    connected = is_open
-
-    @property
-    def blocked(self) -> str | None:
-        """The broker's reason while it blocks this connection (``connection.blocked``)."""
-        return self._core.blocked if self._core else None
-
-    @property
-    def channel_max(self) -> int:
-        return self._core.channel_max if self._core else 0
-
-    @property
-    def frame_max(self) -> int:
-        return self._core.frame_max if self._core else 0
-
-    @property
-    def heartbeat(self) -> int:
-        return self._core.heartbeat if self._core else 0
-
-    @property
-    def protocol(self) -> str:
-        return self.params.protocol
-
-    @property
-    def core(self) -> SansIOConnection:
-        """The sans-IO core (for libraries building on leveret)."""
-        if self._core is None:
-            raise ConnectionClosedError("not connected")
-        return self._core
+    def _run(self, op: Op[R]) -> R:
+        """Run an operation (see :mod:`._shared`): block in each of its waits."""
+        try:
+            wait = op.send(None)
+            while True:
+                try:
+                    self._wait_for(*wait)
+                except BaseException as exc:
+                    wait = op.throw(exc)
+                else:
+                    wait = op.send(None)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ connect / close
 
@@ -230,40 +151,14 @@ class Connection:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if p.ssl:
-                ctx = self.ssl_context or _ssl_context(p)
+                ctx = self.ssl_context or ssl_context(p)
                 sock = ctx.wrap_socket(sock, server_hostname=p.server_name_indication or p.host)
         except BaseException:
             sock.close()
             raise
         self._sock = sock
-        self._error = None
-        self._closed = False
-        self._closed_error = None
-        self._channels.clear()
-        self._pending.clear()
-        self._conn_replies.clear()
-        self._core = core = SansIOConnection(
-            username=p.username,
-            password=p.password,
-            virtual_host=p.virtual_host,
-            protocol=p.protocol,
-            auth_mechanism=p.auth_mechanism,
-            frame_max=p.frame_max,
-            channel_max=p.channel_max,
-            heartbeat=p.heartbeat,
-            max_body_size=self.max_body_size,
-            client_properties=self.client_properties,
-        )
-        self._get_ok = core.spec.Basic.GetOk
-        try:
-            self._flush()
-            self._wait_for(lambda: core.state is not ConnState.AWAIT_START and core.state is not ConnState.AWAIT_TUNE and core.state is not ConnState.AWAIT_OPEN_OK, deadline, "the AMQP handshake")
-            if self._closed_error is not None:
-                raise self._closed_error
-        except BaseException:
-            self._teardown()
-            raise
-        self.server_properties = core.server_properties
+        self._new_core()
+        self._run(self._handshake(deadline))
         # From now on reads wait in select(); the socket timeout bounds writes only.
         sock.settimeout(max(self.blocked_timeout, 1.0) + 30.0)
         self._stopping = False
@@ -278,25 +173,6 @@ class Connection:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
-
-    def close(self, reply_code: int = 200, reply_text: str = "Normal shutdown", timeout: float | None = None) -> None:
-        """Send ``connection.close``, wait for ``close-ok`` (at most ``timeout``, default
-        ``rpc_timeout``) and close the socket.  Safe to call more than once, and on a
-        connection that is already dead (then it only releases the socket)."""
-        core = self._core
-        if core is None or self._sock is None:
-            return
-        try:
-            if self._error is None and core.state is ConnState.OPEN:
-                with self._lock:
-                    core.close(reply_code, reply_text)
-                self._flush()
-                deadline = monotonic() + (self.rpc_timeout if timeout is None else timeout)
-                self._wait_for(lambda: core.state is ConnState.CLOSED, deadline, "connection.close-ok")
-        except (LeveretError, OSError):
-            pass
-        finally:
-            self._teardown()
 
     def _teardown(self) -> None:
         self._stopping = True
@@ -318,21 +194,6 @@ class Connection:
 
     # ------------------------------------------------------------------ channels
 
-    def channel(self, channel_id: int | None = None) -> Channel:
-        """Open a channel (``channel.open``/``open-ok``); the lowest free id unless given."""
-        self._check_open()
-        core = self._core
-        assert core is not None
-        with self._lock:
-            cid = core.open_channel(channel_id)
-            ch = Channel(self, cid)
-            self._channels[cid] = ch
-        self._flush()
-        self._wait_for(lambda: ch._open or ch._closed, monotonic() + self.rpc_timeout, "channel.open-ok")
-        if ch._closed:
-            ch._raise_closed()
-        return ch
-
     # ------------------------------------------------------------------ events
 
     def drain_events(self, timeout: float | None = None) -> None:
@@ -350,14 +211,6 @@ class Connection:
             self._wait_for(self._has_pending, deadline, "events")
             if self._run_pending():
                 return
-
-    def _has_pending(self) -> bool:
-        if self._pending:
-            return True
-        for ch in self._channels.values():
-            if ch._returns:
-                return True
-        return False
 
     def _run_pending(self) -> bool:
         """Run the callbacks of what was received, corked (the acks they send leave
@@ -377,104 +230,18 @@ class Connection:
     def _run_pending_corked(self) -> bool:
         ran = False
         pending = self._pending
+        callback = self._callback
         while pending:
             ch, item = pending.popleft()
-            kind = type(item)
-            if kind is ev.MessageReceived:
-                assert ch is not None
-                tag = item.method.consumer_tag
-                cb = ch._consumers.get(tag)
-                if cb is None:
-                    cb = ch._straggler_callback(tag, item.method.delivery_tag)
-                if cb is not None:
-                    ran = True
-                    cb(Message._received(ch, item.method, item.properties, item.body))
-            elif kind is ev.ConsumerCancelled:
-                assert ch is not None
+            found = callback(ch, item)
+            if found is not None:
                 ran = True
-                cancel_cb = ch._cancel_callbacks.get(item.consumer_tag)
-                ch._forget_consumer(item.consumer_tag)
-                if cancel_cb is not None:
-                    cancel_cb(item.consumer_tag)
-            elif kind is ev.ConnectionBlocked:
-                if self.on_blocked is not None:
-                    ran = True
-                    self.on_blocked(item.reason)
-            elif kind is ev.ConnectionUnblocked:
-                if self.on_unblocked is not None:
-                    ran = True
-                    self.on_unblocked()
-            elif kind is ev.MessageTooLarge:
-                assert ch is not None
-                raise MessageTooLargeError(
-                    f"a message of {item.body_size} bytes on channel {ch.channel_id} is larger "
-                    f"than max_body_size={self.max_body_size}; it was discarded unread",
-                    ch.channel_id,
-                    getattr(item.method, "delivery_tag", None),
-                    item.body_size,
-                )
+                found[0](*found[1])
         for ch in list(self._channels.values()):
             if ch._returns:
                 ch._run_returns()
                 ran = True
         return ran
-
-    def _dispatch(self, events: list[ev.Event]) -> None:
-        """Route the core's events (called with the lock held)."""
-        channels = self._channels
-        for event in events:
-            kind = type(event)
-            if kind is ev.MessageReceived:
-                ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
-                if ch is None:
-                    continue
-                if type(event.method) is self._get_ok:  # type: ignore[attr-defined]
-                    ch._replies.append(event)
-                else:
-                    self._pending.append((ch, event))
-            elif kind is ev.MethodReceived:
-                cid = event.channel_id  # type: ignore[attr-defined]
-                if cid == 0:
-                    self._conn_replies.append(event.method)  # type: ignore[attr-defined]
-                else:
-                    ch = channels.get(cid)
-                    if ch is not None:
-                        ch._replies.append(event.method)  # type: ignore[attr-defined]
-            elif kind is ev.PublishConfirmed:
-                ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
-                if ch is not None:
-                    ch._on_confirm(event)  # type: ignore[arg-type]
-            elif kind is ev.MessageReturned:
-                ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
-                if ch is not None:
-                    ch._returns.append(event)  # type: ignore[arg-type]
-            elif kind is ev.ChannelOpened:
-                ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
-                if ch is not None:
-                    ch._open = True
-            elif kind is ev.ChannelClosed:
-                ch = channels.pop(event.channel_id, None)  # type: ignore[attr-defined]
-                if ch is not None:
-                    ch._on_closed(event.error, event.unconfirmed)  # type: ignore[attr-defined]
-            elif kind is ev.ConnectionClosed:
-                self._closed_error = event.error  # type: ignore[attr-defined]
-                unconfirmed = event.unconfirmed  # type: ignore[attr-defined]
-                for ch in channels.values():
-                    ch._on_closed(event.error, unconfirmed.get(ch.channel_id, ()))  # type: ignore[attr-defined]
-                channels.clear()
-            elif kind is ev.FlowChanged:
-                ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
-                if ch is not None:
-                    ch.flow_active = event.active  # type: ignore[attr-defined]
-            elif kind is ev.MessageTooLarge and event.method.NAME.endswith("get-ok"):  # type: ignore[attr-defined]
-                ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
-                if ch is not None:
-                    ch._replies.append(event)  # basic_get raises it
-            elif kind is ev.ConsumerCancelled or kind is ev.MessageTooLarge:
-                self._pending.append((channels.get(event.channel_id), event))  # type: ignore[attr-defined]
-            elif kind is ev.ConnectionBlocked or kind is ev.ConnectionUnblocked:
-                self._pending.append((None, event))
-            # ConnectionOpened: the handshake waiter looks at core.state
 
     # ------------------------------------------------------------------ I/O
 
@@ -683,21 +450,6 @@ class Connection:
                     pass
             self._cond.notify_all()
 
-    def _dead_error(self) -> BaseException:
-        if self._error is not None:
-            return self._error
-        if self._closed_error is not None:
-            return self._closed_error
-        return ConnectionClosedError("the connection is closed")
-
-    def _check_open(self) -> None:
-        if self._error is not None:
-            raise self._error
-        if self._closed_error is not None:
-            raise self._closed_error
-        if not self.is_open:
-            raise ConnectionClosedError("the connection is not open (call connect())")
-
     def _wait_for(self, predicate: Callable[[], Any], deadline: float | None, what: str) -> None:
         """Block until ``predicate()`` is true, reading the socket when no other thread does.
 
@@ -811,23 +563,7 @@ class Connection:
                 continue
             next_duty = monotonic() + (0.2 if nxt is None else min(nxt, 0.5))
 
-    # ------------------------------------------------------------------ misc
-
-    def update_secret(self, new_secret: str | bytes, reason: str = "", timeout: float | None = None) -> None:
-        """``connection.update-secret`` (RabbitMQ, 0-9-1): hand the broker a new secret
-        (e.g. a refreshed OAuth 2 token) and wait for ``update-secret-ok``."""
-        self._check_open()
-        core = self._core
-        assert core is not None
-        with self._lock:
-            core.update_secret(new_secret, reason)
-        self._flush()
-        deadline = monotonic() + (self.rpc_timeout if timeout is None else timeout)
-        self._wait_for(lambda: bool(self._conn_replies), deadline, "connection.update-secret-ok")
-        self._conn_replies.popleft()
-
-
-class Channel:
+class Channel(ChannelBase, BlockingDriver):
     """An AMQP channel on a blocking :class:`Connection` (py-amqplib's method names).
 
     Every synchronous call sends its request and waits for the reply, at most ``timeout``
@@ -835,68 +571,13 @@ class Channel:
     (e.g. ``queue.declare(passive=True)`` of a missing queue) the call raises the typed
     error for the reply code (``NotFound``, ``AccessRefused``, ``ResourceLocked``,
     ``PreconditionFailed``, ...): the channel is then closed, the connection stays usable.
+    A call that times out leaves the channel usable: its late reply is dropped.
     """
 
-    def __init__(self, connection: Connection, channel_id: int) -> None:
-        self.connection = connection
-        self.channel_id = channel_id
-        self._core = connection._core
-        spec = connection._core.spec  # type: ignore[union-attr]
-        self._spec = spec
-        self._publish_cls = spec.Basic.Publish
-        self._props_cls = spec.Basic.Properties
-        self._ack_cls = spec.Basic.Ack
-        self._ticket_field = "ticket" in spec.Basic.Publish.FIELDS
-        self._open = False
-        self._closed = False
-        self._error: AMQPError | None = None
-        self._error_reported = False
-        self._lost_tags: list[int] = []  # unconfirmed when the channel closed
-        self._replies: deque[Any] = deque()
-        self._returns: deque[ev.MessageReturned] = deque()
-        self._consumers: dict[str, Callable[[Message], Any] | None] = {}
-        self._cancel_callbacks: dict[str, Callable[[str], Any]] = {}
-        self._no_ack_tags: set[str] = set()
-        # Callbacks of cancelled no_ack consumers, for deliveries that were already on their
-        # way (they cannot be requeued).
-        self._cancelled_no_ack: dict[str, Callable[[Message], Any] | None] = {}
-        self._nacked: list[int] = []
-        self._waited_tags: dict[int, bool | None] = {}
-        self.flow_active = True
-        #: Called with each returned :class:`Message` (``basic.return``); when None, returned
-        #: messages are kept in :attr:`returned`.
-        self.on_return: Callable[[Message], Any] | None = None
-        self.returned: list[Message] = []
+    connection: Connection
 
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<leveret.client.Channel {self.channel_id} {state}>"
-
-    @property
-    def is_open(self) -> bool:
-        """True while the channel and its connection are usable."""
-        return self._open and not self._closed and self.connection.is_open
-
-    @property
-    def unconfirmed(self) -> list[int]:
-        """Delivery tags of publishes (in confirm mode) whose fate is not known: not yet
-        confirmed while the channel is open; never confirmed when it closed or its
-        connection was lost (they may or may not have reached the queues)."""
-        conn = self.connection
-        core = self._core
-        if self._closed:
-            return list(self._lost_tags)
-        if conn._error is not None and isinstance(conn._error, ConnectionLost):
-            return list(conn._error.unconfirmed.get(self.channel_id, ()))
-        if core is None:
-            return []
-        return list(core.unconfirmed().get(self.channel_id, ()))
-
-    @property
-    def nacked(self) -> list[int]:
-        """Delivery tags the broker nacked and :meth:`wait_for_confirms` has not yet raised
-        for."""
-        return list(self._nacked)
+    def _run(self, op: Op[R]) -> R:
+        return self.connection._run(op)
 
     def __enter__(self) -> Channel:
         return self
@@ -905,216 +586,6 @@ class Channel:
         if not self._closed and self.connection.is_open:
             self.close()
 
-    # ------------------------------------------------------------------ plumbing
-
-    def _on_closed(self, error: AMQPError | None, unconfirmed: Any = ()) -> None:
-        self._closed = True
-        self._error = error
-        self._lost_tags = list(unconfirmed)
-
-    def _raise_closed(self) -> None:
-        """Raise why the channel is closed: when the whole connection closed or was lost,
-        that error, every time; when only the channel closed, the broker's typed error
-        (``NotFound``...) the first time, then :class:`ChannelClosedError` with that error
-        as its cause."""
-        conn = self.connection
-        if conn._error is not None:
-            raise conn._error
-        if conn._closed_error is not None:
-            raise conn._closed_error
-        error = self._error
-        if error is not None:
-            if not self._error_reported:
-                self._error_reported = True
-                raise error
-            raise ChannelClosedError(
-                f"channel {self.channel_id} was closed by the broker: {error}"
-            ) from error
-        conn = self.connection
-        if conn._error is not None:
-            raise conn._error
-        if conn._closed_error is not None:
-            raise conn._closed_error
-        raise ChannelClosedError(f"channel {self.channel_id} is closed")
-
-    def _method(self, name: str, fields: dict[str, Any]) -> Any:
-        core = self._core
-        assert core is not None
-        if self._ticket_field and name.split(".")[0] in ("exchange", "queue", "basic"):
-            cls = core._by_name.get(name)
-            if cls is not None and "ticket" in cls.FIELDS:
-                fields.setdefault("ticket", core.ticket(self.channel_id))
-        return core.method(name, **fields)
-
-    def _send(self, method: Any, now: bool = True) -> None:
-        """Queue a method; write it at once (``now``) or leave it to the I/O thread."""
-        conn = self.connection
-        if self._closed:
-            self._raise_closed()
-        with conn._lock:
-            if self._closed:
-                self._raise_closed()
-            conn._core.send_method(self.channel_id, method)  # type: ignore[union-attr]
-        if now:
-            conn._flush()
-        else:
-            conn._kick()
-
-    def _rpc(self, name: str, timeout: float | None = None, **fields: Any) -> Any:
-        method = self._method(name, fields)
-        self._send(method)
-        if not method.SYNCHRONOUS or not method.RESPONSES or fields.get("nowait") or fields.get("no_wait") or getattr(method, "nowait", False) or getattr(method, "no_wait", False):
-            return None
-        conn = self.connection
-        deadline = monotonic() + (conn.rpc_timeout if timeout is None else timeout)
-        try:
-            conn._wait_for(lambda: self._replies or self._closed, deadline, name + " reply")
-        except TimeoutError:
-            # The reply may still come and would then answer the wrong request: this channel
-            # cannot be trusted any more.
-            try:
-                self.close(timeout=1.0)
-            except (LeveretError, OSError, TimeoutError):
-                pass
-            raise
-        if self._replies:
-            return self._replies.popleft()
-        self._raise_closed()
-
-    def close(self, reply_code: int = 200, reply_text: str = "", timeout: float | None = None) -> None:
-        """``channel.close`` / ``close-ok``.  Closing a closed channel does nothing."""
-        conn = self.connection
-        if self._closed or conn._core is None:
-            self._closed = True
-            return
-        try:
-            with conn._lock:
-                if self._closed:
-                    return
-                conn._core.close_channel(self.channel_id, reply_code, reply_text)
-            conn._flush()
-            deadline = monotonic() + (conn.rpc_timeout if timeout is None else timeout)
-            conn._wait_for(lambda: self._closed, deadline, "channel.close-ok")
-        except (ChannelClosedError, ConnectionClosedError):
-            self._closed = True
-
-    # ------------------------------------------------------------------ exchange
-
-    def exchange_declare(
-        self,
-        exchange: str,
-        type: str = "direct",
-        passive: bool = False,
-        durable: bool = False,
-        auto_delete: bool = False,
-        internal: bool = False,
-        nowait: bool = False,
-        arguments: dict[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        """``exchange.declare``; waits for ``declare-ok`` unless ``nowait``."""
-        self._rpc(
-            "exchange.declare", timeout, exchange=exchange, type=type, passive=passive,
-            durable=durable, auto_delete=auto_delete, internal=internal, no_wait=nowait,
-            arguments=arguments,
-        )
-
-    def exchange_delete(self, exchange: str, if_unused: bool = False, nowait: bool = False, timeout: float | None = None) -> None:
-        """``exchange.delete``."""
-        self._rpc("exchange.delete", timeout, exchange=exchange, if_unused=if_unused, no_wait=nowait)
-
-    def exchange_bind(
-        self, destination: str, source: str = "", routing_key: str = "", nowait: bool = False,
-        arguments: dict[str, Any] | None = None, timeout: float | None = None,
-    ) -> None:
-        """``exchange.bind`` (RabbitMQ's exchange-to-exchange binding; 0-9-1)."""
-        self._rpc(
-            "exchange.bind", timeout, destination=destination, source=source,
-            routing_key=routing_key, no_wait=nowait, arguments=arguments,
-        )
-
-    def exchange_unbind(
-        self, destination: str, source: str = "", routing_key: str = "", nowait: bool = False,
-        arguments: dict[str, Any] | None = None, timeout: float | None = None,
-    ) -> None:
-        """``exchange.unbind`` (0-9-1)."""
-        self._rpc(
-            "exchange.unbind", timeout, destination=destination, source=source,
-            routing_key=routing_key, no_wait=nowait, arguments=arguments,
-        )
-
-    # ------------------------------------------------------------------ queue
-
-    def queue_declare(
-        self,
-        queue: str = "",
-        passive: bool = False,
-        durable: bool = False,
-        exclusive: bool = False,
-        auto_delete: bool = False,
-        nowait: bool = False,
-        arguments: dict[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> QueueDeclareOk | None:
-        """``queue.declare``; returns ``(queue, message_count, consumer_count)`` (the name
-        is the server's choice when ``queue`` is empty), or None with ``nowait``."""
-        ok = self._rpc(
-            "queue.declare", timeout, queue=queue, passive=passive, durable=durable,
-            exclusive=exclusive, auto_delete=auto_delete, no_wait=nowait, arguments=arguments,
-        )
-        if ok is None:
-            return None
-        return QueueDeclareOk(ok.queue, ok.message_count, ok.consumer_count)
-
-    def queue_bind(
-        self, queue: str, exchange: str = "", routing_key: str = "", nowait: bool = False,
-        arguments: dict[str, Any] | None = None, timeout: float | None = None,
-    ) -> None:
-        """``queue.bind``."""
-        self._rpc(
-            "queue.bind", timeout, queue=queue, exchange=exchange, routing_key=routing_key,
-            no_wait=nowait, arguments=arguments,
-        )
-
-    def queue_unbind(
-        self, queue: str, exchange: str, routing_key: str = "",
-        arguments: dict[str, Any] | None = None, timeout: float | None = None,
-    ) -> None:
-        """``queue.unbind`` (0-9-1; always synchronous)."""
-        self._rpc(
-            "queue.unbind", timeout, queue=queue, exchange=exchange, routing_key=routing_key,
-            arguments=arguments,
-        )
-
-    def queue_purge(self, queue: str = "", nowait: bool = False, timeout: float | None = None) -> int | None:
-        """``queue.purge``; returns the number of messages removed."""
-        ok = self._rpc("queue.purge", timeout, queue=queue, no_wait=nowait)
-        return None if ok is None else ok.message_count
-
-    def queue_delete(
-        self, queue: str = "", if_unused: bool = False, if_empty: bool = False,
-        nowait: bool = False, timeout: float | None = None,
-    ) -> int | None:
-        """``queue.delete``; returns the number of messages deleted with it."""
-        ok = self._rpc(
-            "queue.delete", timeout, queue=queue, if_unused=if_unused, if_empty=if_empty,
-            no_wait=nowait,
-        )
-        return None if ok is None else ok.message_count
-
-    # ------------------------------------------------------------------ basic
-
-    def basic_qos(
-        self, prefetch_size: int = 0, prefetch_count: int = 0, a_global: bool = False,
-        timeout: float | None = None, **kwargs: Any,
-    ) -> None:
-        """``basic.qos``: limit unacknowledged deliveries (``global`` may be passed as
-        ``a_global`` or ``global_``)."""
-        self._rpc(
-            "basic.qos", timeout, prefetch_size=prefetch_size, prefetch_count=prefetch_count,
-            global_=kwargs.pop("global_", a_global), **kwargs,
-        )
-
     def basic_publish(
         self,
         msg: Message | bytes | str,
@@ -1122,7 +593,6 @@ class Channel:
         routing_key: str = "",
         mandatory: bool = False,
         immediate: bool = False,
-        _wait_tag: bool = False,
     ) -> int | None:
         """``basic.publish`` + content header + body frames, written as one buffer.
 
@@ -1131,280 +601,12 @@ class Channel:
         connection's ``blocked_timeout`` and then raises :class:`BlockedTimeout`.
         """
         conn = self.connection
-        core = self._core
-        if type(msg) is bytes:
-            body: Any = msg
-            props = None  # no properties: the header's flags word is simply 0
-        else:
-            if not isinstance(msg, Message):
-                msg = Message(msg)
-            body = msg.body
-            props = self._props_cls(**msg.properties) if msg.properties else None
-        if self._ticket_field:
-            method = self._publish_cls(
-                ticket=core.ticket(self.channel_id), exchange=exchange,  # type: ignore[union-attr]
-                routing_key=routing_key, mandatory=mandatory, immediate=immediate,
-            )
-        else:
-            method = self._publish_cls(
-                exchange=exchange, routing_key=routing_key, mandatory=mandatory, immediate=immediate
-            )
         now = monotonic()
         if now - conn._last_poll > 0.05:
             conn._last_poll = now
             conn._poll()  # notice connection.blocked even if nobody reads
-        if core.blocked is not None:  # type: ignore[union-attr]
-            try:
-                conn._wait_for(lambda: core.blocked is None, now + conn.blocked_timeout, "connection.unblocked")  # type: ignore[union-attr]
-            except TimeoutError:
-                raise BlockedTimeout(
-                    f"the broker has blocked this connection ({core.blocked}) for more than "  # type: ignore[union-attr]
-                    f"blocked_timeout={conn.blocked_timeout} s"
-                ) from None
-        with conn._lock:
-            if self._closed:
-                self._raise_closed()
-            tag = core.publish(self.channel_id, method, props, body)  # type: ignore[union-attr]
-            if _wait_tag and tag is not None:
-                self._waited_tags[tag] = None
+        if self._core.blocked is not None:
+            conn._run(self._unblocked())
+        tag = self._publish_now(msg, exchange, routing_key, mandatory, immediate)
         conn._kick()
         return tag
-
-    def basic_get(self, queue: str = "", no_ack: bool = False, timeout: float | None = None) -> Message | None:
-        """``basic.get``: one message, or None when the queue is empty (``get-empty``)."""
-        reply = self._rpc("basic.get", timeout, queue=queue, no_ack=no_ack)
-        if type(reply) is ev.MessageReceived:
-            return Message._received(self, reply.method, reply.properties, reply.body)
-        if type(reply) is ev.MessageTooLarge:
-            raise MessageTooLargeError(
-                f"the message basic.get fetched ({reply.body_size} bytes) is larger than "
-                f"max_body_size={self.connection.max_body_size}; it was discarded unread",
-                self.channel_id,
-                reply.method.delivery_tag,
-                reply.body_size,
-            )
-        return None
-
-    def basic_consume(
-        self,
-        queue: str = "",
-        consumer_tag: str = "",
-        no_local: bool = False,
-        no_ack: bool = False,
-        exclusive: bool = False,
-        nowait: bool = False,
-        callback: Callable[[Message], Any] | None = None,
-        arguments: dict[str, Any] | None = None,
-        on_cancel: Callable[[str], Any] | None = None,
-        timeout: float | None = None,
-    ) -> str:
-        """``basic.consume``; returns the consumer tag (the broker's when none is given).
-
-        ``callback(message)`` runs inside :meth:`Connection.drain_events` for each
-        delivery; ``on_cancel(consumer_tag)`` when the broker cancels the consumer (its queue
-        was deleted, ...).
-        """
-        if nowait and not consumer_tag:
-            raise LocalProtocolError("basic.consume with nowait needs a consumer_tag")
-        fields: dict[str, Any] = dict(
-            queue=queue, consumer_tag=consumer_tag, no_local=no_local, no_ack=no_ack,
-            exclusive=exclusive, no_wait=nowait,
-        )
-        if "arguments" in (self._core._by_name["basic.consume"].FIELDS):  # type: ignore[union-attr]
-            fields["arguments"] = arguments
-        elif arguments:
-            raise LocalProtocolError(f"basic.consume takes no arguments in AMQP {self.connection.protocol}")
-        # Register first so deliveries that race the reply find their callback.
-        if consumer_tag:
-            self._consumers[consumer_tag] = callback
-            if on_cancel is not None:
-                self._cancel_callbacks[consumer_tag] = on_cancel
-        ok = self._rpc("basic.consume", timeout, **fields)
-        tag = consumer_tag if ok is None else ok.consumer_tag
-        self._consumers[tag] = callback
-        if no_ack:
-            self._no_ack_tags.add(tag)
-        if on_cancel is not None:
-            self._cancel_callbacks[tag] = on_cancel
-        return str(tag)
-
-    def basic_cancel(self, consumer_tag: str, nowait: bool = False, timeout: float | None = None) -> None:
-        """``basic.cancel``: stop a consumer.
-
-        Deliveries that arrived before the cancel but were not yet run by
-        :meth:`Connection.drain_events` are given back to the queue (``basic.reject`` with
-        requeue) -- except for a ``no_ack`` consumer, whose messages cannot go back: its
-        callback still runs for them.
-        """
-        self._rpc("basic.cancel", timeout, consumer_tag=consumer_tag, no_wait=nowait)
-        self._forget_consumer(consumer_tag)
-
-    def _forget_consumer(self, consumer_tag: str) -> None:
-        callback = self._consumers.pop(consumer_tag, None)
-        self._cancel_callbacks.pop(consumer_tag, None)
-        if consumer_tag in self._no_ack_tags:
-            self._no_ack_tags.discard(consumer_tag)
-            if callback is not None:
-                self._cancelled_no_ack[consumer_tag] = callback
-
-    def _straggler_callback(self, consumer_tag: str, delivery_tag: int) -> Callable[[Message], Any] | None:
-        """A delivery for a consumer that is gone: the callback to run it with, or None
-        after handing it back to the broker."""
-        callback = self._cancelled_no_ack.get(consumer_tag)
-        if callback is not None:
-            return callback
-        if not self._closed:
-            try:
-                self.basic_reject(delivery_tag, requeue=True)
-            except LeveretError:
-                pass  # the channel is going away; the broker requeues it then
-        return None
-
-    def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        """``basic.ack`` (no reply)."""
-        self._send(self._ack_cls(delivery_tag=delivery_tag, multiple=multiple), now=False)
-
-    def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
-        """``basic.nack`` (RabbitMQ extension in 0-9-1; no reply)."""
-        self._send(
-            self._method("basic.nack", dict(delivery_tag=delivery_tag, multiple=multiple, requeue=requeue)),
-            now=False,
-        )
-
-    def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None:
-        """``basic.reject`` (no reply)."""
-        self._send(self._method("basic.reject", dict(delivery_tag=delivery_tag, requeue=requeue)), now=False)
-
-    def basic_recover(self, requeue: bool = False, timeout: float | None = None) -> None:
-        """``basic.recover``: redeliver unacknowledged messages (waits for ``recover-ok``
-        in 0-9-1; 0-8's recover has no reply)."""
-        self._rpc("basic.recover", timeout, requeue=requeue)
-
-    def basic_recover_async(self, requeue: bool = False) -> None:
-        """``basic.recover-async`` (0-9-1, deprecated by the spec; no reply)."""
-        self._send(self._method("basic.recover-async", dict(requeue=requeue)))
-
-    # ------------------------------------------------------------------ confirms
-
-    def confirm_select(self, nowait: bool = False, timeout: float | None = None) -> None:
-        """``confirm.select``: from now on the broker acks or nacks every publish;
-        :meth:`basic_publish` returns delivery tags (RabbitMQ extension; 0-9-1)."""
-        self._rpc("confirm.select", timeout, nowait=nowait)
-
-    def _on_confirm(self, event: ev.PublishConfirmed) -> None:
-        if not event.ack:
-            self._nacked.extend(event.delivery_tags)
-        waited = self._waited_tags
-        if waited:
-            for tag in event.delivery_tags:
-                if tag in waited:
-                    waited[tag] = event.ack
-
-    def _run_returns(self) -> None:
-        while self._returns:
-            item = self._returns.popleft()
-            msg = Message._received(self, item.method, item.properties, item.body)
-            msg.delivery_info["publish_tag"] = item.delivery_tag
-            if self.on_return is not None:
-                self.on_return(msg)
-            else:
-                self.returned.append(msg)
-
-    def wait_for_confirms(self, timeout: float | None = None) -> bool:
-        """Wait until the broker has confirmed every publish of this channel.
-
-        Runs the return callbacks of returned publishes first.  Returns True when all were
-        acked; raises :class:`PublishNacked` listing the nacked tags (then forgets them),
-        ``TimeoutError`` past ``timeout`` (default ``rpc_timeout``), and
-        :class:`ConnectionLost` -- whose ``unconfirmed`` names the publishes of unknown
-        fate -- when the connection dies first.
-        """
-        conn = self.connection
-        core = self._core
-        assert core is not None
-        deadline = monotonic() + (conn.rpc_timeout if timeout is None else timeout)
-        cid = self.channel_id
-        conn._wait_for(lambda: core.unconfirmed_count(cid) == 0 or self._closed, deadline, "publisher confirms")
-        if self._returns:
-            self._run_returns()
-        if self._closed and (self._lost_tags or core.unconfirmed_count(cid)):
-            self._raise_closed()
-        if self._nacked:
-            tags, self._nacked = self._nacked, []
-            raise PublishNacked(f"the broker nacked {len(tags)} publish(es): {tags[:10]}", tags)
-        return True
-
-    def publish_confirmed(
-        self,
-        msg: Message | bytes | str,
-        exchange: str = "",
-        routing_key: str = "",
-        mandatory: bool = False,
-        timeout: float | None = None,
-    ) -> bool:
-        """Publish and wait for this one publish's confirm (confirm mode must be on).
-
-        Returns True when the broker acked it and did not return it; False when it was
-        returned as unroutable (``mandatory``); raises :class:`PublishNacked` on a nack.
-        """
-        if self._closed:
-            self._raise_closed()
-        if not self._core.is_confirm_mode(self.channel_id):  # type: ignore[union-attr]
-            raise LocalProtocolError("publish_confirmed needs confirm mode (confirm_select())")
-        # The tag is registered (under the lock, in basic_publish) before the publish can
-        # be written, so its confirm cannot arrive unnoticed.
-        tag = self.basic_publish(msg, exchange, routing_key, mandatory, _wait_tag=True)
-        assert tag is not None
-        conn = self.connection
-        waited = self._waited_tags
-        try:
-            deadline = monotonic() + (conn.rpc_timeout if timeout is None else timeout)
-            conn._wait_for(lambda: waited[tag] is not None or self._closed, deadline, "the publish's confirm")
-            ack = waited[tag]
-        finally:
-            waited.pop(tag, None)
-        if ack is None:
-            self._raise_closed()
-        returned = False
-        if self._returns:
-            returned = any(r.delivery_tag == tag for r in self._returns)
-            self._run_returns()
-        if not ack:
-            if tag in self._nacked:
-                self._nacked.remove(tag)
-            raise PublishNacked(f"the broker nacked publish {tag}", [tag])
-        return not returned
-
-    # ------------------------------------------------------------------ tx, flow, access
-
-    def tx_select(self, timeout: float | None = None) -> None:
-        """``tx.select``: the channel becomes transactional."""
-        self._rpc("tx.select", timeout)
-
-    def tx_commit(self, timeout: float | None = None) -> None:
-        """``tx.commit``: publishes and acks since the last commit take effect."""
-        self._rpc("tx.commit", timeout)
-
-    def tx_rollback(self, timeout: float | None = None) -> None:
-        """``tx.rollback``: publishes and acks since the last commit are discarded."""
-        self._rpc("tx.rollback", timeout)
-
-    def flow(self, active: bool, timeout: float | None = None) -> bool:
-        """``channel.flow`` from the client: ask the broker to pause (False) or resume (True)
-        deliveries.  Returns what ``flow-ok`` says.  (RabbitMQ refuses ``active=False`` with
-        540 not-implemented, which closes the connection.)"""
-        ok = self._rpc("channel.flow", timeout, active=active)
-        return bool(ok.active)
-
-    def access_request(
-        self, realm: str = "/data", exclusive: bool = False, passive: bool = False,
-        active: bool = True, write: bool = True, read: bool = True, timeout: float | None = None,
-    ) -> int:
-        """0-8's ``access.request``; the ticket it returns is used by later methods."""
-        ok = self._rpc(
-            "access.request", timeout, realm=realm, exclusive=exclusive, passive=passive,
-            active=active, write=write, read=read,
-        )
-        with self.connection._lock:
-            self._core.set_ticket(self.channel_id, ok.ticket)  # type: ignore[union-attr]
-        return int(ok.ticket)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .blocking import Channel
+    from ._shared import ChannelBase as Channel
 
 __all__ = ["Message", "PROPERTY_NAMES"]
 

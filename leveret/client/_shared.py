@@ -1,0 +1,1106 @@
+"""What the blocking and the asyncio driver share: everything but the I/O.
+
+Theory of operation
+-------------------
+Both drivers are loops around one :class:`~leveret.client.core.SansIOConnection`.  What a
+call *means* -- which method it sends, what it waits for, what it returns, how replies,
+confirms, returns, deliveries and closes are routed to channels -- is written once, here.
+What differs is only how a driver moves bytes and how it waits.
+
+A call that has to wait for the broker (``queue_declare``, ``wait_for_confirms``,
+``close``...) is written as an *operation*: a generator that queues its frames through the
+driver (``_flush`` writes now, ``_kick`` writes soon) and ``yield``\\ s a :class:`Wait` --
+a predicate over the routing state, a deadline and what it waits for -- each time it needs
+the broker to answer.  The driver resumes it once the predicate holds, or throws
+``TimeoutError`` (or, in asyncio, ``CancelledError``) into it.  The blocking driver runs an
+operation by blocking in each wait (reading the socket meanwhile); the asyncio driver awaits.
+
+The :class:`operation` descriptor turns such a generator into the public method: a plain
+call on the blocking classes (:class:`BlockingDriver`), a coroutine function on the asyncio
+ones (:class:`AsyncDriver`) -- with the same name, signature, docstring, and static types
+(``ch.queue_declare(q)`` is a ``QueueDeclareOk`` on a blocking channel, an
+``Awaitable[QueueDeclareOk]`` on an asyncio one).
+
+Replies on a channel come in the order of the requests.  When a caller stops waiting for a
+reply (a timeout, a cancelled task), its reply is still on its way; the channel remembers
+to drop it when it comes, so the next call gets its own reply and the channel stays usable.
+"""
+
+from __future__ import annotations
+
+import inspect
+import ssl
+from collections import deque
+from time import monotonic
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Awaitable,
+    Callable,
+    Concatenate,
+    Generator,
+    Generic,
+    NamedTuple,
+    ParamSpec,
+    TypeVar,
+    overload,
+)
+
+from ..wire.errors import AMQPError, LeveretError, LocalProtocolError
+from . import events as ev
+from .core import DEFAULT_MAX_BODY_SIZE, ConnState, SansIOConnection
+from .errors import (
+    BlockedTimeout,
+    ChannelClosedError,
+    ConnectionClosedError,
+    ConnectionLost,
+    MessageTooLargeError,
+    PublishNacked,
+)
+from .message import Message
+from .url import ConnectionParameters, parse_url
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import ContextManager
+
+__all__ = ["QueueDeclareOk", "Wait", "operation", "ConnectionBase", "ChannelBase"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Wait(NamedTuple):
+    """What an operation waits for: ``predicate()`` to become true before ``deadline``
+    (``monotonic()`` seconds; None: no limit); ``what`` names it in the TimeoutError."""
+
+    predicate: Callable[[], Any]
+    deadline: float | None
+    what: str
+
+
+#: An operation: yields what it waits for, returns its result.
+Op = Generator[Wait, None, R]
+
+
+class BlockingDriver:
+    """Marks the classes whose operations are plain calls."""
+
+    def _run(self, op: Op[R]) -> R:
+        raise NotImplementedError
+
+
+class AsyncDriver:
+    """Marks the classes whose operations are coroutine functions."""
+
+    async def _run(self, op: Op[R]) -> R:
+        raise NotImplementedError
+
+
+class operation(Generic[P, R]):
+    """Makes an operation (a generator method) the public method of both drivers."""
+
+    def __init__(self, fn: Callable[Concatenate[Any, P], Op[R]]) -> None:
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+        self.__name__ = fn.__name__
+        self.__qualname__ = fn.__qualname__
+        self.__wrapped__ = fn
+        sig = inspect.signature(fn)
+        returns = sig.return_annotation
+        if isinstance(returns, str) and returns.startswith("Op[") and returns.endswith("]"):
+            sig = sig.replace(return_annotation=returns[3:-1])
+        self.__signature__ = sig  # what help() and inspect show: the call, not the generator
+
+    def __call__(self, obj: Any, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """``Channel.queue_declare(channel, ...)``: the unbound call, as for a function."""
+        return obj._run(self.fn(obj, *args, **kwargs))
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> operation[P, R]: ...
+    @overload
+    def __get__(self, obj: BlockingDriver, owner: type) -> Callable[P, R]: ...
+    @overload
+    def __get__(self, obj: AsyncDriver, owner: type) -> Callable[P, Awaitable[R]]: ...
+    def __get__(self, obj: Any, owner: type) -> Any:
+        if obj is None:
+            return self
+        fn = self.fn
+        run = obj._run
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return run(fn(obj, *args, **kwargs))
+
+        call.__doc__ = fn.__doc__
+        call.__name__ = fn.__name__
+        call.__wrapped__ = fn.__get__(obj)  # type: ignore[attr-defined]
+        return call
+
+
+class QueueDeclareOk(NamedTuple):
+    """What ``queue.declare-ok`` says."""
+
+    queue: str
+    message_count: int
+    consumer_count: int
+
+
+def ssl_context(params: ConnectionParameters) -> ssl.SSLContext:
+    """The TLS context for ``params``: the system's CAs (or ``cacertfile``), verification on
+    unless ``verify`` is false, the client certificate when one is given."""
+    ctx = ssl.create_default_context(cafile=params.cacertfile)
+    if not params.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if params.certfile:
+        ctx.load_cert_chain(params.certfile, params.keyfile)
+    return ctx
+
+
+class NoLock:
+    """The asyncio driver's stand-in for the blocking driver's locks (one thread)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: Any) -> None:
+        return None
+
+
+class ConnectionBase:
+    """The connection state both drivers keep, the routing of the core's events to
+    channels, and the connection-level operations.  A driver adds the transport:
+    ``_flush()`` (write what the core queued, now), ``_kick()`` (write it soon),
+    ``_teardown()`` (drop the transport, wake every waiter) and ``_run(op)``."""
+
+    _lock: ContextManager[Any]
+    _channels: dict[int, Any]
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        blocked_timeout: float = 60.0,
+        rpc_timeout: float = 60.0,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        client_properties: dict[str, Any] | None = None,
+        on_blocked: Callable[[str], Any] | None = None,
+        on_unblocked: Callable[[], Any] | None = None,
+        **options: Any,
+    ) -> None:
+        params = parse_url(url) if url else ConnectionParameters()
+        for name, value in options.items():
+            if name == "userid":
+                name = "username"
+            if not hasattr(params, name) or name.startswith("_"):
+                raise TypeError(f"unknown connection option {name!r}")
+            if value is not None:
+                setattr(params, name, value)
+        if params.ssl and "port" not in options and (url is None or ":" not in url.split("@")[-1].split("/")[0]):
+            params.port = 5671 if params.port == 5672 else params.port
+        self.params = params
+        self.ssl_context = ssl_context
+        self.blocked_timeout = blocked_timeout
+        self.rpc_timeout = rpc_timeout
+        self.max_body_size = max_body_size
+        self.client_properties = client_properties
+        self.on_blocked = on_blocked
+        self.on_unblocked = on_unblocked
+
+        self._core: SansIOConnection | None = None
+        self._error: BaseException | None = None
+        self._closed_error: AMQPError | None = None
+        self._closed = False
+        self._channels = {}
+        # Received, for callbacks to run: (channel or None, event).
+        self._pending: deque[tuple[Any, Any]] = deque()
+        self._conn_replies: deque[Any] = deque()
+        self._get_ok: Any = None
+        self.server_properties: dict[str, Any] = {}
+        self._init_transport()
+
+    def _init_transport(self) -> None:
+        """The driver's own state (called at the end of ``__init__``)."""
+
+    # ------------------------------------------------------------------ info
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed"
+        return f"<{type(self).__module__.rpartition('.')[0]}.{type(self).__name__} {self.params.url()} {state}>"
+
+    @property
+    def is_open(self) -> bool:
+        """True while the connection is open and usable."""
+        core = self._core
+        return core is not None and core.state is ConnState.OPEN and self._error is None
+
+    @property
+    def connected(self) -> bool:
+        """The same as :attr:`is_open` (py-amqp's name)."""
+        return self.is_open
+
+    @property
+    def blocked(self) -> str | None:
+        """The broker's reason while it blocks this connection (``connection.blocked``)."""
+        return self._core.blocked if self._core else None
+
+    @property
+    def channel_max(self) -> int:
+        """The negotiated highest channel id (0 before the handshake)."""
+        return self._core.channel_max if self._core else 0
+
+    @property
+    def frame_max(self) -> int:
+        """The negotiated largest frame size in bytes (0 before the handshake)."""
+        return self._core.frame_max if self._core else 0
+
+    @property
+    def heartbeat(self) -> int:
+        """The negotiated heartbeat interval in seconds (0: off)."""
+        return self._core.heartbeat if self._core else 0
+
+    @property
+    def protocol(self) -> str:
+        """``"0-9-1"`` or ``"0-8"``."""
+        return self.params.protocol
+
+    @property
+    def core(self) -> SansIOConnection:
+        """The sans-IO core (for libraries building on leveret)."""
+        if self._core is None:
+            raise ConnectionClosedError("not connected")
+        return self._core
+
+    # ------------------------------------------------------------------ driver hooks
+
+    def _flush(self) -> None:
+        raise NotImplementedError
+
+    def _kick(self) -> None:
+        raise NotImplementedError
+
+    def _teardown(self) -> None:
+        raise NotImplementedError
+
+    def _new_core(self) -> SansIOConnection:
+        """A fresh core for a new transport; forgets the last connection's state."""
+        p = self.params
+        self._error = None
+        self._closed = False
+        self._closed_error = None
+        self._channels.clear()
+        self._pending.clear()
+        self._conn_replies.clear()
+        self._core = core = SansIOConnection(
+            username=p.username,
+            password=p.password,
+            virtual_host=p.virtual_host,
+            protocol=p.protocol,
+            auth_mechanism=p.auth_mechanism,
+            frame_max=p.frame_max,
+            channel_max=p.channel_max,
+            heartbeat=p.heartbeat,
+            max_body_size=self.max_body_size,
+            client_properties=self.client_properties,
+        )
+        self._get_ok = core.spec.Basic.GetOk
+        return core
+
+    def _handshake(self, deadline: float) -> Op[None]:
+        """Protocol header, start/start-ok, tune/tune-ok, open/open-ok (the core does them
+        as the frames arrive); tears the transport down when it fails."""
+        core = self._core
+        assert core is not None
+        waiting = (ConnState.AWAIT_START, ConnState.AWAIT_TUNE, ConnState.AWAIT_OPEN_OK)
+        try:
+            self._flush()
+            yield Wait(lambda: core.state not in waiting, deadline, "the AMQP handshake")
+            if self._closed_error is not None:
+                raise self._closed_error
+        except BaseException:
+            self._teardown()
+            raise
+        self.server_properties = core.server_properties
+
+    # ------------------------------------------------------------------ routing
+
+    def _dispatch(self, events: list[ev.Event]) -> None:
+        """Route the core's events to channels (the blocking driver holds its lock)."""
+        channels = self._channels
+        for event in events:
+            kind = type(event)
+            if kind is ev.MessageReceived:
+                ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
+                if ch is None:
+                    continue
+                if type(event.method) is self._get_ok:  # type: ignore[attr-defined]
+                    ch._reply(event)
+                else:
+                    self._pending.append((ch, event))
+            elif kind is ev.MethodReceived:
+                cid = event.channel_id  # type: ignore[attr-defined]
+                if cid == 0:
+                    self._conn_replies.append(event.method)  # type: ignore[attr-defined]
+                else:
+                    ch = channels.get(cid)
+                    if ch is not None:
+                        ch._reply(event.method)  # type: ignore[attr-defined]
+            elif kind is ev.PublishConfirmed:
+                ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
+                if ch is not None:
+                    ch._on_confirm(event)
+            elif kind is ev.MessageReturned:
+                ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
+                if ch is not None:
+                    ch._returns.append(event)
+            elif kind is ev.ChannelOpened:
+                ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
+                if ch is not None:
+                    ch._open = True
+            elif kind is ev.ChannelClosed:
+                ch = channels.pop(event.channel_id, None)  # type: ignore[attr-defined]
+                if ch is not None:
+                    ch._on_closed(event.error, event.unconfirmed)  # type: ignore[attr-defined]
+            elif kind is ev.ConnectionClosed:
+                self._closed_error = event.error  # type: ignore[attr-defined]
+                unconfirmed = event.unconfirmed  # type: ignore[attr-defined]
+                for ch in channels.values():
+                    ch._on_closed(event.error, unconfirmed.get(ch.channel_id, ()))  # type: ignore[attr-defined]
+                channels.clear()
+            elif kind is ev.FlowChanged:
+                ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
+                if ch is not None:
+                    ch.flow_active = event.active  # type: ignore[attr-defined]
+            elif kind is ev.MessageTooLarge and event.method.NAME.endswith("get-ok"):  # type: ignore[attr-defined]
+                ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
+                if ch is not None:
+                    ch._reply(event)  # basic_get raises it
+            elif kind is ev.ConsumerCancelled or kind is ev.MessageTooLarge:
+                self._pending.append((channels.get(event.channel_id), event))  # type: ignore[attr-defined]
+            elif kind is ev.ConnectionBlocked or kind is ev.ConnectionUnblocked:
+                self._pending.append((None, event))
+            # ConnectionOpened: the handshake waiter looks at core.state
+
+    def _has_pending(self) -> bool:
+        if self._pending:
+            return True
+        for ch in self._channels.values():
+            if ch._returns:
+                return True
+        return False
+
+    def _callback(self, ch: Any, item: Any) -> tuple[Callable[..., Any], tuple[Any, ...]] | None:
+        """The callback to run for a received event and its arguments, or None when there
+        is none (the event is handled); raises :class:`MessageTooLargeError` for a
+        delivery that was too large to keep."""
+        kind = type(item)
+        if kind is ev.MessageReceived:
+            tag = item.method.consumer_tag
+            cb = ch._consumers.get(tag)
+            if cb is None:
+                cb = ch._straggler_callback(tag, item.method.delivery_tag)
+                if cb is None:
+                    return None
+            return cb, (Message._received(ch, item.method, item.properties, item.body),)
+        if kind is ev.ConsumerCancelled:
+            cancel_cb = ch._cancel_callbacks.get(item.consumer_tag)
+            ch._forget_consumer(item.consumer_tag)
+            return (cancel_cb, (item.consumer_tag,)) if cancel_cb is not None else (_nothing, ())
+        if kind is ev.ConnectionBlocked:
+            return (self.on_blocked, (item.reason,)) if self.on_blocked is not None else None
+        if kind is ev.ConnectionUnblocked:
+            return (self.on_unblocked, ()) if self.on_unblocked is not None else None
+        if kind is ev.MessageTooLarge:
+            raise MessageTooLargeError(
+                f"a message of {item.body_size} bytes on channel {ch.channel_id} is larger "
+                f"than max_body_size={self.max_body_size}; it was discarded unread",
+                ch.channel_id,
+                getattr(item.method, "delivery_tag", None),
+                item.body_size,
+            )
+        return None
+
+    def _dead_error(self) -> BaseException:
+        if self._error is not None:
+            return self._error
+        if self._closed_error is not None:
+            return self._closed_error
+        return ConnectionClosedError("the connection is closed")
+
+    def _check_open(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._closed_error is not None:
+            raise self._closed_error
+        if not self.is_open:
+            raise ConnectionClosedError("the connection is not open (call connect())")
+
+    # ------------------------------------------------------------------ operations
+
+    def _make_channel(self, channel_id: int) -> Any:
+        raise NotImplementedError
+
+    def _open_channel(self, channel_id: int | None) -> Op[Any]:
+        """``channel.open``/``open-ok``; the lowest free id unless given."""
+        self._check_open()
+        core = self._core
+        assert core is not None
+        with self._lock:
+            cid = core.open_channel(channel_id)
+            ch = self._make_channel(cid)
+            self._channels[cid] = ch
+        self._flush()
+        try:
+            yield Wait(lambda: ch._open or ch._closed, monotonic() + self.rpc_timeout, "channel.open-ok")
+        except BaseException:
+            # Nobody will get this channel: close it rather than leave it open on the broker.
+            if not ch._closed and self._error is None:
+                try:
+                    with self._lock:
+                        core.close_channel(cid, 200, "")
+                    self._kick()
+                except (LeveretError, OSError):
+                    pass
+            raise
+        if ch._closed:
+            ch._raise_closed()
+        return ch
+
+    @operation
+    def close(self, reply_code: int = 200, reply_text: str = "Normal shutdown", timeout: float | None = None) -> Op[None]:
+        """Send ``connection.close``, wait for ``close-ok`` (at most ``timeout``, default
+        ``rpc_timeout``) and close the transport.  Safe to call more than once, and on a
+        connection that is already dead (then it only releases the transport)."""
+        core = self._core
+        if core is None or self._closed:
+            return
+        try:
+            if self._error is None and core.state is ConnState.OPEN:
+                with self._lock:
+                    core.close(reply_code, reply_text)
+                self._flush()
+                deadline = monotonic() + (self.rpc_timeout if timeout is None else timeout)
+                yield Wait(lambda: core.state is ConnState.CLOSED, deadline, "connection.close-ok")
+        except (LeveretError, OSError):
+            pass
+        finally:
+            self._teardown()
+
+    @operation
+    def update_secret(self, new_secret: str | bytes, reason: str = "", timeout: float | None = None) -> Op[None]:
+        """``connection.update-secret`` (RabbitMQ, 0-9-1): hand the broker a new secret
+        (e.g. a refreshed OAuth 2 token) and wait for ``update-secret-ok``."""
+        self._check_open()
+        core = self._core
+        assert core is not None
+        with self._lock:
+            core.update_secret(new_secret, reason)
+        self._flush()
+        deadline = monotonic() + (self.rpc_timeout if timeout is None else timeout)
+        yield Wait(lambda: bool(self._conn_replies), deadline, "connection.update-secret-ok")
+        self._conn_replies.popleft()
+
+
+def _nothing(*args: Any) -> None:
+    return None
+
+
+class ChannelBase:
+    """A channel's state and every channel operation, for both drivers.
+
+    Every synchronous call sends its request and waits for the reply, at most ``timeout``
+    seconds (default: the connection's ``rpc_timeout``).  When the broker closes the channel
+    (e.g. ``queue.declare(passive=True)`` of a missing queue) the call raises the typed
+    error for the reply code (``NotFound``, ``AccessRefused``, ``ResourceLocked``,
+    ``PreconditionFailed``, ...): the channel is then closed, the connection stays usable.
+    A call that stops waiting (``TimeoutError``, a cancelled task) leaves the channel usable:
+    the late reply is dropped when it comes.
+    """
+
+    connection: Any
+
+    def __init__(self, connection: Any, channel_id: int) -> None:
+        self.connection = connection
+        self.channel_id = channel_id
+        self._core: SansIOConnection = connection._core
+        spec = self._core.spec
+        self._spec = spec
+        self._publish_cls = spec.Basic.Publish
+        self._props_cls = spec.Basic.Properties
+        self._ack_cls = spec.Basic.Ack
+        self._ticket_field = "ticket" in spec.Basic.Publish.FIELDS
+        self._open = False
+        self._closed = False
+        self._error: AMQPError | None = None
+        self._error_reported = False
+        self._lost_tags: list[int] = []  # unconfirmed when the channel closed
+        self._replies: deque[Any] = deque()
+        # Replies nobody waits for any more (timed out or cancelled), oldest first: for
+        # each, the basic.get no_ack flag (None for other methods).
+        self._abandoned: deque[bool | None] = deque()
+        self._returns: deque[ev.MessageReturned] = deque()
+        self._consumers: dict[str, Callable[[Message], Any] | None] = {}
+        self._cancel_callbacks: dict[str, Callable[[str], Any]] = {}
+        self._no_ack_tags: set[str] = set()
+        # Callbacks of cancelled no_ack consumers, for deliveries that were already on their
+        # way (they cannot be requeued).
+        self._cancelled_no_ack: dict[str, Callable[[Message], Any] | None] = {}
+        self._nacked: list[int] = []
+        self._waited_tags: dict[int, bool | None] = {}
+        self.flow_active = True
+        #: Called with each returned :class:`Message` (``basic.return``); when None, returned
+        #: messages are kept in :attr:`returned`.
+        self.on_return: Callable[[Message], Any] | None = None
+        self.returned: list[Message] = []
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__module__.rpartition('.')[0]}.{type(self).__name__} {self.channel_id} {state}>"
+
+    @property
+    def is_open(self) -> bool:
+        """True while the channel and its connection are usable."""
+        return self._open and not self._closed and self.connection.is_open
+
+    @property
+    def unconfirmed(self) -> list[int]:
+        """Delivery tags of publishes (in confirm mode) whose fate is not known: not yet
+        confirmed while the channel is open; never confirmed when it closed or its
+        connection was lost (they may or may not have reached the queues)."""
+        conn = self.connection
+        if self._closed:
+            return list(self._lost_tags)
+        if conn._error is not None and isinstance(conn._error, ConnectionLost):
+            return list(conn._error.unconfirmed.get(self.channel_id, ()))
+        return list(self._core.unconfirmed().get(self.channel_id, ()))
+
+    @property
+    def nacked(self) -> list[int]:
+        """Delivery tags the broker nacked and :meth:`wait_for_confirms` has not yet raised
+        for."""
+        return list(self._nacked)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _on_closed(self, error: AMQPError | None, unconfirmed: Any = ()) -> None:
+        self._closed = True
+        self._error = error
+        self._lost_tags = list(unconfirmed)
+
+    def _reply(self, reply: Any) -> None:
+        """A reply arrived (a method, or a basic.get's message event)."""
+        if self._abandoned:
+            no_ack = self._abandoned.popleft()
+            if no_ack is False and type(reply) is ev.MessageReceived:
+                # Nobody takes this message any more: give it back.
+                self.basic_reject(reply.method.delivery_tag, requeue=True)
+            return
+        self._replies.append(reply)
+
+    def _raise_closed(self) -> None:
+        """Raise why the channel is closed: when the whole connection closed or was lost,
+        that error, every time; when only the channel closed, the broker's typed error
+        (``NotFound``...) the first time, then :class:`ChannelClosedError` with that error
+        as its cause."""
+        conn = self.connection
+        if conn._error is not None:
+            raise conn._error
+        if conn._closed_error is not None:
+            raise conn._closed_error
+        error = self._error
+        if error is not None:
+            if not self._error_reported:
+                self._error_reported = True
+                raise error
+            raise ChannelClosedError(
+                f"channel {self.channel_id} was closed by the broker: {error}"
+            ) from error
+        raise ChannelClosedError(f"channel {self.channel_id} is closed")
+
+    def _method(self, name: str, fields: dict[str, Any]) -> Any:
+        core = self._core
+        if self._ticket_field and name.split(".")[0] in ("exchange", "queue", "basic"):
+            cls = core._by_name.get(name)
+            if cls is not None and "ticket" in cls.FIELDS:
+                fields.setdefault("ticket", core.ticket(self.channel_id))
+        return core.method(name, **fields)
+
+    def _send(self, method: Any, now: bool = True) -> None:
+        """Queue a method; write it at once (``now``) or soon (with what follows it)."""
+        conn = self.connection
+        if self._closed:
+            self._raise_closed()
+        with conn._lock:
+            if self._closed:
+                self._raise_closed()
+            self._core.send_method(self.channel_id, method)
+        if now:
+            conn._flush()
+        else:
+            conn._kick()
+
+    def _rpc(self, name: str, timeout: float | None = None, **fields: Any) -> Op[Any]:
+        """Send a method and wait for its reply (None for a method without one, or with
+        ``nowait``)."""
+        method = self._method(name, fields)
+        self._send(method)
+        if not method.SYNCHRONOUS or not method.RESPONSES or getattr(method, "nowait", False) or getattr(method, "no_wait", False):
+            return None
+        conn = self.connection
+        deadline = monotonic() + (conn.rpc_timeout if timeout is None else timeout)
+        try:
+            yield Wait(lambda: self._replies or self._closed, deadline, name + " reply")
+        except BaseException:
+            # Timed out or cancelled: the reply may still come; drop it then.
+            if not self._closed:
+                self._abandoned.append(fields.get("no_ack", False) if name == "basic.get" else None)
+            raise
+        if self._replies:
+            return self._replies.popleft()
+        self._raise_closed()
+
+    def _publish_now(
+        self, msg: Message | bytes | str, exchange: str, routing_key: str, mandatory: bool,
+        immediate: bool, wait_tag: bool = False,
+    ) -> int | None:
+        """Queue basic.publish + header + body frames (the caller writes them)."""
+        core = self._core
+        if type(msg) is bytes:
+            body: Any = msg
+            props = None  # no properties: the header's flags word is simply 0
+        else:
+            if not isinstance(msg, Message):
+                msg = Message(msg)
+            body = msg.body
+            props = self._props_cls(**msg.properties) if msg.properties else None
+        if self._ticket_field:
+            method = self._publish_cls(
+                ticket=core.ticket(self.channel_id), exchange=exchange,
+                routing_key=routing_key, mandatory=mandatory, immediate=immediate,
+            )
+        else:
+            method = self._publish_cls(
+                exchange=exchange, routing_key=routing_key, mandatory=mandatory, immediate=immediate
+            )
+        with self.connection._lock:
+            if self._closed:
+                self._raise_closed()
+            tag = core.publish(self.channel_id, method, props, body)
+            if wait_tag and tag is not None:
+                self._waited_tags[tag] = None
+        return tag
+
+    def _unblocked(self) -> Op[None]:
+        """Wait while the broker blocks the connection, at most ``blocked_timeout``."""
+        conn = self.connection
+        core = self._core
+        if core.blocked is None:
+            return
+        try:
+            yield Wait(lambda: core.blocked is None, monotonic() + conn.blocked_timeout, "connection.unblocked")
+        except TimeoutError:
+            raise BlockedTimeout(
+                f"the broker has blocked this connection ({core.blocked}) for more than "
+                f"blocked_timeout={conn.blocked_timeout} s"
+            ) from None
+
+    @operation
+    def close(self, reply_code: int = 200, reply_text: str = "", timeout: float | None = None) -> Op[None]:
+        """``channel.close`` / ``close-ok``.  Closing a closed channel does nothing."""
+        conn = self.connection
+        if self._closed or conn._core is None:
+            self._closed = True
+            return
+        try:
+            with conn._lock:
+                if self._closed:
+                    return
+                conn._core.close_channel(self.channel_id, reply_code, reply_text)
+            conn._flush()
+            deadline = monotonic() + (conn.rpc_timeout if timeout is None else timeout)
+            yield Wait(lambda: self._closed, deadline, "channel.close-ok")
+        except (ChannelClosedError, ConnectionClosedError):
+            self._closed = True
+
+    # ------------------------------------------------------------------ exchange
+
+    @operation
+    def exchange_declare(
+        self,
+        exchange: str,
+        type: str = "direct",
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        nowait: bool = False,
+        arguments: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Op[None]:
+        """``exchange.declare``; waits for ``declare-ok`` unless ``nowait``."""
+        yield from self._rpc(
+            "exchange.declare", timeout, exchange=exchange, type=type, passive=passive,
+            durable=durable, auto_delete=auto_delete, internal=internal, no_wait=nowait,
+            arguments=arguments,
+        )
+
+    @operation
+    def exchange_delete(self, exchange: str, if_unused: bool = False, nowait: bool = False, timeout: float | None = None) -> Op[None]:
+        """``exchange.delete``."""
+        yield from self._rpc("exchange.delete", timeout, exchange=exchange, if_unused=if_unused, no_wait=nowait)
+
+    @operation
+    def exchange_bind(
+        self, destination: str, source: str = "", routing_key: str = "", nowait: bool = False,
+        arguments: dict[str, Any] | None = None, timeout: float | None = None,
+    ) -> Op[None]:
+        """``exchange.bind`` (RabbitMQ's exchange-to-exchange binding; 0-9-1)."""
+        yield from self._rpc(
+            "exchange.bind", timeout, destination=destination, source=source,
+            routing_key=routing_key, no_wait=nowait, arguments=arguments,
+        )
+
+    @operation
+    def exchange_unbind(
+        self, destination: str, source: str = "", routing_key: str = "", nowait: bool = False,
+        arguments: dict[str, Any] | None = None, timeout: float | None = None,
+    ) -> Op[None]:
+        """``exchange.unbind`` (0-9-1)."""
+        yield from self._rpc(
+            "exchange.unbind", timeout, destination=destination, source=source,
+            routing_key=routing_key, no_wait=nowait, arguments=arguments,
+        )
+
+    # ------------------------------------------------------------------ queue
+
+    @operation
+    def queue_declare(
+        self,
+        queue: str = "",
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        nowait: bool = False,
+        arguments: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Op[QueueDeclareOk | None]:
+        """``queue.declare``; returns ``(queue, message_count, consumer_count)`` (the name
+        is the server's choice when ``queue`` is empty), or None with ``nowait``."""
+        ok = yield from self._rpc(
+            "queue.declare", timeout, queue=queue, passive=passive, durable=durable,
+            exclusive=exclusive, auto_delete=auto_delete, no_wait=nowait, arguments=arguments,
+        )
+        if ok is None:
+            return None
+        return QueueDeclareOk(ok.queue, ok.message_count, ok.consumer_count)
+
+    @operation
+    def queue_bind(
+        self, queue: str, exchange: str = "", routing_key: str = "", nowait: bool = False,
+        arguments: dict[str, Any] | None = None, timeout: float | None = None,
+    ) -> Op[None]:
+        """``queue.bind``."""
+        yield from self._rpc(
+            "queue.bind", timeout, queue=queue, exchange=exchange, routing_key=routing_key,
+            no_wait=nowait, arguments=arguments,
+        )
+
+    @operation
+    def queue_unbind(
+        self, queue: str, exchange: str, routing_key: str = "",
+        arguments: dict[str, Any] | None = None, timeout: float | None = None,
+    ) -> Op[None]:
+        """``queue.unbind`` (0-9-1; always synchronous)."""
+        yield from self._rpc(
+            "queue.unbind", timeout, queue=queue, exchange=exchange, routing_key=routing_key,
+            arguments=arguments,
+        )
+
+    @operation
+    def queue_purge(self, queue: str = "", nowait: bool = False, timeout: float | None = None) -> Op[int | None]:
+        """``queue.purge``; returns the number of messages removed."""
+        ok = yield from self._rpc("queue.purge", timeout, queue=queue, no_wait=nowait)
+        return None if ok is None else int(ok.message_count)
+
+    @operation
+    def queue_delete(
+        self, queue: str = "", if_unused: bool = False, if_empty: bool = False,
+        nowait: bool = False, timeout: float | None = None,
+    ) -> Op[int | None]:
+        """``queue.delete``; returns the number of messages deleted with it."""
+        ok = yield from self._rpc(
+            "queue.delete", timeout, queue=queue, if_unused=if_unused, if_empty=if_empty,
+            no_wait=nowait,
+        )
+        return None if ok is None else int(ok.message_count)
+
+    # ------------------------------------------------------------------ basic
+
+    @operation
+    def basic_qos(
+        self, prefetch_size: int = 0, prefetch_count: int = 0, a_global: bool = False,
+        timeout: float | None = None, **kwargs: Any,
+    ) -> Op[None]:
+        """``basic.qos``: limit unacknowledged deliveries (``global`` may be passed as
+        ``a_global`` or ``global_``)."""
+        yield from self._rpc(
+            "basic.qos", timeout, prefetch_size=prefetch_size, prefetch_count=prefetch_count,
+            global_=kwargs.pop("global_", a_global), **kwargs,
+        )
+
+    @operation
+    def basic_get(self, queue: str = "", no_ack: bool = False, timeout: float | None = None) -> Op[Message | None]:
+        """``basic.get``: one message, or None when the queue is empty (``get-empty``)."""
+        reply = yield from self._rpc("basic.get", timeout, queue=queue, no_ack=no_ack)
+        if type(reply) is ev.MessageReceived:
+            return Message._received(self, reply.method, reply.properties, reply.body)
+        if type(reply) is ev.MessageTooLarge:
+            raise MessageTooLargeError(
+                f"the message basic.get fetched ({reply.body_size} bytes) is larger than "
+                f"max_body_size={self.connection.max_body_size}; it was discarded unread",
+                self.channel_id,
+                reply.method.delivery_tag,
+                reply.body_size,
+            )
+        return None
+
+    @operation
+    def basic_consume(
+        self,
+        queue: str = "",
+        consumer_tag: str = "",
+        no_local: bool = False,
+        no_ack: bool = False,
+        exclusive: bool = False,
+        nowait: bool = False,
+        callback: Callable[[Message], Any] | None = None,
+        arguments: dict[str, Any] | None = None,
+        on_cancel: Callable[[str], Any] | None = None,
+        timeout: float | None = None,
+    ) -> Op[str]:
+        """``basic.consume``; returns the consumer tag (the broker's when none is given).
+
+        ``callback(message)`` runs for each delivery -- in the blocking driver inside
+        :meth:`Connection.drain_events`, in the asyncio driver in the connection's delivery
+        task (there it may be a coroutine function, awaited before the next delivery);
+        ``on_cancel(consumer_tag)`` when the broker cancels the consumer (its queue was
+        deleted, ...).
+        """
+        if nowait and not consumer_tag:
+            raise LocalProtocolError("basic.consume with nowait needs a consumer_tag")
+        fields: dict[str, Any] = dict(
+            queue=queue, consumer_tag=consumer_tag, no_local=no_local, no_ack=no_ack,
+            exclusive=exclusive, no_wait=nowait,
+        )
+        if "arguments" in self._core._by_name["basic.consume"].FIELDS:
+            fields["arguments"] = arguments
+        elif arguments:
+            raise LocalProtocolError(f"basic.consume takes no arguments in AMQP {self.connection.protocol}")
+        # Register first so deliveries that race the reply find their callback.
+        if consumer_tag:
+            self._consumers[consumer_tag] = callback
+            if on_cancel is not None:
+                self._cancel_callbacks[consumer_tag] = on_cancel
+        ok = yield from self._rpc("basic.consume", timeout, **fields)
+        tag = consumer_tag if ok is None else ok.consumer_tag
+        self._consumers[tag] = callback
+        if no_ack:
+            self._no_ack_tags.add(tag)
+        if on_cancel is not None:
+            self._cancel_callbacks[tag] = on_cancel
+        return str(tag)
+
+    @operation
+    def basic_cancel(self, consumer_tag: str, nowait: bool = False, timeout: float | None = None) -> Op[None]:
+        """``basic.cancel``: stop a consumer.
+
+        Deliveries that arrived before the cancel but whose callback has not run yet are
+        given back to the queue (``basic.reject`` with requeue) -- except for a ``no_ack``
+        consumer, whose messages cannot go back: its callback still runs for them.
+        """
+        yield from self._rpc("basic.cancel", timeout, consumer_tag=consumer_tag, no_wait=nowait)
+        self._forget_consumer(consumer_tag)
+
+    def _forget_consumer(self, consumer_tag: str) -> None:
+        callback = self._consumers.pop(consumer_tag, None)
+        self._cancel_callbacks.pop(consumer_tag, None)
+        if consumer_tag in self._no_ack_tags:
+            self._no_ack_tags.discard(consumer_tag)
+            if callback is not None:
+                self._cancelled_no_ack[consumer_tag] = callback
+
+    def _straggler_callback(self, consumer_tag: str, delivery_tag: int) -> Callable[[Message], Any] | None:
+        """A delivery for a consumer that is gone: the callback to run it with, or None
+        after handing it back to the broker."""
+        callback = self._cancelled_no_ack.get(consumer_tag)
+        if callback is not None:
+            return callback
+        if not self._closed:
+            try:
+                self.basic_reject(delivery_tag, requeue=True)
+            except LeveretError:
+                pass  # the channel is going away; the broker requeues it then
+        return None
+
+    def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        """``basic.ack`` (no reply; written soon, together with what follows it)."""
+        self._send(self._ack_cls(delivery_tag=delivery_tag, multiple=multiple), now=False)
+
+    def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
+        """``basic.nack`` (RabbitMQ extension in 0-9-1; no reply)."""
+        self._send(
+            self._method("basic.nack", dict(delivery_tag=delivery_tag, multiple=multiple, requeue=requeue)),
+            now=False,
+        )
+
+    def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None:
+        """``basic.reject`` (no reply)."""
+        self._send(self._method("basic.reject", dict(delivery_tag=delivery_tag, requeue=requeue)), now=False)
+
+    @operation
+    def basic_recover(self, requeue: bool = False, timeout: float | None = None) -> Op[None]:
+        """``basic.recover``: redeliver unacknowledged messages (waits for ``recover-ok``
+        in 0-9-1; 0-8's recover has no reply)."""
+        yield from self._rpc("basic.recover", timeout, requeue=requeue)
+
+    def basic_recover_async(self, requeue: bool = False) -> None:
+        """``basic.recover-async`` (0-9-1, deprecated by the spec; no reply)."""
+        self._send(self._method("basic.recover-async", dict(requeue=requeue)))
+
+    # ------------------------------------------------------------------ confirms
+
+    @operation
+    def confirm_select(self, nowait: bool = False, timeout: float | None = None) -> Op[None]:
+        """``confirm.select``: from now on the broker acks or nacks every publish;
+        ``basic_publish`` returns delivery tags (RabbitMQ extension; 0-9-1)."""
+        yield from self._rpc("confirm.select", timeout, nowait=nowait)
+
+    def _on_confirm(self, event: ev.PublishConfirmed) -> None:
+        if not event.ack:
+            self._nacked.extend(event.delivery_tags)
+        waited = self._waited_tags
+        if waited:
+            for tag in event.delivery_tags:
+                if tag in waited:
+                    waited[tag] = event.ack
+
+    def _run_returns(self) -> None:
+        while self._returns:
+            item = self._returns.popleft()
+            msg = Message._received(self, item.method, item.properties, item.body)
+            msg.delivery_info["publish_tag"] = item.delivery_tag
+            if self.on_return is not None:
+                self.on_return(msg)
+            else:
+                self.returned.append(msg)
+
+    @operation
+    def wait_for_confirms(self, timeout: float | None = None) -> Op[bool]:
+        """Wait until the broker has confirmed every publish of this channel.
+
+        Runs the return callbacks of returned publishes first.  Returns True when all were
+        acked; raises :class:`PublishNacked` listing the nacked tags (then forgets them),
+        ``TimeoutError`` past ``timeout`` (default ``rpc_timeout``), and
+        :class:`ConnectionLost` -- whose ``unconfirmed`` names the publishes of unknown
+        fate -- when the connection dies first.
+        """
+        conn = self.connection
+        core = self._core
+        deadline = monotonic() + (conn.rpc_timeout if timeout is None else timeout)
+        cid = self.channel_id
+        conn._flush()
+        yield Wait(lambda: core.unconfirmed_count(cid) == 0 or self._closed, deadline, "publisher confirms")
+        if self._returns:
+            self._run_returns()
+        if self._closed and (self._lost_tags or core.unconfirmed_count(cid)):
+            self._raise_closed()
+        if self._nacked:
+            tags, self._nacked = self._nacked, []
+            raise PublishNacked(f"the broker nacked {len(tags)} publish(es): {tags[:10]}", tags)
+        return True
+
+    @operation
+    def publish_confirmed(
+        self,
+        msg: Message | bytes | str,
+        exchange: str = "",
+        routing_key: str = "",
+        mandatory: bool = False,
+        timeout: float | None = None,
+    ) -> Op[bool]:
+        """Publish and wait for this one publish's confirm (confirm mode must be on).
+
+        Returns True when the broker acked it and did not return it; False when it was
+        returned as unroutable (``mandatory``); raises :class:`PublishNacked` on a nack.
+        """
+        if self._closed:
+            self._raise_closed()
+        if not self._core.is_confirm_mode(self.channel_id):
+            raise LocalProtocolError("publish_confirmed needs confirm mode (confirm_select())")
+        yield from self._unblocked()
+        # The tag is registered (under the lock) before the publish can be written, so its
+        # confirm cannot arrive unnoticed.
+        tag = self._publish_now(msg, exchange, routing_key, mandatory, False, wait_tag=True)
+        assert tag is not None
+        conn = self.connection
+        conn._flush()
+        waited = self._waited_tags
+        try:
+            deadline = monotonic() + (conn.rpc_timeout if timeout is None else timeout)
+            yield Wait(lambda: waited[tag] is not None or self._closed, deadline, "the publish's confirm")
+            ack = waited[tag]
+        finally:
+            waited.pop(tag, None)
+        if ack is None:
+            self._raise_closed()
+        returned = False
+        if self._returns:
+            returned = any(r.delivery_tag == tag for r in self._returns)
+            self._run_returns()
+        if not ack:
+            if tag in self._nacked:
+                self._nacked.remove(tag)
+            raise PublishNacked(f"the broker nacked publish {tag}", [tag])
+        return not returned
+
+    # ------------------------------------------------------------------ tx, flow, access
+
+    @operation
+    def tx_select(self, timeout: float | None = None) -> Op[None]:
+        """``tx.select``: the channel becomes transactional."""
+        yield from self._rpc("tx.select", timeout)
+
+    @operation
+    def tx_commit(self, timeout: float | None = None) -> Op[None]:
+        """``tx.commit``: publishes and acks since the last commit take effect."""
+        yield from self._rpc("tx.commit", timeout)
+
+    @operation
+    def tx_rollback(self, timeout: float | None = None) -> Op[None]:
+        """``tx.rollback``: publishes and acks since the last commit are discarded."""
+        yield from self._rpc("tx.rollback", timeout)
+
+    @operation
+    def flow(self, active: bool, timeout: float | None = None) -> Op[bool]:
+        """``channel.flow`` from the client: ask the broker to pause (False) or resume (True)
+        deliveries.  Returns what ``flow-ok`` says.  (RabbitMQ refuses ``active=False`` with
+        540 not-implemented, which closes the connection.)"""
+        ok = yield from self._rpc("channel.flow", timeout, active=active)
+        return bool(ok.active)
+
+    @operation
+    def access_request(
+        self, realm: str = "/data", exclusive: bool = False, passive: bool = False,
+        active: bool = True, write: bool = True, read: bool = True, timeout: float | None = None,
+    ) -> Op[int]:
+        """0-8's ``access.request``; the ticket it returns is used by later methods."""
+        ok = yield from self._rpc(
+            "access.request", timeout, realm=realm, exclusive=exclusive, passive=passive,
+            active=active, write=write, read=read,
+        )
+        with self.connection._lock:
+            self._core.set_ticket(self.channel_id, ok.ticket)
+        return int(ok.ticket)
