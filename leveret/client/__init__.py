@@ -5,6 +5,8 @@
   close handshakes -- with no I/O.  Other libraries can drive it with their own I/O.
 * :class:`Connection` / :class:`Channel` (:mod:`.blocking`): the blocking socket driver, with
   py-amqplib's method names (``queue_declare``, ``basic_publish``, ``basic_consume``...).
+* :class:`AsyncConnection` / :class:`AsyncChannel` (:mod:`.aio`): the same API for asyncio,
+  on the same core (imported on first use).
 * :class:`Message`, :func:`parse_url`, the events (:mod:`.events`) and the client's
   exceptions (:mod:`.errors`; the per-reply-code ones come from :mod:`leveret.wire.replies`).
 """
@@ -30,6 +32,8 @@ from .url import ConnectionParameters, URLError, parse_url
 __all__ = [
     "Connection",
     "Channel",
+    "AsyncConnection",
+    "AsyncChannel",
     "QueueDeclareOk",
     "Message",
     "SansIOConnection",
@@ -49,3 +53,12 @@ __all__ = [
     "VersionMismatch",
     *_replies_all,
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The asyncio driver imports asyncio, which blocking users need not pay for.
+    if name in ("AsyncConnection", "AsyncChannel"):
+        from . import aio
+
+        return getattr(aio, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

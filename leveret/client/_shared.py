@@ -538,8 +538,13 @@ class ChannelBase:
         self._lost_tags: list[int] = []  # unconfirmed when the channel closed
         self._replies: deque[Any] = deque()
         # Replies nobody waits for any more (timed out or cancelled), oldest first: for
-        # each, the basic.get no_ack flag (None for other methods).
-        self._abandoned: deque[bool | None] = deque()
+        # each, what to do with it when it comes (None: drop it).
+        self._abandoned: deque[Callable[[Any], None] | None] = deque()
+        # basic.consume requests awaiting consume-ok: (callback, on_cancel, no_ack).  The
+        # consumer is registered as its consume-ok is routed, before the deliveries that
+        # follow it can run.
+        self._consume_waiting: deque[tuple[Any, Any, bool]] = deque()
+        self._consume_ok_cls = spec.Basic.ConsumeOk
         self._returns: deque[ev.MessageReturned] = deque()
         self._consumers: dict[str, Callable[[Message], Any] | None] = {}
         self._cancel_callbacks: dict[str, Callable[[str], Any]] = {}
@@ -586,18 +591,38 @@ class ChannelBase:
 
     def _on_closed(self, error: AMQPError | None, unconfirmed: Any = ()) -> None:
         self._closed = True
+        self._consume_waiting.clear()
         self._error = error
         self._lost_tags = list(unconfirmed)
 
     def _reply(self, reply: Any) -> None:
         """A reply arrived (a method, or a basic.get's message event)."""
+        if type(reply) is self._consume_ok_cls and self._consume_waiting:
+            self._add_consumer(reply.consumer_tag, *self._consume_waiting.popleft())
         if self._abandoned:
-            no_ack = self._abandoned.popleft()
-            if no_ack is False and type(reply) is ev.MessageReceived:
-                # Nobody takes this message any more: give it back.
-                self.basic_reject(reply.method.delivery_tag, requeue=True)
+            late = self._abandoned.popleft()
+            if late is not None:
+                late(reply)
             return
         self._replies.append(reply)
+
+    # The late-reply handlers run while events are routed (in the blocking driver, under
+    # the connection's lock): they only queue frames; the driver writes them after routing.
+
+    def _give_back(self, reply: Any) -> None:
+        """The late reply of a cancelled ``basic.get``: nobody takes the message; requeue it."""
+        if type(reply) is ev.MessageReceived and not self._closed:
+            method = self._method("basic.reject", dict(delivery_tag=reply.method.delivery_tag, requeue=True))
+            self._core.send_method(self.channel_id, method)
+
+    def _cancel_late_consumer(self, reply: Any) -> None:
+        """The late consume-ok of a cancelled ``basic.consume``: nobody knows the consumer;
+        cancel it (its deliveries in between go back to the queue)."""
+        tag = reply.consumer_tag
+        self._forget_consumer(tag)
+        if not self._closed:
+            method = self._method("basic.cancel", dict(consumer_tag=tag, no_wait=True))
+            self._core.send_method(self.channel_id, method)
 
     def _raise_closed(self) -> None:
         """Raise why the channel is closed: when the whole connection closed or was lost,
@@ -646,6 +671,13 @@ class ChannelBase:
         ``nowait``)."""
         method = self._method(name, fields)
         self._send(method)
+        late = self._give_back if name == "basic.get" and not fields.get("no_ack") else None
+        return (yield from self._wait_reply(method, timeout, late))
+
+    def _wait_reply(self, method: Any, timeout: float | None, late: Callable[[Any], None] | None) -> Op[Any]:
+        """Wait for the reply to ``method`` (sent); ``late`` handles it when the wait is
+        given up (a timeout, a cancelled task) and it comes anyway."""
+        name = method.NAME
         if not method.SYNCHRONOUS or not method.RESPONSES or getattr(method, "nowait", False) or getattr(method, "no_wait", False):
             return None
         conn = self.connection
@@ -655,7 +687,7 @@ class ChannelBase:
         except BaseException:
             # Timed out or cancelled: the reply may still come; drop it then.
             if not self._closed:
-                self._abandoned.append(fields.get("no_ack", False) if name == "basic.get" else None)
+                self._abandoned.append(late)
             raise
         if self._replies:
             return self._replies.popleft()
@@ -899,19 +931,27 @@ class ChannelBase:
             fields["arguments"] = arguments
         elif arguments:
             raise LocalProtocolError(f"basic.consume takes no arguments in AMQP {self.connection.protocol}")
-        # Register first so deliveries that race the reply find their callback.
-        if consumer_tag:
-            self._consumers[consumer_tag] = callback
-            if on_cancel is not None:
-                self._cancel_callbacks[consumer_tag] = on_cancel
-        ok = yield from self._rpc("basic.consume", timeout, **fields)
-        tag = consumer_tag if ok is None else ok.consumer_tag
+        method = self._method("basic.consume", fields)
+        if nowait:
+            self._add_consumer(consumer_tag, callback, on_cancel, no_ack)
+            self._send(method)
+            return consumer_tag
+        # Registered when consume-ok is routed (see _reply), before any delivery runs.
+        self._consume_waiting.append((callback, on_cancel, no_ack))
+        try:
+            self._send(method)
+        except BaseException:
+            self._consume_waiting.pop()
+            raise
+        ok = yield from self._wait_reply(method, timeout, self._cancel_late_consumer)
+        return str(ok.consumer_tag)
+
+    def _add_consumer(self, tag: str, callback: Any, on_cancel: Any, no_ack: bool) -> None:
         self._consumers[tag] = callback
         if no_ack:
             self._no_ack_tags.add(tag)
         if on_cancel is not None:
             self._cancel_callbacks[tag] = on_cancel
-        return str(tag)
 
     @operation
     def basic_cancel(self, consumer_tag: str, nowait: bool = False, timeout: float | None = None) -> Op[None]:

@@ -1,0 +1,534 @@
+"""The asyncio driver: :class:`AsyncConnection` and :class:`AsyncChannel`.
+
+The same client as :mod:`leveret.client.blocking`, name for name, for asyncio: every call
+that waits for the broker is a coroutine (``await channel.queue_declare(...)``), and the
+protocol logic is the very same code (:mod:`._shared` over the sans-IO core); only the I/O
+differs.
+
+Tasks and callbacks
+-------------------
+* The transport's protocol feeds what arrives to the core as it arrives and routes the
+  events; replies wake the coroutines that wait for them.
+* Consumer callbacks (plain functions or coroutine functions), ``on_cancel``, returns and
+  ``on_blocked``/``on_unblocked`` run in one delivery task per connection, in the order the
+  broker sent them; a coroutine callback is awaited before the next delivery.  A callback
+  may await other calls on the same connection.  An exception from a callback is logged and
+  raised by the next :meth:`AsyncConnection.drain_events`.  Or iterate instead:
+  ``async for message in channel.deliveries(queue)``.
+* While more than ``read_ahead`` deliveries wait for their callbacks (or their iterators),
+  the connection stops reading the socket, so TCP pushes back on the broker; meanwhile the
+  broker counts as alive (a missed heartbeat cannot be told from our own backlog).
+* Writes: a call that waits for a reply writes at once; publishes and acks are written
+  together at the next turn of the event loop, or at once after a few hundred frames.  When
+  the socket cannot keep up, :meth:`AsyncChannel.basic_publish` waits until it drains
+  (:meth:`AsyncConnection.drain`), so memory stays bounded.
+* Heartbeats are sent and checked by a small task.  Like everything in asyncio, they need
+  the event loop to run: a callback that blocks the loop for two heartbeat intervals gets the
+  connection closed by the broker.
+* Cancelling a task that awaits a call never leaves a half-written frame: frames are queued
+  whole before the first ``await``.  The channel stays usable -- the late reply is dropped
+  when it comes (a message fetched by a cancelled ``basic_get`` is given back to the queue
+  unless it was fetched with ``no_ack``).  A cancelled ``close()`` still drops the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from time import monotonic
+from typing import Any, AsyncIterator, Callable, TypeVar
+
+from ..wire.errors import LeveretError
+from ._shared import (
+    AsyncDriver,
+    ChannelBase,
+    ConnectionBase,
+    NoLock,
+    Op,
+    QueueDeclareOk,
+    ssl_context,
+)
+from .core import ConnState
+from .errors import ConnectionLost
+from .message import Message
+
+__all__ = ["AsyncConnection", "AsyncChannel", "Deliveries", "QueueDeclareOk"]
+
+log = logging.getLogger("leveret.client")
+R = TypeVar("R")
+
+# Queued frames past which a publish or an ack is written at once instead of at the next
+# turn of the event loop.
+_FLUSH_ITEMS = 512
+_NO_LOCK = NoLock()
+
+
+class _Protocol(asyncio.Protocol):
+    """Hands the transport's callbacks to the connection."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self.connection = connection
+
+    def data_received(self, data: bytes) -> None:
+        self.connection._on_data(data)
+
+    def eof_received(self) -> bool:
+        self.connection._on_data(b"")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connection._on_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.connection._write_paused = True
+
+    def resume_writing(self) -> None:
+        self.connection._write_paused = False
+        self.connection._notify()
+
+
+class AsyncConnection(ConnectionBase, AsyncDriver):
+    """An AMQP connection for asyncio.
+
+    Takes the same URL and options as the blocking :class:`~leveret.client.Connection`
+    (``AsyncConnection("amqp://user:pass@host/vhost?heartbeat=30", rpc_timeout=10)``), plus
+    ``read_ahead`` (deliveries kept waiting for callbacks before reading stops; default
+    20000).  Nothing happens on the wire until ``await connect()`` or ``async with``.
+    """
+
+    read_ahead = 20000
+
+    def _init_transport(self) -> None:
+        self._lock = _NO_LOCK
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: asyncio.Transport | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+        self._write_paused = False
+        self._reading_paused = False
+        self._flush_handle: asyncio.Handle | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wakeup: asyncio.Future[None] | None = None  # the delivery task's
+        self._callbacks_run = 0
+        self._callback_error: BaseException | None = None
+        self._backlog = 0  # deliveries in Deliveries iterators, not yet taken
+
+    def _make_channel(self, channel_id: int) -> AsyncChannel:
+        return AsyncChannel(self, channel_id)
+
+    async def _run(self, op: Op[R]) -> R:
+        """Run an operation (see :mod:`._shared`): await each of its waits."""
+        try:
+            wait = op.send(None)
+            while True:
+                try:
+                    await self._wait_for(*wait)
+                except BaseException as exc:  # TimeoutError, CancelledError, the connection's error
+                    wait = op.throw(exc)
+                else:
+                    wait = op.send(None)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ connect / close
+
+    async def connect(self) -> AsyncConnection:
+        """Open the TCP (and TLS) connection and run the AMQP handshake: protocol header,
+        ``start``/``start-ok`` (SASL), ``tune``/``tune-ok``, ``open``/``open-ok``.
+
+        Raises :class:`AuthenticationError` for refused credentials, the typed error for a
+        refused vhost (e.g. ``NotAllowed``), ``TimeoutError`` past ``connection_timeout``,
+        ``OSError`` when the broker cannot be reached.
+        """
+        if self.is_open:
+            return self
+        p = self.params
+        loop = self._loop = asyncio.get_running_loop()
+        deadline = monotonic() + p.connection_timeout
+        ctx = (self.ssl_context or ssl_context(p)) if p.ssl else None
+        self._new_core()
+        self._write_paused = self._reading_paused = False
+        self._callback_error = None
+        self._backlog = 0
+        transport, _ = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: _Protocol(self), p.host, p.port, ssl=ctx,
+                server_hostname=(p.server_name_indication or p.host) if ctx else None,
+            ),
+            p.connection_timeout,
+        )
+        self._transport = transport
+        await self._run(self._handshake(deadline))
+        self._tasks = [loop.create_task(self._deliver_loop(), name="leveret-deliver")]
+        if self.heartbeat:
+            self._tasks.append(loop.create_task(self._heartbeat_loop(), name="leveret-heartbeat"))
+        return self
+
+    async def __aenter__(self) -> AsyncConnection:
+        return await self.connect()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    async def channel(self, channel_id: int | None = None) -> AsyncChannel:
+        """Open a channel (``channel.open``/``open-ok``); the lowest free id unless given."""
+        return await self._run(self._open_channel(channel_id))
+
+    def _teardown(self) -> None:
+        self._closed = True
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        current = asyncio.current_task() if self._loop is not None and self._loop.is_running() else None
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        self._tasks = []
+        self._notify()
+
+    # ------------------------------------------------------------------ events
+
+    async def drain_events(self, timeout: float | None = None) -> None:
+        """Wait until at least one callback (delivery, return, cancel, blocked notice) has
+        run in the delivery task.
+
+        Raises ``TimeoutError`` when none ran within ``timeout`` seconds (``None`` waits
+        for ever), the connection's error when it is lost or closed by the broker, and the
+        exception a callback raised (such as :class:`MessageTooLargeError` for a delivery
+        over ``max_body_size``), once.
+        """
+        start = self._callbacks_run
+        deadline = None if timeout is None else monotonic() + timeout
+        try:
+            await self._wait_for(
+                lambda: self._callbacks_run != start or self._callback_error is not None, deadline, "events"
+            )
+        finally:
+            error, self._callback_error = self._callback_error, None
+        if error is not None:
+            raise error
+
+    async def drain(self) -> None:
+        """Write what is queued and wait until the socket has taken it (down to the
+        transport's low-water mark)."""
+        self._flush()
+        while self._write_paused:
+            await self._wait_for(lambda: not self._write_paused, None, "the socket to drain")
+
+    def _wake_deliverer(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def _deliver_loop(self) -> None:
+        """The delivery task: runs the callbacks of what arrived, in order."""
+        loop = asyncio.get_running_loop()
+        pending = self._pending
+        callback = self._callback
+        while not self._closed:
+            if not pending and not self._has_pending():
+                self._wakeup = loop.create_future()
+                await self._wakeup
+                continue
+            while pending:
+                ch, item = pending.popleft()
+                try:
+                    found = callback(ch, item)
+                    if found is not None:
+                        result = found[0](*found[1])
+                        if inspect.isawaitable(result):
+                            await result
+                        self._callbacks_run += 1
+                except Exception as exc:  # noqa: BLE001 - the user's callback; reported below
+                    log.exception("leveret: a callback failed")
+                    if self._callback_error is None:
+                        self._callback_error = exc
+                self._notify()
+                self._maybe_resume_reading()
+            for ch in list(self._channels.values()):
+                if ch._returns:
+                    try:
+                        ch._run_returns()
+                    except Exception as exc:  # noqa: BLE001
+                        log.exception("leveret: a return callback failed")
+                        if self._callback_error is None:
+                            self._callback_error = exc
+                    self._callbacks_run += 1
+            self._notify()
+
+    def _maybe_resume_reading(self) -> None:
+        if self._reading_paused and len(self._pending) + self._backlog <= self.read_ahead // 2:
+            transport = self._transport
+            self._reading_paused = False
+            if transport is not None:
+                transport.resume_reading()
+
+    async def _heartbeat_loop(self) -> None:
+        """Queue heartbeats and notice a silent broker (see ``SansIOConnection.tick``)."""
+        core = self._core
+        assert core is not None
+        while not self._closed and self._error is None and core.state is not ConnState.CLOSED:
+            if self._reading_paused:
+                core.last_received = monotonic()  # our backlog, not a silent broker
+            try:
+                nxt = core.tick(monotonic())
+            except ConnectionLost as exc:
+                log.warning("leveret: %s", exc)
+                self._fail(exc)
+                return
+            except LeveretError:
+                return
+            self._flush()
+            if nxt is None:
+                return
+            await asyncio.sleep(min(nxt, 0.5))
+
+    # ------------------------------------------------------------------ I/O
+
+    def _on_data(self, data: bytes) -> None:
+        core = self._core
+        if core is None or self._error is not None:
+            return
+        try:
+            events = core.receive_data(data, monotonic())
+        except LeveretError as exc:
+            self._fail(exc)
+            return
+        if events:
+            self._dispatch(events)
+            if self._pending or self._has_pending():
+                self._wake_deliverer()
+                if not self._reading_paused and len(self._pending) + self._backlog > self.read_ahead:
+                    transport = self._transport
+                    if transport is not None:
+                        self._reading_paused = True
+                        transport.pause_reading()
+            self._notify()
+        if core.wants_write:  # replies the core owes (close-ok, flow-ok, cancel-ok)
+            self._flush()
+        if not data or core.state is ConnState.CLOSED:
+            self._teardown()
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        core = self._core
+        if core is not None and self._error is None and core.state is not ConnState.CLOSED:
+            reason = f"the connection was lost: {exc}" if exc else "the broker closed the connection"
+            self._fail(core.connection_lost(reason))
+        self._teardown()
+
+    def _fail(self, exc: BaseException) -> None:
+        """The connection is unusable: send what the core owes (a connection.close), drop the
+        transport, wake every waiter with ``exc``."""
+        if self._error is None:
+            self._error = exc
+        core, transport = self._core, self._transport
+        if core is not None and transport is not None and core.wants_write:
+            transport.write(core.data_to_send())
+        self._teardown()
+
+    def _flush(self) -> None:
+        """Hand everything the core queued to the transport, now."""
+        core = self._core
+        handle = self._flush_handle
+        if handle is not None:
+            handle.cancel()
+            self._flush_handle = None
+        if core is None or not core.wants_write:
+            return
+        transport = self._transport
+        if transport is None:
+            raise self._dead_error()
+        transport.writelines(core.buffers_to_send(monotonic()))
+
+    def _flush_soon(self) -> None:
+        self._flush_handle = None
+        try:
+            self._flush()
+        except (LeveretError, OSError):
+            pass  # the connection holds the error; the next call raises it
+
+    def _kick(self) -> None:
+        """Have what is queued written at the next turn of the loop (or now, past
+        ``_FLUSH_ITEMS`` frames)."""
+        core = self._core
+        if core is not None and len(core._out) > _FLUSH_ITEMS:
+            self._flush()
+        elif self._flush_handle is None and self._loop is not None:
+            self._flush_handle = self._loop.call_soon(self._flush_soon)
+
+    def _notify(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait_for(self, predicate: Callable[[], Any], deadline: float | None, what: str) -> None:
+        """Wait until ``predicate()`` is true; ``TimeoutError`` past ``deadline``, the
+        connection's error when it dies."""
+        core = self._core
+        if core is not None and core.wants_write:
+            self._flush()  # what we wait for may depend on what is still queued
+        loop = self._loop
+        assert loop is not None
+        while True:
+            if predicate():
+                return
+            if self._error is not None:
+                raise self._error
+            core = self._core
+            if self._closed or core is None or core.state is ConnState.CLOSED:
+                raise self._dead_error()
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            if deadline is None:
+                await waiter
+                continue
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"timed out waiting for {what}")
+            timer = loop.call_later(remaining, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class AsyncChannel(ChannelBase, AsyncDriver):
+    """An AMQP channel on an :class:`AsyncConnection`: the blocking
+    :class:`~leveret.client.Channel`'s methods, name for name, as coroutines where they
+    wait for the broker (``basic_ack``, ``basic_nack``, ``basic_reject`` and
+    ``basic_recover_async`` only queue a frame and are plain calls, as in the blocking
+    driver, so that ``message.ack()`` works in both).
+
+    A call that is cancelled or times out leaves the channel usable: its late reply is
+    dropped when it comes.
+    """
+
+    connection: AsyncConnection
+
+    async def _run(self, op: Op[R]) -> R:
+        return await self.connection._run(op)
+
+    async def __aenter__(self) -> AsyncChannel:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if not self._closed and self.connection.is_open:
+            await self.close()
+
+    async def basic_publish(
+        self,
+        msg: Message | bytes | str,
+        exchange: str = "",
+        routing_key: str = "",
+        mandatory: bool = False,
+        immediate: bool = False,
+    ) -> int | None:
+        """``basic.publish`` + content header + body frames, written together with the
+        publishes that follow in the same turn of the event loop.
+
+        Returns the delivery tag in confirm mode (see :meth:`confirm_select`), else None.
+        While the broker blocks the connection (``connection.blocked``) this waits up to the
+        connection's ``blocked_timeout`` and then raises :class:`BlockedTimeout`; while the
+        socket cannot keep up it waits until it drains.
+        """
+        conn = self.connection
+        if self._core.blocked is not None:
+            await conn._run(self._unblocked())
+        tag = self._publish_now(msg, exchange, routing_key, mandatory, immediate)
+        conn._kick()
+        if conn._write_paused:
+            await conn.drain()
+        return tag
+
+    def deliveries(self, queue: str = "", **consume: Any) -> Deliveries:
+        """``async with channel.deliveries(queue, no_ack=False) as messages: async for
+        message in messages: ...``: consume ``queue`` (``basic.consume`` with the given
+        keyword arguments) as an async iterator, cancelled (``basic.cancel``) when the
+        ``async with`` block ends.  The iteration ends when the broker cancels the
+        consumer; it raises the error when the channel or connection closes."""
+        return Deliveries(self, queue, consume)
+
+
+class Deliveries:
+    """An async iterator over a consumer's deliveries (see :meth:`AsyncChannel.deliveries`)."""
+
+    def __init__(self, channel: AsyncChannel, queue: str, consume: dict[str, Any]) -> None:
+        self.channel = channel
+        self.queue = queue
+        self._consume = consume
+        self.consumer_tag: str | None = None
+        self._buffer: list[Message] = []
+        self._head = 0
+        self._ended = False
+
+    def _on_message(self, message: Message) -> None:
+        self._buffer.append(message)
+        self.channel.connection._backlog += 1
+
+    def _on_cancel(self, consumer_tag: str) -> None:
+        self._ended = True
+
+    async def start(self) -> Deliveries:
+        """Send ``basic.consume`` (``async with`` and the first iteration do this)."""
+        if self.consumer_tag is None:
+            self.consumer_tag = await self.channel.basic_consume(
+                self.queue, callback=self._on_message, on_cancel=self._on_cancel, **self._consume
+            )
+        return self
+
+    async def cancel(self) -> None:
+        """Send ``basic.cancel`` (unless the channel is gone); messages still buffered and
+        not ``no_ack`` are given back to the queue."""
+        tag, self.consumer_tag = self.consumer_tag, None
+        ch = self.channel
+        self._ended = True
+        if tag is not None and ch.is_open:
+            await ch.basic_cancel(tag)
+        rest = self._buffer[self._head:]
+        self._buffer, self._head = [], 0
+        ch.connection._backlog -= len(rest)
+        if ch.is_open and not self._consume.get("no_ack"):
+            for message in rest:
+                ch.basic_reject(message.delivery_tag, requeue=True)  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> Deliveries:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.cancel()
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        if self.consumer_tag is None and not self._ended:
+            await self.start()
+        conn = self.channel.connection
+        if self._head == len(self._buffer) and not self._ended and not self.channel._closed:
+            await conn._wait_for(
+                lambda: self._head < len(self._buffer) or self._ended or self.channel._closed,
+                None, "a delivery",
+            )
+        if self._head < len(self._buffer):
+            message = self._buffer[self._head]
+            self._head += 1
+            if self._head > 1024 and self._head * 2 > len(self._buffer):
+                del self._buffer[: self._head]
+                self._head = 0
+            conn._backlog -= 1
+            conn._maybe_resume_reading()
+            return message
+        if self._ended:
+            raise StopAsyncIteration
+        self.channel._raise_closed()
+        raise StopAsyncIteration  # not reached
+

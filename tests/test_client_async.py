@@ -1,0 +1,509 @@
+"""What only the asyncio driver has to prove, against the private RabbitMQ node:
+cancellation, many channels at once, slow consumers, write backpressure, the delivery
+iterator, callbacks that are coroutines.  (Everything both drivers share runs against both
+in the test_client_* files.)
+
+No pytest plugin: each test runs its own event loop with ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import uuid
+from typing import Any, Awaitable, TypeVar
+
+import pytest
+
+from broker import Broker
+from leveret.client import AsyncChannel, AsyncConnection, Channel, Connection, Message, NotFound
+from leveret.client.aio import Deliveries
+from tcpproxy import TCPProxy
+
+T = TypeVar("T")
+
+
+def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+def unique(prefix: str) -> str:
+    return f"leveret-test-async-{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def ready(ch: AsyncChannel, queue: str, count: int, timeout: float = 10.0) -> int:
+    """Wait until the broker says ``queue`` holds ``count`` ready messages; returns the count."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ok = await ch.queue_declare(queue, passive=True)
+        assert ok is not None
+        if ok.message_count == count or time.monotonic() > deadline:
+            return ok.message_count
+        await asyncio.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def test_every_blocking_method_has_its_async_twin() -> None:
+    """Name for name: the same public methods, with the same parameters; coroutines where
+    the blocking call waits for the broker."""
+    for blocking, asynchronous in ((Connection, AsyncConnection), (Channel, AsyncChannel)):
+        names = {n for n in dir(blocking) if not n.startswith("_")}
+        assert names - {"corked"} <= set(dir(asynchronous)), names - set(dir(asynchronous))
+        for name in names - {"corked"}:
+            sync_attr = getattr(blocking, name)
+            if not callable(sync_attr) or isinstance(sync_attr, type):
+                continue
+            sync_params = inspect.signature(sync_attr).parameters
+            assert sync_params == inspect.signature(getattr(asynchronous, name)).parameters, name
+    assert inspect.iscoroutinefunction(AsyncChannel.basic_publish)
+    assert not inspect.iscoroutinefunction(AsyncChannel.basic_ack)
+    assert AsyncChannel.queue_declare.__doc__ == Channel.queue_declare.__doc__
+
+
+def test_round_trip_with_confirms_and_coroutine_callback(broker: Broker) -> None:
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            assert conn.is_open and conn.server_properties["product"] in ("RabbitMQ", b"RabbitMQ")
+            ch = await conn.channel()
+            ok = await ch.queue_declare("", exclusive=True)
+            assert ok is not None
+            queue = ok.queue
+            await ch.confirm_select()
+            tags = [await ch.basic_publish(Message(f"m{i}", content_type="text/plain"), routing_key=queue) for i in range(10)]
+            assert tags == list(range(1, 11))
+            assert await ch.wait_for_confirms(timeout=10) is True
+            got: list[bytes] = []
+            done = asyncio.Event()
+
+            async def on_message(message: Message) -> None:
+                await asyncio.sleep(0)  # a coroutine callback may await
+                got.append(bytes(message.body))
+                assert message.content_type == "text/plain"
+                message.ack()
+                if len(got) == 10:
+                    done.set()
+
+            tag = await ch.basic_consume(queue, callback=on_message)
+            await asyncio.wait_for(done.wait(), 10)
+            assert got == [f"m{i}".encode() for i in range(10)]
+            await ch.basic_cancel(tag)
+            assert await ready(ch, queue, 0) == 0  # all acked
+        assert not conn.is_open
+
+    run(main())
+
+
+def test_typed_error_closes_only_the_channel(broker: Broker) -> None:
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            with pytest.raises(NotFound):
+                await ch.queue_declare(unique("missing"), passive=True)
+            assert not ch.is_open and conn.is_open
+            ch2 = await conn.channel()
+            assert (await ch2.queue_declare("", exclusive=True)) is not None
+
+    run(main())
+
+
+# --------------------------------------------------------------------------- cancellation
+
+
+def test_cancelled_call_leaves_the_channel_usable(broker: Broker) -> None:
+    """The cancelled call's reply still comes; it is dropped, and the next call gets its
+    own reply -- not the one meant for the cancelled call."""
+
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            first, second = unique("first"), unique("second")
+            await ch.queue_declare(first, auto_delete=False)
+            await ch.queue_declare(second, auto_delete=False)
+            try:
+                await ch.basic_publish(b"x", routing_key=first)
+                task = asyncio.ensure_future(ch.queue_declare(first, passive=True))
+                await asyncio.sleep(0)  # the request is on its way
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                ok = await ch.queue_declare(second, passive=True)
+                assert ok is not None and ok.queue == second
+                assert ch.is_open
+            finally:
+                await ch.queue_delete(first)
+                await ch.queue_delete(second)
+
+    run(main())
+
+
+def test_cancelled_basic_get_gives_the_message_back(broker: Broker) -> None:
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            ok = await ch.queue_declare("", exclusive=True)
+            assert ok is not None
+            await ch.basic_publish(b"keep me", routing_key=ok.queue)
+            assert await ready(ch, ok.queue, 1) == 1
+            task = asyncio.ensure_future(ch.basic_get(ok.queue))
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # The get-ok arrives for nobody and is rejected with requeue: not lost, not
+            # stuck unacknowledged.
+            assert await ready(ch, ok.queue, 1) == 1
+            message = await ch.basic_get(ok.queue, no_ack=True)
+            assert message is not None and message.body == b"keep me"
+
+    run(main())
+
+
+def test_cancelled_publisher_never_leaves_half_a_frame(broker: Broker) -> None:
+    """Publishers cancelled at random points: every publish the broker confirms is whole,
+    and the connection stays usable."""
+
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            ok = await ch.queue_declare("", exclusive=True)
+            assert ok is not None
+            await ch.confirm_select()
+            body = b"y" * 300_000  # several frames each
+
+            async def publish_forever() -> None:
+                while True:
+                    await ch.basic_publish(body, routing_key=ok.queue)
+
+            for delay in (0.0, 0.001, 0.01, 0.03):
+                task = asyncio.ensure_future(publish_forever())
+                await asyncio.sleep(delay)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            assert await ch.wait_for_confirms(timeout=30)
+            count = (await ch.queue_declare(ok.queue, passive=True)).message_count  # type: ignore[union-attr]
+            assert count > 0
+            for _ in range(count):
+                message = await ch.basic_get(ok.queue, no_ack=True)
+                assert message is not None and message.body == body
+            assert ch.is_open and conn.is_open
+
+    run(main())
+
+
+def test_cancelled_channel_open_closes_that_channel(broker: Broker) -> None:
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            task = asyncio.ensure_future(conn.channel())
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # The abandoned channel is closed, so its id comes free again.
+            deadline = time.monotonic() + 5
+            while conn._channels and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert not conn._channels
+            ch = await conn.channel()
+            assert ch.channel_id == 1
+
+    run(main())
+
+
+def test_cancelled_close_still_drops_the_connection(broker: Broker) -> None:
+    async def main() -> None:
+        conn = await AsyncConnection(broker.url).connect()
+        task = asyncio.ensure_future(conn.close())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not conn.is_open
+        with pytest.raises(Exception):
+            await conn.channel()
+
+    run(main())
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_many_concurrent_channels(broker: Broker) -> None:
+    async def one(conn: AsyncConnection, i: int) -> list[bytes]:
+        ch = await conn.channel()
+        ok = await ch.queue_declare("", exclusive=True)
+        assert ok is not None
+        await ch.confirm_select()
+        for n in range(20):
+            await ch.basic_publish(f"{i}:{n}".encode(), routing_key=ok.queue)
+        await ch.wait_for_confirms()
+        bodies = []
+        for _ in range(20):
+            message = await ch.basic_get(ok.queue, no_ack=True)
+            assert message is not None
+            bodies.append(bytes(message.body))
+        await ch.close()
+        return bodies
+
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            results = await asyncio.gather(*(one(conn, i) for i in range(100)))
+            for i, bodies in enumerate(results):
+                assert bodies == [f"{i}:{n}".encode() for n in range(20)]
+            assert not conn._channels
+
+    run(main())
+
+
+def test_slow_consumer_pauses_reading_and_loses_nothing(broker: Broker) -> None:
+    """A consumer far slower than the broker: the connection stops reading after
+    ``read_ahead`` deliveries (memory stays bounded), heartbeats do not kill it meanwhile,
+    and every message arrives, in order."""
+    total = 1500
+    body = b"%06d" + b"." * 2042  # 2 KiB: one socket read holds ~130 of them
+
+    async def main() -> None:
+        conn = AsyncConnection(broker.url, heartbeat=1)
+        conn.read_ahead = 50
+        async with conn:
+            ch = await conn.channel()
+            ok = await ch.queue_declare("", exclusive=True)
+            assert ok is not None
+            for n in range(total):
+                await ch.basic_publish(body % n, routing_key=ok.queue)
+            got: list[int] = []
+            most_waiting = 0
+            done = asyncio.Event()
+
+            async def slow(message: Message) -> None:
+                nonlocal most_waiting
+                most_waiting = max(most_waiting, len(conn._pending))
+                got.append(int(message.body[:6]))
+                message.ack()
+                if len(got) < 20:
+                    await asyncio.sleep(0.15)  # 3 s behind in all: past 2 heartbeat intervals
+                if len(got) == total:
+                    done.set()
+
+            await ch.basic_consume(ok.queue, callback=slow)
+            await asyncio.wait_for(done.wait(), 30)
+            assert got == list(range(total))
+            # At most one socket read's worth past the mark, not the whole queue.
+            assert most_waiting <= conn.read_ahead + 300
+            assert conn.is_open
+
+    run(main())
+
+
+def test_deliveries_iterator(broker: Broker) -> None:
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            queue = unique("iter")
+            await ch.queue_declare(queue)
+            for n in range(5):
+                await ch.basic_publish(str(n).encode(), routing_key=queue)
+            seen = []
+            async with ch.deliveries(queue) as messages:
+                async for message in messages:
+                    seen.append(message.body)
+                    message.ack()
+                    if len(seen) == 3:
+                        break
+            assert seen == [b"0", b"1", b"2"]
+            # What the iterator had buffered but not handed out went back to the queue.
+            assert await ready(ch, queue, 2) == 2
+            # The broker cancelling the consumer (queue deleted) ends the iteration.
+            messages2: Deliveries = ch.deliveries(queue, no_ack=True)
+            got = []
+
+            async def drain() -> None:
+                async for message in messages2:
+                    got.append(message.body)
+                    if len(got) == 2:
+                        other = await conn.channel()
+                        await other.queue_delete(queue)
+
+            await asyncio.wait_for(drain(), 10)
+            assert got == [b"3", b"4"]
+
+    run(main())
+
+
+def test_drain_events_raises_what_a_callback_raised(broker: Broker) -> None:
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            ok = await ch.queue_declare("", exclusive=True)
+            assert ok is not None
+
+            def broken(message: Message) -> None:
+                raise ValueError("boom")
+
+            await ch.basic_consume(ok.queue, callback=broken, no_ack=True)
+            await ch.basic_publish(b"x", routing_key=ok.queue)
+            with pytest.raises(ValueError, match="boom"):
+                await conn.drain_events(timeout=5)
+            with pytest.raises(TimeoutError):
+                await conn.drain_events(timeout=0.2)
+            assert conn.is_open
+
+    run(main())
+
+
+# --------------------------------------------------------------------------- backpressure
+
+
+def test_publisher_waits_for_a_stalled_socket(broker: Broker) -> None:
+    """The broker stops reading (a frozen proxy): publishes stop returning once the
+    transport's buffer is full, instead of buffering without limit; they resume when the
+    path thaws and every message arrives."""
+
+    async def main() -> None:
+        with TCPProxy(broker.port) as proxy:
+            async with AsyncConnection(proxy.url()) as conn:
+                ch = await conn.channel()
+                ok = await ch.queue_declare("", exclusive=True)
+                assert ok is not None
+                await ch.confirm_select()
+                body = b"z" * 4096
+                published = 0
+                most_buffered = 0
+
+                async def publisher() -> None:
+                    nonlocal published, most_buffered
+                    for _ in range(20000):
+                        await ch.basic_publish(body, routing_key=ok.queue)
+                        published += 1
+                        transport = conn._transport
+                        assert transport is not None
+                        most_buffered = max(most_buffered, transport.get_write_buffer_size())
+
+                proxy.freeze("up")
+                task = asyncio.ensure_future(publisher())
+                await asyncio.sleep(1.5)
+                stalled_at = published
+                assert not task.done()
+                assert stalled_at < 20000
+                # Bounded: the transport's high-water mark plus one batch of frames.
+                assert most_buffered < 8 * 1024 * 1024
+                proxy.thaw()
+                await asyncio.wait_for(task, 60)
+                assert await ch.wait_for_confirms(timeout=60)
+                assert await ready(ch, ok.queue, 20000, timeout=20) == 20000
+
+    run(main(), timeout=120)
+
+
+# --------------------------------------------------------------------------- misc
+
+
+def test_heartbeats_keep_an_idle_connection_alive(broker: Broker) -> None:
+    async def main() -> None:
+        async with AsyncConnection(broker.url, heartbeat=1) as conn:
+            assert conn.heartbeat == 1
+            await asyncio.sleep(3.5)
+            assert conn.is_open
+            ch = await conn.channel()
+            assert await ch.queue_declare("", exclusive=True) is not None
+
+    run(main())
+
+
+def test_connection_refused_and_bad_password(broker: Broker) -> None:
+    from leveret.client import AuthenticationError
+
+    async def main() -> None:
+        url = broker.url.replace("guest:guest@", "guest:wrong-secret@")
+        conn = AsyncConnection(url)
+        with pytest.raises(AuthenticationError) as info:
+            await conn.connect()
+        assert "wrong-secret" not in str(info.value) and "wrong-secret" not in repr(conn)
+        with pytest.raises(OSError):
+            await AsyncConnection("amqp://guest:guest@127.0.0.1:1/").connect()
+
+    run(main())
+
+
+def test_sync_facade_of_async_objects_is_not_needed_for_messages(broker: Broker) -> None:
+    """A message from an asyncio channel is acked with a plain call, as in the blocking
+    driver (so code written against ``Message`` works with both)."""
+
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            ok = await ch.queue_declare("", exclusive=True)
+            assert ok is not None
+            await ch.basic_publish(b"ack me", routing_key=ok.queue)
+            await ready(ch, ok.queue, 1)
+            message = await ch.basic_get(ok.queue)
+            assert message is not None
+            result: Any = message.ack()
+            assert result is None
+            await ch.basic_recover(requeue=True)
+            assert await ready(ch, ok.queue, 0) == 0
+
+    run(main())
+
+
+def test_cancelled_consume_leaves_no_consumer_behind(broker: Broker) -> None:
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            ok = await ch.queue_declare("", exclusive=True)
+            assert ok is not None
+            ran: list[Message] = []
+            task = asyncio.ensure_future(ch.basic_consume(ok.queue, callback=ran.append))
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await ch.basic_publish(b"for nobody", routing_key=ok.queue)
+            # The late consume-ok was answered with a cancel: the message stays queued.
+            assert await ready(ch, ok.queue, 1) == 1
+            after = await ch.queue_declare(ok.queue, passive=True)
+            assert after is not None and after.consumer_count == 0
+            assert ran == []
+
+    run(main())
+
+
+@pytest.mark.parametrize("driver", ["blocking", "asyncio"])
+def test_timed_out_call_leaves_the_channel_usable(broker: Broker, driver: str) -> None:
+    """The broker's answers are held up (a frozen proxy) past a call's timeout: the call
+    raises TimeoutError; when the path thaws, the late reply is dropped and the next call
+    on the same channel gets its own answer."""
+    with TCPProxy(broker.port) as proxy:
+        first, second = unique("slow-first"), unique("slow-second")
+        if driver == "blocking":
+            with Connection(proxy.url()) as conn:
+                bch = conn.channel()
+                bch.queue_declare(first, exclusive=True)
+                bch.queue_declare(second, exclusive=True)
+                proxy.freeze("down")
+                with pytest.raises(TimeoutError):
+                    bch.queue_declare(first, passive=True, timeout=0.3)
+                proxy.thaw()
+                ok = bch.queue_declare(second, passive=True)
+                assert ok is not None and ok.queue == second and bch.is_open
+            return
+
+        async def main() -> None:
+            async with AsyncConnection(proxy.url()) as conn:
+                ch = await conn.channel()
+                await ch.queue_declare(first, exclusive=True)
+                await ch.queue_declare(second, exclusive=True)
+                proxy.freeze("down")
+                with pytest.raises(TimeoutError):
+                    await ch.queue_declare(first, passive=True, timeout=0.3)
+                proxy.thaw()
+                ok = await ch.queue_declare(second, passive=True)
+                assert ok is not None and ok.queue == second and ch.is_open
+
+        run(main())
