@@ -12,6 +12,7 @@ USAGE = """usage: python -m benchmarks {codec,client,highlevel} [options]
   codec    frame encode/decode per message, no broker      (python -m benchmarks codec -h)
   client   whole clients against one RabbitMQ node          (python -m benchmarks client -h)
   highlevel  leveret.highlevel vs kombu (py-amqp), one node   (python -m benchmarks highlevel -h)
+  asyncio  leveret's asyncio driver vs aiormq and aio-pika  (python -m benchmarks asyncio -h)
 
 With no sub-command: the codec benchmark, then the client benchmark at --scale 0.1.
 """
@@ -37,6 +38,10 @@ def main(argv: list[str]) -> int:
         from . import highlevel
 
         return highlevel.main(rest)
+    if command == "asyncio":
+        from . import aio
+
+        return aio.main(rest)
     if command in ("-h", "--help"):
         print(USAGE)
         return 0

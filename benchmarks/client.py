@@ -679,10 +679,14 @@ ADAPTERS: dict[str, type[Adapter]] = {
 }
 
 
+# Adapters other benchmarks run through this harness (benchmarks/aio.py's asyncio clients).
+ADAPTERS_EXTRA: dict[str, type[Adapter]] = {}
+
+
 def _adapter(lib: str, scenario: Scenario, broker: Broker) -> Adapter:
     if lib == "kombu" and scenario.kind == "confirm_each":
         return KombuConfirmAdapter(broker)  # transport_options={"confirm_publish": True}
-    return ADAPTERS[lib](broker)
+    return (ADAPTERS_EXTRA.get(lib) or ADAPTERS[lib])(broker)
 
 
 # --------------------------------------------------------------------------- the C reference
