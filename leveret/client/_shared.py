@@ -29,6 +29,7 @@ to drop it when it comes, so the next call gets its own reply and the channel st
 from __future__ import annotations
 
 import inspect
+import logging
 import ssl
 from collections import deque
 from time import monotonic
@@ -64,6 +65,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from typing import ContextManager
 
 __all__ = ["QueueDeclareOk", "Wait", "operation", "ConnectionBase", "ChannelBase"]
+
+log = logging.getLogger("leveret.client")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -284,6 +287,24 @@ class ConnectionBase:
     def _teardown(self) -> None:
         raise NotImplementedError
 
+    def _fail(self, exc: BaseException) -> None:
+        raise NotImplementedError
+
+    def _heartbeat_tick(self) -> tuple[bool, float | None]:
+        """The heartbeat duty (see ``SansIOConnection.tick``): ``(go on, seconds until the
+        next duty or None when heartbeats are off)``; a silent broker fails the connection."""
+        core = self._core
+        if core is None:
+            return False, None
+        try:
+            return True, core.tick(monotonic())
+        except ConnectionLost as exc:
+            log.warning("leveret: %s", exc)
+            self._fail(exc)
+        except LeveretError:
+            pass
+        return False, None
+
     def _new_core(self) -> SansIOConnection:
         """A fresh core for a new transport; forgets the last connection's state."""
         p = self.params
@@ -355,6 +376,8 @@ class ConnectionBase:
                 ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
                 if ch is not None:
                     ch._returns.append(event)
+                    if event.delivery_tag in ch._waited_tags:  # type: ignore[attr-defined]
+                        ch._waited_returned.add(event.delivery_tag)  # type: ignore[attr-defined]
             elif kind is ev.ChannelOpened:
                 ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
                 if ch is not None:
@@ -421,6 +444,18 @@ class ConnectionBase:
                 item.body_size,
             )
         return None
+
+    def _wait_over(self, predicate: Callable[[], Any]) -> bool:
+        """For a driver's wait: True once ``predicate()`` holds; raises the connection's
+        error when it died first."""
+        if predicate():
+            return True
+        if self._error is not None:
+            raise self._error
+        core = self._core
+        if self._closed or core is None or core.state is ConnState.CLOSED:
+            raise self._dead_error()
+        return False
 
     def _dead_error(self) -> BaseException:
         if self._error is not None:
@@ -554,6 +589,9 @@ class ChannelBase:
         self._cancelled_no_ack: dict[str, Callable[[Message], Any] | None] = {}
         self._nacked: list[int] = []
         self._waited_tags: dict[int, bool | None] = {}
+        # Those of _waited_tags that were returned: the asyncio delivery task may run (and
+        # drop) the return before publish_confirmed resumes.
+        self._waited_returned: set[int] = set()
         self.flow_active = True
         #: Called with each returned :class:`Message` (``basic.return``); when None, returned
         #: messages are kept in :attr:`returned`.
@@ -1094,11 +1132,11 @@ class ChannelBase:
             ack = waited[tag]
         finally:
             waited.pop(tag, None)
+            returned = tag in self._waited_returned
+            self._waited_returned.discard(tag)
         if ack is None:
             self._raise_closed()
-        returned = False
         if self._returns:
-            returned = any(r.delivery_tag == tag for r in self._returns)
             self._run_returns()
         if not ack:
             if tag in self._nacked:

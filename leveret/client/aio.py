@@ -50,7 +50,6 @@ from ._shared import (
     ssl_context,
 )
 from .core import ConnState
-from .errors import ConnectionLost
 from .message import Message
 
 __all__ = ["AsyncConnection", "AsyncChannel", "Deliveries", "QueueDeclareOk"]
@@ -117,29 +116,26 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         return AsyncChannel(self, channel_id)
 
     async def _run(self, op: Op[R]) -> R:
-        """Run an operation (see :mod:`._shared`): await each of its waits."""
-        try:
-            wait = op.send(None)
-            while True:
-                try:
-                    await self._wait_for(*wait)
-                except BaseException as exc:  # TimeoutError, CancelledError, the connection's error
-                    wait = op.throw(exc)
-                else:
-                    wait = op.send(None)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+        """Run an operation (see :mod:`._shared`): await each of its waits; what stops a
+        wait (TimeoutError, CancelledError, the connection's error) is thrown into it."""
+        failed: BaseException | None = None
+        while True:
+            try:
+                wait = op.send(None) if failed is None else op.throw(failed)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            failed = None
+            try:
+                await self._wait_for(*wait)
+            except BaseException as exc:
+                failed = exc
 
     # ------------------------------------------------------------------ connect / close
 
     async def connect(self) -> AsyncConnection:
-        """Open the TCP (and TLS) connection and run the AMQP handshake: protocol header,
-        ``start``/``start-ok`` (SASL), ``tune``/``tune-ok``, ``open``/``open-ok``.
-
-        Raises :class:`AuthenticationError` for refused credentials, the typed error for a
-        refused vhost (e.g. ``NotAllowed``), ``TimeoutError`` past ``connection_timeout``,
-        ``OSError`` when the broker cannot be reached.
-        """
+        """Connect and handshake as the blocking ``Connection.connect()`` does (TCP, TLS,
+        protocol header, SASL, tune, open), with the same errors: AuthenticationError,
+        the typed error of a refused vhost, TimeoutError, OSError."""
         if self.is_open:
             return self
         p = self.params
@@ -273,13 +269,8 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         while not self._closed and self._error is None and core.state is not ConnState.CLOSED:
             if self._reading_paused:
                 core.last_received = monotonic()  # our backlog, not a silent broker
-            try:
-                nxt = core.tick(monotonic())
-            except ConnectionLost as exc:
-                log.warning("leveret: %s", exc)
-                self._fail(exc)
-                return
-            except LeveretError:
+            go_on, nxt = self._heartbeat_tick()
+            if not go_on:
                 return
             self._flush()
             if nxt is None:
@@ -373,22 +364,15 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
             self._flush()  # what we wait for may depend on what is still queued
         loop = self._loop
         assert loop is not None
-        while True:
-            if predicate():
-                return
-            if self._error is not None:
-                raise self._error
-            core = self._core
-            if self._closed or core is None or core.state is ConnState.CLOSED:
-                raise self._dead_error()
+        while not self._wait_over(predicate):
+            remaining = None if deadline is None else deadline - monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"timed out waiting for {what}")
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.append(waiter)
-            if deadline is None:
+            if remaining is None:
                 await waiter
                 continue
-            remaining = deadline - monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"timed out waiting for {what}")
             timer = loop.call_later(remaining, _wake, waiter)
             try:
                 await waiter
@@ -424,14 +408,8 @@ class AsyncChannel(ChannelBase, AsyncDriver):
         if not self._closed and self.connection.is_open:
             await self.close()
 
-    async def basic_publish(
-        self,
-        msg: Message | bytes | str,
-        exchange: str = "",
-        routing_key: str = "",
-        mandatory: bool = False,
-        immediate: bool = False,
-    ) -> int | None:
+    async def basic_publish(self, msg: Message | bytes | str, exchange: str = "", routing_key: str = "",
+                            mandatory: bool = False, immediate: bool = False) -> int | None:
         """``basic.publish`` + content header + body frames, written together with the
         publishes that follow in the same turn of the event loop.
 

@@ -49,7 +49,6 @@ from ._shared import (
     ssl_context,
 )
 from .core import ConnState
-from .errors import ConnectionLost
 from .message import Message
 
 __all__ = ["Connection", "Channel", "QueueDeclareOk"]
@@ -461,13 +460,8 @@ class Connection(ConnectionBase, BlockingDriver):
             self._flush()  # what we wait for may depend on what is still queued
         while True:
             with cond:
-                if predicate():
+                if self._wait_over(predicate):
                     return
-                if self._error is not None:
-                    raise self._error
-                core = self._core
-                if self._closed or core is None or core.state is ConnState.CLOSED:
-                    raise self._dead_error()
                 remaining = None if deadline is None else deadline - monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"timed out waiting for {what}")
@@ -546,13 +540,8 @@ class Connection(ConnectionBase, BlockingDriver):
             with self._cond:
                 if core.state is ConnState.CLOSED:
                     return
-                try:
-                    nxt = core.tick(monotonic())
-                except ConnectionLost as exc:
-                    log.warning("leveret: %s", exc)
-                    self._fail(exc)
-                    return
-                except LeveretError:
+                go_on, nxt = self._heartbeat_tick()
+                if not go_on:
                     return
             try:
                 self._flush_nowait()
@@ -586,14 +575,8 @@ class Channel(ChannelBase, BlockingDriver):
         if not self._closed and self.connection.is_open:
             self.close()
 
-    def basic_publish(
-        self,
-        msg: Message | bytes | str,
-        exchange: str = "",
-        routing_key: str = "",
-        mandatory: bool = False,
-        immediate: bool = False,
-    ) -> int | None:
+    def basic_publish(self, msg: Message | bytes | str, exchange: str = "", routing_key: str = "",
+                      mandatory: bool = False, immediate: bool = False) -> int | None:
         """``basic.publish`` + content header + body frames, written as one buffer.
 
         Returns the delivery tag in confirm mode (see :meth:`confirm_select`), else None.
