@@ -194,6 +194,35 @@ def test_accept_pickle_when_asked(hl_conn: Connection, queue: Queue) -> None:
 # ------------------------------------------------------------------------------ confirms
 
 
+def test_publish_leaves_the_callers_arguments_alone(hl_conn: Connection, queue: Queue) -> None:
+    producer = Producer(hl_conn, queue.exchange, "rk", compression="zlib")
+    headers = {"h": "v"}
+    empty: dict[str, Any] = {}
+    declare = [queue]
+    producer.publish({"n": 1}, headers=headers, declare=declare)
+    producer.publish({"n": 2}, headers=empty, reply_to=queue, priority=3, expiration=1.5)
+    assert headers == {"h": "v"} and empty == {} and declare == [queue]
+    first, second = collect(hl_conn, queue, 2)
+    assert first.headers == {"h": "v", "compression": "application/x-gzip"}
+    assert first.payload == {"n": 1}
+    assert second.headers == {"compression": "application/x-gzip"}
+    assert second.payload == {"n": 2}
+    assert (second.properties["reply_to"], second.properties["priority"]) == (queue.name, 3)
+    assert second.properties["expiration"] == "1500"
+
+
+def test_publish_follows_the_default_channel_after_it_closed(hl_conn: Connection) -> None:
+    q = Queue(unique(), exclusive=True)
+    producer = Producer(hl_conn, routing_key=q.name)
+    producer.publish({"n": 1}, declare=[q])
+    first = producer.channel
+    first.close()
+    producer.publish({"n": 2}, delivery_mode="transient")  # on a new default channel
+    assert producer.channel is not first and producer.channel.is_open
+    got = collect(hl_conn, q, 2)
+    assert [(m.payload, m.properties["delivery_mode"]) for m in got] == [({"n": 1}, 2), ({"n": 2}, 1)]
+
+
 def test_publish_to_a_missing_exchange_raises_not_found(hl_conn: Connection) -> None:
     producer = Producer(hl_conn, Exchange(unique("missing"), no_declare=True), "rk")
     with pytest.raises(NotFound):

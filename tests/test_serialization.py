@@ -290,6 +290,30 @@ def test_json_round_trip_property(value: Any) -> None:
     assert loads(payload, ct, ce) == value
 
 
+@given(json_values)
+def test_json_bytes_are_the_stdlib_compact_encoding(value: Any) -> None:
+    # The encoder built once (no cycle check) writes exactly what json.dumps writes.
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        assert dumps(value, "json")[2] == expected.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: escaped instead (see above)
+        assert dumps(value, "json")[2] == json.dumps(value, separators=(",", ":")).encode()
+
+
+def test_json_cycle_is_json_s_error_and_leaves_no_trace() -> None:
+    loop: list[Any] = [1]
+    loop.append(loop)
+    for _ in range(2):  # nothing is left behind by the first failure
+        with pytest.raises(EncodeError) as info:
+            dumps({"loop": loop}, "json")
+        assert isinstance(info.value.__cause__, ValueError)
+        assert "Circular reference" in str(info.value.__cause__)
+    shared = [1, 2]
+    assert dumps({"a": shared, "b": shared, "c": [shared, shared]}, "json")[2] == (
+        b'{"a":[1,2],"b":[1,2],"c":[[1,2],[1,2]]}'
+    )
+
+
 # ---------------------------------------------------------------------- pickle and accept
 
 

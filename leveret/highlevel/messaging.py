@@ -23,7 +23,7 @@ import logging
 import uuid
 import weakref
 from itertools import count
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..client import Message as ClientMessage
 from ..client import ChannelClosedError, PublishNacked
@@ -171,6 +171,8 @@ class Producer:
         self.confirm = confirm
         self._connection: Any = None  # the high-level Connection, when given one
         self._channel: Any = None
+        self._plain: Any = None  # self._channel once set up, unless it is a RecoveringChannel
+        self._state: _ChannelState | None = None  # _channel_state(self._plain)
         self._pending: dict[int, tuple[str, str]] = {}  # tag -> (exchange, routing_key)
         self._lost: list[tuple[str, str]] = []  # pipelined publishes on a lost channel
         self._batch_depth = 0
@@ -218,6 +220,10 @@ class Producer:
 
     def _setup(self, channel: Any) -> None:
         state = _channel_state(channel)
+        # publish() goes straight to a channel it has set up, unless the channel recovers
+        # (then the recovery loop of _publish runs every time).
+        self._state = state
+        self._plain = None if isinstance(channel, RecoveringChannel) else channel
         if self.confirm and not state.confirm:
             channel.confirm_select()  # confirm.select / select-ok
             state.confirm = True
@@ -312,11 +318,13 @@ class Producer:
 
         Returns the delivery tag of a pipelined publish, else None.
         """
-        headers = dict(headers) if headers else {}
-        routing_key = self.routing_key if routing_key is None else routing_key
-        compression = self.compression if compression is None else compression
-        declare = list(declare or ())
-
+        # Only what a publish asks for is built: with the defaults this is one serializer
+        # call, one properties dict (the keywords') and one client Message.
+        if headers:
+            headers = dict(headers)  # the caller's dict is left alone
+        entities: list[Any] = [] if declare is None else list(declare)
+        if routing_key is None:
+            routing_key = self.routing_key
         target = self.exchange if exchange is None else exchange
         if isinstance(target, Exchange):
             exchange_name = target.name
@@ -324,38 +332,17 @@ class Producer:
         else:
             exchange_name = target
             default_mode = self.exchange.delivery_mode
-        mode = delivery_mode_value(delivery_mode) or default_mode or PERSISTENT
-        properties["delivery_mode"] = mode
+        if delivery_mode is not None:
+            delivery_mode = delivery_mode_value(delivery_mode)
+        properties["delivery_mode"] = delivery_mode or default_mode or PERSISTENT
         if priority:
             properties["priority"] = priority
         if expiration is not None:
             properties["expiration"] = str(int(expiration * 1000))
         reply_to = properties.get("reply_to")
-        if isinstance(reply_to, Queue):
+        if reply_to is not None and isinstance(reply_to, Queue):
             properties["reply_to"] = reply_to.name
 
-        payload, content_type, content_encoding = self._prepare(
-            body, serializer, content_type, content_encoding, compression, headers,
-        )
-        if self.auto_declare and self.exchange.name and self.exchange not in declare:
-            declare.append(self.exchange)
-
-        fn: Callable[..., Any] = self._publish
-        if retry:
-            conn = self.connection
-            if conn is None:
-                raise NotBoundError("retry=True needs a producer on a leveret.highlevel.Connection")
-            fn = conn.ensure(self, self._publish, **(retry_policy or {}))
-        return fn(  # type: ignore[no-any-return]
-            payload, content_type, content_encoding, headers, properties, routing_key,
-            mandatory, immediate, exchange_name, declare, timeout,
-            wait and self._batch_depth == 0,
-        )
-
-    def _prepare(
-        self, body: Any, serializer: str | None, content_type: str | None,
-        content_encoding: str | None, compression: str | None, headers: dict[str, Any],
-    ) -> tuple[Any, str | None, str | None]:
         if not content_type:
             content_type, content_encoding, body = dumps(body, serializer or self.serializer)
         elif isinstance(body, str):
@@ -368,31 +355,65 @@ class Producer:
                 f"with content_type={content_type!r} the body must be bytes or str (already "
                 f"serialized), not {type(body).__name__}; or pass serializer= instead"
             )
+        properties["content_type"] = content_type
+        if content_encoding:
+            properties["content_encoding"] = content_encoding
+        if compression is None:
+            compression = self.compression
         if compression:
+            if not headers:
+                headers = {}
             body, headers["compression"] = compress(body, compression)
-        return body, content_type, content_encoding
+        if headers:
+            properties["headers"] = headers
+
+        if self.auto_declare and self.exchange.name and self.exchange not in entities:
+            entities.append(self.exchange)
+        wait = wait and self._batch_depth == 0
+
+        if retry:
+            conn = self.connection
+            if conn is None:
+                raise NotBoundError("retry=True needs a producer on a leveret.highlevel.Connection")
+            fn = conn.ensure(self, self._publish, **(retry_policy or {}))
+            return fn(  # type: ignore[no-any-return]
+                body, properties, routing_key, mandatory, immediate, exchange_name, entities, timeout, wait,
+            )
+        channel = self._channel
+        if channel is not None and channel is self._plain and channel.is_open:
+            # The usual case: an open channel of a connection that does not recover.
+            return self._publish_once(
+                channel, None, None, body, properties, routing_key, mandatory, immediate,
+                exchange_name, entities, timeout, wait,
+            )
+        return self._publish(body, properties, routing_key, mandatory, immediate, exchange_name, entities, timeout, wait)
 
     def _publish(
-        self, body: Any, content_type: str | None, content_encoding: str | None,
-        headers: dict[str, Any], properties: dict[str, Any], routing_key: str,
-        mandatory: bool, immediate: bool, exchange: str, declare: list[Any],
-        timeout: float | None, wait: bool,
+        self, body: Any, properties: dict[str, Any], routing_key: str, mandatory: bool,
+        immediate: bool, exchange: str, declare: Sequence[Any], timeout: float | None, wait: bool,
     ) -> int | None:
         channel = self.channel
         rec = recovering_channel(channel)
-        args = (
-            body, content_type, content_encoding, headers, properties, routing_key, mandatory,
-            immediate, exchange, declare, timeout, wait,
-        )
+        args = (body, properties, routing_key, mandatory, immediate, exchange, declare, timeout, wait)
         if rec is None:
-            return self._publish_once(channel, None, [], *args)
+            if not channel.is_open:
+                # Say so plainly (the channel's own error is the cause), whatever the
+                # transport's publish would make of a closed channel.
+                raise ChannelClosedError(
+                    f"the producer's channel {getattr(channel, 'channel_id', '?')} is closed; nothing was published"
+                ) from getattr(channel, "_error", None)
+            return self._publish_once(channel, None, None, *args)
         while True:
             gen = rec.generation
             sent: list[bool] = []
             try:
                 if self._pending or self._orphans:
                     self._resettle(rec)
-                return self._publish_once(channel, rec, sent, *args)
+                if not rec.is_open:
+                    raise ChannelClosedError(
+                        f"the producer's channel {getattr(rec, 'channel_id', '?')} is closed; nothing was published"
+                    ) from getattr(rec, "_error", None)
+                return self._publish_once(rec, rec, sent, *args)
             except OperationalError:
                 raise  # a recovery gave up: not a loss to recover from again
             except LOSS_ERRORS as exc:
@@ -406,34 +427,27 @@ class Producer:
                     self._count_republished(rec, 1)
 
     def _publish_once(
-        self, channel: Any, rec: RecoveringChannel | None, sent: list[bool], body: Any,
-        content_type: str | None, content_encoding: str | None, headers: dict[str, Any],
+        self, channel: Any, rec: RecoveringChannel | None, sent: list[bool] | None, body: Any,
         properties: dict[str, Any], routing_key: str, mandatory: bool, immediate: bool,
-        exchange: str, declare: list[Any], timeout: float | None, wait: bool,
+        exchange: str, declare: Sequence[Any], timeout: float | None, wait: bool,
     ) -> int | None:
-        if not channel.is_open:
-            # Say so plainly (the channel's own error is the cause), whatever the
-            # transport's publish would make of a closed channel.
-            raise ChannelClosedError(
-                f"the producer's channel {getattr(channel, 'channel_id', '?')} is closed; nothing was published"
-            ) from getattr(channel, "_error", None)
+        """One publish on an open ``channel``; ``sent`` (recovering channels) records that
+        it may have left."""
         for entity in declare:
             maybe_declare(entity, channel)
-        props = dict(properties)
-        if content_type:
-            props["content_type"] = content_type
-        if content_encoding:
-            props["content_encoding"] = content_encoding
-        if headers:
-            props["headers"] = headers
-        message = ClientMessage(body, **props)
-        state = _channel_state(channel)
-        extra = {"immediate": True} if immediate else {}
+        message = ClientMessage(body, **properties)
+        state = self._state
+        if state is None or channel is not self._plain:
+            state = _channel_state(channel)
         if not state.confirm:
-            channel.basic_publish(message, exchange=exchange, routing_key=routing_key, mandatory=mandatory, **extra)
+            if immediate:
+                channel.basic_publish(message, exchange=exchange, routing_key=routing_key, mandatory=mandatory, immediate=True)
+            else:
+                channel.basic_publish(message, exchange=exchange, routing_key=routing_key, mandatory=mandatory)
             return None
-        if wait and not immediate:
+        if sent is not None:
             sent.append(True)
+        if wait and not immediate:
             ok = channel.publish_confirmed(
                 message, exchange=exchange, routing_key=routing_key, mandatory=mandatory, timeout=timeout,
             )
@@ -441,8 +455,10 @@ class Producer:
                 # publish_confirmed ran the returns up to ours: ours has the highest tag.
                 self._report_returns([_returned(state.claim_latest(), exchange, routing_key)])
             return None
-        sent.append(True)
-        tag = channel.basic_publish(message, exchange=exchange, routing_key=routing_key, mandatory=mandatory, **extra)
+        if immediate:
+            tag = channel.basic_publish(message, exchange=exchange, routing_key=routing_key, mandatory=mandatory, immediate=True)
+        else:
+            tag = channel.basic_publish(message, exchange=exchange, routing_key=routing_key, mandatory=mandatory)
         self._pending[tag] = (exchange, routing_key)
         if rec is not None:
             self._retained[tag] = (message, exchange, routing_key, mandatory, immediate)
@@ -578,10 +594,11 @@ class Producer:
     def _settle(self, state: Any, pending: dict[int, Any], nacked: list[int], returns: list[Any]) -> None:
         """The end of a flush: pair returned publishes with their messages, raise
         ``PublishNacked`` (carrying the returns) for any nack, else report the returns."""
-        returns += [
-            _returned(state.returned.pop(tag), *pending[tag])
-            for tag in sorted(pending) if tag in state.returned
-        ]
+        if state.returned:
+            returns += [
+                _returned(state.returned.pop(tag), *pending[tag])
+                for tag in sorted(pending) if tag in state.returned
+            ]
         if nacked:
             err = PublishNacked(f"the broker nacked {len(nacked)} publish(es): {nacked[:10]}", nacked)
             err.returned = returns  # type: ignore[attr-defined]

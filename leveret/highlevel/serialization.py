@@ -432,8 +432,36 @@ _json_plain_loads = json.JSONDecoder().decode
 _json_hook_loads = json.JSONDecoder(object_hook=_json_hook).decode
 
 
+def _fast_json_encoder() -> Callable[[Any, int], Any] | None:
+    """The C encoder ``_json_compact`` uses, built once and without the circular-reference
+    check: ``JSONEncoder.encode`` builds a new one (with a fresh check table) for every
+    call, which is most of the cost of encoding a small message.  None when the C
+    accelerator is missing or does not write exactly what ``_json_compact`` writes."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        encoder = make(None, _json_default, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+        sample = {"a": [1, -2.5, "\u00e9\"\n", None, True, False, {"b": 10**20}], "c": "x", "d": Decimal("1.5")}
+        if "".join(encoder(sample, 0)) != _json_compact.encode(sample):
+            return None
+    except Exception:  # noqa: BLE001 - another json module: use the documented API
+        return None
+    return encoder  # type: ignore[no-any-return]
+
+
+_json_fast = _fast_json_encoder()
+
+
 def _json_dumps(data: Any) -> bytes:
-    text = _json_compact.encode(data)
+    text = None
+    if _json_fast is not None:
+        try:
+            text = "".join(_json_fast(data, 0))
+        except Exception:  # noqa: BLE001, S110 - a cycle (not checked there), or not encodable:
+            pass  # _json_compact encodes it again and raises what json says
+    if text is None:
+        text = _json_compact.encode(data)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: \u-escape them instead
