@@ -381,13 +381,13 @@ class _VersionRenderer:
             elif item.type == "shortstr" and not fmt:
                 # A length octet of its own: no struct call for it.
                 body.append("n = o + 1 + buf[o]")
-                body.append(f'self.{attr} = buf[o + 1 : n].decode("utf-8", "surrogateescape")')
+                body.append(f"self.{attr} = buf[o + 1 : n].decode()")
                 body.append("o = n")
             elif item.type == "shortstr":
                 fmt += "B"
                 targets.append("n")
                 flush()
-                body.append(f'self.{attr} = buf[o : o + n].decode("utf-8", "surrogateescape")')
+                body.append(f"self.{attr} = buf[o : o + n].decode()")
                 body.append("o += n")
             elif item.type == "longstr":
                 fmt += "I"
@@ -404,6 +404,8 @@ class _VersionRenderer:
         lines.append("    o = offset")
         lines.append("    try:")
         lines.extend(" " * 8 + line for line in body)
+        if any(f.type == "shortstr" for f in m.fields):
+            lines.extend(_LENIENT_RETRY)
         lines.append("    except _DECODE_FAILURES as exc:")
         lines.append(f'        raise _decode_error("{name}", exc, o, end) from exc')
         lines.append("    if o != end:")
@@ -532,12 +534,13 @@ class _VersionRenderer:
         unknown = 0xFFFE & ~used
         out.append("")
         out.append("@classmethod")
-        out.extend(_decode_signature(f"{camel(cls.name)}.Properties"))
+        out.extend(_decode_signature(f"{camel(cls.name)}.Properties", flags=True))
         out.append("    self = _new(cls)")
         out.append("    o = offset")
         out.append("    try:")
-        out.append(f"        flags = {self.structs.unpacker('H')}(buf, o)[0]")
-        out.append("        o += 2")
+        out.append("        if flags is None:  # else the caller has read it; offset is past it")
+        out.append(f"            flags = {self.structs.unpacker('H')}(buf, o)[0]")
+        out.append("            offset = o = o + 2")
         out.append(f"        if flags & 0x{unknown | 1:04X}:")
         out.append(f'            o = _skip_flag_words("{name}", buf, o, flags, 0x{unknown:04X})')
         # Every slot must be filled, absent properties with None.  The properties after
@@ -555,6 +558,9 @@ class _VersionRenderer:
                 out.extend(self._property_decode_branch(p.type, a, flags[a], 12))
             out.append("        else:")
             out.extend(f"            self.{a} = None" for a in attrs[head:])
+        if any(p.type == "shortstr" for p in props):
+            out.append("    except UnicodeDecodeError:  # not UTF-8: see _base.Lenient")
+            out.append("        return cls.decode(_Lenient(buf), offset, end, flags)")
         out.append("    except _DECODE_FAILURES as exc:")
         out.append(f'        raise _decode_error("{name}", exc, o, end) from exc')
         out.append("    if o != end:")
@@ -594,7 +600,7 @@ class _VersionRenderer:
         if type_ == "shortstr":
             return [
                 "n = o + 1 + buf[o]",
-                f'self.{a} = buf[o + 1 : n].decode("utf-8", "surrogateescape")',
+                f"self.{a} = buf[o + 1 : n].decode()",
                 "o = n",
             ]
         if type_ == "longstr":
@@ -687,6 +693,7 @@ class _VersionRenderer:
             "from ._base import OCTETS as _OCTETS",
             "from ._base import SHORTSTRS as _SHORTSTRS",
             "from ._base import ContentProperties, Method",
+            "from ._base import Lenient as _Lenient",
             "from ._base import cached_shortstr as _cached_shortstr",
             "from ._base import decode_error as _decode_error",
             "from ._base import encode_error as _encode_error",
@@ -730,6 +737,8 @@ class _VersionRenderer:
             "# _encode_error look at the fields to say which one did not fit.",
             "_ENCODE_FAILURES = (struct.error, TypeError, AttributeError, ValueError, "
             "OverflowError)",
+            "# Strings decode as strict UTF-8, the fastest call; on a UnicodeDecodeError the",
+            "# decoder starts again from a _Lenient copy of the buffer (surrogateescape).",
             "_DECODE_FAILURES = (struct.error, IndexError, ValueError)",
             "# Decoding fills the slots directly, skipping __init__ and its keyword parsing.",
             "_new = object.__new__",
@@ -794,15 +803,23 @@ def _cached_shortstr(target: str, value: str) -> list[str]:
     ]
 
 
-def _decode_signature(qual: str) -> list[str]:
-    line = f"def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> {qual}:"
+def _decode_signature(qual: str, flags: bool = False) -> list[str]:
+    params = "cls, buf: bytes | bytearray, offset: int, end: int"
+    if flags:
+        params += ", flags: int | None = None"
+    line = f"def decode({params}) -> {qual}:"
     if len(line) <= _W:
         return [line]
-    return [
-        "def decode(",
-        "    cls, buf: bytes | bytearray, offset: int, end: int",
-        f") -> {qual}:",
-    ]
+    return ["def decode(", f"    {params}", f") -> {qual}:"]
+
+
+#: A method's decode, when a string turns out not to be UTF-8: the generated code decodes
+#: strings strictly (the fastest call) and, should one fail, starts again from a copy of the
+#: buffer whose strings keep their odd bytes as surrogates.
+_LENIENT_RETRY = [
+    "    except UnicodeDecodeError:  # not UTF-8: see _base.Lenient",
+    "        return cls.decode(_Lenient(buf), offset, end)",
+]
 
 
 def _split_args(text: str) -> list[str]:

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from enum import IntEnum
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -391,3 +392,43 @@ def test_decode_py_amqp_L_as_signed_int64() -> None:
         table = b"\x01kL" + struct.pack(">q", value)
         buf = struct.pack(">I", len(table)) + table
         assert decode_table(buf, 0, len(buf)) == ({"k": value}, len(buf))
+
+
+@settings(max_examples=300)
+@given(tables(values))
+def test_small_dicts_encode_as_any_mapping(table: dict[str, Any]) -> None:
+    # A plain dict of a few entries takes encode_table's inline path; any other mapping (and
+    # a dict of more than 16 entries) the general one.  They must write the same bytes.
+    expected = encode_table(OrderedDict(table))
+    assert encode_table(table) == expected
+    assert encode_table(MappingProxyType(table)) == expected
+    big = {f"k{i}": i for i in range(17)} | table
+    assert encode_table(big) == encode_table(OrderedDict(big))
+
+
+def test_inline_table_values_that_need_the_general_encoders() -> None:
+    # int beyond int32, str with a lone surrogate that surrogateescape encodes, and one it
+    # cannot: the inline path hands them on, with the same results and errors.
+    odd = b"\xff".decode("utf-8", "surrogateescape")
+    table = {"big": 2**40, "odd": odd, "flag": False}
+    assert encode_table(table) == encode_table(OrderedDict(table))
+    assert decode_table(encode_table(table), 0, len(encode_table(table)))[0] == table
+    for bad in ({"s": "\ud800"}, {"n": 2**64}):
+        with pytest.raises(EncodeError, match="s'|n'"):
+            encode_table(bad)
+        with pytest.raises(EncodeError, match="s'|n'"):
+            encode_table(OrderedDict(bad))
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [b"\x01xI\x00\x00\x00", b"\x01xS\x00\x00\x00\x05abc", b"\x05xI", b"\x01x"],
+    ids=["int32", "longstr", "key", "letter"],
+)
+def test_table_entry_running_past_its_end(entry: bytes) -> None:
+    # The inline letters read without a check per field; an entry that runs past the
+    # table's end is caught once, whether the bytes after it are in the buffer or not.
+    data = struct.pack(">I", len(entry)) + entry
+    for buf in (data, data + b"\x00" * 16):
+        with pytest.raises(DecodeError):
+            decode_table(buf, 0, len(buf))

@@ -585,3 +585,46 @@ def test_content_frame_values() -> None:
     assert one == ContentFrame(1, amqp0_9_1.Basic.Deliver(delivery_tag=1), props, b"x" * 100)
     assert one != ContentFrame(2, deliver, props, b"x" * 100)
     assert "+68 bytes" in repr(one) and "Basic.Deliver" in repr(one)
+
+
+@spec_param
+def test_combined_properties_of_every_shape(spec: ModuleType) -> None:
+    # The combining reader hands the header's first flags word to the properties' decode;
+    # every subset of the properties must come out as the frame-by-frame reader reads it.
+    basic = spec.Basic
+    deliver = basic.Deliver(consumer_tag="c", delivery_tag=1, exchange="e", routing_key="r")
+    values: dict[str, Any] = {
+        "shortstr": "s\u00e9",
+        "octet": 2,
+        "table": {"x": 1, "y": "z"},
+        "timestamp": datetime(2001, 2, 3, tzinfo=timezone.utc),
+        "longstr": b"l",
+        "long": 7,
+        "longlong": 8,
+        "short": 9,
+    }
+    fields = basic.Properties.FIELDS
+    types = basic.Properties.FIELD_TYPES
+    reader = FrameReader(spec, 4096, combine_content=True)
+    for mask in range(0, 1 << len(fields), 7):
+        props = basic.Properties(
+            **{n: values[t] for i, (n, t) in enumerate(zip(fields, types)) if mask >> i & 1}
+        )
+        for body in (b"", b"body"):
+            reader.feed(content_frames(5, deliver, props, body, 4096))  # type: ignore[arg-type]
+            assert reader.read_frames() == [ContentFrame(5, deliver, props, body)]
+
+
+def test_content_frames_common_case_matches_general_path() -> None:
+    # bytes bodies that fit one frame take a shortcut; other bodies the general path.
+    basic = amqp0_9_1.Basic
+    publish = basic.Publish(exchange="ex", routing_key="rk", mandatory=True)
+    props = basic.Properties(content_type="text/plain", headers={"a": 1})
+    for body in (b"x", b"y" * 100, b"z" * 4088):
+        expected = content_frames(1, publish, props, bytearray(body), 4096)
+        assert content_frames(1, publish, props, body, 4096) == expected
+        assert content_frames(1, publish, props, memoryview(body), 4096) == expected
+    assert content_frames(65535, publish, None, b"x", 4096)[1:3] == b"\xff\xff"
+    for channel in (-1, 65536):
+        with pytest.raises(EncodeError, match="channel"):
+            content_frames(channel, publish, props, b"x", 4096)

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import (
     INT_MAX,
+    SAMPLE_VALUES,
     all_methods,
     all_properties,
     methods,
@@ -20,7 +21,7 @@ from strategies import (
 )
 
 from leveret.wire import amqp0_8, amqp0_9_1, replies
-from leveret.wire._base import ContentProperties, Method
+from leveret.wire._base import ContentProperties, Lenient, Method
 from leveret.wire.errors import (
     AMQPError,
     DecodeError,
@@ -462,3 +463,59 @@ def test_properties_encode_is_flags_then_values() -> None:
         flags, values = obj.encode_values()
         assert obj.encode() == struct.pack(">H", flags) + values
     assert amqp0_9_1.Basic.Properties().encode_values() == (0, b"")
+
+
+# -- the fast paths must agree with the general ones ----------------------------------------
+
+
+@pytest.mark.parametrize("cls", PROPERTIES, ids=_id)
+def test_every_flags_combination_round_trips(cls: type[ContentProperties]) -> None:
+    # Every subset of the properties, decoded as the frame-by-frame path does (the flags
+    # read by decode itself) and as the combining reader does (the flags word passed in).
+    values = {n: SAMPLE_VALUES[t] for n, t in zip(cls.FIELDS, cls.FIELD_TYPES)}
+    for mask in range(1 << len(cls.FIELDS)):
+        props = cls(**{n: values[n] for i, n in enumerate(cls.FIELDS) if mask >> i & 1})
+        raw = props.encode()
+        assert cls.decode(raw, 0, len(raw)) == props
+        (flags,) = struct.unpack_from("!H", raw)
+        assert cls.decode(raw, 2, len(raw), flags) == props
+        framed = b"junk" + raw + b"\xce"
+        assert cls.decode(bytearray(framed), 6, 4 + len(raw), flags) == props
+
+
+@pytest.mark.parametrize("spec", [amqp0_9_1, amqp0_8], ids=["0-9-1", "0-8"])
+def test_strings_that_are_not_utf8_decode_with_surrogateescape(spec: Any) -> None:
+    # Strings are decoded strictly first; one that is not UTF-8 makes the decoder start
+    # again on a Lenient copy, and must come out as surrogateescape would have it.
+    odd = b"\xff\xfe-\xc3(".decode("utf-8", "surrogateescape")
+    deliver = spec.Basic.Deliver(
+        consumer_tag="tag", delivery_tag=7, redelivered=True, exchange=odd, routing_key="rk" + odd
+    )
+    payload = deliver.encode()
+    decoded = spec.Basic.Deliver.decode(payload, 4, len(payload))
+    assert decoded == deliver and decoded.encode() == payload
+    for field in ("content_type", "reply_to", "app_id"):
+        props = spec.Basic.Properties(
+            **{field: odd}, headers={odd: odd, "k": 1}, delivery_mode=2, priority=1
+        )
+        raw = props.encode()
+        assert spec.Basic.Properties.decode(raw, 0, len(raw)) == props
+        assert spec.Basic.Properties.decode(bytearray(raw), 0, len(raw)) == props
+        (flags,) = struct.unpack_from("!H", raw)
+        assert spec.Basic.Properties.decode(raw, 2, len(raw), flags) == props
+    # ... and a malformed payload that also holds such a string is still a DecodeError.
+    with pytest.raises(DecodeError):
+        spec.Basic.Deliver.decode(payload[:-1], 4, len(payload) - 1)
+    with pytest.raises(DecodeError):
+        spec.Basic.Properties.decode(raw[:-1], 0, len(raw) - 1)
+
+
+def test_lenient_buffer() -> None:
+    buf = Lenient(b"ab\xffcd")
+    assert buf[2] == 0xFF and buf[-1] == ord("d")
+    part = buf[1:4]
+    assert type(part) is Lenient and part == b"b\xffc"
+    assert part.decode() == "b\udcffc"
+    assert part.decode("latin-1") == "b\xffc"
+    assert bytes(part) == b"b\xffc" and type(bytes(part)) is bytes
+    assert struct.unpack_from("!H", buf, 1) == (0x62FF,)

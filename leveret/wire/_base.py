@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import struct
 from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar
+from typing import Any, ClassVar, SupportsIndex, overload
 
 from .errors import DecodeError, EncodeError
 
 __all__ = [
     "Method",
     "ContentProperties",
+    "Lenient",
     "encode_error",
     "decode_error",
     "longstr_bytes",
@@ -137,9 +138,43 @@ class ContentProperties(_Fields):
         raise NotImplementedError
 
     @classmethod
-    def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> ContentProperties:
-        """Decode property flags and values from ``buf[offset:end]``."""
+    def decode(
+        cls, buf: bytes | bytearray, offset: int, end: int, flags: int | None = None
+    ) -> ContentProperties:
+        """Decode property flags and values from ``buf[offset:end]``.
+
+        ``flags`` is the first property-flags word when the caller has read it already
+        (the frame reader unpacks it with the header frame's fixed fields); ``offset`` is
+        then just past it.
+        """
         raise NotImplementedError
+
+
+class Lenient(bytes):
+    """A copy of a received buffer whose slices decode as UTF-8 with ``surrogateescape``.
+
+    The generated decoders read each string with a bare ``.decode()``: strict UTF-8, the
+    fastest call there is.  Should a string not be UTF-8, the decoder starts again on
+    ``Lenient(buf)``, where the very same code now keeps the odd bytes as lone surrogates
+    (which encode back to the same bytes), as the wire layer promises for every string.
+    Only that rare retry pays for the copy and for the slower indexing here.
+    """
+
+    __slots__ = ()
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> int: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Lenient: ...
+
+    def __getitem__(self, index: SupportsIndex | slice) -> int | Lenient:
+        if isinstance(index, slice):
+            return Lenient(bytes.__getitem__(self, index))
+        return bytes.__getitem__(self, index)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "surrogateescape") -> str:
+        return bytes.decode(self, encoding, errors)
 
 
 def _field_problem(type_: str, value: Any) -> str | None:

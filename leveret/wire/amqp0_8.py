@@ -16,6 +16,7 @@ from . import replies
 from ._base import OCTETS as _OCTETS
 from ._base import SHORTSTRS as _SHORTSTRS
 from ._base import ContentProperties, Method
+from ._base import Lenient as _Lenient
 from ._base import cached_shortstr as _cached_shortstr
 from ._base import decode_error as _decode_error
 from ._base import encode_error as _encode_error
@@ -155,6 +156,8 @@ ERRORS: dict[int, type[AMQPError]] = {
 # The fast paths below let struct/str.encode fail on bad values; only then does
 # _encode_error look at the fields to say which one did not fit.
 _ENCODE_FAILURES = (struct.error, TypeError, AttributeError, ValueError, OverflowError)
+# Strings decode as strict UTF-8, the fastest call; on a UnicodeDecodeError the
+# decoder starts again from a _Lenient copy of the buffer (surrogateescape).
 _DECODE_FAILURES = (struct.error, IndexError, ValueError)
 # Decoding fills the slots directly, skipping __init__ and its keyword parsing.
 _new = object.__new__
@@ -397,15 +400,17 @@ class Connection:
             try:
                 self.client_properties, o = _decode_table(buf, o, end)
                 n = o + 1 + buf[o]
-                self.mechanism = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.mechanism = buf[o + 1 : n].decode()
                 o = n
                 n = _unpack_I(buf, o)[0]
                 o += 4
                 self.response = bytes(buf[o : o + n])
                 o += n
                 n = o + 1 + buf[o]
-                self.locale = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.locale = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.start-ok", exc, o, end) from exc
             if o != end:
@@ -681,14 +686,16 @@ class Connection:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.virtual_host = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.virtual_host = buf[o + 1 : n].decode()
                 o = n
                 n = o + 1 + buf[o]
-                self.capabilities = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.capabilities = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
                 self.insist = (_bits & 1) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.open", exc, o, end) from exc
             if o != end:
@@ -734,8 +741,10 @@ class Connection:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.known_hosts = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.known_hosts = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.open-ok", exc, o, end) from exc
             if o != end:
@@ -786,11 +795,13 @@ class Connection:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.host = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.host = buf[o + 1 : n].decode()
                 o = n
                 n = o + 1 + buf[o]
-                self.known_hosts = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.known_hosts = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.redirect", exc, o, end) from exc
             if o != end:
@@ -858,10 +869,12 @@ class Connection:
             try:
                 self.reply_code, n = _unpack_HB(buf, o)
                 o += 3
-                self.reply_text = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.reply_text = buf[o : o + n].decode()
                 o += n
                 self.class_id, self.method_id = _unpack_HH(buf, o)
                 o += 4
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.close", exc, o, end) from exc
             if o != end:
@@ -943,8 +956,10 @@ class Channel:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.out_of_band = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.out_of_band = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("channel.open", exc, o, end) from exc
             if o != end:
@@ -1120,9 +1135,11 @@ class Channel:
             try:
                 self.reply_code, n = _unpack_HB(buf, o)
                 o += 3
-                self.reply_text = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.reply_text = buf[o : o + n].decode()
                 o += n
                 self.details, o = _decode_table(buf, o, end)
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("channel.alert", exc, o, end) from exc
             if o != end:
@@ -1190,10 +1207,12 @@ class Channel:
             try:
                 self.reply_code, n = _unpack_HB(buf, o)
                 o += 3
-                self.reply_text = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.reply_text = buf[o : o + n].decode()
                 o += n
                 self.class_id, self.method_id = _unpack_HH(buf, o)
                 o += 4
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("channel.close", exc, o, end) from exc
             if o != end:
@@ -1302,7 +1321,7 @@ class Access:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.realm = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.realm = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
@@ -1311,6 +1330,8 @@ class Access:
                 self.active = (_bits & 4) != 0
                 self.write = (_bits & 8) != 0
                 self.read = (_bits & 16) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("access.request", exc, o, end) from exc
             if o != end:
@@ -1468,10 +1489,10 @@ class Exchange:
             try:
                 self.ticket, n = _unpack_HB(buf, o)
                 o += 3
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.type = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.type = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
@@ -1481,6 +1502,8 @@ class Exchange:
                 self.internal = (_bits & 8) != 0
                 self.nowait = (_bits & 16) != 0
                 self.arguments, o = _decode_table(buf, o, end)
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("exchange.declare", exc, o, end) from exc
             if o != end:
@@ -1574,12 +1597,14 @@ class Exchange:
             try:
                 self.ticket, n = _unpack_HB(buf, o)
                 o += 3
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o : o + n].decode()
                 o += n
                 _bits = buf[o]
                 o += 1
                 self.if_unused = (_bits & 1) != 0
                 self.nowait = (_bits & 2) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("exchange.delete", exc, o, end) from exc
             if o != end:
@@ -1713,7 +1738,7 @@ class Queue:
             try:
                 self.ticket, n = _unpack_HB(buf, o)
                 o += 3
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o : o + n].decode()
                 o += n
                 _bits = buf[o]
                 o += 1
@@ -1723,6 +1748,8 @@ class Queue:
                 self.auto_delete = (_bits & 8) != 0
                 self.nowait = (_bits & 16) != 0
                 self.arguments, o = _decode_table(buf, o, end)
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.declare", exc, o, end) from exc
             if o != end:
@@ -1784,10 +1811,12 @@ class Queue:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.queue = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o + 1 : n].decode()
                 o = n
                 self.message_count, self.consumer_count = _unpack_II(buf, o)
                 o += 8
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.declare-ok", exc, o, end) from exc
             if o != end:
@@ -1872,18 +1901,20 @@ class Queue:
             try:
                 self.ticket, n = _unpack_HB(buf, o)
                 o += 3
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o + 1 : n].decode()
                 o = n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
                 self.nowait = (_bits & 1) != 0
                 self.arguments, o = _decode_table(buf, o, end)
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.bind", exc, o, end) from exc
             if o != end:
@@ -1969,11 +2000,13 @@ class Queue:
             try:
                 self.ticket, n = _unpack_HB(buf, o)
                 o += 3
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o : o + n].decode()
                 o += n
                 _bits = buf[o]
                 o += 1
                 self.nowait = (_bits & 1) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.purge", exc, o, end) from exc
             if o != end:
@@ -2086,13 +2119,15 @@ class Queue:
             try:
                 self.ticket, n = _unpack_HB(buf, o)
                 o += 3
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o : o + n].decode()
                 o += n
                 _bits = buf[o]
                 o += 1
                 self.if_unused = (_bits & 1) != 0
                 self.if_empty = (_bits & 2) != 0
                 self.nowait = (_bits & 4) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.delete", exc, o, end) from exc
             if o != end:
@@ -2326,10 +2361,10 @@ class Basic:
             try:
                 self.ticket, n = _unpack_HB(buf, o)
                 o += 3
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
@@ -2337,6 +2372,8 @@ class Basic:
                 self.no_ack = (_bits & 2) != 0
                 self.exclusive = (_bits & 4) != 0
                 self.nowait = (_bits & 8) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.consume", exc, o, end) from exc
             if o != end:
@@ -2382,8 +2419,10 @@ class Basic:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.consume-ok", exc, o, end) from exc
             if o != end:
@@ -2438,11 +2477,13 @@ class Basic:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
                 self.nowait = (_bits & 1) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.cancel", exc, o, end) from exc
             if o != end:
@@ -2488,8 +2529,10 @@ class Basic:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.cancel-ok", exc, o, end) from exc
             if o != end:
@@ -2567,15 +2610,17 @@ class Basic:
             try:
                 self.ticket, n = _unpack_HB(buf, o)
                 o += 3
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
                 self.mandatory = (_bits & 1) != 0
                 self.immediate = (_bits & 2) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.publish", exc, o, end) from exc
             if o != end:
@@ -2649,14 +2694,16 @@ class Basic:
             try:
                 self.reply_code, n = _unpack_HB(buf, o)
                 o += 3
-                self.reply_text = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.reply_text = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o + 1 : n].decode()
                 o = n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.return", exc, o, end) from exc
             if o != end:
@@ -2733,16 +2780,18 @@ class Basic:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
                 self.delivery_tag, _bits, n = _unpack_QBB(buf, o)
                 o += 10
                 self.redelivered = (_bits & 1) != 0
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.deliver", exc, o, end) from exc
             if o != end:
@@ -2800,11 +2849,13 @@ class Basic:
             try:
                 self.ticket, n = _unpack_HB(buf, o)
                 o += 3
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o : o + n].decode()
                 o += n
                 _bits = buf[o]
                 o += 1
                 self.no_ack = (_bits & 1) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.get", exc, o, end) from exc
             if o != end:
@@ -2879,13 +2930,15 @@ class Basic:
                 self.delivery_tag, _bits, n = _unpack_QBB(buf, o)
                 o += 10
                 self.redelivered = (_bits & 1) != 0
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
                 self.message_count = _unpack_I(buf, o)[0]
                 o += 4
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.get-ok", exc, o, end) from exc
             if o != end:
@@ -2931,8 +2984,10 @@ class Basic:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.cluster_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.cluster_id = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.get-empty", exc, o, end) from exc
             if o != end:
@@ -3260,23 +3315,26 @@ class Basic:
             return flags, out
 
         @classmethod
-        def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Properties:
+        def decode(
+            cls, buf: bytes | bytearray, offset: int, end: int, flags: int | None = None
+        ) -> Basic.Properties:
             self = _new(cls)
             o = offset
             try:
-                flags = _unpack_H(buf, o)[0]
-                o += 2
+                if flags is None:  # else the caller has read it; offset is past it
+                    flags = _unpack_H(buf, o)[0]
+                    offset = o = o + 2
                 if flags & 0x0003:
                     o = _skip_flag_words("basic.properties", buf, o, flags, 0x0002)
                 if flags & 0x8000:
                     n = o + 1 + buf[o]
-                    self.content_type = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    self.content_type = buf[o + 1 : n].decode()
                     o = n
                 else:
                     self.content_type = None
                 if flags & 0x4000:
                     n = o + 1 + buf[o]
-                    self.content_encoding = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    self.content_encoding = buf[o + 1 : n].decode()
                     o = n
                 else:
                     self.content_encoding = None
@@ -3297,25 +3355,25 @@ class Basic:
                         self.priority = None
                     if flags & 0x0400:
                         n = o + 1 + buf[o]
-                        self.correlation_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.correlation_id = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.correlation_id = None
                     if flags & 0x0200:
                         n = o + 1 + buf[o]
-                        self.reply_to = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.reply_to = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.reply_to = None
                     if flags & 0x0100:
                         n = o + 1 + buf[o]
-                        self.expiration = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.expiration = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.expiration = None
                     if flags & 0x0080:
                         n = o + 1 + buf[o]
-                        self.message_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.message_id = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.message_id = None
@@ -3326,25 +3384,25 @@ class Basic:
                         self.timestamp = None
                     if flags & 0x0020:
                         n = o + 1 + buf[o]
-                        self.type = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.type = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.type = None
                     if flags & 0x0010:
                         n = o + 1 + buf[o]
-                        self.user_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.user_id = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.user_id = None
                     if flags & 0x0008:
                         n = o + 1 + buf[o]
-                        self.app_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.app_id = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.app_id = None
                     if flags & 0x0004:
                         n = o + 1 + buf[o]
-                        self.cluster_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.cluster_id = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.cluster_id = None
@@ -3359,6 +3417,8 @@ class Basic:
                     self.user_id = None
                     self.app_id = None
                     self.cluster_id = None
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end, flags)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.properties", exc, o, end) from exc
             if o != end:
@@ -3548,10 +3608,10 @@ class File:
             try:
                 self.ticket, n = _unpack_HB(buf, o)
                 o += 3
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
@@ -3559,6 +3619,8 @@ class File:
                 self.no_ack = (_bits & 2) != 0
                 self.exclusive = (_bits & 4) != 0
                 self.nowait = (_bits & 8) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.consume", exc, o, end) from exc
             if o != end:
@@ -3604,8 +3666,10 @@ class File:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.consume-ok", exc, o, end) from exc
             if o != end:
@@ -3660,11 +3724,13 @@ class File:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
                 self.nowait = (_bits & 1) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.cancel", exc, o, end) from exc
             if o != end:
@@ -3710,8 +3776,10 @@ class File:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.cancel-ok", exc, o, end) from exc
             if o != end:
@@ -3760,10 +3828,12 @@ class File:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.identifier = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.identifier = buf[o + 1 : n].decode()
                 o = n
                 self.content_size = _unpack_Q(buf, o)[0]
                 o += 8
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.open", exc, o, end) from exc
             if o != end:
@@ -3920,17 +3990,19 @@ class File:
             try:
                 self.ticket, n = _unpack_HB(buf, o)
                 o += 3
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
                 _bits, n = _unpack_BB(buf, o)
                 o += 2
                 self.mandatory = (_bits & 1) != 0
                 self.immediate = (_bits & 2) != 0
-                self.identifier = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.identifier = buf[o : o + n].decode()
                 o += n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.publish", exc, o, end) from exc
             if o != end:
@@ -4004,14 +4076,16 @@ class File:
             try:
                 self.reply_code, n = _unpack_HB(buf, o)
                 o += 3
-                self.reply_text = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.reply_text = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o + 1 : n].decode()
                 o = n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.return", exc, o, end) from exc
             if o != end:
@@ -4102,19 +4176,21 @@ class File:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
                 self.delivery_tag, _bits, n = _unpack_QBB(buf, o)
                 o += 10
                 self.redelivered = (_bits & 1) != 0
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
                 n = o + 1 + buf[o]
-                self.identifier = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.identifier = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.deliver", exc, o, end) from exc
             if o != end:
@@ -4346,23 +4422,26 @@ class File:
             return flags, out
 
         @classmethod
-        def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> File.Properties:
+        def decode(
+            cls, buf: bytes | bytearray, offset: int, end: int, flags: int | None = None
+        ) -> File.Properties:
             self = _new(cls)
             o = offset
             try:
-                flags = _unpack_H(buf, o)[0]
-                o += 2
+                if flags is None:  # else the caller has read it; offset is past it
+                    flags = _unpack_H(buf, o)[0]
+                    offset = o = o + 2
                 if flags & 0x007F:
                     o = _skip_flag_words("file.properties", buf, o, flags, 0x007E)
                 if flags & 0x8000:
                     n = o + 1 + buf[o]
-                    self.content_type = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    self.content_type = buf[o + 1 : n].decode()
                     o = n
                 else:
                     self.content_type = None
                 if flags & 0x4000:
                     n = o + 1 + buf[o]
-                    self.content_encoding = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    self.content_encoding = buf[o + 1 : n].decode()
                     o = n
                 else:
                     self.content_encoding = None
@@ -4378,19 +4457,19 @@ class File:
                 if flags & 0x0F80:
                     if flags & 0x0800:
                         n = o + 1 + buf[o]
-                        self.reply_to = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.reply_to = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.reply_to = None
                     if flags & 0x0400:
                         n = o + 1 + buf[o]
-                        self.message_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.message_id = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.message_id = None
                     if flags & 0x0200:
                         n = o + 1 + buf[o]
-                        self.filename = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.filename = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.filename = None
@@ -4401,7 +4480,7 @@ class File:
                         self.timestamp = None
                     if flags & 0x0080:
                         n = o + 1 + buf[o]
-                        self.cluster_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.cluster_id = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.cluster_id = None
@@ -4411,6 +4490,8 @@ class File:
                     self.filename = None
                     self.timestamp = None
                     self.cluster_id = None
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end, flags)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.properties", exc, o, end) from exc
             if o != end:
@@ -4599,16 +4680,18 @@ class Stream:
             try:
                 self.ticket, n = _unpack_HB(buf, o)
                 o += 3
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
                 self.no_local = (_bits & 1) != 0
                 self.exclusive = (_bits & 2) != 0
                 self.nowait = (_bits & 4) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.consume", exc, o, end) from exc
             if o != end:
@@ -4654,8 +4737,10 @@ class Stream:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.consume-ok", exc, o, end) from exc
             if o != end:
@@ -4710,11 +4795,13 @@ class Stream:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
                 self.nowait = (_bits & 1) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.cancel", exc, o, end) from exc
             if o != end:
@@ -4760,8 +4847,10 @@ class Stream:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.cancel-ok", exc, o, end) from exc
             if o != end:
@@ -4839,15 +4928,17 @@ class Stream:
             try:
                 self.ticket, n = _unpack_HB(buf, o)
                 o += 3
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
                 self.mandatory = (_bits & 1) != 0
                 self.immediate = (_bits & 2) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.publish", exc, o, end) from exc
             if o != end:
@@ -4921,14 +5012,16 @@ class Stream:
             try:
                 self.reply_code, n = _unpack_HB(buf, o)
                 o += 3
-                self.reply_text = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.reply_text = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o + 1 : n].decode()
                 o = n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.return", exc, o, end) from exc
             if o != end:
@@ -5002,15 +5095,17 @@ class Stream:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
                 self.delivery_tag, n = _unpack_QB(buf, o)
                 o += 9
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.queue = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.deliver", exc, o, end) from exc
             if o != end:
@@ -5092,23 +5187,26 @@ class Stream:
             return flags, out
 
         @classmethod
-        def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Stream.Properties:
+        def decode(
+            cls, buf: bytes | bytearray, offset: int, end: int, flags: int | None = None
+        ) -> Stream.Properties:
             self = _new(cls)
             o = offset
             try:
-                flags = _unpack_H(buf, o)[0]
-                o += 2
+                if flags is None:  # else the caller has read it; offset is past it
+                    flags = _unpack_H(buf, o)[0]
+                    offset = o = o + 2
                 if flags & 0x07FF:
                     o = _skip_flag_words("stream.properties", buf, o, flags, 0x07FE)
                 if flags & 0x8000:
                     n = o + 1 + buf[o]
-                    self.content_type = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    self.content_type = buf[o + 1 : n].decode()
                     o = n
                 else:
                     self.content_type = None
                 if flags & 0x4000:
                     n = o + 1 + buf[o]
-                    self.content_encoding = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    self.content_encoding = buf[o + 1 : n].decode()
                     o = n
                 else:
                     self.content_encoding = None
@@ -5126,6 +5224,8 @@ class Stream:
                     o += 8
                 else:
                     self.timestamp = None
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end, flags)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.properties", exc, o, end) from exc
             if o != end:
@@ -5414,8 +5514,10 @@ class Dtx:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.dtx_identifier = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.dtx_identifier = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("dtx.start", exc, o, end) from exc
             if o != end:
@@ -5576,12 +5678,15 @@ class Tunnel:
             return flags, out
 
         @classmethod
-        def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Tunnel.Properties:
+        def decode(
+            cls, buf: bytes | bytearray, offset: int, end: int, flags: int | None = None
+        ) -> Tunnel.Properties:
             self = _new(cls)
             o = offset
             try:
-                flags = _unpack_H(buf, o)[0]
-                o += 2
+                if flags is None:  # else the caller has read it; offset is past it
+                    flags = _unpack_H(buf, o)[0]
+                    offset = o = o + 2
                 if flags & 0x07FF:
                     o = _skip_flag_words("tunnel.properties", buf, o, flags, 0x07FE)
                 if flags & 0x8000:
@@ -5590,13 +5695,13 @@ class Tunnel:
                     self.headers = None
                 if flags & 0x4000:
                     n = o + 1 + buf[o]
-                    self.proxy_name = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    self.proxy_name = buf[o + 1 : n].decode()
                     o = n
                 else:
                     self.proxy_name = None
                 if flags & 0x2000:
                     n = o + 1 + buf[o]
-                    self.data_name = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    self.data_name = buf[o + 1 : n].decode()
                     o = n
                 else:
                     self.data_name = None
@@ -5610,6 +5715,8 @@ class Tunnel:
                     o += 1
                 else:
                     self.broadcast = None
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end, flags)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("tunnel.properties", exc, o, end) from exc
             if o != end:
@@ -5804,7 +5911,7 @@ class Test:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.string_1 = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.string_1 = buf[o + 1 : n].decode()
                 o = n
                 n = _unpack_I(buf, o)[0]
                 o += 4
@@ -5812,6 +5919,8 @@ class Test:
                 o += n
                 self.operation = buf[o]
                 o += 1
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("test.string", exc, o, end) from exc
             if o != end:
@@ -6077,12 +6186,15 @@ class Test:
             return 0, b""
 
         @classmethod
-        def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Test.Properties:
+        def decode(
+            cls, buf: bytes | bytearray, offset: int, end: int, flags: int | None = None
+        ) -> Test.Properties:
             self = _new(cls)
             o = offset
             try:
-                flags = _unpack_H(buf, o)[0]
-                o += 2
+                if flags is None:  # else the caller has read it; offset is past it
+                    flags = _unpack_H(buf, o)[0]
+                    offset = o = o + 2
                 if flags & 0xFFFF:
                     o = _skip_flag_words("test.properties", buf, o, flags, 0xFFFE)
             except _DECODE_FAILURES as exc:

@@ -17,6 +17,7 @@ from . import replies
 from ._base import OCTETS as _OCTETS
 from ._base import SHORTSTRS as _SHORTSTRS
 from ._base import ContentProperties, Method
+from ._base import Lenient as _Lenient
 from ._base import cached_shortstr as _cached_shortstr
 from ._base import decode_error as _decode_error
 from ._base import encode_error as _encode_error
@@ -151,6 +152,8 @@ ERRORS: dict[int, type[AMQPError]] = {
 # The fast paths below let struct/str.encode fail on bad values; only then does
 # _encode_error look at the fields to say which one did not fit.
 _ENCODE_FAILURES = (struct.error, TypeError, AttributeError, ValueError, OverflowError)
+# Strings decode as strict UTF-8, the fastest call; on a UnicodeDecodeError the
+# decoder starts again from a _Lenient copy of the buffer (surrogateescape).
 _DECODE_FAILURES = (struct.error, IndexError, ValueError)
 # Decoding fills the slots directly, skipping __init__ and its keyword parsing.
 _new = object.__new__
@@ -378,15 +381,17 @@ class Connection:
             try:
                 self.client_properties, o = _decode_table(buf, o, end)
                 n = o + 1 + buf[o]
-                self.mechanism = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.mechanism = buf[o + 1 : n].decode()
                 o = n
                 n = _unpack_I(buf, o)[0]
                 o += 4
                 self.response = bytes(buf[o : o + n])
                 o += n
                 n = o + 1 + buf[o]
-                self.locale = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.locale = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.start-ok", exc, o, end) from exc
             if o != end:
@@ -663,14 +668,16 @@ class Connection:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.virtual_host = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.virtual_host = buf[o + 1 : n].decode()
                 o = n
                 n = o + 1 + buf[o]
-                self.reserved_1 = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.reserved_1 = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
                 self.reserved_2 = (_bits & 1) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.open", exc, o, end) from exc
             if o != end:
@@ -716,8 +723,10 @@ class Connection:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.reserved_1 = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.reserved_1 = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.open-ok", exc, o, end) from exc
             if o != end:
@@ -785,10 +794,12 @@ class Connection:
             try:
                 self.reply_code, n = _unpack_HB(buf, o)
                 o += 3
-                self.reply_text = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.reply_text = buf[o : o + n].decode()
                 o += n
                 self.class_id, self.method_id = _unpack_HH(buf, o)
                 o += 4
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.close", exc, o, end) from exc
             if o != end:
@@ -862,8 +873,10 @@ class Connection:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.reason = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.reason = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.blocked", exc, o, end) from exc
             if o != end:
@@ -950,8 +963,10 @@ class Connection:
                 self.new_secret = bytes(buf[o : o + n])
                 o += n
                 n = o + 1 + buf[o]
-                self.reason = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.reason = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.update-secret", exc, o, end) from exc
             if o != end:
@@ -1035,8 +1050,10 @@ class Channel:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.reserved_1 = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.reserved_1 = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("channel.open", exc, o, end) from exc
             if o != end:
@@ -1237,10 +1254,12 @@ class Channel:
             try:
                 self.reply_code, n = _unpack_HB(buf, o)
                 o += 3
-                self.reply_text = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.reply_text = buf[o : o + n].decode()
                 o += n
                 self.class_id, self.method_id = _unpack_HH(buf, o)
                 o += 4
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("channel.close", exc, o, end) from exc
             if o != end:
@@ -1383,10 +1402,10 @@ class Exchange:
             try:
                 self.reserved_1, n = _unpack_HB(buf, o)
                 o += 3
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.type = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.type = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
@@ -1396,6 +1415,8 @@ class Exchange:
                 self.internal = (_bits & 8) != 0
                 self.no_wait = (_bits & 16) != 0
                 self.arguments, o = _decode_table(buf, o, end)
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("exchange.declare", exc, o, end) from exc
             if o != end:
@@ -1489,12 +1510,14 @@ class Exchange:
             try:
                 self.reserved_1, n = _unpack_HB(buf, o)
                 o += 3
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o : o + n].decode()
                 o += n
                 _bits = buf[o]
                 o += 1
                 self.if_unused = (_bits & 1) != 0
                 self.no_wait = (_bits & 2) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("exchange.delete", exc, o, end) from exc
             if o != end:
@@ -1607,18 +1630,20 @@ class Exchange:
             try:
                 self.reserved_1, n = _unpack_HB(buf, o)
                 o += 3
-                self.destination = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.destination = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.source = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.source = buf[o + 1 : n].decode()
                 o = n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
                 self.no_wait = (_bits & 1) != 0
                 self.arguments, o = _decode_table(buf, o, end)
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("exchange.bind", exc, o, end) from exc
             if o != end:
@@ -1731,18 +1756,20 @@ class Exchange:
             try:
                 self.reserved_1, n = _unpack_HB(buf, o)
                 o += 3
-                self.destination = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.destination = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.source = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.source = buf[o + 1 : n].decode()
                 o = n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
                 self.no_wait = (_bits & 1) != 0
                 self.arguments, o = _decode_table(buf, o, end)
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("exchange.unbind", exc, o, end) from exc
             if o != end:
@@ -1876,7 +1903,7 @@ class Queue:
             try:
                 self.reserved_1, n = _unpack_HB(buf, o)
                 o += 3
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o : o + n].decode()
                 o += n
                 _bits = buf[o]
                 o += 1
@@ -1886,6 +1913,8 @@ class Queue:
                 self.auto_delete = (_bits & 8) != 0
                 self.no_wait = (_bits & 16) != 0
                 self.arguments, o = _decode_table(buf, o, end)
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.declare", exc, o, end) from exc
             if o != end:
@@ -1947,10 +1976,12 @@ class Queue:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.queue = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o + 1 : n].decode()
                 o = n
                 self.message_count, self.consumer_count = _unpack_II(buf, o)
                 o += 8
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.declare-ok", exc, o, end) from exc
             if o != end:
@@ -2035,18 +2066,20 @@ class Queue:
             try:
                 self.reserved_1, n = _unpack_HB(buf, o)
                 o += 3
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o + 1 : n].decode()
                 o = n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
                 self.no_wait = (_bits & 1) != 0
                 self.arguments, o = _decode_table(buf, o, end)
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.bind", exc, o, end) from exc
             if o != end:
@@ -2155,15 +2188,17 @@ class Queue:
             try:
                 self.reserved_1, n = _unpack_HB(buf, o)
                 o += 3
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o + 1 : n].decode()
                 o = n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
                 self.arguments, o = _decode_table(buf, o, end)
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.unbind", exc, o, end) from exc
             if o != end:
@@ -2249,11 +2284,13 @@ class Queue:
             try:
                 self.reserved_1, n = _unpack_HB(buf, o)
                 o += 3
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o : o + n].decode()
                 o += n
                 _bits = buf[o]
                 o += 1
                 self.no_wait = (_bits & 1) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.purge", exc, o, end) from exc
             if o != end:
@@ -2366,13 +2403,15 @@ class Queue:
             try:
                 self.reserved_1, n = _unpack_HB(buf, o)
                 o += 3
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o : o + n].decode()
                 o += n
                 _bits = buf[o]
                 o += 1
                 self.if_unused = (_bits & 1) != 0
                 self.if_empty = (_bits & 2) != 0
                 self.no_wait = (_bits & 4) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.delete", exc, o, end) from exc
             if o != end:
@@ -2614,10 +2653,10 @@ class Basic:
             try:
                 self.reserved_1, n = _unpack_HB(buf, o)
                 o += 3
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
@@ -2626,6 +2665,8 @@ class Basic:
                 self.exclusive = (_bits & 4) != 0
                 self.no_wait = (_bits & 8) != 0
                 self.arguments, o = _decode_table(buf, o, end)
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.consume", exc, o, end) from exc
             if o != end:
@@ -2671,8 +2712,10 @@ class Basic:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.consume-ok", exc, o, end) from exc
             if o != end:
@@ -2727,11 +2770,13 @@ class Basic:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
                 self.no_wait = (_bits & 1) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.cancel", exc, o, end) from exc
             if o != end:
@@ -2777,8 +2822,10 @@ class Basic:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.cancel-ok", exc, o, end) from exc
             if o != end:
@@ -2856,15 +2903,17 @@ class Basic:
             try:
                 self.reserved_1, n = _unpack_HB(buf, o)
                 o += 3
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
                 _bits = buf[o]
                 o += 1
                 self.mandatory = (_bits & 1) != 0
                 self.immediate = (_bits & 2) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.publish", exc, o, end) from exc
             if o != end:
@@ -2938,14 +2987,16 @@ class Basic:
             try:
                 self.reply_code, n = _unpack_HB(buf, o)
                 o += 3
-                self.reply_text = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.reply_text = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o + 1 : n].decode()
                 o = n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.return", exc, o, end) from exc
             if o != end:
@@ -3022,16 +3073,18 @@ class Basic:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.consumer_tag = buf[o + 1 : n].decode()
                 o = n
                 self.delivery_tag, _bits, n = _unpack_QBB(buf, o)
                 o += 10
                 self.redelivered = (_bits & 1) != 0
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.deliver", exc, o, end) from exc
             if o != end:
@@ -3089,11 +3142,13 @@ class Basic:
             try:
                 self.reserved_1, n = _unpack_HB(buf, o)
                 o += 3
-                self.queue = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.queue = buf[o : o + n].decode()
                 o += n
                 _bits = buf[o]
                 o += 1
                 self.no_ack = (_bits & 1) != 0
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.get", exc, o, end) from exc
             if o != end:
@@ -3168,13 +3223,15 @@ class Basic:
                 self.delivery_tag, _bits, n = _unpack_QBB(buf, o)
                 o += 10
                 self.redelivered = (_bits & 1) != 0
-                self.exchange = buf[o : o + n].decode("utf-8", "surrogateescape")
+                self.exchange = buf[o : o + n].decode()
                 o += n
                 n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.routing_key = buf[o + 1 : n].decode()
                 o = n
                 self.message_count = _unpack_I(buf, o)[0]
                 o += 4
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.get-ok", exc, o, end) from exc
             if o != end:
@@ -3220,8 +3277,10 @@ class Basic:
             o = offset
             try:
                 n = o + 1 + buf[o]
-                self.reserved_1 = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                self.reserved_1 = buf[o + 1 : n].decode()
                 o = n
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.get-empty", exc, o, end) from exc
             if o != end:
@@ -3678,23 +3737,26 @@ class Basic:
             return flags, out
 
         @classmethod
-        def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Properties:
+        def decode(
+            cls, buf: bytes | bytearray, offset: int, end: int, flags: int | None = None
+        ) -> Basic.Properties:
             self = _new(cls)
             o = offset
             try:
-                flags = _unpack_H(buf, o)[0]
-                o += 2
+                if flags is None:  # else the caller has read it; offset is past it
+                    flags = _unpack_H(buf, o)[0]
+                    offset = o = o + 2
                 if flags & 0x0003:
                     o = _skip_flag_words("basic.properties", buf, o, flags, 0x0002)
                 if flags & 0x8000:
                     n = o + 1 + buf[o]
-                    self.content_type = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    self.content_type = buf[o + 1 : n].decode()
                     o = n
                 else:
                     self.content_type = None
                 if flags & 0x4000:
                     n = o + 1 + buf[o]
-                    self.content_encoding = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                    self.content_encoding = buf[o + 1 : n].decode()
                     o = n
                 else:
                     self.content_encoding = None
@@ -3715,25 +3777,25 @@ class Basic:
                         self.priority = None
                     if flags & 0x0400:
                         n = o + 1 + buf[o]
-                        self.correlation_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.correlation_id = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.correlation_id = None
                     if flags & 0x0200:
                         n = o + 1 + buf[o]
-                        self.reply_to = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.reply_to = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.reply_to = None
                     if flags & 0x0100:
                         n = o + 1 + buf[o]
-                        self.expiration = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.expiration = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.expiration = None
                     if flags & 0x0080:
                         n = o + 1 + buf[o]
-                        self.message_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.message_id = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.message_id = None
@@ -3744,25 +3806,25 @@ class Basic:
                         self.timestamp = None
                     if flags & 0x0020:
                         n = o + 1 + buf[o]
-                        self.type = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.type = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.type = None
                     if flags & 0x0010:
                         n = o + 1 + buf[o]
-                        self.user_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.user_id = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.user_id = None
                     if flags & 0x0008:
                         n = o + 1 + buf[o]
-                        self.app_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.app_id = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.app_id = None
                     if flags & 0x0004:
                         n = o + 1 + buf[o]
-                        self.cluster_id = buf[o + 1 : n].decode("utf-8", "surrogateescape")
+                        self.cluster_id = buf[o + 1 : n].decode()
                         o = n
                     else:
                         self.cluster_id = None
@@ -3777,6 +3839,8 @@ class Basic:
                     self.user_id = None
                     self.app_id = None
                     self.cluster_id = None
+            except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
+                return cls.decode(_Lenient(buf), offset, end, flags)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.properties", exc, o, end) from exc
             if o != end:

@@ -151,21 +151,17 @@ def encode_table(table: Mapping[str, Any] | None, _depth: int = 0) -> bytes:
         return EMPTY_TABLE
     if _depth >= MAX_DEPTH:
         raise EncodeError(f"field tables nested deeper than {MAX_DEPTH} levels")
-    try:
-        items = table.items()
-    except AttributeError:
-        raise EncodeError(f"field table must be a mapping, not {type(table).__name__}") from None
-    # Headers are a handful of entries: concatenating bytes is cheaper than a list and a
-    # join at that size.  Finished pieces of at most _CHUNK bytes go to ``chunks`` so that
-    # a big table still costs linear time.
+    if type(table) is not dict or len(table) > _SMALL_TABLE:
+        return _encode_table_chunked(table, _depth)
+    # Message headers: a plain dict of a handful of entries, encoded on every publish.
+    # Concatenating bytes is cheaper than a list and a join at this size, and the commonest
+    # values are encoded here, without a call.  (Dict keys are hashable, so the cache
+    # lookup cannot fail; a key that is not a str is never in it.)
     body = b""
-    chunks: list[bytes] | None = None
-    cache_get = _KEY_CACHE.get
-    for key, value in items:
-        prefix = cache_get(key) if type(key) is str else None
+    for key, value in table.items():
+        prefix = _KEY_CACHE.get(key)
         if prefix is None:
             prefix = _key_prefix(key)
-        # The commonest header values are encoded here, without a call.
         kind = type(value)
         if kind is int:
             try:
@@ -174,16 +170,36 @@ def encode_table(table: Mapping[str, Any] | None, _depth: int = 0) -> bytes:
                 body += prefix + _encode_int(value, key, _depth)
         elif kind is str:
             try:
-                raw = value.encode("utf-8", "surrogateescape")
-            except UnicodeEncodeError as exc:
-                raise EncodeError(f"field {key!r}: string not encodable: {exc}") from None
-            if len(raw) > _UINT32_MAX:
-                raise EncodeError(f"field {key!r}: string longer than 2**32-1 bytes")
-            body += prefix + _pack_letter_u32(_S, len(raw)) + raw
+                raw = value.encode()
+                body += prefix + _pack_letter_u32(_S, len(raw)) + raw
+            except (UnicodeEncodeError, struct.error):  # surrogates, or 4 GiB: _encode_str
+                body += prefix + _encode_str(value, key, _depth)
         elif kind is bool:
             body += prefix + (_TRUE if value else _FALSE)
         else:
             body += prefix + _encode_value(value, key, _depth)
+    try:
+        return _pack_u32(len(body)) + body
+    except struct.error:
+        raise EncodeError(f"field table of {len(body)} bytes exceeds 2**32-1") from None
+
+
+def _encode_table_chunked(table: Mapping[str, Any], depth: int) -> bytes:
+    """:func:`encode_table` for any mapping of any size: finished pieces of at most
+    ``_CHUNK`` bytes are kept in a list and joined once, so that a big table still costs
+    linear time."""
+    try:
+        items = table.items()
+    except AttributeError:
+        raise EncodeError(f"field table must be a mapping, not {type(table).__name__}") from None
+    body = b""
+    chunks: list[bytes] | None = None
+    cache_get = _KEY_CACHE.get
+    for key, value in items:
+        prefix = cache_get(key) if type(key) is str else None
+        if prefix is None:
+            prefix = _key_prefix(key)
+        body += prefix + _encode_value(value, key, depth)
         if len(body) > _CHUNK:
             if chunks is None:
                 chunks = []
@@ -198,6 +214,8 @@ def encode_table(table: Mapping[str, Any] | None, _depth: int = 0) -> bytes:
 
 
 _CHUNK = 4096
+#: Dicts of at most this many entries take :func:`encode_table`'s inline path.
+_SMALL_TABLE = 16
 
 
 def encode_array(array: Sequence[Any] | None) -> bytes:
@@ -226,9 +244,14 @@ def _encode_array_body(array: Sequence[Any], depth: int) -> bytes:
 
 def _encode_str(value: str, key: str, depth: int) -> bytes:
     try:
-        raw = value.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError as exc:
-        raise EncodeError(f"field {key!r}: string not encodable as UTF-8: {exc}") from None
+        # Strict UTF-8 first: without an error handler to look up it is the faster call,
+        # and it only fails on lone surrogates, which surrogateescape may yet encode.
+        raw = value.encode()
+    except UnicodeEncodeError:
+        try:
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError as exc:
+            raise EncodeError(f"field {key!r}: string not encodable as UTF-8: {exc}") from None
     if len(raw) > _UINT32_MAX:
         raise EncodeError(f"field {key!r}: string longer than 2**32-1 bytes")
     return _pack_letter_u32(_S, len(raw)) + raw
@@ -386,38 +409,47 @@ def decode_table(
         raise DecodeError(
             f"field table at offset {offset} claims {size} bytes; only {end - start} remain"
         )
-    # ``limit`` is the end of this table, within the buffer: every read below is checked
-    # against it, so unpack_from can never fail.  This loop runs for every header of every
-    # message, so the letters headers mostly carry are decoded inline, without a call.
+    # ``limit`` is the end of this table, within the buffer.  This loop runs for every
+    # header of every message, so the letters headers mostly carry are decoded inline,
+    # without a call, and without a bounds check per read: an entry that runs past
+    # ``limit`` leaves ``offset`` beyond it, which is checked once at the end (a read past
+    # the buffer itself fails in struct or in indexing, and is reported the same way).
+    # The other letters' decoders check against ``limit`` themselves.
     result: dict[str, Any] = {}
     offset = start
-    while offset < limit:
-        key_end = offset + 1 + buf[offset]
-        if key_end >= limit:  # also need the type letter
-            raise _short("field table key", offset)
-        key = buf[offset + 1 : key_end].decode("utf-8", "surrogateescape")
-        letter = buf[key_end]
-        offset = key_end + 1
-        if letter == _S:
-            start = offset + 4
-            if start > limit:
-                raise _short("longstr length", offset)
-            offset = start + _unpack_u32(buf, offset)[0]
-            if offset > limit:
-                raise _short("longstr", start)
-            result[key] = buf[start:offset].decode("utf-8", "surrogateescape")
-        elif letter == _I:
-            if offset + 4 > limit:
-                raise _short("int32", offset)
-            result[key] = _unpack_i32(buf, offset)[0]
-            offset += 4
-        else:
-            decoder = _DECODERS.get(letter)
-            if decoder is None:
-                raise DecodeError(
-                    f"field table key {key!r}: unknown field type {bytes((letter,))!r}"
-                )
-            result[key], offset = decoder(buf, offset, limit, _depth)
+    try:
+        while offset < limit:
+            key_end = offset + 1 + buf[offset]
+            # Strict UTF-8 first: without an error handler it is the faster call.
+            try:
+                key = buf[offset + 1 : key_end].decode()
+            except UnicodeDecodeError:
+                key = buf[offset + 1 : key_end].decode("utf-8", "surrogateescape")
+            letter = buf[key_end]
+            offset = key_end + 1
+            if letter == _S:
+                start = offset + 4
+                offset = start + _unpack_u32(buf, offset)[0]
+                try:
+                    result[key] = buf[start:offset].decode()
+                except UnicodeDecodeError:
+                    result[key] = buf[start:offset].decode("utf-8", "surrogateescape")
+            elif letter == _I:
+                result[key] = _unpack_i32(buf, offset)[0]
+                offset += 4
+            else:
+                if key_end >= limit:
+                    raise _short("field table key", key_end)
+                decoder = _DECODERS.get(letter)
+                if decoder is None:
+                    raise DecodeError(
+                        f"field table key {key!r}: unknown field type {bytes((letter,))!r}"
+                    )
+                result[key], offset = decoder(buf, offset, limit, _depth)
+    except (struct.error, IndexError):
+        offset = limit + 1  # ran past the buffer: reported below
+    if offset != limit:
+        raise DecodeError(f"field table at offset {limit - size - 4}: an entry runs past its end")
     return result, limit
 
 

@@ -86,6 +86,8 @@ _frame_header = struct.Struct(">BHI")
 _unpack_frame_header = _frame_header.unpack_from
 _pack_frame_header = _frame_header.pack
 _unpack_ids = struct.Struct(">HH").unpack_from
+# A frame header and the four bytes after it (a method frame's class and method ids).
+_unpack_frame_header_and_ids = struct.Struct(">BHII").unpack_from
 _unpack_u32 = struct.Struct(">I").unpack_from
 _content_header = struct.Struct(">HHQ")
 _unpack_content_header = _content_header.unpack_from
@@ -93,11 +95,17 @@ _unpack_content_header = _content_header.unpack_from
 _header_frame_start = struct.Struct(">BHIHHQ")
 _pack_header_frame_start = _header_frame_start.pack
 _unpack_header_frame_start = _header_frame_start.unpack_from
+# ... skipping the weight, and with the first property-flags word after it.
+_unpack_header_frame_and_flags = struct.Struct(">BHIH2xQH").unpack_from
 # The method frame's end octet and the header frame's fixed part (up to and including the
 # property flags), packed in one call.
 _pack_end_and_header_frame_start = struct.Struct(">BBHIHHQH").pack
-_pack_end_and_frame_header = struct.Struct(">BBHI").pack
+_end_and_frame_header = struct.Struct(">BBHI")
+_pack_end_and_frame_header = _end_and_frame_header.pack
+_unpack_end_and_frame_header = _end_and_frame_header.unpack_from
 _NO_PROPERTIES = b"\x00\x00"
+_MethodDecoder = Callable[[bytes, int, int], "Method"]
+_PropertiesDecoder = Callable[..., "ContentProperties"]
 _new = object.__new__
 
 
@@ -306,12 +314,18 @@ class FrameReader:
         #: Return a whole content as one :class:`ContentFrame` when it is all buffered.
         self.combine_content = combine_content
         # The bound ``decode`` of each class, keyed as on the wire: looking up a classmethod
-        # builds a bound method on every call, and this is done for every frame.
-        self._method_decoders: dict[int, Callable[[bytes, int, int], Method]] = {
-            index: cls.decode for index, cls in spec.METHODS.items()
-        }
-        self._property_decoders: dict[int, Callable[[bytes, int, int], ContentProperties]] = {
+        # builds a bound method on every call, and this is done for every frame.  A method
+        # carrying content comes with the ``decode`` of its class's properties, for
+        # combining.
+        self._property_decoders: dict[int, _PropertiesDecoder] = {
             class_id: cls.decode for class_id, cls in spec.PROPERTIES.items()
+        }
+        self._method_decoders: dict[int, tuple[_MethodDecoder, _PropertiesDecoder | None]] = {
+            index: (
+                cls.decode,
+                self._property_decoders.get(cls.CLASS_ID) if cls.HAS_CONTENT else None,
+            )
+            for index, cls in spec.METHODS.items()
         }
         self._frame_max = FRAME_MIN_SIZE
         self.frame_max = frame_max
@@ -410,19 +424,25 @@ class FrameReader:
         pos = self._pos
         limit = len(buf)
         max_size = self._frame_max - 8  # the largest payload accepted
-        combine = self.combine_content
         try:
             while True:
                 start = pos + 7
-                if start > limit:
-                    if limit - pos + self._pending_size < 7:
-                        break
-                    self._pos = pos
-                    buf = self._join()
-                    pos = 0
-                    start = 7
-                    limit = len(buf)
-                frame_type, channel, size = _unpack_frame_header(buf, pos)
+                if start + 4 <= limit:
+                    # The frame header and the next four bytes in one call: for a method
+                    # frame (the frame most often read) they are its class and method ids.
+                    frame_type, channel, size, index = _unpack_frame_header_and_ids(buf, pos)
+                else:
+                    if start > limit:
+                        if limit - pos + self._pending_size < 7:
+                            break
+                        self._pos = pos
+                        buf = self._join()
+                        pos = 0
+                        start = 7
+                        limit = len(buf)
+                        continue
+                    frame_type, channel, size = _unpack_frame_header(buf, pos)
+                    index = -1  # a method frame this short is reported below
                 if size > max_size:
                     raise FrameTooLarge(
                         f"frame of {size + 8} bytes on channel {channel} exceeds "
@@ -435,9 +455,8 @@ class FrameReader:
                     self._pos = pos
                     buf = self._join()
                     pos = 0
-                    start = 7
-                    end = start + size
                     limit = len(buf)
+                    continue
                 if buf[end] != FRAME_END:
                     raise FrameError(
                         f"frame-end octet is {buf[end]:#04x}, not 0xce (frame type "
@@ -452,9 +471,10 @@ class FrameReader:
                             f"method frame payload of {size} bytes on channel {channel}"
                         )
                     # The class id and method id, read as one number, are the key.
-                    decode = self._method_decoders.get(_unpack_u32(buf, start)[0])
-                    if decode is None:
+                    decoders = self._method_decoders.get(index)
+                    if decoders is None:
                         raise self._unknown_method(buf, start)
+                    decode, decode_properties = decoders
                     try:
                         method = decode(buf, start + 4, end)
                     except RemoteProtocolError:
@@ -464,7 +484,72 @@ class FrameReader:
                         # promise towards the caller should one of them slip.
                         name = decode.__self__.NAME  # type: ignore[attr-defined]
                         raise DecodeError(f"{name}: malformed arguments: {exc}") from exc
-                    if combine and channel and method.HAS_CONTENT:
+                    if decode_properties is not None and channel and self.combine_content:
+                        # A content-carrying method.  The usual content, a header frame
+                        # and one body frame (or none, for an empty body) all here, is
+                        # combined inline; _combine makes every other decision.  Reads past
+                        # the buffer fail (IndexError, struct.error) rather than being
+                        # checked for: that only happens with part of the content still to
+                        # come, and then _combine says so.
+                        try:
+                            (
+                                header_type,
+                                header_channel,
+                                header_size,
+                                class_id,
+                                body_size,
+                                flags,
+                            ) = _unpack_header_frame_and_flags(buf, pos)
+                            header_end = pos + 7 + header_size
+                            if (
+                                header_type == FRAME_HEADER
+                                and header_channel == channel
+                                and class_id == index >> 16
+                                and 14 <= header_size <= max_size
+                            ):
+                                if body_size:
+                                    # The header frame's end octet, then the body frame's header.
+                                    header_end_octet, body_type, body_channel, body_frame_size = (
+                                        _unpack_end_and_frame_header(buf, header_end)
+                                    )
+                                    body_end = header_end + 8 + body_frame_size
+                                    if (
+                                        header_end_octet == FRAME_END
+                                        and body_type == FRAME_BODY
+                                        and body_channel == channel
+                                        and body_frame_size == body_size
+                                        and body_size <= max_size
+                                        and buf[body_end] == FRAME_END
+                                    ):
+                                        properties = decode_properties(
+                                            buf, pos + 21, header_end, flags
+                                        )
+                                        frame = _new(ContentFrame)
+                                        frame.channel = channel
+                                        frame.method = method
+                                        frame.properties = properties
+                                        frame.body = buf[header_end + 8 : body_end]
+                                        append(frame)
+                                        pos = body_end + 1
+                                        if _once:
+                                            break
+                                        continue
+                                elif buf[header_end] == FRAME_END:
+                                    properties = decode_properties(
+                                        buf, pos + 21, header_end, flags
+                                    )
+                                    frame = _new(ContentFrame)
+                                    frame.channel = channel
+                                    frame.method = method
+                                    frame.properties = properties
+                                    frame.body = b""
+                                    append(frame)
+                                    pos = header_end + 1
+                                    if _once:
+                                        break
+                                    continue
+                        except (RemoteProtocolError, *_SLIPS):
+                            pass  # not combined here: left to _combine
                         frame = self._combine(buf, pos, channel, method)
                         if frame is not None:
                             append(frame)
@@ -719,13 +804,49 @@ def content_frames(
     sent.  Raises :class:`EncodeError` for fields that do not fit, a channel out of range
     or a ``frame_max`` below 9.
     """
-    if not 0 <= channel <= 0xFFFF:
-        raise EncodeError(f"channel {channel} is outside 0..65535")
     if type(body) is not bytes and not isinstance(body, (bytes, bytearray, memoryview)):
         raise EncodeError(f"a body must be bytes-like, not {type(body).__name__}")
     payload = method.encode()
     # The property flags are packed with the header frame's fixed fields, in one call.
     flags, props = properties.encode_values() if properties is not None else (0, b"")
+    size = len(body)
+    payload_size = len(payload)
+    props_size = len(props)
+    if (
+        type(body) is bytes
+        and 0 < size < SMALL_CONTENT
+        and size + 8 <= frame_max
+        and payload_size + 8 <= frame_max
+        and props_size + 22 <= frame_max
+    ):
+        # The common case, checked at once: one body frame, the whole content in a single
+        # join, each end octet packed with the next frame's header.  A channel outside
+        # 0..65535 makes the first pack fail, and the checks below say why.
+        try:
+            return b"".join(
+                (
+                    _pack_frame_header(FRAME_METHOD, channel, payload_size),
+                    payload,
+                    _pack_end_and_header_frame_start(
+                        FRAME_END,
+                        FRAME_HEADER,
+                        channel,
+                        14 + props_size,
+                        method.CLASS_ID,
+                        0,
+                        size,
+                        flags,
+                    ),
+                    props,
+                    _pack_end_and_frame_header(FRAME_END, FRAME_BODY, channel, size),
+                    body,
+                    _END,
+                )
+            )
+        except struct.error:
+            pass
+    if not 0 <= channel <= 0xFFFF:
+        raise EncodeError(f"channel {channel} is outside 0..65535")
     if len(payload) + 8 > frame_max or len(props) + 22 > frame_max:
         raise EncodeError(
             f"{method.NAME} or its content header does not fit in a frame of frame_max "
