@@ -10,6 +10,13 @@
 
 Tests using any of these are marked ``broker`` automatically, so ``pytest -m "not broker"``
 runs only the offline tests.  When the broker cannot start, they fail; never skip.
+
+``driver``      "blocking" or "asyncio": the client driver under test (tests/drivers.py);
+                a test that asks for it, or for ``new_connection``, runs once per driver
+                (``drivers.blocking_only`` narrows it to the blocking one).
+``new_connection``  what such a test calls instead of ``Connection(url, **options)``:
+                the blocking ``Connection``, or the asyncio driver behind a synchronous
+                facade that behaves like it.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from broker import Broker, PrivateNode, external_url, private_node  # noqa: E402
+from drivers import DRIVERS, NewConnection, connection_class  # noqa: E402
 
 BROKER_FIXTURES = frozenset({"broker", "amqp_url", "node", "fresh_node"})
 
@@ -70,3 +78,13 @@ def fresh_node() -> Iterator[PrivateNode]:
         yield started
     finally:
         started.stop()
+
+
+@pytest.fixture(params=DRIVERS)
+def driver(request: pytest.FixtureRequest) -> str:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def new_connection(driver: str) -> NewConnection:
+    return connection_class(driver)

@@ -2,7 +2,8 @@
 many messages, the inbound body cap, and two threads sharing one connection.
 
 Bodies are checked byte for byte after the broker has stored and sent them back, through
-``basic.get`` and through a consumer, in AMQP 0-9-1 and 0-8.
+``basic.get`` and through a consumer, in AMQP 0-9-1 and 0-8, with both drivers (``driver``:
+the blocking one, and the asyncio one behind the synchronous facade of tests/drivers.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import pytest
 
 from broker import PrivateNode
+from drivers import NewConnection, blocking_only
 from leveret.client import Channel, Connection, Message, MessageTooLargeError
 
 PROTOCOLS = ["0-9-1", "0-8"]
@@ -71,8 +73,8 @@ def url(node: PrivateNode, protocol: str) -> str:
 
 
 @pytest.fixture
-def conn(url: str) -> Iterator[Connection]:
-    connection = Connection(url, rpc_timeout=20).connect()
+def conn(new_connection: NewConnection, url: str) -> Iterator[Connection]:
+    connection = new_connection(url, rpc_timeout=20).connect()
     try:
         yield connection
     finally:
@@ -83,10 +85,10 @@ def conn(url: str) -> Iterator[Connection]:
 
 
 @pytest.mark.parametrize("frame_max", [4096, 131072])
-def test_body_sizes_around_frame_boundaries(url: str, frame_max: int) -> None:
+def test_body_sizes_around_frame_boundaries(new_connection: NewConnection, url: str, frame_max: int) -> None:
     sizes = [0, frame_max - 8, frame_max - 7, MiB, 5 * MiB]
     bodies = [body_of(size, seed) for seed, size in enumerate(sizes)]
-    with Connection(with_options(url, frame_max=frame_max), rpc_timeout=20) as conn:
+    with new_connection(with_options(url, frame_max=frame_max), rpc_timeout=20) as conn:
         assert conn.frame_max == frame_max
         ch = conn.channel()
         q = exclusive_queue(ch)
@@ -167,8 +169,8 @@ def test_ten_thousand_messages_in_order(conn: Connection, node: PrivateNode) -> 
 # --------------------------------------------------------------------------- max_body_size
 
 
-def test_inbound_body_cap_on_consume(url: str) -> None:
-    with Connection(url, max_body_size=1000) as conn:
+def test_inbound_body_cap_on_consume(new_connection: NewConnection, url: str) -> None:
+    with new_connection(url, max_body_size=1000) as conn:
         ch = conn.channel()
         q = exclusive_queue(ch)
         ch.basic_publish(body_of(2000, 1), routing_key=q)
@@ -197,8 +199,8 @@ def test_inbound_body_cap_on_consume(url: str) -> None:
             assert msg is not None and msg.body == b"after"
 
 
-def test_inbound_body_cap_on_basic_get(node: PrivateNode) -> None:
-    with Connection(node.url, max_body_size=1000, rpc_timeout=1) as conn:
+def test_inbound_body_cap_on_basic_get(new_connection: NewConnection, node: PrivateNode) -> None:
+    with new_connection(node.url, max_body_size=1000, rpc_timeout=1) as conn:
         ch = conn.channel()
         q = exclusive_queue(ch)
         ch.basic_publish(body_of(2000, 1), routing_key=q)
@@ -214,7 +216,11 @@ def test_inbound_body_cap_on_basic_get(node: PrivateNode) -> None:
 # --------------------------------------------------------------------------- threads
 
 
-def test_two_threads_on_two_channels_of_one_connection(node: PrivateNode) -> None:
+# Blocking only: it proves the blocking driver's locking -- frames of two threads never
+# interleave, one thread reads while the other waits.  The asyncio driver has one thread;
+# its concurrent publishers are tests/test_client_async.py's.
+@blocking_only
+def test_two_threads_on_two_channels_of_one_connection(new_connection: NewConnection, node: PrivateNode) -> None:
     count = 2000
 
     def body(i: int) -> bytes:
@@ -224,7 +230,7 @@ def test_two_threads_on_two_channels_of_one_connection(node: PrivateNode) -> Non
 
     # Confirms need 0-9-1.
     url = with_options(node.url, frame_max=4096)
-    with Connection(url, rpc_timeout=30) as conn:
+    with new_connection(url, rpc_timeout=30) as conn:
         setup = conn.channel()
         q = exclusive_queue(setup)
         errors: list[BaseException] = []

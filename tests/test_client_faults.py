@@ -1,4 +1,4 @@
-"""Faults seen through the blocking client: what a user catches, and how soon.
+"""Faults seen through the client, with both drivers: what a user catches, and how soon.
 
 Every fault here is real: the broker closes connections (``rabbitmqctl close_connection``),
 stops its application, raises its memory alarm, is frozen with SIGSTOP; a TCP proxy on
@@ -9,10 +9,16 @@ or with garbage.  Nothing is mocked.  Every wait is bounded, so a hang fails the
 Destructive tests share one private node of this module (``fault_node``), which each test
 leaves running and unalarmed; the rest use the session's node through a proxy or with
 broker-side commands aimed at their own connection only.
+
+Each test runs with the blocking driver and with the asyncio one behind the synchronous
+facade of tests/drivers.py (the ``connect`` and ``new_connection`` fixtures); connections
+that only look at the broker's state afterwards (``queue_bodies``, ``message_count``) are
+blocking.
 """
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 import threading
@@ -23,6 +29,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from broker import PrivateNode, private_node
+from drivers import NewConnection, blocking_only
 from leveret.client import (
     AuthenticationError,
     BlockedTimeout,
@@ -99,9 +106,20 @@ def connection_name() -> str:
     return f"faults-{uuid.uuid4().hex[:10]}"
 
 
-def connect(url: str, name: str | None = None, **options: Any) -> Connection:
+def open_connection(cls: NewConnection, url: str, name: str | None = None, **options: Any) -> Connection:
+    """``cls(url, **options)``, connected (``name`` is announced as connection_name)."""
     props = {"connection_name": name} if name else None
-    return within(15, Connection(url, client_properties=props, **options).connect)
+    return within(15, cls(url, client_properties=props, **options).connect)
+
+
+#: The ``connect`` fixture: ``connect(url, name=None, **options)``.
+Connect = Callable[..., Connection]
+
+
+@pytest.fixture
+def connect(new_connection: NewConnection) -> Connect:
+    """``open_connection`` for the driver under test."""
+    return functools.partial(open_connection, new_connection)
 
 
 def broker_pid(node: PrivateNode, name: str) -> str:
@@ -129,8 +147,8 @@ def eventually(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
 
 
 def queue_bodies(url: str, queue: str) -> list[bytes]:
-    """Every message in ``queue``, taken off it with a fresh connection."""
-    with connect(url) as conn:
+    """Every message in ``queue``, taken off it with a fresh (blocking) connection."""
+    with open_connection(Connection, url) as conn:
         ch = conn.channel()
         bodies = []
         while True:
@@ -141,7 +159,7 @@ def queue_bodies(url: str, queue: str) -> list[bytes]:
 
 
 def message_count(url: str, queue: str) -> int:
-    with connect(url) as conn:
+    with open_connection(Connection, url) as conn:
         ok = conn.channel().queue_declare(queue, passive=True, timeout=10)
         assert ok is not None
         return ok.message_count
@@ -168,7 +186,9 @@ def proxy(node: PrivateNode) -> Iterator[TCPProxy]:
 
 @needs_broker
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_broker_close_wakes_drain_events_and_fails_later_calls(node: PrivateNode, protocol: str) -> None:
+def test_broker_close_wakes_drain_events_and_fails_later_calls(
+    connect: Connect, node: PrivateNode, protocol: str
+) -> None:
     name = connection_name()
     conn = connect(node.url + f"?protocol={protocol}", name)
     ch = conn.channel()
@@ -194,7 +214,7 @@ def test_broker_close_wakes_drain_events_and_fails_later_calls(node: PrivateNode
 
 @needs_broker
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_broker_close_is_what_every_later_call_reports(node: PrivateNode, protocol: str) -> None:
+def test_broker_close_is_what_every_later_call_reports(connect: Connect, node: PrivateNode, protocol: str) -> None:
     name = connection_name()
     conn = connect(node.url + f"?protocol={protocol}", name)
     ch = conn.channel()
@@ -209,7 +229,7 @@ def test_broker_close_is_what_every_later_call_reports(node: PrivateNode, protoc
 
 
 @needs_broker
-def test_close_all_connections_reaches_idle_connections(fault_node: PrivateNode) -> None:
+def test_close_all_connections_reaches_idle_connections(connect: Connect, fault_node: PrivateNode) -> None:
     # No thread of the user reads: the connection learns of the close by itself and the
     # next call raises it instead of writing into a dead socket.
     idle = connect(fault_node.url)
@@ -230,7 +250,7 @@ def test_close_all_connections_reaches_idle_connections(fault_node: PrivateNode)
 # --------------------------------------------------------------------------- broker app stops
 
 
-def _stop_app_outcome(node: PrivateNode) -> tuple[BaseException | None, float, BaseException | None]:
+def _stop_app_outcome(connect: Connect, node: PrivateNode) -> tuple[BaseException | None, float, BaseException | None]:
     """Stop the app under a waiting and an idle connection; (waiter's error, seconds it took,
     the idle connection's next error).  The app is started again before returning."""
     waiting = connect(node.url)
@@ -257,8 +277,10 @@ def _stop_app_outcome(node: PrivateNode) -> tuple[BaseException | None, float, B
 
 
 @needs_broker
-def test_stop_app_fails_connections_promptly_and_start_app_lets_new_ones_in(fault_node: PrivateNode) -> None:
-    err, took, idle_err = _stop_app_outcome(fault_node)
+def test_stop_app_fails_connections_promptly_and_start_app_lets_new_ones_in(
+    connect: Connect, fault_node: PrivateNode
+) -> None:
+    err, took, idle_err = _stop_app_outcome(connect, fault_node)
     assert isinstance(err, (ConnectionForced, ConnectionLost)), repr(err)
     assert took < 10
     assert isinstance(idle_err, (ConnectionForced, ConnectionLost)), repr(idle_err)
@@ -272,11 +294,11 @@ def test_stop_app_fails_connections_promptly_and_start_app_lets_new_ones_in(faul
 
 
 @needs_broker
-def test_stop_app_is_reported_as_the_brokers_connection_forced(fault_node: PrivateNode) -> None:
+def test_stop_app_is_reported_as_the_brokers_connection_forced(connect: Connect, fault_node: PrivateNode) -> None:
     # RabbitMQ sends connection.close before it drops the socket; that is what a user
     # should see.  Twice, so that a lucky ordering of the race cannot pass the test.
     for _ in range(2):
-        err, took, idle_err = _stop_app_outcome(fault_node)
+        err, took, idle_err = _stop_app_outcome(connect, fault_node)
         assert isinstance(err, ConnectionForced), repr(err)
         assert "shutdown" in str(err) and err.reply_code == 320
         assert isinstance(idle_err, ConnectionForced), repr(idle_err)
@@ -295,7 +317,7 @@ def alarm(fault_node: PrivateNode) -> Iterator[PrivateNode]:
 
 
 @needs_broker
-def test_memory_alarm_blocks_publisher_then_unblocks(alarm: PrivateNode) -> None:
+def test_memory_alarm_blocks_publisher_then_unblocks(connect: Connect, alarm: PrivateNode) -> None:
     seen: list[tuple[str, Any]] = []
     conn = connect(
         alarm.url, blocked_timeout=1.0,
@@ -340,7 +362,7 @@ def test_memory_alarm_blocks_publisher_then_unblocks(alarm: PrivateNode) -> None
 
 
 @needs_broker
-def test_publish_waiting_on_a_blocked_connection_goes_out_when_unblocked(alarm: PrivateNode) -> None:
+def test_publish_waiting_on_a_blocked_connection_goes_out_when_unblocked(connect: Connect, alarm: PrivateNode) -> None:
     conn = connect(alarm.url, blocked_timeout=30.0)
     try:
         ch = conn.channel()
@@ -365,7 +387,7 @@ def test_publish_waiting_on_a_blocked_connection_goes_out_when_unblocked(alarm: 
 
 
 @needs_broker
-def test_memory_alarm_does_not_kill_a_0_8_connection(alarm: PrivateNode) -> None:
+def test_memory_alarm_does_not_kill_a_0_8_connection(connect: Connect, alarm: PrivateNode) -> None:
     conn = connect(alarm.url + "?protocol=0-8")
     try:
         ch = conn.channel()
@@ -395,9 +417,11 @@ def test_memory_alarm_does_not_kill_a_0_8_connection(alarm: PrivateNode) -> None
 
 @needs_broker
 @pytest.mark.parametrize("options", ["", "?protocol=0-8", "?auth_mechanism=AMQPLAIN"])
-def test_wrong_password_is_authentication_error_at_once(node: PrivateNode, options: str) -> None:
+def test_wrong_password_is_authentication_error_at_once(
+    new_connection: NewConnection, node: PrivateNode, options: str
+) -> None:
     url = f"amqp://guest:not-the-password@127.0.0.1:{node.port}/{options}"
-    conn = Connection(url)
+    conn = new_connection(url)
     started = time.monotonic()
     with pytest.raises(AuthenticationError) as info:
         within(10, conn.connect)
@@ -411,8 +435,8 @@ def test_wrong_password_is_authentication_error_at_once(node: PrivateNode, optio
 
 @needs_broker
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_missing_vhost_is_not_allowed(node: PrivateNode, protocol: str) -> None:
-    conn = Connection(f"{node.url}no-such-vhost?protocol={protocol}")
+def test_missing_vhost_is_not_allowed(new_connection: NewConnection, node: PrivateNode, protocol: str) -> None:
+    conn = new_connection(f"{node.url}no-such-vhost?protocol={protocol}")
     with pytest.raises(NotAllowed) as info:
         within(10, conn.connect)
     assert info.value.reply_code == 530
@@ -422,7 +446,7 @@ def test_missing_vhost_is_not_allowed(node: PrivateNode, protocol: str) -> None:
 
 
 @needs_broker
-def test_exclusive_queue_of_another_connection_closes_only_the_channel(node: PrivateNode) -> None:
+def test_exclusive_queue_of_another_connection_closes_only_the_channel(connect: Connect, node: PrivateNode) -> None:
     with connect(node.url) as owner, connect(node.url) as other:
         queue = owner.channel().queue_declare("", exclusive=True).queue
         ch = other.channel()
@@ -441,8 +465,12 @@ def test_exclusive_queue_of_another_connection_closes_only_the_channel(node: Pri
 # --------------------------------------------------------------------------- heartbeats
 
 
+# Blocking only: it proves that the I/O thread keeps up the heartbeats while a callback
+# runs in the user's thread.  The asyncio driver runs callbacks on the event loop, where a
+# callback that blocks does cost the connection (as its module docstring says).
 @needs_broker
-def test_slow_callback_does_not_cost_the_connection(node: PrivateNode) -> None:
+@blocking_only
+def test_slow_callback_does_not_cost_the_connection(connect: Connect, node: PrivateNode) -> None:
     name = connection_name()
     queue = f"slow-{uuid.uuid4().hex[:8]}"
     conn = connect(node.url + "?heartbeat=2", name)
@@ -477,7 +505,7 @@ def test_slow_callback_does_not_cost_the_connection(node: PrivateNode) -> None:
 
 
 @needs_broker
-def test_frozen_broker_is_detected_by_missed_heartbeats(fault_node: PrivateNode) -> None:
+def test_frozen_broker_is_detected_by_missed_heartbeats(connect: Connect, fault_node: PrivateNode) -> None:
     conn = connect(fault_node.url + "?heartbeat=2")
     ch = conn.channel()
     waiter = start_waiter(lambda: conn.drain_events(timeout=60))
@@ -499,7 +527,9 @@ def test_frozen_broker_is_detected_by_missed_heartbeats(fault_node: PrivateNode)
 
 @needs_broker
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_black_hole_fails_an_idle_connections_next_call_at_once(proxy: TCPProxy, protocol: str) -> None:
+def test_black_hole_fails_an_idle_connections_next_call_at_once(
+    connect: Connect, proxy: TCPProxy, protocol: str
+) -> None:
     # Nobody waits on this connection; its I/O thread notices the silence, so the next
     # call fails at once instead of after rpc_timeout.
     conn = connect(proxy.url(query=f"heartbeat=2&protocol={protocol}"), rpc_timeout=30)
@@ -514,7 +544,7 @@ def test_black_hole_fails_an_idle_connections_next_call_at_once(proxy: TCPProxy,
 
 
 @needs_broker
-def test_close_on_a_black_holed_connection_ends_after_missed_heartbeats(proxy: TCPProxy) -> None:
+def test_close_on_a_black_holed_connection_ends_after_missed_heartbeats(connect: Connect, proxy: TCPProxy) -> None:
     # close() waits for close-ok; with the broker unreachable, missed heartbeats end that
     # wait after two intervals, not rpc_timeout.
     conn = connect(proxy.url(query="heartbeat=2"), rpc_timeout=60)
@@ -528,7 +558,9 @@ def test_close_on_a_black_holed_connection_ends_after_missed_heartbeats(proxy: T
 
 @needs_broker
 @pytest.mark.parametrize("size", [5_000_000, 40_000_000], ids=["io-thread-writes", "publisher-writes"])
-def test_black_hole_during_a_large_publish_is_detected_by_heartbeats(proxy: TCPProxy, size: int) -> None:
+def test_black_hole_during_a_large_publish_is_detected_by_heartbeats(
+    connect: Connect, proxy: TCPProxy, size: int
+) -> None:
     conn = connect(proxy.url(query="heartbeat=2"))
     ch = conn.channel()
     queue = ch.queue_declare("", exclusive=True).queue
@@ -553,11 +585,11 @@ def test_black_hole_during_a_large_publish_is_detected_by_heartbeats(proxy: TCPP
         within(5, conn.close)
 
 
-def test_nothing_listening_is_connection_refused() -> None:
+def test_nothing_listening_is_connection_refused(new_connection: NewConnection) -> None:
     with socket.socket() as probe:  # a port nobody listens on: bound, never listening
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-        conn = Connection(f"amqp://guest:guest@127.0.0.1:{port}/", connection_timeout=5)
+        conn = new_connection(f"amqp://guest:guest@127.0.0.1:{port}/", connection_timeout=5)
         with pytest.raises(ConnectionRefusedError):
             within(10, conn.connect)
     assert not conn.is_open
@@ -569,7 +601,7 @@ def test_nothing_listening_is_connection_refused() -> None:
 
 @needs_broker
 @pytest.mark.parametrize("mode", ["reset", "close"])
-def test_cut_in_the_middle_of_a_large_publish(node: PrivateNode, proxy: TCPProxy, mode: str) -> None:
+def test_cut_in_the_middle_of_a_large_publish(connect: Connect, node: PrivateNode, proxy: TCPProxy, mode: str) -> None:
     conn = connect(proxy.url(), rpc_timeout=15)
     try:
         ch = conn.channel()
@@ -590,7 +622,7 @@ def test_cut_in_the_middle_of_a_large_publish(node: PrivateNode, proxy: TCPProxy
 
 @needs_broker
 @pytest.mark.parametrize("mode", ["reset", "close"])
-def test_cut_in_the_middle_of_a_delivery(node: PrivateNode, proxy: TCPProxy, mode: str) -> None:
+def test_cut_in_the_middle_of_a_delivery(connect: Connect, node: PrivateNode, proxy: TCPProxy, mode: str) -> None:
     queue = f"delcut-{uuid.uuid4().hex[:8]}"
     body = bytes(range(256)) * 8192  # 2 MiB: many body frames
     with connect(node.url) as direct:
@@ -641,7 +673,9 @@ def _acked_tags(transcript: bytes, channel: int, published: int) -> set[int]:
 
 @needs_broker
 @pytest.mark.parametrize("let_through", [0, 10, 21, 50, 200])
-def test_cut_among_the_confirms_reports_exactly_the_unconfirmed(node: PrivateNode, let_through: int) -> None:
+def test_cut_among_the_confirms_reports_exactly_the_unconfirmed(
+    connect: Connect, node: PrivateNode, let_through: int
+) -> None:
     queue = f"confcut-{uuid.uuid4().hex[:8]}"
     with TCPProxy(node.port, record=True) as proxy:
         conn = connect(proxy.url(), rpc_timeout=15)
@@ -791,10 +825,10 @@ def _answer_with_header(header: bytes) -> Callable[[socket.socket], None]:
     ],
     ids=["0-8-client-0-9-1-server", "0-9-1-client-0-8-server", "0-9-1-client-1.0-server"],
 )
-def test_server_with_another_protocol_is_version_mismatch(protocol: str, answer: bytes,
+def test_server_with_another_protocol_is_version_mismatch(new_connection: NewConnection, protocol: str, answer: bytes,
                                                           names: tuple[str, str]) -> None:
     with ScriptedServer(_answer_with_header(answer)) as server:
-        conn = Connection(server.url(f"protocol={protocol}"), connection_timeout=5)
+        conn = new_connection(server.url(f"protocol={protocol}"), connection_timeout=5)
         with pytest.raises(VersionMismatch) as info:
             within(10, conn.connect)
         for name in names:
@@ -803,9 +837,9 @@ def test_server_with_another_protocol_is_version_mismatch(protocol: str, answer:
         within(5, conn.close)
 
 
-def test_version_mismatch_names_amqp_0_10() -> None:
+def test_version_mismatch_names_amqp_0_10(new_connection: NewConnection) -> None:
     with ScriptedServer(_answer_with_header(b"AMQP\x01\x01\x00\x0a")) as server:
-        conn = Connection(server.url(), connection_timeout=5)
+        conn = new_connection(server.url(), connection_timeout=5)
         with pytest.raises(VersionMismatch) as info:
             within(10, conn.connect)
         assert "0-9-1" in str(info.value) and "0-10" in str(info.value)
@@ -823,7 +857,9 @@ def test_version_mismatch_names_amqp_0_10() -> None:
     ids=["bad-frame-end", "unknown-frame-type", "unknown-method", "channel-method-on-0", "truncated-args"],
 )
 @pytest.mark.parametrize("when", ["after-start-ok", "after-open"])
-def test_garbage_from_the_server_is_answered_with_connection_close(garbage: bytes, code: int, when: str) -> None:
+def test_garbage_from_the_server_is_answered_with_connection_close(
+    new_connection: NewConnection, garbage: bytes, code: int, when: str
+) -> None:
     def script(sock: socket.socket) -> None:
         _recv_exactly(sock, 8)
         sock.sendall(START)
@@ -838,7 +874,7 @@ def test_garbage_from_the_server_is_answered_with_connection_close(garbage: byte
         server.read_until_close(sock)
 
     with ScriptedServer(script) as server:
-        conn = Connection(server.url(), connection_timeout=5, rpc_timeout=5)
+        conn = new_connection(server.url(), connection_timeout=5, rpc_timeout=5)
         with pytest.raises(RemoteProtocolError) as info:
             within(10, conn.connect)  # after-start-ok: raises here
             within(10, conn.channel)  # after-open: here (or in connect, if read by then)
@@ -890,7 +926,7 @@ def _fuzz_frames(seed: int) -> bytes:
 
 
 @pytest.mark.parametrize("seed", range(60))
-def test_random_frames_from_the_server_raise_only_leveret_errors(seed: int) -> None:
+def test_random_frames_from_the_server_raise_only_leveret_errors(new_connection: NewConnection, seed: int) -> None:
     from leveret.wire.errors import LeveretError
 
     def script(sock: socket.socket) -> None:
@@ -908,7 +944,7 @@ def test_random_frames_from_the_server_raise_only_leveret_errors(seed: int) -> N
         time.sleep(0.05)  # then hang up: whatever was accepted, the connection ends
 
     def client() -> BaseException:
-        conn = Connection(server.url(), connection_timeout=5, rpc_timeout=5)
+        conn = new_connection(server.url(), connection_timeout=5, rpc_timeout=5)
         try:
             conn.connect()
             ch = conn.channel()
@@ -926,14 +962,14 @@ def test_random_frames_from_the_server_raise_only_leveret_errors(seed: int) -> N
     assert not isinstance(err, TimeoutError), "the hang-up went unnoticed"
 
 
-def test_garbage_instead_of_connection_start_is_a_protocol_error() -> None:
+def test_garbage_instead_of_connection_start_is_a_protocol_error(new_connection: NewConnection) -> None:
     def script(sock: socket.socket) -> None:
         _recv_exactly(sock, 8)
         sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
         _until_eof(sock)
 
     with ScriptedServer(script) as server:
-        conn = Connection(server.url(), connection_timeout=5)
+        conn = new_connection(server.url(), connection_timeout=5)
         with pytest.raises(RemoteProtocolError) as info:
             within(10, conn.connect)
         assert not isinstance(info.value, VersionMismatch)
@@ -942,13 +978,15 @@ def test_garbage_instead_of_connection_start_is_a_protocol_error() -> None:
 
 
 @pytest.mark.parametrize("cut_after", [0, 3, len(START) - 1], ids=["no-bytes", "3-bytes", "all-but-one"])
-def test_server_that_hangs_up_during_the_handshake_is_connection_lost(cut_after: int) -> None:
+def test_server_that_hangs_up_during_the_handshake_is_connection_lost(
+    new_connection: NewConnection, cut_after: int
+) -> None:
     def script(sock: socket.socket) -> None:
         _recv_exactly(sock, 8)
         sock.sendall(START[:cut_after])
 
     with ScriptedServer(script) as server:
-        conn = Connection(server.url(), connection_timeout=5)
+        conn = new_connection(server.url(), connection_timeout=5)
         started = time.monotonic()
         with pytest.raises(ConnectionLost):
             within(10, conn.connect)
@@ -956,13 +994,13 @@ def test_server_that_hangs_up_during_the_handshake_is_connection_lost(cut_after:
         within(5, conn.close)
 
 
-def test_server_that_never_answers_times_out_after_connection_timeout() -> None:
+def test_server_that_never_answers_times_out_after_connection_timeout(new_connection: NewConnection) -> None:
     def script(sock: socket.socket) -> None:
         _recv_exactly(sock, 8)
         _until_eof(sock)
 
     with ScriptedServer(script) as server:
-        conn = Connection(server.url(), connection_timeout=1.0)
+        conn = new_connection(server.url(), connection_timeout=1.0)
         started = time.monotonic()
         with pytest.raises(TimeoutError):
             within(10, conn.connect)

@@ -1,4 +1,4 @@
-"""TLS through the blocking client, against a private node with a TLS listener.
+"""TLS through the client, with both drivers, against a private node with a TLS listener.
 
 The node (one per module) listens for TLS on a port of its own, checks client certificates
 against our test CA when one is offered (``verify_peer``, ``fail_if_no_peer_cert = false``),
@@ -9,6 +9,9 @@ What users rely on: verification is on by default and uses the name they connect
 ``server_name_indication``); ``verify=false`` is the only way around it; a client
 certificate with ``auth_mechanism=EXTERNAL`` logs in as its CN, and EXTERNAL is never chosen
 unless asked for.
+
+Each test runs with the blocking driver and with the asyncio one behind the synchronous
+facade of tests/drivers.py (``new_connection``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import pytest
 
 from broker import PrivateNode, private_node
 from certs import Certs, make_certs
+from drivers import NewConnection
 from leveret.client import AuthenticationError, Connection, ConnectionLost, Message
 from leveret.wire.errors import RemoteProtocolError
 
@@ -103,9 +107,9 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSNode]:
         node.stop()
 
 
-def named(url: str, **options: Any) -> tuple[Connection, str]:
+def named(new_connection: NewConnection, url: str, **options: Any) -> tuple[Connection, str]:
     name = f"tls-{uuid.uuid4().hex[:10]}"
-    return Connection(url, client_properties={"connection_name": name}, **options), name
+    return new_connection(url, client_properties={"connection_name": name}, **options), name
 
 
 def round_trip(conn: Connection, body: bytes = b"over TLS") -> None:
@@ -126,52 +130,52 @@ def round_trip(conn: Connection, body: bytes = b"over TLS") -> None:
 # --------------------------------------------------------------------------- verification
 
 
-def test_amqps_with_the_ca_verifies_and_works(tls: TLSNode) -> None:
-    conn, name = named(tls.url(cacertfile=tls.certs.ca_cert))
+def test_amqps_with_the_ca_verifies_and_works(new_connection: NewConnection, tls: TLSNode) -> None:
+    conn, name = named(new_connection, tls.url(cacertfile=tls.certs.ca_cert))
     with within(15, conn.connect):
         round_trip(conn)
         [(user, is_ssl, mechanism, _)] = tls.connection_rows(name)
         assert (user, is_ssl, mechanism) == ("guest", "true", "PLAIN")
 
 
-def test_verification_is_on_by_default(tls: TLSNode) -> None:
+def test_verification_is_on_by_default(new_connection: NewConnection, tls: TLSNode) -> None:
     # No cacertfile: the system's CAs, which never signed our test CA.
-    conn = Connection(tls.url())
+    conn = new_connection(tls.url())
     with pytest.raises(ssl.SSLCertVerificationError):
         within(15, conn.connect)
     assert not conn.is_open
     within(5, conn.close)
 
 
-def test_verify_false_connects_without_the_ca(tls: TLSNode) -> None:
-    conn = Connection(tls.url(verify="false"))
+def test_verify_false_connects_without_the_ca(new_connection: NewConnection, tls: TLSNode) -> None:
+    conn = new_connection(tls.url(verify="false"))
     with within(15, conn.connect):
         round_trip(conn)
 
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
-def test_certificate_must_name_the_host(tls: TLSNode, host: str) -> None:
+def test_certificate_must_name_the_host(new_connection: NewConnection, tls: TLSNode, host: str) -> None:
     # Verified against the CA, but the certificate names localhost and 127.0.0.1 only: a
     # connection through another name for the same broker must fail.
-    with within(15, Connection(tls.url(host=host, cacertfile=tls.certs.ca_cert)).connect) as conn:
+    with within(15, new_connection(tls.url(host=host, cacertfile=tls.certs.ca_cert)).connect) as conn:
         assert conn.is_open
-    conn = Connection(tls.url(host=host, cacertfile=tls.certs.ca_cert,
+    conn = new_connection(tls.url(host=host, cacertfile=tls.certs.ca_cert,
                               server_name_indication="broker.example.com"))
     with pytest.raises(ssl.SSLCertVerificationError, match="broker.example.com"):
         within(15, conn.connect)
 
 
-def test_server_name_indication_is_the_name_verified(tls: TLSNode) -> None:
-    conn = Connection(tls.url(host="127.0.0.1", cacertfile=tls.certs.ca_cert,
+def test_server_name_indication_is_the_name_verified(new_connection: NewConnection, tls: TLSNode) -> None:
+    conn = new_connection(tls.url(host="127.0.0.1", cacertfile=tls.certs.ca_cert,
                               server_name_indication="localhost"))
     with within(15, conn.connect):
         round_trip(conn)
 
 
-def test_ssl_context_is_used_as_given(tls: TLSNode) -> None:
+def test_ssl_context_is_used_as_given(new_connection: NewConnection, tls: TLSNode) -> None:
     ctx = ssl.create_default_context(cafile=str(tls.certs.ca_cert))
     ctx.load_cert_chain(str(tls.certs.client_cert), str(tls.certs.client_key))
-    conn, name = named(tls.url(auth_mechanism="EXTERNAL", user="", password=""), ssl_context=ctx)
+    conn, name = named(new_connection, tls.url(auth_mechanism="EXTERNAL", user="", password=""), ssl_context=ctx)
     with within(15, conn.connect):
         [(user, _, mechanism, _)] = tls.connection_rows(name)
         assert (user, mechanism) == (CLIENT_CN, "EXTERNAL")
@@ -180,9 +184,9 @@ def test_ssl_context_is_used_as_given(tls: TLSNode) -> None:
 # --------------------------------------------------------------------------- client certificates
 
 
-def test_client_certificate_with_external_logs_in_as_its_cn(tls: TLSNode) -> None:
+def test_client_certificate_with_external_logs_in_as_its_cn(new_connection: NewConnection, tls: TLSNode) -> None:
     c = tls.certs
-    conn, name = named(tls.url(user="someone-else", password="ignored", cacertfile=c.ca_cert,
+    conn, name = named(new_connection, tls.url(user="someone-else", password="ignored", cacertfile=c.ca_cert,
                                certfile=c.client_cert, keyfile=c.client_key,
                                auth_mechanism="EXTERNAL"))
     with within(15, conn.connect):
@@ -192,9 +196,9 @@ def test_client_certificate_with_external_logs_in_as_its_cn(tls: TLSNode) -> Non
         assert CLIENT_CN in subject
 
 
-def test_external_is_never_chosen_unless_asked_for(tls: TLSNode) -> None:
+def test_external_is_never_chosen_unless_asked_for(new_connection: NewConnection, tls: TLSNode) -> None:
     c = tls.certs
-    conn, name = named(tls.url(cacertfile=c.ca_cert, certfile=c.client_cert, keyfile=c.client_key))
+    conn, name = named(new_connection, tls.url(cacertfile=c.ca_cert, certfile=c.client_cert, keyfile=c.client_key))
     with within(15, conn.connect):
         assert "EXTERNAL" in conn.core.mechanisms  # offered, and a certificate is there
         [(user, is_ssl, mechanism, subject)] = tls.connection_rows(name)
@@ -202,8 +206,8 @@ def test_external_is_never_chosen_unless_asked_for(tls: TLSNode) -> None:
         assert CLIENT_CN in subject  # the certificate was presented, and not used to log in
 
 
-def test_external_without_a_client_certificate_is_refused(tls: TLSNode) -> None:
-    conn = Connection(tls.url(cacertfile=tls.certs.ca_cert, auth_mechanism="EXTERNAL"))
+def test_external_without_a_client_certificate_is_refused(new_connection: NewConnection, tls: TLSNode) -> None:
+    conn = new_connection(tls.url(cacertfile=tls.certs.ca_cert, auth_mechanism="EXTERNAL"))
     started = time.monotonic()
     with pytest.raises(AuthenticationError) as info:
         within(15, conn.connect)
@@ -212,9 +216,9 @@ def test_external_without_a_client_certificate_is_refused(tls: TLSNode) -> None:
     within(5, conn.close)
 
 
-def test_external_on_plain_tcp_names_the_offered_mechanisms(tls: TLSNode) -> None:
+def test_external_on_plain_tcp_names_the_offered_mechanisms(new_connection: NewConnection, tls: TLSNode) -> None:
     # The broker offers EXTERNAL on TLS connections only.
-    conn = Connection(f"amqp://guest:guest@127.0.0.1:{tls.node.port}/?auth_mechanism=EXTERNAL")
+    conn = new_connection(f"amqp://guest:guest@127.0.0.1:{tls.node.port}/?auth_mechanism=EXTERNAL")
     with pytest.raises(AuthenticationError) as info:
         within(15, conn.connect)
     text = str(info.value)
@@ -222,13 +226,13 @@ def test_external_on_plain_tcp_names_the_offered_mechanisms(tls: TLSNode) -> Non
     assert not conn.is_open
     within(5, conn.close)
     # PLAIN on the same port is fine.
-    with within(15, Connection(tls.node.url).connect) as plain:
+    with within(15, new_connection(tls.node.url).connect) as plain:
         assert plain.is_open
 
 
-def test_client_certificate_from_an_unknown_ca_is_rejected(tls: TLSNode) -> None:
+def test_client_certificate_from_an_unknown_ca_is_rejected(new_connection: NewConnection, tls: TLSNode) -> None:
     r = tls.rogue
-    conn = Connection(tls.url(cacertfile=tls.certs.ca_cert, certfile=r.client_cert, keyfile=r.client_key,
+    conn = new_connection(tls.url(cacertfile=tls.certs.ca_cert, certfile=r.client_cert, keyfile=r.client_key,
                               auth_mechanism="EXTERNAL"), connection_timeout=5)
     # With TLS 1.3 the broker's alert arrives after the client's side of the handshake, so
     # the failure shows while reading ("tlsv1 alert unknown ca") or, when our protocol
@@ -243,8 +247,8 @@ def test_client_certificate_from_an_unknown_ca_is_rejected(tls: TLSNode) -> None
     assert [row for row in tls.node.list_connections("user") if row == [CLIENT_CN]] == []
 
 
-def test_amqps_to_a_plain_port_fails_fast_with_an_ssl_error(tls: TLSNode) -> None:
-    conn = Connection(f"amqps://guest:guest@localhost:{tls.node.port}/?cacertfile={tls.certs.ca_cert}",
+def test_amqps_to_a_plain_port_fails_fast_with_an_ssl_error(new_connection: NewConnection, tls: TLSNode) -> None:
+    conn = new_connection(f"amqps://guest:guest@localhost:{tls.node.port}/?cacertfile={tls.certs.ca_cert}",
                       connection_timeout=5)
     started = time.monotonic()
     with pytest.raises(ssl.SSLError):
@@ -253,9 +257,11 @@ def test_amqps_to_a_plain_port_fails_fast_with_an_ssl_error(tls: TLSNode) -> Non
     within(5, conn.close)
 
 
-def test_plain_amqp_to_the_tls_port_fails_fast_with_a_protocol_error(tls: TLSNode) -> None:
+def test_plain_amqp_to_the_tls_port_fails_fast_with_a_protocol_error(
+    new_connection: NewConnection, tls: TLSNode
+) -> None:
     # The TLS listener answers our protocol header with a TLS alert record.
-    conn = Connection(f"amqp://guest:guest@127.0.0.1:{tls.tls_port}/", connection_timeout=5)
+    conn = new_connection(f"amqp://guest:guest@127.0.0.1:{tls.tls_port}/", connection_timeout=5)
     started = time.monotonic()
     with pytest.raises((RemoteProtocolError, ConnectionLost)):
         within(15, conn.connect)
@@ -267,11 +273,11 @@ def test_plain_amqp_to_the_tls_port_fails_fast_with_a_protocol_error(tls: TLSNod
 # --------------------------------------------------------------------------- bulk over TLS
 
 
-def test_large_messages_and_many_deliveries_over_tls(tls: TLSNode) -> None:
+def test_large_messages_and_many_deliveries_over_tls(new_connection: NewConnection, tls: TLSNode) -> None:
     # Records larger than one TLS record, and deliveries waiting in the TLS layer's buffer
     # rather than the socket's (select() does not see those).
     big = bytes(range(256)) * 12288  # 3 MiB
-    with within(15, Connection(tls.url(cacertfile=tls.certs.ca_cert)).connect) as conn:
+    with within(15, new_connection(tls.url(cacertfile=tls.certs.ca_cert)).connect) as conn:
         round_trip(conn, big)
         ch = conn.channel()
         queue = ch.queue_declare("", exclusive=True).queue
@@ -287,17 +293,19 @@ def test_large_messages_and_many_deliveries_over_tls(tls: TLSNode) -> None:
 
 
 @pytest.mark.parametrize("mode", ["reset", "close"])
-def test_tls_connection_cut_in_the_middle_of_a_delivery_is_connection_lost(tls: TLSNode, mode: str) -> None:
+def test_tls_connection_cut_in_the_middle_of_a_delivery_is_connection_lost(
+    new_connection: NewConnection, tls: TLSNode, mode: str
+) -> None:
     from tcpproxy import TCPProxy
 
     big = bytes(range(256)) * 8192  # 2 MiB
     queue = f"tlscut-{uuid.uuid4().hex[:8]}"
-    with within(15, Connection(tls.url(cacertfile=tls.certs.ca_cert)).connect) as direct:
+    with within(15, new_connection(tls.url(cacertfile=tls.certs.ca_cert)).connect) as direct:
         dch = direct.channel()
         dch.queue_declare(queue)
         dch.basic_publish(big, routing_key=queue)
     with TCPProxy(tls.tls_port) as proxy:
-        conn = Connection(tls.url(host="127.0.0.1", cacertfile=tls.certs.ca_cert,
+        conn = new_connection(tls.url(host="127.0.0.1", cacertfile=tls.certs.ca_cert,
                                   server_name_indication="localhost").replace(
                                       f":{tls.tls_port}/", f":{proxy.port}/"), rpc_timeout=15)
         within(15, conn.connect)
@@ -312,7 +320,7 @@ def test_tls_connection_cut_in_the_middle_of_a_delivery_is_connection_lost(tls: 
             assert got == []
         finally:
             within(5, conn.close)
-    with within(15, Connection(tls.url(cacertfile=tls.certs.ca_cert)).connect) as direct:
+    with within(15, new_connection(tls.url(cacertfile=tls.certs.ca_cert)).connect) as direct:
         dch = direct.channel()
         deadline = time.monotonic() + 10
         while dch.queue_declare(queue, passive=True).message_count != 1:

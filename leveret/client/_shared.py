@@ -338,8 +338,10 @@ class ConnectionBase:
         try:
             self._flush()
             yield Wait(lambda: core.state not in waiting, deadline, "the AMQP handshake")
-            if self._closed_error is not None:
-                raise self._closed_error
+            if core.state is not ConnState.OPEN:
+                # Closed by the broker, or failed (VersionMismatch, a protocol error): the
+                # asyncio driver holds such an error in _error, it does not raise it here.
+                raise self._dead_error()
         except BaseException:
             self._teardown()
             raise
@@ -580,6 +582,7 @@ class ChannelBase:
         # follow it can run.
         self._consume_waiting: deque[tuple[Any, Any, bool]] = deque()
         self._consume_ok_cls = spec.Basic.ConsumeOk
+        self._rpc_busy = False  # a synchronous request awaits its reply
         self._returns: deque[ev.MessageReturned] = deque()
         self._consumers: dict[str, Callable[[Message], Any] | None] = {}
         self._cancel_callbacks: dict[str, Callable[[str], Any]] = {}
@@ -708,25 +711,48 @@ class ChannelBase:
         """Send a method and wait for its reply (None for a method without one, or with
         ``nowait``)."""
         method = self._method(name, fields)
+        if not method.SYNCHRONOUS or not method.RESPONSES or getattr(method, "nowait", False) or getattr(method, "no_wait", False):
+            self._send(method)
+            return None
+        deadline = self._deadline(timeout)
+        yield from self._idle(deadline, name)
         self._send(method)
         late = self._give_back if name == "basic.get" and not fields.get("no_ack") else None
-        return (yield from self._wait_reply(method, timeout, late))
+        return (yield from self._wait_reply(name, deadline, late))
 
-    def _wait_reply(self, method: Any, timeout: float | None, late: Callable[[Any], None] | None) -> Op[Any]:
-        """Wait for the reply to ``method`` (sent); ``late`` handles it when the wait is
+    def _deadline(self, timeout: float | None) -> float:
+        return monotonic() + (self.connection.rpc_timeout if timeout is None else timeout)
+
+    def _idle(self, deadline: float, name: str) -> Op[None]:
+        """Wait until no synchronous request of this channel awaits its reply (another
+        task's, or one given up whose reply has not come yet): one at a time, as the spec
+        asks -- RabbitMQ may answer a second request before the first."""
+        if self._rpc_busy or self._abandoned:
+            yield Wait(
+                lambda: self._closed or not (self._rpc_busy or self._abandoned), deadline,
+                f"the channel's previous request (before {name})",
+            )
+
+    def _wait_reply(self, name: str, deadline: float, late: Callable[[Any], None] | None) -> Op[Any]:
+        """Wait for the reply to the request just sent; ``late`` handles it when the wait is
         given up (a timeout, a cancelled task) and it comes anyway."""
-        name = method.NAME
-        if not method.SYNCHRONOUS or not method.RESPONSES or getattr(method, "nowait", False) or getattr(method, "no_wait", False):
-            return None
-        conn = self.connection
-        deadline = monotonic() + (conn.rpc_timeout if timeout is None else timeout)
+        self._rpc_busy = True
         try:
             yield Wait(lambda: self._replies or self._closed, deadline, name + " reply")
         except BaseException:
-            # Timed out or cancelled: the reply may still come; drop it then.
-            if not self._closed:
+            # Timed out or cancelled.  The reply may have come just now (a task cancelled
+            # after its wait was satisfied): hand it to ``late`` at once.  Otherwise it may
+            # still come: drop it then.
+            if self._replies:
+                reply = self._replies.popleft()
+                if late is not None:
+                    late(reply)
+                    self.connection._kick()
+            elif not self._closed:
                 self._abandoned.append(late)
             raise
+        finally:
+            self._rpc_busy = False
         if self._replies:
             return self._replies.popleft()
         self._raise_closed()
@@ -974,6 +1000,8 @@ class ChannelBase:
             self._add_consumer(consumer_tag, callback, on_cancel, no_ack)
             self._send(method)
             return consumer_tag
+        deadline = self._deadline(timeout)
+        yield from self._idle(deadline, "basic.consume")
         # Registered when consume-ok is routed (see _reply), before any delivery runs.
         self._consume_waiting.append((callback, on_cancel, no_ack))
         try:
@@ -981,7 +1009,7 @@ class ChannelBase:
         except BaseException:
             self._consume_waiting.pop()
             raise
-        ok = yield from self._wait_reply(method, timeout, self._cancel_late_consumer)
+        ok = yield from self._wait_reply("basic.consume", deadline, self._cancel_late_consumer)
         return str(ok.consumer_tag)
 
     def _add_consumer(self, tag: str, callback: Any, on_cancel: Any, no_ack: bool) -> None:

@@ -34,10 +34,11 @@ Tasks and callbacks
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from time import monotonic
-from typing import Any, AsyncIterator, Callable, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
 
 from ..wire.errors import LeveretError
 from ._shared import (
@@ -111,6 +112,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         self._callbacks_run = 0
         self._callback_error: BaseException | None = None
         self._backlog = 0  # deliveries in Deliveries iterators, not yet taken
+        self._corked = 0
 
     def _make_channel(self, channel_id: int) -> AsyncChannel:
         return AsyncChannel(self, channel_id)
@@ -341,13 +343,30 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         except (LeveretError, OSError):
             pass  # the connection holds the error; the next call raises it
 
+    @contextlib.contextmanager
+    def corked(self) -> Iterator[None]:
+        """``with conn.corked(): ...``: publishes and acks inside the block are written
+        together when it ends (or earlier past a few hundred frames, or when a call inside
+        waits for the broker) -- even across ``await`` points that would otherwise let the
+        loop write them."""
+        self._corked += 1
+        try:
+            yield
+        finally:
+            self._corked -= 1
+            if not self._corked:
+                try:
+                    self._flush()
+                except (LeveretError, OSError):
+                    pass  # the connection holds the error; the next call raises it
+
     def _kick(self) -> None:
         """Have what is queued written at the next turn of the loop (or now, past
         ``_FLUSH_ITEMS`` frames)."""
         core = self._core
         if core is not None and len(core._out) > _FLUSH_ITEMS:
             self._flush()
-        elif self._flush_handle is None and self._loop is not None:
+        elif self._flush_handle is None and self._loop is not None and not self._corked:
             self._flush_handle = self._loop.call_soon(self._flush_soon)
 
     def _notify(self) -> None:

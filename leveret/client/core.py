@@ -600,11 +600,11 @@ class SansIOConnection:
                 raise RemoteProtocolError(f"{method.NAME} is not a method a server sends", COMMAND_INVALID)
             ch.c_method = method
             ch.c_props = frame.properties
-            if len(body) > self.max_body_size:
+            if ch.state is ChannelState.CLOSING:
+                ch.c_discard = True  # dropped unseen, as frame by frame
+            elif len(body) > self.max_body_size:
                 ch.c_discard = True
                 events.append(ev.MessageTooLarge(channel_id, method, frame.properties, len(body)))
-            elif ch.state is ChannelState.CLOSING:
-                ch.c_discard = True
             self._content_done(ch, body, events)
             return
         if kind is MethodFrame:
