@@ -36,7 +36,7 @@ import platform
 from types import ModuleType
 from typing import Any, Mapping
 
-from ..wire import amqp0_8, amqp0_9_1
+from ..wire import SPECS
 from ..wire.errors import (
     CHANNEL_ERROR,
     COMMAND_INVALID,
@@ -80,7 +80,7 @@ __all__ = [
 ]
 
 #: The protocol versions leveret speaks, by the name used in URLs (``?protocol=0-8``).
-PROTOCOLS: dict[str, ModuleType] = {"0-9-1": amqp0_9_1, "0-8": amqp0_8}
+PROTOCOLS: Mapping[str, ModuleType] = SPECS  # 0-8's module is imported on first use
 
 #: The SASL mechanisms the core can answer.
 SASL_MECHANISMS = ("PLAIN", "AMQPLAIN", "EXTERNAL")

@@ -35,10 +35,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
-from typing import Any, Iterable, NoReturn, Union
+from typing import Any, Iterable, Mapping, NoReturn, Union
 
 from ..client.url import ConnectionParameters, parse_url
-from ..wire import amqp0_8, amqp0_9_1
+from ..wire import SPECS
 from ..wire._base import ContentProperties, Method
 from ..wire.errors import RemoteProtocolError
 from ..wire.fields import encode_table
@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 #: The protocol versions a session can speak, by name.
-PROTOCOLS: dict[str, ModuleType] = {"0-9-1": amqp0_9_1, "0-8": amqp0_8}
+PROTOCOLS: Mapping[str, ModuleType] = SPECS
 
 #: Largest frame the session accepts from the broker (it only ever tunes far lower).
 READ_FRAME_MAX = 1 << 28

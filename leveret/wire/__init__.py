@@ -8,7 +8,11 @@ writer) and :mod:`.errors` (every exception leveret raises on purpose).
 
 from __future__ import annotations
 
-from . import amqp0_8, amqp0_9_1, replies
+import importlib
+from types import ModuleType
+from typing import Iterator, Mapping
+
+from . import amqp0_9_1, replies
 from ._base import ContentProperties, Method
 from .errors import (
     AMQPError,
@@ -48,6 +52,7 @@ __all__ = [
     "amqp0_9_1",
     "amqp0_8",
     "replies",
+    "SPECS",
     # generated-code bases
     "Method",
     "ContentProperties",
@@ -86,3 +91,31 @@ __all__ = [
     "heartbeat_frame",
     "HEARTBEAT_FRAME",
 ]
+
+
+class _Specs(Mapping[str, ModuleType]):
+    """``"0-9-1"`` and ``"0-8"`` -> their generated codec module, imported on first use:
+    0-8's is the larger and rarely needed, and a process that only speaks 0-9-1 should
+    not hold it in memory."""
+
+    _modules = {"0-9-1": "amqp0_9_1", "0-8": "amqp0_8"}
+
+    def __getitem__(self, protocol: str) -> ModuleType:
+        return importlib.import_module(f"{__name__}.{self._modules[protocol]}")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+
+#: The codec module per protocol version, by the name used in URLs (``?protocol=0-8``).
+SPECS: Mapping[str, ModuleType] = _Specs()
+
+
+def __getattr__(name: str) -> ModuleType:
+    # ``leveret.wire.amqp0_8`` as an attribute of the package, imported on first use.
+    if name == "amqp0_8":
+        return importlib.import_module(f"{__name__}.amqp0_8")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
