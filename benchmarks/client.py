@@ -30,7 +30,6 @@ Scenarios (counts at ``--scale 1``):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import hashlib
 import json
@@ -49,8 +48,11 @@ from collections import deque
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Coroutine, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeVar
 from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["main", "SCENARIOS", "ADAPTERS"]
 
@@ -569,6 +571,10 @@ class AiormqAdapter(Adapter):
 
     def connect(self) -> None:
         import aiormq
+
+        global asyncio
+        import asyncio  # here, not at the top: the 1 MiB workers of other libraries must not
+        # carry asyncio's (and ssl's) memory in the RSS they report
 
         # aiormq leaves a writer task behind at close, which asyncio reports on stderr.
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)

@@ -28,9 +28,7 @@ to drop it when it comes, so the next call gets its own reply and the channel st
 
 from __future__ import annotations
 
-import inspect
 import logging
-import ssl
 from collections import deque
 from time import monotonic
 from typing import (
@@ -62,6 +60,7 @@ from .message import Message
 from .url import ConnectionParameters, parse_url
 
 if TYPE_CHECKING:  # pragma: no cover
+    import ssl
     from typing import ContextManager
 
 __all__ = ["QueueDeclareOk", "Wait", "operation", "ConnectionBase", "ChannelBase"]
@@ -108,11 +107,18 @@ class operation(Generic[P, R]):
         self.__name__ = fn.__name__
         self.__qualname__ = fn.__qualname__
         self.__wrapped__ = fn
-        sig = inspect.signature(fn)
+
+    @property
+    def __signature__(self) -> Any:
+        """What help() and inspect show: the call, not the generator (computed on demand:
+        ``inspect`` is a heavy import)."""
+        import inspect
+
+        sig = inspect.signature(self.fn)
         returns = sig.return_annotation
         if isinstance(returns, str) and returns.startswith("Op[") and returns.endswith("]"):
             sig = sig.replace(return_annotation=returns[3:-1])
-        self.__signature__ = sig  # what help() and inspect show: the call, not the generator
+        return sig
 
     def __call__(self, obj: Any, *args: P.args, **kwargs: P.kwargs) -> Any:
         """``Channel.queue_declare(channel, ...)``: the unbound call, as for a function."""
@@ -150,6 +156,8 @@ class QueueDeclareOk(NamedTuple):
 def ssl_context(params: ConnectionParameters) -> ssl.SSLContext:
     """The TLS context for ``params``: the system's CAs (or ``cacertfile``), verification on
     unless ``verify`` is false, the client certificate when one is given."""
+    import ssl  # only for TLS: the module costs several MiB of memory
+
     ctx = ssl.create_default_context(cafile=params.cacertfile)
     if not params.verify:
         ctx.check_hostname = False

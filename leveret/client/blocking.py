@@ -33,7 +33,6 @@ import contextlib
 import logging
 import select
 import socket
-import ssl
 import threading
 import weakref
 from time import monotonic
@@ -65,6 +64,10 @@ _READ_AHEAD_LIMIT = 20000
 _FLUSH_ITEMS = 512
 # Writes closer together than this (seconds) count as a burst, left to the I/O thread.
 _BURST_GAP = 50e-6
+
+class _NeverRaised(Exception):
+    """Stands in for ssl's want-read/want-write errors on a plain TCP connection."""
+
 
 # Connections with an I/O thread, so that bytes still queued at interpreter exit get written.
 _live: weakref.WeakSet[Connection] = weakref.WeakSet()
@@ -110,6 +113,10 @@ class Connection(ConnectionBase, BlockingDriver):
         self._io_thread: threading.Thread | None = None
         self._stopping = False
         self._last_poll = 0.0
+        # TLS only: the ssl module is imported when a connection uses it.
+        self._tls = False
+        self._want_read: type[BaseException] = _NeverRaised
+        self._want_write: type[BaseException] = _NeverRaised
 
     def _make_channel(self, channel_id: int) -> Channel:
         return Channel(self, channel_id)
@@ -149,7 +156,11 @@ class Connection(ConnectionBase, BlockingDriver):
         sock = socket.create_connection((p.host, p.port), timeout=p.connection_timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._tls = bool(p.ssl)
             if p.ssl:
+                import ssl
+
+                self._want_read, self._want_write = ssl.SSLWantReadError, ssl.SSLWantWriteError
                 ctx = self.ssl_context or ssl_context(p)
                 sock = ctx.wrap_socket(sock, server_hostname=p.server_name_indication or p.host)
         except BaseException:
@@ -285,12 +296,12 @@ class Connection(ConnectionBase, BlockingDriver):
             view = memoryview(data).cast("B")
             try:
                 while view:
-                    if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                    if not (self._tls and sock.pending()):  # type: ignore[attr-defined]
                         if not select.select([], [sock], [], 0)[1]:
                             break
                     sent = sock.send(view)
                     view = view[sent:]
-            except ssl.SSLWantWriteError:
+            except self._want_write:
                 pass
             except OSError as exc:
                 with self._lock:
@@ -354,9 +365,10 @@ class Connection(ConnectionBase, BlockingDriver):
         try:
             if len(bufs) == 1:
                 sock.sendall(bufs[0])
-            elif len(bufs) <= 64 or isinstance(sock, ssl.SSLSocket) or all(type(b) is bytes for b in bufs):
+            elif self._tls or all(type(b) is bytes for b in bufs):
                 sock.sendall(b"".join(bufs))
             else:
+                # Slices of a big body: scatter/gather, no copy of the body.
                 self._sendmsg_all(sock, bufs)
         except OSError as exc:
             core = self._core
@@ -388,14 +400,14 @@ class Connection(ConnectionBase, BlockingDriver):
         if sock is None or core is None:
             raise self._dead_error()
         try:
-            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            if not (self._tls and sock.pending()):  # type: ignore[attr-defined]
                 if timeout is not None and timeout < 0:
                     timeout = 0
                 readable, _, _ = select.select([sock], [], [], timeout)
                 if not readable:
                     return False
             data = sock.recv(_RECV_SIZE)
-        except ssl.SSLWantReadError:
+        except self._want_read:
             return False
         except (OSError, ValueError) as exc:
             if self._error is not None:
