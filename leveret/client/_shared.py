@@ -21,9 +21,12 @@ ones (:class:`AsyncDriver`) -- with the same name, signature, docstring, and sta
 (``ch.queue_declare(q)`` is a ``QueueDeclareOk`` on a blocking channel, an
 ``Awaitable[QueueDeclareOk]`` on an asyncio one).
 
-Replies on a channel come in the order of the requests.  When a caller stops waiting for a
-reply (a timeout, a cancelled task), its reply is still on its way; the channel remembers
-to drop it when it comes, so the next call gets its own reply and the channel stays usable.
+A channel has at most one synchronous request awaiting its reply, as the spec asks (RabbitMQ
+may answer a second request before the first): the next one is sent when that reply is in.
+When a caller stops waiting for a reply (a timeout, a cancelled task), its reply is still on
+its way; the channel drops it when it comes (requeueing a fetched message, cancelling a
+consumer nobody knows) and only then sends the next request, so every call gets its own
+reply and the channel stays usable.
 """
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ Tasks and callbacks
 * Heartbeats are sent and checked by a small task.  Like everything in asyncio, they need
   the event loop to run: a callback that blocks the loop for two heartbeat intervals gets the
   connection closed by the broker.
+* Tasks may share a channel: its synchronous calls go one at a time (each waits for the
+  previous reply), and each gets its own reply.
 * Cancelling a task that awaits a call never leaves a half-written frame: frames are queued
   whole before the first ``await``.  The channel stays usable -- the late reply is dropped
   when it comes (a message fetched by a cancelled ``basic_get`` is given back to the queue
