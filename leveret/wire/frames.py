@@ -812,74 +812,46 @@ def content_frames(
     size = len(body)
     payload_size = len(payload)
     props_size = len(props)
-    if (
+    # The common case, checked at once: one body frame; otherwise check everything and see
+    # whether it is one body frame after all (a bytearray or memoryview body).
+    single = (
         type(body) is bytes
         and 0 < size < SMALL_CONTENT
         and size + 8 <= frame_max
         and payload_size + 8 <= frame_max
         and props_size + 22 <= frame_max
-    ):
-        # The common case, checked at once: one body frame, the whole content in a single
-        # join, each end octet packed with the next frame's header.  A channel outside
-        # 0..65535 makes the first pack fail, and the checks below say why.
-        try:
-            return b"".join(
-                (
-                    _pack_frame_header(FRAME_METHOD, channel, payload_size),
-                    payload,
-                    _pack_end_and_header_frame_start(
-                        FRAME_END,
-                        FRAME_HEADER,
-                        channel,
-                        14 + props_size,
-                        method.CLASS_ID,
-                        0,
-                        size,
-                        flags,
-                    ),
-                    props,
-                    _pack_end_and_frame_header(FRAME_END, FRAME_BODY, channel, size),
-                    body,
-                    _END,
-                )
+        and 0 <= channel <= 0xFFFF
+    )
+    if not single:
+        if not 0 <= channel <= 0xFFFF:
+            raise EncodeError(f"channel {channel} is outside 0..65535")
+        if payload_size + 8 > frame_max or props_size + 22 > frame_max:
+            raise EncodeError(
+                f"{method.NAME} or its content header does not fit in a frame of frame_max "
+                f"{frame_max} bytes (method {payload_size + 8}, header {props_size + 22})"
             )
-        except struct.error:
-            pass
-    if not 0 <= channel <= 0xFFFF:
-        raise EncodeError(f"channel {channel} is outside 0..65535")
-    if len(payload) + 8 > frame_max or len(props) + 22 > frame_max:
-        raise EncodeError(
-            f"{method.NAME} or its content header does not fit in a frame of frame_max "
-            f"{frame_max} bytes (method {len(payload) + 8}, header {len(props) + 22})"
+        if type(body) is memoryview and body.itemsize != 1:  # len() counts items, not bytes
+            body = body.cast("B")
+            size = len(body)
+        single = 0 < size < SMALL_CONTENT and size + 8 <= frame_max
+    if single:
+        # The whole content in a single join, each end octet packed with the next frame's
+        # header.
+        return b"".join(
+            (
+                _pack_frame_header(FRAME_METHOD, channel, payload_size),
+                payload,
+                _pack_end_and_header_frame_start(
+                    FRAME_END, FRAME_HEADER, channel, 14 + props_size, method.CLASS_ID, 0, size, flags
+                ),
+                props,
+                _pack_end_and_frame_header(FRAME_END, FRAME_BODY, channel, size),
+                body,
+                _END,
+            )
         )
-    size = len(body)
-    if type(body) is memoryview and body.itemsize != 1:  # len() counts items, not bytes
-        body = body.cast("B")
-        size = len(body)
     if size + 8 <= frame_max and size < SMALL_CONTENT:
-        # The common case, one body frame at most: a single join, and each end octet
-        # packed together with the next frame's header.
-        if size:
-            return b"".join(
-                (
-                    _pack_frame_header(FRAME_METHOD, channel, len(payload)),
-                    payload,
-                    _pack_end_and_header_frame_start(
-                        FRAME_END,
-                        FRAME_HEADER,
-                        channel,
-                        14 + len(props),
-                        method.CLASS_ID,
-                        0,
-                        size,
-                        flags,
-                    ),
-                    props,
-                    _pack_end_and_frame_header(FRAME_END, FRAME_BODY, channel, size),
-                    body,
-                    _END,
-                )
-            )
+        # No body at all.
         return b"".join(
             (
                 _pack_frame_header(FRAME_METHOD, channel, len(payload)),
