@@ -42,7 +42,7 @@ from leveret.client import (
     ResourceLocked,
     URLError,
 )
-from leveret.wire.errors import HardError, LocalProtocolError, SoftError
+from leveret.wire.errors import EncodeError, HardError, LocalProtocolError, SoftError
 
 PROTOCOLS = ["0-9-1", "0-8"]
 
@@ -746,6 +746,29 @@ def test_basic_publish_and_get_round_trip_every_property(ch: Channel, queue: str
     assert text.delivery_info["message_count"] == 0
     assert ch.basic_get(queue) is None
     assert ch.queue_declare(queue, passive=True) == (queue, 0, 0)
+
+
+def test_repeated_property_sets_arrive_unchanged(ch: Channel, queue: str) -> None:
+    """Property sets a publisher repeats are encoded once per channel: every copy, and the
+    sets that are never cached (headers, per-message ids, timestamps), arrive as sent."""
+    sets: list[dict[str, Any]] = [
+        {"content_type": "application/json", "content_encoding": "utf-8", "delivery_mode": 2},
+        {"content_type": "application/json", "content_encoding": "utf-8", "delivery_mode": 2},
+        {"content_type": "text/plain", "priority": 3},
+        {"content_type": "application/json", "content_encoding": "utf-8", "delivery_mode": 1},
+        {"content_type": "application/json", "headers": {"k": "v"}},
+        {"content_type": "application/json", "message_id": "m-1", "correlation_id": "c-1"},
+        {"content_type": "application/json", "message_id": "m-2", "correlation_id": "c-2"},
+        {"content_type": "application/json", "content_encoding": "utf-8", "delivery_mode": 2},
+    ]
+    for i, props in enumerate(sets):
+        ch.basic_publish(Message(b"%d" % i, **props), routing_key=queue)
+    for i, props in enumerate(sets):
+        msg = ch.basic_get(queue, no_ack=True)
+        assert msg is not None and msg.body == b"%d" % i
+        assert msg.properties == props
+    with pytest.raises(EncodeError):
+        ch.basic_publish(Message(b"x", type=["not", "a", "string"]), routing_key=queue)
 
 
 def test_basic_consume_ack_and_cancel(conn: Connection, ch: Channel, peer: Connection, node: PrivateNode) -> None:

@@ -555,6 +555,24 @@ def _nothing(*args: Any) -> None:
     return None
 
 
+# Properties that make a property set worth no caching: a table (unhashable) and values that
+# usually differ for every message.
+_UNCACHED = frozenset({"headers", "message_id", "correlation_id", "timestamp"})
+
+
+class _EncodedProperties:
+    """A content header's properties, already encoded (what the frame writer asks of a
+    properties object: ``encode_values()``)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: tuple[int, bytes]) -> None:
+        self._values = values
+
+    def encode_values(self) -> tuple[int, bytes]:
+        return self._values
+
+
 class ChannelBase:
     """A channel's state and every channel operation, for both drivers.
 
@@ -579,6 +597,8 @@ class ChannelBase:
         self._props_cls = spec.Basic.Properties
         self._ack_cls = spec.Basic.Ack
         self._ticket_field = "ticket" in spec.Basic.Publish.FIELDS
+        self._publish_methods: dict[tuple[str, str, bool, bool], Any] = {}
+        self._encoded_props: dict[tuple[Any, ...], _EncodedProperties] = {}
         self._open = False
         self._closed = False
         self._error: AMQPError | None = None
@@ -781,16 +801,41 @@ class ChannelBase:
             if not isinstance(msg, Message):
                 msg = Message(msg)
             body = msg.body
-            props = self._props_cls(**msg.properties) if msg.properties else None
-        if self._ticket_field:
-            method = self._publish_cls(
-                ticket=core.ticket(self.channel_id), exchange=exchange,
-                routing_key=routing_key, mandatory=mandatory, immediate=immediate,
-            )
-        else:
-            method = self._publish_cls(
-                exchange=exchange, routing_key=routing_key, mandatory=mandatory, immediate=immediate
-            )
+            properties = msg.properties
+            if not properties:
+                props = None
+            elif _UNCACHED.isdisjoint(properties):
+                # The same few property sets again and again (a producer's content type,
+                # encoding, delivery mode): their header bytes are encoded once.
+                props_key = tuple(properties.items())
+                try:
+                    props = self._encoded_props.get(props_key)
+                except TypeError:  # an unhashable value: let the encoder say what is wrong
+                    props = self._props_cls(**properties)
+                if props is None:
+                    props = _EncodedProperties(self._props_cls(**properties).encode_values())
+                    if len(self._encoded_props) >= 256:
+                        self._encoded_props.clear()
+                    self._encoded_props[props_key] = props
+            else:
+                props = self._props_cls(**properties)
+        # A publisher sends to a handful of (exchange, routing key) pairs: their
+        # basic.publish objects are built once (nothing changes them once built).
+        key = (exchange, routing_key, mandatory, immediate)
+        method = self._publish_methods.get(key)
+        if method is None:
+            if self._ticket_field:
+                method = self._publish_cls(
+                    ticket=core.ticket(self.channel_id), exchange=exchange,
+                    routing_key=routing_key, mandatory=mandatory, immediate=immediate,
+                )
+            else:
+                method = self._publish_cls(
+                    exchange=exchange, routing_key=routing_key, mandatory=mandatory, immediate=immediate
+                )
+            if len(self._publish_methods) >= 256:
+                self._publish_methods.clear()
+            self._publish_methods[key] = method
         with self.connection._lock:
             if self._closed:
                 self._raise_closed()
@@ -1220,4 +1265,5 @@ class ChannelBase:
         )
         with self.connection._lock:
             self._core.set_ticket(self.channel_id, ok.ticket)
+        self._publish_methods.clear()  # they carry the old ticket
         return int(ok.ticket)

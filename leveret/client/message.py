@@ -59,6 +59,21 @@ class Message:
         self._method: Any = None
 
     @classmethod
+    def _outgoing(cls, body: bytes | bytearray | memoryview | str, properties: dict[str, Any]) -> Message:
+        """``Message(body, **properties)`` for a caller that owns ``properties`` (the dict is
+        kept, not copied); an unknown name is still a ``TypeError``, from the publish."""
+        if isinstance(body, str):
+            return cls(body, **properties)
+        self = cls.__new__(cls)
+        self.body = body
+        self._properties = properties
+        self._info = {}
+        self.channel = None
+        self._props = None
+        self._method = None
+        return self
+
+    @classmethod
     def _received(cls, channel: Channel | None, method: Any, props: Any, body: bytes) -> Message:
         self = cls.__new__(cls)
         self.body = body

@@ -435,7 +435,7 @@ class Producer:
         it may have left."""
         for entity in declare:
             maybe_declare(entity, channel)
-        message = ClientMessage(body, **properties)
+        message = ClientMessage._outgoing(body, properties)
         state = self._state
         if state is None or channel is not self._plain:
             state = _channel_state(channel)
