@@ -519,3 +519,12 @@ def test_lenient_buffer() -> None:
     assert part.decode("latin-1") == "b\xffc"
     assert bytes(part) == b"b\xffc" and type(bytes(part)) is bytes
     assert struct.unpack_from("!H", buf, 1) == (0x62FF,)
+
+
+def test_basic_properties_have_the_same_names_in_both_versions() -> None:
+    """The client's Message takes one set of property names for either version
+    (``leveret.client.message.PROPERTY_NAMES``)."""
+    from leveret.client.message import PROPERTY_NAMES
+    from leveret.wire import amqp0_8, amqp0_9_1
+
+    assert amqp0_8.Basic.Properties.FIELDS == amqp0_9_1.Basic.Properties.FIELDS == PROPERTY_NAMES

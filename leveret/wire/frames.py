@@ -120,8 +120,16 @@ class Frame:
     #: The frame-type octet.
     FRAME_TYPE: int = 0
 
+    #: The attributes that make a frame's value, in order: ``channel`` and the subclass's
+    #: slots (set by ``__init_subclass__``).
+    _FIELDS: tuple[str, ...] = ("channel",)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._FIELDS = ("channel", *cls.__dict__.get("__slots__", ()))
+
     def _key(self) -> tuple[Any, ...]:
-        return (self.channel,)
+        return tuple(getattr(self, name) for name in self._FIELDS)
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -133,11 +141,8 @@ class Frame:
         return hash((type(self), self._key()))
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields(), self._key()))
+        fields = ", ".join(f"{name}={value!r}" for name, value in zip(self._FIELDS, self._key()))
         return f"{type(self).__name__}({fields})"
-
-    def _fields(self) -> tuple[str, ...]:
-        return ("channel",)
 
 
 class MethodFrame(Frame):
@@ -149,12 +154,6 @@ class MethodFrame(Frame):
     def __init__(self, channel: int, method: Method) -> None:
         self.channel = channel
         self.method = method
-
-    def _key(self) -> tuple[Any, ...]:
-        return (self.channel, self.method)
-
-    def _fields(self) -> tuple[str, ...]:
-        return ("channel", "method")
 
 
 class HeaderFrame(Frame):
@@ -174,12 +173,6 @@ class HeaderFrame(Frame):
         self.body_size = body_size
         self.properties = properties
 
-    def _key(self) -> tuple[Any, ...]:
-        return (self.channel, self.class_id, self.body_size, self.properties)
-
-    def _fields(self) -> tuple[str, ...]:
-        return ("channel", "class_id", "body_size", "properties")
-
 
 class BodyFrame(Frame):
     """A content body frame: one piece of the body, ``payload``, on ``channel``."""
@@ -191,11 +184,6 @@ class BodyFrame(Frame):
         self.channel = channel
         self.payload = payload
 
-    def _key(self) -> tuple[Any, ...]:
-        return (self.channel, self.payload)
-
-    def _fields(self) -> tuple[str, ...]:
-        return ("channel", "payload")
 
     def __repr__(self) -> str:
         # Bodies can be megabytes; show the start only.
@@ -226,11 +214,6 @@ class ContentFrame(Frame):
         self.properties = properties
         self.body = body
 
-    def _key(self) -> tuple[Any, ...]:
-        return (self.channel, self.method, self.properties, self.body)
-
-    def _fields(self) -> tuple[str, ...]:
-        return ("channel", "method", "properties", "body")
 
     def __repr__(self) -> str:
         # As for BodyFrame: show the start of the body only.
