@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-import uuid
 from typing import Any, Awaitable, TypeVar
 
 import pytest
 
 from broker import Broker
+from helpers import unique
 from leveret.client import AsyncChannel, AsyncConnection, Channel, Connection, Message, NotFound
 from leveret.client.aio import Deliveries
 from tcpproxy import TCPProxy
@@ -29,10 +29,6 @@ def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
         return await asyncio.wait_for(coro, timeout)
 
     return asyncio.run(bounded())
-
-
-def unique(prefix: str) -> str:
-    return f"leveret-test-async-{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 async def ready(ch: AsyncChannel, queue: str, count: int, timeout: float = 10.0) -> int:

@@ -13,28 +13,17 @@ import json
 import random
 import threading
 import time
-import uuid
 from typing import Any, Callable, Iterator
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
 
 from broker import PrivateNode
 from drivers import NewConnection, blocking_only
+from helpers import unique, with_options
 from leveret.client import Channel, Connection, Message, MessageTooLargeError
 
 PROTOCOLS = ["0-9-1", "0-8"]
 MiB = 1024 * 1024
-
-
-def with_options(url: str, **options: Any) -> str:
-    parts = urlsplit(url)
-    query = "&".join(q for q in (parts.query, urlencode(options)) if q)
-    return urlunsplit(parts._replace(query=query))
-
-
-def unique(prefix: str) -> str:
-    return f"leveret-test-{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def body_of(size: int, seed: int) -> bytes:

@@ -30,6 +30,7 @@ import pytest
 
 from broker import PrivateNode, private_node
 from drivers import NewConnection, blocking_only
+from helpers import within
 from leveret.client import (
     AuthenticationError,
     BlockedTimeout,
@@ -47,26 +48,6 @@ needs_broker = pytest.mark.broker
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def within(seconds: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` in a thread; fail the test if it has not returned after ``seconds``."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # handed to the test thread below
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        pytest.fail(f"{getattr(fn, '__name__', fn)} hung: no return within {seconds} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
 
 
 class Waiter(threading.Thread):

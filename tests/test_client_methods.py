@@ -22,12 +22,12 @@ import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
 
 from broker import PrivateNode
 from drivers import NewConnection, blocking_only
+from helpers import unique, with_options, with_vhost
 from leveret.client import (
     AccessRefused,
     AuthenticationError,
@@ -48,22 +48,6 @@ PROTOCOLS = ["0-9-1", "0-8"]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def with_options(url: str, **options: Any) -> str:
-    """``url`` with query options added (keeping any it already has)."""
-    parts = urlsplit(url)
-    query = "&".join(q for q in (parts.query, urlencode(options)) if q)
-    return urlunsplit(parts._replace(query=query))
-
-
-def with_vhost(url: str, path: str) -> str:
-    """``url`` with its path replaced by ``path`` (already percent-encoded, without the /)."""
-    return urlunsplit(urlsplit(url)._replace(path="/" + path))
-
-
-def unique(prefix: str) -> str:
-    return f"leveret-test-{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def ctl_json(node: PrivateNode, command: str, *columns: str) -> list[dict[str, Any]]:

@@ -17,7 +17,6 @@ facade of tests/drivers.py (``new_connection``).
 from __future__ import annotations
 
 import ssl
-import threading
 import time
 import uuid
 from typing import Any, Callable, Iterator
@@ -28,32 +27,13 @@ import pytest
 from broker import PrivateNode, private_node
 from certs import Certs, make_certs
 from drivers import NewConnection
+from helpers import within
 from leveret.client import AuthenticationError, Connection, ConnectionLost, Message
 from leveret.wire.errors import RemoteProtocolError
 
 pytestmark = pytest.mark.broker
 
 CLIENT_CN = "leveret-tls-client"
-
-
-def within(seconds: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` in a thread; fail the test if it has not returned after ``seconds``."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn(*args, **kwargs)
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        pytest.fail(f"{getattr(fn, '__name__', fn)} hung: no return within {seconds} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
 
 
 class TLSNode:
