@@ -871,8 +871,7 @@ class ChannelBase:
                     return
                 conn._core.close_channel(self.channel_id, reply_code, reply_text)
             conn._flush()
-            deadline = monotonic() + (conn.rpc_timeout if timeout is None else timeout)
-            yield Wait(lambda: self._closed, deadline, "channel.close-ok")
+            yield Wait(lambda: self._closed, self._deadline(timeout), "channel.close-ok")
         except (ChannelClosedError, ConnectionClosedError):
             self._closed = True
 
@@ -1169,11 +1168,9 @@ class ChannelBase:
         :class:`ConnectionLost` -- whose ``unconfirmed`` names the publishes of unknown
         fate -- when the connection dies first.
         """
-        conn = self.connection
         core = self._core
-        deadline = monotonic() + (conn.rpc_timeout if timeout is None else timeout)
+        deadline = self._deadline(timeout)
         cid = self.channel_id
-        conn._flush()
         yield Wait(lambda: core.unconfirmed_count(cid) == 0 or self._closed, deadline, "publisher confirms")
         if self._returns:
             self._run_returns()
@@ -1207,11 +1204,9 @@ class ChannelBase:
         # confirm cannot arrive unnoticed.
         tag = self._publish_now(msg, exchange, routing_key, mandatory, False, wait_tag=True)
         assert tag is not None
-        conn = self.connection
-        conn._flush()
         waited = self._waited_tags
         try:
-            deadline = monotonic() + (conn.rpc_timeout if timeout is None else timeout)
+            deadline = self._deadline(timeout)
             yield Wait(lambda: waited[tag] is not None or self._closed, deadline, "the publish's confirm")
             ack = waited[tag]
         finally:
