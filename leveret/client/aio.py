@@ -372,6 +372,9 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
             self._flush_handle = self._loop.call_soon(self._flush_soon)
 
     def _notify(self) -> None:
+        """Wake every waiting call; they look again at what they wait for."""
+        if not self._waiters:
+            return  # the common case on the delivery path: nobody waits
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
