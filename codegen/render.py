@@ -219,21 +219,24 @@ class _VersionRenderer:
             text += "\n\nNo fields."
         return text
 
-    def method_encode(self, cls: Class, m: Method) -> list[str]:
+    def _encode_plan(self, m: Method) -> tuple[list[str], list[tuple[str, str, list[str]]]]:
+        """How a method's payload is encoded: statements to run first, then the segments to
+        join, each ``("struct", fmt, args)`` (a run of fixed-width fields, ids first),
+        ``("octet", expr, [])`` (a bit octet, always 0..255) or ``("bytes", expr, [])`` (an
+        encoded shortstr, longstr data or table, held in a local)."""
         pre: list[str] = []
-        parts: list[str] = []
+        segments: list[tuple[str, str, list[str]]] = []
         nbits = 0
         fmt = "HH"
-        args = [str(cls.index), str(m.index)]
+        args: list[str] = []  # the ids are added by the renderers
 
         def flush() -> None:
             nonlocal fmt, args
             if fmt == "B" and args[0] in bit_exprs:
-                parts.append(f"_OCTETS[{args[0]}]")  # a bit octet is always 0..255
-                fmt, args = "", []
+                segments.append(("octet", args[0], []))
             elif fmt:
-                parts.append(f"{self.structs.packer(fmt)}({', '.join(args)})")
-                fmt, args = "", []
+                segments.append(("struct", fmt, args))
+            fmt, args = "", []
 
         bit_exprs: set[str] = set()
         for item in _bit_groups(m.fields):
@@ -262,7 +265,7 @@ class _VersionRenderer:
             elif item.type == "shortstr":
                 flush()
                 pre.extend(_cached_shortstr(f"_{attr}", f"self.{attr}"))
-                parts.append(f"_{attr}")
+                segments.append(("bytes", f"_{attr}", []))
             elif item.type == "longstr":
                 pre.append(f"_{attr} = self.{attr}")
                 pre.append(f"if isinstance(_{attr}, str):")
@@ -270,21 +273,34 @@ class _VersionRenderer:
                 fmt += "I"
                 args.append(f"len(_{attr})")
                 flush()
-                parts.append(f"_{attr}")
+                segments.append(("bytes", f"_{attr}", []))
             elif item.type == "table":
                 flush()
-                parts.append(f"_encode_table(self.{attr})")
+                pre.append(f"_{attr} = _encode_table(self.{attr})")
+                segments.append(("bytes", f"_{attr}", []))
             else:  # pragma: no cover - model validation rules this out
                 raise SpecError(f"cannot encode {item.type}")
         flush()
+        return pre, segments
 
-        lines = ["def encode(self) -> bytes:"]
-        if not m.fields:
-            data = (cls.index << 16 | m.index).to_bytes(4, "big")
-            literal = "".join(f"\\x{b:02x}" for b in data)
-            lines.append(f'    return b"{literal}"')
-            return lines
-        can_fail = any(f.type != "bit" for f in m.fields)
+    def _segment_exprs(self, segments: list[tuple[str, str, list[str]]]) -> list[str]:
+        parts = []
+        for kind, what, args in segments:
+            if kind == "struct":
+                parts.append(f"{self.structs.packer(what)}({', '.join(args)})")
+            elif kind == "octet":
+                parts.append(f"_OCTETS[{what}]")
+            else:
+                parts.append(what)
+        return parts
+
+    def _encode_body(
+        self, name: str, cls: Class, m: Method, pre: list[str], parts: list[str], error: str
+    ) -> list[str]:
+        """``def name`` returning the join of ``parts`` after ``pre``, failures reported by
+        the ``error`` expression (which may use ``exc``)."""
+        lines = [name]
+        can_fail = any(f.type != "bit" for f in m.fields) or "channel" in name
         body_indent = 8 if can_fail else 4
         body = [" " * body_indent + line for line in pre]
         if len(parts) == 1:
@@ -314,8 +330,57 @@ class _VersionRenderer:
                 " from exc"
             )
         lines.append("    except _ENCODE_FAILURES as exc:")
-        lines.append("        raise _encode_error(self, exc) from exc")
+        lines.append(f"        raise {error} from exc")
         return lines
+
+    def method_encode(self, cls: Class, m: Method) -> list[str]:
+        if not m.fields:
+            data = (cls.index << 16 | m.index).to_bytes(4, "big")
+            literal = "".join(f"\\x{b:02x}" for b in data)
+            return ["def encode(self) -> bytes:", f'    return b"{literal}"']
+        pre, segments = self._encode_plan(m)
+        kind, fmt, args = segments[0]
+        segments[0] = (kind, fmt, [str(cls.index), str(m.index), *args])
+        parts = self._segment_exprs(segments)
+        return self._encode_body(
+            "def encode(self) -> bytes:", cls, m, pre, parts, "_encode_error(self, exc)"
+        )
+
+    def method_encode_frame(self, cls: Class, m: Method) -> list[str]:
+        """``encode_frame(channel)`` for a content-carrying method: the whole method frame
+        in one join, its frame header packed with the ids and leading fields and its
+        frame-end octet with the last fixed field (or bit octet)."""
+        pre, segments = self._encode_plan(m)
+        size = 0
+        lengths = []
+        for kind, what, args in segments:
+            if kind == "struct":
+                size += sum(_STRUCT_SIZE[c] for c in what)
+            elif kind == "octet":
+                size += 1
+            else:
+                lengths.append(f"len({what})")
+        kind, fmt, args = segments[0]
+        size_expr = " + ".join([str(size), *lengths])
+        segments[0] = (kind, "BHI" + fmt, ["1", "channel", size_expr, str(cls.index), str(m.index), *args])
+        kind, what, args = segments[-1]
+        tail: list[str] = []
+        if kind == "struct":
+            segments[-1] = (kind, what + "B", [*args, "206"])
+        elif kind == "octet":
+            segments[-1] = ("bytes", f"_OCTETS_END[{what}]", [])
+        else:
+            tail = ["_END"]
+        parts = self._segment_exprs(segments) + tail
+        lines = self._encode_body(
+            "def encode_frame(self, channel: int) -> bytes:",
+            cls, m, pre, parts, "_frame_error(self, channel, exc)",
+        )
+        doc = [
+            '    """The method frame for ``channel``: frame header, :meth:`encode`\'s payload,',
+            '    frame-end octet."""',
+        ]
+        return lines[:1] + doc + lines[1:]
 
     def _wrap_expr(self, indent: int, head: str, expr: str, tail: str = "") -> list[str]:
         """Wrap ``name(arg, arg)`` one argument per line when it does not fit."""
@@ -451,6 +516,9 @@ class _VersionRenderer:
                 out.append(f"    self.{a} = {a}")
         out.append("")
         out.extend(self.method_encode(cls, m))
+        if m.content and m.fields:
+            out.append("")
+            out.extend(self.method_encode_frame(cls, m))
         out.append("")
         out.extend(self.method_decode(cls, m))
         # The class body sits inside the container class: indent everything but line 1.
@@ -690,13 +758,16 @@ class _VersionRenderer:
             "from typing import Any, ClassVar" if needs_classvar else "from typing import Any",
             "",
             "from . import replies",
+            "from ._base import END as _END",
             "from ._base import OCTETS as _OCTETS",
+            "from ._base import OCTETS_END as _OCTETS_END",
             "from ._base import SHORTSTRS as _SHORTSTRS",
             "from ._base import ContentProperties, Method",
             "from ._base import Lenient as _Lenient",
             "from ._base import cached_shortstr as _cached_shortstr",
             "from ._base import decode_error as _decode_error",
             "from ._base import encode_error as _encode_error",
+            "from ._base import frame_error as _frame_error",
             "from ._base import int_to_timestamp as _int_to_timestamp",
             "from ._base import longstr_bytes as _longstr_bytes",
             "from ._base import shortstr as _shortstr",
@@ -742,6 +813,9 @@ class _VersionRenderer:
             "_DECODE_FAILURES = (struct.error, IndexError, ValueError)",
             "# Decoding fills the slots directly, skipping __init__ and its keyword parsing.",
             "_new = object.__new__",
+            "# Bound once here: Python 3.11 compiles a method call on an imported name without",
+            "# its method-call fast path, building a bound method on every call.",
+            "_shortstrs_get = _SHORTSTRS.get",
             "",
         ]
         out.extend(self.structs.render())
@@ -797,7 +871,7 @@ class _VersionRenderer:
 def _cached_shortstr(target: str, value: str) -> list[str]:
     """``target = `` the wire form of the shortstr ``value``, from the cache when it is there."""
     return [
-        f"{target} = _SHORTSTRS.get({value})",
+        f"{target} = _shortstrs_get({value})",
         f"if {target} is None:",
         f"    {target} = _cached_shortstr({value})",
     ]

@@ -25,6 +25,9 @@ __all__ = [
     "int_to_timestamp",
     "skip_flag_words",
     "OCTETS",
+    "OCTETS_END",
+    "END",
+    "frame_error",
     "SHORTSTRS",
     "shortstr",
     "cached_shortstr",
@@ -35,6 +38,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 _SECOND = timedelta(seconds=1)
 _unpack_H = struct.Struct("!H").unpack_from
 _pack_H = struct.Struct("!H").pack
+_pack_method_frame_header = struct.Struct("!BHI").pack
 
 # Largest value per integer wire type, for the error messages of encode_error().
 _INT_MAX = {
@@ -104,6 +108,16 @@ class Method(_Fields):
     def encode(self) -> bytes:
         """The method frame payload: class id, method id, then the arguments."""
         raise NotImplementedError
+
+    def encode_frame(self, channel: int) -> bytes:
+        """The whole method frame for ``channel``: frame header, :meth:`encode`'s payload,
+        frame-end octet.  (Content-carrying methods have a generated one that packs it all
+        in one go: it is on the path of every publish.)"""
+        payload = self.encode()
+        try:
+            return _pack_method_frame_header(1, channel, len(payload)) + payload + END
+        except struct.error as exc:
+            raise frame_error(self, channel, exc) from exc
 
     @classmethod
     def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Method:
@@ -230,6 +244,14 @@ def encode_error(obj: _Fields, exc: BaseException) -> EncodeError:
     return EncodeError(f"{obj.NAME}: cannot encode: {exc}")
 
 
+def frame_error(obj: Method, channel: int, exc: BaseException) -> EncodeError:
+    """The :class:`EncodeError` for a failed ``obj.encode_frame(channel)``: the channel
+    number, or else the field, that did not fit."""
+    if not isinstance(channel, int) or not 0 <= channel <= 0xFFFF:
+        return EncodeError(f"{obj.NAME}: channel {channel!r} is outside 0..65535")
+    return encode_error(obj, exc)
+
+
 def decode_error(name: str, exc: BaseException | None, offset: int, end: int) -> DecodeError:
     """The :class:`DecodeError` for a payload of ``name`` that did not decode cleanly."""
     if exc is None:
@@ -241,6 +263,12 @@ def decode_error(name: str, exc: BaseException | None, offset: int, end: int) ->
 
 #: ``OCTETS[n] == bytes((n,))``: a length octet or a bit octet without a struct call.
 OCTETS: tuple[bytes, ...] = tuple(bytes((n,)) for n in range(256))
+
+#: The frame-end octet.
+END = b"\xce"
+
+#: ``OCTETS_END[n] == bytes((n, 0xCE))``: a method's last bit octet and the frame-end octet.
+OCTETS_END: tuple[bytes, ...] = tuple(bytes((n, 0xCE)) for n in range(256))
 
 #: Encoded shortstrs (length octet and UTF-8) by value, filled by :func:`cached_shortstr`.
 #: Exchange names, routing keys and content types repeat from message to message, and a

@@ -13,13 +13,16 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from . import replies
+from ._base import END as _END
 from ._base import OCTETS as _OCTETS
+from ._base import OCTETS_END as _OCTETS_END
 from ._base import SHORTSTRS as _SHORTSTRS
 from ._base import ContentProperties, Method
 from ._base import Lenient as _Lenient
 from ._base import cached_shortstr as _cached_shortstr
 from ._base import decode_error as _decode_error
 from ._base import encode_error as _encode_error
+from ._base import frame_error as _frame_error
 from ._base import int_to_timestamp as _int_to_timestamp
 from ._base import longstr_bytes as _longstr_bytes
 from ._base import shortstr as _shortstr
@@ -161,6 +164,9 @@ _ENCODE_FAILURES = (struct.error, TypeError, AttributeError, ValueError, Overflo
 _DECODE_FAILURES = (struct.error, IndexError, ValueError)
 # Decoding fills the slots directly, skipping __init__ and its keyword parsing.
 _new = object.__new__
+# Bound once here: Python 3.11 compiles a method call on an imported name without
+# its method-call fast path, building a bound method on every call.
+_shortstrs_get = _SHORTSTRS.get
 
 _B = struct.Struct("!B")
 _H = struct.Struct("!H")
@@ -169,6 +175,7 @@ _Q = struct.Struct("!Q")
 _BB = struct.Struct("!BB")
 _HB = struct.Struct("!HB")
 _HH = struct.Struct("!HH")
+_IB = struct.Struct("!IB")
 _II = struct.Struct("!II")
 _QB = struct.Struct("!QB")
 _QI = struct.Struct("!QI")
@@ -183,16 +190,21 @@ _HHBB = struct.Struct("!HHBB")
 _HHQB = struct.Struct("!HHQB")
 _HHQI = struct.Struct("!HHQI")
 _IHIB = struct.Struct("!IHIB")
+_BHIHH = struct.Struct("!BHIHH")
 _BHIQB = struct.Struct("!BHIQB")
 _HHHIH = struct.Struct("!HHHIH")
 _HHIHB = struct.Struct("!HHIHB")
+_BHIHHH = struct.Struct("!BHIHHH")
 _HHIHIB = struct.Struct("!HHIHIB")
+_BHIHHIB = struct.Struct("!BHIHHIB")
+_BHIHHQB = struct.Struct("!BHIHHQB")
 _HHBHIQB = struct.Struct("!HHBHIQB")
 _pack_B = _B.pack
 _pack_I = _I.pack
 _pack_Q = _Q.pack
 _pack_BB = _BB.pack
 _pack_HH = _HH.pack
+_pack_IB = _IB.pack
 _pack_II = _II.pack
 _pack_QB = _QB.pack
 _pack_HHB = _HHB.pack
@@ -202,9 +214,13 @@ _pack_HHQ = _HHQ.pack
 _pack_HHBB = _HHBB.pack
 _pack_HHQB = _HHQB.pack
 _pack_HHQI = _HHQI.pack
+_pack_BHIHH = _BHIHH.pack
 _pack_HHHIH = _HHHIH.pack
 _pack_HHIHB = _HHIHB.pack
+_pack_BHIHHH = _BHIHHH.pack
 _pack_HHIHIB = _HHIHIB.pack
+_pack_BHIHHIB = _BHIHHIB.pack
+_pack_BHIHHQB = _BHIHHQB.pack
 _pack_HHBHIQB = _HHBHIQB.pack
 _unpack_B = _B.unpack_from
 _unpack_H = _H.unpack_from
@@ -283,6 +299,7 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
+                _server_properties = _encode_table(self.server_properties)
                 _mechanisms = self.mechanisms
                 if isinstance(_mechanisms, str):
                     _mechanisms = _mechanisms.encode("utf-8", "surrogateescape")
@@ -292,7 +309,7 @@ class Connection:
                 return b"".join(
                     (
                         _pack_HHBB(10, 10, self.version_major, self.version_minor),
-                        _encode_table(self.server_properties),
+                        _server_properties,
                         _pack_I(len(_mechanisms)),
                         _mechanisms,
                         _pack_I(len(_locales)),
@@ -369,19 +386,20 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _mechanism = _SHORTSTRS.get(self.mechanism)
+                _client_properties = _encode_table(self.client_properties)
+                _mechanism = _shortstrs_get(self.mechanism)
                 if _mechanism is None:
                     _mechanism = _cached_shortstr(self.mechanism)
                 _response = self.response
                 if isinstance(_response, str):
                     _response = _response.encode("utf-8", "surrogateescape")
-                _locale = _SHORTSTRS.get(self.locale)
+                _locale = _shortstrs_get(self.locale)
                 if _locale is None:
                     _locale = _cached_shortstr(self.locale)
                 return b"".join(
                     (
                         _pack_HH(10, 11),
-                        _encode_table(self.client_properties),
+                        _client_properties,
                         _mechanism,
                         _pack_I(len(_response)),
                         _response,
@@ -663,10 +681,10 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _virtual_host = _SHORTSTRS.get(self.virtual_host)
+                _virtual_host = _shortstrs_get(self.virtual_host)
                 if _virtual_host is None:
                     _virtual_host = _cached_shortstr(self.virtual_host)
-                _capabilities = _SHORTSTRS.get(self.capabilities)
+                _capabilities = _shortstrs_get(self.capabilities)
                 if _capabilities is None:
                     _capabilities = _cached_shortstr(self.capabilities)
                 return b"".join(
@@ -728,7 +746,7 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _known_hosts = _SHORTSTRS.get(self.known_hosts)
+                _known_hosts = _shortstrs_get(self.known_hosts)
                 if _known_hosts is None:
                     _known_hosts = _cached_shortstr(self.known_hosts)
                 return b"".join((_pack_HH(10, 41), _known_hosts))
@@ -779,10 +797,10 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _host = _SHORTSTRS.get(self.host)
+                _host = _shortstrs_get(self.host)
                 if _host is None:
                     _host = _cached_shortstr(self.host)
-                _known_hosts = _SHORTSTRS.get(self.known_hosts)
+                _known_hosts = _shortstrs_get(self.known_hosts)
                 if _known_hosts is None:
                     _known_hosts = _cached_shortstr(self.known_hosts)
                 return b"".join((_pack_HH(10, 50), _host, _known_hosts))
@@ -849,7 +867,7 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = _SHORTSTRS.get(self.reply_text)
+                _reply_text = _shortstrs_get(self.reply_text)
                 if _reply_text is None:
                     _reply_text = _cached_shortstr(self.reply_text)
                 return b"".join(
@@ -943,7 +961,7 @@ class Channel:
 
         def encode(self) -> bytes:
             try:
-                _out_of_band = _SHORTSTRS.get(self.out_of_band)
+                _out_of_band = _shortstrs_get(self.out_of_band)
                 if _out_of_band is None:
                     _out_of_band = _cached_shortstr(self.out_of_band)
                 return b"".join((_pack_HH(20, 10), _out_of_band))
@@ -1113,16 +1131,11 @@ class Channel:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = _SHORTSTRS.get(self.reply_text)
+                _reply_text = _shortstrs_get(self.reply_text)
                 if _reply_text is None:
                     _reply_text = _cached_shortstr(self.reply_text)
-                return b"".join(
-                    (
-                        _pack_HHH(20, 30, self.reply_code),
-                        _reply_text,
-                        _encode_table(self.details),
-                    )
-                )
+                _details = _encode_table(self.details)
+                return b"".join((_pack_HHH(20, 30, self.reply_code), _reply_text, _details))
             except EncodeError as exc:
                 raise EncodeError(f"channel.alert: details: {exc}") from exc
             except _ENCODE_FAILURES as exc:
@@ -1187,7 +1200,7 @@ class Channel:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = _SHORTSTRS.get(self.reply_text)
+                _reply_text = _shortstrs_get(self.reply_text)
                 if _reply_text is None:
                     _reply_text = _cached_shortstr(self.reply_text)
                 return b"".join(
@@ -1301,7 +1314,7 @@ class Access:
 
         def encode(self) -> bytes:
             try:
-                _realm = _SHORTSTRS.get(self.realm)
+                _realm = _shortstrs_get(self.realm)
                 if _realm is None:
                     _realm = _cached_shortstr(self.realm)
                 _bits = (
@@ -1455,10 +1468,10 @@ class Exchange:
 
         def encode(self) -> bytes:
             try:
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _type = _SHORTSTRS.get(self.type)
+                _type = _shortstrs_get(self.type)
                 if _type is None:
                     _type = _cached_shortstr(self.type)
                 _bits = (
@@ -1468,13 +1481,14 @@ class Exchange:
                     | (8 if self.internal else 0)
                     | (16 if self.nowait else 0)
                 )
+                _arguments = _encode_table(self.arguments)
                 return b"".join(
                     (
                         _pack_HHH(40, 10, self.ticket),
                         _exchange,
                         _type,
                         _OCTETS[_bits],
-                        _encode_table(self.arguments),
+                        _arguments,
                     )
                 )
             except EncodeError as exc:
@@ -1579,7 +1593,7 @@ class Exchange:
 
         def encode(self) -> bytes:
             try:
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
                 _bits = (
@@ -1708,7 +1722,7 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
                 _bits = (
@@ -1718,12 +1732,13 @@ class Queue:
                     | (8 if self.auto_delete else 0)
                     | (16 if self.nowait else 0)
                 )
+                _arguments = _encode_table(self.arguments)
                 return b"".join(
                     (
                         _pack_HHH(50, 10, self.ticket),
                         _queue,
                         _OCTETS[_bits],
-                        _encode_table(self.arguments),
+                        _arguments,
                     )
                 )
             except EncodeError as exc:
@@ -1792,7 +1807,7 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
                 return b"".join(
@@ -1870,15 +1885,16 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
+                _arguments = _encode_table(self.arguments)
                 return b"".join(
                     (
                         _pack_HHH(50, 20, self.ticket),
@@ -1886,7 +1902,7 @@ class Queue:
                         _exchange,
                         _routing_key,
                         _OCTETS[(1 if self.nowait else 0)],
-                        _encode_table(self.arguments),
+                        _arguments,
                     )
                 )
             except EncodeError as exc:
@@ -1980,7 +1996,7 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
                 return b"".join(
@@ -2100,7 +2116,7 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
                 _bits = (
@@ -2331,10 +2347,10 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
                 _bits = (
@@ -2406,7 +2422,7 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
                 return b"".join((_pack_HH(60, 21), _consumer_tag))
@@ -2458,7 +2474,7 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
                 return b"".join(
@@ -2516,7 +2532,7 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
                 return b"".join((_pack_HH(60, 31), _consumer_tag))
@@ -2582,10 +2598,10 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
                 _bits = (
@@ -2602,6 +2618,38 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                _exchange = _shortstrs_get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _shortstrs_get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
+                _bits = (
+                    (1 if self.mandatory else 0)
+                    | (2 if self.immediate else 0)
+                )
+                return b"".join(
+                    (
+                        _pack_BHIHHH(
+                            1,
+                            channel,
+                            7 + len(_exchange) + len(_routing_key),
+                            60,
+                            40,
+                            self.ticket,
+                        ),
+                        _exchange,
+                        _routing_key,
+                        _OCTETS_END[_bits],
+                    )
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Publish:
@@ -2667,13 +2715,13 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = _SHORTSTRS.get(self.reply_text)
+                _reply_text = _shortstrs_get(self.reply_text)
                 if _reply_text is None:
                     _reply_text = _cached_shortstr(self.reply_text)
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
@@ -2686,6 +2734,38 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                _reply_text = _shortstrs_get(self.reply_text)
+                if _reply_text is None:
+                    _reply_text = _cached_shortstr(self.reply_text)
+                _exchange = _shortstrs_get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _shortstrs_get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
+                return b"".join(
+                    (
+                        _pack_BHIHHH(
+                            1,
+                            channel,
+                            6 + len(_reply_text) + len(_exchange) + len(_routing_key),
+                            60,
+                            50,
+                            self.reply_code,
+                        ),
+                        _reply_text,
+                        _exchange,
+                        _routing_key,
+                        _END,
+                    )
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Return:
@@ -2753,13 +2833,13 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
@@ -2773,6 +2853,38 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
+                _exchange = _shortstrs_get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _shortstrs_get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
+                return b"".join(
+                    (
+                        _pack_BHIHH(
+                            1,
+                            channel,
+                            13 + len(_consumer_tag) + len(_exchange) + len(_routing_key),
+                            60,
+                            60,
+                        ),
+                        _consumer_tag,
+                        _pack_QB(self.delivery_tag, (1 if self.redelivered else 0)),
+                        _exchange,
+                        _routing_key,
+                        _END,
+                    )
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Deliver:
@@ -2829,7 +2941,7 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
                 return b"".join(
@@ -2905,10 +3017,10 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
@@ -2921,6 +3033,35 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                _exchange = _shortstrs_get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _shortstrs_get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
+                return b"".join(
+                    (
+                        _pack_BHIHHQB(
+                            1,
+                            channel,
+                            17 + len(_exchange) + len(_routing_key),
+                            60,
+                            71,
+                            self.delivery_tag,
+                            (1 if self.redelivered else 0),
+                        ),
+                        _exchange,
+                        _routing_key,
+                        _pack_IB(self.message_count, 206),
+                    )
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.GetOk:
@@ -2971,7 +3112,7 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _cluster_id = _SHORTSTRS.get(self.cluster_id)
+                _cluster_id = _shortstrs_get(self.cluster_id)
                 if _cluster_id is None:
                     _cluster_id = _cached_shortstr(self.cluster_id)
                 return b"".join((_pack_HH(60, 72), _cluster_id))
@@ -3244,13 +3385,13 @@ class Basic:
             try:
                 if self.content_type is not None:
                     flags |= 0x8000
-                    value = _SHORTSTRS.get(self.content_type)
+                    value = _shortstrs_get(self.content_type)
                     if value is None:
                         value = _cached_shortstr(self.content_type)
                     out += value
                 if self.content_encoding is not None:
                     flags |= 0x4000
-                    value = _SHORTSTRS.get(self.content_encoding)
+                    value = _shortstrs_get(self.content_encoding)
                     if value is None:
                         value = _cached_shortstr(self.content_encoding)
                     out += value
@@ -3268,13 +3409,13 @@ class Basic:
                     out += _shortstr(self.correlation_id)
                 if self.reply_to is not None:
                     flags |= 0x0200
-                    value = _SHORTSTRS.get(self.reply_to)
+                    value = _shortstrs_get(self.reply_to)
                     if value is None:
                         value = _cached_shortstr(self.reply_to)
                     out += value
                 if self.expiration is not None:
                     flags |= 0x0100
-                    value = _SHORTSTRS.get(self.expiration)
+                    value = _shortstrs_get(self.expiration)
                     if value is None:
                         value = _cached_shortstr(self.expiration)
                     out += value
@@ -3286,25 +3427,25 @@ class Basic:
                     out += _pack_Q(_timestamp_to_int(self.timestamp))
                 if self.type is not None:
                     flags |= 0x0020
-                    value = _SHORTSTRS.get(self.type)
+                    value = _shortstrs_get(self.type)
                     if value is None:
                         value = _cached_shortstr(self.type)
                     out += value
                 if self.user_id is not None:
                     flags |= 0x0010
-                    value = _SHORTSTRS.get(self.user_id)
+                    value = _shortstrs_get(self.user_id)
                     if value is None:
                         value = _cached_shortstr(self.user_id)
                     out += value
                 if self.app_id is not None:
                     flags |= 0x0008
-                    value = _SHORTSTRS.get(self.app_id)
+                    value = _shortstrs_get(self.app_id)
                     if value is None:
                         value = _cached_shortstr(self.app_id)
                     out += value
                 if self.cluster_id is not None:
                     flags |= 0x0004
-                    value = _SHORTSTRS.get(self.cluster_id)
+                    value = _shortstrs_get(self.cluster_id)
                     if value is None:
                         value = _cached_shortstr(self.cluster_id)
                     out += value
@@ -3578,10 +3719,10 @@ class File:
 
         def encode(self) -> bytes:
             try:
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
                 _bits = (
@@ -3653,7 +3794,7 @@ class File:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
                 return b"".join((_pack_HH(70, 21), _consumer_tag))
@@ -3705,7 +3846,7 @@ class File:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
                 return b"".join(
@@ -3763,7 +3904,7 @@ class File:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
                 return b"".join((_pack_HH(70, 31), _consumer_tag))
@@ -3815,7 +3956,7 @@ class File:
 
         def encode(self) -> bytes:
             try:
-                _identifier = _SHORTSTRS.get(self.identifier)
+                _identifier = _shortstrs_get(self.identifier)
                 if _identifier is None:
                     _identifier = _cached_shortstr(self.identifier)
                 return b"".join((_pack_HH(70, 40), _identifier, _pack_Q(self.content_size)))
@@ -3958,17 +4099,17 @@ class File:
 
         def encode(self) -> bytes:
             try:
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
                 _bits = (
                     (1 if self.mandatory else 0)
                     | (2 if self.immediate else 0)
                 )
-                _identifier = _SHORTSTRS.get(self.identifier)
+                _identifier = _shortstrs_get(self.identifier)
                 if _identifier is None:
                     _identifier = _cached_shortstr(self.identifier)
                 return b"".join(
@@ -4049,13 +4190,13 @@ class File:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = _SHORTSTRS.get(self.reply_text)
+                _reply_text = _shortstrs_get(self.reply_text)
                 if _reply_text is None:
                     _reply_text = _cached_shortstr(self.reply_text)
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
@@ -4068,6 +4209,38 @@ class File:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                _reply_text = _shortstrs_get(self.reply_text)
+                if _reply_text is None:
+                    _reply_text = _cached_shortstr(self.reply_text)
+                _exchange = _shortstrs_get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _shortstrs_get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
+                return b"".join(
+                    (
+                        _pack_BHIHHH(
+                            1,
+                            channel,
+                            6 + len(_reply_text) + len(_exchange) + len(_routing_key),
+                            70,
+                            70,
+                            self.reply_code,
+                        ),
+                        _reply_text,
+                        _exchange,
+                        _routing_key,
+                        _END,
+                    )
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> File.Return:
@@ -4145,16 +4318,16 @@ class File:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
-                _identifier = _SHORTSTRS.get(self.identifier)
+                _identifier = _shortstrs_get(self.identifier)
                 if _identifier is None:
                     _identifier = _cached_shortstr(self.identifier)
                 return b"".join(
@@ -4375,13 +4548,13 @@ class File:
             try:
                 if self.content_type is not None:
                     flags |= 0x8000
-                    value = _SHORTSTRS.get(self.content_type)
+                    value = _shortstrs_get(self.content_type)
                     if value is None:
                         value = _cached_shortstr(self.content_type)
                     out += value
                 if self.content_encoding is not None:
                     flags |= 0x4000
-                    value = _SHORTSTRS.get(self.content_encoding)
+                    value = _shortstrs_get(self.content_encoding)
                     if value is None:
                         value = _cached_shortstr(self.content_encoding)
                     out += value
@@ -4393,7 +4566,7 @@ class File:
                     out += _pack_B(self.priority)
                 if self.reply_to is not None:
                     flags |= 0x0800
-                    value = _SHORTSTRS.get(self.reply_to)
+                    value = _shortstrs_get(self.reply_to)
                     if value is None:
                         value = _cached_shortstr(self.reply_to)
                     out += value
@@ -4402,7 +4575,7 @@ class File:
                     out += _shortstr(self.message_id)
                 if self.filename is not None:
                     flags |= 0x0200
-                    value = _SHORTSTRS.get(self.filename)
+                    value = _shortstrs_get(self.filename)
                     if value is None:
                         value = _cached_shortstr(self.filename)
                     out += value
@@ -4411,7 +4584,7 @@ class File:
                     out += _pack_Q(_timestamp_to_int(self.timestamp))
                 if self.cluster_id is not None:
                     flags |= 0x0080
-                    value = _SHORTSTRS.get(self.cluster_id)
+                    value = _shortstrs_get(self.cluster_id)
                     if value is None:
                         value = _cached_shortstr(self.cluster_id)
                     out += value
@@ -4651,10 +4824,10 @@ class Stream:
 
         def encode(self) -> bytes:
             try:
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
                 _bits = (
@@ -4724,7 +4897,7 @@ class Stream:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
                 return b"".join((_pack_HH(80, 21), _consumer_tag))
@@ -4776,7 +4949,7 @@ class Stream:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
                 return b"".join(
@@ -4834,7 +5007,7 @@ class Stream:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
                 return b"".join((_pack_HH(80, 31), _consumer_tag))
@@ -4900,10 +5073,10 @@ class Stream:
 
         def encode(self) -> bytes:
             try:
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
                 _bits = (
@@ -4920,6 +5093,38 @@ class Stream:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                _exchange = _shortstrs_get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _shortstrs_get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
+                _bits = (
+                    (1 if self.mandatory else 0)
+                    | (2 if self.immediate else 0)
+                )
+                return b"".join(
+                    (
+                        _pack_BHIHHH(
+                            1,
+                            channel,
+                            7 + len(_exchange) + len(_routing_key),
+                            80,
+                            40,
+                            self.ticket,
+                        ),
+                        _exchange,
+                        _routing_key,
+                        _OCTETS_END[_bits],
+                    )
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Stream.Publish:
@@ -4985,13 +5190,13 @@ class Stream:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = _SHORTSTRS.get(self.reply_text)
+                _reply_text = _shortstrs_get(self.reply_text)
                 if _reply_text is None:
                     _reply_text = _cached_shortstr(self.reply_text)
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
@@ -5004,6 +5209,38 @@ class Stream:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                _reply_text = _shortstrs_get(self.reply_text)
+                if _reply_text is None:
+                    _reply_text = _cached_shortstr(self.reply_text)
+                _exchange = _shortstrs_get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _shortstrs_get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
+                return b"".join(
+                    (
+                        _pack_BHIHHH(
+                            1,
+                            channel,
+                            6 + len(_reply_text) + len(_exchange) + len(_routing_key),
+                            80,
+                            50,
+                            self.reply_code,
+                        ),
+                        _reply_text,
+                        _exchange,
+                        _routing_key,
+                        _END,
+                    )
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Stream.Return:
@@ -5068,13 +5305,13 @@ class Stream:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
                 return b"".join(
@@ -5088,6 +5325,38 @@ class Stream:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
+                _exchange = _shortstrs_get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _queue = _shortstrs_get(self.queue)
+                if _queue is None:
+                    _queue = _cached_shortstr(self.queue)
+                return b"".join(
+                    (
+                        _pack_BHIHH(
+                            1,
+                            channel,
+                            12 + len(_consumer_tag) + len(_exchange) + len(_queue),
+                            80,
+                            60,
+                        ),
+                        _consumer_tag,
+                        _pack_Q(self.delivery_tag),
+                        _exchange,
+                        _queue,
+                        _END,
+                    )
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Stream.Deliver:
@@ -5161,13 +5430,13 @@ class Stream:
             try:
                 if self.content_type is not None:
                     flags |= 0x8000
-                    value = _SHORTSTRS.get(self.content_type)
+                    value = _shortstrs_get(self.content_type)
                     if value is None:
                         value = _cached_shortstr(self.content_type)
                     out += value
                 if self.content_encoding is not None:
                     flags |= 0x4000
-                    value = _SHORTSTRS.get(self.content_encoding)
+                    value = _shortstrs_get(self.content_encoding)
                     if value is None:
                         value = _cached_shortstr(self.content_encoding)
                     out += value
@@ -5501,7 +5770,7 @@ class Dtx:
 
         def encode(self) -> bytes:
             try:
-                _dtx_identifier = _SHORTSTRS.get(self.dtx_identifier)
+                _dtx_identifier = _shortstrs_get(self.dtx_identifier)
                 if _dtx_identifier is None:
                     _dtx_identifier = _cached_shortstr(self.dtx_identifier)
                 return b"".join((_pack_HH(100, 20), _dtx_identifier))
@@ -5585,11 +5854,29 @@ class Tunnel:
 
         def encode(self) -> bytes:
             try:
-                return b"".join((_pack_HH(110, 10), _encode_table(self.meta_data)))
+                _meta_data = _encode_table(self.meta_data)
+                return b"".join((_pack_HH(110, 10), _meta_data))
             except EncodeError as exc:
                 raise EncodeError(f"tunnel.request: meta_data: {exc}") from exc
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                _meta_data = _encode_table(self.meta_data)
+                return b"".join(
+                    (
+                        _pack_BHIHH(1, channel, 4 + len(_meta_data), 110, 10),
+                        _meta_data,
+                        _END,
+                    )
+                )
+            except EncodeError as exc:
+                raise EncodeError(f"tunnel.request: meta_data: {exc}") from exc
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Tunnel.Request:
@@ -5655,13 +5942,13 @@ class Tunnel:
                     out += _encode_table(self.headers)
                 if self.proxy_name is not None:
                     flags |= 0x4000
-                    value = _SHORTSTRS.get(self.proxy_name)
+                    value = _shortstrs_get(self.proxy_name)
                     if value is None:
                         value = _cached_shortstr(self.proxy_name)
                     out += value
                 if self.data_name is not None:
                     flags |= 0x2000
-                    value = _SHORTSTRS.get(self.data_name)
+                    value = _shortstrs_get(self.data_name)
                     if value is None:
                         value = _cached_shortstr(self.data_name)
                     out += value
@@ -5887,7 +6174,7 @@ class Test:
 
         def encode(self) -> bytes:
             try:
-                _string_1 = _SHORTSTRS.get(self.string_1)
+                _string_1 = _shortstrs_get(self.string_1)
                 if _string_1 is None:
                     _string_1 = _cached_shortstr(self.string_1)
                 _string_2 = self.string_2
@@ -6014,10 +6301,11 @@ class Test:
 
         def encode(self) -> bytes:
             try:
+                _table = _encode_table(self.table)
                 return b"".join(
                     (
                         _pack_HH(120, 30),
-                        _encode_table(self.table),
+                        _table,
                         _pack_BB(self.integer_op, self.string_op),
                     )
                 )
@@ -6155,6 +6443,14 @@ class Test:
                 return _pack_HHI(120, 41, self.content_checksum)
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHIB(1, channel, 8, 120, 41, self.content_checksum, 206)
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Test.ContentOk:

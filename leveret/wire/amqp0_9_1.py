@@ -14,13 +14,16 @@ from datetime import datetime
 from typing import Any
 
 from . import replies
+from ._base import END as _END
 from ._base import OCTETS as _OCTETS
+from ._base import OCTETS_END as _OCTETS_END
 from ._base import SHORTSTRS as _SHORTSTRS
 from ._base import ContentProperties, Method
 from ._base import Lenient as _Lenient
 from ._base import cached_shortstr as _cached_shortstr
 from ._base import decode_error as _decode_error
 from ._base import encode_error as _encode_error
+from ._base import frame_error as _frame_error
 from ._base import int_to_timestamp as _int_to_timestamp
 from ._base import longstr_bytes as _longstr_bytes
 from ._base import shortstr as _shortstr
@@ -157,6 +160,9 @@ _ENCODE_FAILURES = (struct.error, TypeError, AttributeError, ValueError, Overflo
 _DECODE_FAILURES = (struct.error, IndexError, ValueError)
 # Decoding fills the slots directly, skipping __init__ and its keyword parsing.
 _new = object.__new__
+# Bound once here: Python 3.11 compiles a method call on an imported name without
+# its method-call fast path, building a bound method on every call.
+_shortstrs_get = _SHORTSTRS.get
 
 _B = struct.Struct("!B")
 _H = struct.Struct("!H")
@@ -165,6 +171,7 @@ _Q = struct.Struct("!Q")
 _BB = struct.Struct("!BB")
 _HB = struct.Struct("!HB")
 _HH = struct.Struct("!HH")
+_IB = struct.Struct("!IB")
 _II = struct.Struct("!II")
 _QB = struct.Struct("!QB")
 _HHB = struct.Struct("!HHB")
@@ -175,12 +182,16 @@ _IHB = struct.Struct("!IHB")
 _QBB = struct.Struct("!QBB")
 _HHBB = struct.Struct("!HHBB")
 _HHQB = struct.Struct("!HHQB")
+_BHIHH = struct.Struct("!BHIHH")
 _HHHIH = struct.Struct("!HHHIH")
 _HHIHB = struct.Struct("!HHIHB")
+_BHIHHH = struct.Struct("!BHIHHH")
+_BHIHHQB = struct.Struct("!BHIHHQB")
 _pack_B = _B.pack
 _pack_I = _I.pack
 _pack_Q = _Q.pack
 _pack_HH = _HH.pack
+_pack_IB = _IB.pack
 _pack_II = _II.pack
 _pack_QB = _QB.pack
 _pack_HHB = _HHB.pack
@@ -188,8 +199,11 @@ _pack_HHH = _HHH.pack
 _pack_HHI = _HHI.pack
 _pack_HHBB = _HHBB.pack
 _pack_HHQB = _HHQB.pack
+_pack_BHIHH = _BHIHH.pack
 _pack_HHHIH = _HHHIH.pack
 _pack_HHIHB = _HHIHB.pack
+_pack_BHIHHH = _BHIHHH.pack
+_pack_BHIHHQB = _BHIHHQB.pack
 _unpack_B = _B.unpack_from
 _unpack_H = _H.unpack_from
 _unpack_I = _I.unpack_from
@@ -264,6 +278,7 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
+                _server_properties = _encode_table(self.server_properties)
                 _mechanisms = self.mechanisms
                 if isinstance(_mechanisms, str):
                     _mechanisms = _mechanisms.encode("utf-8", "surrogateescape")
@@ -273,7 +288,7 @@ class Connection:
                 return b"".join(
                     (
                         _pack_HHBB(10, 10, self.version_major, self.version_minor),
-                        _encode_table(self.server_properties),
+                        _server_properties,
                         _pack_I(len(_mechanisms)),
                         _mechanisms,
                         _pack_I(len(_locales)),
@@ -350,19 +365,20 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _mechanism = _SHORTSTRS.get(self.mechanism)
+                _client_properties = _encode_table(self.client_properties)
+                _mechanism = _shortstrs_get(self.mechanism)
                 if _mechanism is None:
                     _mechanism = _cached_shortstr(self.mechanism)
                 _response = self.response
                 if isinstance(_response, str):
                     _response = _response.encode("utf-8", "surrogateescape")
-                _locale = _SHORTSTRS.get(self.locale)
+                _locale = _shortstrs_get(self.locale)
                 if _locale is None:
                     _locale = _cached_shortstr(self.locale)
                 return b"".join(
                     (
                         _pack_HH(10, 11),
-                        _encode_table(self.client_properties),
+                        _client_properties,
                         _mechanism,
                         _pack_I(len(_response)),
                         _response,
@@ -645,10 +661,10 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _virtual_host = _SHORTSTRS.get(self.virtual_host)
+                _virtual_host = _shortstrs_get(self.virtual_host)
                 if _virtual_host is None:
                     _virtual_host = _cached_shortstr(self.virtual_host)
-                _reserved_1 = _SHORTSTRS.get(self.reserved_1)
+                _reserved_1 = _shortstrs_get(self.reserved_1)
                 if _reserved_1 is None:
                     _reserved_1 = _cached_shortstr(self.reserved_1)
                 return b"".join(
@@ -710,7 +726,7 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _reserved_1 = _SHORTSTRS.get(self.reserved_1)
+                _reserved_1 = _shortstrs_get(self.reserved_1)
                 if _reserved_1 is None:
                     _reserved_1 = _cached_shortstr(self.reserved_1)
                 return b"".join((_pack_HH(10, 41), _reserved_1))
@@ -774,7 +790,7 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = _SHORTSTRS.get(self.reply_text)
+                _reply_text = _shortstrs_get(self.reply_text)
                 if _reply_text is None:
                     _reply_text = _cached_shortstr(self.reply_text)
                 return b"".join(
@@ -860,7 +876,7 @@ class Connection:
 
         def encode(self) -> bytes:
             try:
-                _reason = _SHORTSTRS.get(self.reason)
+                _reason = _shortstrs_get(self.reason)
                 if _reason is None:
                     _reason = _cached_shortstr(self.reason)
                 return b"".join((_pack_HH(10, 60), _reason))
@@ -946,7 +962,7 @@ class Connection:
                 _new_secret = self.new_secret
                 if isinstance(_new_secret, str):
                     _new_secret = _new_secret.encode("utf-8", "surrogateescape")
-                _reason = _SHORTSTRS.get(self.reason)
+                _reason = _shortstrs_get(self.reason)
                 if _reason is None:
                     _reason = _cached_shortstr(self.reason)
                 return b"".join((_pack_HHI(10, 70, len(_new_secret)), _new_secret, _reason))
@@ -1037,7 +1053,7 @@ class Channel:
 
         def encode(self) -> bytes:
             try:
-                _reserved_1 = _SHORTSTRS.get(self.reserved_1)
+                _reserved_1 = _shortstrs_get(self.reserved_1)
                 if _reserved_1 is None:
                     _reserved_1 = _cached_shortstr(self.reserved_1)
                 return b"".join((_pack_HH(20, 10), _reserved_1))
@@ -1234,7 +1250,7 @@ class Channel:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = _SHORTSTRS.get(self.reply_text)
+                _reply_text = _shortstrs_get(self.reply_text)
                 if _reply_text is None:
                     _reply_text = _cached_shortstr(self.reply_text)
                 return b"".join(
@@ -1368,10 +1384,10 @@ class Exchange:
 
         def encode(self) -> bytes:
             try:
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _type = _SHORTSTRS.get(self.type)
+                _type = _shortstrs_get(self.type)
                 if _type is None:
                     _type = _cached_shortstr(self.type)
                 _bits = (
@@ -1381,13 +1397,14 @@ class Exchange:
                     | (8 if self.internal else 0)
                     | (16 if self.no_wait else 0)
                 )
+                _arguments = _encode_table(self.arguments)
                 return b"".join(
                     (
                         _pack_HHH(40, 10, self.reserved_1),
                         _exchange,
                         _type,
                         _OCTETS[_bits],
-                        _encode_table(self.arguments),
+                        _arguments,
                     )
                 )
             except EncodeError as exc:
@@ -1492,7 +1509,7 @@ class Exchange:
 
         def encode(self) -> bytes:
             try:
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
                 _bits = (
@@ -1599,15 +1616,16 @@ class Exchange:
 
         def encode(self) -> bytes:
             try:
-                _destination = _SHORTSTRS.get(self.destination)
+                _destination = _shortstrs_get(self.destination)
                 if _destination is None:
                     _destination = _cached_shortstr(self.destination)
-                _source = _SHORTSTRS.get(self.source)
+                _source = _shortstrs_get(self.source)
                 if _source is None:
                     _source = _cached_shortstr(self.source)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
+                _arguments = _encode_table(self.arguments)
                 return b"".join(
                     (
                         _pack_HHH(40, 30, self.reserved_1),
@@ -1615,7 +1633,7 @@ class Exchange:
                         _source,
                         _routing_key,
                         _OCTETS[(1 if self.no_wait else 0)],
-                        _encode_table(self.arguments),
+                        _arguments,
                     )
                 )
             except EncodeError as exc:
@@ -1725,15 +1743,16 @@ class Exchange:
 
         def encode(self) -> bytes:
             try:
-                _destination = _SHORTSTRS.get(self.destination)
+                _destination = _shortstrs_get(self.destination)
                 if _destination is None:
                     _destination = _cached_shortstr(self.destination)
-                _source = _SHORTSTRS.get(self.source)
+                _source = _shortstrs_get(self.source)
                 if _source is None:
                     _source = _cached_shortstr(self.source)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
+                _arguments = _encode_table(self.arguments)
                 return b"".join(
                     (
                         _pack_HHH(40, 40, self.reserved_1),
@@ -1741,7 +1760,7 @@ class Exchange:
                         _source,
                         _routing_key,
                         _OCTETS[(1 if self.no_wait else 0)],
-                        _encode_table(self.arguments),
+                        _arguments,
                     )
                 )
             except EncodeError as exc:
@@ -1873,7 +1892,7 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
                 _bits = (
@@ -1883,12 +1902,13 @@ class Queue:
                     | (8 if self.auto_delete else 0)
                     | (16 if self.no_wait else 0)
                 )
+                _arguments = _encode_table(self.arguments)
                 return b"".join(
                     (
                         _pack_HHH(50, 10, self.reserved_1),
                         _queue,
                         _OCTETS[_bits],
-                        _encode_table(self.arguments),
+                        _arguments,
                     )
                 )
             except EncodeError as exc:
@@ -1957,7 +1977,7 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
                 return b"".join(
@@ -2035,15 +2055,16 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
+                _arguments = _encode_table(self.arguments)
                 return b"".join(
                     (
                         _pack_HHH(50, 20, self.reserved_1),
@@ -2051,7 +2072,7 @@ class Queue:
                         _exchange,
                         _routing_key,
                         _OCTETS[(1 if self.no_wait else 0)],
-                        _encode_table(self.arguments),
+                        _arguments,
                     )
                 )
             except EncodeError as exc:
@@ -2158,22 +2179,23 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
+                _arguments = _encode_table(self.arguments)
                 return b"".join(
                     (
                         _pack_HHH(50, 50, self.reserved_1),
                         _queue,
                         _exchange,
                         _routing_key,
-                        _encode_table(self.arguments),
+                        _arguments,
                     )
                 )
             except EncodeError as exc:
@@ -2264,7 +2286,7 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
                 return b"".join(
@@ -2384,7 +2406,7 @@ class Queue:
 
         def encode(self) -> bytes:
             try:
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
                 _bits = (
@@ -2620,10 +2642,10 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
                 _bits = (
@@ -2632,13 +2654,14 @@ class Basic:
                     | (4 if self.exclusive else 0)
                     | (8 if self.no_wait else 0)
                 )
+                _arguments = _encode_table(self.arguments)
                 return b"".join(
                     (
                         _pack_HHH(60, 20, self.reserved_1),
                         _queue,
                         _consumer_tag,
                         _OCTETS[_bits],
-                        _encode_table(self.arguments),
+                        _arguments,
                     )
                 )
             except EncodeError as exc:
@@ -2699,7 +2722,7 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
                 return b"".join((_pack_HH(60, 21), _consumer_tag))
@@ -2751,7 +2774,7 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
                 return b"".join(
@@ -2809,7 +2832,7 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
                 return b"".join((_pack_HH(60, 31), _consumer_tag))
@@ -2875,10 +2898,10 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
                 _bits = (
@@ -2895,6 +2918,38 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                _exchange = _shortstrs_get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _shortstrs_get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
+                _bits = (
+                    (1 if self.mandatory else 0)
+                    | (2 if self.immediate else 0)
+                )
+                return b"".join(
+                    (
+                        _pack_BHIHHH(
+                            1,
+                            channel,
+                            7 + len(_exchange) + len(_routing_key),
+                            60,
+                            40,
+                            self.reserved_1,
+                        ),
+                        _exchange,
+                        _routing_key,
+                        _OCTETS_END[_bits],
+                    )
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Publish:
@@ -2960,13 +3015,13 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _reply_text = _SHORTSTRS.get(self.reply_text)
+                _reply_text = _shortstrs_get(self.reply_text)
                 if _reply_text is None:
                     _reply_text = _cached_shortstr(self.reply_text)
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
@@ -2979,6 +3034,38 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                _reply_text = _shortstrs_get(self.reply_text)
+                if _reply_text is None:
+                    _reply_text = _cached_shortstr(self.reply_text)
+                _exchange = _shortstrs_get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _shortstrs_get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
+                return b"".join(
+                    (
+                        _pack_BHIHHH(
+                            1,
+                            channel,
+                            6 + len(_reply_text) + len(_exchange) + len(_routing_key),
+                            60,
+                            50,
+                            self.reply_code,
+                        ),
+                        _reply_text,
+                        _exchange,
+                        _routing_key,
+                        _END,
+                    )
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Return:
@@ -3046,13 +3133,13 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _consumer_tag = _SHORTSTRS.get(self.consumer_tag)
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
                 if _consumer_tag is None:
                     _consumer_tag = _cached_shortstr(self.consumer_tag)
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
@@ -3066,6 +3153,38 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                _consumer_tag = _shortstrs_get(self.consumer_tag)
+                if _consumer_tag is None:
+                    _consumer_tag = _cached_shortstr(self.consumer_tag)
+                _exchange = _shortstrs_get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _shortstrs_get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
+                return b"".join(
+                    (
+                        _pack_BHIHH(
+                            1,
+                            channel,
+                            13 + len(_consumer_tag) + len(_exchange) + len(_routing_key),
+                            60,
+                            60,
+                        ),
+                        _consumer_tag,
+                        _pack_QB(self.delivery_tag, (1 if self.redelivered else 0)),
+                        _exchange,
+                        _routing_key,
+                        _END,
+                    )
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Deliver:
@@ -3122,7 +3241,7 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _queue = _SHORTSTRS.get(self.queue)
+                _queue = _shortstrs_get(self.queue)
                 if _queue is None:
                     _queue = _cached_shortstr(self.queue)
                 return b"".join(
@@ -3198,10 +3317,10 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _exchange = _SHORTSTRS.get(self.exchange)
+                _exchange = _shortstrs_get(self.exchange)
                 if _exchange is None:
                     _exchange = _cached_shortstr(self.exchange)
-                _routing_key = _SHORTSTRS.get(self.routing_key)
+                _routing_key = _shortstrs_get(self.routing_key)
                 if _routing_key is None:
                     _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
@@ -3214,6 +3333,35 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                _exchange = _shortstrs_get(self.exchange)
+                if _exchange is None:
+                    _exchange = _cached_shortstr(self.exchange)
+                _routing_key = _shortstrs_get(self.routing_key)
+                if _routing_key is None:
+                    _routing_key = _cached_shortstr(self.routing_key)
+                return b"".join(
+                    (
+                        _pack_BHIHHQB(
+                            1,
+                            channel,
+                            17 + len(_exchange) + len(_routing_key),
+                            60,
+                            71,
+                            self.delivery_tag,
+                            (1 if self.redelivered else 0),
+                        ),
+                        _exchange,
+                        _routing_key,
+                        _pack_IB(self.message_count, 206),
+                    )
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.GetOk:
@@ -3264,7 +3412,7 @@ class Basic:
 
         def encode(self) -> bytes:
             try:
-                _reserved_1 = _SHORTSTRS.get(self.reserved_1)
+                _reserved_1 = _shortstrs_get(self.reserved_1)
                 if _reserved_1 is None:
                     _reserved_1 = _cached_shortstr(self.reserved_1)
                 return b"".join((_pack_HH(60, 72), _reserved_1))
@@ -3666,13 +3814,13 @@ class Basic:
             try:
                 if self.content_type is not None:
                     flags |= 0x8000
-                    value = _SHORTSTRS.get(self.content_type)
+                    value = _shortstrs_get(self.content_type)
                     if value is None:
                         value = _cached_shortstr(self.content_type)
                     out += value
                 if self.content_encoding is not None:
                     flags |= 0x4000
-                    value = _SHORTSTRS.get(self.content_encoding)
+                    value = _shortstrs_get(self.content_encoding)
                     if value is None:
                         value = _cached_shortstr(self.content_encoding)
                     out += value
@@ -3690,13 +3838,13 @@ class Basic:
                     out += _shortstr(self.correlation_id)
                 if self.reply_to is not None:
                     flags |= 0x0200
-                    value = _SHORTSTRS.get(self.reply_to)
+                    value = _shortstrs_get(self.reply_to)
                     if value is None:
                         value = _cached_shortstr(self.reply_to)
                     out += value
                 if self.expiration is not None:
                     flags |= 0x0100
-                    value = _SHORTSTRS.get(self.expiration)
+                    value = _shortstrs_get(self.expiration)
                     if value is None:
                         value = _cached_shortstr(self.expiration)
                     out += value
@@ -3708,25 +3856,25 @@ class Basic:
                     out += _pack_Q(_timestamp_to_int(self.timestamp))
                 if self.type is not None:
                     flags |= 0x0020
-                    value = _SHORTSTRS.get(self.type)
+                    value = _shortstrs_get(self.type)
                     if value is None:
                         value = _cached_shortstr(self.type)
                     out += value
                 if self.user_id is not None:
                     flags |= 0x0010
-                    value = _SHORTSTRS.get(self.user_id)
+                    value = _shortstrs_get(self.user_id)
                     if value is None:
                         value = _cached_shortstr(self.user_id)
                     out += value
                 if self.app_id is not None:
                     flags |= 0x0008
-                    value = _SHORTSTRS.get(self.app_id)
+                    value = _shortstrs_get(self.app_id)
                     if value is None:
                         value = _cached_shortstr(self.app_id)
                     out += value
                 if self.cluster_id is not None:
                     flags |= 0x0004
-                    value = _SHORTSTRS.get(self.cluster_id)
+                    value = _shortstrs_get(self.cluster_id)
                     if value is None:
                         value = _cached_shortstr(self.cluster_id)
                     out += value

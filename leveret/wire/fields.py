@@ -158,7 +158,8 @@ def encode_table(table: Mapping[str, Any] | None, _depth: int = 0) -> bytes:
     # values are encoded here, without a call.  (Dict keys are hashable, so the cache
     # lookup cannot fail; a key that is not a str is never in it.)
     body = b""
-    for key, value in table.items():
+    for key in table:  # a plain dict: iterating it and indexing beats .items() here
+        value = table[key]
         prefix = _KEY_CACHE.get(key)
         if prefix is None:
             prefix = _key_prefix(key)

@@ -97,9 +97,8 @@ _pack_header_frame_start = _header_frame_start.pack
 _unpack_header_frame_start = _header_frame_start.unpack_from
 # ... skipping the weight, and with the first property-flags word after it.
 _unpack_header_frame_and_flags = struct.Struct(">BHIH2xQH").unpack_from
-# The method frame's end octet and the header frame's fixed part (up to and including the
-# property flags), packed in one call.
-_pack_end_and_header_frame_start = struct.Struct(">BBHIHHQH").pack
+# The header frame's fixed part, up to and including the first property-flags word.
+_pack_header_frame_and_flags = struct.Struct(">BHIHHQH").pack
 _end_and_frame_header = struct.Struct(">BBHI")
 _pack_end_and_frame_header = _end_and_frame_header.pack
 _unpack_end_and_frame_header = _end_and_frame_header.unpack_from
@@ -789,11 +788,12 @@ def content_frames(
     """
     if type(body) is not bytes and not isinstance(body, (bytes, bytearray, memoryview)):
         raise EncodeError(f"a body must be bytes-like, not {type(body).__name__}")
-    payload = method.encode()
-    # The property flags are packed with the header frame's fixed fields, in one call.
+    # The method frame, whole (its generated encode_frame packs the frame header with the
+    # ids and the end octet with the last field); the property flags are packed with the
+    # header frame's fixed fields, in one call.
+    head = method.encode_frame(channel)
     flags, props = properties.encode_values() if properties is not None else (0, b"")
     size = len(body)
-    payload_size = len(payload)
     props_size = len(props)
     # The common case, checked at once: one body frame; otherwise check everything and see
     # whether it is one body frame after all (a bytearray or memoryview body).
@@ -801,31 +801,27 @@ def content_frames(
         type(body) is bytes
         and 0 < size < SMALL_CONTENT
         and size + 8 <= frame_max
-        and payload_size + 8 <= frame_max
         and props_size + 22 <= frame_max
-        and 0 <= channel <= 0xFFFF
+        and len(head) <= frame_max
     )
     if not single:
-        if not 0 <= channel <= 0xFFFF:
-            raise EncodeError(f"channel {channel} is outside 0..65535")
-        if payload_size + 8 > frame_max or props_size + 22 > frame_max:
+        if len(head) > frame_max or props_size + 22 > frame_max:
             raise EncodeError(
                 f"{method.NAME} or its content header does not fit in a frame of frame_max "
-                f"{frame_max} bytes (method {payload_size + 8}, header {props_size + 22})"
+                f"{frame_max} bytes (method {len(head)}, header {props_size + 22})"
             )
         if type(body) is memoryview and body.itemsize != 1:  # len() counts items, not bytes
             body = body.cast("B")
             size = len(body)
         single = 0 < size < SMALL_CONTENT and size + 8 <= frame_max
     if single:
-        # The whole content in a single join, each end octet packed with the next frame's
-        # header.
+        # The whole content in a single join, the body frame's header packed with the
+        # header frame's end octet.
         return b"".join(
             (
-                _pack_frame_header(FRAME_METHOD, channel, payload_size),
-                payload,
-                _pack_end_and_header_frame_start(
-                    FRAME_END, FRAME_HEADER, channel, 14 + props_size, method.CLASS_ID, 0, size, flags
+                head,
+                _pack_header_frame_and_flags(
+                    FRAME_HEADER, channel, 14 + props_size, method.CLASS_ID, 0, size, flags
                 ),
                 props,
                 _pack_end_and_frame_header(FRAME_END, FRAME_BODY, channel, size),
@@ -837,10 +833,9 @@ def content_frames(
         # No body at all.
         return b"".join(
             (
-                _pack_frame_header(FRAME_METHOD, channel, len(payload)),
-                payload,
-                _pack_end_and_header_frame_start(
-                    FRAME_END, FRAME_HEADER, channel, 14 + len(props), method.CLASS_ID, 0, 0, flags
+                head,
+                _pack_header_frame_and_flags(
+                    FRAME_HEADER, channel, 14 + props_size, method.CLASS_ID, 0, 0, flags
                 ),
                 props,
                 _END,
@@ -849,11 +844,10 @@ def content_frames(
     chunk = frame_max - 8
     if chunk < 1:
         raise EncodeError(f"frame_max {frame_max} leaves no room for a body")
-    head = [
-        _pack_frame_header(FRAME_METHOD, channel, len(payload)),
-        payload,
-        _pack_end_and_header_frame_start(
-            FRAME_END, FRAME_HEADER, channel, 14 + len(props), method.CLASS_ID, 0, size, flags
+    pieces = [
+        head,
+        _pack_header_frame_and_flags(
+            FRAME_HEADER, channel, 14 + props_size, method.CLASS_ID, 0, size, flags
         ),
         props,
         _END,
@@ -864,12 +858,12 @@ def content_frames(
         view = memoryview(body)
         for at in range(0, size, chunk):
             piece = view[at : at + chunk]
-            head.append(_pack_frame_header(FRAME_BODY, channel, len(piece)))
-            head.append(piece)  # type: ignore[arg-type]
-            head.append(_END)
-        return b"".join(head)
+            pieces.append(_pack_frame_header(FRAME_BODY, channel, len(piece)))
+            pieces.append(piece)  # type: ignore[arg-type]
+            pieces.append(_END)
+        return b"".join(pieces)
     view = memoryview(body)
-    out: list[bytes | memoryview] = [b"".join(head)]
+    out: list[bytes | memoryview] = [b"".join(pieces)]
     full_header = _pack_frame_header(FRAME_BODY, channel, chunk)
     # The end octet of one body frame and the header of the next go out as one buffer.
     full_joint = _END + full_header
