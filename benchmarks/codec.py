@@ -116,12 +116,11 @@ def _leveret() -> Codec:
     # One reader for the whole run, as a connection has.
     # The client reads with combine_content=True: a whole delivery comes out as one frame.
     reader = FrameReader(spec, FRAME_MAX, combine_content=True)
-    feed = reader.feed
     read_frames = reader.read_frames
 
     def decode(buf: bytes) -> Any:
-        feed(buf)
-        return read_frames()
+        # What the connection does with each chunk it reads: feed it and take the frames.
+        return read_frames(buf)
 
     def delivered(frames: Any) -> tuple[Any, ...]:
         (c,) = frames
@@ -131,7 +130,7 @@ def _leveret() -> Codec:
 
     return Codec(
         "leveret", "leveret", encode, decode, delivered,
-        "frames.content_frames(...); FrameReader(combine_content=True).feed + read_frames",
+        "frames.content_frames(...); FrameReader(combine_content=True).read_frames(data)",
     )
 
 

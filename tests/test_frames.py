@@ -186,6 +186,29 @@ def test_random_chunking(spec: ModuleType) -> None:
         assert got == frames
 
 
+@spec_param
+@pytest.mark.parametrize("combine", [False, True])
+def test_read_frames_with_data_is_feed_then_read(spec: ModuleType, combine: bool) -> None:
+    # What a connection calls once per socket read; chunks of every size, bytes and not.
+    frames, chunks = stream(spec)
+    data = b"".join(chunks)
+    for size in (1, 2, 7, 8, 13, 64, len(data)):
+        reader = FrameReader(spec, combine_content=combine)
+        reference = FrameReader(spec, combine_content=combine)
+        got: list[Frame] = []
+        for i in range(0, len(data), size):
+            piece = data[i : i + size]
+            step = reader.read_frames(piece if i % 2 else bytearray(piece))
+            reference.feed(piece)
+            assert step == reference.read_frames()
+            assert reader.buffered == reference.buffered
+            got.extend(step)
+        if not combine:
+            assert got == frames
+        assert reader.buffered == 0
+        assert reader.read_frames(b"") == []
+
+
 def test_big_frame_in_small_pieces_is_not_quadratic() -> None:
     # 4 MiB in 1-byte feeds would take minutes if each feed re-joined the buffer.
     payload = b"z" * (1 << 20)

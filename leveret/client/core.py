@@ -467,11 +467,9 @@ class SansIOConnection:
             data = self._check_header(data)
             if not data:
                 return []
-        reader = self._reader
-        reader.feed(data)
         events: list[ev.Event] = []
         try:
-            for frame in reader.read_frames():
+            for frame in self._reader.read_frames(data):
                 self._handle_frame(frame, events)
         except RemoteProtocolError as exc:
             self._fail(exc)

@@ -387,12 +387,16 @@ class FrameReader:
         frames = self.read_frames(_once=True)
         return frames[0] if frames else NEED_DATA
 
-    def read_frames(self, _once: bool = False) -> list[Frame]:
+    def read_frames(
+        self, data: bytes | bytearray | memoryview = b"", _once: bool = False
+    ) -> list[Frame]:
         """Return every complete frame buffered, in order (possibly none).
 
-        Errors as for :meth:`next_frame`; the frames decoded before the bad one are lost
-        with it, which does not matter since the connection must be closed anyway.
-        (``_once`` is :meth:`next_frame`'s: stop after one frame.)
+        ``data``, if given, is fed first (as :meth:`feed` would): a connection reading the
+        socket calls just this, once per read.  Errors as for :meth:`next_frame`; the frames
+        decoded before the bad one are lost with it, which does not matter since the
+        connection must be closed anyway.  (``_once`` is :meth:`next_frame`'s: stop after
+        one frame.)
         """
         # One loop serves both entry points, keeping its state in locals; ``self._pos`` is
         # written back whenever the loop stops or joins chunks.  A delivery is three frames
@@ -405,6 +409,16 @@ class FrameReader:
         buf = self._buf
         pos = self._pos
         limit = len(buf)
+        if data:  # feed(data), inline
+            if type(data) is not bytes:
+                data = bytes(data)
+            if pos == limit and not self._pending_size:
+                self._buf = buf = data
+                self._pos = pos = 0
+                limit = len(buf)
+            else:
+                self._pending.append(data)
+                self._pending_size += len(data)
         max_size = self._frame_max - 8  # the largest payload accepted
         try:
             while True:
