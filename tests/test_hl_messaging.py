@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import threading
 import time
 import zlib
 from typing import Any, Iterator
@@ -333,6 +334,109 @@ def test_unbound_producer_raises_not_bound() -> None:
     producer = Producer(None, Exchange("x"))
     with pytest.raises(NotBoundError):
         producer.publish(b"x")
+
+
+def test_batch_exit_reports_every_nack_of_a_large_batch(hl_conn: Connection) -> None:
+    # Many more publishes than the driver writes at a time: the ones it wrote early are
+    # settled and reported exactly like the ones it wrote when the block ended.
+    q = Queue(unique(), max_length=300, queue_arguments={"x-overflow": "reject-publish"}, exclusive=True)
+    producer = Producer(hl_conn, routing_key=q.name)
+    q(hl_conn).declare()
+    tags: list[int | None] = []
+    with pytest.raises(PublishNacked) as info:
+        with producer.batch():
+            for i in range(1000):
+                tags.append(producer.publish(b"%d" % i))
+    assert info.value.delivery_tags == tags[300:]
+    assert producer.pending == 0
+    assert ready(hl_conn, q.name) == 300
+
+
+def test_batch_reports_returns_on_the_default_exchange(hl_conn: Connection, queue: Queue) -> None:
+    producer = Producer(hl_conn)
+    with pytest.raises(MessageReturned) as info:
+        with producer.batch():
+            producer.publish(b"first", routing_key=queue.name, mandatory=True)
+            for i in range(300):
+                producer.publish(b"%d" % i, routing_key=queue.name)
+            producer.publish(b"lost", routing_key=unique("nobody"), mandatory=True)
+            producer.publish(b"last", routing_key=queue.name, mandatory=True)
+    assert [r.message.body for r in info.value.returned] == [b"lost"]
+    assert producer.pending == 0
+    assert ready(hl_conn, queue.name) == 302
+
+
+def wait_ready(conn: Connection, name: str, at_least: int, timeout: float = 5.0) -> int:
+    """The queue's message count once it reaches ``at_least`` (or ``timeout`` passed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        n = ready(conn, name)
+        if n >= at_least or time.monotonic() > deadline:
+            return n
+        time.sleep(0.01)
+
+
+# About when the socket driver writes: the broker transport only.
+socket_driver_only = pytest.mark.parametrize("kind", [pytest.param("amqp", marks=pytest.mark.broker)])
+
+
+@socket_driver_only
+def test_batch_publishes_reach_the_broker_before_the_block_ends(hl_conn: Connection, hl_url: str, kind: str, queue: Queue) -> None:
+    producer = Producer(hl_conn, routing_key=queue.name)
+    observer = Connection(hl_url)  # counts the queue without flushing hl_conn's writes
+    try:
+        with producer.batch():
+            for i in range(1000):
+                producer.publish({"i": i})
+            # The broker is already taking the batch (the driver writes it in chunks
+            # while it is being made); its confirms are still to be waited for.
+            assert wait_ready(observer, queue.name, 500) >= 500
+            assert producer.pending == 1000
+        assert producer.pending == 0
+        assert ready(observer, queue.name) == 1000
+    finally:
+        observer.release()
+
+
+@socket_driver_only
+def test_a_batch_does_not_hold_back_another_threads_publishes(hl_conn: Connection, hl_url: str, kind: str) -> None:
+    names = [unique("q"), unique("q")]
+    admin = hl_conn.channel()
+    for name in names:
+        admin.queue_declare(name, auto_delete=False)
+    batched = Producer(hl_conn.channel(), routing_key=names[0])
+    other = Producer(hl_conn.channel(), routing_key=names[1])
+    observer = Connection(hl_url)
+    inside, leave = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def batcher() -> None:
+        try:
+            with batched.batch():
+                batched.publish(b"batched")
+                inside.set()
+                leave.wait(10)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+
+    thread = threading.Thread(target=batcher)
+    thread.start()
+    try:
+        assert inside.wait(5)
+        other.publish(b"other", wait=False)  # pipelined, this thread is not in a batch
+        assert wait_ready(observer, names[1], 1) == 1
+        assert thread.is_alive()  # the batch is still open
+    finally:
+        leave.set()
+        thread.join(10)
+        try:
+            other.flush()
+            assert not errors and batched.pending == 0
+            assert ready(observer, names[0]) == 1
+        finally:
+            observer.release()
+            for name in names:
+                admin.queue_delete(name)
 
 
 # ------------------------------------------------------------------------------ consumer

@@ -33,7 +33,7 @@ from .entity import Exchange, Queue, _is_hl_connection, delivery_mode_value, may
 from .exceptions import MessageReturned, NotBoundError, OperationalError
 from .message import Message
 from .recovery import LOSS_ERRORS, RecoveringChannel, recovering_channel
-from .serialization import dumps, prepare_accept_content
+from .serialization import prepare_accept_content, registry
 
 __all__ = ["Producer", "Consumer"]
 
@@ -322,7 +322,7 @@ class Producer:
         # call, one properties dict (the keywords') and one client Message.
         if headers:
             headers = dict(headers)  # the caller's dict is left alone
-        entities: list[Any] = [] if declare is None else list(declare)
+        entities: Sequence[Any] = () if declare is None else list(declare)
         if routing_key is None:
             routing_key = self.routing_key
         target = self.exchange if exchange is None else exchange
@@ -332,6 +332,10 @@ class Producer:
         else:
             exchange_name = target
             default_mode = self.exchange.delivery_mode
+        if properties:
+            reply_to = properties.get("reply_to")
+            if reply_to is not None and isinstance(reply_to, Queue):
+                properties["reply_to"] = reply_to.name
         if delivery_mode is not None:
             delivery_mode = delivery_mode_value(delivery_mode)
         properties["delivery_mode"] = delivery_mode or default_mode or PERSISTENT
@@ -339,12 +343,9 @@ class Producer:
             properties["priority"] = priority
         if expiration is not None:
             properties["expiration"] = str(int(expiration * 1000))
-        reply_to = properties.get("reply_to")
-        if reply_to is not None and isinstance(reply_to, Queue):
-            properties["reply_to"] = reply_to.name
 
         if not content_type:
-            content_type, content_encoding, body = dumps(body, serializer or self.serializer)
+            content_type, content_encoding, body = registry.dumps(body, serializer or self.serializer)
         elif isinstance(body, str):
             content_encoding = content_encoding or "utf-8"
             body = body.encode(content_encoding)
@@ -368,7 +369,7 @@ class Producer:
             properties["headers"] = headers
 
         if self.auto_declare and self.exchange.name and self.exchange not in entities:
-            entities.append(self.exchange)
+            entities = [*entities, self.exchange]
         wait = wait and self._batch_depth == 0
 
         if retry:
@@ -382,6 +383,11 @@ class Producer:
         channel = self._channel
         if channel is not None and channel is self._plain and channel.is_open:
             # The usual case: an open channel of a connection that does not recover.
+            if not (wait or immediate or entities) and self._state.confirm:  # type: ignore[union-attr]
+                # Pipelined (a batch, wait=False): what _publish_once does, inline.
+                tag = channel.basic_publish(ClientMessage._outgoing(body, properties), exchange_name, routing_key, mandatory)
+                self._pending[tag] = (exchange_name, routing_key)
+                return tag  # type: ignore[no-any-return]
             return self._publish_once(
                 channel, None, None, body, properties, routing_key, mandatory, immediate,
                 exchange_name, entities, timeout, wait,
@@ -657,10 +663,16 @@ class Producer:
     def batch(self, timeout: float | None = None) -> Iterator[Producer]:
         """``with producer.batch(): producer.publish(...) ...``: the publishes inside are
         pipelined (as ``wait=False``) and :meth:`flush` runs at the end, raising for any
-        nack or return."""
+        nack or return: when the (outermost) block ends without an exception, every
+        publish in it was confirmed.  On a broker connection they leave in chunks while
+        the block runs, so the broker works on them while the rest are being made."""
+        channel = self._channel
+        if channel is None and self._batch_depth == 0 and self._connection is not None and self._connection.connected:
+            channel = self.channel  # the default channel, which the first publish would open
         self._batch_depth += 1
-        # The client connection writes the batch's publishes together (not one by one).
-        cork = getattr(getattr(self._channel, "connection", None), "corked", None)
+        # The client connection writes the batch's publishes in chunks of about a hundred
+        # (not one by one), from this thread, without waking its I/O thread.
+        cork = getattr(getattr(channel, "connection", None), "corked", None)
         try:
             if cork is not None and self._batch_depth == 1:
                 with cork():
