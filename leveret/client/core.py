@@ -119,6 +119,13 @@ class ChannelState(enum.Enum):
     CLOSED = "closed"
 
 
+# The states the per-frame and per-publish paths test, as module globals: reading an Enum
+# member through its class is several times slower in Python 3.11.
+_OPEN = ConnState.OPEN
+_CLOSING = ConnState.CLOSING
+_CH_OPEN = ChannelState.OPEN
+_CH_CLOSING = ChannelState.CLOSING
+
 #: Connection-class methods the server may send, per connection state.
 CONNECTION_EXPECTS: dict[ConnState, frozenset[str]] = {
     ConnState.AWAIT_START: frozenset({"connection.start"}),
@@ -567,9 +574,9 @@ class SansIOConnection:
             elif kind is not HeartbeatFrame:
                 raise UnexpectedFrame("content frame on channel 0")
             return
-        if self.state is ConnState.CLOSING:
+        if self.state is _CLOSING:
             return  # after connection.close, everything but close/close-ok is dropped
-        if self.state is not ConnState.OPEN:
+        if self.state is not _OPEN:
             raise UnexpectedFrame(
                 f"frame on channel {channel_id} before the connection is open"
             )
@@ -585,7 +592,7 @@ class SansIOConnection:
             if (
                 type(method) in self._deliver_types
                 and ch.c_method is None
-                and ch.state is ChannelState.OPEN
+                and ch.state is _CH_OPEN
                 and len(body) <= self.max_body_size
             ):
                 events.append(ev.MessageReceived(channel_id, method, frame.properties, body))
@@ -598,7 +605,7 @@ class SansIOConnection:
                 raise RemoteProtocolError(f"{method.NAME} is not a method a server sends", COMMAND_INVALID)
             ch.c_method = method
             ch.c_props = frame.properties
-            if ch.state is ChannelState.CLOSING:
+            if ch.state is _CH_CLOSING:
                 ch.c_discard = True  # dropped unseen, as frame by frame
             elif len(body) > self.max_body_size:
                 ch.c_discard = True
@@ -616,7 +623,7 @@ class SansIOConnection:
                     raise RemoteProtocolError(
                         f"{method.NAME} is not a method a server sends", COMMAND_INVALID
                     )
-                if ch.state is ChannelState.CLOSING:
+                if ch.state is _CH_CLOSING:
                     ch.c_discard = True  # assemble nothing, but keep frame order checked
                 ch.c_method = method
                 ch.c_props = None
@@ -670,8 +677,8 @@ class SansIOConnection:
         ch.c_method = ch.c_props = None
         ch.c_chunks = []
         ch.c_discard = False
-        if discard or ch.state is not ChannelState.OPEN:
-            if discard and ch.state is ChannelState.OPEN and method.NAME.endswith(".get-ok"):
+        if discard or ch.state is not _CH_OPEN:
+            if discard and ch.state is _CH_OPEN and method.NAME.endswith(".get-ok"):
                 self._expect_reply(ch, method.NAME)  # the get is answered, if unreadably
             return
         kind = type(method)
@@ -709,7 +716,7 @@ class SansIOConnection:
     def _channel_method(self, ch: _Channel, method: Any, events: list[ev.Event]) -> None:
         name = method.NAME
         state = ch.state
-        if state is ChannelState.CLOSING and name != "channel.close" and name != "channel.close-ok":
+        if state is _CH_CLOSING and name != "channel.close" and name != "channel.close-ok":
             return  # after our channel.close, the spec says to discard the rest
         if not method.SENT_BY_SERVER and name not in _SERVER_SENDS_TOO:
             raise RemoteProtocolError(f"{name} is not a method a server sends", COMMAND_INVALID)
@@ -722,7 +729,7 @@ class SansIOConnection:
             return
         if name.startswith("connection."):
             raise RemoteProtocolError(f"{name} on channel {ch.id}", COMMAND_INVALID)
-        if state is not ChannelState.OPEN:
+        if state is not _CH_OPEN:
             return  # closing: drop everything but channel.close / close-ok
         if name == "basic.ack" or name == "basic.nack":
             self._on_confirm(ch, method, name == "basic.ack", events)
@@ -1058,7 +1065,7 @@ class SansIOConnection:
         memoryview slices of ``body``, so it must not change until it has been sent.
         """
         ch = self._channels.get(channel_id)
-        if ch is None or ch.state is not ChannelState.OPEN or self.state is not ConnState.OPEN:
+        if ch is None or ch.state is not _CH_OPEN or self.state is not _OPEN:
             self._check_usable()
             self._channel(channel_id)
         if not method.HAS_CONTENT:
