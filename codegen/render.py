@@ -295,12 +295,12 @@ class _VersionRenderer:
         return parts
 
     def _encode_body(
-        self, name: str, cls: Class, m: Method, pre: list[str], parts: list[str], error: str
+        self, name: str, cls: Class, m: Method, pre: list[str], parts: list[str], error: str,
+        can_fail: bool,
     ) -> list[str]:
-        """``def name`` returning the join of ``parts`` after ``pre``, failures reported by
-        the ``error`` expression (which may use ``exc``)."""
+        """``def name`` returning the join of ``parts`` after ``pre``; when ``can_fail``,
+        failures are reported by the ``error`` expression (which may use ``exc``)."""
         lines = [name]
-        can_fail = any(f.type != "bit" for f in m.fields) or "channel" in name
         body_indent = 8 if can_fail else 4
         body = [" " * body_indent + line for line in pre]
         if len(parts) == 1:
@@ -342,8 +342,10 @@ class _VersionRenderer:
         kind, fmt, args = segments[0]
         segments[0] = (kind, fmt, [str(cls.index), str(m.index), *args])
         parts = self._segment_exprs(segments)
+        # Only bits cannot fail: every other type can be out of range or of the wrong type.
+        can_fail = any(f.type != "bit" for f in m.fields)
         return self._encode_body(
-            "def encode(self) -> bytes:", cls, m, pre, parts, "_encode_error(self, exc)"
+            "def encode(self) -> bytes:", cls, m, pre, parts, "_encode_error(self, exc)", can_fail
         )
 
     def method_encode_frame(self, cls: Class, m: Method) -> list[str]:
@@ -374,7 +376,7 @@ class _VersionRenderer:
         parts = self._segment_exprs(segments) + tail
         lines = self._encode_body(
             "def encode_frame(self, channel: int) -> bytes:",
-            cls, m, pre, parts, "_frame_error(self, channel, exc)",
+            cls, m, pre, parts, "_frame_error(self, channel, exc)", can_fail=True,  # the channel
         )
         doc = [
             '    """The method frame for ``channel``: frame header, :meth:`encode`\'s payload,',
