@@ -376,7 +376,7 @@ class _VersionRenderer:
         parts = self._segment_exprs(segments) + tail
         lines = self._encode_body(
             "def encode_frame(self, channel: int) -> bytes:",
-            cls, m, pre, parts, "_frame_error(self, channel, exc)", can_fail=True,  # the channel
+            cls, m, pre, parts, "_frame_error(self, channel, exc)", can_fail=True,  # a bad channel
         )
         doc = [
             '    """The method frame for ``channel``: frame header, :meth:`encode`\'s payload,',
