@@ -399,6 +399,10 @@ def test_writer_errors() -> None:
         method_frame(65536, publish)
     with pytest.raises(EncodeError):
         method_frame(-1, publish)
+    ack = amqp0_9_1.Basic.Ack(delivery_tag=1)  # no content: the base class's encode_frame
+    for channel in (-1, 65536):
+        with pytest.raises(EncodeError, match=r"basic\.ack: channel .* outside 0\.\.65535"):
+            method_frame(channel, ack)
     with pytest.raises(EncodeError):
         content_frames(1, publish, None, "text", 4096)  # type: ignore[arg-type]
     with pytest.raises(EncodeError):

@@ -737,11 +737,9 @@ def method_frame(channel: int, method: Method) -> bytes:
     """Encode ``method`` as one method frame on ``channel``.
 
     Raises :class:`EncodeError` if a field does not fit or the channel is out of range.
+    (The same as ``method.encode_frame(channel)``, which content methods generate.)
     """
-    if not 0 <= channel <= 0xFFFF:
-        raise EncodeError(f"channel {channel} is outside 0..65535")
-    payload = method.encode()
-    return _pack_frame_header(FRAME_METHOD, channel, len(payload)) + payload + _END
+    return method.encode_frame(channel)
 
 
 def header_frame(
