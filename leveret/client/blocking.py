@@ -49,10 +49,8 @@ from ._shared import (
     QueueDeclareOk,
     ssl_context,
 )
-from .core import ConnState
+from .core import _CLOSED, ConnState
 from .message import Message
-
-_CLOSED = ConnState.CLOSED  # a global is quicker to look up than an Enum member (every read)
 
 __all__ = ["Connection", "Channel", "QueueDeclareOk"]
 
@@ -116,7 +114,6 @@ class Connection(ConnectionBase, BlockingDriver):
         # Taken from the core, not yet written (under _wlock): bytes or a memoryview.
         self._wrest: Any = b""
         self._last_kick = 0.0
-        self._corked = 0  # corked() blocks open, in all threads
         self._cork_depth: dict[int, int] = {}  # thread id -> its corked() depth (under _lock)
         self._kick_event = threading.Event()
         self._reading = False
@@ -337,13 +334,11 @@ class Connection(ConnectionBase, BlockingDriver):
         and the next call raises it."""
         me = threading.get_ident()
         with self._lock:
-            self._corked += 1
             self._cork_depth[me] = self._cork_depth.get(me, 0) + 1
         try:
             yield
         finally:
             with self._lock:
-                self._corked -= 1
                 depth = self._cork_depth[me] - 1
                 if depth:
                     self._cork_depth[me] = depth
@@ -369,7 +364,7 @@ class Connection(ConnectionBase, BlockingDriver):
         the interpreter switches threads -- so the burst leaves in a few large writes.
         Past ``_FLUSH_ITEMS`` queued frames the caller writes them itself (bounded memory)."""
         core = self._core
-        if self._corked and threading.get_ident() in self._cork_depth:
+        if self._cork_depth and threading.get_ident() in self._cork_depth:
             if core is not None and len(core._out) >= _CORK_ITEMS:
                 self._flush()
             return

@@ -119,10 +119,11 @@ class ChannelState(enum.Enum):
     CLOSED = "closed"
 
 
-# The states the per-frame and per-publish paths test, as module globals: reading an Enum
-# member through its class is several times slower in Python 3.11.
+# The states the per-frame and per-publish paths test (here and in the drivers), as module
+# globals: reading an Enum member through its class is several times slower in Python 3.11.
 _OPEN = ConnState.OPEN
 _CLOSING = ConnState.CLOSING
+_CLOSED = ConnState.CLOSED
 _CH_OPEN = ChannelState.OPEN
 _CH_CLOSING = ChannelState.CLOSING
 
