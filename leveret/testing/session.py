@@ -83,6 +83,16 @@ _frame_header = struct.Struct(">BHI")
 MethodSpec = Union[str, type, tuple[Union[str, type], ...]]
 
 
+def _readable(sock: socket.socket, seconds: float) -> bool:
+    """Wait at most ``seconds`` for ``sock`` to be readable: poll() where there is one
+    (select() cannot watch descriptors numbered past 1023), select() elsewhere."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(seconds * 1000.0))
+    return bool(select.select([sock], [], [], seconds)[0])
+
+
 class ExpectationFailed(AssertionError):
     """An expectation of a :class:`RawSession` was not met.
 
@@ -514,8 +524,7 @@ class RawSession:
             return False
         try:
             if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-                ready, _, _ = select.select([sock], [], [], remaining)
-                if not ready:
+                if not _readable(sock, remaining):
                     return False
             data = sock.recv(1 << 18)
         except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
