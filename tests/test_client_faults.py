@@ -566,6 +566,64 @@ def test_black_hole_during_a_large_publish_is_detected_by_heartbeats(
         within(5, conn.close)
 
 
+@needs_broker
+@blocking_only  # the blocking driver's own write path (asyncio's transport has its own)
+def test_write_the_socket_takes_nothing_of_times_out(connect: Connect, proxy: TCPProxy) -> None:
+    # No heartbeats to notice the silence: the write's own deadline ends it.  (At least 31 s
+    # by default -- blocked_timeout + 30 -- shortened here so that the test stays quick.)
+    conn = connect(proxy.url(query="heartbeat=0"))
+    ch = conn.channel()
+    queue = ch.queue_declare("", exclusive=True).queue
+    conn._write_timeout = 1.0
+    proxy.freeze()  # the broker stops reading: the publish fills the socket buffers
+    frozen_at = time.monotonic()
+    waiter = Waiter(lambda: ch.basic_publish(b"x" * 40_000_000, routing_key=queue))
+    waiter.start()
+    try:
+        error = waiter.outcome(10)
+        assert isinstance(error, ConnectionLost), repr(error)
+        assert "took no data for 1 seconds" in str(error)
+        assert 1.0 <= waiter.ended - frozen_at <= 4
+        assert not conn.is_open
+    finally:
+        proxy.cut("reset")
+        within(5, conn.close)
+
+
+@needs_broker
+def test_a_socket_numbered_above_1023_works(connect: Connect, node: PrivateNode) -> None:
+    # select() cannot watch descriptors past 1023; a process with many open files gets such
+    # numbers for its sockets, and the connection must not take that for a lost connection.
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    fillers = []
+    try:
+        while not fillers or fillers[-1] < 1100:
+            fillers.append(os.dup(0))
+        with socket.socket() as probe:  # the kernel hands out the lowest free number
+            assert probe.fileno() > 1023
+        conn = connect(node.url)
+        try:
+            ch = conn.channel()
+            queue = ch.queue_declare("", exclusive=True).queue
+            got: list[bytes] = []
+            ch.basic_consume(queue, no_ack=True, callback=lambda msg: got.append(bytes(msg.body)))
+            for i in range(3):
+                ch.basic_publish(b"m%d" % i, routing_key=queue)
+            while len(got) < 3:
+                within(10, conn.drain_events, timeout=5)
+            assert got == [b"m0", b"m1", b"m2"]
+        finally:
+            within(5, conn.close)
+    finally:
+        for fd in fillers:
+            os.close(fd)
+
+
 def test_nothing_listening_is_connection_refused(new_connection: NewConnection) -> None:
     with socket.socket() as probe:  # a port nobody listens on: bound, never listening
         probe.bind(("127.0.0.1", 0))

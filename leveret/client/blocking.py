@@ -37,6 +37,7 @@ import select
 import socket
 import threading
 import weakref
+from threading import get_ident
 from time import monotonic
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -76,6 +77,32 @@ class _NeverRaised(Exception):
     """Stands in for ssl's want-read/want-write errors on a plain TCP connection."""
 
 
+def _pollers(sock: socket.socket) -> tuple[Callable[[float | None], Any], Callable[[float | None], Any]]:
+    """Two calls that wait for ``sock`` to be readable and writable: each takes a timeout in
+    milliseconds (None: for ever) and returns something true once the socket is ready.
+
+    poll() where the platform has it: select() cannot watch a descriptor numbered 1024 or
+    more, which a process with many open files does get.  select() elsewhere (Windows)."""
+    if hasattr(select, "poll"):
+        readable = select.poll()
+        readable.register(sock, select.POLLIN)
+        writable = select.poll()
+        writable.register(sock, select.POLLOUT)
+        return readable.poll, writable.poll
+
+    def wait_readable(ms: float | None) -> Any:
+        return select.select([sock], [], [], None if ms is None else ms / 1000.0)[0]
+
+    def wait_writable(ms: float | None) -> Any:
+        return select.select([], [sock], [], None if ms is None else ms / 1000.0)[1]
+
+    return wait_readable, wait_writable
+
+
+def _never_ready(ms: float | None) -> Any:
+    return ()
+
+
 # Connections with an I/O thread, so that bytes still queued at interpreter exit get written.
 _live: weakref.WeakSet[Connection] = weakref.WeakSet()
 
@@ -109,12 +136,15 @@ class Connection(ConnectionBase, BlockingDriver):
         # Lock order: _wlock (socket writes) before _lock (core and routing state).
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
+        self._waiters = 0  # threads in self._cond.wait(): nobody to notify when 0
         self._wlock = threading.Lock()
         self._sock: socket.socket | None = None
         # Taken from the core, not yet written (under _wlock): bytes or a memoryview.
         self._wrest: Any = b""
         self._last_kick = 0.0
-        self._cork_depth: dict[int, int] = {}  # thread id -> its corked() depth (under _lock)
+        # Thread id -> its corked() depth.  Each thread only changes its own entry (single
+        # dict operations, atomic under the GIL), so no lock is needed.
+        self._cork_depth: dict[int, int] = {}
         self._kick_event = threading.Event()
         self._reading = False
         self._io_thread: threading.Thread | None = None
@@ -122,6 +152,14 @@ class Connection(ConnectionBase, BlockingDriver):
         self._last_poll = 0.0
         # TLS only: the ssl module is imported when a connection uses it.
         self._tls = False
+        # Plain TCP sockets are non-blocking once the handshake is done: every read already
+        # waits in poll(), and a socket timeout would make CPython poll() again before each
+        # send and recv.  Writes then wait at most this long for room in the socket.
+        self._nonblocking = False
+        self._write_timeout = 0.0
+        # Wait for the socket to be readable / writable (see _pollers).
+        self._poll_in: Callable[[float | None], Any] = _never_ready
+        self._poll_out: Callable[[float | None], Any] = _never_ready
         self._want_read: type[BaseException] = _NeverRaised
         self._want_write: type[BaseException] = _NeverRaised
 
@@ -174,10 +212,17 @@ class Connection(ConnectionBase, BlockingDriver):
             sock.close()
             raise
         self._sock = sock
+        self._poll_in, self._poll_out = _pollers(sock)
+        self._nonblocking = False  # until the handshake is done
         self._new_core()
         self._run(self._handshake(deadline))
-        # From now on reads wait in select(); the socket timeout bounds writes only.
-        sock.settimeout(max(self.blocked_timeout, 1.0) + 30.0)
+        # From now on reads wait in poll(); writes wait at most _write_timeout for room.
+        self._write_timeout = max(self.blocked_timeout, 1.0) + 30.0
+        if self._tls:
+            sock.settimeout(self._write_timeout)  # ssl's sendall() waits for room itself
+        else:
+            sock.setblocking(False)
+            self._nonblocking = True
         self._stopping = False
         self._kick_event.clear()
         self._io_thread = threading.Thread(target=self._io_loop, name="leveret-io", daemon=True)
@@ -196,7 +241,7 @@ class Connection(ConnectionBase, BlockingDriver):
         self._kick_event.set()
         _live.discard(self)
         sock, self._sock = self._sock, None
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._cond.notify_all()
         if sock is not None:
@@ -235,8 +280,15 @@ class Connection(ConnectionBase, BlockingDriver):
         over, such as a consumer cancelled by the broker)."""
         if not self._pending and not self._has_returns():
             return False
-        with self.corked():
+        # corked(), inline: this runs once per drain_events().
+        me = get_ident()
+        depth = self._cork_depth
+        outer = depth.get(me, 0)
+        depth[me] = outer + 1
+        try:
             return self._run_pending_corked()
+        finally:
+            self._uncork(me, outer)
 
     def _has_returns(self) -> bool:
         for ch in self._channels.values():
@@ -301,14 +353,15 @@ class Connection(ConnectionBase, BlockingDriver):
                 data = b"".join([rest, *bufs])
             self._wrest = b""
             view = memoryview(data).cast("B")
+            nonblocking = self._nonblocking
             try:
                 while view:
-                    if not (self._tls and sock.pending()):  # type: ignore[attr-defined]
-                        if not select.select([], [sock], [], 0)[1]:
+                    if not nonblocking and not (self._tls and sock.pending()):  # type: ignore[attr-defined]
+                        if not self._poll_out(0):
                             break
                     sent = sock.send(view)
                     view = view[sent:]
-            except self._want_write:
+            except (BlockingIOError, self._want_write):
                 pass
             except OSError as exc:
                 with self._lock:
@@ -332,25 +385,31 @@ class Connection(ConnectionBase, BlockingDriver):
         other thread is woken for them, and other threads' writes are not held back.
         Consumer callbacks run corked.  If a write fails, the connection keeps the error
         and the next call raises it."""
-        me = threading.get_ident()
-        with self._lock:
-            self._cork_depth[me] = self._cork_depth.get(me, 0) + 1
+        me = get_ident()
+        depth = self._cork_depth
+        outer = depth.get(me, 0)
+        depth[me] = outer + 1
         try:
             yield
         finally:
-            with self._lock:
-                depth = self._cork_depth[me] - 1
-                if depth:
-                    self._cork_depth[me] = depth
-                else:
-                    del self._cork_depth[me]
-            if not depth:
-                try:
-                    self._flush()
-                except (LeveretError, OSError):
-                    # Like any queued write that fails: the connection now holds the error
-                    # and the next call (a wait for confirms, a publish...) raises it.
-                    pass
+            self._uncork(me, outer)
+
+    def _uncork(self, me: int, outer: int) -> None:
+        """Leave one level of :meth:`corked` (``outer`` is the depth it was entered at);
+        leaving the last one writes what is queued."""
+        depth = self._cork_depth
+        if outer:
+            depth[me] = outer
+            return
+        del depth[me]
+        core = self._core
+        if core is not None and (core._out or self._wrest):
+            try:
+                self._flush()
+            except (LeveretError, OSError):
+                # Like any queued write that fails: the connection now holds the error
+                # and the next call (a wait for confirms, a publish...) raises it.
+                pass
 
     def _kick(self) -> None:
         """Have what is queued written soon.
@@ -364,7 +423,7 @@ class Connection(ConnectionBase, BlockingDriver):
         the interpreter switches threads -- so the burst leaves in a few large writes.
         Past ``_FLUSH_ITEMS`` queued frames the caller writes them itself (bounded memory)."""
         core = self._core
-        if self._cork_depth and threading.get_ident() in self._cork_depth:
+        if self._cork_depth and get_ident() in self._cork_depth:
             if core is not None and len(core._out) >= _CORK_ITEMS:
                 self._flush()
             return
@@ -376,18 +435,35 @@ class Connection(ConnectionBase, BlockingDriver):
             self._kick_event.set()
 
     def _write(self, bufs: list[Any]) -> None:
-        """sendall() the buffers (``_wlock`` held)."""
+        """Write all the buffers (``_wlock`` held), waiting for room in the socket at most
+        ``_write_timeout`` seconds in all."""
         sock = self._sock
         if sock is None:
             raise self._dead_error()
         try:
+            if not self._nonblocking:  # the handshake, or TLS: the socket has a timeout
+                if len(bufs) == 1:
+                    sock.sendall(bufs[0])
+                elif self._tls or all(type(b) is bytes for b in bufs):
+                    sock.sendall(b"".join(bufs))
+                else:
+                    self._send_views(sock, bufs, None)
+                return
             if len(bufs) == 1:
-                sock.sendall(bufs[0])
-            elif self._tls or all(type(b) is bytes for b in bufs):
-                sock.sendall(b"".join(bufs))
+                data = bufs[0]
+            elif all(type(b) is bytes for b in bufs):
+                data = b"".join(bufs)
             else:
                 # Slices of a big body: scatter/gather, no copy of the body.
-                self._sendmsg_all(sock, bufs)
+                self._send_views(sock, bufs, self._write_timeout)
+                return
+            # The usual write: it fits in the socket at once.
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent != len(data):
+                self._send_views(sock, [memoryview(data).cast("B")[sent:]], self._write_timeout)
         except OSError as exc:
             core = self._core
             assert core is not None
@@ -396,12 +472,25 @@ class Connection(ConnectionBase, BlockingDriver):
             self._fail(err)
             raise err from exc
 
-    @staticmethod
-    def _sendmsg_all(sock: socket.socket, bufs: list[Any]) -> None:
-        # Big bodies: scatter/gather straight from the caller's buffer (no copy).
+    def _send_views(self, sock: socket.socket, bufs: list[Any], timeout: float | None) -> None:
+        """Write ``bufs`` with scatter/gather writes straight from the caller's buffers (no
+        copy).  ``timeout`` (seconds, in all) is for the non-blocking socket: it then waits
+        for room in poll(); None for a socket with a timeout of its own (TLS)."""
         views = [memoryview(b).cast("B") for b in bufs]
+        deadline = None if timeout is None else monotonic() + timeout
         while views:
-            sent = sock.sendmsg(views[:512])
+            if deadline is None:
+                sent = sock.sendmsg(views[:512])
+            else:
+                try:
+                    sent = sock.sendmsg(views[:512])
+                except BlockingIOError:
+                    remaining = deadline - monotonic()
+                    if remaining <= 0 or not self._poll_out(remaining * 1000.0):
+                        raise TimeoutError(
+                            f"the socket took no data for {timeout:.0f} seconds"
+                        ) from None
+                    continue
             while sent:
                 first = views[0]
                 if sent >= len(first):
@@ -412,20 +501,22 @@ class Connection(ConnectionBase, BlockingDriver):
                     sent = 0
 
     def _read_some(self, timeout: float | None) -> bool:
-        """Read once (the caller holds the reading role, not the lock)."""
+        """Read once, waiting at most ``timeout`` seconds (None: for ever) for bytes to
+        come; False if none came.  The caller holds the reading role, not the lock."""
         sock = self._sock
         core = self._core
         if sock is None or core is None:
             raise self._dead_error()
         try:
-            if not (self._tls and sock.pending()):  # type: ignore[attr-defined]
-                if timeout is not None and timeout < 0:
-                    timeout = 0
-                readable, _, _ = select.select([sock], [], [], timeout)
-                if not readable:
+            if timeout is not None and timeout <= 0:
+                if not self._nonblocking and not (self._tls and sock.pending()):  # type: ignore[attr-defined]
+                    if not self._poll_in(0):
+                        return False
+            elif not (self._tls and sock.pending()):  # type: ignore[attr-defined]
+                if not self._poll_in(None if timeout is None else timeout * 1000.0):
                     return False
             data = sock.recv(_RECV_SIZE)
-        except self._want_read:
+        except (BlockingIOError, self._want_read):
             return False
         except (OSError, ValueError) as exc:
             if self._error is not None:
@@ -433,18 +524,19 @@ class Connection(ConnectionBase, BlockingDriver):
             err = core.connection_lost(f"reading from the socket failed: {exc}")
             self._fail(err)
             raise err from exc
-        with self._cond:
+        with self._lock:
             try:
                 events = core.receive_data(data, monotonic())
             except LeveretError as exc:
                 self._fail(exc)
                 raise
             self._dispatch(events)
-            self._cond.notify_all()
+            if self._waiters:
+                self._cond.notify_all()
         if not data:
             self._teardown()
             return True
-        if core.wants_write:  # replies the core owes (close-ok, flow-ok, cancel-ok)
+        if core._out:  # replies the core owes (close-ok, flow-ok, cancel-ok)
             try:
                 self._flush()
             except LeveretError:
@@ -458,7 +550,7 @@ class Connection(ConnectionBase, BlockingDriver):
     def _fail(self, exc: BaseException) -> None:
         """The connection is unusable: send what the core owes (a connection.close), drop the
         socket, wake every waiter with ``exc``."""
-        with self._cond:
+        with self._lock:
             if self._error is None:
                 self._error = exc
             core, sock = self._core, self._sock
@@ -484,31 +576,42 @@ class Connection(ConnectionBase, BlockingDriver):
 
         Raises ``TimeoutError`` past ``deadline`` and the connection's error when it dies.
         """
-        cond = self._cond
+        lock = self._lock
         core = self._core
-        if core is not None and core.wants_write:
+        if core is not None and (core._out or self._wrest):
             self._flush()  # what we wait for may depend on what is still queued
-        while True:
-            with cond:
-                if self._wait_over(predicate):
-                    return
-                remaining = None if deadline is None else deadline - monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"timed out waiting for {what}")
-                if self._reading:
-                    cond.wait(0.5 if remaining is None else min(remaining, 0.5))
-                    continue
-                self._reading = True
-            try:
+        reading = False  # whether this thread holds the reading role
+        try:
+            while True:
+                with lock:
+                    if reading:  # give the role back (and look again) in one go
+                        self._reading = reading = False
+                        if self._waiters:
+                            self._cond.notify_all()
+                    if self._wait_over(predicate):
+                        return
+                    remaining = None if deadline is None else deadline - monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError(f"timed out waiting for {what}")
+                    if self._reading:
+                        self._waiters += 1
+                        try:
+                            self._cond.wait(0.5 if remaining is None else min(remaining, 0.5))
+                        finally:
+                            self._waiters -= 1
+                        continue
+                    self._reading = reading = True
                 self._read_some(remaining)
-            finally:
-                with cond:
+        finally:
+            if reading:
+                with lock:
                     self._reading = False
-                    cond.notify_all()
+                    if self._waiters:
+                        self._cond.notify_all()
 
     def _poll(self) -> None:
         """Read whatever is already waiting, without blocking, if nobody else reads."""
-        with self._cond:
+        with self._lock:
             core = self._core
             if (
                 self._reading
@@ -522,9 +625,10 @@ class Connection(ConnectionBase, BlockingDriver):
         try:
             self._read_some(0)
         finally:
-            with self._cond:
+            with self._lock:
                 self._reading = False
-                self._cond.notify_all()
+                if self._waiters:
+                    self._cond.notify_all()
 
     def _io_loop(self) -> None:
         """The I/O thread: writes what other threads queued (see :meth:`_kick`), and every
@@ -547,7 +651,7 @@ class Connection(ConnectionBase, BlockingDriver):
             now = monotonic()
             if now < next_duty:
                 continue
-            with self._cond:
+            with self._lock:
                 take = not self._reading
                 if take:
                     self._reading = True
@@ -558,16 +662,16 @@ class Connection(ConnectionBase, BlockingDriver):
                             pass
                     else:
                         # The user is behind; the broker is alive if bytes are waiting.
-                        sock = self._sock
-                        if sock is not None and select.select([sock], [], [], 0)[0]:
+                        if self._sock is not None and self._poll_in(0):
                             core.last_received = monotonic()
                 except (LeveretError, OSError):
                     return
                 finally:
-                    with self._cond:
+                    with self._lock:
                         self._reading = False
-                        self._cond.notify_all()
-            with self._cond:
+                        if self._waiters:
+                            self._cond.notify_all()
+            with self._lock:
                 if core.state is ConnState.CLOSED:
                     return
                 go_on, nxt = self._heartbeat_tick()
@@ -581,6 +685,7 @@ class Connection(ConnectionBase, BlockingDriver):
                 next_duty = monotonic() + 0.01  # the socket was full: try again soon
                 continue
             next_duty = monotonic() + (0.2 if nxt is None else min(nxt, 0.5))
+
 
 class Channel(ChannelBase, BlockingDriver):
     """An AMQP channel on a blocking :class:`Connection` (py-amqplib's method names).
