@@ -138,6 +138,45 @@ def test_missing_properties(wire: Wire) -> None:
     assert m.payload == b"raw"  # no content type: raw bytes
 
 
+def test_delivery_info_and_properties_can_be_replaced(wire: Wire) -> None:
+    m = wire.deliver(b"x", tag=3, content_type="text/plain")
+    m.properties = {"content_type": "application/json"}
+    m.delivery_info = {"delivery_tag": 3, "redelivered": True}
+    assert m.properties == {"content_type": "application/json"}
+    assert m.delivery_info == {"delivery_tag": 3, "redelivered": True}
+
+
+def test_a_client_message_built_in_memory(wire: Wire) -> None:
+    # As memory:// delivers: a client Message made from a body and properties, with its
+    # delivery_info set by hand.
+    cm = ClientMessage(b'{"a":1}', content_type="application/json", headers={"k": 1}, priority=4)
+    cm.delivery_info = {"consumer_tag": "c", "delivery_tag": 5, "redelivered": False,
+                        "exchange": "", "routing_key": "q"}
+    cm.channel = wire.channel  # type: ignore[assignment]
+    m = Message(cm)
+    assert (m.delivery_tag, m.content_type, m.content_encoding) == (5, "application/json", None)
+    assert m.headers == {"k": 1}
+    assert m.properties == {"content_type": "application/json", "headers": {"k": 1}, "priority": 4}
+    assert m.delivery_info["routing_key"] == "q"
+    assert m.payload == {"a": 1}
+    m.ack()
+    assert wire.sent() == [ack_frame(5)]
+
+
+def test_client_message_properties_one_by_one(wire: Wire) -> None:
+    # leveret.client.Message's attribute access to single properties (what Message reads).
+    cm = wire.client_message(b"x", tag=2, content_type="text/plain", headers={"h": 1}, priority=7)
+    assert (cm.content_type, cm.content_encoding, cm.priority, cm.reply_to) == ("text/plain", None, 7, None)
+    assert cm.headers == {"h": 1}
+    assert cm.delivery_tag == 2
+    with pytest.raises(AttributeError):
+        cm.no_such_property  # noqa: B018
+    cm.properties = {"content_type": "a/b"}  # a replaced dict is what they read from then on
+    assert (cm.content_type, cm.priority, cm.headers) == ("a/b", None, {})
+    bare = wire.client_message(b"y")
+    assert (bare.content_type, bare.headers, bare.properties) == (None, {}, {})
+
+
 def test_explicit_channel_overrides_the_client_messages(wire: Wire) -> None:
     other = CoreChannel(wire.server, wire.cid)
     m = Message(wire.client_message(b"x"), channel=other)

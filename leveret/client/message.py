@@ -108,10 +108,18 @@ class Message:
         self._properties = value
 
     def __getattr__(self, name: str) -> Any:
-        # msg.content_type, msg.headers, ... as in py-amqp
+        # msg.content_type, msg.priority, ... as in py-amqp
         if name in _NAMES:
-            return self.properties.get(name)
+            return self._property(name)
         raise AttributeError(name)
+
+    def _property(self, name: str) -> Any:
+        """One content property (None if not set), without building :attr:`properties`."""
+        properties = self._properties
+        if properties is None:
+            props = self._props
+            return None if props is None else getattr(props, name)
+        return properties.get(name)
 
     @property
     def delivery_tag(self) -> int | None:
@@ -122,7 +130,16 @@ class Message:
 
     @property
     def headers(self) -> dict[str, Any]:
-        return self.properties.get("headers") or {}
+        """The ``headers`` property; an empty dict when it is not set."""
+        return self._property("headers") or {}
+
+    @property
+    def content_type(self) -> str | None:
+        return self._property("content_type")  # type: ignore[no-any-return]
+
+    @property
+    def content_encoding(self) -> str | None:
+        return self._property("content_encoding")  # type: ignore[no-any-return]
 
     def ack(self, multiple: bool = False) -> None:
         """Send ``basic.ack`` for this delivery on the channel it arrived on."""

@@ -68,9 +68,9 @@ class Message:
     __slots__ = (
         "client_message",
         "channel",
-        "delivery_info",
+        "_delivery_info",
         "delivery_tag",
-        "properties",
+        "_properties",
         "headers",
         "content_type",
         "content_encoding",
@@ -96,16 +96,14 @@ class Message:
         #: still compressed).
         self.client_message = client_message
         self.channel = channel if channel is not None else getattr(client_message, "channel", None)
-        #: ``consumer_tag``, ``delivery_tag``, ``redelivered``, ``exchange``,
-        #: ``routing_key`` (``message_count`` for ``basic.get``).
-        self.delivery_info: dict[str, Any] = client_message.delivery_info
-        self.delivery_tag: int | None = self.delivery_info.get("delivery_tag")
-        #: The content properties that were set (``content_type``, ``headers``, ...).
-        self.properties: dict[str, Any] = client_message.properties
-        props = self.properties
-        self.headers: dict[str, Any] = props.get("headers") or {}
-        self.content_type: str | None = props.get("content_type")
-        self.content_encoding: str | None = props.get("content_encoding")
+        # delivery_info and properties are dicts built on first use: most consumers only
+        # look at the body, the tag and the few properties read here.
+        self._delivery_info: dict[str, Any] | None = None
+        self._properties: dict[str, Any] | None = None
+        self.delivery_tag: int | None = client_message.delivery_tag
+        self.headers: dict[str, Any] = client_message.headers
+        self.content_type: str | None = client_message.content_type
+        self.content_encoding: str | None = client_message.content_encoding
         self.accept = accept
         #: Exceptions met while preparing the body (decompression); :meth:`decode` raises
         #: the first.
@@ -126,6 +124,31 @@ class Message:
         #: The body as bytes, decompressed when the ``compression`` header says so (left
         #: as received if that failed).
         self.body: bytes = body
+
+    @property
+    def delivery_info(self) -> dict[str, Any]:
+        """``consumer_tag``, ``delivery_tag``, ``redelivered``, ``exchange``,
+        ``routing_key`` (``message_count`` for ``basic.get``)."""
+        info = self._delivery_info
+        if info is None:
+            info = self._delivery_info = self.client_message.delivery_info
+        return info
+
+    @delivery_info.setter
+    def delivery_info(self, value: dict[str, Any]) -> None:
+        self._delivery_info = value
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        """The content properties that were set (``content_type``, ``headers``, ...)."""
+        value = self._properties
+        if value is None:
+            value = self._properties = self.client_message.properties
+        return value
+
+    @properties.setter
+    def properties(self, value: dict[str, Any]) -> None:
+        self._properties = value
 
     # ------------------------------------------------------------------ decoding
 
