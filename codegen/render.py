@@ -349,9 +349,9 @@ class _VersionRenderer:
         )
 
     def method_encode_frame(self, cls: Class, m: Method) -> list[str]:
-        """``encode_frame(channel)`` for a content-carrying method: the whole method frame
-        in one join, its frame header packed with the ids and leading fields and its
-        frame-end octet with the last fixed field (or bit octet)."""
+        """``encode_frame(channel)``: the whole method frame in one join (one pack for a
+        method of fixed-width fields only), its frame header packed with the ids and leading
+        fields and its frame-end octet with the last fixed field (or bit octet)."""
         pre, segments = self._encode_plan(m)
         size = 0
         lengths = []
@@ -518,7 +518,10 @@ class _VersionRenderer:
                 out.append(f"    self.{a} = {a}")
         out.append("")
         out.extend(self.method_encode(cls, m))
-        if m.content and m.fields:
+        if m.fields and (m.content or len(self._encode_plan(m)[1]) == 1):
+            # Content methods (every publish and delivery), and methods of fixed-width fields
+            # only (basic.ack, reject, nack, qos...: a consumer sends one per message), whose
+            # whole frame is then a single struct pack.
             out.append("")
             out.extend(self.method_encode_frame(cls, m))
         out.append("")

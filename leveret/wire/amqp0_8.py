@@ -196,9 +196,16 @@ _HHHIH = struct.Struct("!HHHIH")
 _HHIHB = struct.Struct("!HHIHB")
 _BHIHHH = struct.Struct("!BHIHHH")
 _HHIHIB = struct.Struct("!HHIHIB")
+_BHIHHBB = struct.Struct("!BHIHHBB")
+_BHIHHHB = struct.Struct("!BHIHHHB")
 _BHIHHIB = struct.Struct("!BHIHHIB")
 _BHIHHQB = struct.Struct("!BHIHHQB")
 _HHBHIQB = struct.Struct("!HHBHIQB")
+_BHIHHQBB = struct.Struct("!BHIHHQBB")
+_BHIHHHIHB = struct.Struct("!BHIHHHIHB")
+_BHIHHIHBB = struct.Struct("!BHIHHIHBB")
+_BHIHHIHIBB = struct.Struct("!BHIHHIHIBB")
+_BHIHHBHIQBB = struct.Struct("!BHIHHBHIQBB")
 _pack_B = _B.pack
 _pack_I = _I.pack
 _pack_Q = _Q.pack
@@ -219,9 +226,16 @@ _pack_HHHIH = _HHHIH.pack
 _pack_HHIHB = _HHIHB.pack
 _pack_BHIHHH = _BHIHHH.pack
 _pack_HHIHIB = _HHIHIB.pack
+_pack_BHIHHBB = _BHIHHBB.pack
+_pack_BHIHHHB = _BHIHHHB.pack
 _pack_BHIHHIB = _BHIHHIB.pack
 _pack_BHIHHQB = _BHIHHQB.pack
 _pack_HHBHIQB = _HHBHIQB.pack
+_pack_BHIHHQBB = _BHIHHQBB.pack
+_pack_BHIHHHIHB = _BHIHHHIHB.pack
+_pack_BHIHHIHBB = _BHIHHIHBB.pack
+_pack_BHIHHIHIBB = _BHIHHIHIBB.pack
+_pack_BHIHHBHIQBB = _BHIHHBHIQBB.pack
 _unpack_B = _B.unpack_from
 _unpack_H = _H.unpack_from
 _unpack_I = _I.unpack_from
@@ -578,6 +592,24 @@ class Connection:
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHHIHB(
+                    1,
+                    channel,
+                    12,
+                    10,
+                    30,
+                    self.channel_max,
+                    self.frame_max,
+                    self.heartbeat,
+                    206,
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
+
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Connection.Tune:
             self = _new(cls)
@@ -630,6 +662,24 @@ class Connection:
                 return _pack_HHHIH(10, 31, self.channel_max, self.frame_max, self.heartbeat)
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHHIHB(
+                    1,
+                    channel,
+                    12,
+                    10,
+                    31,
+                    self.channel_max,
+                    self.frame_max,
+                    self.heartbeat,
+                    206,
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Connection.TuneOk:
@@ -1040,6 +1090,14 @@ class Channel:
         def encode(self) -> bytes:
             return _pack_HHB(20, 20, (1 if self.active else 0))
 
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHBB(1, channel, 5, 20, 20, (1 if self.active else 0), 206)
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
+
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Channel.Flow:
             self = _new(cls)
@@ -1080,6 +1138,14 @@ class Channel:
 
         def encode(self) -> bytes:
             return _pack_HHB(20, 21, (1 if self.active else 0))
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHBB(1, channel, 5, 20, 21, (1 if self.active else 0), 206)
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Channel.FlowOk:
@@ -1380,6 +1446,14 @@ class Access:
                 return _pack_HHH(30, 11, self.ticket)
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHHB(1, channel, 6, 30, 11, self.ticket, 206)
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Access.RequestOk:
@@ -2059,6 +2133,14 @@ class Queue:
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHIB(1, channel, 8, 50, 31, self.message_count, 206)
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
+
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Queue.PurgeOk:
             self = _new(cls)
@@ -2180,6 +2262,14 @@ class Queue:
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHIB(1, channel, 8, 50, 41, self.message_count, 206)
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
+
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Queue.DeleteOk:
             self = _new(cls)
@@ -2246,6 +2336,24 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHIHBB(
+                    1,
+                    channel,
+                    11,
+                    60,
+                    10,
+                    self.prefetch_size,
+                    self.prefetch_count,
+                    (1 if self.global_ else 0),
+                    206,
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Qos:
@@ -3167,6 +3275,23 @@ class Basic:
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHQBB(
+                    1,
+                    channel,
+                    13,
+                    60,
+                    80,
+                    self.delivery_tag,
+                    (1 if self.multiple else 0),
+                    206,
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
+
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Ack:
             self = _new(cls)
@@ -3213,6 +3338,23 @@ class Basic:
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHQBB(
+                    1,
+                    channel,
+                    13,
+                    60,
+                    90,
+                    self.delivery_tag,
+                    (1 if self.requeue else 0),
+                    206,
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
+
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Reject:
             self = _new(cls)
@@ -3253,6 +3395,14 @@ class Basic:
 
         def encode(self) -> bytes:
             return _pack_HHB(60, 100, (1 if self.requeue else 0))
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHBB(1, channel, 5, 60, 100, (1 if self.requeue else 0), 206)
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Recover:
@@ -3618,6 +3768,24 @@ class File:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHIHBB(
+                    1,
+                    channel,
+                    11,
+                    70,
+                    10,
+                    self.prefetch_size,
+                    self.prefetch_count,
+                    (1 if self.global_ else 0),
+                    206,
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> File.Qos:
@@ -4012,6 +4180,14 @@ class File:
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHQB(1, channel, 12, 70, 41, self.staged_size, 206)
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
+
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> File.OpenOk:
             self = _new(cls)
@@ -4402,6 +4578,23 @@ class File:
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHQBB(
+                    1,
+                    channel,
+                    13,
+                    70,
+                    90,
+                    self.delivery_tag,
+                    (1 if self.multiple else 0),
+                    206,
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
+
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> File.Ack:
             self = _new(cls)
@@ -4447,6 +4640,23 @@ class File:
                 return _pack_HHQB(70, 100, self.delivery_tag, (1 if self.requeue else 0))
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHQBB(
+                    1,
+                    channel,
+                    13,
+                    70,
+                    100,
+                    self.delivery_tag,
+                    (1 if self.requeue else 0),
+                    206,
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> File.Reject:
@@ -4729,6 +4939,25 @@ class Stream:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHIHIBB(
+                    1,
+                    channel,
+                    15,
+                    80,
+                    10,
+                    self.prefetch_size,
+                    self.prefetch_count,
+                    self.consume_rate,
+                    (1 if self.global_ else 0),
+                    206,
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Stream.Qos:
@@ -6073,6 +6302,26 @@ class Test:
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHBHIQBB(
+                    1,
+                    channel,
+                    20,
+                    120,
+                    10,
+                    self.integer_1,
+                    self.integer_2,
+                    self.integer_3,
+                    self.integer_4,
+                    self.operation,
+                    206,
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
+
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Test.Integer:
             self = _new(cls)
@@ -6121,6 +6370,14 @@ class Test:
                 return _pack_HHQ(120, 11, self.result)
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHQB(1, channel, 12, 120, 11, self.result, 206)
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Test.IntegerOk:

@@ -186,7 +186,12 @@ _BHIHH = struct.Struct("!BHIHH")
 _HHHIH = struct.Struct("!HHHIH")
 _HHIHB = struct.Struct("!HHIHB")
 _BHIHHH = struct.Struct("!BHIHHH")
+_BHIHHBB = struct.Struct("!BHIHHBB")
+_BHIHHIB = struct.Struct("!BHIHHIB")
 _BHIHHQB = struct.Struct("!BHIHHQB")
+_BHIHHQBB = struct.Struct("!BHIHHQBB")
+_BHIHHHIHB = struct.Struct("!BHIHHHIHB")
+_BHIHHIHBB = struct.Struct("!BHIHHIHBB")
 _pack_B = _B.pack
 _pack_I = _I.pack
 _pack_Q = _Q.pack
@@ -203,7 +208,12 @@ _pack_BHIHH = _BHIHH.pack
 _pack_HHHIH = _HHHIH.pack
 _pack_HHIHB = _HHIHB.pack
 _pack_BHIHHH = _BHIHHH.pack
+_pack_BHIHHBB = _BHIHHBB.pack
+_pack_BHIHHIB = _BHIHHIB.pack
 _pack_BHIHHQB = _BHIHHQB.pack
+_pack_BHIHHQBB = _BHIHHQBB.pack
+_pack_BHIHHHIHB = _BHIHHHIHB.pack
+_pack_BHIHHIHBB = _BHIHHIHBB.pack
 _unpack_B = _B.unpack_from
 _unpack_H = _H.unpack_from
 _unpack_I = _I.unpack_from
@@ -557,6 +567,24 @@ class Connection:
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHHIHB(
+                    1,
+                    channel,
+                    12,
+                    10,
+                    30,
+                    self.channel_max,
+                    self.frame_max,
+                    self.heartbeat,
+                    206,
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
+
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Connection.Tune:
             self = _new(cls)
@@ -609,6 +637,24 @@ class Connection:
                 return _pack_HHHIH(10, 31, self.channel_max, self.frame_max, self.heartbeat)
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHHIHB(
+                    1,
+                    channel,
+                    12,
+                    10,
+                    31,
+                    self.channel_max,
+                    self.frame_max,
+                    self.heartbeat,
+                    206,
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Connection.TuneOk:
@@ -1154,6 +1200,14 @@ class Channel:
         def encode(self) -> bytes:
             return _pack_HHB(20, 20, (1 if self.active else 0))
 
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHBB(1, channel, 5, 20, 20, (1 if self.active else 0), 206)
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
+
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Channel.Flow:
             self = _new(cls)
@@ -1194,6 +1248,14 @@ class Channel:
 
         def encode(self) -> bytes:
             return _pack_HHB(20, 21, (1 if self.active else 0))
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHBB(1, channel, 5, 20, 21, (1 if self.active else 0), 206)
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Channel.FlowOk:
@@ -2349,6 +2411,14 @@ class Queue:
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHIB(1, channel, 8, 50, 31, self.message_count, 206)
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
+
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Queue.PurgeOk:
             self = _new(cls)
@@ -2470,6 +2540,14 @@ class Queue:
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHIB(1, channel, 8, 50, 41, self.message_count, 206)
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
+
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Queue.DeleteOk:
             self = _new(cls)
@@ -2536,6 +2614,24 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHIHBB(
+                    1,
+                    channel,
+                    11,
+                    60,
+                    10,
+                    self.prefetch_size,
+                    self.prefetch_count,
+                    (1 if self.global_ else 0),
+                    206,
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Qos:
@@ -3467,6 +3563,23 @@ class Basic:
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHQBB(
+                    1,
+                    channel,
+                    13,
+                    60,
+                    80,
+                    self.delivery_tag,
+                    (1 if self.multiple else 0),
+                    206,
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
+
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Ack:
             self = _new(cls)
@@ -3513,6 +3626,23 @@ class Basic:
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
 
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHQBB(
+                    1,
+                    channel,
+                    13,
+                    60,
+                    90,
+                    self.delivery_tag,
+                    (1 if self.requeue else 0),
+                    206,
+                )
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
+
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Reject:
             self = _new(cls)
@@ -3553,6 +3683,14 @@ class Basic:
 
         def encode(self) -> bytes:
             return _pack_HHB(60, 100, (1 if self.requeue else 0))
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHBB(1, channel, 5, 60, 100, (1 if self.requeue else 0), 206)
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.RecoverAsync:
@@ -3595,6 +3733,14 @@ class Basic:
 
         def encode(self) -> bytes:
             return _pack_HHB(60, 110, (1 if self.requeue else 0))
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHBB(1, channel, 5, 60, 110, (1 if self.requeue else 0), 206)
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Recover:
@@ -3681,6 +3827,18 @@ class Basic:
                 return _pack_HHQB(60, 120, self.delivery_tag, _bits)
             except _ENCODE_FAILURES as exc:
                 raise _encode_error(self, exc) from exc
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                _bits = (
+                    (1 if self.multiple else 0)
+                    | (2 if self.requeue else 0)
+                )
+                return _pack_BHIHHQBB(1, channel, 13, 60, 120, self.delivery_tag, _bits, 206)
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Nack:
@@ -4207,6 +4365,14 @@ class Confirm:
 
         def encode(self) -> bytes:
             return _pack_HHB(85, 10, (1 if self.nowait else 0))
+
+        def encode_frame(self, channel: int) -> bytes:
+            """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
+            frame-end octet."""
+            try:
+                return _pack_BHIHHBB(1, channel, 5, 85, 10, (1 if self.nowait else 0), 206)
+            except _ENCODE_FAILURES as exc:
+                raise _frame_error(self, channel, exc) from exc
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Confirm.Select:
