@@ -2,8 +2,7 @@
 
 Every test feeds exact bytes built with the wire layer's writer and asserts on the events the
 core returns and on the frames it queued (parsed back with a FrameReader).  No broker, no
-socket, no mocks.  Tests marked ``xfail(strict=True, reason="BUG: ...")`` pin down bugs in
-leveret/client/core.py: they pass (and so fail the run) once the bug is fixed.
+socket, no mocks.
 """
 
 from __future__ import annotations

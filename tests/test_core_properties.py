@@ -23,10 +23,6 @@ checked:
   ERROR, ``core.error`` is that exception, at most one connection.close (with its reply code)
   was queued, and every later receive_data / tick raises the very same exception;
 * never any other exception type.
-
-Inputs that hit bugs pinned by xfail tests in test_core.py are left out of the "valid" set
-(see KNOWN_BUG_* below), so that this test stays green until they are fixed; remove the
-exclusions with the fixes.
 """
 
 from __future__ import annotations
@@ -45,7 +41,7 @@ from hypothesis.stateful import (
 
 from leveret.client import events as ev
 from leveret.client.core import ChannelState, ConnState
-from leveret.client.errors import ChannelClosedError, ConnectionLost
+from leveret.client.errors import ConnectionLost
 from leveret.wire.errors import LeveretError, LocalProtocolError, RemoteProtocolError
 from leveret.wire.frames import (
     HEARTBEAT_FRAME,
@@ -61,16 +57,6 @@ from leveret.wire.frames import (
 from scripted import Scripted, parse_client_bytes
 from strategies import methods as method_strategy
 from strategies import properties as properties_strategy
-
-# Left out of the valid inputs until fixed (each has an xfail test in test_core.py):
-#: test_channel_flow_on_a_closing_channel_is_dropped / test_close_channel_while_opening
-KNOWN_BUG_CLOSING_CHANNEL_METHODS = False
-#: test_simultaneous_close_then_the_peers_close_ok
-KNOWN_BUG_CLOSE_OK_AFTER_SIMULTANEOUS_CLOSE = False
-#: test_eof_while_closing_releases_the_channels
-KNOWN_BUG_EOF_WHILE_CLOSING_KEEPS_CHANNELS = False
-#: test_publish_on_a_broken_connection_raises_the_sticky_error
-KNOWN_BUG_PUBLISH_NOT_STICKY = False
 
 FRAME_MAX = 4096
 SOFT_CODES = [403, 404, 405, 406, 311]
@@ -190,7 +176,7 @@ class CoreMachine(RuleBasedStateMachine):
     def names(self, frames: list[Any]) -> list[tuple[int, str]]:
         return [(f.channel, f.method.NAME if isinstance(f, MethodFrame) else type(f).__name__) for f in frames]
 
-    def client(self, action: Any, expect_ok: bool | None, publish: bool = False) -> tuple[bool, Any]:
+    def client(self, action: Any, expect_ok: bool | None) -> tuple[bool, Any]:
         """Run a client request; on a LocalProtocolError check that nothing changed.
 
         ``expect_ok`` is the model's prediction (None: no prediction)."""
@@ -199,8 +185,7 @@ class CoreMachine(RuleBasedStateMachine):
             result = action()
         except LocalProtocolError as exc:
             # a broken connection answers every request with its own error
-            if not (publish and KNOWN_BUG_PUBLISH_NOT_STICKY and isinstance(exc, ChannelClosedError)):
-                assert self.error is None, f"{exc!r} instead of the sticky {self.error!r}"
+            assert self.error is None, f"{exc!r} instead of the sticky {self.error!r}"
             assert _snapshot(self.core) == before, f"{exc!r} changed the core"
             assert self.core.data_to_send() == b"", f"{exc!r} queued bytes"
             if expect_ok and self.modelled:
@@ -314,8 +299,6 @@ class CoreMachine(RuleBasedStateMachine):
             return
         cid = data.draw(st.integers(0, self.core.channel_max + 1), label="channel")
         ch = self.chans.get(cid)
-        if KNOWN_BUG_CLOSING_CHANNEL_METHODS and ch is not None and ch.state == "opening" and self.modelled:
-            return  # the open-ok on its way would be a 503
         code = data.draw(st.sampled_from([200, 200, 406]), label="code")
         predicted = self.conn == "open" and ch is not None
         ok, _ = self.client(lambda: self.core.close_channel(cid, code, "bye"), predicted)
@@ -380,7 +363,7 @@ class CoreMachine(RuleBasedStateMachine):
         ch = self.chans.get(cid)
         predicted = self.conn == "open" and ch is not None and ch.state == "open"
         ok, tag = self.client(
-            lambda: self.core.publish(cid, method, props, body), predicted, publish=True
+            lambda: self.core.publish(cid, method, props, body), predicted
         )
         if not ok:
             return
@@ -487,9 +470,7 @@ class CoreMachine(RuleBasedStateMachine):
         elif self.conn == "closing":
             options += ["conn_close_ok", "conn_close", "dropped_conn", "eof"]
         else:
-            options += ["eof"]
-            if not KNOWN_BUG_CLOSE_OK_AFTER_SIMULTANEOUS_CLOSE:
-                options += ["late_close_ok"]
+            options += ["eof", "late_close_ok"]
         kind = data.draw(st.sampled_from(options), label="input")
         event(f"valid input: {kind}")
         handler = getattr(self, "_in_" + kind)
@@ -511,11 +492,9 @@ class CoreMachine(RuleBasedStateMachine):
             return
         if self.conn == "closing":
             assert [type(e) for e in events] == [ev.ConnectionClosed]
-            if not KNOWN_BUG_EOF_WHILE_CLOSING_KEEPS_CHANNELS:
-                assert events[0].unconfirmed == unconfirmed
+            assert events[0].unconfirmed == unconfirmed
             self.conn = "closed"
-            if not KNOWN_BUG_EOF_WHILE_CLOSING_KEEPS_CHANNELS:
-                self.chans.clear()
+            self.chans.clear()
         else:
             assert self.conn == "closed" and events == []
 
