@@ -624,6 +624,35 @@ def test_a_socket_numbered_above_1023_works(connect: Connect, node: PrivateNode)
             os.close(fd)
 
 
+@pytest.mark.parametrize("with_poll", [True, False], ids=["poll", "select-fallback"])
+def test_socket_readiness_waits(monkeypatch: pytest.MonkeyPatch, with_poll: bool) -> None:
+    # The blocking driver's waits for a readable / writable socket: poll(), or select()
+    # where the platform has no poll() (Windows); timeouts in milliseconds, None = for ever.
+    import select
+
+    from leveret.client import blocking
+
+    if not with_poll:
+        monkeypatch.delattr(select, "poll")
+    a, b = socket.socketpair()
+    with a, b:
+        readable, writable = blocking._pollers(a)
+        started = time.monotonic()
+        assert not readable(50)
+        assert 0.04 <= time.monotonic() - started < 2
+        assert not readable(0)
+        assert writable(0) and writable(None)
+        b.sendall(b"x")
+        assert readable(1000) and readable(None) and readable(0)
+        a.setblocking(False)
+        try:  # fill a's send buffer: then it is not writable until b reads
+            while True:
+                a.send(b"y" * 65536)
+        except BlockingIOError:
+            pass
+        assert not writable(20)
+
+
 def test_nothing_listening_is_connection_refused(new_connection: NewConnection) -> None:
     with socket.socket() as probe:  # a port nobody listens on: bound, never listening
         probe.bind(("127.0.0.1", 0))
