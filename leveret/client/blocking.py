@@ -600,7 +600,7 @@ class Connection(ConnectionBase, BlockingDriver):
                         finally:
                             self._waiters -= 1
                         continue
-                    self._reading = reading = True
+                    reading = self._reading = True  # this order: an interrupt between leaves no stuck role
                 self._read_some(remaining)
         finally:
             if reading:
