@@ -30,6 +30,7 @@ from leveret.client.errors import (
 )
 from leveret.wire.errors import (
     AMQPError,
+    EncodeError,
     LocalProtocolError,
     RemoteProtocolError,
     UnexpectedFrame,
@@ -93,6 +94,26 @@ def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 # =========================================================================== handshake
+
+
+def test_fast_event_constructors_make_what_the_classes_make() -> None:
+    # The core builds its per-message events without the dataclass __init__: same objects.
+    import dataclasses
+
+    from leveret.client.events import _message_received, _publish_confirmed
+
+    method, props = object(), object()
+    pairs = [
+        (_message_received(3, method, props, b"body"), ev.MessageReceived(3, method, props, b"body")),
+        (_publish_confirmed(2, (1, 2, 3), False), ev.PublishConfirmed(2, (1, 2, 3), False)),
+    ]
+    for fast, made in pairs:
+        assert type(fast) is type(made)
+        assert fast == made and hash(fast) == hash(made) and repr(fast) == repr(made)
+        names = [f.name for f in dataclasses.fields(made)]
+        assert all(getattr(fast, n) is getattr(made, n) for n in names)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(fast, names[0], 9)
 
 
 @pytest.mark.parametrize(
@@ -834,6 +855,36 @@ def test_publishes_get_delivery_tags_in_confirm_mode() -> None:
     other = s.open_channel()
     assert _publish(s, other) is None
     assert s.core.unconfirmed() == {c: [1, 2, 3]}
+
+
+@pytest.mark.parametrize("protocol", ["0-9-1", "0-8"])
+def test_core_ack_queues_what_send_method_queues(protocol: str) -> None:
+    s = opened(protocol)
+    cid = s.open_channel()
+    s.core.ack(cid, 7)
+    s.core.ack(cid, 2**64 - 1, multiple=True)
+    fast = s.sent_bytes()
+    s.core.send_method(cid, s.m("basic.ack", delivery_tag=7))
+    s.core.send_method(cid, s.m("basic.ack", delivery_tag=2**64 - 1, multiple=True))
+    assert fast == s.sent_bytes()
+    assert len(fast) == 2 * 21  # frame header 7 + ids 4 + tag 8 + bits 1 + frame-end 1
+
+
+def test_core_ack_refuses_what_send_method_refuses() -> None:
+    s = opened()
+    cid = s.open_channel()
+    for bad in (-1, 2**64, "7", None):
+        with pytest.raises(EncodeError):
+            s.core.ack(cid, bad)  # type: ignore[arg-type]
+    with pytest.raises(ChannelClosedError):
+        s.core.ack(cid + 1, 1)  # never opened
+    s.core.close_channel(cid)
+    with pytest.raises(ChannelClosedError):
+        s.core.ack(cid, 1)  # closing
+    assert s.sent_names() == [(cid, "channel.close")]  # no ack queued by any of them
+    s.core.close()
+    with pytest.raises(ConnectionClosedError):
+        s.core.ack(cid, 1)
 
 
 def test_ack_single_multiple_and_out_of_order() -> None:

@@ -595,7 +595,6 @@ class ChannelBase:
         self._spec = spec
         self._publish_cls = spec.Basic.Publish
         self._props_cls = spec.Basic.Properties
-        self._ack_cls = spec.Basic.Ack
         self._ticket_field = "ticket" in spec.Basic.Publish.FIELDS
         self._publish_methods: dict[tuple[str, str, bool, bool], Any] = {}
         self._encoded_props: dict[tuple[Any, ...], _EncodedProperties] = {}
@@ -1111,7 +1110,12 @@ class ChannelBase:
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
         """``basic.ack`` (no reply; written soon, together with what follows it)."""
-        self._send(self._ack_cls(delivery_tag=delivery_tag, multiple=multiple), now=False)
+        conn = self.connection
+        with conn._lock:
+            if self._closed:
+                self._raise_closed()
+            self._core.ack(self.channel_id, delivery_tag, multiple)
+        conn._kick()
 
     def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
         """``basic.nack`` (RabbitMQ extension in 0-9-1; no reply)."""

@@ -444,14 +444,14 @@ class Connection(ConnectionBase, BlockingDriver):
             if not self._nonblocking:  # the handshake, or TLS: the socket has a timeout
                 if len(bufs) == 1:
                     sock.sendall(bufs[0])
-                elif self._tls or all(type(b) is bytes for b in bufs):
+                elif self._tls or memoryview not in map(type, bufs):
                     sock.sendall(b"".join(bufs))
                 else:
                     self._send_views(sock, bufs, None)
                 return
             if len(bufs) == 1:
                 data = bufs[0]
-            elif all(type(b) is bytes for b in bufs):
+            elif memoryview not in map(type, bufs):  # no slices of a big body: join them
                 data = b"".join(bufs)
             else:
                 # Slices of a big body: scatter/gather, no copy of the body.

@@ -59,6 +59,7 @@ from ..wire.frames import (
 )
 from ..wire.replies import error_for
 from . import events as ev
+from .events import _message_received, _publish_confirmed
 from .errors import (
     AuthenticationError,
     ChannelClosedError,
@@ -356,6 +357,7 @@ class SansIOConnection:
             self.spec, max(self.spec.FRAME_MIN_SIZE, frame_max), combine_content=True
         )
         self._out: list[Any] = [self.spec.PROTOCOL_HEADER]
+        self._ack_cls = self.spec.Basic.Ack
         self._header_checked = False
         self._pending: bytes = b""  # first bytes, until we know they are not a protocol header
         self._channels: dict[int, _Channel] = {}
@@ -596,7 +598,7 @@ class SansIOConnection:
                 and ch.state is _CH_OPEN
                 and len(body) <= self.max_body_size
             ):
-                events.append(ev.MessageReceived(channel_id, method, frame.properties, body))
+                events.append(_message_received(channel_id, method, frame.properties, body))
                 return
             if ch.c_method is not None:
                 raise UnexpectedFrame(
@@ -690,7 +692,7 @@ class SansIOConnection:
             return
         if kind in self._get_ok_types:
             self._expect_reply(ch, method.NAME)
-        events.append(ev.MessageReceived(ch.id, method, props, body))
+        events.append(_message_received(ch.id, method, props, body))
 
     def _pair_return(self, ch: _Channel, method: Any, body: bytes) -> int | None:
         # RabbitMQ sends basic.return before the ack of the same publish, and handles a
@@ -773,7 +775,7 @@ class SansIOConnection:
         else:
             settled = []  # already settled: a duplicate confirm is harmless
         if settled:
-            events.append(ev.PublishConfirmed(ch.id, settled, ack))
+            events.append(_publish_confirmed(ch.id, settled, ack))
 
     # ------------------------------------------------------------------ channel-class replies
 
@@ -1057,6 +1059,18 @@ class SansIOConnection:
         ):
             ch.expect.append(frozenset(r.NAME for r in method.RESPONSES))
         self._out.append(frame)
+
+    def ack(self, channel_id: int, delivery_tag: int, multiple: bool = False) -> None:
+        """Queue ``basic.ack`` for ``delivery_tag`` (and every earlier one with
+        ``multiple``): what ``send_method(channel_id, Basic.Ack(...))`` does, with less
+        work, since a consumer sends one per message.  Raises as :meth:`send_method` does
+        for a channel or connection that is not open, and :class:`EncodeError` for a tag
+        that is not an unsigned 64-bit number."""
+        ch = self._channels.get(channel_id)
+        if ch is None or ch.state is not _CH_OPEN or self.state is not _OPEN:
+            self._check_usable()
+            self._channel(channel_id)
+        self._out.append(self._ack_cls(delivery_tag=delivery_tag, multiple=multiple).encode_frame(channel_id))
 
     def publish(self, channel_id: int, method: Any, properties: Any, body: Any) -> int | None:
         """Queue a content method (``basic.publish``) with its header and body frames.

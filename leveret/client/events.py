@@ -171,3 +171,37 @@ class MessageTooLarge(Event):
     method: Any
     properties: Any
     body_size: int
+
+
+# The two events made once per message (a delivery, a publisher confirm), built without
+# the dataclass __init__, which sets each field of a frozen dataclass through
+# object.__setattr__ after a call through type(): the class call takes about 1.6 times the
+# instructions of these helpers.  They make exactly what the class call makes (a test
+# compares them).
+_new = object.__new__
+_set_mr_channel_id = MessageReceived.__dict__["channel_id"].__set__
+_set_mr_method = MessageReceived.__dict__["method"].__set__
+_set_mr_properties = MessageReceived.__dict__["properties"].__set__
+_set_mr_body = MessageReceived.__dict__["body"].__set__
+_set_pc_channel_id = PublishConfirmed.__dict__["channel_id"].__set__
+_set_pc_delivery_tags = PublishConfirmed.__dict__["delivery_tags"].__set__
+_set_pc_ack = PublishConfirmed.__dict__["ack"].__set__
+
+
+def _message_received(channel_id: int, method: Any, properties: Any, body: bytes) -> MessageReceived:
+    """``MessageReceived(channel_id, method, properties, body)``, faster."""
+    event = _new(MessageReceived)
+    _set_mr_channel_id(event, channel_id)
+    _set_mr_method(event, method)
+    _set_mr_properties(event, properties)
+    _set_mr_body(event, body)
+    return event
+
+
+def _publish_confirmed(channel_id: int, delivery_tags: Sequence[int], ack: bool) -> PublishConfirmed:
+    """``PublishConfirmed(channel_id, delivery_tags, ack)``, faster."""
+    event = _new(PublishConfirmed)
+    _set_pc_channel_id(event, channel_id)
+    _set_pc_delivery_tags(event, delivery_tags)
+    _set_pc_ack(event, ack)
+    return event
