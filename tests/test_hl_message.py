@@ -177,6 +177,17 @@ def test_client_message_properties_one_by_one(wire: Wire) -> None:
     assert (bare.content_type, bare.headers, bare.properties) == (None, {}, {})
 
 
+def test_client_message_settlement(wire: Wire) -> None:
+    wire.client_message(b"a", tag=4).ack(multiple=True)
+    wire.client_message(b"b", tag=5).reject(requeue=False)
+    wire.client_message(b"c", tag=6).nack(requeue=False)
+    assert wire.sent() == [ack_frame(4, True), reject_frame(5, False), nack_frame(6, False, False)]
+    for settle in ("ack", "nack", "reject"):
+        with pytest.raises(ValueError, match="not delivered by a broker"):
+            getattr(ClientMessage(b"never delivered"), settle)()
+    assert wire.sent() == []
+
+
 def test_explicit_channel_overrides_the_client_messages(wire: Wire) -> None:
     other = CoreChannel(wire.server, wire.cid)
     m = Message(wire.client_message(b"x"), channel=other)

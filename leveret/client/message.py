@@ -143,22 +143,26 @@ class Message:
 
     def ack(self, multiple: bool = False) -> None:
         """Send ``basic.ack`` for this delivery on the channel it arrived on."""
-        self._need_channel().basic_ack(self.delivery_tag, multiple=multiple)  # type: ignore[arg-type]
+        channel, tag = self._delivered()
+        channel.basic_ack(tag, multiple)
 
     def nack(self, multiple: bool = False, requeue: bool = True) -> None:
         """Send ``basic.nack`` (RabbitMQ; 0-9-1) for this delivery."""
-        self._need_channel().basic_nack(
-            self.delivery_tag, multiple=multiple, requeue=requeue  # type: ignore[arg-type]
-        )
+        channel, tag = self._delivered()
+        channel.basic_nack(tag, multiple=multiple, requeue=requeue)
 
     def reject(self, requeue: bool = True) -> None:
         """Send ``basic.reject`` for this delivery."""
-        self._need_channel().basic_reject(self.delivery_tag, requeue=requeue)  # type: ignore[arg-type]
+        channel, tag = self._delivered()
+        channel.basic_reject(tag, requeue=requeue)
 
-    def _need_channel(self) -> Channel:
-        if self.channel is None or not self.delivery_tag:
+    def _delivered(self) -> tuple[Channel, int]:
+        """The channel and delivery tag to settle this message with."""
+        channel = self.channel
+        tag = self.delivery_tag
+        if channel is None or not tag:
             raise ValueError("this message was not delivered by a broker: nothing to acknowledge")
-        return self.channel
+        return channel, tag
 
     def __repr__(self) -> str:
         body = self.body
