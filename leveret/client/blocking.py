@@ -51,6 +51,7 @@ from ._shared import (
     ssl_context,
 )
 from .core import _CLOSED, ConnState
+from .events import MessageReceived
 from .message import Message
 
 __all__ = ["Connection", "Channel", "QueueDeclareOk"]
@@ -266,7 +267,7 @@ class Connection(ConnectionBase, BlockingDriver):
         waits for ever), the connection's error when it is lost or closed by the broker, and
         :class:`MessageTooLargeError` for a delivery over ``max_body_size``.
         """
-        if self._run_pending():
+        if (self._pending or self._has_returns()) and self._run_pending():
             return
         deadline = None if timeout is None else monotonic() + timeout
         while True:
@@ -300,8 +301,18 @@ class Connection(ConnectionBase, BlockingDriver):
         ran = False
         pending = self._pending
         callback = self._callback
+        received = Message._received
         while pending:
             ch, item = pending.popleft()
+            if type(item) is MessageReceived:
+                # The usual item, a delivery to a live consumer, run here without the
+                # detour through _callback (which handles everything else).
+                method = item.method
+                consumer = ch._consumers.get(method.consumer_tag)
+                if consumer is not None:
+                    ran = True
+                    consumer(received(ch, method, item.properties, item.body))
+                    continue
             found = callback(ch, item)
             if found is not None:
                 ran = True

@@ -14,6 +14,7 @@ __all__ = ["Message", "PROPERTY_NAMES"]
 #: Basic's content properties, in flag order (the same names in 0-9-1 and 0-8; a test checks).
 PROPERTY_NAMES: tuple[str, ...] = amqp0_9_1.Basic.Properties.FIELDS
 _NAMES = frozenset(PROPERTY_NAMES)
+_new = object.__new__
 
 
 class Message:
@@ -62,7 +63,7 @@ class Message:
 
     @classmethod
     def _received(cls, channel: Channel | None, method: Any, props: Any, body: bytes) -> Message:
-        self = cls.__new__(cls)
+        self = _new(cls)
         self.body = body
         self._props = props
         self._properties = None  # built from _props on first use
