@@ -328,7 +328,7 @@ class Connection(ConnectionBase, BlockingDriver):
     def _flush(self) -> None:
         """Write everything the core queued, now.  Never call it holding ``_lock``."""
         core = self._core
-        if core is None or not (core.wants_write or self._wrest):
+        if core is None or not (core._out or self._wrest):
             return
         with self._wlock:
             with self._lock:
@@ -348,7 +348,7 @@ class Connection(ConnectionBase, BlockingDriver):
         """
         core = self._core
         sock = self._sock
-        if core is None or sock is None or not (core.wants_write or self._wrest):
+        if core is None or sock is None or not (core._out or self._wrest):
             return
         if not self._wlock.acquire(blocking=False):
             return  # another thread is writing; it takes everything queued with it
