@@ -9,8 +9,8 @@ another library) does four things in a loop:
 1. ``data_to_send()`` and write those bytes to the transport;
 2. read bytes from the transport and pass them to ``receive_data(data)`` (``b""`` at EOF),
    which returns a list of :mod:`~leveret.client.events`;
-3. call requests (``open_channel``, ``send_method``, ``publish``, ``close``...), which only
-   queue bytes;
+3. call requests (``open_channel``, ``send_method``, ``publish``, ``ack``, ``close``...),
+   which only queue bytes;
 4. call ``tick(now)`` now and then so the core can queue heartbeats and notice a silent peer.
 
 The core never blocks and never reads a clock: time comes in through ``now`` arguments.
