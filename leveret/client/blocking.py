@@ -452,13 +452,10 @@ class Connection(ConnectionBase, BlockingDriver):
         if sock is None:
             raise self._dead_error()
         try:
-            if not self._nonblocking:  # the handshake, or TLS: the socket has a timeout
-                if len(bufs) == 1:
-                    sock.sendall(bufs[0])
-                elif self._tls or memoryview not in map(type, bufs):
-                    sock.sendall(b"".join(bufs))
-                else:
-                    self._send_views(sock, bufs, None)
+            if not self._nonblocking:
+                # The handshake, or TLS: the socket has a timeout and sendall() waits for
+                # room itself (ssl sockets have no sendmsg(); handshake frames are small).
+                sock.sendall(bufs[0] if len(bufs) == 1 else b"".join(bufs))
                 return
             if len(bufs) == 1:
                 data = bufs[0]
@@ -483,25 +480,20 @@ class Connection(ConnectionBase, BlockingDriver):
             self._fail(err)
             raise err from exc
 
-    def _send_views(self, sock: socket.socket, bufs: list[Any], timeout: float | None) -> None:
-        """Write ``bufs`` with scatter/gather writes straight from the caller's buffers (no
-        copy).  ``timeout`` (seconds, in all) is for the non-blocking socket: it then waits
-        for room in poll(); None for a socket with a timeout of its own (TLS)."""
+    def _send_views(self, sock: socket.socket, bufs: list[Any], timeout: float) -> None:
+        """Write ``bufs`` to the non-blocking socket with scatter/gather writes, straight
+        from the caller's buffers (no copy), waiting in poll() for room at most ``timeout``
+        seconds in all."""
         views = [memoryview(b).cast("B") for b in bufs]
-        deadline = None if timeout is None else monotonic() + timeout
+        deadline = monotonic() + timeout
         while views:
-            if deadline is None:
+            try:
                 sent = sock.sendmsg(views[:512])
-            else:
-                try:
-                    sent = sock.sendmsg(views[:512])
-                except BlockingIOError:
-                    remaining = deadline - monotonic()
-                    if remaining <= 0 or not self._poll_out(remaining * 1000.0):
-                        raise TimeoutError(
-                            f"the socket took no data for {timeout:.0f} seconds"
-                        ) from None
-                    continue
+            except BlockingIOError:
+                remaining = deadline - monotonic()
+                if remaining <= 0 or not self._poll_out(remaining * 1000.0):
+                    raise TimeoutError(f"the socket took no data for {timeout:.0f} seconds") from None
+                continue
             while sent:
                 first = views[0]
                 if sent >= len(first):

@@ -111,8 +111,8 @@ class Method(_Fields):
 
     def encode_frame(self, channel: int) -> bytes:
         """The whole method frame for ``channel``: frame header, :meth:`encode`'s payload,
-        frame-end octet.  (Content-carrying methods have a generated one that packs it all
-        in one go: it is on the path of every publish.)"""
+        frame-end octet.  (Content-carrying methods and methods of fixed-width fields only
+        have a generated one that packs it all in one go: publishes and acks take it.)"""
         payload = self.encode()
         try:
             return _pack_method_frame_header(1, channel, len(payload)) + payload + END

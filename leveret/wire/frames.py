@@ -737,7 +737,7 @@ def method_frame(channel: int, method: Method) -> bytes:
     """Encode ``method`` as one method frame on ``channel``.
 
     Raises :class:`EncodeError` if a field does not fit or the channel is out of range.
-    (The same as ``method.encode_frame(channel)``, which content methods generate.)
+    (The same as ``method.encode_frame(channel)``.)
     """
     return method.encode_frame(channel)
 
