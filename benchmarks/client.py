@@ -676,6 +676,59 @@ class AiormqAdapter(Adapter):
         return self._run(run())
 
 
+class FloorAdapter(Adapter):
+    """Not a library: the floor, what any client could reach (see ``benchmarks/floor.py``).
+
+    A bare blocking socket writes the scenario's publishes pre-encoded (frames made before
+    the clock starts, written in chunks of ~256 KiB), and for confirms reads and checks
+    the acks.  Run for the publish and confirm scenarios; never counted in a verdict:
+    ``floor / fastest peer`` is about the highest ratio any client can get in that run.
+    """
+
+    name = "floor"
+    package = "leveret"  # leveret.wire encodes its frames
+
+    def connect(self) -> None:
+        from .floor import BareSocket
+
+        b = self.broker
+        self.bare = BareSocket(b.host, b.port, b.user, b.password, b.vhost, DRAIN_TIMEOUT)
+
+    def close(self) -> None:
+        self.bare.close()
+
+    def publish(self, queue: str, body: bytes, n: int) -> float:
+        bare = self.bare
+        chunks, sendall = bare.chunks(bare.publish_frames(queue, body), n), bare.sock.sendall
+        t0 = time.perf_counter()
+        for chunk in chunks:
+            sendall(chunk)
+        bare.sync(queue)
+        return time.perf_counter() - t0
+
+    def confirm_batch(self, queue: str, body: bytes, n: int, batch: int) -> float:
+        bare = self.bare
+        bare.confirm_select()
+        frames, sendall, wait = bare.publish_frames(queue, body), bare.sock.sendall, bare.wait_acked
+        full = frames * batch
+        t0 = time.perf_counter()
+        for start in range(0, n, batch):
+            k = min(batch, n - start)
+            sendall(full if k == batch else frames * k)
+            wait(start + k)
+        return time.perf_counter() - t0
+
+    def confirm_each(self, queue: str, body: bytes, n: int) -> float:
+        bare = self.bare
+        bare.confirm_select()
+        frames, sendall, wait = bare.publish_frames(queue, body), bare.sock.sendall, bare.wait_acked
+        t0 = time.perf_counter()
+        for i in range(1, n + 1):
+            sendall(frames)
+            wait(i)
+        return time.perf_counter() - t0
+
+
 ADAPTERS: dict[str, type[Adapter]] = {
     "leveret": LeveretAdapter,
     "amqp": PyAmqpAdapter,
@@ -688,11 +741,19 @@ ADAPTERS: dict[str, type[Adapter]] = {
 # Adapters other benchmarks run through this harness (benchmarks/aio.py's asyncio clients).
 ADAPTERS_EXTRA: dict[str, type[Adapter]] = {}
 
+#: Not libraries: references run next to them (``--no-floor`` skips the floor).
+REFERENCES: dict[str, type[Adapter]] = {"floor": FloorAdapter}
+FLOOR_KINDS = ("publish", "confirm_batch", "confirm_each")
+
 
 def _adapter(lib: str, scenario: Scenario, broker: Broker) -> Adapter:
     if lib == "kombu" and scenario.kind == "confirm_each":
         return KombuConfirmAdapter(broker)  # transport_options={"confirm_publish": True}
-    return (ADAPTERS_EXTRA.get(lib) or ADAPTERS[lib])(broker)
+    return _adapter_class(lib)(broker)
+
+
+def _adapter_class(lib: str) -> type[Adapter]:
+    return ADAPTERS_EXTRA.get(lib) or REFERENCES.get(lib) or ADAPTERS[lib]
 
 
 # --------------------------------------------------------------------------- the C reference
@@ -918,7 +979,7 @@ def _worker_env() -> dict[str, str]:
 def _run_worker(lib: str, sc: Scenario, n: int, broker: Broker, queue: str) -> dict[str, Any]:
     env = _worker_env()
     if lib not in _WARMED:  # fill the bytecode cache before the first measured run
-        module = "leveret.client" if lib == "leveret" else ADAPTERS[lib].package
+        module = "leveret.client" if lib == "leveret" else _adapter_class(lib).package
         subprocess.run([sys.executable, "-c", f"import benchmarks.client, {module}"],
                        env=env, cwd=str(ROOT), check=True, timeout=120)
         _WARMED.add(lib)
@@ -964,7 +1025,7 @@ def worker(lib: str, url: str, queue: str, n: int, size: int) -> int:
     ``fork`` + ``exec`` Linux carries the parent's high-water mark into the child's, so a
     worker started by a harness holding 40 MiB could never report less than that.
     """
-    adapter = ADAPTERS[lib](parse_broker(url))
+    adapter = _adapter_class(lib)(parse_broker(url))
     adapter.connect()
     body = b"x" * size
     gc.collect()
@@ -998,9 +1059,12 @@ def _better(sc: Scenario, new: dict[str, Any], old: dict[str, Any] | None) -> bo
 
 def run_all(
     broker: Broker, libs: list[str], scenarios: list[Scenario], scale: float, repeat: int,
-    c_exe: str | None, log: Callable[[str], None],
+    c_exe: str | None, log: Callable[[str], None], floor: bool = False,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{scenario: {lib: best result}}``; a library that fails gets ``{"error": ...}``."""
+    """``{scenario: {lib: best result}}``; a library that fails gets ``{"error": ...}``.
+
+    With ``floor``, the publish and confirm scenarios also run :class:`FloorAdapter`
+    (key ``"floor"``), in turn with the libraries."""
     admin = Admin(broker)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     try:
@@ -1010,7 +1074,8 @@ def run_all(
         admin.delete(warm)
         for sc in scenarios:
             n = max(1, round(sc.count * scale))
-            runners = list(libs) + (["c"] if sc.kind == "round_trip" and c_exe else [])
+            runners = (list(libs) + (["c"] if sc.kind == "round_trip" and c_exe else [])
+                       + (["floor"] if floor and sc.kind in FLOOR_KINDS else []))
             best: dict[str, dict[str, Any]] = {}
             rss: dict[str, list[dict[str, Any]]] = {}
             cpu: dict[str, float] = {}
@@ -1117,6 +1182,10 @@ def summarize(results: dict[str, Any], libs: list[str]) -> dict[str, Any]:
             else:
                 passed = passed and lev["peak_rss_mib"] < amqp_rss
         entry["verdict"] = "-" if target is None else ("PASS" if passed else "MISS")
+        flo = row.get("floor")
+        if flo is not None and "error" not in flo:
+            entry["floor_vs_fastest_peer"] = round(flo["rate"] / ok_peers[fastest]["rate"], 2)
+            entry["leveret_vs_floor"] = round(lev["rate"] / flo["rate"], 2)
         out[name] = entry
     return out
 
@@ -1124,9 +1193,12 @@ def summarize(results: dict[str, Any], libs: list[str]) -> dict[str, Any]:
 def format_tables(results: dict[str, Any], summary: dict[str, Any], libs: list[str], c_note: str) -> str:
     cols = list(libs)
     show_c = "round_trip" in results
+    show_floor = any("floor" in row for row in results.values())
     lines = ["| scenario | " + " | ".join(cols) + (" | C (librabbitmq)" if show_c else "")
-             + " | leveret vs fastest peer | target | verdict |",
-             "| --- | " + " | ".join("---:" for _ in cols) + (" | ---:" if show_c else "") + " | ---: | --- | --- |"]
+             + " | leveret vs fastest peer | target | verdict |"
+             + (" floor: bare socket | floor / fastest peer |" if show_floor else ""),
+             "| --- | " + " | ".join("---:" for _ in cols) + (" | ---:" if show_c else "") + " | ---: | --- | --- |"
+             + (" ---: | ---: |" if show_floor else "")]
     for name, row in results.items():
         sc = _BY_NAME[name]
         s = summary.get(name, {})
@@ -1150,7 +1222,13 @@ def format_tables(results: dict[str, Any], summary: dict[str, Any], libs: list[s
             rc = s.get("ratio_vs_c")
             target = f"<= 1.2x C (leveret/C = {rc:.2f}x median, {s.get('p99_ratio_vs_c', 0):.2f}x p99)" if rc else target
         label = f"{name} ({row['count']:,})"
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio_cell} | {target} | {verdict} |")
+        line = f"| {label} | " + " | ".join(cells) + f" | {ratio_cell} | {target} | {verdict} |"
+        if show_floor:
+            flo = row.get("floor")
+            flo_cell = "-" if flo is None else ("error" if "error" in flo else f"{flo['rate']:,.0f}")
+            flo_ratio = s.get("floor_vs_fastest_peer")
+            line += f" {flo_cell} | {'-' if flo_ratio is None else f'{flo_ratio:.2f}x'} |"
+        lines.append(line)
     lines.append("")
     lines.append("| client CPU per message (us, user + system, all threads) | " + " | ".join(cols)
                  + " | leanest peer / leveret |")
@@ -1176,6 +1254,12 @@ def format_tables(results: dict[str, Any], summary: dict[str, Any], libs: list[s
                  "(for the round trip: the peer's median / leveret's).  CPU: the client process's "
                  "CPU time per message, lowest over the repeats; 'leanest peer / leveret' = how many "
                  "times more CPU the leanest peer spends per message.")
+    if show_floor:
+        lines.append("")
+        lines.append("Floor: a bare socket writing pre-encoded publishes (and reading the acks, with "
+                     "confirms), no library -- the broker's limit on this machine; 'floor / fastest peer' "
+                     "is about the highest ratio any client can reach in this run (a client at or above the floor "
+                     "is bound by the broker).  Not a verdict.")
     return "\n".join(lines)
 
 
@@ -1210,6 +1294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--libs", default=",".join(ADAPTERS), help="comma-separated subset of " + ",".join(ADAPTERS))
     parser.add_argument("--scenarios", default=",".join(_BY_NAME), help="comma-separated subset of " + ",".join(_BY_NAME))
     parser.add_argument("--no-c", action="store_true", help="skip the C (librabbitmq) round-trip reference")
+    parser.add_argument("--no-floor", action="store_true", help="skip the bare-socket floor of the publish and confirm scenarios")
     parser.add_argument("--json", nargs="?", const="-", metavar="FILE", help="print JSON instead of the tables; with FILE, write it there and print the tables too")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     # internal: the subprocess that runs one library's 1 MiB publishes
@@ -1257,7 +1342,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         broker = parse_broker(url)
-        results = run_all(broker, libs, scenarios, args.scale, repeat, c_exe, log)
+        results = run_all(broker, libs, scenarios, args.scale, repeat, c_exe, log, floor=not args.no_floor)
         server = _server_version(broker)
     finally:
         if node is not None:
@@ -1274,6 +1359,7 @@ def main(argv: list[str] | None = None) -> int:
             "versions": _versions(libs),
             "missing": missing,
             "c_reference": c_exe is not None or c_note,
+            "floor": None if args.no_floor else " ".join((FloorAdapter.__doc__ or "").split()),
             "scenarios": {s.name: s.what for s in scenarios},
             "results": results,
             "summary": summary,

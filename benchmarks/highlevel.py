@@ -236,90 +236,30 @@ class BareSocketFloor(HLAdapter):
     frames -- the same publish and properties as leveret's, body ``{"n":BASE}`` every
     time -- and reads the broker's acks (decoded, checked: in order, no nack); no
     serialization, no objects, no threads.  Not counted in any verdict: it shows how close
-    to the broker's own limit a ratio target lies (floor / kombu is the highest ratio any
-    client could get)."""
+    to the broker's own limit a ratio target lies (floor / kombu is about the highest ratio
+    any client can get; see ``benchmarks/floor.py``)."""
 
     name = "floor"
     package = "leveret"  # it uses leveret.wire's codec for the handshake and the frames
 
     def connect(self, confirm: bool = False) -> None:
-        import socket
-
-        from leveret.wire import amqp0_9_1 as spec
-        from leveret.wire.frames import FrameReader, method_frame
+        from .floor import BareSocket
 
         b = self.broker
-        self.spec, self.method_frame = spec, method_frame
-        sock = self.sock = socket.create_connection((b.host, b.port), timeout=DRAIN_TIMEOUT)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.reader = FrameReader(spec, 131072)
-        sock.sendall(b"AMQP\x00\x00\x09\x01")
-        self._expect(spec.Connection.Start)
-        sock.sendall(method_frame(0, spec.Connection.StartOk(
-            client_properties={"product": "leveret benchmark floor"}, mechanism="PLAIN",
-            response=f"\0{b.user}\0{b.password}".encode(), locale="en_US")))
-        tune = self._expect(spec.Connection.Tune)
-        self.frame_max = min(tune.frame_max or 131072, 131072)
-        sock.sendall(method_frame(0, spec.Connection.TuneOk(
-            channel_max=tune.channel_max or 2047, frame_max=self.frame_max, heartbeat=0))
-            + method_frame(0, spec.Connection.Open(virtual_host=b.vhost)))
-        self._expect(spec.Connection.OpenOk)
-        sock.sendall(method_frame(1, spec.Channel.Open()))
-        self._expect(spec.Channel.OpenOk)
-        sock.sendall(method_frame(1, spec.Confirm.Select()))
-        self._expect(spec.Confirm.SelectOk)
-        self.acked = 0
-
-    def _frames(self) -> list[Any]:
-        frames = self.reader.read_frames()
-        while not frames:
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionError("the broker closed the connection")
-            self.reader.feed(data)
-            frames = self.reader.read_frames()
-        return frames
-
-    def _expect(self, cls: type) -> Any:
-        for frame in self._frames():
-            method = getattr(frame, "method", None)
-            if type(method) is cls:
-                return method
-            raise RuntimeError(f"expected {cls.__name__}, got {frame!r}")
-        raise AssertionError("unreachable")
+        self.bare = BareSocket(b.host, b.port, b.user, b.password, b.vhost, DRAIN_TIMEOUT)
+        self.bare.confirm_select()
 
     def close(self) -> None:
-        spec = self.spec
-        try:
-            self.sock.sendall(self.method_frame(0, spec.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0)))
-            while not any(type(getattr(f, "method", None)) is spec.Connection.CloseOk for f in self._frames()):
-                pass
-        finally:
-            self.sock.close()
+        self.bare.close()
 
     def _publish_frames(self, queue: str) -> bytes:
-        from leveret.wire.frames import content_frames
-
-        spec = self.spec
+        spec = self.bare.spec
         body = json.dumps(payload(0), separators=(",", ":")).encode()
-        frames = content_frames(1, spec.Basic.Publish(exchange="", routing_key=queue), spec.Basic.Properties(
-            content_type="application/json", content_encoding="utf-8", delivery_mode=2), body, self.frame_max)
-        assert isinstance(frames, bytes)
-        return frames
-
-    def _wait_acked(self, upto: int) -> None:
-        Ack = self.spec.Basic.Ack
-        while self.acked < upto:
-            for frame in self._frames():
-                method = getattr(frame, "method", None)
-                if type(method) is not Ack:
-                    raise RuntimeError(f"expected basic.ack, got {frame!r}")
-                if not method.multiple and method.delivery_tag != self.acked + 1:
-                    raise RuntimeError(f"ack {method.delivery_tag} out of order (after {self.acked})")
-                self.acked = method.delivery_tag
+        return self.bare.publish_frames(queue, body, spec.Basic.Properties(
+            content_type="application/json", content_encoding="utf-8", delivery_mode=2))
 
     def publish_confirmed(self, queue: str, n: int) -> float:
-        frames, sendall, wait = self._publish_frames(queue), self.sock.sendall, self._wait_acked
+        frames, sendall, wait = self._publish_frames(queue), self.bare.sock.sendall, self.bare.wait_acked
         t0 = time.perf_counter()
         for i in range(1, n + 1):
             sendall(frames)
@@ -327,7 +267,7 @@ class BareSocketFloor(HLAdapter):
         return time.perf_counter() - t0
 
     def publish_pipelined(self, queue: str, n: int, batch: int) -> float:
-        frames, sendall, wait = self._publish_frames(queue), self.sock.sendall, self._wait_acked
+        frames, sendall, wait = self._publish_frames(queue), self.bare.sock.sendall, self.bare.wait_acked
         t0 = time.perf_counter()
         for start in range(0, n, batch):
             k = min(batch, n - start)
@@ -556,7 +496,7 @@ def format_table(results: dict[str, Any], summary: dict[str, Any], libs: list[st
     if show_floor:
         lines.append("Floor: a bare socket writing pre-encoded publishes and reading the acks (same "
                      "confirms as leveret), no library -- the broker's limit on this machine; "
-                     "'floor / kombu' is the highest ratio any client could reach.  Not a verdict.")
+                     "'floor / kombu' is about the highest ratio any client can reach.  Not a verdict.")
     return "\n".join(lines)
 
 
