@@ -19,7 +19,7 @@ from __future__ import annotations
 import ssl
 import time
 import uuid
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 from urllib.parse import quote
 
 import pytest

@@ -23,7 +23,6 @@ import kombu
 import pytest
 
 from leveret.highlevel import Connection, Consumer, Exchange, Message, Producer, Queue
-from leveret.wire.errors import DecodeError
 
 PICKLE = "application/x-python-serialize"
 ACCEPT = ["json", "pickle", "text/plain", "application/data"]

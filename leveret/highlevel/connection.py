@@ -17,7 +17,6 @@ be reached the next is tried (``failover_strategy`` ``"round-robin"`` or ``"shuf
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import random
 import threading
@@ -40,7 +39,7 @@ from ..client import (
 )
 from ..client import Connection as ClientConnection
 from ..wire.errors import HardError, RemoteProtocolError, SoftError
-from .exceptions import LimitExceeded, OperationalError
+from .exceptions import OperationalError
 from .recovery import LOSS_ERRORS, RecoveringChannel, RecoveryEvent, Topology, recover, replay
 
 __all__ = ["Connection", "BrokerConnection", "client_of", "parse_hostnames"]
@@ -894,106 +893,18 @@ class Connection:
         return SimpleBuffer(channel or self, name, no_ack, queue_opts, queue_args, exchange_opts, **kwargs)
 
     def Pool(self, limit: int | None = None, **kwargs: Any) -> Any:
-        """A pool of clones of this connection (``leveret.highlevel.pools.ConnectionPool``
-        when that module exists, else a minimal pool)."""
-        cls = _pool_class("ConnectionPool", _MinimalConnectionPool)
-        return cls(self, limit=limit, **kwargs)
+        """A :class:`~leveret.highlevel.pools.ConnectionPool` of clones of this connection
+        (at most ``limit`` at once; None = no limit)."""
+        from .pools import ConnectionPool
+
+        return ConnectionPool(self, limit=limit, **kwargs)
 
     def ChannelPool(self, limit: int | None = None, **kwargs: Any) -> Any:
-        """A pool of channels of this connection (``leveret.highlevel.pools.ChannelPool``
-        when that module exists, else a minimal pool)."""
-        cls = _pool_class("ChannelPool", _MinimalChannelPool)
-        return cls(self, limit=limit, **kwargs)
+        """A :class:`~leveret.highlevel.pools.ChannelPool` of channels of this connection
+        (at most ``limit`` at once; None = no limit)."""
+        from .pools import ChannelPool
+
+        return ChannelPool(self, limit=limit, **kwargs)
 
 
 BrokerConnection = Connection
-
-
-# ---------------------------------------------------------------------------------- pools
-
-
-def _pool_class(name: str, fallback: type) -> Any:
-    """The pools module's class when that module exists (it is written separately)."""
-    try:
-        pools = importlib.import_module(__package__ + ".pools")
-    except ModuleNotFoundError as exc:
-        if exc.name != __package__ + ".pools":
-            raise
-        return fallback
-    return getattr(pools, name)
-
-
-class _MinimalPool:
-    """A bounded pool: :meth:`acquire` hands out a free resource or makes one (up to
-    ``limit``; None = no limit); ``resource.release()`` gives it back."""
-
-    def __init__(self, connection: Connection, limit: int | None = None) -> None:
-        self.connection = connection
-        self.limit = limit
-        self._free: deque[Any] = deque()
-        self._dirty: set[int] = set()
-        self._all: list[Any] = []
-        self._cond = threading.Condition()
-
-    def new(self) -> Any:
-        raise NotImplementedError
-
-    def acquire(self, block: bool = False, timeout: float | None = None) -> Any:
-        """A resource; :class:`LimitExceeded` when all ``limit`` are in use (after
-        ``timeout`` seconds when ``block``)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
-                if self._free:
-                    resource = self._free.popleft()
-                    break
-                if self.limit is None or len(self._all) < self.limit:
-                    resource = self.new()
-                    self._all.append(resource)
-                    break
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if not block or (remaining is not None and remaining <= 0):
-                    raise LimitExceeded(f"all {self.limit} resources of the pool are in use")
-                self._cond.wait(remaining)
-            self._dirty.add(id(resource))
-        try:
-            resource.release = lambda: self.release(resource)
-        except AttributeError:
-            pass
-        return resource
-
-    def release(self, resource: Any) -> None:
-        """Give ``resource`` back to the pool."""
-        with self._cond:
-            if id(resource) in self._dirty:
-                self._dirty.discard(id(resource))
-                self._free.append(resource)
-                self._cond.notify()
-
-    def force_close_all(self) -> None:
-        """Close every resource of the pool."""
-        with self._cond:
-            items, self._all = self._all, []
-            self._free.clear()
-            self._dirty.clear()
-        for item in items:
-            try:
-                self.close_resource(item)
-            except Exception:  # noqa: BLE001 - closing everything regardless
-                log.debug("leveret: error closing a pooled resource", exc_info=True)
-
-    def close_resource(self, resource: Any) -> None:
-        resource.close()
-
-
-class _MinimalConnectionPool(_MinimalPool):
-    def new(self) -> Any:
-        return self.connection.clone()
-
-    def close_resource(self, resource: Any) -> None:
-        Connection.release(resource)
-
-
-class _MinimalChannelPool(_MinimalPool):
-    def new(self) -> Any:
-        return self.connection.channel()
