@@ -653,6 +653,51 @@ def test_socket_readiness_waits(monkeypatch: pytest.MonkeyPatch, with_poll: bool
         assert not writable(20)
 
 
+EXIT_SCRIPT = """
+import sys
+from leveret.client import Connection, Message
+
+url, queue, n, size, how = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+conn = Connection(url).connect()
+ch = conn.channel()
+if how == "confirms":
+    ch.confirm_select()
+for i in range(n):
+    ch.basic_publish(Message(b"%08d" % i + b"x" * (size - 8)), routing_key=queue)
+if how == "exit":
+    sys.exit(0)
+# otherwise the script just ends: no close, no wait
+"""
+
+
+@pytest.mark.parametrize("how,n,size", [
+    ("end", 5000, 16), ("exit", 5000, 16), ("confirms", 5000, 16), ("end", 40, 300_000),
+], ids=["falls-off-the-end", "sys-exit", "confirm-mode", "large-bodies"])
+def test_publishes_queued_when_the_process_exits_reach_the_broker(node: PrivateNode, how: str, n: int,
+                                                                  size: int) -> None:
+    # A burst of publishes is written by the I/O thread a moment later (see _kick); a script
+    # that publishes and ends without close() must not lose the tail of the burst: the
+    # queued bytes are written at interpreter exit.
+    import subprocess
+    import sys
+
+    queue = f"exit-{how}-{uuid.uuid4().hex[:8]}"
+    with open_connection(Connection, node.url) as conn:
+        conn.channel().queue_declare(queue, timeout=10)
+    try:
+        proc = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, node.url, queue, str(n), str(size), how],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        # The broker takes what it received before the socket closed; give it a moment.
+        eventually(lambda: message_count(node.url, queue) == n, 20, f"{n} messages in the queue")
+        bodies = queue_bodies(node.url, queue)
+        assert [int(b[:8]) for b in bodies] == list(range(n))
+        assert all(len(b) == size for b in bodies)
+    finally:
+        with open_connection(Connection, node.url) as conn:
+            conn.channel().queue_delete(queue, timeout=10)
+
+
 def test_nothing_listening_is_connection_refused(new_connection: NewConnection) -> None:
     with socket.socket() as probe:  # a port nobody listens on: bound, never listening
         probe.bind(("127.0.0.1", 0))
