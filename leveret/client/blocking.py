@@ -104,15 +104,27 @@ def _never_ready(ms: float | None) -> Any:
     return ()
 
 
-# Connections with an I/O thread, so that bytes still queued at interpreter exit get written.
+# Connections with an I/O thread (every connected one), closed at interpreter exit.
 _live: weakref.WeakSet[Connection] = weakref.WeakSet()
+# How long, in all, the connections still open at interpreter exit may take to close.
+_EXIT_CLOSE_BUDGET = 5.0
 
 
 @atexit.register
-def _flush_at_exit() -> None:
+def _close_at_exit() -> None:
+    """Close the connections still open when the interpreter exits, with the
+    ``connection.close`` handshake, so that what a script published last is not lost.
+
+    Writing the queued bytes is not enough: a socket closed with bytes from the broker
+    unread (publisher confirms, deliveries) is reset, and the broker then drops what it
+    had not read yet.  The broker answers ``close-ok`` only after everything sent before
+    it.  At most ``_EXIT_CLOSE_BUDGET`` seconds in all (a dead broker must not hold up the
+    exit).
+    """
+    end = monotonic() + _EXIT_CLOSE_BUDGET
     for conn in list(_live):
         try:
-            conn._flush()
+            conn.close(timeout=max(0.1, end - monotonic()))
         except Exception:  # noqa: BLE001 - best effort while the interpreter exits
             pass
 
