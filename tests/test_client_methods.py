@@ -1105,6 +1105,102 @@ def test_url_errors_never_show_the_password(new_connection: NewConnection, bad: 
     assert "s3cret" not in repr(info.value)
 
 
+@pytest.mark.parametrize(
+    "options,error,words",
+    [
+        ({"heartbeat": "30"}, TypeError, "heartbeat must be an int"),
+        ({"heartbeat": 2.5}, TypeError, "heartbeat must be an int"),
+        ({"heartbeat": True}, TypeError, "heartbeat must be an int"),
+        ({"heartbeat": -1}, ValueError, "heartbeat=-1 is out of range"),
+        ({"frame_max": 2**32}, ValueError, "frame_max=4294967296 is out of range"),
+        ({"channel_max": 70000}, ValueError, "channel_max=70000 is out of range"),
+        ({"port": 0}, ValueError, "port=0 is out of range"),
+        ({"port": "5672"}, TypeError, "port must be an int"),
+        ({"connection_timeout": 0}, ValueError, "connection_timeout=0"),
+        ({"connection_timeout": float("inf")}, ValueError, "finite"),
+        ({"connection_timeout": float("nan")}, ValueError, "connection_timeout=nan"),
+        ({"connection_timeout": "10"}, TypeError, "connection_timeout must be a number"),
+        ({"rpc_timeout": -5}, ValueError, "rpc_timeout=-5"),
+        ({"rpc_timeout": float("nan")}, ValueError, "rpc_timeout=nan"),
+        ({"blocked_timeout": float("inf")}, ValueError, "blocked_timeout=inf"),
+        ({"blocked_timeout": None}, TypeError, "blocked_timeout must be a number"),
+        ({"host": ""}, ValueError, "host must not be empty"),
+        ({"virtual_host": 5}, TypeError, "virtual_host must be a str"),
+        ({"password": b"s3cret-pw"}, TypeError, "password must be a str"),
+        ({"ssl": "false"}, TypeError, "ssl must be True or False"),
+        ({"verify": 0}, TypeError, "verify must be True or False"),
+        ({"cacertfile": 7}, TypeError, "cacertfile must be a str or None"),
+        ({"auth_mechanism": "CRAM-MD5"}, ValueError, "auth_mechanism='CRAM-MD5'"),
+        ({"protocol": "0-10"}, ValueError, "protocol='0-10'"),
+    ],
+)
+def test_bad_keyword_options_are_refused_at_construction(new_connection: NewConnection, options: dict[str, Any],
+                                                          error: type[Exception], words: str) -> None:
+    # Keyword options are checked as strictly as a URL's: a clear error naming the option
+    # when the connection is made, not a struct.error or an OverflowError at connect().
+    with pytest.raises(error) as info:
+        new_connection("amqp://guest:s3cret-pw@localhost/", **options)
+    assert words in str(info.value)
+    assert "s3cret" not in str(info.value) and "s3cret" not in repr(info.value)
+
+
+def test_keyword_options_are_converted(new_connection: NewConnection, tmp_path: Any) -> None:
+    conn = new_connection("amqp://localhost/", heartbeat=10.0, auth_mechanism="amqplain",
+                          cacertfile=tmp_path / "ca.pem", ssl=True, rpc_timeout=1)
+    p = conn.params
+    assert p.heartbeat == 10 and type(p.heartbeat) is int
+    assert p.auth_mechanism == "AMQPLAIN"
+    assert p.cacertfile == str(tmp_path / "ca.pem")
+    assert p.ssl and p.port == 5671  # TLS without a port: the amqps port
+    assert new_connection("amqp://localhost:5672/", ssl=True).params.port == 5672  # a port given stays
+    assert new_connection("amqp://u:p@localhost/", ssl=True).params.port == 5671
+    assert conn.rpc_timeout == 1.0
+
+
+@pytest.mark.parametrize("query", ["connection_timeout=inf", "connection_timeout=nan", "connection_timeout=-1"])
+def test_url_timeout_must_be_positive_and_finite(new_connection: NewConnection, query: str) -> None:
+    with pytest.raises(URLError) as info:
+        new_connection(f"amqp://guest:s3cret-pw@localhost/?{query}")
+    assert "positive, finite" in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+def test_call_timeouts_nan_and_non_numbers_are_refused_and_cost_nothing(conn: Connection, ch: Channel,
+                                                                      queue: str) -> None:
+    # A bad timeout argument is the caller's error, raised before anything is sent or
+    # waited for: the connection and the channel stay usable.
+    got: list[bytes] = []
+    ch.basic_consume(queue, no_ack=True, callback=lambda m: got.append(bytes(m.body)))
+    for bad, error in ((float("nan"), ValueError), ("5", TypeError), ([], TypeError)):
+        with pytest.raises(error, match="timeout"):
+            conn.drain_events(timeout=bad)
+        with pytest.raises(error, match="timeout"):
+            ch.queue_declare(queue, passive=True, timeout=bad)
+        with pytest.raises(error, match="timeout"):
+            ch.basic_get(queue, timeout=bad)
+    assert conn.is_open and ch.is_open
+    ch.basic_publish(b"still here", routing_key=queue)
+    conn.drain_events(timeout=10)
+    assert got == [b"still here"]
+
+
+def test_infinite_and_huge_timeouts_wait_without_overflow(new_connection: NewConnection, url: str) -> None:
+    # inf means no limit; a huge finite value is as good (poll() waits in slices).
+    with new_connection(url, rpc_timeout=1e300, blocked_timeout=1e300, connection_timeout=1e300) as conn:
+        ch = conn.channel()
+        ok = ch.queue_declare("", exclusive=True, timeout=float("inf"))
+        got: list[bytes] = []
+        ch.basic_consume(ok.queue, no_ack=True, callback=lambda m: got.append(bytes(m.body)))
+        for timeout in (float("inf"), 1e300):
+            ch.basic_publish(b"%r" % timeout, routing_key=ok.queue)
+            conn.drain_events(timeout=timeout)
+        assert got == [b"inf", b"1e+300"]
+        if conn.protocol == "0-9-1":  # confirms: RabbitMQ has them in 0-9-1 only
+            ch.confirm_select()
+            ch.basic_publish(b"x", routing_key=ok.queue)
+            assert ch.wait_for_confirms(timeout=float("inf"))
+
+
 def test_wrong_password(new_connection: NewConnection, node: PrivateNode, protocol: str) -> None:
     url = with_options(node.url.replace("guest:guest@", "guest:wr0ng-pw@"), protocol=protocol, connection_timeout=5)
     conn = new_connection(url)

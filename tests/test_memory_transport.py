@@ -569,6 +569,26 @@ def test_callbacks_run_only_inside_drain_events(conn: MemoryConnection, ch: Memo
     assert ch.queue_declare(q, passive=True) == QueueDeclareOk(q, 0, 1)
 
 
+def test_drain_events_timeouts_as_the_client_takes_them(conn: MemoryConnection, ch: MemoryChannel) -> None:
+    # As leveret.client: inf waits without limit (no OverflowError), NaN and non-numbers
+    # are the caller's error and cost nothing.
+    q = fresh_queue(ch)
+    got: list[bytes] = []
+    ch.basic_consume(q, no_ack=True, callback=lambda m: got.append(bytes(m.body)))
+    for bad, error in ((float("nan"), ValueError), ("1", TypeError)):
+        with pytest.raises(error, match="timeout"):
+            conn.drain_events(timeout=bad)
+    ch.basic_publish(Message(b"at hand"), "", q)
+    conn.drain_events(timeout=float("inf"))
+    assert got == [b"at hand"]
+    for timeout in (float("inf"), 1e300):  # nothing at hand: the wait must end when one comes
+        timer = threading.Timer(0.05, ch.basic_publish, (Message(b"%r" % timeout), "", q))
+        timer.start()
+        conn.drain_events(timeout=timeout)
+        timer.join()
+    assert got == [b"at hand", b"inf", b"1e+300"]
+
+
 def test_message_properties_come_back_as_a_broker_sends_them(ch: MemoryChannel) -> None:
     q = fresh_queue(ch)
     stamp = datetime(2024, 1, 2, 3, 4, 5)

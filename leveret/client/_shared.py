@@ -47,6 +47,7 @@ from typing import (
     TypeVar,
     overload,
 )
+from urllib.parse import urlsplit
 
 from ..wire.errors import AMQPError, LeveretError, LocalProtocolError
 from . import events as ev
@@ -60,7 +61,7 @@ from .errors import (
     PublishNacked,
 )
 from .message import Message
-from .url import ConnectionParameters, parse_url
+from .url import ConnectionParameters, parse_url, positive_seconds
 
 if TYPE_CHECKING:  # pragma: no cover
     import ssl
@@ -156,6 +157,24 @@ class QueueDeclareOk(NamedTuple):
     consumer_count: int
 
 
+def deadline_after(timeout: float, name: str = "timeout") -> float:
+    """The ``monotonic()`` time ``timeout`` seconds from now, for a timeout a caller gave.
+
+    Any number of seconds will do: ``inf`` waits without limit, 0 or less does not wait.
+    NaN is a ``ValueError`` and anything but a number a ``TypeError``, both naming
+    ``name``, raised before anything is sent (a bad argument must not cost the
+    connection).
+    """
+    try:
+        if timeout == timeout:  # False only for NaN
+            return monotonic() + timeout
+    except TypeError:
+        pass
+    else:
+        raise ValueError(f"{name} is NaN: give a number of seconds")
+    raise TypeError(f"{name} must be a number of seconds, not {type(timeout).__name__}")
+
+
 def ssl_context(params: ConnectionParameters) -> ssl.SSLContext:
     """The TLS context for ``params``: the system's CAs (or ``cacertfile``), verification on
     unless ``verify`` is false, the client certificate when one is given."""
@@ -212,12 +231,13 @@ class ConnectionBase:
                 raise TypeError(f"unknown connection option {name!r}")
             if value is not None:
                 setattr(params, name, value)
-        if params.ssl and "port" not in options and (url is None or ":" not in url.split("@")[-1].split("/")[0]):
-            params.port = 5671 if params.port == 5672 else params.port
+        if params.ssl and params.port == 5672 and "port" not in options and (url is None or urlsplit(url).port is None):
+            params.port = 5671  # ssl=True with no port given: the amqps port
+        params.check()  # keyword options are checked as strictly as the URL's
         self.params = params
         self.ssl_context = ssl_context
-        self.blocked_timeout = blocked_timeout
-        self.rpc_timeout = rpc_timeout
+        self.blocked_timeout = positive_seconds("blocked_timeout", blocked_timeout)
+        self.rpc_timeout = positive_seconds("rpc_timeout", rpc_timeout)
         self.max_body_size = max_body_size
         self.client_properties = client_properties
         self.on_blocked = on_blocked
@@ -529,7 +549,7 @@ class ConnectionBase:
                 with self._lock:
                     core.close(reply_code, reply_text)
                 self._flush()
-                deadline = monotonic() + (self.rpc_timeout if timeout is None else timeout)
+                deadline = deadline_after(self.rpc_timeout if timeout is None else timeout)
                 yield Wait(lambda: core.state is ConnState.CLOSED, deadline, "connection.close-ok")
         except (LeveretError, OSError):
             pass
@@ -546,7 +566,7 @@ class ConnectionBase:
         with self._lock:
             core.update_secret(new_secret, reason)
         self._flush()
-        deadline = monotonic() + (self.rpc_timeout if timeout is None else timeout)
+        deadline = deadline_after(self.rpc_timeout if timeout is None else timeout)
         yield Wait(lambda: bool(self._conn_replies), deadline, "connection.update-secret-ok")
         self._conn_replies.popleft()
 
@@ -751,7 +771,7 @@ class ChannelBase:
         return (yield from self._wait_reply(name, deadline, late))
 
     def _deadline(self, timeout: float | None) -> float:
-        return monotonic() + (self.connection.rpc_timeout if timeout is None else timeout)
+        return deadline_after(self.connection.rpc_timeout if timeout is None else timeout)
 
     def _idle(self, deadline: float, name: str) -> Op[None]:
         """Wait until no synchronous request of this channel awaits its reply (another

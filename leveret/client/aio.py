@@ -50,6 +50,7 @@ from ._shared import (
     NoLock,
     Op,
     QueueDeclareOk,
+    deadline_after,
     ssl_context,
 )
 from .core import ConnState
@@ -201,7 +202,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         over ``max_body_size``), once.
         """
         start = self._callbacks_run
-        deadline = None if timeout is None else monotonic() + timeout
+        deadline = None if timeout is None else deadline_after(timeout)
         try:
             await self._wait_for(
                 lambda: self._callbacks_run != start or self._callback_error is not None, deadline, "events"

@@ -48,6 +48,7 @@ from ._shared import (
     ConnectionBase,
     Op,
     QueueDeclareOk,
+    deadline_after,
     ssl_context,
 )
 from .core import _CLOSED, ConnState
@@ -73,6 +74,9 @@ _FLUSH_ITEMS = 512
 _CORK_ITEMS = 128
 # Writes closer together than this (seconds) count as a burst, left to the I/O thread.
 _BURST_GAP = 50e-6
+# The longest single wait in poll() or a socket timeout (seconds): longer waits (a timeout
+# of inf or 1e300) are made of several, which poll()'s millisecond int cannot overflow.
+_MAX_WAIT = 86400.0
 
 class _NeverRaised(Exception):
     """Stands in for ssl's want-read/want-write errors on a plain TCP connection."""
@@ -140,7 +144,11 @@ class Connection(ConnectionBase, BlockingDriver):
     given), ``blocked_timeout`` (how long a publish waits while the broker blocks the
     connection), ``rpc_timeout`` (default deadline of every synchronous call),
     ``max_body_size`` (incoming), ``client_properties``, ``on_blocked(reason)`` and
-    ``on_unblocked()`` callbacks.
+    ``on_unblocked()`` callbacks.  Options are checked here, as strictly as a URL's:
+    ``TypeError`` or ``ValueError`` naming the option.  The three default timeouts must be
+    positive, finite seconds; a call's own ``timeout=`` may be any number of seconds
+    (``inf``: no limit, 0: do not wait), NaN and non-numbers are refused before anything
+    is sent.
 
     Nothing happens on the wire until :meth:`connect` (or ``with Connection(...)``).
     """
@@ -211,7 +219,7 @@ class Connection(ConnectionBase, BlockingDriver):
             return self
         p = self.params
         deadline = monotonic() + p.connection_timeout
-        sock = socket.create_connection((p.host, p.port), timeout=p.connection_timeout)
+        sock = socket.create_connection((p.host, p.port), timeout=min(p.connection_timeout, _MAX_WAIT))
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._tls = bool(p.ssl)
@@ -230,7 +238,7 @@ class Connection(ConnectionBase, BlockingDriver):
         self._new_core()
         self._run(self._handshake(deadline))
         # From now on reads wait in poll(); writes wait at most _write_timeout for room.
-        self._write_timeout = max(self.blocked_timeout, 1.0) + 30.0
+        self._write_timeout = min(max(self.blocked_timeout, 1.0) + 30.0, _MAX_WAIT)
         if self._tls:
             sock.settimeout(self._write_timeout)  # ssl's sendall() waits for room itself
         else:
@@ -279,9 +287,9 @@ class Connection(ConnectionBase, BlockingDriver):
         waits for ever), the connection's error when it is lost or closed by the broker, and
         :class:`MessageTooLargeError` for a delivery over ``max_body_size``.
         """
+        deadline = None if timeout is None else deadline_after(timeout)
         if (self._pending or self._has_returns()) and self._run_pending():
             return
-        deadline = None if timeout is None else monotonic() + timeout
         while True:
             self._wait_for(self._has_pending, deadline, "events")
             if self._run_pending():
@@ -503,7 +511,7 @@ class Connection(ConnectionBase, BlockingDriver):
                 sent = sock.sendmsg(views[:512])
             except BlockingIOError:
                 remaining = deadline - monotonic()
-                if remaining <= 0 or not self._poll_out(remaining * 1000.0):
+                if remaining <= 0 or not self._poll_out(min(remaining, _MAX_WAIT) * 1000.0):
                     raise TimeoutError(f"the socket took no data for {timeout:.0f} seconds") from None
                 continue
             while sent:
@@ -528,7 +536,7 @@ class Connection(ConnectionBase, BlockingDriver):
                     if not self._poll_in(0):
                         return False
             elif not (self._tls and sock.pending()):  # type: ignore[attr-defined]
-                if not self._poll_in(None if timeout is None else timeout * 1000.0):
+                if not self._poll_in(None if timeout is None else min(timeout, _MAX_WAIT) * 1000.0):
                     return False
             data = sock.recv(_RECV_SIZE)
         except (BlockingIOError, self._want_read):

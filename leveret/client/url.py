@@ -8,6 +8,8 @@ value or a malformed URL raises :class:`URLError` naming the problem (never the 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -49,8 +51,8 @@ def _float(name: str, value: str) -> float:
         number = float(value)
     except ValueError:
         raise URLError(f"option {name}={value!r} is not a number") from None
-    if not number > 0:
-        raise URLError(f"option {name}={number} must be positive")
+    if not 0 < number < math.inf:  # also False for NaN
+        raise URLError(f"option {name}={number} must be a positive, finite number of seconds")
     return number
 
 
@@ -76,6 +78,52 @@ class ConnectionParameters:
     server_name_indication: str | None = None
     protocol: str = "0-9-1"
 
+    def check(self) -> None:
+        """Check every field's type and range (as set by keyword options, not a URL).
+
+        Raises ``TypeError`` for a value of the wrong type and ``ValueError`` for one out of
+        range, naming the option (never showing the password).  Whole-number floats are
+        taken for the integer options (``heartbeat=10.0``) and path-like objects for the
+        certificate files; they are stored converted.
+        """
+        for name, (low, high) in _INT_RANGES.items():
+            value = getattr(self, name)
+            if type(value) is float and value.is_integer():
+                value = int(value)
+            if type(value) is not int and not (isinstance(value, int) and not isinstance(value, bool)):
+                raise TypeError(f"connection option {name} must be an int, not {type(value).__name__}")
+            if not low <= value <= high:
+                raise ValueError(f"connection option {name}={value} is out of range {low}..{high}")
+            setattr(self, name, int(value))
+        self.connection_timeout = positive_seconds("connection_timeout", self.connection_timeout)
+        for name in ("host", "username", "password", "virtual_host", "auth_mechanism", "protocol"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise TypeError(f"connection option {name} must be a str, not {type(value).__name__}")
+        for name in ("host", "virtual_host"):
+            if not getattr(self, name):
+                raise ValueError(f"connection option {name} must not be empty")
+        for name in ("ssl", "verify"):
+            value = getattr(self, name)
+            if type(value) is not bool:
+                raise TypeError(f"connection option {name} must be True or False, not {value!r}")
+        for name in ("cacertfile", "certfile", "keyfile", "server_name_indication"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name != "server_name_indication" and isinstance(value, os.PathLike):
+                value = os.fspath(value)
+                setattr(self, name, value)
+            if not isinstance(value, str):
+                raise TypeError(f"connection option {name} must be a str or None, not {type(value).__name__}")
+        self.auth_mechanism = self.auth_mechanism.upper()
+        if self.auth_mechanism not in _MECHANISMS:
+            raise ValueError(
+                f"auth_mechanism={self.auth_mechanism!r} is not one of {', '.join(sorted(_MECHANISMS))}"
+            )
+        if self.protocol not in _PROTOCOLS:
+            raise ValueError(f"protocol={self.protocol!r} is not one of {', '.join(sorted(_PROTOCOLS))}")
+
     def url(self, show_password: bool = False) -> str:
         """This connection as a URL; the password is masked unless asked for."""
         from urllib.parse import quote
@@ -89,11 +137,29 @@ class ConnectionParameters:
         )
 
 
+def positive_seconds(name: str, value: Any) -> float:
+    """``value`` as a number of seconds that must be positive and finite (a default
+    timeout); ``TypeError``/``ValueError`` naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not 0 < value < math.inf:  # also False for NaN
+        raise ValueError(f"{name}={value} must be a positive, finite number of seconds")
+    return float(value)
+
+
+#: The integer options and their ranges (in URLs and as keywords).
+_INT_RANGES = {
+    "port": (1, 65535),
+    "heartbeat": (0, 65535),
+    "frame_max": (0, 2**32 - 1),
+    "channel_max": (0, 65535),
+}
+
 # option name -> converter
 _OPTIONS: dict[str, Any] = {
-    "heartbeat": lambda v: _int("heartbeat", v, 0, 65535),
-    "frame_max": lambda v: _int("frame_max", v, 0, 2**32 - 1),
-    "channel_max": lambda v: _int("channel_max", v, 0, 65535),
+    "heartbeat": lambda v: _int("heartbeat", v, *_INT_RANGES["heartbeat"]),
+    "frame_max": lambda v: _int("frame_max", v, *_INT_RANGES["frame_max"]),
+    "channel_max": lambda v: _int("channel_max", v, *_INT_RANGES["channel_max"]),
     "connection_timeout": lambda v: _float("connection_timeout", v),
     "auth_mechanism": lambda v: v.upper(),
     "cacertfile": str,

@@ -72,6 +72,7 @@ from ..client import (
     ResourceLocked,
     parse_url,
 )
+from ..client._shared import deadline_after
 from ..wire import amqp0_9_1 as _spec
 from ..wire.errors import AMQPError, EncodeError, LocalProtocolError
 from ..wire.fields import decode_table, encode_table
@@ -1305,9 +1306,9 @@ class MemoryConnection:
         within ``timeout`` seconds (``None`` waits for ever), and the connection's error
         when it is closed.
         """
+        deadline = None if timeout is None else deadline_after(timeout)
         if self._run_pending():
             return
-        deadline = None if timeout is None else monotonic() + timeout
         with self._cond:
             while True:
                 if not self._open:
@@ -1325,7 +1326,7 @@ class MemoryConnection:
                 if vh.deadline < _INF:  # wake up to expire messages in time
                     due = max(vh.deadline - now, 0.0005)
                     wait = due if wait is None else min(wait, due)
-                self._cond.wait(wait)
+                self._cond.wait(None if wait is None else min(wait, 86400.0))  # inf: Overflow
         self._run_pending()
 
     def _has_pending(self) -> bool:
