@@ -157,6 +157,11 @@ class QueueDeclareOk(NamedTuple):
     consumer_count: int
 
 
+#: The longest single wait in poll(), a socket timeout or a lock (seconds): longer waits (a
+#: timeout of inf or 1e300) are made of several, which no C-level timeout can overflow.
+_MAX_WAIT = 86400.0
+
+
 def deadline_after(timeout: float, name: str = "timeout") -> float:
     """The ``monotonic()`` time ``timeout`` seconds from now, for a timeout a caller gave.
 

@@ -48,6 +48,7 @@ from ._shared import (
     ConnectionBase,
     Op,
     QueueDeclareOk,
+    _MAX_WAIT,
     deadline_after,
     ssl_context,
 )
@@ -74,9 +75,6 @@ _FLUSH_ITEMS = 512
 _CORK_ITEMS = 128
 # Writes closer together than this (seconds) count as a burst, left to the I/O thread.
 _BURST_GAP = 50e-6
-# The longest single wait in poll() or a socket timeout (seconds): longer waits (a timeout
-# of inf or 1e300) are made of several, which poll()'s millisecond int cannot overflow.
-_MAX_WAIT = 86400.0
 
 class _NeverRaised(Exception):
     """Stands in for ssl's want-read/want-write errors on a plain TCP connection."""

@@ -51,9 +51,10 @@ def _float(name: str, value: str) -> float:
         number = float(value)
     except ValueError:
         raise URLError(f"option {name}={value!r} is not a number") from None
-    if not 0 < number < math.inf:  # also False for NaN
-        raise URLError(f"option {name}={number} must be a positive, finite number of seconds")
-    return number
+    try:
+        return positive_seconds(name, number)
+    except ValueError as exc:
+        raise URLError(f"option {exc}") from None
 
 
 @dataclass
@@ -90,7 +91,7 @@ class ConnectionParameters:
             value = getattr(self, name)
             if type(value) is float and value.is_integer():
                 value = int(value)
-            if type(value) is not int and not (isinstance(value, int) and not isinstance(value, bool)):
+            if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"connection option {name} must be an int, not {type(value).__name__}")
             if not low <= value <= high:
                 raise ValueError(f"connection option {name}={value} is out of range {low}..{high}")

@@ -72,7 +72,7 @@ from ..client import (
     ResourceLocked,
     parse_url,
 )
-from ..client._shared import deadline_after
+from ..client._shared import _MAX_WAIT, deadline_after
 from ..wire import amqp0_9_1 as _spec
 from ..wire.errors import AMQPError, EncodeError, LocalProtocolError
 from ..wire.fields import decode_table, encode_table
@@ -1326,7 +1326,7 @@ class MemoryConnection:
                 if vh.deadline < _INF:  # wake up to expire messages in time
                     due = max(vh.deadline - now, 0.0005)
                     wait = due if wait is None else min(wait, due)
-                self._cond.wait(None if wait is None else min(wait, 86400.0))  # inf: Overflow
+                self._cond.wait(None if wait is None else min(wait, _MAX_WAIT))
         self._run_pending()
 
     def _has_pending(self) -> bool:
