@@ -722,6 +722,7 @@ def test_basic_publish_and_get_round_trip_every_property(ch: Channel, queue: str
         "routing_key": queue,
         "message_count": 1,
     }
+    assert msg.redelivered is False and msg.delivery_tag == 1
     msg.ack()
     text = ch.basic_get(queue, no_ack=True)
     assert text is not None
@@ -832,6 +833,10 @@ def test_basic_nack(conn: Connection, ch: Channel, queue: str, protocol: str) ->
     assert {m.body: m.delivery_info["redelivered"] for m in rest if m} == {
         b"m1": False, b"m2": False, b"requeued": True,
     }
+    assert {m.body: m.redelivered for m in rest if m} == {
+        b"m1": False, b"m2": False, b"requeued": True,
+    }
+    assert Message(b"not delivered").redelivered is None
     ch.basic_nack(0, multiple=True, requeue=False)  # every outstanding one, dropped
     assert ch.queue_declare(queue, passive=True) == (queue, 0, 0)
     ch.close()

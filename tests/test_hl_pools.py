@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 from hl_fixtures import *  # noqa: F401,F403
-from hl_fixtures import unique
+from hl_fixtures import closed_port, unique
 
 import leveret.pools
 from broker import PrivateNode
@@ -366,6 +366,59 @@ def test_producer_with_unconfirmed_publishes_is_not_reused(hl_conn: Connection) 
     finally:
         ch.queue_delete(name)
         ch.close()
+
+
+def test_failed_acquire_gives_its_place_back() -> None:
+    """An acquire that cannot make its resource (the broker is unreachable) raises the
+    connection error, and the place it had taken is free again: the pool is not used up
+    by failures."""
+    bad = Connection(f"amqp://guest:guest@127.0.0.1:{closed_port()}//", connect_timeout=2)
+    channels = ChannelPool(bad, limit=1)
+    for _ in range(3):
+        with pytest.raises(OSError):
+            channels.acquire()
+    assert "in_use=0" in repr(channels)
+    # A producer's connection connects on first use: the publish fails, and releasing
+    # the producer gives both places back.
+    producer_pool = ProducerPool(ConnectionPool(bad, limit=1), limit=1)
+    for _ in range(3):
+        with pytest.raises(OSError):
+            with producer_pool.acquire() as producer:
+                producer.publish(b"x", routing_key="nowhere")
+    assert "in_use=0" in repr(producer_pool) and "in_use=0" in repr(producer_pool.connections)
+
+
+def test_replace_closes_and_frees_the_place(hl_conn: Connection) -> None:
+    pool = ConnectionPool(hl_conn, limit=1)
+    conn = pool.acquire()
+    roundtrip(conn)
+    pool.replace(conn)
+    assert not conn.connected
+    fresh = pool.acquire()  # the place is free, and the replaced one is not handed out
+    assert fresh is not conn
+    roundtrip(fresh)
+    pool.replace(conn)  # not handed out any more: nothing happens
+    fresh.release()
+    assert pool.acquire() is fresh
+    fresh.release()
+
+
+def test_set_limit_ignore_errors_closes_extras_as_they_return(hl_conn: Connection) -> None:
+    pool = pools.connections[hl_conn]
+    held = [pool.acquire() for _ in range(3)]
+    for conn in held:
+        roundtrip(conn)
+    pools.set_limit(1, ignore_errors=True)
+    assert pool.limit == 1 and all(conn.connected for conn in held)  # nothing closed yet
+    with pytest.raises(LimitExceeded):
+        pool.acquire()
+    for conn in held:
+        conn.release()
+    # Only one is kept, and it works.
+    assert [conn.connected for conn in held] == [False, False, True]
+    with pool.acquire() as again:
+        assert again is held[2]
+        roundtrip(again)
 
 
 # ------------------------------------------------------------------------------ groups

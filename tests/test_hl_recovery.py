@@ -320,6 +320,130 @@ def test_refusals_during_replay_are_reported(node: PrivateNode) -> None:
             other.channel().queue_delete(name)
 
 
+def test_channel_modes_and_global_qos_come_back(node: PrivateNode) -> None:
+    """A channel in tx mode with a global prefetch is moved to a new transport channel in
+    tx mode with the same global prefetch: a commit after the recovery is a commit, not a
+    PRECONDITION_FAILED for a channel that never selected tx."""
+    conn = recovering(node.url)
+    name = unique("tx")
+    try:
+        ch = conn.channel()
+        ch.queue_declare(name, durable=False)
+        ch.basic_qos(0, 7, a_global=True)
+        ch.tx_select()
+        node.ctl("close_all_connections", "test")
+        eventually(lambda: not conn.connected, what="loss noticed")
+        conn.connect()  # recovers
+        assert conn.recoveries == 1
+        ch.basic_publish(b"in a transaction", "", name)
+        time.sleep(0.2)
+        assert ready_count(node.url, name) == 0  # not before the commit
+        ch.tx_commit()
+        assert ready_count(node.url, name) == 1
+        ch.basic_publish(b"rolled back", "", name)
+        ch.tx_rollback()
+        assert ready_count(node.url, name) == 1
+        rows = node.ctl("list_channels", "-q", "--no-table-headers", "transactional", "global_prefetch_count")
+        assert ["true", "7"] in [r.split("\t") for r in rows.splitlines()]
+        ch.queue_delete(name)
+    finally:
+        conn.release()
+
+
+def test_consumer_cancelled_by_the_broker_is_not_resumed(node: PrivateNode) -> None:
+    """The broker cancels a consumer (another client deleted its queue): the cancel
+    callback hears it, the consumer is forgotten, and a later recovery does not bring it
+    back."""
+    conn = recovering(node.url)
+    gone, kept = unique("gone"), unique("kept")
+    try:
+        ch = conn.channel()
+        for name in (gone, kept):
+            ch.queue_declare(name, durable=False)
+        cancelled: list[str] = []
+        tag = ch.basic_consume(gone, callback=lambda m: None, on_cancel=cancelled.append)
+        kept_tag = ch.basic_consume(kept, callback=lambda m: None)
+        with ClientConnection(node.url) as other:
+            other.channel().queue_delete(gone)
+        drain(conn, lambda: cancelled)
+        assert cancelled == [tag]
+        assert [c.tag for c in conn.topology.consumers()] == [kept_tag]
+        node.ctl("close_all_connections", "test")
+        eventually(lambda: not conn.connected, what="loss noticed")
+        conn.connect()
+        assert conn.recoveries == 1
+        consumers = [r.split("\t") for r in node.ctl(
+            "list_consumers", "-q", "--no-table-headers", "queue_name", "consumer_tag",
+        ).splitlines()]
+        assert [kept, kept_tag] in consumers
+        assert not [row for row in consumers if row[1] == tag]
+        assert cancelled == [tag]  # heard once, not again at the recovery
+        ch.queue_delete(kept)
+        ch.queue_delete(gone)  # re-declared by the recovery (we had declared it)
+    finally:
+        conn.release()
+
+
+def test_surviving_server_named_queue_keeps_its_name_and_messages(node: PrivateNode) -> None:
+    """A server-named queue that outlives the connection (durable, neither exclusive nor
+    auto-delete) is not declared anew under another name: it keeps its name, its
+    messages, its bindings and its consumer."""
+    conn = recovering(node.url)
+    try:
+        ch = conn.channel()
+        name = ch.queue_declare("", durable=True).queue
+        exchange = unique("ex")
+        ch.exchange_declare(exchange, "direct", durable=False)
+        ch.queue_bind(name, exchange, "k")
+        ch.basic_publish(b"kept", exchange, "k")
+        eventually(lambda: ready_count(node.url, name) == 1, what="message queued")
+        node.ctl("close_all_connections", "test")
+        eventually(lambda: not conn.connected, what="loss noticed")
+        got: list[Any] = []
+        conn.connect()
+        ch.basic_consume(name, no_ack=True, callback=got.append)
+        ch.basic_publish(b"routed", exchange, "k")  # the binding is still there
+        drain(conn, lambda: len(got) == 2)
+        assert [m.body for m in got] == [b"kept", b"routed"]
+        assert "queue_renamed" not in kinds(conn)
+        ch.queue_delete(name)
+        ch.exchange_delete(exchange)
+    finally:
+        conn.release()
+
+
+def test_plain_calls_go_through_a_recovering_channel(amqp_url: str) -> None:
+    """basic.get, the acknowledgements, basic.recover and channel.flow reach the broker
+    through a recovering channel as through a bare one."""
+    conn = recovering(amqp_url)
+    try:
+        ch = conn.channel()
+        assert isinstance(ch, RecoveringChannel)
+        name = ch.queue_declare("", exclusive=True).queue
+        for body in (b"a", b"b", b"c", b"d"):
+            ch.basic_publish(body, "", name)
+        eventually(lambda: ch.queue_declare(name, passive=True).message_count == 4, what="messages queued")
+        first = ch.basic_get(name)
+        ch.basic_ack(first.delivery_tag)
+        second = ch.basic_get(name)
+        ch.basic_reject(second.delivery_tag, requeue=False)
+        third = ch.basic_get(name)
+        ch.basic_nack(third.delivery_tag, requeue=True)
+        bodies = {first.body, second.body}
+        again = ch.basic_get(name)
+        assert again.body == third.body and again.redelivered
+        ch.basic_recover(requeue=True)  # the unacked one goes back
+        assert ch.flow(True) is True
+        left = sorted(ch.basic_get(name, no_ack=True).body for _ in range(2))
+        assert bodies | set(left) == {b"a", b"b", b"c", b"d"}
+        assert ch.basic_get(name) is None
+        ch.close()
+        ch.close()  # twice: nothing more happens
+        assert not ch.is_open
+    finally:
+        conn.release()
+
+
 def test_released_connection_forgets_its_topology(amqp_url: str) -> None:
     conn = recovering(amqp_url)
     q = Queue(unique(), exclusive=True)

@@ -130,6 +130,14 @@ class Message:
         return self._info.get("delivery_tag")
 
     @property
+    def redelivered(self) -> bool | None:
+        """Whether the broker delivered this message before (the ``redelivered`` bit of
+        ``basic.deliver`` / ``basic.get-ok``); None for a message not delivered."""
+        if self._info is None:
+            return getattr(self._method, "redelivered", None)
+        return self._info.get("redelivered")
+
+    @property
     def headers(self) -> dict[str, Any]:
         """The ``headers`` property; an empty dict when it is not set."""
         return self._property("headers") or {}
