@@ -267,6 +267,67 @@ def test_on_return_gets_kombus_arguments(hl_conn: Connection, queue: Queue) -> N
     ]
 
 
+def test_returns_without_confirms_reach_on_return_or_the_channel(hl_conn: Connection, queue: Queue) -> None:
+    """With ``confirm=False`` a publish does not wait, so its return comes later, while the
+    connection is drained: to ``on_return`` when the producer has one, else it is kept in
+    the channel's ``returned`` list -- never dropped."""
+    returned: list[tuple[Any, ...]] = []
+    producer = Producer(hl_conn, queue.exchange, confirm=False, on_return=lambda *a: returned.append(a))
+    producer.publish({"n": 1}, routing_key="nobody", mandatory=True)
+    drain(hl_conn, lambda: returned)
+    [(exc, exchange, routing_key, message)] = returned
+    assert type(exc) is MessageReturned and exc.reply_code == 312
+    assert (exchange, routing_key, json.loads(message.body)) == (queue.exchange.name, "nobody", {"n": 1})
+
+    other = hl_conn.channel()
+    silent = Producer(other, queue.exchange, confirm=False)
+    silent.publish(b"kept", routing_key="nobody", mandatory=True)
+    drain(hl_conn, lambda: other.returned)
+    assert [m.body for m in other.returned] == [b"kept"]
+    assert len(returned) == 1  # the first producer's handler is for its own channel
+
+
+@pytest.mark.broker
+def test_producer_while_the_broker_blocks_publishers(node: Any) -> None:
+    """A real memory alarm: the broker blocks the connection.  A confirmed publish that
+    went out times out (its fate unknown, not reported as a success), the next one waits
+    ``blocked_timeout`` and raises BlockedTimeout without sending anything, the blocked
+    and unblocked callbacks run in drain_events, and after the alarm everything flows: the
+    queue holds every message that went out, none twice."""
+    from leveret.client import BlockedTimeout
+
+    seen: list[Any] = []
+    conn = Connection(node.url, transport_options={
+        "blocked_timeout": 1.0,
+        "on_blocked": lambda reason: seen.append(reason),
+        "on_unblocked": lambda: seen.append("unblocked"),
+    })
+    name = unique("alarm")
+    try:
+        producer = Producer(conn, routing_key=name)
+        producer.publish(b"m0", declare=[Queue(name, durable=False)])
+        node.set_vm_memory_high_watermark(0)
+        with pytest.raises(TimeoutError):
+            producer.publish(b"m1", timeout=3)
+        started = time.monotonic()
+        with pytest.raises(BlockedTimeout):
+            producer.publish(b"never sent", timeout=10)
+        assert 0.9 <= time.monotonic() - started < 5
+        drain(conn, lambda: seen)
+        assert seen == ["low on memory"]
+        node.set_vm_memory_high_watermark(0.4)
+        drain(conn, lambda: len(seen) == 2, timeout=15)
+        assert seen == ["low on memory", "unblocked"]
+        producer.publish(b"m2", timeout=10)
+        assert ready(conn, name) == 3
+        ch = conn.channel()
+        assert [ch.basic_get(name, no_ack=True).body for _ in range(3)] == [b"m0", b"m1", b"m2"]
+        ch.queue_delete(name)
+    finally:
+        node.set_vm_memory_high_watermark(0.4)
+        conn.release()
+
+
 def test_nack_raises_publish_nacked(hl_conn: Connection) -> None:
     q = Queue(unique(), max_length=1, queue_arguments={"x-overflow": "reject-publish"}, exclusive=True)
     producer = Producer(hl_conn, routing_key=q.name)

@@ -19,9 +19,12 @@ Threads
   confirm, a delivery) reads when nobody else does and otherwise sleeps on a condition the
   reader wakes.  So different channels may be used from different threads; one channel
   should be used by one thread at a time (its replies come in order).
-* Consumer callbacks, return callbacks and cancel callbacks run only inside
-  :meth:`Connection.drain_events` (and returns also in :meth:`Channel.wait_for_confirms`), in
-  the thread that called it -- never inside another call.
+* Consumer callbacks, return callbacks, cancel callbacks and ``on_blocked``/``on_unblocked``
+  run only inside :meth:`Connection.drain_events` (and returns also in
+  :meth:`Channel.wait_for_confirms`), in the thread that called it -- never inside another
+  call.  A program that only publishes learns of a block from ``connection.blocked`` (the
+  broker's reason, or None), which is current whatever the thread, and from the
+  :class:`BlockedTimeout` a publish raises after waiting ``blocked_timeout``.
 * The I/O thread also does the heartbeat duties: it writes heartbeat frames, reads the
   socket when no other thread does (so a callback that runs for minutes does not make the
   broker look dead, and a ``connection.blocked`` is noticed), and declares the connection

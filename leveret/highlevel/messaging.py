@@ -313,7 +313,8 @@ class Producer:
         * ``wait`` (confirm mode): wait for the confirm -- a nack raises
           :class:`~leveret.client.PublishNacked`, a returned ``mandatory`` message raises
           :class:`MessageReturned` or goes to ``on_return``; ``timeout`` bounds the wait
-          (``TimeoutError``).  With ``wait=False`` the publish is pipelined and
+          (``TimeoutError``: the message went out, and whether the broker takes it is not
+          known -- e.g. while it blocks publishers for lack of memory).  With ``wait=False`` the publish is pipelined and
           :meth:`flush` settles it.
 
         Returns the delivery tag of a pipelined publish, else None.
