@@ -308,3 +308,86 @@ def test_tls_connection_cut_in_the_middle_of_a_delivery_is_connection_lost(
             time.sleep(0.1)
         assert dch.basic_get(queue, no_ack=True).body == big
         dch.queue_delete(queue)
+
+
+# --------------------------------------------------------------------------- the high-level Connection
+
+
+def hl_round_trip(conn: Any) -> None:
+    """A Producer/Consumer round trip through a high-level Connection."""
+    from leveret.highlevel import Consumer, Producer, Queue
+
+    got: list[Any] = []
+    q = Queue(f"tls-hl-{uuid.uuid4().hex[:8]}", exclusive=True)
+    with Consumer(conn, [q], on_message=lambda m: (got.append(m.payload), m.ack())):
+        Producer(conn).publish({"over": "tls"}, routing_key=q.name)
+        deadline = time.monotonic() + 10
+        while not got:
+            assert time.monotonic() < deadline, "the message never arrived"
+            try:
+                conn.drain_events(timeout=0.5)
+            except TimeoutError:
+                pass
+    assert got == [{"over": "tls"}]
+
+
+def test_highlevel_ssl_options_as_kombu_spells_them(tls: TLSNode) -> None:
+    """``ssl={...}`` with kombu's (py-amqp's) keys: ``ca_certs`` and ``cert_reqs`` verify,
+    ``certfile``/``keyfile`` present a client certificate for ``login_method="EXTERNAL"``."""
+    from leveret.highlevel import Connection as HLConnection
+
+    c = tls.certs
+    conn = HLConnection("localhost", port=tls.tls_port, ssl={"ca_certs": str(c.ca_cert), "cert_reqs": ssl.CERT_REQUIRED},
+                        connect_timeout=15)
+    try:
+        assert conn.as_uri().startswith("amqps://") and conn.ssl
+        hl_round_trip(conn)
+    finally:
+        conn.release()
+    name = f"tls-hl-{uuid.uuid4().hex[:10]}"
+    conn = HLConnection(
+        f"amqps://localhost:{tls.tls_port}//", login_method="EXTERNAL", connect_timeout=15,
+        ssl={"ca_certs": str(c.ca_cert), "certfile": str(c.client_cert), "keyfile": str(c.client_key)},
+        transport_options={"client_properties": {"connection_name": name}},
+    )
+    try:
+        hl_round_trip(conn)
+        [(user, is_ssl, mechanism, _)] = tls.connection_rows(name)
+        assert (user, is_ssl, mechanism) == (CLIENT_CN, "true", "EXTERNAL")
+    finally:
+        conn.release()
+
+
+def test_highlevel_ssl_verifies_unless_told_not_to(tls: TLSNode) -> None:
+    from leveret.highlevel import Connection as HLConnection
+
+    conn = HLConnection(f"amqps://guest:guest@localhost:{tls.tls_port}//", connect_timeout=15)
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            conn.connect()
+    finally:
+        conn.release()
+    conn = HLConnection(f"localhost:{tls.tls_port}", ssl={"cert_reqs": ssl.CERT_NONE}, connect_timeout=15)
+    try:
+        hl_round_trip(conn)
+    finally:
+        conn.release()
+    with pytest.raises(ValueError, match="unknown ssl option 'ciphers_please'"):
+        HLConnection("localhost", ssl={"ciphers_please": "all"})
+
+
+def test_highlevel_ssl_context_is_used_as_given(tls: TLSNode) -> None:
+    from leveret.highlevel import Connection as HLConnection
+
+    ctx = ssl.create_default_context(cafile=str(tls.certs.ca_cert))
+    conn = HLConnection(f"localhost:{tls.tls_port}", ssl=ctx, connect_timeout=15)
+    try:
+        assert conn.ssl
+        hl_round_trip(conn)
+        clone = conn.clone()
+        try:
+            hl_round_trip(clone)  # a clone keeps the context
+        finally:
+            clone.release()
+    finally:
+        conn.release()

@@ -237,6 +237,22 @@ def test_failover_list_and_shuffle(amqp_url: str) -> None:
             assert conn.connected and conn.port == Connection(amqp_url).port
         finally:
             conn.release()
+    # A callable strategy orders the URLs itself: here the live one first, so the dead
+    # ones are never tried.
+    seen: list[int] = []
+
+    def live_first(targets: list[Any]) -> list[Any]:
+        seen.append(len(targets))
+        return targets[::-1]
+
+    conn = Connection([*dead, amqp_url], failover_strategy=live_first)
+    try:
+        conn.connect()
+        assert conn.connected and conn.port == Connection(amqp_url).port and seen == [4]
+    finally:
+        conn.release()
+    with pytest.raises(ValueError, match="failover_strategy"):
+        Connection(amqp_url, failover_strategy="random-walk")
 
 
 def test_every_url_down_raises_the_connection_error() -> None:
