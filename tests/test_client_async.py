@@ -332,6 +332,34 @@ def test_deliveries_iterator(broker: Broker) -> None:
     run(main())
 
 
+def test_corked_publishes_and_thousands_of_deliveries_through_the_iterator(broker: Broker) -> None:
+    """Publishes made inside ``corked()`` (awaiting between them) all go out when it ends,
+    and an iterator handing out thousands of deliveries (its buffer compacted on the way)
+    yields every one, once, in order; ``async with channel`` closes the channel."""
+    total = 5000
+
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            async with await conn.channel() as ch:
+                ok = await ch.queue_declare("", exclusive=True)
+                assert ok is not None
+                with conn.corked():
+                    for n in range(total):
+                        await ch.basic_publish(b"%d" % n, routing_key=ok.queue)
+                assert await ready(ch, ok.queue, total) == total
+                seen: list[int] = []
+                async with ch.deliveries(ok.queue, no_ack=True) as messages:
+                    async for message in messages:
+                        seen.append(int(message.body))
+                        if len(seen) == total:
+                            break
+                assert seen == list(range(total))
+            assert ch.is_open is False
+            assert conn.is_open
+
+    run(main())
+
+
 def test_drain_events_raises_what_a_callback_raised(broker: Broker) -> None:
     async def main() -> None:
         async with AsyncConnection(broker.url) as conn:

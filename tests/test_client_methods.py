@@ -756,6 +756,25 @@ def test_repeated_property_sets_arrive_unchanged(ch: Channel, queue: str) -> Non
         ch.basic_publish(Message(b"x", type=["not", "a", "string"]), routing_key=queue)
 
 
+def test_many_property_sets_and_routing_keys_outgrow_the_caches(ch: Channel, queue: str) -> None:
+    """More distinct property sets and (exchange, routing key) pairs than the per-channel
+    caches keep (256 each): the caches start over, and every message still carries its
+    own properties and routing key."""
+    exchange = unique("fan")
+    ch.exchange_declare(exchange, "fanout", auto_delete=True)
+    ch.queue_bind(queue, exchange)
+    n = 600
+    for i in range(n):
+        props = {"app_id": f"app-{i % 300}", "delivery_mode": 1 + i % 2}
+        ch.basic_publish(Message(b"%d" % i, **props), exchange=exchange, routing_key=f"rk-{i % 280}")
+    for i in range(n):
+        msg = ch.basic_get(queue, no_ack=True)
+        assert msg is not None and msg.body == b"%d" % i
+        assert msg.properties == {"app_id": f"app-{i % 300}", "delivery_mode": 1 + i % 2}
+        assert msg.delivery_info["routing_key"] == f"rk-{i % 280}"
+    ch.exchange_delete(exchange)
+
+
 def test_basic_consume_ack_and_cancel(conn: Connection, ch: Channel, peer: Connection, node: PrivateNode) -> None:
     q = unique("consume")
     ch.queue_declare(q, auto_delete=False)
