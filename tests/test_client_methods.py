@@ -1120,6 +1120,10 @@ def test_url_unknown_option(new_connection: NewConnection, node: PrivateNode) ->
         "amqp://guest:s3cret-pw@localhost/?protocol=0-10",
         "amqp://guest:s3cret-pw@localhost/?auth_mechanism=CRAM-MD5",
         "amqp://guest:s3cret-pw@localhost:0/",
+        "amqp://guest:s3cret-pw@localhost/?verify=maybe",
+        "amqp://guest:s3cret-pw@localhost/?heartbeat=99999999",
+        "amqp://guest:s3cret-pw@localhost/?connection_timeout=soon",
+        "amqp://guest:s3cret-pw@[::1/",  # too broken for urlsplit
     ],
 )
 def test_url_errors_never_show_the_password(new_connection: NewConnection, bad: str) -> None:
@@ -1127,6 +1131,11 @@ def test_url_errors_never_show_the_password(new_connection: NewConnection, bad: 
         new_connection(bad)
     assert "s3cret" not in str(info.value)
     assert "s3cret" not in repr(info.value)
+
+
+def test_url_must_be_a_str(new_connection: NewConnection) -> None:
+    with pytest.raises(URLError, match="must be a str, not bytes"):
+        new_connection(b"amqp://guest:s3cret-pw@localhost/")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
