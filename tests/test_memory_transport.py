@@ -540,8 +540,8 @@ def test_server_named_queues(ch: MemoryChannel, conn: MemoryConnection) -> None:
         ch.queue_declare(ok.queue, exclusive=True)
 
 
-def test_exclusive_queues_belong_to_their_connection(mem: MemoryBroker) -> None:
-    with MemoryConnection(broker=mem) as owner, MemoryConnection(broker=mem) as other:
+def test_exclusive_queues_belong_to_their_connection(connect: Callable[[], Any]) -> None:
+    with connect() as owner, connect() as other:
         och = owner.channel()
         och.queue_declare("excl", exclusive=True)
         for call in [
@@ -557,9 +557,11 @@ def test_exclusive_queues_belong_to_their_connection(mem: MemoryBroker) -> None:
                 call(xch)
             assert not xch.is_open
         other.channel().basic_publish(Message(b"from other"), "", "excl")  # publishing is fine
+        assert count_soon(och, "excl", 1) == 1  # (another connection's publish: a moment later)
         assert och.queue_declare("excl", exclusive=True) == QueueDeclareOk("excl", 1, 0)
-    assert "excl" not in mem.queue_names()
-    with MemoryConnection(broker=mem) as later:
+    with connect() as probe, pytest.raises(NotFound):  # it went with its connection
+        probe.channel().queue_declare("excl", passive=True)
+    with connect() as later:
         assert later.channel().queue_declare("excl", exclusive=True) == QueueDeclareOk("excl", 0, 0)
 
 
@@ -840,7 +842,7 @@ def test_closing_a_connection_requeues_its_unacked_messages(connect: Callable[[]
     ch.queue_declare("g")
     ch.basic_publish(Message(b"x"), "", "g")
     with connect() as other:
-        m = other.channel().basic_get("g")
+        m = get_soon(other.channel(), "g")  # (another connection's publish: a moment later)
         assert m is not None
         assert ch.queue_declare("g", passive=True).message_count == 0  # type: ignore[union-attr]
     again = ch.basic_get("g")
@@ -926,8 +928,8 @@ def test_basic_recover(conn: MemoryConnection, ch: MemoryChannel) -> None:
     assert not conn.is_open
 
 
-def test_consumer_tag_reuse_and_exclusive_consumers(mem: MemoryBroker) -> None:
-    with MemoryConnection(broker=mem) as conn:
+def test_consumer_tag_reuse_and_exclusive_consumers(connect: Callable[[], Any]) -> None:
+    with connect() as conn:
         ch = conn.channel()
         q = fresh_queue(ch)
         ch.basic_consume(q, callback=print)
@@ -938,7 +940,7 @@ def test_consumer_tag_reuse_and_exclusive_consumers(mem: MemoryBroker) -> None:
         with pytest.raises(NotAllowed, match="attempt to reuse consumer tag 't'"):
             ch.basic_consume(q, consumer_tag="t", callback=print)
         assert not conn.is_open  # 530 is a connection error
-    with MemoryConnection(broker=mem) as conn:
+    with connect() as conn:
         with pytest.raises(LocalProtocolError, match="nowait needs a consumer_tag"):
             conn.channel().basic_consume("q", nowait=True, callback=print)
 
@@ -1273,7 +1275,7 @@ def test_simulated_connection_loss(mem: MemoryBroker) -> None:
 # --------------------------------------------------------------------------- threads
 
 
-def test_one_thread_publishes_5000_while_another_consumes_them_all(mem: MemoryBroker) -> None:
+def test_one_thread_publishes_5000_while_another_consumes_them_all(connect: Callable[[], Any]) -> None:
     n = 5000
     received: list[int] = []
     ready = threading.Event()
@@ -1281,7 +1283,7 @@ def test_one_thread_publishes_5000_while_another_consumes_them_all(mem: MemoryBr
 
     def consume() -> None:
         try:
-            with MemoryConnection(broker=mem) as conn:
+            with connect() as conn:
                 ch = conn.channel()
                 ch.queue_declare("bulk")
                 ch.basic_qos(prefetch_count=50)
@@ -1302,7 +1304,7 @@ def test_one_thread_publishes_5000_while_another_consumes_them_all(mem: MemoryBr
     def publish() -> None:
         try:
             ready.wait(5)
-            with MemoryConnection(broker=mem) as conn:
+            with connect() as conn:
                 ch = conn.channel()
                 ch.confirm_select()
                 for i in range(n):
