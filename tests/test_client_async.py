@@ -193,6 +193,44 @@ def test_cancelled_publisher_never_leaves_half_a_frame(broker: Broker) -> None:
     run(main())
 
 
+def test_a_publisher_that_never_yields_is_held_at_the_write_buffer_limit(broker: Broker) -> None:
+    """A loop of publishes that awaits nothing else: basic_publish waits whenever the
+    transport's buffer passes its high-water mark, so the buffer stays near that mark
+    instead of holding everything (on CPython 3.12.0-3.12.8 and 3.13.0-3.13.1 the socket
+    transport's writelines() does not pause the protocol by itself: gh-127655), and the
+    loop gets its turns (the other task below runs)."""
+    body = b"z" * 100_000
+
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            ok = await ch.queue_declare("", exclusive=True)
+            assert ok is not None
+            transport = conn._transport
+            assert transport is not None
+            high = transport.get_write_buffer_limits()[1]
+            ticks = 0
+
+            async def other_task() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            ticker = asyncio.ensure_future(other_task())
+            biggest = 0
+            for _ in range(1000):  # 100 MB in all
+                await ch.basic_publish(body, routing_key=ok.queue)
+                biggest = max(biggest, transport.get_write_buffer_size())
+            ticker.cancel()
+            # At most one flush (512 frames) past the mark; never the whole 100 MB.
+            assert biggest <= high + 512 * (len(body) + 8 + 64), biggest
+            assert ticks > 10
+            assert await ready(ch, ok.queue, 1000, timeout=30) == 1000
+
+    run(main())
+
+
 def test_cancelled_channel_open_closes_that_channel(broker: Broker) -> None:
     async def main() -> None:
         async with AsyncConnection(broker.url) as conn:

@@ -108,6 +108,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         self._transport: asyncio.Transport | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self._write_paused = False
+        self._high_water = 0
         self._reading_paused = False
         self._flush_handle: asyncio.Handle | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -159,6 +160,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
             p.connection_timeout,
         )
         self._transport = transport
+        self._high_water = transport.get_write_buffer_limits()[1]
         await self._run(self._handshake(deadline))
         self._tasks = [loop.create_task(self._deliver_loop(), name="leveret-deliver")]
         if self.heartbeat:
@@ -338,6 +340,14 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         if transport is None:
             raise self._dead_error()
         transport.writelines(core.buffers_to_send(monotonic()))
+        if not self._write_paused and transport.get_write_buffer_size() > self._high_water:
+            # CPython 3.12.0-3.12.8 and 3.13.0-3.13.1 (gh-127655): the socket transport's
+            # writelines() buffers what the socket did not take without pausing the
+            # protocol, so a publisher would never wait and the buffer would grow without
+            # bound.  Setting the same limits again runs the transport's own check, which
+            # pauses the protocol now and resumes it when the buffer has drained.
+            low, high = transport.get_write_buffer_limits()
+            transport.set_write_buffer_limits(high, low)
 
     def _flush_soon(self) -> None:
         self._flush_handle = None
