@@ -193,12 +193,14 @@ def test_cancelled_publisher_never_leaves_half_a_frame(broker: Broker) -> None:
     run(main())
 
 
-def test_a_publisher_that_never_yields_is_held_at_the_write_buffer_limit(broker: Broker) -> None:
+@pytest.mark.parametrize("writelines", ["as is", "not pausing"])
+def test_a_publisher_that_never_yields_is_held_at_the_write_buffer_limit(broker: Broker, writelines: str) -> None:
     """A loop of publishes that awaits nothing else: basic_publish waits whenever the
     transport's buffer passes its high-water mark, so the buffer stays near that mark
-    instead of holding everything (on CPython 3.12.0-3.12.8 and 3.13.0-3.13.1 the socket
-    transport's writelines() does not pause the protocol by itself: gh-127655), and the
-    loop gets its turns (the other task below runs)."""
+    instead of holding everything, and the loop gets its turns (the other task below
+    runs).  On CPython 3.12.0-3.12.8 and 3.13.0-3.13.1 the socket transport's writelines()
+    does not pause the protocol by itself (gh-127655); "not pausing" makes any version's
+    writelines() behave so, by silencing the transport's pause check while it runs."""
     body = b"z" * 100_000
 
     async def main() -> None:
@@ -209,6 +211,17 @@ def test_a_publisher_that_never_yields_is_held_at_the_write_buffer_limit(broker:
             transport = conn._transport
             assert transport is not None
             high = transport.get_write_buffer_limits()[1]
+            if writelines == "not pausing":
+                real = type(transport).writelines
+
+                def writelines_without_pausing(list_of_data: Any) -> None:
+                    transport._maybe_pause_protocol = lambda: None  # type: ignore[attr-defined]
+                    try:
+                        real(transport, list_of_data)
+                    finally:
+                        del transport._maybe_pause_protocol  # type: ignore[attr-defined]
+
+                transport.writelines = writelines_without_pausing  # type: ignore[method-assign]
             ticks = 0
 
             async def other_task() -> None:
