@@ -314,8 +314,8 @@ class Producer:
           :class:`~leveret.client.PublishNacked`, a returned ``mandatory`` message raises
           :class:`MessageReturned` or goes to ``on_return``; ``timeout`` bounds the wait
           (``TimeoutError``: the message went out, and whether the broker takes it is not
-          known -- e.g. while it blocks publishers for lack of memory).  With ``wait=False`` the publish is pipelined and
-          :meth:`flush` settles it.
+          known -- e.g. while it blocks publishers for lack of memory).  With
+          ``wait=False`` the publish is pipelined and :meth:`flush` settles it.
 
         Returns the delivery tag of a pipelined publish, else None.
         """
