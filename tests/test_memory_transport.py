@@ -23,10 +23,10 @@ import pytest
 from broker import PrivateNode
 from leveret.client import (
     AccessRefused,
-    Connection,
     AMQPNotImplemented,
     ChannelClosedError,
     CommandInvalid,
+    Connection,
     ConnectionClosedError,
     ConnectionLost,
     Message,
