@@ -128,6 +128,79 @@ def _find_epmd() -> str:
     raise RabbitMQError("epmd (Erlang's port mapper) was not found; is erlang-base installed?")
 
 
+# --------------------------------------------------------------------------- the reaper
+
+# Run in a process of its own for every node (``python -c``), so that a node never outlives
+# its owner: stop() and atexit cover a normal exit and Ctrl-C, but not a SIGKILL, a SIGTERM
+# (a CI job's time limit), or a crash of the interpreter.  The reaper reads lines from a
+# pipe whose only writer is the owner: "group N" for each process group started,
+# "forget N" for a group the owner has killed itself, "done" when stop() has finished.
+# End of file without "done" means the owner is gone: it kills every group still listed
+# and removes the node's folder.  It ignores SIGINT and has a session of its own, so
+# neither Ctrl-C in the terminal nor a signal to the owner's process group reaches it.
+_REAPER = """
+import os, shutil, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+folder, groups = sys.argv[1], set()
+for line in sys.stdin:
+    word, _, arg = line.strip().partition(" ")
+    if word == "done":
+        sys.exit(0)
+    if word == "group":
+        groups.add(int(arg))
+    elif word == "forget":
+        groups.discard(int(arg))
+for group in groups:
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except OSError:
+        pass
+for _ in range(20):
+    time.sleep(0.25)
+    shutil.rmtree(folder, ignore_errors=True)
+    if not os.path.exists(folder):
+        break
+"""
+
+
+class _Reaper:
+    """The owner's end of the reaper process (see ``_REAPER``)."""
+
+    def __init__(self, folder: Path) -> None:
+        self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [sys.executable or "python3", "-c", _REAPER, str(folder)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def tell(self, message: str) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            return
+        try:
+            proc.stdin.write(message.encode() + b"\n")
+            proc.stdin.flush()
+        except OSError:  # it died: nothing more it could do for us
+            pass
+
+    def dismiss(self) -> None:
+        """Everything is cleaned up: let the reaper exit without doing anything."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            try:
+                proc.stdin.write(b"done\n")
+                proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 # --------------------------------------------------------------------------- the node
 
 
@@ -136,6 +209,8 @@ class PrivateNode:
 
     ``start()`` blocks until the broker accepts AMQP connections; ``stop()`` (also called
     by ``with`` and at interpreter exit) shuts it down and removes every file it wrote.
+    Should the owning process die without calling it (SIGKILL, SIGTERM, a crash), a reaper
+    process kills the node and removes its folder instead.
     """
 
     def __init__(self, plugins: Iterable[str] = (), config: str = "",
@@ -152,6 +227,7 @@ class PrivateNode:
         self.env: dict[str, str] = {}
         self._server: subprocess.Popen[bytes] | None = None
         self._epmd: subprocess.Popen[bytes] | None = None
+        self._reaper: _Reaper | None = None
         self._beam_pid: int | None = None
         self._paused = False
 
@@ -177,6 +253,7 @@ class PrivateNode:
         self.bin_dir = ensure_installed()
         self.dir = Path(tempfile.mkdtemp(prefix="leveret-rabbitmq-"))
         atexit.register(self.stop)
+        self._reaper = _Reaper(self.dir)
         try:
             self._prepare()
             self._launch()
@@ -257,6 +334,7 @@ class PrivateNode:
             env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True,
         )
+        self._watch(self._epmd)
         self._await_epmd()
         console = open(self.dir / "log" / "console.log", "wb")
         with console:
@@ -267,6 +345,12 @@ class PrivateNode:
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self._watch(self._server)
+
+    def _watch(self, proc: subprocess.Popen[bytes]) -> None:
+        # start_new_session: the process id is also its group's id.
+        if self._reaper is not None:
+            self._reaper.tell(f"group {proc.pid}")
 
     def _await_epmd(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -347,9 +431,11 @@ class PrivateNode:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
         self._beam_pid = None
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            reaper.dismiss()
 
-    @staticmethod
-    def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    def _kill_group(self, proc: subprocess.Popen[bytes]) -> None:
         # start_new_session made the process the leader of its own group, which also holds
         # beam.smp and its helpers (erl_child_setup, inet_gethost).
         try:
@@ -360,6 +446,8 @@ class PrivateNode:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             pass
+        if self._reaper is not None:
+            self._reaper.tell(f"forget {proc.pid}")
 
     def __enter__(self) -> "PrivateNode":
         if self._server is None:

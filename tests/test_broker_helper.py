@@ -158,3 +158,49 @@ def test_fresh_node_manage_pause_restart_and_stop(fresh_node: PrivateNode) -> No
         socket.create_connection((broker.host, broker.port), timeout=2).close()
     with pytest.raises(RabbitMQError):
         node.ctl("status")
+
+
+_OWNER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from rabbitmq import PrivateNode
+node = PrivateNode().start()
+print(node.dir, node.port, node.epmd_pid, node.beam_pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_a_node_does_not_outlive_its_owner(signal_name: str) -> None:
+    # A test run killed by a CI time limit (SIGTERM), the OOM killer or kill -9 runs no
+    # atexit and no finally; the node, its epmd and its folder must still go.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER, str(scripts)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        line = owner.stdout.readline() if owner.stdout else ""
+        assert line, "the owner could not start a node"
+        folder_text, port_text, epmd_text, beam_text = line.split()
+        folder, port, epmd, beam = Path(folder_text), int(port_text), int(epmd_text), int(beam_text)
+        assert folder.exists() and _alive(epmd) and _alive(beam)
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+        owner.send_signal(getattr(signal, signal_name))
+        owner.wait(10)
+        deadline = time.monotonic() + 20
+        while (_alive(beam) or _alive(epmd) or folder.exists()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(beam), "the node outlived its owner"
+        assert not _alive(epmd), "the node's epmd outlived its owner"
+        assert not folder.exists(), "the node's folder outlived its owner"
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
