@@ -17,7 +17,15 @@ import pytest
 
 from broker import Broker
 from helpers import unique
-from leveret.client import AsyncChannel, AsyncConnection, Channel, Connection, Message, NotFound
+from leveret.client import (
+    AsyncChannel,
+    AsyncConnection,
+    Channel,
+    Connection,
+    Message,
+    NotFound,
+    PreconditionFailed,
+)
 from leveret.client.aio import Deliveries
 from tcpproxy import TCPProxy
 
@@ -104,6 +112,34 @@ def test_typed_error_closes_only_the_channel(broker: Broker) -> None:
             assert not ch.is_open and conn.is_open
             ch2 = await conn.channel()
             assert (await ch2.queue_declare("", exclusive=True)) is not None
+
+    run(main())
+
+
+def test_an_error_a_request_raised_is_not_raised_again_by_drain_events(broker: Broker) -> None:
+    # The channel.close wakes the request and the delivery task together; the request
+    # reports the error, and a drain_events running meanwhile does not report it again.
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            queue = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            await ch.basic_consume(queue, no_ack=True, callback=lambda m: None)
+            drain = asyncio.ensure_future(conn.drain_events(timeout=1))
+            await asyncio.sleep(0)
+            with pytest.raises(NotFound):
+                await ch.queue_declare(unique("missing"), passive=True)
+            with pytest.raises(TimeoutError):
+                await drain
+            # And when the broker closes a consumer's channel while nobody waits on it,
+            # drain_events reports it (here: an acknowledgement of a tag never delivered).
+            ch2 = await conn.channel()
+            await ch2.basic_consume(queue, callback=lambda m: None)
+            ch2.basic_ack(99)
+            with pytest.raises(PreconditionFailed, match="unknown delivery tag 99"):
+                await conn.drain_events(timeout=5)
+            with pytest.raises(PreconditionFailed):  # the channel's next call, once
+                await ch2.queue_declare("", exclusive=True)
+            assert conn.is_open
 
     run(main())
 

@@ -580,6 +580,20 @@ def test_server_sent_cancel_is_an_event_not_a_crash(hl_conn: Connection) -> None
     consumer.cancel()  # nothing left to cancel; no error
 
 
+def test_drain_events_raises_the_error_that_closed_a_consumers_channel(hl_conn: Connection, queue: Queue) -> None:
+    # As kombu on py-amqp does: a consumer loop hears that its channel is gone (here: a
+    # message acknowledged twice) instead of waiting for ever.
+    def on_message(message: Any) -> None:
+        message.ack()
+        message.channel.basic_ack(message.delivery_tag)
+
+    Producer(hl_conn, queue.exchange, "rk").publish(b"x")
+    with Consumer(hl_conn, queue, on_message=on_message) as consumer:
+        with pytest.raises(hl_conn.channel_errors, match="unknown delivery tag 1"):
+            drain(hl_conn, lambda: False)
+        assert not consumer.channel.is_open
+
+
 def test_receive_without_callbacks_raises(hl_conn: Connection, queue: Queue) -> None:
     Producer(hl_conn, queue.exchange, "rk").publish(b"x")
     with Consumer(hl_conn, queue):

@@ -884,6 +884,52 @@ def test_acking_an_unknown_tag_closes_the_channel(conn: MemoryConnection, ch: Me
         ch.queue_declare(q, passive=True)
 
 
+def test_drain_events_reports_a_channel_the_broker_closed(conn: MemoryConnection, ch: MemoryChannel) -> None:
+    # A callback that acknowledges twice (a classic bug) gets its channel closed: the
+    # consumer loop hears it from drain_events rather than waiting for ever.
+    q = fresh_queue(ch)
+    got: list[Message] = []
+
+    def on_message(message: Message) -> None:
+        got.append(message)
+        message.ack()
+        message.ack()
+
+    ch.basic_consume(q, callback=on_message)
+    ch.basic_publish(Message(b"x"), "", q)
+    with pytest.raises(PreconditionFailed, match="unknown delivery tag 1"):
+        for _ in range(10):
+            conn.drain_events(timeout=5)
+    assert len(got) == 1 and not ch.is_open
+    with pytest.raises(PreconditionFailed):  # the channel's next call raises it too, once
+        ch.queue_declare(q, passive=True)
+    with pytest.raises(ChannelClosedError):
+        ch.queue_declare(q, passive=True)
+    with pytest.raises(TimeoutError):  # reported once
+        conn.drain_events(timeout=0.2)
+
+
+def test_drain_events_does_not_report_what_a_call_raised(conn: MemoryConnection, ch: MemoryChannel) -> None:
+    ch.basic_consume(fresh_queue(ch), callback=lambda m: None)
+    ch.basic_publish(Message(b"x"), "no-such-exchange", "k")
+    with pytest.raises(NotFound):
+        ch.queue_declare("", exclusive=True)
+    with pytest.raises(TimeoutError):
+        conn.drain_events(timeout=0.2)
+
+
+def test_a_channel_without_consumers_reports_its_error_on_its_next_call_only(
+    conn: MemoryConnection, ch: MemoryChannel
+) -> None:
+    # Where nobody drains (a publisher), nothing may pile up for drain_events.
+    ch.basic_publish(Message(b"x"), "no-such-exchange", "k")
+    with pytest.raises(TimeoutError):
+        conn.drain_events(timeout=0.3)
+    with pytest.raises(NotFound):
+        ch.queue_declare("", exclusive=True)
+    assert not conn._pending
+
+
 def test_basic_cancel_stops_deliveries(conn: MemoryConnection, ch: MemoryChannel) -> None:
     q = fresh_queue(ch)
     got: list[Message] = []

@@ -423,6 +423,12 @@ class ConnectionBase:
             elif kind is ev.ChannelClosed:
                 ch = channels.pop(event.channel_id, None)  # type: ignore[attr-defined]
                 if ch is not None:
+                    if event.error is not None and ch._consumers:  # type: ignore[attr-defined]
+                        # The broker closed a channel with consumers: drain_events, the
+                        # consumers' loop, reports why after the deliveries that came
+                        # before (see _callback).  Other channels report it on their next
+                        # call only, so that nothing piles up where nobody drains.
+                        self._pending.append((ch, event))
                     ch._on_closed(event.error, event.unconfirmed)  # type: ignore[attr-defined]
             elif kind is ev.ConnectionClosed:
                 self._closed_error = event.error  # type: ignore[attr-defined]
@@ -469,6 +475,14 @@ class ConnectionBase:
             cancel_cb = ch._cancel_callbacks.get(item.consumer_tag)
             ch._forget_consumer(item.consumer_tag)
             return (cancel_cb, (item.consumer_tag,)) if cancel_cb is not None else (_nothing, ())
+        if kind is ev.ChannelClosed:
+            # A channel with consumers that the broker closed (an ack timed out or named
+            # an unknown delivery tag...).  drain_events raises the broker's error unless a
+            # call on that channel has already raised it; it stays the error the channel's
+            # next call raises first, as it would have been without this report.
+            if ch._error_reported:
+                return None
+            return _raise, (item.error,)
         if kind is ev.ConnectionBlocked:
             return (self.on_blocked, (item.reason,)) if self.on_blocked is not None else None
         if kind is ev.ConnectionUnblocked:
@@ -578,6 +592,10 @@ class ConnectionBase:
 
 def _nothing(*args: Any) -> None:
     return None
+
+
+def _raise(error: BaseException) -> None:
+    raise error
 
 
 # Properties that make a property set worth no caching: a table (unhashable) and values that

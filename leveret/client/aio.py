@@ -54,6 +54,7 @@ from ._shared import (
     ssl_context,
 )
 from .core import ConnState
+from .events import ChannelClosed
 from .message import Message
 
 __all__ = ["AsyncConnection", "AsyncChannel", "Deliveries", "QueueDeclareOk"]
@@ -199,9 +200,11 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         run in the delivery task.
 
         Raises ``TimeoutError`` when none ran within ``timeout`` seconds (``None`` waits
-        for ever), the connection's error when it is lost or closed by the broker, and the
+        for ever), the connection's error when it is lost or closed by the broker, the
         exception a callback raised (such as :class:`MessageTooLargeError` for a delivery
-        over ``max_body_size``), once.
+        over ``max_body_size``), once, and, as the blocking driver does, the broker's error
+        when it closed a channel that has consumers, unless a call on that channel has
+        raised it already.
         """
         start = self._callbacks_run
         deadline = None if timeout is None else deadline_after(timeout)
@@ -238,6 +241,16 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
                 continue
             while pending:
                 ch, item = pending.popleft()
+                if type(item) is ChannelClosed:
+                    # A channel the broker closed.  The tasks its closing woke (a request
+                    # on that channel) run first: the one that raises the error reports
+                    # it, and drain_events then need not (see Connection._callback).
+                    await asyncio.sleep(0)
+                    found = callback(ch, item)
+                    if found is not None and self._callback_error is None:
+                        self._callback_error = item.error
+                    self._notify()
+                    continue
                 try:
                     found = callback(ch, item)
                     if found is not None:

@@ -285,8 +285,13 @@ class Connection(ConnectionBase, BlockingDriver):
 
         Returns after running at least one callback.  Raises ``TimeoutError`` (the same class
         as ``socket.timeout``) when nothing arrived within ``timeout`` seconds (``None``
-        waits for ever), the connection's error when it is lost or closed by the broker, and
-        :class:`MessageTooLargeError` for a delivery over ``max_body_size``.
+        waits for ever), the connection's error when it is lost or closed by the broker,
+        :class:`MessageTooLargeError` for a delivery over ``max_body_size``, and the
+        broker's error (``PreconditionFailed``...) when it closed a channel that has
+        consumers -- one did not acknowledge within RabbitMQ's ``consumer_timeout``, an ack
+        named an unknown delivery tag -- unless a call on that channel has raised it
+        already (the consumers are gone; the deliveries that came before the close have
+        run).  A channel without consumers reports such an error on its next call.
         """
         deadline = None if timeout is None else deadline_after(timeout)
         if (self._pending or self._has_returns()) and self._run_pending():

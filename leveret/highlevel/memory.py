@@ -148,6 +148,7 @@ _X_MATCH = ("all", "any", "all-with-x", "any-with-x")
 
 _DELIVER = 0
 _CANCEL = 1
+_CLOSED = 2  # a channel closed by an error that no call raised (an ack or a publish's)
 
 
 def _token() -> str:
@@ -1303,31 +1304,30 @@ class MemoryConnection:
         """Run the callbacks of deliveries, returns and server-sent cancels, in this thread.
 
         Returns after running at least one.  Raises ``TimeoutError`` when nothing arrived
-        within ``timeout`` seconds (``None`` waits for ever), and the connection's error
-        when it is closed.
+        within ``timeout`` seconds (``None`` waits for ever), the connection's error when it
+        is closed, and the error that closed a channel with consumers when no call has
+        raised it (an ack of an unknown delivery tag), as the client does.
         """
         deadline = None if timeout is None else deadline_after(timeout)
-        if self._run_pending():
-            return
-        with self._cond:
-            while True:
-                if not self._open:
-                    raise self._dead_error()
-                vh = self._vhost
-                assert vh is not None
-                now = monotonic()
-                vh.tick(now)
-                if self._has_pending():
-                    break
-                remaining = None if deadline is None else deadline - now
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError("timed out waiting for events")
-                wait = remaining
-                if vh.deadline < _INF:  # wake up to expire messages in time
-                    due = max(vh.deadline - now, 0.0005)
-                    wait = due if wait is None else min(wait, due)
-                self._cond.wait(None if wait is None else min(wait, _MAX_WAIT))
-        self._run_pending()
+        while not self._run_pending():
+            with self._cond:
+                while True:
+                    if not self._open:
+                        raise self._dead_error()
+                    vh = self._vhost
+                    assert vh is not None
+                    now = monotonic()
+                    vh.tick(now)
+                    if self._has_pending():
+                        break
+                    remaining = None if deadline is None else deadline - now
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError("timed out waiting for events")
+                    wait = remaining
+                    if vh.deadline < _INF:  # wake up to expire messages in time
+                        due = max(vh.deadline - now, 0.0005)
+                        wait = due if wait is None else min(wait, due)
+                    self._cond.wait(None if wait is None else min(wait, _MAX_WAIT))
 
     def _has_pending(self) -> bool:
         if self._pending:
@@ -1342,8 +1342,14 @@ class MemoryConnection:
                 if not pending:
                     break
                 item = pending.popleft()
-            ran = True
             ch: MemoryChannel = item[1]
+            if item[0] == _CLOSED:
+                # Raised unless a call on the channel has raised it already; the channel's
+                # next call raises it too (see leveret.client.Connection.drain_events).
+                if not ch._error_reported and ch._error is not None:
+                    raise ch._error
+                continue
+            ran = True
             if item[0] == _DELIVER:
                 if ch._closed:
                     continue  # the broker requeued it when the channel closed
@@ -1470,7 +1476,11 @@ class MemoryChannel:
                 return fn(vh, now)
             except AMQPError as err:
                 if err.soft:
+                    consuming = bool(self._consumers)
                     self._shutdown(err)
+                    if consuming and not sync:  # drain_events reports it, as the client does
+                        conn._pending.append((_CLOSED, self))
+                        conn._cond.notify_all()
                 else:
                     conn._fail(err)
                 if sync:
