@@ -1429,6 +1429,173 @@ def _confirm_tx(ctx: CheckContext) -> str | None:
     return None
 
 
+# =========================================================================== rabbitmq
+#
+# RabbitMQ features built on 0-9-1 that clients reach through plain methods, arguments and
+# headers.  Each checks what RabbitMQ documents; a broker without the feature (no
+# capability announced) skips the check.
+
+
+def _get_soon(ctx: CheckContext, s: RawSession, channel: int, queue: str, no_ack: bool = True
+              ) -> tuple[Any, Any, bytes]:
+    """basic.get until a message is there: what another connection published, or what
+    the broker dead-letters, lands a moment later."""
+    deadline = time.monotonic() + ctx.timeout
+    while True:
+        got = _get(s, channel, queue, no_ack=no_ack)
+        if got is not None:
+            return got
+        _expect(time.monotonic() < deadline, f"nothing arrived in {queue}")
+        time.sleep(0.02)
+
+
+def _durable_queue(ctx: CheckContext, s: RawSession, channel: int, what: str, queue_type: str,
+                   **arguments: Any) -> str:
+    """A durable queue of ``queue_type`` ("quorum", "stream"), deleted when the battery ends."""
+    name = ctx.name(what)
+    s.rpc(channel, s.method("queue.declare", queue=name, durable=True,
+                            arguments={"x-queue-type": queue_type, **arguments}))
+    ctx._battery.cleanup.append(("queue", name))
+    return name
+
+
+@check("rabbitmq.direct-reply-to", "RabbitMQ extension: direct reply-to (amq.rabbitmq.reply-to)",
+       "a request published with reply-to amq.rabbitmq.reply-to on a channel consuming from it "
+       "(no-ack) reaches the server with a reply-to of its own; a reply published there is "
+       "delivered to that consumer; consuming it with acks: 406")
+def _direct_reply_to(ctx: CheckContext) -> str | None:
+    ctx.need_capability("direct_reply_to")
+    client = ctx.open(channels=(1, 2))
+    server = ctx.open()
+    requests = _queue(server)
+    pseudo = "amq.rabbitmq.reply-to"
+    client.rpc(1, client.method("basic.consume", queue=pseudo, consumer_tag="rpc", no_ack=True))
+    props = client.spec.Basic.Properties
+    _publish(client, 1, b"ping", routing_key=requests,
+             properties=props(reply_to=pseudo, correlation_id="c-1"))
+    _, request, body = _get_soon(ctx, server, 1, requests)
+    _expect(body == b"ping", f"request body {body!r}")
+    reply_to = request.reply_to or ""
+    _expect(reply_to.startswith(pseudo + "."), f"the request's reply-to is {reply_to!r}")
+    _publish(server, 1, b"pong", routing_key=reply_to,
+             properties=server.spec.Basic.Properties(correlation_id=request.correlation_id))
+    method, reply, body = client.expect_content("basic.deliver", 1)
+    _expect(method.consumer_tag == "rpc" and body == b"pong" and reply.correlation_id == "c-1",
+            f"reply {method!r} {reply!r} {body!r}")
+    _expect(method.routing_key == reply_to, f"the reply was routed with {method.routing_key!r}")
+    client.send_method(2, client.method("basic.consume", queue=pseudo, no_ack=False))
+    client.expect_channel_close(2, 406)
+    return None
+
+
+@check("rabbitmq.consumer-priorities", "RabbitMQ extension: consumer priorities (x-priority)",
+       "of two consumers on a queue, the one with the higher x-priority gets every message "
+       "while it can take them")
+def _consumer_priorities(ctx: CheckContext) -> str | None:
+    ctx.need_capability("consumer_priorities")
+    s = ctx.open()
+    q = _queue(s)
+    for tag, priority in (("low", 1), ("high", 10)):
+        s.rpc(1, s.method("basic.consume", queue=q, consumer_tag=tag, no_ack=True,
+                          arguments={"x-priority": priority}))
+    for n in range(5):
+        _publish(s, 1, b"m%d" % n, routing_key=q)
+    tags = [s.expect_content("basic.deliver", 1)[0].consumer_tag for _ in range(5)]
+    _expect(tags == ["high"] * 5, f"deliveries went to {tags}")
+    return None
+
+
+@check("rabbitmq.dead-lettering", "RabbitMQ extension: dead letter exchanges, per-message TTL",
+       "a rejected message and an expired one (expiration 0) are republished to the queue's "
+       "dead-letter exchange with an x-death header saying why")
+def _dead_lettering(ctx: CheckContext) -> str | None:
+    s = ctx.open()
+    dead = _queue(s)
+    q = _queue(s, arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead})
+    props = s.spec.Basic.Properties
+    _publish(s, 1, b"rejected", routing_key=q)
+    got = _get_soon(ctx, s, 1, q, no_ack=False)
+    s.send_method(1, s.method("basic.reject", delivery_tag=got[0].delivery_tag, requeue=False))
+    _publish(s, 1, b"expired", routing_key=q, properties=props(expiration="0"))
+    reasons = []
+    for expected in (b"rejected", b"expired"):
+        _, headers_of, body = _get_soon(ctx, s, 1, dead)
+        _expect(body == expected, f"dead-lettered {body!r}, expected {expected!r}")
+        deaths = (headers_of.headers or {}).get("x-death")
+        if not (isinstance(deaths, list) and len(deaths) == 1 and isinstance(deaths[0], dict)):
+            raise ExpectationFailed(f"x-death is {deaths!r}, not one entry")
+        death = deaths[0]
+        _expect(death.get("queue") == q and death.get("count") == 1
+                and death.get("routing-keys") == [q], f"x-death entry {death!r}")
+        reasons.append(death.get("reason"))
+    _expect(reasons == ["rejected", "expired"], f"x-death reasons {reasons}")
+    return None
+
+
+@check("rabbitmq.sender-selected-distribution", "RabbitMQ extension: CC and BCC headers",
+       "a message with CC and BCC headers (arrays of strings) is also routed with those keys; "
+       "BCC is removed before delivery")
+def _sender_selected(ctx: CheckContext) -> str | None:
+    s = ctx.open()
+    main, cc, bcc = _queue(s), _queue(s), _queue(s)
+    props = s.spec.Basic.Properties(headers={"CC": [cc], "BCC": [bcc], "app": "x"})
+    _publish(s, 1, b"copy", routing_key=main, properties=props)
+    for q in (main, cc, bcc):
+        method, got, body = _get_soon(ctx, s, 1, q)
+        _expect(body == b"copy" and method.routing_key == main, f"{q}: {method!r} {body!r}")
+        _expect(got.headers == {"CC": [cc], "app": "x"}, f"{q}: headers {got.headers!r}")
+    return None
+
+
+@check("rabbitmq.quorum-queue", "RabbitMQ extension: quorum queues (x-queue-type quorum)",
+       "a quorum queue must be durable (406 otherwise); a requeued message comes back with "
+       "redelivered set and x-delivery-count counting its deliveries")
+def _quorum(ctx: CheckContext) -> str | None:
+    s = ctx.open(channels=(1, 2))
+    q = _durable_queue(ctx, s, 1, "quorum", "quorum")
+    _publish(s, 1, b"again", routing_key=q)
+    counts = []
+    for n in range(3):
+        method, props, body = _get_soon(ctx, s, 1, q, no_ack=False)
+        _expect(body == b"again" and method.redelivered == (n > 0), f"delivery {n}: {method!r}")
+        counts.append((props.headers or {}).get("x-delivery-count"))
+        s.send_method(1, s.method("basic.reject", delivery_tag=method.delivery_tag, requeue=True))
+    _expect(counts[1:] == [1, 2], f"x-delivery-count {counts}")
+    s.send_method(2, s.method("queue.declare", queue=ctx.name("transient"),
+                              arguments={"x-queue-type": "quorum"}))
+    s.expect_channel_close(2, 406)
+    return f"x-delivery-count {counts}"
+
+
+@check("rabbitmq.stream-queue", "RabbitMQ extension: streams (x-queue-type stream)",
+       "a stream is read from the offset a consumer names (x-stream-offset first, or a number), "
+       "each delivery carrying its x-stream-offset; consuming without a prefetch count: 406")
+def _stream(ctx: CheckContext) -> str | None:
+    s = ctx.open(channels=(1, 2))
+    q = _durable_queue(ctx, s, 1, "stream", "stream")
+    s.rpc(1, s.method("confirm.select"))
+    for n in range(3):
+        _publish_confirmed(s, 1, b"s%d" % n, routing_key=q)
+    s.rpc(1, s.method("basic.qos", prefetch_count=10))
+    for tag, offset, expected in (("first", "first", [0, 1, 2]), ("numbered", 1, [1, 2])):
+        s.rpc(1, s.method("basic.consume", queue=q, consumer_tag=tag,
+                          arguments={"x-stream-offset": offset}))
+        seen = []
+        for _ in expected:
+            method, props, body = s.expect_content("basic.deliver", 1)
+            _expect(method.consumer_tag == tag, f"delivery for {method.consumer_tag!r}")
+            position = (props.headers or {}).get("x-stream-offset")
+            _expect(isinstance(position, int) and body == b"s%d" % position,
+                    f"offset {position!r} carries {body!r}")
+            seen.append(position)
+            s.send_method(1, s.method("basic.ack", delivery_tag=method.delivery_tag))
+        _expect(seen == expected, f"from {offset!r}: offsets {seen}")
+        s.rpc(1, s.method("basic.cancel", consumer_tag=tag))
+    s.send_method(2, s.method("basic.consume", queue=q))
+    s.expect_channel_close(2, 406)
+    return None
+
+
 # =========================================================================== auth
 
 
