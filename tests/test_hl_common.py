@@ -203,3 +203,35 @@ def test_declaration_cached_follows_maybe_declare(hl_conn: Connection) -> None:
         assert not maybe_declare(exchange, channel)
     finally:
         channel.exchange_delete(exchange.name)
+
+
+def test_request_reply_through_direct_reply_to(hl_conn: Connection, kind: str) -> None:
+    # RabbitMQ's pseudo-queue needs no declaration (auto_declare=False) and no acks (no_ack);
+    # the request goes out on the channel that consumes from it.
+    if kind == "memory":
+        assert hl_conn.connection.server_properties["capabilities"]["direct_reply_to"] is False
+        return
+    requests = Queue(unique("rpc"), exclusive=True)
+    server = hl_conn.channel()
+    requests(server).declare()
+    client = hl_conn.channel()
+    replies = Queue("amq.rabbitmq.reply-to", no_ack=True)
+    answers: list[Any] = []
+    with Consumer(client, queues=[replies], auto_declare=False,
+                  callbacks=[lambda body, message: answers.append((body, message))]):
+        Producer(client).publish({"question": 6 * 7}, routing_key=requests.name,
+                                  reply_to=replies.name, correlation_id="c-42")
+        producer = Producer(server)
+        for body, request in itermessages(hl_conn, server, requests, limit=1, timeout=5, no_ack=True):
+            assert request.properties["reply_to"].startswith("amq.rabbitmq.reply-to.")
+            send_reply("", request, {"answer": body["question"]}, producer=producer)
+        deadline = time.monotonic() + 5
+        while not answers:
+            assert time.monotonic() < deadline, "no reply"
+            try:
+                hl_conn.drain_events(timeout=0.5)
+            except TimeoutError:
+                pass
+    ((body, message),) = answers
+    assert body == {"answer": 42}
+    assert message.properties["correlation_id"] == "c-42"

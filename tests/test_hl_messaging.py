@@ -539,6 +539,30 @@ def test_consumer_no_ack_and_cancel(hl_conn: Connection, queue: Queue) -> None:
     assert ready(hl_conn, queue.name) == 1
 
 
+def test_a_queue_with_no_ack_is_consumed_without_acks_unless_the_consumer_says_otherwise(
+    hl_conn: Connection
+) -> None:
+    # As in kombu: Consumer(no_ack=None) takes each queue's no_ack.
+    ex = Exchange(unique("ex"), "direct", auto_delete=True)
+    settled = Queue(unique("noack"), ex, "a", durable=False, no_ack=True)
+    acked = Queue(unique("ack"), ex, "b", durable=False)
+    got: list[Message] = []
+    with Consumer(hl_conn, [settled, acked], on_message=got.append):
+        Producer(hl_conn, ex, "a").publish(b"a")
+        Producer(hl_conn, ex, "b").publish(b"b")
+        drain(hl_conn, lambda: len(got) == 2)
+        by_body = {bytes(m.body): m for m in got}
+        assert by_body[b"a"].acknowledged  # the broker settled it on delivery
+        assert not by_body[b"b"].acknowledged
+        by_body[b"b"].ack()
+    got.clear()
+    with Consumer(hl_conn, [settled], no_ack=False, on_message=got.append):
+        Producer(hl_conn, ex, "a").publish(b"c")
+        drain(hl_conn, lambda: got)
+        assert not got[0].acknowledged  # the consumer's no_ack=False wins
+        got[0].ack()
+
+
 def test_consumer_several_queues_and_cancel_by_queue(hl_conn: Connection) -> None:
     ex = Exchange(unique("ex"), "direct", auto_delete=True)
     qa = Queue(unique("a"), ex, "a", durable=False)

@@ -724,7 +724,9 @@ class Consumer:
 
     At construction each queue is bound to the channel and (``auto_declare``) declared
     with its exchange and bindings, and ``basic.qos`` is sent when ``prefetch_count`` is
-    given.  :meth:`consume` sends ``basic.consume`` per queue; deliveries then arrive
+    given.  :meth:`consume` sends ``basic.consume`` per queue, with ``no_ack`` when the
+    consumer says so or, left at None, when the queue does (``Queue(..., no_ack=True)``,
+    as in kombu); deliveries then arrive
     during ``connection.drain_events()``: each becomes a
     :class:`~leveret.highlevel.message.Message` and goes to ``on_message(message)`` when
     set, else is decoded and handed to every ``callback(body, message)``.  A body that
@@ -752,7 +754,8 @@ class Consumer:
         prefetch_count: int | None = None,
         tag_prefix: str | None = None,
     ) -> None:
-        self.no_ack = bool(no_ack)
+        #: True/False for every queue; None: each queue's own ``no_ack``.
+        self.no_ack: bool | None = None if no_ack is None else bool(no_ack)
         self.auto_declare = True if auto_declare is None else bool(auto_declare)
         self.callbacks: list[Callable[[Any, Message], Any]] = list(callbacks or ())
         self.on_decode_error = on_decode_error
@@ -858,7 +861,9 @@ class Consumer:
             if queue.name not in self._active:
                 self._consume_one(queue, no_ack)
 
-    def _consume_one(self, queue: Queue, no_ack: bool) -> None:
+    def _consume_one(self, queue: Queue, no_ack: bool | None) -> None:
+        if no_ack is None:
+            no_ack = queue.no_ack
         tag = f"{self.tag_prefix}{next(_tag_counter)}"
         self._tag_queue[tag] = queue.name
         try:
