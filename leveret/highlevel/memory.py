@@ -148,7 +148,7 @@ _X_MATCH = ("all", "any", "all-with-x", "any-with-x")
 
 _DELIVER = 0
 _CANCEL = 1
-_CLOSED = 2  # a channel closed by an error that no call raised (an ack or a publish's)
+_CLOSED = 2  # a consumer's channel closed by an error no call raised (an ack's, a publish's)
 
 
 def _token() -> str:
