@@ -909,6 +909,30 @@ def test_drain_events_reports_a_channel_the_broker_closed(conn: MemoryConnection
         conn.drain_events(timeout=0.2)
 
 
+def test_no_ack_deliveries_waiting_when_their_channel_closes_still_reach_the_callback(
+    conn: MemoryConnection, ch: MemoryChannel
+) -> None:
+    # They are settled: dropping them would lose them.  Then drain_events reports the close.
+    q = fresh_queue(ch)
+    for body in (b"1", b"2"):
+        ch.basic_publish(Message(body), "", q)
+    got: list[bytes] = []
+    ch.basic_consume(q, no_ack=True, callback=lambda m: got.append(bytes(m.body)))
+    deadline = time.monotonic() + 5
+    while len(conn._pending) < 2:  # both deliveries are here, their callbacks not yet run
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    ch.basic_ack(99)  # the broker closes the channel: unknown delivery tag
+    while ch.is_open:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with pytest.raises(PreconditionFailed, match="unknown delivery tag 99"):
+        for _ in range(3):
+            conn.drain_events(timeout=5)
+    assert got == [b"1", b"2"]
+    assert ch.connection.channel().queue_declare(q, passive=True).message_count == 0
+
+
 def test_drain_events_does_not_report_what_a_call_raised(conn: MemoryConnection, ch: MemoryChannel) -> None:
     ch.basic_consume(fresh_queue(ch), callback=lambda m: None)
     ch.basic_publish(Message(b"x"), "no-such-exchange", "k")

@@ -1351,9 +1351,10 @@ class MemoryConnection:
                 continue
             ran = True
             if item[0] == _DELIVER:
-                if ch._closed:
+                _, _, ctag, dtag, redelivered, stored, no_ack = item
+                if ch._closed and not no_ack:
                     continue  # the broker requeued it when the channel closed
-                _, _, ctag, dtag, redelivered, stored = item
+                # (A no_ack delivery is settled: its callback runs, as the client's does.)
                 cb = ch._consumers.get(ctag)
                 if cb is None:
                     log.debug("delivery for cancelled consumer %s dropped", ctag)
@@ -1541,7 +1542,7 @@ class MemoryChannel:
             self._unacked[tag] = _Unacked(tag, q, entry, c)
             c.unacked += 1
         conn = self.connection
-        conn._pending.append((_DELIVER, self, c.tag, tag, entry.redelivered, entry.msg))
+        conn._pending.append((_DELIVER, self, c.tag, tag, entry.redelivered, entry.msg, c.no_ack))
         conn._cond.notify_all()
 
     def _message(self, stored: _Stored, info: dict[str, Any]) -> Message:
