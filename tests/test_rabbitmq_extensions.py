@@ -79,11 +79,11 @@ def drain_until(conn: Connection, done: Callable[[], bool], seconds: float = 10.
             pass
 
 
-def get_soon(ch: Channel, queue: str, seconds: float = 5.0) -> Message:
-    """basic.get (auto-ack) until a message is there: a publish on another connection
-    reaches the queue a moment later."""
+def get_soon(ch: Channel, queue: str, no_ack: bool = True, seconds: float = 5.0) -> Message:
+    """basic.get until a message is there: a publish on another connection, a requeue or a
+    dead-lettering reaches the queue a moment later."""
     deadline = time.monotonic() + seconds
-    while (msg := ch.basic_get(queue, no_ack=True)) is None:
+    while (msg := ch.basic_get(queue, no_ack=no_ack)) is None:
         assert time.monotonic() < deadline, f"nothing arrived in {queue}"
         time.sleep(0.02)
     return msg
@@ -268,7 +268,7 @@ def test_a_quorum_queue_counts_deliveries_and_dead_letters_past_the_limit(
 
     seen = []
     for _ in range(3):  # the first delivery and two redeliveries; the limit is reached
-        message = _get_acked(ch, queue)
+        message = get_soon(ch, queue, no_ack=False)
         seen.append((message.redelivered, message.headers))
         message.reject(requeue=True)
     assert seen == [
@@ -286,15 +286,6 @@ def test_a_quorum_queue_counts_deliveries_and_dead_letters_past_the_limit(
     assert isinstance(death["time"], datetime)
     assert corpse.headers["x-first-death-reason"] == "delivery_limit"
     assert ch.queue_declare(queue, passive=True).message_count == 0  # type: ignore[union-attr]
-
-
-def _get_acked(ch: Channel, queue: str, seconds: float = 5.0) -> Message:
-    """basic.get with acknowledgement, until a message is there (a requeue takes a moment)."""
-    deadline = time.monotonic() + seconds
-    while (msg := ch.basic_get(queue)) is None:
-        assert time.monotonic() < deadline, f"nothing came back to {queue}"
-        time.sleep(0.02)
-    return msg
 
 
 def test_quorum_queue_refusals_are_typed(conn: Connection, connect: Callable[[], Connection],
