@@ -989,6 +989,39 @@ def test_publish_confirmed_routable_and_unroutable(ch: Channel, queue: str, prot
     assert get_bodies(ch, queue) == [b"routable"]
 
 
+@only_0_9_1
+def test_a_return_names_the_publish_it_returns(ch: Channel, protocol: str) -> None:
+    # Two publishes alike but for their headers, to a headers exchange that routes one of
+    # them to a durable queue: RabbitMQ confirms that persistent one only once written, the
+    # unroutable one at once, so the acks come out of publish order.
+    exchange, queue = unique("headers-x"), unique("durable-q")
+    ch.exchange_declare(exchange, "headers", auto_delete=True)
+    ch.queue_declare(queue, durable=True)
+    try:
+        ch.queue_bind(queue, exchange, arguments={"x-match": "all", "k": "a"})
+        ch.confirm_select()
+        for _ in range(10):
+            routed = ch.basic_publish(
+                Message(b"same", headers={"k": "a"}, delivery_mode=2), exchange, "rk", mandatory=True
+            )
+            unroutable = ch.basic_publish(Message(b"same", headers={"k": "b"}), exchange, "rk", mandatory=True)
+            assert ch.wait_for_confirms(timeout=10)
+            [returned] = ch.returned
+            ch.returned.clear()
+            assert returned.headers == {"k": "b"}
+            assert returned.delivery_info["publish_tag"] == unroutable != routed
+            # The same through publish_confirmed: False for the unroutable one only.
+            ch.basic_publish(Message(b"same", headers={"k": "a"}, delivery_mode=2), exchange, "rk", mandatory=True)
+            assert ch.publish_confirmed(Message(b"same", headers={"k": "b"}), exchange, "rk", mandatory=True) is False
+            assert ch.publish_confirmed(Message(b"same", headers={"k": "a"}), exchange, "rk", mandatory=True) is True
+            assert ch.wait_for_confirms(timeout=10)
+            assert [m.headers for m in ch.returned] == [{"k": "b"}]
+            ch.returned.clear()
+        assert ch.queue_purge(queue) == 30
+    finally:
+        ch.queue_delete(queue)
+
+
 def test_mandatory_return_without_confirms(conn: Connection, ch: Channel) -> None:
     returned: list[Message] = []
     ch.on_return = returned.append

@@ -937,6 +937,19 @@ def test_ack_on_a_channel_not_in_confirm_mode() -> None:
         s.feed(s.frame(c, "basic.ack", delivery_tag=1))
 
 
+def _publish_with(s: Scripted, c: int, body: bytes, props: Any, rk: str = "k") -> int | None:
+    return s.core.publish(c, s.m("basic.publish", exchange="ex", routing_key=rk, mandatory=True), props, body)
+
+
+def _return(s: Scripted, c: int, body: bytes, rk: str = "k", props: Any = None) -> list[ev.Event]:
+    method = s.m("basic.return", reply_code=312, reply_text="NO_ROUTE", exchange="ex", routing_key=rk)
+    return s.feed(s.content(c, method, body, props))
+
+
+def _returned_tags(events: list[ev.Event]) -> list[int | None]:
+    return [e.delivery_tag for e in events if isinstance(e, ev.MessageReturned)]
+
+
 def test_return_pairs_with_the_right_publish() -> None:
     s = opened()
     c = s.confirm_channel()
@@ -946,21 +959,97 @@ def test_return_pairs_with_the_right_publish() -> None:
     assert _publish(s, c, b"c", rk="three", mandatory=False) == 4
     s.sent_bytes()
 
-    def ret(rk: str, body: bytes) -> list[ev.Event]:
-        method = s.m("basic.return", reply_code=312, reply_text="NO_ROUTE", exchange="ex", routing_key=rk)
-        return s.feed(s.content(c, method, body))
+    # A return waits for the confirm that settles its publish...
+    assert _return(s, c, b"b", rk="two") == []
+    assert _return(s, c, b"b", rk="two") == []
+    assert _return(s, c, b"a", rk="one") == []
+    # ... unless no mandatory publish could be the one it returns.
+    [r] = _return(s, c, b"c", rk="three")
+    assert isinstance(r, ev.MessageReturned) and r.delivery_tag is None and r.body == b"c"
+    events = s.feed(s.frame(c, "basic.ack", delivery_tag=4, multiple=True))
+    # The returns come just before the confirm that settles them.
+    assert [type(e) for e in events] == [ev.MessageReturned] * 3 + [ev.PublishConfirmed]
+    assert [(e.delivery_tag, e.body) for e in events[:3]] == [(2, b"b"), (3, b"b"), (1, b"a")]
+    assert events[3] == ev.PublishConfirmed(c, [1, 2, 3, 4], True)
 
-    [r] = ret("two", b"b")
-    assert isinstance(r, ev.MessageReturned) and r.delivery_tag == 2 and r.body == b"b"
-    [r] = ret("two", b"b")
-    assert r.delivery_tag == 3  # the identical second publish
-    [r] = ret("one", b"a")
-    assert r.delivery_tag == 1
-    [r] = ret("three", b"c")
-    assert r.delivery_tag is None  # not mandatory: nothing to pair with
-    assert s.feed(s.frame(c, "basic.ack", delivery_tag=4, multiple=True)) == [
-        ev.PublishConfirmed(c, [1, 2, 3, 4], True)
+
+def test_return_pairs_with_the_publish_its_confirm_settles_not_an_older_one() -> None:
+    # RabbitMQ confirms a persistent message routed to a durable queue only once written,
+    # an unroutable one at once: the acks come out of publish order.
+    s = opened()
+    c = s.confirm_channel()
+    assert _publish(s, c, b"same", mandatory=True) == 1  # routed, confirmed later
+    assert _publish(s, c, b"same", mandatory=True) == 2  # unroutable
+    s.sent_bytes()
+    assert _return(s, c, b"same") == []
+    events = s.feed(s.frame(c, "basic.ack", delivery_tag=2))
+    assert _returned_tags(events) == [2]
+    assert events[-1] == ev.PublishConfirmed(c, [2], True)
+    assert s.feed(s.frame(c, "basic.ack", delivery_tag=1)) == [ev.PublishConfirmed(c, [1], True)]
+
+
+def test_return_pairs_by_properties_when_exchange_key_and_body_are_the_same() -> None:
+    # A headers exchange routes on the headers: two publishes alike but for them, one routed.
+    s = opened()
+    c = s.confirm_channel()
+    routed = s.props(headers={"k": "a"}, delivery_mode=2)
+    unroutable = s.props(headers={"k": "b"})
+    assert _publish_with(s, c, b"same", routed) == 1
+    assert _publish_with(s, c, b"same", unroutable) == 2
+    s.sent_bytes()
+    assert _return(s, c, b"same", props=s.props(headers={"k": "b"})) == []
+    events = s.feed(s.frame(c, "basic.ack", delivery_tag=2, multiple=True))
+    assert _returned_tags(events) == [2]
+    assert events[-1] == ev.PublishConfirmed(c, [1, 2], True)
+
+
+def test_a_held_return_waits_past_confirms_of_other_publishes() -> None:
+    s = opened()
+    c = s.confirm_channel()
+    _publish_with(s, c, b"same", s.props(headers={"k": "a"}))
+    _publish(s, c, b"other", mandatory=True)
+    _publish_with(s, c, b"same", s.props(headers={"k": "b"}))
+    s.sent_bytes()
+    assert _return(s, c, b"same", props=s.props(headers={"k": "b"})) == []
+    # Tags 1 and 2: the same body and key as tag 1, but not its headers, and tag 3 matches
+    # exactly: this confirm is not the return's.
+    assert s.feed(s.frame(c, "basic.ack", delivery_tag=2, multiple=True)) == [
+        ev.PublishConfirmed(c, [1, 2], True)
     ]
+    events = s.feed(s.frame(c, "basic.ack", delivery_tag=3))
+    assert _returned_tags(events) == [3]
+
+
+def test_a_return_whose_properties_the_broker_changed_still_pairs() -> None:
+    s = opened()
+    c = s.confirm_channel()
+    _publish_with(s, c, b"x", s.props(headers={"BCC": ["q"], "k": 1}))
+    s.sent_bytes()
+    assert _return(s, c, b"x", props=s.props(headers={"k": 1})) == []
+    events = s.feed(s.frame(c, "basic.ack", delivery_tag=1))
+    assert _returned_tags(events) == [1]
+
+
+def test_held_returns_are_reported_when_the_channel_closes() -> None:
+    s = opened()
+    c = s.confirm_channel()
+    _publish(s, c, b"a", mandatory=True)
+    s.sent_bytes()
+    assert _return(s, c, b"a") == []
+    events = s.feed(s.frame(c, "channel.close", reply_code=406, reply_text="PRECONDITION_FAILED"))
+    assert [type(e) for e in events] == [ev.MessageReturned, ev.ChannelClosed]
+    assert events[0].delivery_tag is None and events[0].body == b"a"
+    assert events[1].unconfirmed == (1,)
+
+
+def test_held_returns_are_reported_when_the_broker_closes_the_connection() -> None:
+    s = opened()
+    c = s.confirm_channel()
+    _publish(s, c, b"a", mandatory=True)
+    s.sent_bytes()
+    assert _return(s, c, b"a") == []
+    events = s.feed(s.frame(0, "connection.close", reply_code=320, reply_text="CONNECTION_FORCED"))
+    assert [type(e) for e in events] == [ev.MessageReturned, ev.ConnectionClosed]
 
 
 @both

@@ -245,6 +245,7 @@ class _Channel:
         "ticket",
         "flow_active",
         "close_error",
+        "held_returns",
     )
 
     def __init__(self, channel_id: int) -> None:
@@ -256,8 +257,11 @@ class _Channel:
         self.confirm = False
         self.tx = False
         self.next_tag = 1
-        # delivery tag -> (exchange, routing_key, body) for mandatory publishes, else None.
+        # delivery tag -> ((exchange, routing_key), body, properties) for mandatory
+        # publishes, else None.
         self.unconfirmed: dict[int, Any] = {}
+        # basic.return events waiting for the confirm that says which publish they return.
+        self.held_returns: list[ev.MessageReturned] = []
         self.c_method: Any = None  # content being assembled: method, then header, then body
         self.c_props: Any = None
         self.c_size = 0
@@ -267,6 +271,18 @@ class _Channel:
         self.ticket = 0
         self.flow_active = True
         self.close_error: AMQPError | None = None
+
+
+def _encoded_properties(properties: Any) -> Any:
+    """Content properties as (flags, bytes), to compare what was published with what came
+    back; ``None`` (no properties) is the empty header, and what cannot be encoded compares
+    unequal to everything."""
+    if properties is None:
+        return (0, b"")
+    try:
+        return properties.encode_values()
+    except Exception:  # noqa: BLE001 -- any failure just means "no match"
+        return object()
 
 
 def _rename_for(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -686,26 +702,81 @@ class SansIOConnection:
             return
         kind = type(method)
         if kind in self._return_types:
-            events.append(
-                ev.MessageReturned(ch.id, method, props, body, self._pair_return(ch, method, body))
-            )
+            returned = ev.MessageReturned(ch.id, method, props, body, None)
+            if ch.confirm and self._could_pair(ch, returned, ()):
+                # Which publish this is, the confirm that follows says: see _pair_returns.
+                ch.held_returns.append(returned)
+            else:
+                events.append(returned)
             return
         if kind in self._get_ok_types:
             self._expect_reply(ch, method.NAME)
         events.append(_message_received(ch.id, method, props, body))
 
-    def _pair_return(self, ch: _Channel, method: Any, body: bytes) -> int | None:
-        # RabbitMQ sends basic.return before the ack of the same publish, and handles a
-        # channel's publishes in order: the returned publish is the oldest unconfirmed
-        # mandatory one with the same exchange, routing key and body.
-        if not ch.confirm:
-            return None
-        key = (method.exchange, method.routing_key)
+    # RabbitMQ sends basic.return just before it records the publish's confirm, and its
+    # acks need not come in publish order (a persistent message routed to a durable queue
+    # is confirmed only once written, an unroutable one at once).  So a return is held
+    # until a confirm settles it, and then paired with a settled mandatory publish of the
+    # same exchange, routing key and body -- and the same properties, which a headers
+    # exchange routes on.  Those events come out just before the confirm's own, so that a
+    # waiter sees the return first.
+
+    def _could_pair(self, ch: _Channel, returned: ev.MessageReturned, skip: Any) -> bool:
+        """Whether an unconfirmed mandatory publish (not in ``skip``) may be ``returned``'s."""
+        key = (returned.method.exchange, returned.method.routing_key)
+        body = returned.body
         for tag, info in ch.unconfirmed.items():
-            if info is not None and info[0] == key and info[1] == body:
-                ch.unconfirmed[tag] = None  # do not pair it twice
-                return tag
-        return None
+            if info is not None and info[0] == key and info[1] == body and tag not in skip:
+                return True
+        return False
+
+    def _pair_returns(self, ch: _Channel, settled: list[int], events: list[ev.Event]) -> None:
+        pending = ch.unconfirmed
+        candidates = [t for t in settled if pending.get(t) is not None]
+        held: list[ev.MessageReturned] = []
+        for returned in ch.held_returns:
+            key = (returned.method.exchange, returned.method.routing_key)
+            body = returned.body
+            same = [t for t in candidates if pending[t][0] == key and pending[t][1] == body]
+            tag = None
+            if same:
+                wanted = _encoded_properties(returned.properties)
+                for t in same:
+                    if _encoded_properties(pending[t][2]) == wanted:
+                        tag = t
+                        break
+                else:
+                    # No exact match (a broker may rewrite a header, e.g. strip BCC): the
+                    # same exchange, key and body will do, unless a publish that matches
+                    # exactly is still to be confirmed.
+                    exact = [
+                        t for t, info in pending.items()
+                        if info is not None and t not in settled and info[0] == key
+                        and info[1] == body and _encoded_properties(info[2]) == wanted
+                    ]
+                    if not exact:
+                        tag = same[0]
+            if tag is None:
+                held.append(returned)
+                continue
+            candidates.remove(tag)
+            pending[tag] = None  # paired: not again
+            events.append(
+                ev.MessageReturned(returned.channel_id, returned.method, returned.properties, body, tag)
+            )
+        # What can no longer be paired is reported without a tag rather than kept.
+        ch.held_returns = []
+        for returned in held:
+            if self._could_pair(ch, returned, settled):
+                ch.held_returns.append(returned)
+            else:
+                events.append(returned)
+
+    def _flush_returns(self, ch: _Channel, events: list[ev.Event]) -> None:
+        """Report returns still held (the channel is closing): no publish named."""
+        if ch.held_returns:
+            events.extend(ch.held_returns)
+            ch.held_returns = []
 
     def _expect_reply(self, ch: _Channel, name: str) -> None:
         expect = ch.expect
@@ -767,13 +838,14 @@ class SansIOConnection:
                     if t > tag:
                         break
                     settled.append(t)
-            for t in settled:
-                del pending[t]
         elif tag in pending:
-            del pending[tag]
             settled = [tag]
         else:
             settled = []  # already settled: a duplicate confirm is harmless
+        if ch.held_returns:
+            self._pair_returns(ch, settled, events)
+        for t in settled:
+            del pending[t]
         if settled:
             events.append(_publish_confirmed(ch.id, settled, ack))
 
@@ -796,11 +868,13 @@ class SansIOConnection:
             return
         ch.close_error = error
         unconfirmed = tuple(ch.unconfirmed)
+        self._flush_returns(ch, events)
         self._release(ch)
         events.append(ev.ChannelClosed(ch.id, error, True, unconfirmed))
 
     def _on_channel_close_ok(self, ch: _Channel, method: Any, events: list[ev.Event]) -> None:
         unconfirmed = tuple(ch.unconfirmed)
+        self._flush_returns(ch, events)
         self._release(ch)
         events.append(ev.ChannelClosed(ch.id, ch.close_error, False, unconfirmed))
 
@@ -821,6 +895,7 @@ class SansIOConnection:
         ch.state = ChannelState.CLOSED
         ch.expect.clear()
         ch.unconfirmed = {}
+        ch.held_returns = []
         ch.c_method = ch.c_props = None
         ch.c_chunks = []
         if self._channels.pop(ch.id, None) is not None:
@@ -876,7 +951,7 @@ class SansIOConnection:
             if by_peer:
                 self.close_error = error
             unconfirmed = self.unconfirmed()
-            self._close_all_channels()
+            self._close_all_channels(events)
             self.state = ConnState.CLOSED
             events.append(
                 ev.ConnectionClosed(self.close_error if not by_peer else error, by_peer, unconfirmed)
@@ -885,7 +960,7 @@ class SansIOConnection:
             if state is ConnState.CLOSED:
                 return  # the crossed close's answer: both sides have closed already
             unconfirmed = self.unconfirmed()
-            self._close_all_channels()
+            self._close_all_channels(events)
             self.state = ConnState.CLOSED
             events.append(ev.ConnectionClosed(self.close_error, False, unconfirmed))
         elif name == "connection.blocked":
@@ -897,8 +972,10 @@ class SansIOConnection:
         else:  # update-secret-ok
             events.append(ev.MethodReceived(0, method))
 
-    def _close_all_channels(self) -> None:
+    def _close_all_channels(self, events: list[ev.Event] | None = None) -> None:
         for ch in list(self._channels.values()):
+            if events is not None:
+                self._flush_returns(ch, events)
             self._release(ch)
 
     def _on_start(self, method: Any) -> None:
@@ -1096,7 +1173,7 @@ class SansIOConnection:
             tag = ch.next_tag  # type: ignore[union-attr]
             ch.next_tag = tag + 1  # type: ignore[union-attr]
             ch.unconfirmed[tag] = (  # type: ignore[union-attr]
-                ((method.exchange, method.routing_key), body) if method.mandatory else None
+                ((method.exchange, method.routing_key), body, properties) if method.mandatory else None
             )
             return tag
         return None

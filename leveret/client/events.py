@@ -119,8 +119,12 @@ class MessageReceived(Event):
 class MessageReturned(Event):
     """``basic.return``: the broker could not route a ``mandatory`` publish.
 
-    In confirm mode ``delivery_tag`` is the tag of the publish it returns (its ack follows);
-    otherwise ``None``.
+    In confirm mode ``delivery_tag`` is the tag of the publish it returns, otherwise
+    ``None``.  In confirm mode the core holds the return until the broker's confirm that
+    settles that publish (RabbitMQ sends it right after the return, though not necessarily
+    in publish order), pairs it by exchange, routing key, body and properties with a publish
+    that confirm settles, and emits it just before that :class:`PublishConfirmed`; a return
+    still held when its channel or connection closes comes out with ``delivery_tag=None``.
     """
 
     channel_id: int
