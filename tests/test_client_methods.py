@@ -826,6 +826,47 @@ def test_basic_consume_no_ack(conn: Connection, ch: Channel, queue: str) -> None
         assert c.queue_declare(queue, passive=True) == (queue, 0, 0)
 
 
+def test_basic_consume_needs_a_callback(ch: Channel, queue: str) -> None:
+    # Without one, its deliveries would have nowhere to go (they used to be rejected and
+    # redelivered in a busy loop).
+    with pytest.raises(TypeError, match="callback"):
+        ch.basic_consume(queue)
+    assert ch.queue_declare(queue, passive=True) == (queue, 0, 0)  # no consumer was made
+
+
+# Blocking only: the asyncio facade queues every delivery for the test's thread before
+# the callback can close the channel (tests/test_client_async.py has the asyncio case).
+@blocking_only
+def test_deliveries_read_ahead_do_not_run_once_their_channel_is_closed(
+    conn: Connection, ch: Channel, peer: Connection
+) -> None:
+    # The broker requeues what a closed channel left unacknowledged: running those
+    # callbacks would process the messages twice (and their acks could not succeed).
+    q = unique("closed-early")
+    with peer.channel() as other:
+        other.queue_declare(q)
+        for i in range(50):
+            other.basic_publish(b"%d" % i, routing_key=q)
+    try:
+        seen: list[bytes] = []
+
+        def on_message(msg: Message) -> None:
+            seen.append(msg.body)
+            if len(seen) == 1:
+                time.sleep(0.2)  # the rest arrive and wait in the read-ahead meanwhile
+                ch.close()
+
+        ch.basic_consume(q, callback=on_message)
+        drain_until(conn, lambda: bool(seen))
+        with pytest.raises(socket.timeout):
+            conn.drain_events(timeout=0.5)
+        assert seen == [b"0"]
+        wait_for_depth(peer, q, (50, 0))
+    finally:
+        with peer.channel() as c:
+            c.queue_delete(q)
+
+
 def test_basic_ack_multiple(conn: Connection, ch: Channel, queue: str) -> None:
     for i in range(5):
         ch.basic_publish(b"%d" % i, routing_key=queue)

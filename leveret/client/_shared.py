@@ -706,6 +706,15 @@ class ChannelBase:
     def _on_closed(self, error: AMQPError | None, unconfirmed: Any = ()) -> None:
         self._closed = True
         self._consume_waiting.clear()
+        # Deliveries read ahead but not yet run: the broker has requeued those of consumers
+        # that acknowledge (the channel they were delivered on is gone, so they cannot be
+        # acked, and they will come again), so their callbacks no longer run; a no_ack
+        # consumer's messages cannot come back, so its callback still gets them.
+        for tag, callback in self._consumers.items():
+            if tag in self._no_ack_tags and callback is not None:
+                self._cancelled_no_ack[tag] = callback
+        self._consumers = {}
+        self._no_ack_tags.clear()
         self._error = error
         self._lost_tags = list(unconfirmed)
 
@@ -1083,8 +1092,11 @@ class ChannelBase:
         :meth:`Connection.drain_events`, in the asyncio driver in the connection's delivery
         task (there it may be a coroutine function, awaited before the next delivery);
         ``on_cancel(consumer_tag)`` when the broker cancels the consumer (its queue was
-        deleted, ...).
+        deleted, ...).  A consumer needs a ``callback``: without one (``TypeError``) its
+        deliveries would have nowhere to go.
         """
+        if not callable(callback):
+            raise TypeError(f"basic_consume needs a callback for the deliveries, not {callback!r}")
         if nowait and not consumer_tag:
             raise LocalProtocolError("basic.consume with nowait needs a consumer_tag")
         fields: dict[str, Any] = dict(
