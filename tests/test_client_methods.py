@@ -1198,6 +1198,11 @@ def test_url_unknown_option(new_connection: NewConnection, node: PrivateNode) ->
         "amqp://guest:s3cret-pw@localhost/?heartbeat=99999999",
         "amqp://guest:s3cret-pw@localhost/?connection_timeout=soon",
         "amqp://guest:s3cret-pw@[::1/",  # too broken for urlsplit
+        # An unencoded '/', '?' or '#' ends the host early: the password's first part is
+        # read as a port (and urlsplit's own message quotes it).
+        "amqp://guest:s3cret/pw@localhost/",
+        "amqp://guest:s3cret?pw@localhost/",
+        "amqp://guest:s3cret#pw@localhost/",
     ],
 )
 def test_url_errors_never_show_the_password(new_connection: NewConnection, bad: str) -> None:

@@ -185,8 +185,12 @@ def parse_url(url: str) -> ConnectionParameters:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        raise URLError(f"malformed AMQP URL: {_mask(url)} ({exc})") from None
+    except ValueError:
+        # Not urlsplit's own words: they quote the bad port, which may be a password.
+        raise URLError(
+            f"malformed AMQP URL: {_mask(url)} (its host or port cannot be read; a user name "
+            "or password must percent-encode '/', '?', '#' and '@')"
+        ) from None
     scheme = parts.scheme.lower()
     if scheme not in ("amqp", "amqps"):
         raise URLError(f"an AMQP URL starts with amqp:// or amqps://, not {scheme or 'nothing'!r}: {_mask(url)}")
@@ -234,6 +238,11 @@ def _mask(url: str) -> str:
     try:
         parts = urlsplit(url)
         if parts.password is None:
+            head, sep, rest = url.partition("://")
+            if "@" in rest and "@" not in parts.netloc:
+                # An '@' past the host: a password with an unencoded '/', '?' or '#' ends
+                # the host early, and the rest of it shows in the path.
+                return f"{head}{sep}****@{rest.rpartition('@')[2]}"
             return url
         netloc = parts.netloc
         userinfo, _, hostport = netloc.rpartition("@")
