@@ -106,6 +106,9 @@ class _Pair:
                 if self.transcript is not None:
                     self.transcript[direction] += data[:sent]
                 self.proxy._count(direction, sent)
+                rate = self.proxy._rate[direction]
+                if rate:
+                    time.sleep(sent / rate)  # a slow link: steady, never stalled
                 if sent < len(data):
                     self.kill("reset")  # the other side went away, or we were cut meanwhile
                     break
@@ -168,6 +171,7 @@ class TCPProxy:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._frozen = {"up": threading.Event(), "down": threading.Event()}
+        self._rate: dict[str, float | None] = {"up": None, "down": None}
         self._cut_mode: Mode = "reset"
         self.bytes_up = 0
         self.bytes_down = 0
@@ -234,6 +238,13 @@ class TCPProxy:
         for d in ("up", "down"):
             if direction in (d, "both"):
                 self._frozen[d].set()
+
+    def throttle(self, direction: Direction, bytes_per_second: float | None) -> None:
+        """Forward at most about ``bytes_per_second`` in ``direction`` (None: full speed),
+        in chunks of at most 64 KiB: a slow link that keeps moving."""
+        for d in ("up", "down"):
+            if direction in (d, "both"):
+                self._rate[d] = bytes_per_second
 
     def thaw(self) -> None:
         for event in self._frozen.values():

@@ -35,11 +35,12 @@ from leveret.client import (
     AuthenticationError,
     BlockedTimeout,
     Connection,
+    ConnectionClosedError,
     ConnectionLost,
     Message,
     VersionMismatch,
 )
-from leveret.wire.errors import RemoteProtocolError
+from leveret.wire.errors import LeveretError, RemoteProtocolError
 from leveret.wire.replies import ConnectionForced, NotAllowed, ResourceLocked
 from tcpproxy import TCPProxy
 
@@ -588,6 +589,130 @@ def test_write_the_socket_takes_nothing_of_times_out(connect: Connect, proxy: TC
     finally:
         proxy.cut("reset")
         within(5, conn.close)
+
+
+@needs_broker
+@blocking_only  # the blocking driver's own write path (asyncio's transport has its own)
+def test_a_slow_link_is_not_a_stalled_one(connect: Connect, proxy: TCPProxy) -> None:
+    # The write timeout bounds a stall, not the whole write: a big body on a slow link
+    # that keeps taking data gets through however long it takes in all.
+    conn = connect(proxy.url(query="heartbeat=0"))
+    ch = conn.channel()
+    queue = ch.queue_declare("", exclusive=True).queue
+    ch.confirm_select()
+    conn._write_timeout = 1.0
+    proxy.throttle("up", 2_000_000)  # 2 MB/s: the 8 MB body takes about 4 s
+    started = time.monotonic()
+    try:
+        within(60, ch.basic_publish, b"x" * 8_000_000, routing_key=queue)
+        took = time.monotonic() - started
+    finally:
+        proxy.throttle("up", None)
+    assert took > 2 * conn._write_timeout, f"the link was not slow enough to prove anything ({took:.1f} s)"
+    assert ch.wait_for_confirms(timeout=30)  # the broker has it, whole
+    within(5, conn.close)
+
+
+@needs_broker
+@blocking_only  # threads blocked in the blocking driver's socket calls
+def test_close_wakes_a_thread_waiting_in_drain_events(connect: Connect, proxy: TCPProxy) -> None:
+    conn = connect(proxy.url(query="heartbeat=0"))
+    conn.channel()
+    waiter = start_waiter(conn.drain_events)  # no timeout: it would wait for ever
+    proxy.freeze()  # no close-ok will come
+    within(5, conn.close, timeout=1)
+    error = waiter.outcome(5)
+    # The close is what ended it, not a socket closed under its feet.
+    assert isinstance(error, ConnectionClosedError), repr(error)
+    assert "file descriptor" not in str(error)
+
+
+@needs_broker
+@blocking_only  # threads blocked in the blocking driver's socket calls
+def test_close_keeps_its_timeout_while_another_thread_is_stuck_writing(connect: Connect, proxy: TCPProxy) -> None:
+    conn = connect(proxy.url(query="heartbeat=0"))
+    ch = conn.channel()
+    queue = ch.queue_declare("", exclusive=True).queue
+    proxy.freeze()  # the broker stops reading: the publish fills the socket buffers
+    writer = start_waiter(lambda: ch.basic_publish(b"x" * 40_000_000, routing_key=queue))
+    started = time.monotonic()
+    within(10, conn.close, timeout=1)
+    assert time.monotonic() - started < 2.5
+    assert not conn.is_open
+    # The stuck write ends too, with an error of leveret's.
+    assert isinstance(writer.outcome(5), LeveretError)
+
+
+@needs_broker
+@blocking_only  # the blocking driver's read path
+def test_drain_events_with_timeout_zero_reads_what_has_arrived(connect: Connect, node: PrivateNode) -> None:
+    # A polling loop (drain_events(timeout=0) between other work) sees a delivery as soon
+    # as its bytes are in, not only when the I/O thread happens to read them.
+    conn = connect(node.url)
+    ch = conn.channel()
+    queue = ch.queue_declare("", exclusive=True).queue
+    got: list[Message] = []
+    ch.basic_consume(queue, callback=got.append, no_ack=True)
+    for _ in range(3):
+        ch.basic_publish(b"x", routing_key=queue)
+        time.sleep(0.05)  # ample for loopback; the I/O thread reads every 0.2 s or so
+        polls = 0
+        while not got and polls < 3:
+            polls += 1
+            try:
+                conn.drain_events(timeout=0)
+            except socket.timeout:
+                time.sleep(0.001)
+        assert got, "three polls 50 ms after the publish found nothing"
+        got.clear()
+    within(5, conn.close)
+
+
+@needs_broker
+@blocking_only  # the blocking driver's I/O thread
+def test_connect_again_after_a_lost_connection_leaves_no_thread_behind(connect: Connect, proxy: TCPProxy) -> None:
+    conn = connect(proxy.url(query="heartbeat=0"))
+    for _ in range(3):
+        proxy.cut("reset")
+        with pytest.raises(ConnectionLost):
+            within(10, conn.channel().queue_declare, "", exclusive=True)
+        within(15, conn.connect)
+        conn.channel().queue_declare("", exclusive=True)
+    assert [t.name for t in threading.enumerate()].count("leveret-io") == 1
+    within(5, conn.close)
+    assert "leveret-io" not in [t.name for t in threading.enumerate()]
+
+
+@needs_broker
+@blocking_only  # the blocking driver's I/O thread and its read-ahead
+def test_read_ahead_stays_bounded_while_a_callback_is_slow(connect: Connect, node: PrivateNode) -> None:
+    from leveret.client.blocking import _READ_AHEAD_LIMIT, _RECV_SIZE
+
+    conn = connect(node.url)
+    ch = conn.channel()
+    queue = ch.queue_declare("", exclusive=True).queue
+    n = 3 * _READ_AHEAD_LIMIT
+    with conn.corked():
+        for _ in range(n):
+            ch.basic_publish(b"x", routing_key=queue)
+    ch.confirm_select()
+    ch.publish_confirmed(b"x", routing_key=queue)  # all of them are in
+    most = 0
+    seen = 0
+
+    def slow(msg: Message) -> None:
+        nonlocal most, seen
+        seen += 1
+        if seen == 1:
+            for _ in range(20):  # 2 s in which the I/O thread reads, unprompted
+                time.sleep(0.1)
+                most = max(most, len(conn._pending))
+
+    ch.basic_consume(queue, callback=slow, no_ack=True)  # no prefetch limit either
+    conn.drain_events(timeout=10)
+    # One read past the limit at most (a read of _RECV_SIZE bytes, ~20 bytes a delivery).
+    assert _READ_AHEAD_LIMIT / 2 < most <= _READ_AHEAD_LIMIT + _RECV_SIZE // 20
+    within(10, conn.close)
 
 
 @needs_broker

@@ -317,6 +317,12 @@ class ConnectionBase:
     def _flush(self) -> None:
         raise NotImplementedError
 
+    def _flush_within(self, deadline: float) -> bool:
+        """:meth:`_flush`, giving up at ``deadline`` (False then); a driver whose flush
+        never waits keeps this."""
+        self._flush()
+        return True
+
     def _kick(self) -> None:
         raise NotImplementedError
 
@@ -565,11 +571,13 @@ class ConnectionBase:
             return
         try:
             if self._error is None and core.state is ConnState.OPEN:
+                deadline = deadline_after(self.rpc_timeout if timeout is None else timeout)
                 with self._lock:
                     core.close(reply_code, reply_text)
-                self._flush()
-                deadline = deadline_after(self.rpc_timeout if timeout is None else timeout)
-                yield Wait(lambda: core.state is ConnState.CLOSED, deadline, "connection.close-ok")
+                # Within the deadline too: another thread may be stuck writing to a peer
+                # that reads nothing; then there is no handshake to wait for.
+                if self._flush_within(deadline):
+                    yield Wait(lambda: core.state is ConnState.CLOSED, deadline, "connection.close-ok")
         except (LeveretError, OSError):
             pass
         finally:

@@ -218,6 +218,10 @@ class Connection(ConnectionBase, BlockingDriver):
         """
         if self.is_open:
             return self
+        if self._sock is not None or self._io_thread is not None:
+            # The last transport died without close(): release its socket and I/O thread
+            # first (that thread would otherwise go on, on the new connection's state).
+            self._teardown()
         p = self.params
         deadline = monotonic() + p.connection_timeout
         sock = socket.create_connection((p.host, p.port), timeout=min(p.connection_timeout, _MAX_WAIT))
@@ -267,6 +271,12 @@ class Connection(ConnectionBase, BlockingDriver):
             self._closed = True
             self._cond.notify_all()
         if sock is not None:
+            try:
+                # close() alone does not wake a thread waiting in poll() on the socket (a
+                # drain_events() with no timeout); shutdown() does.
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             try:
                 sock.close()
             except OSError:
@@ -364,6 +374,34 @@ class Connection(ConnectionBase, BlockingDriver):
                 self._wrest = b""
             if bufs:
                 self._write(bufs)
+
+    def _flush_within(self, deadline: float) -> bool:
+        core = self._core
+        if core is None or not (core._out or self._wrest):
+            return True
+        remaining = deadline - monotonic()
+        if not self._wlock.acquire(timeout=min(max(remaining, 0.0), _MAX_WAIT)):
+            return False  # another thread's write is stuck
+        try:
+            with self._lock:
+                bufs = core.buffers_to_send(monotonic())
+            if self._wrest:
+                bufs = [self._wrest, *bufs]
+                self._wrest = b""
+            if bufs:
+                sock = self._sock
+                if sock is None:
+                    return False
+                try:
+                    if self._nonblocking:
+                        self._send_views(sock, bufs, min(max(deadline - monotonic(), 0.001), _MAX_WAIT))
+                    else:
+                        self._write(bufs)
+                except (OSError, LeveretError):
+                    return False
+        finally:
+            self._wlock.release()
+        return True
 
     def _flush_nowait(self) -> None:
         """The I/O thread's write: never waits for the write lock or for a full socket.
@@ -508,8 +546,9 @@ class Connection(ConnectionBase, BlockingDriver):
 
     def _send_views(self, sock: socket.socket, bufs: list[Any], timeout: float) -> None:
         """Write ``bufs`` to the non-blocking socket with scatter/gather writes, straight
-        from the caller's buffers (no copy), waiting in poll() for room at most ``timeout``
-        seconds in all."""
+        from the caller's buffers (no copy), waiting in poll() for room; fails when the
+        socket takes nothing for ``timeout`` seconds (a big body on a slow link may take
+        longer in all)."""
         views = [memoryview(b).cast("B") for b in bufs]
         deadline = monotonic() + timeout
         while views:
@@ -520,6 +559,8 @@ class Connection(ConnectionBase, BlockingDriver):
                 if remaining <= 0 or not self._poll_out(min(remaining, _MAX_WAIT) * 1000.0):
                     raise TimeoutError(f"the socket took no data for {timeout:.0f} seconds") from None
                 continue
+            if sent:
+                deadline = monotonic() + timeout
             while sent:
                 first = views[0]
                 if sent >= len(first):
@@ -548,8 +589,8 @@ class Connection(ConnectionBase, BlockingDriver):
         except (BlockingIOError, self._want_read):
             return False
         except (OSError, ValueError) as exc:
-            if self._error is not None:
-                raise self._error from None
+            if self._error is not None or self._sock is not sock:
+                raise self._dead_error() from None  # closed while we waited
             err = core.connection_lost(f"reading from the socket failed: {exc}")
             self._fail(err)
             raise err from exc
@@ -610,6 +651,7 @@ class Connection(ConnectionBase, BlockingDriver):
         if core is not None and (core._out or self._wrest):
             self._flush()  # what we wait for may depend on what is still queued
         reading = False  # whether this thread holds the reading role
+        looked = False  # whether the socket was read once after the deadline
         try:
             while True:
                 with lock:
@@ -621,8 +663,13 @@ class Connection(ConnectionBase, BlockingDriver):
                         return
                     remaining = None if deadline is None else deadline - monotonic()
                     if remaining is not None and remaining <= 0:
-                        raise TimeoutError(f"timed out waiting for {what}")
-                    if self._reading:
+                        # Past the deadline (or timeout=0, a poll): one read of what the
+                        # socket already holds, without waiting, before giving up.
+                        if looked or self._reading or self._sock is None:
+                            raise TimeoutError(f"timed out waiting for {what}")
+                        looked = True
+                        remaining = 0
+                    elif self._reading:
                         self._waiters += 1
                         try:
                             self._cond.wait(0.5 if remaining is None else min(remaining, 0.5))
@@ -687,7 +734,7 @@ class Connection(ConnectionBase, BlockingDriver):
             if take:
                 try:
                     if len(self._pending) < _READ_AHEAD_LIMIT:
-                        while self._read_some(0):
+                        while len(self._pending) < _READ_AHEAD_LIMIT and self._read_some(0):
                             pass
                     else:
                         # The user is behind; the broker is alive if bytes are waiting.
