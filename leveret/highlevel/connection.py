@@ -11,12 +11,17 @@ on the wire until first use (:meth:`Connection.connect`, :attr:`Connection.conne
 URLs follow kombu: ``amqp://user:pass@host:port/vhost``; ``amqp://host//`` and
 ``amqp://host/`` (and ``amqp://host``) all mean the virtual host ``/``, which may also be
 written ``%2F``.  Several URLs are separated by ``;`` (or given as a list); when one cannot
-be reached the next is tried (``failover_strategy`` ``"round-robin"`` or ``"shuffle"``).
+be reached the next is tried (``failover_strategy`` ``"round-robin"`` or ``"shuffle"``, or,
+as in kombu, a callable that gets the list of URLs, as given, and returns an iterator over
+them, endless like ``itertools.cycle`` or not: each attempt takes at most one URL per URL of
+the connection from it, and the iterator is kept for the next attempt -- a new one is asked
+for when it is exhausted).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import random
 import threading
@@ -208,7 +213,7 @@ class Connection:
         connect_timeout: float = 5,
         heartbeat: float | None = None,
         transport_options: dict[str, Any] | None = None,
-        failover_strategy: str | Callable[[list[Any]], Iterator[Any]] = "round-robin",
+        failover_strategy: str | Callable[[list[str]], Iterable[str]] = "round-robin",
         login_method: str | None = None,
         insist: bool = False,
         uri_prefix: str | None = None,
@@ -301,6 +306,15 @@ class Connection:
             targets.append(target)
         self._targets = targets
         self._current = 0
+        # A callable failover strategy gets the URLs as given (kombu's ``alt``) and
+        # returns an iterator of them, endless or not; it is kept between attempts (kombu's
+        # ``cycle``) and called again when exhausted.
+        self._urls = names
+        self._url_index: dict[str, int] = {}
+        for index, (name, target) in enumerate(zip(names, targets)):
+            for key in (name, target.as_uri(include_password=True), target.as_uri()):
+                self._url_index.setdefault(key, index)
+        self._cycle: Iterator[str] | None = None
 
         self._connection: Any = None
         self._default_channel: Any = None
@@ -466,14 +480,38 @@ class Connection:
             random.shuffle(order)
             return order
         if callable(strategy):
-            return [self._targets.index(t) for t in strategy(list(self._targets))]
+            return self._strategy_order(strategy, n)
         return [(self._current + i) % n for i in range(n)]
+
+    def _strategy_order(self, strategy: Callable[[list[str]], Iterable[str]], n: int) -> list[int]:
+        """The next ``n`` URLs (at most) of a callable strategy's iterator, as indexes."""
+        order: list[int] = []
+        fresh = False
+        while len(order) < n:
+            if self._cycle is None:
+                if fresh:
+                    break  # a new iterator had nothing (more) to give
+                self._cycle = iter(strategy(list(self._urls)))
+                fresh = True
+            for url in itertools.islice(self._cycle, n - len(order)):
+                index = self._url_index.get(url) if isinstance(url, str) else None
+                if index is None:
+                    raise ValueError(f"failover_strategy returned {url!r}, not one of this connection's URLs")
+                order.append(index)
+            if len(order) < n:
+                self._cycle = None  # exhausted: call the strategy again next time
+                if order:
+                    break
+        if not order:
+            raise ValueError("failover_strategy returned no URL")
+        return order
 
     def _establish(self) -> Any:
         """One attempt at each URL, in failover order; the first that opens wins.
         Raises the last URL's error when none does."""
         errors: list[BaseException] = []
-        for index in self._order():
+        order = self._order()
+        for index in order:
             target = self._targets[index]
             tconn = self._make_transport(target)
             try:
@@ -497,7 +535,7 @@ class Connection:
         last = errors[-1]
         if len(errors) > 1 and hasattr(last, "add_note"):
             last.add_note("every URL failed: " + "; ".join(
-                f"{t.as_uri()}: {e!r}" for t, e in zip((self._targets[i] for i in self._order()), errors)
+                f"{t.as_uri()}: {e!r}" for t, e in zip((self._targets[i] for i in order), errors)
             ))
         raise last
 
