@@ -618,6 +618,39 @@ def test_drain_events_raises_the_error_that_closed_a_consumers_channel(hl_conn: 
         assert not consumer.channel.is_open
 
 
+@pytest.mark.parametrize("how", ["requeue", "republish"])
+def test_drain_events_returns_while_callbacks_keep_making_deliveries(
+    hl_conn: Connection, queue: Queue, how: str
+) -> None:
+    # A callback that requeues its message ("not now") or publishes to its own queue makes
+    # a delivery for the next drain_events: this one returns, within its timeout.
+    calls = [0]
+    stop = [False]
+    producer = Producer(hl_conn, queue.exchange, "rk")
+
+    def on_message(message: Message) -> None:
+        calls[0] += 1
+        if stop[0] or calls[0] >= 20000:
+            message.ack()
+        elif how == "requeue":
+            message.requeue()
+        else:
+            producer.publish(b"again")
+            message.ack()
+
+    producer.publish(b"job")
+    with Consumer(hl_conn.channel(), queue, on_message=on_message):
+        started = time.monotonic()
+        try:
+            hl_conn.drain_events(timeout=0.5)
+        except TimeoutError:
+            pass
+        assert time.monotonic() - started < 2 and calls[0] < 1000
+        stop[0] = True
+        before = calls[0]
+        drain(hl_conn, lambda: calls[0] > before)  # the next call runs the next one
+
+
 def test_receive_without_callbacks_raises(hl_conn: Connection, queue: Queue) -> None:
     Producer(hl_conn, queue.exchange, "rk").publish(b"x")
     with Consumer(hl_conn, queue):
