@@ -618,6 +618,58 @@ def test_drain_events_raises_the_error_that_closed_a_consumers_channel(hl_conn: 
         assert not consumer.channel.is_open
 
 
+@pytest.mark.parametrize("autorecover", [False, True])
+def test_drain_events_raises_when_a_producer_got_the_error_of_the_consumers_channel(
+    hl_url: str, kind: str, autorecover: bool
+) -> None:
+    # A consumer and a producer share the default channel; the producer's publish to a
+    # missing exchange gets the channel's error.  The consumer is dead too: drain_events
+    # says so once (kombu raises NotFound there) instead of timing out for ever.
+    from leveret.highlevel import memory
+
+    options = {"broker": memory.MemoryBroker()} if kind == "memory" else {}
+    conn = Connection(hl_url, transport_options=options, autorecover=autorecover)
+    q = Queue(unique(), durable=False)  # (an auto-delete one would go with the channel)
+    got: list[Any] = []
+    try:
+        consumer = Consumer(conn, q, callbacks=[lambda b, m: (got.append(b), m.ack())])
+        consumer.consume()
+        producer = Producer(conn)
+        producer.publish("one", routing_key=q.name)
+        drain(conn, lambda: got)
+        with pytest.raises(NotFound):
+            producer.publish("x", exchange=unique("missing"), routing_key="k")
+        assert consumer.consuming_from(q)  # not known yet
+        producer.publish("two", routing_key=q.name)  # on a new default channel
+        with pytest.raises(NotFound):
+            conn.drain_events(timeout=1)
+        assert not consumer.consuming_from(q)
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.2)  # said once
+        consumer.revive(conn.channel())
+        assert consumer.consuming_from(q)
+        drain(conn, lambda: got == ["one", "two"])
+        q(conn.channel()).delete()
+    finally:
+        conn.release()
+
+
+def test_drain_events_raises_a_consumers_channel_error_once(hl_conn: Connection, queue: Queue) -> None:
+    # Raised by the transport's drain_events, it is not raised again.
+    def on_message(message: Any) -> None:
+        message.ack()
+        message.channel.basic_ack(message.delivery_tag)
+
+    Producer(hl_conn, queue.exchange, "rk").publish(b"x")
+    consumer = Consumer(hl_conn.channel(), queue, on_message=on_message)
+    consumer.consume()
+    with pytest.raises(hl_conn.channel_errors, match="unknown delivery tag 1"):
+        drain(hl_conn, lambda: False)
+    assert not consumer.consuming_from(queue)
+    with pytest.raises(TimeoutError):
+        hl_conn.drain_events(timeout=0.2)
+
+
 @pytest.mark.parametrize("how", ["requeue", "republish"])
 def test_drain_events_returns_while_callbacks_keep_making_deliveries(
     hl_conn: Connection, queue: Queue, how: str

@@ -318,6 +318,8 @@ class Connection:
 
         self._connection: Any = None
         self._default_channel: Any = None
+        # The Consumers consuming on channels of this connection (id -> weak reference).
+        self._consumers: dict[int, weakref.ref[Any]] = {}
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ description
@@ -821,14 +823,71 @@ class Connection:
         With ``autorecover`` it does: the connection is recovered (its consumers resume on
         the new one) and the wait goes on until an event or ``timeout`` (``TimeoutError``);
         ``OperationalError`` if recovery gives up.
+
+        When the broker closed a channel that a :class:`~leveret.highlevel.Consumer` of this
+        connection consumes on (a channel error: ``NotFound``, ``PreconditionFailed``...,
+        even one that a call on that channel -- a producer's publish sharing the default
+        channel, say -- has raised already), it raises that error, once: those consumers
+        then consume from nothing (``consuming_from`` is False; :meth:`Consumer.revive` on a
+        new channel consumes again), as kombu does.
         """
-        if self.autorecover:
-            self._drain_recovering(timeout)
-            return
-        tconn = self._connection
-        if tconn is None:
-            tconn = self.connection
-        tconn.drain_events(timeout=timeout)
+        if self._consumers:
+            self._check_consumers()
+        try:
+            if self.autorecover:
+                self._drain_recovering(timeout)
+                return
+            tconn = self._connection
+            if tconn is None:
+                tconn = self.connection
+            tconn.drain_events(timeout=timeout)
+        except SoftError as exc:
+            self._consumers_closed(lambda channel: getattr(channel, "_error", None) is exc)
+            raise
+        except TimeoutError:
+            if self._consumers:
+                self._check_consumers()  # a channel closed while waiting, its error reported
+            raise
+
+    def _watch_consumer(self, consumer: Any) -> None:
+        """Called by a :class:`~leveret.highlevel.Consumer` that started consuming on a
+        channel of this connection, so that :meth:`drain_events` reports that channel's
+        death."""
+        self._consumers[id(consumer)] = weakref.ref(consumer)
+
+    def _check_consumers(self) -> None:
+        """Raise the error of the first channel the broker closed under consuming
+        consumers (after marking them as consuming nothing)."""
+        closed: Any = None
+        stale: list[int] = []
+        for key, ref in self._consumers.items():
+            consumer = ref()
+            if consumer is None or not consumer._active:
+                stale.append(key)
+                continue
+            channel = consumer.channel
+            if channel is not None and not channel.is_open and isinstance(getattr(channel, "_error", None), SoftError):
+                closed = channel
+                break
+        for key in stale:
+            del self._consumers[key]
+        if closed is not None:
+            error = closed._error
+            self._consumers_closed(lambda channel: channel is closed)
+            # Reported now: the transport's drain_events must not raise it again (it may
+            # still hold the channel's close event), as after a call on the channel raised it.
+            getattr(closed, "transport_channel", closed)._error_reported = True
+            raise error
+
+    def _consumers_closed(self, match: Callable[[Any], bool]) -> None:
+        """The consumers whose channel ``match``es were closed by the broker (and that
+        has been raised): they consume from nothing now."""
+        for key, ref in list(self._consumers.items()):
+            consumer = ref()
+            if consumer is None or match(consumer.channel):
+                del self._consumers[key]
+                if consumer is not None:
+                    consumer._channel_closed()
 
     def _drain_recovering(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -883,6 +942,7 @@ class Connection:
                     log.debug("leveret: error closing the default channel", exc_info=True)
             # What was recorded belongs to this use of the connection, which ends here.
             self.topology.clear()
+            self._consumers.clear()
             self._was_connected = False
             self._drop_connection()
 

@@ -876,6 +876,15 @@ class Consumer:
             raise
         self._active[queue.name] = tag
         self._active_no_ack[queue.name] = no_ack
+        watch = getattr(client_of(self.channel), "_watch_consumer", None)
+        if watch is not None:
+            watch(self)
+
+    def _channel_closed(self) -> None:
+        """The broker closed this consumer's channel (its connection's ``drain_events``
+        raised why): nothing is consumed any more; :meth:`revive` consumes again."""
+        self._active.clear()
+        self._tag_queue.clear()
 
     def consuming_from(self, queue: Queue | str) -> bool:
         """Whether a consumer is active on ``queue`` (a :class:`Queue` or a name)."""
