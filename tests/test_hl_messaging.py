@@ -307,8 +307,10 @@ def test_producer_while_the_broker_blocks_publishers(node: Any) -> None:
         producer = Producer(conn, routing_key=name)
         producer.publish(b"m0", declare=[Queue(name, durable=False)])
         node.set_vm_memory_high_watermark(0)
+        started = time.monotonic()
         with pytest.raises(TimeoutError):
-            producer.publish(b"m1", timeout=3)
+            producer.publish(b"m1", timeout=60, confirm_timeout=3)  # kombu's bound wins
+        assert 2.9 <= time.monotonic() - started < 10
         started = time.monotonic()
         with pytest.raises(BlockedTimeout):
             producer.publish(b"never sent", timeout=10)
@@ -326,6 +328,15 @@ def test_producer_while_the_broker_blocks_publishers(node: Any) -> None:
     finally:
         node.set_vm_memory_high_watermark(0.4)
         conn.release()
+
+
+def test_publish_takes_kombus_confirm_timeout(hl_conn: Connection, queue: Queue) -> None:
+    producer = Producer(hl_conn, queue.exchange, "rk")
+    producer.publish({"n": 1}, confirm_timeout=5)
+    producer.publish({"n": 2}, timeout=5, confirm_timeout=None)
+    got = collect(hl_conn, queue, 2)
+    assert [m.payload for m in got] == [{"n": 1}, {"n": 2}]
+    assert "confirm_timeout" not in got[0].properties and not got[0].headers
 
 
 def test_nack_raises_publish_nacked(hl_conn: Connection) -> None:
