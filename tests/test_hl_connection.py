@@ -425,8 +425,12 @@ def test_autoretry_passes_a_fresh_channel(hl_conn: Connection) -> None:
         seen.append(channel)
         return channel.queue_declare(name, exclusive=True)
 
-    ok = hl_conn.autoretry(declare)(unique())
-    assert ok.message_count == 0 and seen[0].is_open
+    # kombu's contract: the result and the channel it was obtained on.
+    ok, channel = hl_conn.autoretry(declare)(unique())
+    assert ok.message_count == 0 and seen[0].is_open and channel is seen[0]
+    own = hl_conn.channel()
+    ok, channel = hl_conn.autoretry(declare, own)(unique())
+    assert ok.message_count == 0 and channel is own is seen[1]
 
 
 # ------------------------------------------------------------------------------ shortcuts, pools

@@ -759,7 +759,9 @@ class Connection:
 
     def autoretry(self, fun: Callable[..., Any], channel: Any = None, **ensure_options: Any) -> Callable[..., Any]:
         """``fun(*args, channel=channel)`` retried across connection loss with a fresh
-        channel each time (kombu's ``autoretry``)."""
+        channel each time (kombu's ``autoretry``).  The returned callable returns
+        ``(retval, channel)``, as kombu's does: ``fun``'s result and the channel it ran on
+        (the default channel when ``channel`` was None or has closed)."""
         holder = {"channel": channel}
 
         class _Revive:
@@ -770,7 +772,7 @@ class Connection:
             ch = holder["channel"]
             if ch is None or not ch.is_open:
                 ch = holder["channel"] = self.default_channel
-            return fun(*args, channel=ch, **kwargs)
+            return fun(*args, channel=ch, **kwargs), ch
 
         return self.ensure(_Revive(), _call, **ensure_options)
 
