@@ -6,6 +6,7 @@ failover tests use a port on 127.0.0.1 where nothing listens.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 from typing import Any
@@ -237,20 +238,58 @@ def test_failover_list_and_shuffle(amqp_url: str) -> None:
             assert conn.connected and conn.port == Connection(amqp_url).port
         finally:
             conn.release()
-    # A callable strategy orders the URLs itself: here the live one first, so the dead
-    # ones are never tried.
-    seen: list[int] = []
+    # A callable strategy orders the URLs (given as strings, kombu's ``alt``) itself: here
+    # the live one first, so the dead ones are never tried.
+    seen: list[list[str]] = []
 
-    def live_first(targets: list[Any]) -> list[Any]:
-        seen.append(len(targets))
-        return targets[::-1]
+    def live_first(urls: list[str]) -> list[str]:
+        seen.append(urls)
+        return urls[::-1]
 
     conn = Connection([*dead, amqp_url], failover_strategy=live_first)
     try:
         conn.connect()
-        assert conn.connected and conn.port == Connection(amqp_url).port and seen == [4]
+        assert conn.connected and conn.port == Connection(amqp_url).port and seen == [[*dead, amqp_url]]
     finally:
         conn.release()
+
+
+def test_failover_strategy_endless_iterator(amqp_url: str) -> None:
+    # kombu's contract: the strategy gets the URL strings and returns an iterator, which may
+    # be endless (kombu's own round-robin is itertools.cycle); it is kept between attempts.
+    dead = f"amqp://guest:guest@127.0.0.1:{closed_port()}//"
+    calls: list[list[str]] = []
+
+    def strategy(urls: list[str]) -> Any:
+        calls.append(urls)
+        return itertools.cycle(urls)
+
+    conn = Connection(f"{dead};{amqp_url}", failover_strategy=strategy)
+    try:
+        conn.ensure_connection(max_retries=3, interval_start=0.1, interval_step=0.1)
+        assert conn.connected and conn.port == Connection(amqp_url).port
+        assert calls == [[dead, amqp_url]]
+    finally:
+        conn.release()
+    # Every URL down: each attempt takes one URL per URL from the same iterator.
+    urls = [f"amqp://guest:guest@127.0.0.1:{closed_port()}//" for _ in range(2)]
+    tried: list[str] = []
+
+    def recording(urls: list[str]) -> Any:
+        calls.append(urls)
+        for url in itertools.cycle(urls):
+            tried.append(url)
+            yield url
+
+    calls.clear()
+    conn = Connection(urls, failover_strategy=recording)
+    with pytest.raises(OperationalError):
+        conn.ensure_connection(max_retries=2, interval_start=0.01, interval_step=0)
+    assert len(calls) == 1 and tried == urls * 3
+    # A strategy naming a URL the connection does not have is an error, not a hang.
+    conn = Connection(urls, failover_strategy=lambda alts: iter(["amqp://elsewhere//"]))
+    with pytest.raises(ValueError, match="elsewhere"):
+        conn.connect()
     with pytest.raises(ValueError, match="failover_strategy"):
         Connection(amqp_url, failover_strategy="random-walk")
 
@@ -386,8 +425,12 @@ def test_autoretry_passes_a_fresh_channel(hl_conn: Connection) -> None:
         seen.append(channel)
         return channel.queue_declare(name, exclusive=True)
 
-    ok = hl_conn.autoretry(declare)(unique())
-    assert ok.message_count == 0 and seen[0].is_open
+    # kombu's contract: the result and the channel it was obtained on.
+    ok, channel = hl_conn.autoretry(declare)(unique())
+    assert ok.message_count == 0 and seen[0].is_open and channel is seen[0]
+    own = hl_conn.channel()
+    ok, channel = hl_conn.autoretry(declare, own)(unique())
+    assert ok.message_count == 0 and channel is own is seen[1]
 
 
 # ------------------------------------------------------------------------------ shortcuts, pools

@@ -235,6 +235,20 @@ def test_queue_declare_binds_to_its_exchange_and_extra_bindings(hl_conn: Connect
     extra(hl_conn).delete()
 
 
+def test_queue_given_a_list_of_bindings_as_its_exchange(hl_conn: Connection) -> None:
+    # kombu's Queue(name, [binding(...), binding(...)]): the list is the queue's bindings.
+    x = Exchange(unique("multi"), "direct", durable=False, auto_delete=True)
+    q = Queue(unique(), [binding(x, routing_key="a"), binding(x, routing_key="b")], exclusive=True)(hl_conn)
+    assert q.bindings == {binding(x, routing_key="a"), binding(x, routing_key="b")}
+    assert q.exchange.name == ""
+    q.declare()
+    publish(hl_conn, x.name, "a", b"to-a")
+    publish(hl_conn, x.name, "b", b"to-b")
+    publish(hl_conn, x.name, "c", b"nope")
+    assert bodies(q) == [b"to-a", b"to-b"]
+    assert Queue("t", (binding(x, "a"),)).bindings == Queue("s", {binding(x, "a")}).bindings == {binding(x, "a")}
+
+
 def test_queue_get_purge_delete(hl_conn: Connection) -> None:
     q = Queue(unique(), exclusive=True)(hl_conn)
     q.declare()

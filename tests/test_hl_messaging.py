@@ -307,8 +307,10 @@ def test_producer_while_the_broker_blocks_publishers(node: Any) -> None:
         producer = Producer(conn, routing_key=name)
         producer.publish(b"m0", declare=[Queue(name, durable=False)])
         node.set_vm_memory_high_watermark(0)
+        started = time.monotonic()
         with pytest.raises(TimeoutError):
-            producer.publish(b"m1", timeout=3)
+            producer.publish(b"m1", timeout=60, confirm_timeout=3)  # kombu's bound wins
+        assert 2.9 <= time.monotonic() - started < 10
         started = time.monotonic()
         with pytest.raises(BlockedTimeout):
             producer.publish(b"never sent", timeout=10)
@@ -326,6 +328,15 @@ def test_producer_while_the_broker_blocks_publishers(node: Any) -> None:
     finally:
         node.set_vm_memory_high_watermark(0.4)
         conn.release()
+
+
+def test_publish_takes_kombus_confirm_timeout(hl_conn: Connection, queue: Queue) -> None:
+    producer = Producer(hl_conn, queue.exchange, "rk")
+    producer.publish({"n": 1}, confirm_timeout=5)
+    producer.publish({"n": 2}, timeout=5, confirm_timeout=None)
+    got = collect(hl_conn, queue, 2)
+    assert [m.payload for m in got] == [{"n": 1}, {"n": 2}]
+    assert "confirm_timeout" not in got[0].properties and not got[0].headers
 
 
 def test_nack_raises_publish_nacked(hl_conn: Connection) -> None:
@@ -616,6 +627,91 @@ def test_drain_events_raises_the_error_that_closed_a_consumers_channel(hl_conn: 
         with pytest.raises(hl_conn.channel_errors, match="unknown delivery tag 1"):
             drain(hl_conn, lambda: False)
         assert not consumer.channel.is_open
+
+
+@pytest.mark.parametrize("autorecover", [False, True])
+def test_drain_events_raises_when_a_producer_got_the_error_of_the_consumers_channel(
+    hl_url: str, kind: str, autorecover: bool
+) -> None:
+    # A consumer and a producer share the default channel; the producer's publish to a
+    # missing exchange gets the channel's error.  The consumer is dead too: drain_events
+    # says so once (kombu raises NotFound there) instead of timing out for ever.
+    from leveret.highlevel import memory
+
+    options = {"broker": memory.MemoryBroker()} if kind == "memory" else {}
+    conn = Connection(hl_url, transport_options=options, autorecover=autorecover)
+    q = Queue(unique(), durable=False)  # (an auto-delete one would go with the channel)
+    got: list[Any] = []
+    try:
+        consumer = Consumer(conn, q, callbacks=[lambda b, m: (got.append(b), m.ack())])
+        consumer.consume()
+        producer = Producer(conn)
+        producer.publish("one", routing_key=q.name)
+        drain(conn, lambda: got)
+        with pytest.raises(NotFound):
+            producer.publish("x", exchange=unique("missing"), routing_key="k")
+        assert consumer.consuming_from(q)  # not known yet
+        producer.publish("two", routing_key=q.name)  # on a new default channel
+        with pytest.raises(NotFound):
+            conn.drain_events(timeout=1)
+        assert not consumer.consuming_from(q)
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.2)  # said once
+        consumer.revive(conn.channel())
+        assert consumer.consuming_from(q)
+        drain(conn, lambda: got == ["one", "two"])
+        q(conn.channel()).delete()
+    finally:
+        conn.release()
+
+
+def test_drain_events_raises_a_consumers_channel_error_once(hl_conn: Connection, queue: Queue) -> None:
+    # Raised by the transport's drain_events, it is not raised again.
+    def on_message(message: Any) -> None:
+        message.ack()
+        message.channel.basic_ack(message.delivery_tag)
+
+    Producer(hl_conn, queue.exchange, "rk").publish(b"x")
+    consumer = Consumer(hl_conn.channel(), queue, on_message=on_message)
+    consumer.consume()
+    with pytest.raises(hl_conn.channel_errors, match="unknown delivery tag 1"):
+        drain(hl_conn, lambda: False)
+    assert not consumer.consuming_from(queue)
+    with pytest.raises(TimeoutError):
+        hl_conn.drain_events(timeout=0.2)
+
+
+@pytest.mark.parametrize("how", ["requeue", "republish"])
+def test_drain_events_returns_while_callbacks_keep_making_deliveries(
+    hl_conn: Connection, queue: Queue, how: str
+) -> None:
+    # A callback that requeues its message ("not now") or publishes to its own queue makes
+    # a delivery for the next drain_events: this one returns, within its timeout.
+    calls = [0]
+    stop = [False]
+    producer = Producer(hl_conn, queue.exchange, "rk")
+
+    def on_message(message: Message) -> None:
+        calls[0] += 1
+        if stop[0] or calls[0] >= 20000:
+            message.ack()
+        elif how == "requeue":
+            message.requeue()
+        else:
+            producer.publish(b"again")
+            message.ack()
+
+    producer.publish(b"job")
+    with Consumer(hl_conn.channel(), queue, on_message=on_message):
+        started = time.monotonic()
+        try:
+            hl_conn.drain_events(timeout=0.5)
+        except TimeoutError:
+            pass
+        assert time.monotonic() - started < 2 and calls[0] < 1000
+        stop[0] = True
+        before = calls[0]
+        drain(hl_conn, lambda: calls[0] > before)  # the next call runs the next one
 
 
 def test_receive_without_callbacks_raises(hl_conn: Connection, queue: Queue) -> None:

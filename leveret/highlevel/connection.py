@@ -11,12 +11,17 @@ on the wire until first use (:meth:`Connection.connect`, :attr:`Connection.conne
 URLs follow kombu: ``amqp://user:pass@host:port/vhost``; ``amqp://host//`` and
 ``amqp://host/`` (and ``amqp://host``) all mean the virtual host ``/``, which may also be
 written ``%2F``.  Several URLs are separated by ``;`` (or given as a list); when one cannot
-be reached the next is tried (``failover_strategy`` ``"round-robin"`` or ``"shuffle"``).
+be reached the next is tried (``failover_strategy`` ``"round-robin"`` or ``"shuffle"``, or,
+as in kombu, a callable that gets the list of URLs, as given, and returns an iterator over
+them, endless like ``itertools.cycle`` or not: each attempt takes at most one URL per URL of
+the connection from it, and the iterator is kept for the next attempt -- a new one is asked
+for when it is exhausted).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import random
 import threading
@@ -208,7 +213,7 @@ class Connection:
         connect_timeout: float = 5,
         heartbeat: float | None = None,
         transport_options: dict[str, Any] | None = None,
-        failover_strategy: str | Callable[[list[Any]], Iterator[Any]] = "round-robin",
+        failover_strategy: str | Callable[[list[str]], Iterable[str]] = "round-robin",
         login_method: str | None = None,
         insist: bool = False,
         uri_prefix: str | None = None,
@@ -301,9 +306,20 @@ class Connection:
             targets.append(target)
         self._targets = targets
         self._current = 0
+        # A callable failover strategy gets the URLs as given (kombu's ``alt``) and
+        # returns an iterator of them, endless or not; it is kept between attempts (kombu's
+        # ``cycle``) and called again when exhausted.
+        self._urls = names
+        self._url_index: dict[str, int] = {}
+        for index, (name, target) in enumerate(zip(names, targets)):
+            for key in (name, target.as_uri(include_password=True), target.as_uri()):
+                self._url_index.setdefault(key, index)
+        self._cycle: Iterator[str] | None = None
 
         self._connection: Any = None
         self._default_channel: Any = None
+        # The Consumers consuming on channels of this connection (id -> weak reference).
+        self._consumers: dict[int, weakref.ref[Any]] = {}
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ description
@@ -466,14 +482,38 @@ class Connection:
             random.shuffle(order)
             return order
         if callable(strategy):
-            return [self._targets.index(t) for t in strategy(list(self._targets))]
+            return self._strategy_order(strategy, n)
         return [(self._current + i) % n for i in range(n)]
+
+    def _strategy_order(self, strategy: Callable[[list[str]], Iterable[str]], n: int) -> list[int]:
+        """The next ``n`` URLs (at most) of a callable strategy's iterator, as indexes."""
+        order: list[int] = []
+        fresh = False
+        while len(order) < n:
+            if self._cycle is None:
+                if fresh:
+                    break  # a new iterator had nothing (more) to give
+                self._cycle = iter(strategy(list(self._urls)))
+                fresh = True
+            for url in itertools.islice(self._cycle, n - len(order)):
+                index = self._url_index.get(url) if isinstance(url, str) else None
+                if index is None:
+                    raise ValueError(f"failover_strategy returned {url!r}, not one of this connection's URLs")
+                order.append(index)
+            if len(order) < n:
+                self._cycle = None  # exhausted: call the strategy again next time
+                if order:
+                    break
+        if not order:
+            raise ValueError("failover_strategy returned no URL")
+        return order
 
     def _establish(self) -> Any:
         """One attempt at each URL, in failover order; the first that opens wins.
         Raises the last URL's error when none does."""
         errors: list[BaseException] = []
-        for index in self._order():
+        order = self._order()
+        for index in order:
             target = self._targets[index]
             tconn = self._make_transport(target)
             try:
@@ -497,7 +537,7 @@ class Connection:
         last = errors[-1]
         if len(errors) > 1 and hasattr(last, "add_note"):
             last.add_note("every URL failed: " + "; ".join(
-                f"{t.as_uri()}: {e!r}" for t, e in zip((self._targets[i] for i in self._order()), errors)
+                f"{t.as_uri()}: {e!r}" for t, e in zip((self._targets[i] for i in order), errors)
             ))
         raise last
 
@@ -719,7 +759,9 @@ class Connection:
 
     def autoretry(self, fun: Callable[..., Any], channel: Any = None, **ensure_options: Any) -> Callable[..., Any]:
         """``fun(*args, channel=channel)`` retried across connection loss with a fresh
-        channel each time (kombu's ``autoretry``)."""
+        channel each time (kombu's ``autoretry``).  The returned callable returns
+        ``(retval, channel)``, as kombu's does: ``fun``'s result and the channel it ran on
+        (the default channel when ``channel`` was None or has closed)."""
         holder = {"channel": channel}
 
         class _Revive:
@@ -730,7 +772,7 @@ class Connection:
             ch = holder["channel"]
             if ch is None or not ch.is_open:
                 ch = holder["channel"] = self.default_channel
-            return fun(*args, channel=ch, **kwargs)
+            return fun(*args, channel=ch, **kwargs), ch
 
         return self.ensure(_Revive(), _call, **ensure_options)
 
@@ -783,14 +825,71 @@ class Connection:
         With ``autorecover`` it does: the connection is recovered (its consumers resume on
         the new one) and the wait goes on until an event or ``timeout`` (``TimeoutError``);
         ``OperationalError`` if recovery gives up.
+
+        When the broker closed a channel that a :class:`~leveret.highlevel.Consumer` of this
+        connection consumes on (a channel error: ``NotFound``, ``PreconditionFailed``...,
+        even one that a call on that channel -- a producer's publish sharing the default
+        channel, say -- has raised already), it raises that error, once: those consumers
+        then consume from nothing (``consuming_from`` is False; :meth:`Consumer.revive` on a
+        new channel consumes again), as kombu does.
         """
-        if self.autorecover:
-            self._drain_recovering(timeout)
-            return
-        tconn = self._connection
-        if tconn is None:
-            tconn = self.connection
-        tconn.drain_events(timeout=timeout)
+        if self._consumers:
+            self._check_consumers()
+        try:
+            if self.autorecover:
+                self._drain_recovering(timeout)
+                return
+            tconn = self._connection
+            if tconn is None:
+                tconn = self.connection
+            tconn.drain_events(timeout=timeout)
+        except SoftError as exc:
+            self._consumers_closed(lambda channel: getattr(channel, "_error", None) is exc)
+            raise
+        except TimeoutError:
+            if self._consumers:
+                self._check_consumers()  # a channel closed while waiting, its error reported
+            raise
+
+    def _watch_consumer(self, consumer: Any) -> None:
+        """Called by a :class:`~leveret.highlevel.Consumer` that started consuming on a
+        channel of this connection, so that :meth:`drain_events` reports that channel's
+        death."""
+        self._consumers[id(consumer)] = weakref.ref(consumer)
+
+    def _check_consumers(self) -> None:
+        """Raise the error of the first channel the broker closed under consuming
+        consumers (after marking them as consuming nothing)."""
+        closed: Any = None
+        stale: list[int] = []
+        for key, ref in self._consumers.items():
+            consumer = ref()
+            if consumer is None or not consumer._active:
+                stale.append(key)
+                continue
+            channel = consumer.channel
+            if channel is not None and not channel.is_open and isinstance(getattr(channel, "_error", None), SoftError):
+                closed = channel
+                break
+        for key in stale:
+            del self._consumers[key]
+        if closed is not None:
+            error = closed._error
+            self._consumers_closed(lambda channel: channel is closed)
+            # Reported now: the transport's drain_events must not raise it again (it may
+            # still hold the channel's close event), as after a call on the channel raised it.
+            getattr(closed, "transport_channel", closed)._error_reported = True
+            raise error
+
+    def _consumers_closed(self, match: Callable[[Any], bool]) -> None:
+        """The consumers whose channel ``match``es were closed by the broker (and that
+        has been raised): they consume from nothing now."""
+        for key, ref in list(self._consumers.items()):
+            consumer = ref()
+            if consumer is None or match(consumer.channel):
+                del self._consumers[key]
+                if consumer is not None:
+                    consumer._channel_closed()
 
     def _drain_recovering(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -845,6 +944,7 @@ class Connection:
                     log.debug("leveret: error closing the default channel", exc_info=True)
             # What was recorded belongs to this use of the connection, which ends here.
             self.topology.clear()
+            self._consumers.clear()
             self._was_connected = False
             self._drop_connection()
 

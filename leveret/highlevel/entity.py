@@ -424,7 +424,10 @@ class Queue(MaybeChannelBound):
 
     ``exchange`` may be an :class:`Exchange` or a name (a direct exchange of that name);
     the default is the nameless default exchange (no binding is made: every queue is
-    reachable there by its name).  ``bindings=[binding(...), ...]`` adds more bindings.
+    reachable there by its name).  ``bindings=[binding(...), ...]`` adds more bindings;
+    as in kombu, a list, tuple or set of bindings given as ``exchange``
+    (``Queue(name, [binding(x, "a"), binding(x, "b")])``) is taken as ``bindings`` (and
+    the exchange is then the default one).
     ``name=""`` lets the broker pick a name; :meth:`declare` sets it.
 
     ``max_priority``, ``message_ttl`` (seconds), ``expires`` (seconds), ``max_length`` and
@@ -436,7 +439,7 @@ class Queue(MaybeChannelBound):
     def __init__(
         self,
         name: str = "",
-        exchange: Exchange | str | None = None,
+        exchange: Exchange | str | Iterable[binding] | None = None,
         routing_key: str = "",
         channel: Any = None,
         bindings: Iterable[binding] | None = None,
@@ -457,13 +460,17 @@ class Queue(MaybeChannelBound):
         no_declare: bool | None = None,
     ) -> None:
         self.name = name or ""
+        self.bindings: set[binding] = set(bindings or ())
+        if isinstance(exchange, (list, tuple, set, frozenset)):
+            # kombu's Queue(name, [binding(...), binding(...)]): the bindings alone.
+            self.bindings |= set(exchange)
+            exchange = None
         if isinstance(exchange, str):
             exchange = Exchange(exchange)
-        elif exchange is None:
+        elif not isinstance(exchange, Exchange):
             exchange = Exchange("")
         self.exchange: Exchange = exchange
         self.routing_key = routing_key or ""
-        self.bindings: set[binding] = set(bindings or ())
         self.durable = True if durable is None else bool(durable)
         self.exclusive = bool(exclusive)
         self.auto_delete = bool(auto_delete) or self.exclusive

@@ -1303,7 +1303,8 @@ class MemoryConnection:
     def drain_events(self, timeout: float | None = None) -> None:
         """Run the callbacks of deliveries, returns and server-sent cancels, in this thread.
 
-        Returns after running at least one.  Raises ``TimeoutError`` when nothing arrived
+        Returns after running at least one -- those that were waiting when it started, not
+        the ones their callbacks cause.  Raises ``TimeoutError`` when nothing arrived
         within ``timeout`` seconds (``None`` waits for ever), the connection's error when it
         is closed, and the error that closed a channel with consumers when no call has
         raised it (an ack of an unknown delivery tag), as the client does.
@@ -1335,9 +1336,15 @@ class MemoryConnection:
         return any(ch._returns for ch in self._channels.values())
 
     def _run_pending(self) -> bool:
+        # Only what was pending when the call started: callbacks that requeue, reject or
+        # publish to their own queue add more, which the next call runs (as the client runs
+        # the frames it has read), so drain_events returns and its timeout holds.
         ran = False
         pending = self._pending
-        while True:
+        with self._lock:
+            left = len(pending)
+        while left:
+            left -= 1
             with self._lock:
                 if not pending:
                     break

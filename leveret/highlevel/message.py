@@ -5,16 +5,19 @@ undoes compression (kombu's ``compression`` header); :attr:`Message.payload` dec
 body by its content type through :func:`leveret.highlevel.serialization.loads`, refusing
 content types outside ``accept``.  ``ack``/``reject``/``requeue``/``nack`` send the matching
 ``basic.*`` method on the channel the message arrived on, once: a second settlement raises
-:class:`MessageStateError` and sends nothing.
+:class:`MessageStateError` and sends nothing.  A message from a ``no_ack`` consumer was
+settled by the broker on delivery: settling it does nothing (kombu ignores its ``ack()``
+likewise), so callbacks that always ack work with either kind of consumer.
 
 State machine (``_state``)::
 
     RECEIVED --ack()--------------------------> ACK
     RECEIVED --reject() / nack(requeue=False)--> REJECTED
     RECEIVED --requeue() / reject(requeue=True) / nack()--> REQUEUED
-    (a message from a no_ack consumer starts in ACK: the broker settled it on delivery)
+    (a message from a no_ack consumer starts in ACK: the broker settled it on delivery;
+    its settlements do nothing)
 
-Any settlement from a state other than RECEIVED raises :class:`MessageStateError`.  The
+Any other settlement from a state other than RECEIVED raises :class:`MessageStateError`.  The
 state changes only after the method was handed to the channel: if the channel raised
 (closed, connection lost), the message is still RECEIVED.
 """
@@ -56,8 +59,8 @@ class Message:
     * ``accept``: content types (or serializer names) :attr:`payload` may decode; None means
       the serialization registry's default set (json and raw);
     * ``no_ack``: the message came from a ``no_ack`` consumer (or ``basic.get`` with
-      ``no_ack``): it starts acknowledged and every settlement raises
-      :class:`MessageStateError`;
+      ``no_ack``): it starts acknowledged and every settlement does nothing (nothing is
+      sent; there is nothing to settle);
     * ``max_decompressed_size``: the bound passed to
       :func:`~leveret.highlevel.compression.decompress` (None: no limit).
 
@@ -184,11 +187,9 @@ class Message:
 
     def _settle(self, new_state: str, send: Callable[[Any, int], None]) -> None:
         if self._state != RECEIVED:
-            why = (
-                " (it was delivered to a no_ack consumer: the broker settled it on delivery)"
-                if self.no_ack else ""
-            )
-            raise MessageStateError(f"Message already acknowledged with state: {self._state}{why}")
+            if self.no_ack:
+                return  # the broker settled it on delivery (kombu ignores the ack too)
+            raise MessageStateError(f"Message already acknowledged with state: {self._state}")
         if self.channel is None:
             raise MessageStateError("This message does not have a receiving channel")
         tag = self.delivery_tag
@@ -201,8 +202,10 @@ class Message:
         """Send ``basic.ack`` for this delivery (``multiple``: and every earlier unsettled
         delivery on the channel; their :class:`Message` objects do not learn of it).
 
-        Raises :class:`MessageStateError` if the message was already settled, came from a
-        ``no_ack`` consumer, or has no channel or delivery tag; nothing is sent then.
+        Raises :class:`MessageStateError` if the message was already settled or has no
+        channel or delivery tag; nothing is sent then.  Does nothing for a message from a
+        ``no_ack`` consumer (as kombu; the broker settled it on delivery) -- nor do
+        :meth:`reject`, :meth:`requeue` and :meth:`nack`: such a message cannot be put back.
         """
         self._settle(ACK, lambda ch, tag: ch.basic_ack(tag, multiple=multiple))
 

@@ -293,6 +293,7 @@ class Producer:
         expiration: float | None = None,
         timeout: float | None = None,
         wait: bool = True,
+        confirm_timeout: float | None = None,
         **properties: Any,
     ) -> int | None:
         """Serialize ``body``, ``basic.publish`` it, and (in confirm mode, with ``wait``)
@@ -314,8 +315,10 @@ class Producer:
           :class:`~leveret.client.PublishNacked`, a returned ``mandatory`` message raises
           :class:`MessageReturned` or goes to ``on_return``; ``timeout`` bounds the wait
           (``TimeoutError``: the message went out, and whether the broker takes it is not
-          known -- e.g. while it blocks publishers for lack of memory).  With
-          ``wait=False`` the publish is pipelined and :meth:`flush` settles it.
+          known -- e.g. while it blocks publishers for lack of memory).
+          ``confirm_timeout`` (kombu 5.3's name), when given, is that bound instead of
+          ``timeout``.  With ``wait=False`` the publish is pipelined and :meth:`flush`
+          settles it.
 
         Returns the delivery tag of a pipelined publish, else None.
         """
@@ -323,6 +326,8 @@ class Producer:
         # call, one properties dict (the keywords') and one client Message.
         if headers:
             headers = dict(headers)  # the caller's dict is left alone
+        if confirm_timeout is not None:
+            timeout = confirm_timeout
         entities: Sequence[Any] = () if declare is None else list(declare)
         if routing_key is None:
             routing_key = self.routing_key
@@ -876,6 +881,15 @@ class Consumer:
             raise
         self._active[queue.name] = tag
         self._active_no_ack[queue.name] = no_ack
+        watch = getattr(client_of(self.channel), "_watch_consumer", None)
+        if watch is not None:
+            watch(self)
+
+    def _channel_closed(self) -> None:
+        """The broker closed this consumer's channel (its connection's ``drain_events``
+        raised why): nothing is consumed any more; :meth:`revive` consumes again."""
+        self._active.clear()
+        self._tag_queue.clear()
 
     def consuming_from(self, queue: Queue | str) -> bool:
         """Whether a consumer is active on ``queue`` (a :class:`Queue` or a name)."""

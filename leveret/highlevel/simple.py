@@ -100,6 +100,25 @@ class SimpleQueue:
     def _receive(self, message: Message) -> None:
         self.buffer.append(message)
 
+    def _next(self) -> Message | None:
+        """The next buffered message that can still be settled, or None.  A message
+        received on a channel that has closed since -- the connection was lost and
+        recovered, say -- is dropped: the broker delivers it again (``no_ack`` messages
+        cannot come back and are kept)."""
+        buffer = self.buffer
+        while buffer:
+            message = buffer.popleft()
+            channel = message.channel
+            if message.no_ack or channel is None or channel.is_open:
+                return message
+        return None
+
+    def _drop_stale(self) -> None:
+        kept = [m for m in self.buffer if m.no_ack or m.channel is None or m.channel.is_open]
+        if len(kept) != len(self.buffer):
+            self.buffer.clear()
+            self.buffer.extend(kept)
+
     def _consume(self) -> None:
         if not self.consumer.consuming_from(self.queue):
             if not self._qos_done and not self.no_ack and self.prefetch_count:
@@ -111,34 +130,41 @@ class SimpleQueue:
         """The next message (a :class:`~leveret.highlevel.message.Message`; ack it unless
         ``no_ack``).  Waits at most ``timeout`` seconds (None: for ever) and then raises
         :class:`Empty` (``queue.Empty``); ``block=False`` is :meth:`get_nowait`.  A
-        connection error propagates (nothing is retried)."""
+        connection error propagates (nothing is retried; with an ``autorecover`` connection
+        the wait goes on after the recovery).  Messages received ahead (``prefetch_count``)
+        on a channel that has closed since -- the connection was lost -- are not handed out:
+        they cannot be acked, and the broker delivers them again."""
         if not block:
             return self.get_nowait()
         self._consume()
         deadline = None if timeout is None else monotonic() + timeout
         while True:
-            if self.buffer:
-                return self.buffer.popleft()
+            message = self._next()
+            if message is not None:
+                return message
             remaining = None if deadline is None else deadline - monotonic()
             if remaining is not None and remaining <= 0:
                 raise Empty()
             try:
                 self._client.drain_events(timeout=remaining)
             except TimeoutError:
-                if self.buffer:
-                    return self.buffer.popleft()
+                message = self._next()
+                if message is not None:
+                    return message
                 raise Empty() from None
 
     def get_nowait(self) -> Message:
         """The next message if one is at hand, else :class:`Empty` at once: what the
         consumer already received, else one ``basic.get``."""
+        self._drop_stale()
         if not self.buffer and self.consumer.consuming_from(self.queue):
             try:
                 self._client.drain_events(timeout=0)
             except TimeoutError:
                 pass
-        if self.buffer:
-            return self.buffer.popleft()
+        message = self._next()
+        if message is not None:
+            return message
         message = self.queue.get(no_ack=self.no_ack, accept=self.consumer.accept)
         if message is None:
             raise Empty()
@@ -174,6 +200,7 @@ class SimpleQueue:
         """Messages ready in the queue (``queue.declare`` passive) plus those received
         here and not handed out yet."""
         ok = self.queue.queue_declare(passive=True, channel=self.channel)
+        self._drop_stale()
         return int(ok[1]) + len(self.buffer)
 
     def __len__(self) -> int:
@@ -199,6 +226,7 @@ class SimpleQueue:
                         break
             self.consumer.cancel()
         finally:
+            self._drop_stale()
             leftovers = list(self.buffer)
             self.buffer.clear()
             if self._owns_channel:
