@@ -7,6 +7,7 @@ mocks.
 
 from __future__ import annotations
 
+import functools
 import logging
 import pickle
 import queue
@@ -356,9 +357,13 @@ def test_no_ack_delivery_is_already_settled(wire: Wire) -> None:
     # unknown delivery tag and close the channel).
     m = wire.deliver(b"x", tag=2, no_ack=True)
     assert m._state == ACK and m.acknowledged
-    for settle in (m.ack, m.reject, m.requeue, m.nack, m.ack):
+    for settle in (m.ack, m.reject, functools.partial(m.nack, requeue=False), m.ack):
         settle()
     assert m.ack_log_error(logging.getLogger("t"), MessageStateError) is True
+    # It cannot go back to the queue: a requeue says so rather than losing it silently.
+    for requeue in (m.requeue, m.nack, functools.partial(m.reject, requeue=True)):
+        with pytest.raises(MessageStateError, match="cannot be requeued"):
+            requeue()
     assert wire.sent() == []
     assert m._state == ACK
 

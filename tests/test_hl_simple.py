@@ -10,7 +10,7 @@ import pytest
 from hl_fixtures import *  # noqa: F401,F403
 from hl_fixtures import unique
 
-from leveret.highlevel import Connection, Empty, Message, MessageReturned, SimpleBuffer, SimpleQueue
+from leveret.highlevel import Connection, Empty, Message, MessageReturned, MessageStateError, SimpleBuffer, SimpleQueue
 
 
 @pytest.fixture
@@ -162,7 +162,9 @@ def test_simple_buffer_is_transient_and_no_ack(hl_conn: Connection) -> None:
         assert m.payload == {"b": 1}
         assert m.acknowledged  # no_ack: nothing to ack
         m.ack()  # ignored, as kombu does: code that always acks works here too
-        m.requeue()
+        m.reject()
+        with pytest.raises(MessageStateError, match="cannot be requeued"):
+            m.requeue()  # it cannot go back: not silently lost
         assert buf.channel.is_open  # nothing was sent
         assert m.properties["delivery_mode"] == 1
         with pytest.raises(Empty):

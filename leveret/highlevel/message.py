@@ -6,8 +6,9 @@ body by its content type through :func:`leveret.highlevel.serialization.loads`, 
 content types outside ``accept``.  ``ack``/``reject``/``requeue``/``nack`` send the matching
 ``basic.*`` method on the channel the message arrived on, once: a second settlement raises
 :class:`MessageStateError` and sends nothing.  A message from a ``no_ack`` consumer was
-settled by the broker on delivery: settling it does nothing (kombu ignores its ``ack()``
-likewise), so callbacks that always ack work with either kind of consumer.
+settled by the broker on delivery: acking or rejecting it does nothing (kombu ignores its
+``ack()`` likewise), so callbacks that always ack work with either kind of consumer;
+requeueing it raises :class:`MessageStateError`, since it cannot go back.
 
 State machine (``_state``)::
 
@@ -15,7 +16,7 @@ State machine (``_state``)::
     RECEIVED --reject() / nack(requeue=False)--> REJECTED
     RECEIVED --requeue() / reject(requeue=True) / nack()--> REQUEUED
     (a message from a no_ack consumer starts in ACK: the broker settled it on delivery;
-    its settlements do nothing)
+    ack and reject do nothing, requeue raises)
 
 Any other settlement from a state other than RECEIVED raises :class:`MessageStateError`.  The
 state changes only after the method was handed to the channel: if the channel raised
@@ -59,8 +60,8 @@ class Message:
     * ``accept``: content types (or serializer names) :attr:`payload` may decode; None means
       the serialization registry's default set (json and raw);
     * ``no_ack``: the message came from a ``no_ack`` consumer (or ``basic.get`` with
-      ``no_ack``): it starts acknowledged and every settlement does nothing (nothing is
-      sent; there is nothing to settle);
+      ``no_ack``): it starts acknowledged; ack and reject do nothing (nothing is sent;
+      there is nothing to settle) and a requeue raises :class:`MessageStateError`;
     * ``max_decompressed_size``: the bound passed to
       :func:`~leveret.highlevel.compression.decompress` (None: no limit).
 
@@ -188,7 +189,15 @@ class Message:
     def _settle(self, new_state: str, send: Callable[[Any, int], None]) -> None:
         if self._state != RECEIVED:
             if self.no_ack:
-                return  # the broker settled it on delivery (kombu ignores the ack too)
+                # The broker settled it on delivery: acking (or dropping) it is already
+                # done (kombu ignores the ack too); putting it back is impossible, and
+                # saying nothing would lose it silently.
+                if new_state == REQUEUED:
+                    raise MessageStateError(
+                        "this message came from a no_ack consumer: the broker settled it on "
+                        "delivery, so it cannot be requeued"
+                    )
+                return
             raise MessageStateError(f"Message already acknowledged with state: {self._state}")
         if self.channel is None:
             raise MessageStateError("This message does not have a receiving channel")
@@ -204,8 +213,9 @@ class Message:
 
         Raises :class:`MessageStateError` if the message was already settled or has no
         channel or delivery tag; nothing is sent then.  Does nothing for a message from a
-        ``no_ack`` consumer (as kombu; the broker settled it on delivery) -- nor do
-        :meth:`reject`, :meth:`requeue` and :meth:`nack`: such a message cannot be put back.
+        ``no_ack`` consumer (as kombu; the broker settled it on delivery), nor does
+        :meth:`reject` without requeue; a requeue of such a message raises
+        :class:`MessageStateError`: it cannot be put back.
         """
         self._settle(ACK, lambda ch, tag: ch.basic_ack(tag, multiple=multiple))
 
