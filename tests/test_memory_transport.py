@@ -1390,3 +1390,11 @@ def test_one_thread_publishes_5000_while_another_consumes_them_all(connect: Call
         t.join(30)
     assert not errors, errors
     assert received == list(range(n))
+
+
+def test_a_consumer_needs_a_callback(ch: Any) -> None:
+    # As the client says: without one the deliveries would have nowhere to go.
+    q = ch.queue_declare("", exclusive=True).queue
+    with pytest.raises(TypeError, match="callback"):
+        ch.basic_consume(q)
+    assert ch.queue_declare(q, passive=True).consumer_count == 0

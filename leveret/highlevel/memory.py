@@ -1894,8 +1894,11 @@ class MemoryChannel:
 
         ``callback(message)`` runs inside :meth:`MemoryConnection.drain_events` for each
         delivery; ``on_cancel(consumer_tag)`` when the broker cancels the consumer (its queue
-        was deleted).  ``arguments`` may hold ``x-priority``.
+        was deleted).  ``arguments`` may hold ``x-priority``.  A consumer needs a
+        ``callback`` (``TypeError``), as with the client.
         """
+        if not callable(callback):
+            raise TypeError(f"basic_consume needs a callback for the deliveries, not {callback!r}")
         if nowait and not consumer_tag:
             raise LocalProtocolError("basic.consume with nowait needs a consumer_tag")
         args = _table(arguments)
