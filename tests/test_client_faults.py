@@ -24,6 +24,7 @@ import struct
 import threading
 import time
 import uuid
+import weakref
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -713,6 +714,27 @@ def test_read_ahead_stays_bounded_while_a_callback_is_slow(connect: Connect, nod
     # One read past the limit at most (a read of _RECV_SIZE bytes, ~20 bytes a delivery).
     assert _READ_AHEAD_LIMIT / 2 < most <= _READ_AHEAD_LIMIT + _RECV_SIZE // 20
     within(10, conn.close)
+
+
+@needs_broker
+@blocking_only  # the blocking driver's I/O thread
+def test_a_connection_dropped_without_close_is_collected_with_its_thread_and_socket(
+    connect: Connect, node: PrivateNode
+) -> None:
+    import gc
+
+    name = connection_name()
+    conn = connect(node.url, name=name)
+    conn.channel().queue_declare("", exclusive=True)
+    eventually(lambda: listed(node, name), what="the broker listing the connection")
+    ref = weakref.ref(conn)
+    io_thread = conn._io_thread
+    assert io_thread is not None and io_thread.is_alive()
+    del conn
+    gc.collect()
+    assert ref() is None, "the connection is kept alive (by its own I/O thread?)"
+    eventually(lambda: not io_thread.is_alive(), 5, "the I/O thread ending")
+    eventually(lambda: not listed(node, name), 10, "the broker seeing the socket closed")
 
 
 @needs_broker

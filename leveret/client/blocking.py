@@ -170,6 +170,7 @@ class Connection(ConnectionBase, BlockingDriver):
         self._kick_event = threading.Event()
         self._reading = False
         self._io_thread: threading.Thread | None = None
+        self._finalizer: weakref.finalize | None = None  # closes the socket of a dropped connection
         self._stopping = False
         self._last_poll = 0.0
         # TLS only: the ssl module is imported when a connection uses it.
@@ -251,8 +252,12 @@ class Connection(ConnectionBase, BlockingDriver):
             self._nonblocking = True
         self._stopping = False
         self._kick_event.clear()
-        self._io_thread = threading.Thread(target=self._io_loop, name="leveret-io", daemon=True)
+        self._io_thread = threading.Thread(
+            target=_io_main, args=(weakref.ref(self), self._kick_event), name="leveret-io", daemon=True
+        )
         self._io_thread.start()
+        self._finalizer = weakref.finalize(self, _abandoned, sock, self._kick_event)
+        self._finalizer.atexit = False  # at exit, _close_at_exit closes it properly
         _live.add(self)
         return self
 
@@ -263,6 +268,9 @@ class Connection(ConnectionBase, BlockingDriver):
         self.close()
 
     def _teardown(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
         self._stopping = True
         self._kick_event.set()
         _live.discard(self)
@@ -706,61 +714,81 @@ class Connection(ConnectionBase, BlockingDriver):
                 if self._waiters:
                     self._cond.notify_all()
 
-    def _io_loop(self) -> None:
-        """The I/O thread: writes what other threads queued (see :meth:`_kick`), and every
-        few hundred milliseconds does the heartbeat duties -- reads when no other thread
-        does, queues heartbeats, declares the connection lost after two silent intervals."""
+    def _io_duty(self, next_duty: float) -> float | None:
+        """One round of the I/O thread (see :func:`_io_main`): writes what other threads
+        queued (see :meth:`_kick`), and every few hundred milliseconds does the heartbeat
+        duties -- reads when no other thread does, queues heartbeats, declares the
+        connection lost after two silent intervals.  Returns when the next duties are due,
+        or None when the thread should end."""
         core = self._core
-        kick = self._kick_event
-        assert core is not None
-        next_duty = 0.0
-        while True:
-            now = monotonic()
-            kick.wait(max(0.0, next_duty - now))
-            kick.clear()
-            if self._stopping or self._sock is None or self._error is not None:
-                return
-            try:
-                self._flush_nowait()
-            except (LeveretError, OSError):
-                return
-            now = monotonic()
-            if now < next_duty:
-                continue
-            with self._lock:
-                take = not self._reading
-                if take:
-                    self._reading = True
+        if self._stopping or self._sock is None or self._error is not None or core is None:
+            return None
+        try:
+            self._flush_nowait()
+        except (LeveretError, OSError):
+            return None
+        now = monotonic()
+        if now < next_duty:
+            return next_duty
+        with self._lock:
+            take = not self._reading
             if take:
-                try:
-                    if len(self._pending) < _READ_AHEAD_LIMIT:
-                        while len(self._pending) < _READ_AHEAD_LIMIT and self._read_some(0):
-                            pass
-                    else:
-                        # The user is behind; the broker is alive if bytes are waiting.
-                        if self._sock is not None and self._poll_in(0):
-                            core.last_received = monotonic()
-                except (LeveretError, OSError):
-                    return
-                finally:
-                    with self._lock:
-                        self._reading = False
-                        if self._waiters:
-                            self._cond.notify_all()
-            with self._lock:
-                if core.state is ConnState.CLOSED:
-                    return
-                go_on, nxt = self._heartbeat_tick()
-                if not go_on:
-                    return
+                self._reading = True
+        if take:
             try:
-                self._flush_nowait()
+                if len(self._pending) < _READ_AHEAD_LIMIT:
+                    while len(self._pending) < _READ_AHEAD_LIMIT and self._read_some(0):
+                        pass
+                else:
+                    # The user is behind; the broker is alive if bytes are waiting.
+                    if self._sock is not None and self._poll_in(0):
+                        core.last_received = monotonic()
             except (LeveretError, OSError):
-                return
-            if self._wrest:
-                next_duty = monotonic() + 0.01  # the socket was full: try again soon
-                continue
-            next_duty = monotonic() + (0.2 if nxt is None else min(nxt, 0.5))
+                return None
+            finally:
+                with self._lock:
+                    self._reading = False
+                    if self._waiters:
+                        self._cond.notify_all()
+        with self._lock:
+            if core.state is ConnState.CLOSED:
+                return None
+            go_on, nxt = self._heartbeat_tick()
+            if not go_on:
+                return None
+        try:
+            self._flush_nowait()
+        except (LeveretError, OSError):
+            return None
+        if self._wrest:
+            return monotonic() + 0.01  # the socket was full: try again soon
+        return monotonic() + (0.2 if nxt is None else min(nxt, 0.5))
+
+
+def _io_main(ref: weakref.ReferenceType[Connection], kick: threading.Event) -> None:
+    """The I/O thread of a :class:`Connection`: :meth:`Connection._io_duty` whenever
+    kicked or due.  It holds the connection only while doing its duties, so that a
+    connection its owner dropped without closing is collected (and its socket closed) like
+    any other object, rather than kept alive by its own thread."""
+    next_duty: float | None = 0.0
+    while next_duty is not None:
+        kick.wait(max(0.0, next_duty - monotonic()))
+        kick.clear()
+        conn = ref()
+        if conn is None:
+            return
+        next_duty = conn._io_duty(next_duty)
+        del conn
+
+
+def _abandoned(sock: socket.socket, kick: threading.Event) -> None:
+    """A connection was collected without being closed: drop its socket (no handshake is
+    possible any more) and let its I/O thread end."""
+    try:
+        sock.close()
+    except OSError:
+        pass
+    kick.set()
 
 
 class Channel(ChannelBase, BlockingDriver):
