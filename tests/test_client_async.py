@@ -384,6 +384,72 @@ def test_slow_consumer_pauses_reading_and_loses_nothing(broker: Broker) -> None:
     run(main())
 
 
+async def backlog(conn: AsyncConnection, ch: AsyncChannel, queue: str, total: int) -> None:
+    """Put ``total`` 1 KiB messages in ``queue``: more than one socket read's worth, so that
+    a consumer of it gets far more than a small ``read_ahead`` at once."""
+    with conn.corked():
+        for n in range(total):
+            await ch.basic_publish(b"%06d" % n + b"." * 1018, routing_key=queue)
+    assert await ready(ch, queue, total) == total
+
+
+def test_a_callback_awaiting_the_broker_is_not_stuck_behind_the_backlog(broker: Broker) -> None:
+    """Deliveries back up past ``read_ahead`` and reading pauses; a coroutine callback that
+    awaits a reply and a confirm (queued behind the backlog it is working through) gets
+    them: reading goes on while a call waits for the broker."""
+    total = 2000
+
+    async def main() -> None:
+        conn = AsyncConnection(broker.url, rpc_timeout=10)
+        conn.read_ahead = 20
+        async with conn:
+            ch = await conn.channel()
+            out = await conn.channel()
+            await out.confirm_select()
+            queue = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            copies = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            await backlog(conn, ch, queue, total)
+            done = 0
+
+            async def relay(message: Message) -> None:
+                nonlocal done
+                assert await out.publish_confirmed(message.body, routing_key=copies) is True
+                await out.queue_declare(copies, passive=True)
+                message.ack()
+                done += 1
+
+            await ch.basic_consume(queue, callback=relay)
+            while done < total:
+                await conn.drain_events(timeout=30)
+            assert await ready(ch, copies, total) == total
+
+    run(main(), timeout=120)
+
+
+def test_leaving_a_backed_up_iterator_after_one_message(broker: Broker) -> None:
+    """The README's pattern -- take one message, ack it, leave -- on a queue whose backlog
+    paused reading: the ``basic.cancel`` that leaving sends gets its reply, the rest goes
+    back to the queue, and the connection closes at once."""
+    total = 2000
+
+    async def main() -> None:
+        conn = AsyncConnection(broker.url, rpc_timeout=10)
+        conn.read_ahead = 20
+        async with conn:
+            ch = await conn.channel()
+            queue = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            await backlog(conn, ch, queue, total)
+            async with ch.deliveries(queue) as messages:
+                async for message in messages:
+                    message.ack()
+                    break
+            assert message.body.startswith(b"000000")
+            assert await ready(ch, queue, total - 1) == total - 1
+        assert not conn.is_open
+
+    run(main(), timeout=120)
+
+
 def test_deliveries_iterator(broker: Broker) -> None:
     async def main() -> None:
         async with AsyncConnection(broker.url) as conn:

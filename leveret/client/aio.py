@@ -17,7 +17,10 @@ Tasks and callbacks
   ``async for message in channel.deliveries(queue)``.
 * While more than ``read_ahead`` deliveries wait for their callbacks (or their iterators),
   the connection stops reading the socket, so TCP pushes back on the broker; meanwhile the
-  broker counts as alive (a missed heartbeat cannot be told from our own backlog).
+  broker counts as alive (a missed heartbeat cannot be told from our own backlog).  But
+  while any call waits for the broker (a reply, a confirm, ``close-ok``, the socket to
+  drain), reading goes on past ``read_ahead``: what it waits for is behind the deliveries,
+  and the task that would work through them may be the one waiting.
 * Writes: a call that waits for a reply writes at once; publishes and acks are written
   together at the next turn of the event loop, or at once after a few hundred frames.  When
   the socket cannot keep up, :meth:`AsyncChannel.basic_publish` waits until it drains
@@ -117,6 +120,9 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         self._callbacks_run = 0
         self._callback_error: BaseException | None = None
         self._backlog = 0  # deliveries in Deliveries iterators, not yet taken
+        # Calls waiting for something only the broker can send (a reply, a confirm,
+        # close-ok, unblocked): reading never stays paused while there are any.
+        self._broker_waiters = 0
         self._corked = 0
 
     def _make_channel(self, channel_id: int) -> AsyncChannel:
@@ -210,7 +216,8 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         deadline = None if timeout is None else deadline_after(timeout)
         try:
             await self._wait_for(
-                lambda: self._callbacks_run != start or self._callback_error is not None, deadline, "events"
+                lambda: self._callbacks_run != start or self._callback_error is not None, deadline, "events",
+                from_broker=False,
             )
         finally:
             error, self._callback_error = self._callback_error, None
@@ -222,6 +229,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         transport's low-water mark)."""
         self._flush()
         while self._write_paused:
+            # The broker has to read: it may wait to write to us first, so keep reading.
             await self._wait_for(lambda: not self._write_paused, None, "the socket to drain")
 
     def _wake_deliverer(self) -> None:
@@ -277,10 +285,13 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
 
     def _maybe_resume_reading(self) -> None:
         if self._reading_paused and len(self._pending) + self._backlog <= self.read_ahead // 2:
-            transport = self._transport
-            self._reading_paused = False
-            if transport is not None:
-                transport.resume_reading()
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        transport = self._transport
+        self._reading_paused = False
+        if transport is not None:
+            transport.resume_reading()
 
     async def _heartbeat_loop(self) -> None:
         """Queue heartbeats and notice a silent broker (see ``SansIOConnection.tick``)."""
@@ -312,7 +323,11 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
             self._dispatch(events)
             if self._pending or self._has_pending():
                 self._wake_deliverer()
-                if not self._reading_paused and len(self._pending) + self._backlog > self.read_ahead:
+                if (
+                    not self._reading_paused
+                    and len(self._pending) + self._backlog > self.read_ahead
+                    and not self._broker_waiters
+                ):
                     transport = self._transport
                     if transport is not None:
                         self._reading_paused = True
@@ -404,28 +419,46 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def _wait_for(self, predicate: Callable[[], Any], deadline: float | None, what: str) -> None:
+    async def _wait_for(
+        self, predicate: Callable[[], Any], deadline: float | None, what: str, from_broker: bool = True
+    ) -> None:
         """Wait until ``predicate()`` is true; ``TimeoutError`` past ``deadline``, the
-        connection's error when it dies."""
+        connection's error when it dies.
+
+        ``from_broker``: what is awaited depends on the broker alone (a reply, a confirm,
+        ``close-ok``, ``connection.unblocked``, the broker reading what we wrote), so the
+        socket is read meanwhile even past ``read_ahead`` -- the answer is queued behind
+        the deliveries, and the task that would work through them may be the one waiting
+        (a callback awaiting a call).  Waits for deliveries or callbacks pass False."""
         core = self._core
         if core is not None and core.wants_write:
             self._flush()  # what we wait for may depend on what is still queued
+        if self._wait_over(predicate):
+            return
         loop = self._loop
         assert loop is not None
-        while not self._wait_over(predicate):
-            remaining = None if deadline is None else deadline - monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"timed out waiting for {what}")
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.append(waiter)
-            if remaining is None:
-                await waiter
-                continue
-            timer = loop.call_later(remaining, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
+        if from_broker:
+            self._broker_waiters += 1
+            if self._reading_paused:
+                self._resume_reading()
+        try:
+            while not self._wait_over(predicate):
+                remaining = None if deadline is None else deadline - monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"timed out waiting for {what}")
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._waiters.append(waiter)
+                if remaining is None:
+                    await waiter
+                    continue
+                timer = loop.call_later(remaining, _wake, waiter)
+                try:
+                    await waiter
+                finally:
+                    timer.cancel()
+        finally:
+            if from_broker:
+                self._broker_waiters -= 1
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -542,7 +575,7 @@ class Deliveries:
         if self._head == len(self._buffer) and not self._ended and not self.channel._closed:
             await conn._wait_for(
                 lambda: self._head < len(self._buffer) or self._ended or self.channel._closed,
-                None, "a delivery",
+                None, "a delivery", from_broker=False,
             )
         if self._head < len(self._buffer):
             message = self._buffer[self._head]
