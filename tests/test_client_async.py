@@ -746,3 +746,66 @@ def test_tasks_sharing_one_channel_get_their_own_replies(broker: Broker) -> None
             assert [m.body for m in got if m is not None] == [name.encode() for name in names[:5]]
 
     run(main())
+
+
+# --------------------------------------------------------------------------- the delivery task
+
+
+def test_a_callback_raising_cancelled_error_does_not_stop_the_deliveries(broker: Broker) -> None:
+    """A callback awaiting something that somebody cancelled raises CancelledError: that is
+    the callback's failure, reported by drain_events like any other; the deliveries after
+    it still run."""
+
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            queue = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            got: list[bytes] = []
+
+            async def on_message(message: Message) -> None:
+                got.append(bytes(message.body))
+                message.ack()
+                if message.body == b"1":
+                    doomed = asyncio.get_running_loop().create_future()
+                    asyncio.get_running_loop().call_soon(doomed.cancel)
+                    await doomed
+
+            await ch.basic_consume(queue, callback=on_message)
+            for n in range(3):
+                await ch.basic_publish(b"%d" % n, routing_key=queue)
+            with pytest.raises(RuntimeError, match="CancelledError") as info:
+                while len(got) < 3:
+                    await conn.drain_events(timeout=10)
+            assert isinstance(info.value.__cause__, asyncio.CancelledError)
+            while len(got) < 3:
+                await conn.drain_events(timeout=10)
+            assert got == [b"0", b"1", b"2"]
+            assert conn.is_open
+            assert await ready(ch, queue, 0) == 0
+
+    run(main())
+
+
+def test_a_cancelled_delivery_task_fails_the_connection(broker: Broker) -> None:
+    """A callback that cancels the task it runs in stops the delivery task: the connection
+    fails, and drain_events says so instead of waiting for ever."""
+    from leveret.client import ConnectionClosedError
+
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            queue = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+
+            async def on_message(message: Message) -> None:
+                task = asyncio.current_task()
+                assert task is not None
+                task.cancel()
+                await asyncio.sleep(0)
+
+            await ch.basic_consume(queue, callback=on_message, no_ack=True)
+            await ch.basic_publish(b"x", routing_key=queue)
+            with pytest.raises(ConnectionClosedError, match="delivery task"):
+                await conn.drain_events(timeout=10)
+            assert not conn.is_open
+
+    run(main())

@@ -13,8 +13,12 @@ Tasks and callbacks
   ``on_blocked``/``on_unblocked`` run in one delivery task per connection, in the order the
   broker sent them; a coroutine callback is awaited before the next delivery.  A callback
   may await other calls on the same connection.  An exception from a callback is logged and
-  raised by the next :meth:`AsyncConnection.drain_events`.  Or iterate instead:
-  ``async for message in channel.deliveries(queue)``.
+  raised by the next :meth:`AsyncConnection.drain_events` (a ``CancelledError`` -- say, from
+  an operation the callback awaited that someone cancelled -- as a ``RuntimeError`` caused
+  by it), and the next delivery runs.  Should the delivery task itself end while the
+  connection is open (cancelled from outside), the connection fails with
+  :class:`ConnectionClosedError` rather than leave deliveries waiting for ever.  Or iterate
+  instead: ``async for message in channel.deliveries(queue)``.
 * While more than ``read_ahead`` deliveries wait for their callbacks (or their iterators),
   the connection stops reading the socket, so TCP pushes back on the broker; meanwhile the
   broker counts as alive (a missed heartbeat cannot be told from our own backlog).  But
@@ -57,6 +61,7 @@ from ._shared import (
     ssl_context,
 )
 from .core import ConnState
+from .errors import ConnectionClosedError
 from .events import ChannelClosed
 from .message import Message
 
@@ -169,7 +174,9 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         self._transport = transport
         self._high_water = transport.get_write_buffer_limits()[1]
         await self._run(self._handshake(deadline))
-        self._tasks = [loop.create_task(self._deliver_loop(), name="leveret-deliver")]
+        deliverer = loop.create_task(self._deliver_loop(), name="leveret-deliver")
+        deliverer.add_done_callback(self._deliverer_done)
+        self._tasks = [deliverer]
         if self.heartbeat:
             self._tasks.append(loop.create_task(self._heartbeat_loop(), name="leveret-heartbeat"))
         return self
@@ -208,7 +215,8 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         Raises ``TimeoutError`` when none ran within ``timeout`` seconds (``None`` waits
         for ever), the connection's error when it is lost or closed by the broker, the
         exception a callback raised (such as :class:`MessageTooLargeError` for a delivery
-        over ``max_body_size``), once, and, as the blocking driver does, the broker's error
+        over ``max_body_size``; a ``RuntimeError`` caused by it for a ``CancelledError``), once,
+        and, as the blocking driver does, the broker's error
         when it closed a channel that has consumers, unless a call on that channel has
         raised it already.
         """
@@ -266,10 +274,12 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
                         if inspect.isawaitable(result):
                             await result
                         self._callbacks_run += 1
+                except asyncio.CancelledError as exc:
+                    if self._closed or _being_cancelled():
+                        raise  # this task is being stopped
+                    self._callback_failed(exc)  # the callback's own business
                 except Exception as exc:  # noqa: BLE001 - the user's callback; reported below
-                    log.exception("leveret: a callback failed")
-                    if self._callback_error is None:
-                        self._callback_error = exc
+                    self._callback_failed(exc)
                 self._notify()
                 self._maybe_resume_reading()
             for ch in list(self._channels.values()):
@@ -282,6 +292,34 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
                             self._callback_error = exc
                     self._callbacks_run += 1
             self._notify()
+
+    def _callback_failed(self, exc: BaseException) -> None:
+        """A callback raised ``exc``: log it; the next drain_events raises it (a
+        CancelledError as a RuntimeError, so that it does not pass for the cancellation of
+        the task that drains)."""
+        log.error("leveret: a callback failed", exc_info=exc)
+        if isinstance(exc, asyncio.CancelledError):
+            cancelled = exc
+            exc = RuntimeError("a callback raised CancelledError (an operation it awaited was cancelled)")
+            exc.__cause__ = cancelled
+        if self._callback_error is None:
+            self._callback_error = exc
+
+    def _deliverer_done(self, task: asyncio.Task[None]) -> None:
+        """The delivery task ended: fine when the connection is closing; otherwise (it was
+        cancelled, or failed) nothing would run callbacks any more, and ``drain_events``
+        would wait for ever -- fail the connection instead."""
+        error = None if task.cancelled() else task.exception()
+        if task not in self._tasks:
+            return  # stopped by _teardown (possibly of an earlier connection)
+        if error is not None:
+            log.error("leveret: the delivery task failed", exc_info=error)
+        failure = ConnectionClosedError(
+            "the connection's delivery task " + ("failed" if error is not None else "was cancelled")
+            + "; no callback can run any more"
+        )
+        failure.__cause__ = error
+        self._fail(failure)
 
     def _maybe_resume_reading(self) -> None:
         if self._reading_paused and len(self._pending) + self._backlog <= self.read_ahead // 2:
@@ -459,6 +497,13 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         finally:
             if from_broker:
                 self._broker_waiters -= 1
+
+
+def _being_cancelled() -> bool:
+    """Whether the current task is being cancelled (``Task.cancelling()``, Python 3.11+);
+    before 3.11 that cannot be told, and a CancelledError is taken to mean it is."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return cancelling is None or cancelling() > 0
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
