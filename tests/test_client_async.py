@@ -809,3 +809,42 @@ def test_a_cancelled_delivery_task_fails_the_connection(broker: Broker) -> None:
             assert not conn.is_open
 
     run(main())
+
+
+def test_a_coroutine_on_return_is_awaited(broker: Broker) -> None:
+    """``on_return`` may be a coroutine function, like any callback: it is awaited in the
+    delivery task, for returns that drain_events waits for and for those whose confirms
+    wait_for_confirms and publish_confirmed see.  With no ``on_return``, those two leave the
+    returned messages in ``returned``."""
+
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            got: list[bytes] = []
+
+            async def on_return(message: Message) -> None:
+                await asyncio.sleep(0)
+                got.append(bytes(message.body))
+
+            ch.on_return = on_return
+            nowhere = unique("nowhere")
+            await ch.basic_publish(b"first", routing_key=nowhere, mandatory=True)
+            await conn.drain_events(timeout=10)
+            assert got == [b"first"]
+            await ch.confirm_select()
+            await ch.basic_publish(b"second", routing_key=nowhere, mandatory=True)
+            assert await ch.wait_for_confirms(timeout=10) is True
+            assert await ch.publish_confirmed(b"third", routing_key=nowhere, mandatory=True) is False
+            while len(got) < 3:
+                await conn.drain_events(timeout=10)
+            assert got == [b"first", b"second", b"third"]
+            assert ch.returned == []
+            ch.on_return = None
+            assert await ch.publish_confirmed(b"fourth", routing_key=nowhere, mandatory=True) is False
+            assert [m.body for m in ch.returned] == [b"fourth"]
+            await ch.basic_publish(b"fifth", routing_key=nowhere, mandatory=True)
+            assert await ch.wait_for_confirms(timeout=10) is True
+            assert [m.body for m in ch.returned] == [b"fourth", b"fifth"]
+            assert got == [b"first", b"second", b"third"]
+
+    run(main())

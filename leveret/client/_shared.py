@@ -1198,11 +1198,16 @@ class ChannelBase:
                 if tag in waited:
                     waited[tag] = event.ack
 
+    def _returned_message(self, item: ev.MessageReturned) -> Message:
+        msg = Message._received(self, item.method, item.properties, item.body)
+        msg.delivery_info["publish_tag"] = item.delivery_tag
+        return msg
+
     def _run_returns(self) -> None:
+        """Hand over the returned publishes: to ``on_return``, or into :attr:`returned`.
+        (The asyncio channel runs ``on_return`` in its delivery task instead.)"""
         while self._returns:
-            item = self._returns.popleft()
-            msg = Message._received(self, item.method, item.properties, item.body)
-            msg.delivery_info["publish_tag"] = item.delivery_tag
+            msg = self._returned_message(self._returns.popleft())
             if self.on_return is not None:
                 self.on_return(msg)
             else:
@@ -1212,7 +1217,9 @@ class ChannelBase:
     def wait_for_confirms(self, timeout: float | None = None) -> Op[bool]:
         """Wait until the broker has confirmed every publish of this channel.
 
-        Runs the return callbacks of returned publishes first.  Returns True when all were
+        Hands over returned publishes first: runs their return callbacks (the asyncio
+        driver runs them in its delivery task instead, maybe after this returns) or, with no
+        ``on_return``, adds them to :attr:`returned`.  Returns True when all were
         acked; raises :class:`PublishNacked` listing the nacked tags (then forgets them),
         ``TimeoutError`` past ``timeout`` (default ``rpc_timeout``), and
         :class:`ConnectionLost` -- whose ``unconfirmed`` names the publishes of unknown

@@ -9,9 +9,12 @@ Tasks and callbacks
 -------------------
 * The transport's protocol feeds what arrives to the core as it arrives and routes the
   events; replies wake the coroutines that wait for them.
-* Consumer callbacks (plain functions or coroutine functions), ``on_cancel``, returns and
-  ``on_blocked``/``on_unblocked`` run in one delivery task per connection, in the order the
-  broker sent them; a coroutine callback is awaited before the next delivery.  A callback
+* Consumer callbacks (plain functions or coroutine functions), ``on_cancel``, ``on_return``
+  and ``on_blocked``/``on_unblocked`` run in one delivery task per connection, in the order
+  the broker sent them; a coroutine callback is awaited before the next delivery.  (So a
+  publish's ``on_return`` may run after the ``wait_for_confirms`` or ``publish_confirmed``
+  that saw its confirm has returned; with no ``on_return``, returned messages are in
+  ``channel.returned`` by then.)  A callback
   may await other calls on the same connection.  An exception from a callback is logged and
   raised by the next :meth:`AsyncConnection.drain_events` (a ``CancelledError`` -- say, from
   an operation the callback awaited that someone cancelled -- as a ``RuntimeError`` caused
@@ -283,14 +286,25 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
                 self._notify()
                 self._maybe_resume_reading()
             for ch in list(self._channels.values()):
-                if ch._returns:
+                returns = ch._returns
+                while returns:
+                    message = ch._returned_message(returns.popleft())
+                    on_return = ch.on_return
                     try:
-                        ch._run_returns()
-                    except Exception as exc:  # noqa: BLE001
-                        log.exception("leveret: a return callback failed")
-                        if self._callback_error is None:
-                            self._callback_error = exc
+                        if on_return is None:
+                            ch.returned.append(message)
+                        else:
+                            result = on_return(message)
+                            if inspect.isawaitable(result):
+                                await result
+                    except asyncio.CancelledError as exc:
+                        if self._closed or _being_cancelled():
+                            raise
+                        self._callback_failed(exc)
+                    except Exception as exc:  # noqa: BLE001 - the user's callback
+                        self._callback_failed(exc)
                     self._callbacks_run += 1
+                    self._notify()
             self._notify()
 
     def _callback_failed(self, exc: BaseException) -> None:
@@ -526,6 +540,14 @@ class AsyncChannel(ChannelBase, AsyncDriver):
 
     async def _run(self, op: Op[R]) -> R:
         return await self.connection._run(op)
+
+    def _run_returns(self) -> None:
+        """``wait_for_confirms`` and ``publish_confirmed`` hand over returns: here the return
+        callbacks run (awaited, if coroutines) in the delivery task, in order with
+        everything else; only with no ``on_return`` are the returned messages added to
+        :attr:`returned` at once."""
+        if self.on_return is None:
+            super()._run_returns()
 
     async def __aenter__(self) -> AsyncChannel:
         return self
