@@ -848,3 +848,53 @@ def test_a_coroutine_on_return_is_awaited(broker: Broker) -> None:
             assert got == [b"first", b"second", b"third"]
 
     run(main())
+
+
+def test_a_cancelled_no_ack_iterator_takes_nothing_more(broker: Broker) -> None:
+    """no_ack deliveries received for an iterator but not yet run when it is cancelled
+    (the delivery task was busy) are dropped when they run: they do not count against
+    ``read_ahead`` for ever -- which would keep reading paused -- and the iterator, once
+    cancelled, is not kept alive by the connection."""
+    import gc
+    import weakref
+
+    async def main() -> None:
+        conn = AsyncConnection(broker.url)
+        conn.read_ahead = 8
+        async with conn:
+            ch = await conn.channel()
+            busy = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            fed = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            entered, release = asyncio.Event(), asyncio.Event()
+            got: list[bytes] = []
+
+            async def hold(message: Message) -> None:
+                if not entered.is_set():
+                    entered.set()
+                    await release.wait()
+                got.append(bytes(message.body))
+
+            await ch.basic_consume(busy, callback=hold, no_ack=True)
+            messages = ch.deliveries(fed, no_ack=True)
+            await messages.start()
+            await ch.basic_publish(b"hold", routing_key=busy)
+            await asyncio.wait_for(entered.wait(), 10)
+            for n in range(5):
+                await ch.basic_publish(b"%d" % n, routing_key=fed)
+            assert await ready(ch, fed, 0) == 0  # all five received, behind the busy callback
+            await messages.cancel()
+            gone = weakref.ref(messages)
+            del messages
+            release.set()
+            with conn.corked():
+                for n in range(200):
+                    await ch.basic_publish(b"more", routing_key=busy)
+            while len(got) < 201:
+                await conn.drain_events(timeout=10)
+            deadline = time.monotonic() + 10
+            while gone() is not None and time.monotonic() < deadline:
+                gc.collect()
+                await asyncio.sleep(0.01)
+            assert gone() is None
+
+    run(main())

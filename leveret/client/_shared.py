@@ -474,6 +474,7 @@ class ConnectionBase:
         if kind is ev.ConsumerCancelled:
             cancel_cb = ch._cancel_callbacks.get(item.consumer_tag)
             ch._forget_consumer(item.consumer_tag)
+            ch._cancelled_no_ack.pop(item.consumer_tag, None)  # its deliveries came before
             return (cancel_cb, (item.consumer_tag,)) if cancel_cb is not None else (_nothing, ())
         if kind is ev.ChannelClosed:
             # A channel with consumers that the broker closed (an ack timed out or named
@@ -487,6 +488,9 @@ class ConnectionBase:
             return (self.on_blocked, (item.reason,)) if self.on_blocked is not None else None
         if kind is ev.ConnectionUnblocked:
             return (self.on_unblocked, ()) if self.on_unblocked is not None else None
+        if kind is _ConsumerGone:
+            ch._cancelled_no_ack.pop(item.consumer_tag, None)
+            return None
         if kind is ev.MessageTooLarge:
             raise MessageTooLargeError(
                 f"a message of {item.body_size} bytes on channel {ch.channel_id} is larger "
@@ -588,6 +592,13 @@ class ConnectionBase:
         deadline = deadline_after(self.rpc_timeout if timeout is None else timeout)
         yield Wait(lambda: bool(self._conn_replies), deadline, "connection.update-secret-ok")
         self._conn_replies.popleft()
+
+
+class _ConsumerGone(NamedTuple):
+    """Queued after the deliveries of a no_ack consumer cancelled by ``basic_cancel``:
+    when the callbacks get here, its last delivery has run."""
+
+    consumer_tag: str
 
 
 def _nothing(*args: Any) -> None:
@@ -1129,6 +1140,12 @@ class ChannelBase:
         """
         yield from self._rpc("basic.cancel", timeout, consumer_tag=consumer_tag, no_wait=nowait)
         self._forget_consumer(consumer_tag)
+        if not nowait and consumer_tag in self._cancelled_no_ack:
+            # cancel-ok is in: nothing comes after the deliveries already received, so the
+            # callback is dropped once they have run (see ConnectionBase._callback).
+            conn = self.connection
+            with conn._lock:
+                conn._pending.append((self, _ConsumerGone(consumer_tag)))
 
     def _forget_consumer(self, consumer_tag: str) -> None:
         callback = self._consumers.pop(consumer_tag, None)

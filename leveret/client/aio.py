@@ -144,6 +144,8 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
             try:
                 wait = op.send(None) if failed is None else op.throw(failed)
             except StopIteration as stop:
+                if self._pending:
+                    self._wake_deliverer()  # the operation may have queued an item
                 return stop.value  # type: ignore[no-any-return]
             failed = None
             try:
@@ -580,7 +582,9 @@ class AsyncChannel(ChannelBase, AsyncDriver):
         message in messages: ...``: consume ``queue`` (``basic.consume`` with the given
         keyword arguments) as an async iterator, cancelled (``basic.cancel``) when the
         ``async with`` block ends.  The iteration ends when the broker cancels the
-        consumer; it raises the error when the channel or connection closes."""
+        consumer; it raises the error when the channel or connection closes.  Messages it
+        has not handed out when it is cancelled, and those still on their way, go back to
+        the queue -- but ``no_ack`` ones cannot, and are dropped."""
         return Deliveries(self, queue, consume)
 
 
@@ -595,8 +599,15 @@ class Deliveries:
         self._buffer: list[Message] = []
         self._head = 0
         self._ended = False
+        self._cancelled = False
 
     def _on_message(self, message: Message) -> None:
+        if self._cancelled:
+            # On its way when cancel() was called: nobody will take it.  Back to the queue --
+            # or, no_ack, lost (it was as good as lost once the iteration stopped).
+            if not self._consume.get("no_ack"):
+                self.channel.basic_reject(message.delivery_tag, requeue=True)  # type: ignore[arg-type]
+            return
         self._buffer.append(message)
         self.channel.connection._backlog += 1
 
@@ -612,11 +623,12 @@ class Deliveries:
         return self
 
     async def cancel(self) -> None:
-        """Send ``basic.cancel`` (unless the channel is gone); messages still buffered and
-        not ``no_ack`` are given back to the queue."""
+        """Send ``basic.cancel`` (unless the channel is gone); messages still buffered, or
+        arriving later, are given back to the queue -- except ``no_ack`` ones, which cannot
+        go back: they are dropped."""
         tag, self.consumer_tag = self.consumer_tag, None
         ch = self.channel
-        self._ended = True
+        self._ended = self._cancelled = True
         if tag is not None and ch.is_open:
             await ch.basic_cancel(tag)
         rest = self._buffer[self._head:]
