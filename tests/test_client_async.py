@@ -898,3 +898,41 @@ def test_a_cancelled_no_ack_iterator_takes_nothing_more(broker: Broker) -> None:
             assert gone() is None
 
     run(main())
+
+
+@pytest.mark.parametrize("how", ["close timed out", "heartbeats missed"])
+def test_a_silent_peer_does_not_keep_the_socket(broker: Broker, how: str) -> None:
+    """The broker goes silent (a black hole) while the write buffer is full: when close()
+    gives up waiting for close-ok, or missed heartbeats fail the connection, the socket is
+    closed at once -- not kept open for ever waiting for the buffer to drain."""
+    body = b"x" * 100_000
+
+    async def main(proxy: TCPProxy) -> None:
+        conn = AsyncConnection(proxy.url(query="heartbeat=1" if how == "heartbeats missed" else ""))
+        await conn.connect()
+        ch = await conn.channel()
+        transport = conn._transport
+        assert transport is not None
+        sock = transport.get_extra_info("socket")
+        proxy.freeze()
+
+        async def flood() -> None:
+            while True:
+                await ch.basic_publish(body, routing_key=unique("nowhere"))
+
+        publisher = asyncio.ensure_future(flood())
+        deadline = time.monotonic() + 30
+        while transport.get_write_buffer_size() == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert transport.get_write_buffer_size() > 0  # the kernel's buffers are full too
+        if how == "close timed out":
+            await conn.close(timeout=0.5)
+        with pytest.raises(Exception):
+            await asyncio.wait_for(publisher, 30)
+        assert not conn.is_open
+        while sock.fileno() != -1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert sock.fileno() == -1
+
+    with TCPProxy(broker.port) as proxy:
+        run(main(proxy))

@@ -200,7 +200,13 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         self._closed = True
         transport, self._transport = self._transport, None
         if transport is not None:
-            transport.close()
+            core = self._core
+            if self._error is None and core is not None and core.state is ConnState.CLOSED:
+                transport.close()  # a clean shutdown: what is queued (a close-ok) goes first
+            else:
+                # A silent or broken peer (missed heartbeats, a close() that timed out) may
+                # never take what is queued: close() would wait for that, holding the socket.
+                transport.abort()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -400,8 +406,9 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         self._teardown()
 
     def _fail(self, exc: BaseException) -> None:
-        """The connection is unusable: send what the core owes (a connection.close), drop the
-        transport, wake every waiter with ``exc``."""
+        """The connection is unusable: try to send what the core owes (a connection.close),
+        drop the transport without waiting for its buffer to drain, wake every waiter with
+        ``exc``."""
         if self._error is None:
             self._error = exc
         core, transport = self._core, self._transport
