@@ -936,3 +936,27 @@ def test_a_silent_peer_does_not_keep_the_socket(broker: Broker, how: str) -> Non
 
     with TCPProxy(broker.port) as proxy:
         run(main(proxy))
+
+
+def test_an_update_secret_given_up_leaves_its_reply_to_nobody(broker: Broker, new_connection: Any) -> None:
+    """An update_secret that timed out gets its reply late: dropped, so the next call waits
+    for its own (here: times out too while the broker's answers are held up) instead of
+    returning on the old one.  (Shared code: both drivers.)"""
+    with TCPProxy(broker.port) as proxy:
+        conn = new_connection(proxy.url(), rpc_timeout=10).connect()
+        try:
+            ch = conn.channel()
+            proxy.freeze("down")
+            with pytest.raises(TimeoutError):
+                conn.update_secret("guest", "first", timeout=0.3)
+            proxy.thaw()
+            ch.queue_declare("", exclusive=True)  # a round trip: the late reply is in by now
+            proxy.freeze("down")
+            with pytest.raises(TimeoutError):
+                conn.update_secret("guest", "second", timeout=0.3)
+            proxy.thaw()
+            conn.update_secret("guest", "third")
+            assert conn.is_open
+        finally:
+            proxy.thaw()
+            conn.close()

@@ -256,6 +256,7 @@ class ConnectionBase:
         # Received, for callbacks to run: (channel or None, event).
         self._pending: deque[tuple[Any, Any]] = deque()
         self._conn_replies: deque[Any] = deque()
+        self._conn_abandoned = 0  # connection-level replies nobody waits for any more
         self._get_ok: Any = None
         self.server_properties: dict[str, Any] = {}
         self._init_transport()
@@ -350,6 +351,7 @@ class ConnectionBase:
         self._channels.clear()
         self._pending.clear()
         self._conn_replies.clear()
+        self._conn_abandoned = 0
         self._core = core = SansIOConnection(
             username=p.username,
             password=p.password,
@@ -401,7 +403,10 @@ class ConnectionBase:
             elif kind is ev.MethodReceived:
                 cid = event.channel_id  # type: ignore[attr-defined]
                 if cid == 0:
-                    self._conn_replies.append(event.method)  # type: ignore[attr-defined]
+                    if self._conn_abandoned:
+                        self._conn_abandoned -= 1  # for an update_secret given up: drop it
+                    else:
+                        self._conn_replies.append(event.method)  # type: ignore[attr-defined]
                 else:
                     ch = channels.get(cid)
                     if ch is not None:
@@ -582,7 +587,8 @@ class ConnectionBase:
     @operation
     def update_secret(self, new_secret: str | bytes, reason: str = "", timeout: float | None = None) -> Op[None]:
         """``connection.update-secret`` (RabbitMQ, 0-9-1): hand the broker a new secret
-        (e.g. a refreshed OAuth 2 token) and wait for ``update-secret-ok``."""
+        (e.g. a refreshed OAuth 2 token) and wait for ``update-secret-ok``.  A call that
+        stops waiting (timeout, cancelled task) leaves its late reply to be dropped."""
         self._check_open()
         core = self._core
         assert core is not None
@@ -590,7 +596,15 @@ class ConnectionBase:
             core.update_secret(new_secret, reason)
         self._flush()
         deadline = deadline_after(self.rpc_timeout if timeout is None else timeout)
-        yield Wait(lambda: bool(self._conn_replies), deadline, "connection.update-secret-ok")
+        try:
+            yield Wait(lambda: bool(self._conn_replies), deadline, "connection.update-secret-ok")
+        except BaseException:
+            with self._lock:
+                if self._conn_replies:
+                    self._conn_replies.popleft()  # it came just now
+                else:
+                    self._conn_abandoned += 1  # it may still come: not for the next call
+            raise
         self._conn_replies.popleft()
 
 
