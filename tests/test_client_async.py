@@ -70,6 +70,22 @@ def test_every_blocking_method_has_its_async_twin() -> None:
     assert AsyncChannel.queue_declare.__doc__ == Channel.queue_declare.__doc__
 
 
+def test_operations_are_coroutine_functions() -> None:
+    """The calls that wait for the broker say what they are: coroutine functions on the
+    asyncio classes and their objects (not plain functions returning a coroutine), plain
+    functions on the blocking ones."""
+    conn = AsyncConnection()
+    for fn in (AsyncChannel.queue_declare, AsyncChannel.publish_confirmed, AsyncConnection.update_secret,
+               conn.update_secret, conn.close):
+        assert inspect.iscoroutinefunction(fn), fn
+        assert asyncio.iscoroutinefunction(fn), fn
+    for fn in (Channel.queue_declare, Connection.update_secret, Connection().update_secret):
+        assert not inspect.iscoroutinefunction(fn), fn
+    assert AsyncChannel.queue_declare.__name__ == "queue_declare"
+    assert "timeout" in inspect.signature(conn.update_secret).parameters
+    assert inspect.signature(AsyncChannel.basic_get) == inspect.signature(Channel.basic_get)
+
+
 def test_round_trip_with_confirms_and_coroutine_callback(broker: Broker) -> None:
     async def main() -> None:
         async with AsyncConnection(broker.url) as conn:

@@ -111,6 +111,7 @@ class operation(Generic[P, R]):
         self.__name__ = fn.__name__
         self.__qualname__ = fn.__qualname__
         self.__wrapped__ = fn
+        self._async_unbound: Callable[..., Any] | None = None
 
     @property
     def __signature__(self) -> Any:
@@ -135,18 +136,47 @@ class operation(Generic[P, R]):
     @overload
     def __get__(self, obj: AsyncDriver, owner: type) -> Callable[P, Awaitable[R]]: ...
     def __get__(self, obj: Any, owner: type) -> Any:
-        if obj is None:
-            return self
         fn = self.fn
+        if obj is None:
+            if issubclass(owner, AsyncDriver):
+                return self._unbound_coroutine_function()
+            return self
         run = obj._run
+        call: Any
+        if isinstance(obj, AsyncDriver):
+            # A real coroutine function, so that inspect.iscoroutinefunction() and the like
+            # say so (the cost, one more coroutine frame, is nothing beside a round trip).
+            async def async_call(*args: Any, **kwargs: Any) -> Any:
+                return await run(fn(obj, *args, **kwargs))
 
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return run(fn(obj, *args, **kwargs))
+            call = async_call
+        else:
+            def blocking_call(*args: Any, **kwargs: Any) -> Any:
+                return run(fn(obj, *args, **kwargs))
 
+            call = blocking_call
         call.__doc__ = fn.__doc__
         call.__name__ = fn.__name__
-        call.__wrapped__ = fn.__get__(obj)  # type: ignore[attr-defined]
+        call.__qualname__ = fn.__qualname__
+        call.__wrapped__ = fn.__get__(obj)
         return call
+
+    def _unbound_coroutine_function(self) -> Callable[..., Any]:
+        """``AsyncChannel.queue_declare``: the operation as a coroutine function taking the
+        object first (made once)."""
+        unbound = self._async_unbound
+        if unbound is None:
+            fn = self.fn
+
+            async def unbound(obj: Any, *args: Any, **kwargs: Any) -> Any:
+                return await obj._run(fn(obj, *args, **kwargs))
+
+            unbound.__doc__ = fn.__doc__
+            unbound.__name__ = fn.__name__
+            unbound.__qualname__ = fn.__qualname__
+            unbound.__wrapped__ = self  # type: ignore[attr-defined]  # its __signature__
+            self._async_unbound = unbound
+        return unbound
 
 
 class QueueDeclareOk(NamedTuple):
