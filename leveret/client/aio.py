@@ -635,15 +635,24 @@ class Deliveries:
         go back: they are dropped."""
         tag, self.consumer_tag = self.consumer_tag, None
         ch = self.channel
-        self._ended = self._cancelled = True
-        if tag is not None and ch.is_open:
-            await ch.basic_cancel(tag)
-        rest = self._buffer[self._head:]
-        self._buffer, self._head = [], 0
-        ch.connection._backlog -= len(rest)
-        if ch.is_open and not self._consume.get("no_ack"):
-            for message in rest:
-                ch.basic_reject(message.delivery_tag, requeue=True)  # type: ignore[arg-type]
+        self._ended = True
+        try:
+            if tag is not None and ch.is_open:
+                # What arrives meanwhile is buffered, not rejected: the consumer is still
+                # there, and the broker would hand a requeued message straight back.
+                await ch.basic_cancel(tag)
+        finally:
+            # The backlog is settled even when the cancel failed; what still comes is not
+            # taken (see _on_message).
+            self._cancelled = True
+            rest = self._buffer[self._head:]
+            self._buffer, self._head = [], 0
+            conn = ch.connection
+            conn._backlog -= len(rest)
+            conn._maybe_resume_reading()
+            if ch.is_open and not self._consume.get("no_ack"):
+                for message in rest:
+                    ch.basic_reject(message.delivery_tag, requeue=True)  # type: ignore[arg-type]
 
     async def __aenter__(self) -> Deliveries:
         return await self.start()
