@@ -14,14 +14,14 @@ Tasks and callbacks
   the broker sent them; a coroutine callback is awaited before the next delivery.  (So a
   publish's ``on_return`` may run after the ``wait_for_confirms`` or ``publish_confirmed``
   that saw its confirm has returned; with no ``on_return``, returned messages are in
-  ``channel.returned`` by then.)  A callback
-  may await other calls on the same connection.  An exception from a callback is logged and
-  raised by the next :meth:`AsyncConnection.drain_events` (a ``CancelledError`` -- say, from
-  an operation the callback awaited that someone cancelled -- as a ``RuntimeError`` caused
-  by it), and the next delivery runs.  Should the delivery task itself end while the
-  connection is open (cancelled from outside), the connection fails with
-  :class:`ConnectionClosedError` rather than leave deliveries waiting for ever.  Or iterate
-  instead: ``async for message in channel.deliveries(queue)``.
+  ``channel.returned`` by then.)  A callback may await other calls on the same connection.
+  An exception from a callback is logged and raised by the next
+  :meth:`AsyncConnection.drain_events` (a ``CancelledError`` -- say, from an operation the
+  callback awaited that someone cancelled -- as a ``RuntimeError`` caused by it), and the
+  next delivery runs.  Should the delivery task itself end while the connection is open
+  (cancelled from outside), the connection fails with :class:`ConnectionClosedError` rather
+  than leave deliveries waiting for ever.  Or iterate instead:
+  ``async for message in channel.deliveries(queue)``.
 * While more than ``read_ahead`` deliveries wait for their callbacks (or their iterators),
   the connection stops reading the socket, so TCP pushes back on the broker; meanwhile the
   broker counts as alive (a missed heartbeat cannot be told from our own backlog).  But
@@ -226,10 +226,9 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         Raises ``TimeoutError`` when none ran within ``timeout`` seconds (``None`` waits
         for ever), the connection's error when it is lost or closed by the broker, the
         exception a callback raised (such as :class:`MessageTooLargeError` for a delivery
-        over ``max_body_size``; a ``RuntimeError`` caused by it for a ``CancelledError``), once,
-        and, as the blocking driver does, the broker's error
-        when it closed a channel that has consumers, unless a call on that channel has
-        raised it already.
+        over ``max_body_size``; for a ``CancelledError``, a ``RuntimeError`` caused by it),
+        once, and, as the blocking driver does, the broker's error when it closed a channel
+        that has consumers, unless a call on that channel has raised it already.
         """
         start = self._callbacks_run
         deadline = None if timeout is None else deadline_after(timeout)
@@ -612,7 +611,7 @@ class Deliveries:
         if self._cancelled:
             # On its way when cancel() was called: nobody will take it.  Back to the queue --
             # or, no_ack, lost (it was as good as lost once the iteration stopped).
-            if not self._consume.get("no_ack"):
+            if not self._consume.get("no_ack") and self.channel.is_open:
                 self.channel.basic_reject(message.delivery_tag, requeue=True)  # type: ignore[arg-type]
             return
         self._buffer.append(message)
