@@ -26,7 +26,8 @@ How the facade works
   ``TimeoutError``, the connection's error and a callback's error such as
   ``MessageTooLargeError``) and then runs what is queued in the caller's thread.  As in the
   blocking driver, ``wait_for_confirms`` and ``publish_confirmed`` also run their
-  channel's queued return callbacks.
+  channel's return callbacks (first letting the delivery task hand over the returns that
+  came with the confirms).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import asyncio
 import functools
 import inspect
 import threading
+import time
 from collections import deque
 from typing import Any, Callable
 
@@ -233,14 +235,30 @@ class DrivenChannel:
             on_cancel=deferred("cancel", self, on_cancel), **kwargs,
         )
 
+    async def _returns_handed_over(self, op: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``await op(...)``, then wait until the delivery task has handed over the
+        returns that came with its confirms (the asyncio driver runs ``on_return`` there)."""
+        target = self._target
+        try:
+            return await op(*args, **kwargs)
+        finally:
+            if target._returns and target.connection.is_open:
+                await target.connection._wait_for(
+                    lambda: not target._returns, time.monotonic() + 30, "the returns", from_broker=False
+                )
+
     def wait_for_confirms(self, *args: Any, **kwargs: Any) -> bool:
         try:
-            return self._driven._call(self._target.wait_for_confirms, *args, **kwargs)  # type: ignore[no-any-return]
+            return self._driven._call(  # type: ignore[no-any-return]
+                self._returns_handed_over, self._target.wait_for_confirms, *args, **kwargs
+            )
         finally:
             self._driven._run_ready(returns_of=self)
 
     def publish_confirmed(self, *args: Any, **kwargs: Any) -> bool:
         try:
-            return self._driven._call(self._target.publish_confirmed, *args, **kwargs)  # type: ignore[no-any-return]
+            return self._driven._call(  # type: ignore[no-any-return]
+                self._returns_handed_over, self._target.publish_confirmed, *args, **kwargs
+            )
         finally:
             self._driven._run_ready(returns_of=self)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import time
 from typing import Any, Awaitable, TypeVar
 
@@ -68,6 +69,22 @@ def test_every_blocking_method_has_its_async_twin() -> None:
     assert inspect.iscoroutinefunction(AsyncChannel.basic_publish)
     assert not inspect.iscoroutinefunction(AsyncChannel.basic_ack)
     assert AsyncChannel.queue_declare.__doc__ == Channel.queue_declare.__doc__
+
+
+def test_operations_are_coroutine_functions() -> None:
+    """The calls that wait for the broker say what they are: coroutine functions on the
+    asyncio classes and their objects (not plain functions returning a coroutine), plain
+    functions on the blocking ones."""
+    conn = AsyncConnection()
+    for fn in (AsyncChannel.queue_declare, AsyncChannel.publish_confirmed, AsyncConnection.update_secret,
+               conn.update_secret, conn.close):
+        assert inspect.iscoroutinefunction(fn), fn
+        assert asyncio.iscoroutinefunction(fn), fn
+    for fn in (Channel.queue_declare, Connection.update_secret, Connection().update_secret):
+        assert not inspect.iscoroutinefunction(fn), fn
+    assert AsyncChannel.queue_declare.__name__ == "queue_declare"
+    assert "timeout" in inspect.signature(conn.update_secret).parameters
+    assert inspect.signature(AsyncChannel.basic_get) == inspect.signature(Channel.basic_get)
 
 
 def test_round_trip_with_confirms_and_coroutine_callback(broker: Broker) -> None:
@@ -384,6 +401,72 @@ def test_slow_consumer_pauses_reading_and_loses_nothing(broker: Broker) -> None:
     run(main())
 
 
+async def backlog(conn: AsyncConnection, ch: AsyncChannel, queue: str, total: int) -> None:
+    """Put ``total`` 1 KiB messages in ``queue``: more than one socket read's worth, so that
+    a consumer of it gets far more than a small ``read_ahead`` at once."""
+    with conn.corked():
+        for n in range(total):
+            await ch.basic_publish(b"%06d" % n + b"." * 1018, routing_key=queue)
+    assert await ready(ch, queue, total) == total
+
+
+def test_a_callback_awaiting_the_broker_is_not_stuck_behind_the_backlog(broker: Broker) -> None:
+    """Deliveries back up past ``read_ahead`` and reading pauses; a coroutine callback that
+    awaits a reply and a confirm (queued behind the backlog it is working through) gets
+    them: reading goes on while a call waits for the broker."""
+    total = 2000
+
+    async def main() -> None:
+        conn = AsyncConnection(broker.url, rpc_timeout=10)
+        conn.read_ahead = 20
+        async with conn:
+            ch = await conn.channel()
+            out = await conn.channel()
+            await out.confirm_select()
+            queue = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            copies = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            await backlog(conn, ch, queue, total)
+            done = 0
+
+            async def relay(message: Message) -> None:
+                nonlocal done
+                assert await out.publish_confirmed(message.body, routing_key=copies) is True
+                await out.queue_declare(copies, passive=True)
+                message.ack()
+                done += 1
+
+            await ch.basic_consume(queue, callback=relay)
+            while done < total:
+                await conn.drain_events(timeout=30)
+            assert await ready(ch, copies, total) == total
+
+    run(main(), timeout=120)
+
+
+def test_leaving_a_backed_up_iterator_after_one_message(broker: Broker) -> None:
+    """The README's pattern -- take one message, ack it, leave -- on a queue whose backlog
+    paused reading: the ``basic.cancel`` that leaving sends gets its reply, the rest goes
+    back to the queue, and the connection closes at once."""
+    total = 2000
+
+    async def main() -> None:
+        conn = AsyncConnection(broker.url, rpc_timeout=10)
+        conn.read_ahead = 20
+        async with conn:
+            ch = await conn.channel()
+            queue = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            await backlog(conn, ch, queue, total)
+            async with ch.deliveries(queue) as messages:
+                async for message in messages:
+                    message.ack()
+                    break
+            assert message.body.startswith(b"000000")
+            assert await ready(ch, queue, total - 1) == total - 1
+        assert not conn.is_open
+
+    run(main(), timeout=120)
+
+
 def test_deliveries_iterator(broker: Broker) -> None:
     async def main() -> None:
         async with AsyncConnection(broker.url) as conn:
@@ -680,3 +763,221 @@ def test_tasks_sharing_one_channel_get_their_own_replies(broker: Broker) -> None
             assert [m.body for m in got if m is not None] == [name.encode() for name in names[:5]]
 
     run(main())
+
+
+# --------------------------------------------------------------------------- the delivery task
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="before 3.11 (Task.cancelling) a CancelledError cannot be told from the delivery task's own cancellation",
+)
+def test_a_callback_raising_cancelled_error_does_not_stop_the_deliveries(broker: Broker) -> None:
+    """A callback awaiting something that somebody cancelled raises CancelledError: that is
+    the callback's failure, reported by drain_events like any other; the deliveries after
+    it still run."""
+
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            queue = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            got: list[bytes] = []
+
+            async def on_message(message: Message) -> None:
+                got.append(bytes(message.body))
+                message.ack()
+                if message.body == b"1":
+                    doomed = asyncio.get_running_loop().create_future()
+                    asyncio.get_running_loop().call_soon(doomed.cancel)
+                    await doomed
+
+            await ch.basic_consume(queue, callback=on_message)
+            for n in range(3):
+                await ch.basic_publish(b"%d" % n, routing_key=queue)
+            with pytest.raises(RuntimeError, match="CancelledError") as info:
+                while len(got) < 3:
+                    await conn.drain_events(timeout=10)
+            assert isinstance(info.value.__cause__, asyncio.CancelledError)
+            while len(got) < 3:
+                await conn.drain_events(timeout=10)
+            assert got == [b"0", b"1", b"2"]
+            assert conn.is_open
+            assert await ready(ch, queue, 0) == 0
+
+    run(main())
+
+
+def test_a_cancelled_delivery_task_fails_the_connection(broker: Broker) -> None:
+    """A callback that cancels the task it runs in stops the delivery task: the connection
+    fails, and drain_events says so instead of waiting for ever."""
+    from leveret.client import ConnectionClosedError
+
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            queue = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+
+            async def on_message(message: Message) -> None:
+                task = asyncio.current_task()
+                assert task is not None
+                task.cancel()
+                await asyncio.sleep(0)
+
+            await ch.basic_consume(queue, callback=on_message, no_ack=True)
+            await ch.basic_publish(b"x", routing_key=queue)
+            with pytest.raises(ConnectionClosedError, match="delivery task"):
+                await conn.drain_events(timeout=10)
+            assert not conn.is_open
+
+    run(main())
+
+
+def test_a_coroutine_on_return_is_awaited(broker: Broker) -> None:
+    """``on_return`` may be a coroutine function, like any callback: it is awaited in the
+    delivery task, for returns that drain_events waits for and for those whose confirms
+    wait_for_confirms and publish_confirmed see.  With no ``on_return``, those two leave the
+    returned messages in ``returned``."""
+
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            got: list[bytes] = []
+
+            async def on_return(message: Message) -> None:
+                await asyncio.sleep(0)
+                got.append(bytes(message.body))
+
+            ch.on_return = on_return
+            nowhere = unique("nowhere")
+            await ch.basic_publish(b"first", routing_key=nowhere, mandatory=True)
+            await conn.drain_events(timeout=10)
+            assert got == [b"first"]
+            await ch.confirm_select()
+            await ch.basic_publish(b"second", routing_key=nowhere, mandatory=True)
+            assert await ch.wait_for_confirms(timeout=10) is True
+            assert await ch.publish_confirmed(b"third", routing_key=nowhere, mandatory=True) is False
+            while len(got) < 3:
+                await conn.drain_events(timeout=10)
+            assert got == [b"first", b"second", b"third"]
+            assert ch.returned == []
+            ch.on_return = None
+            assert await ch.publish_confirmed(b"fourth", routing_key=nowhere, mandatory=True) is False
+            assert [m.body for m in ch.returned] == [b"fourth"]
+            await ch.basic_publish(b"fifth", routing_key=nowhere, mandatory=True)
+            assert await ch.wait_for_confirms(timeout=10) is True
+            assert [m.body for m in ch.returned] == [b"fourth", b"fifth"]
+            assert got == [b"first", b"second", b"third"]
+
+    run(main())
+
+
+def test_a_cancelled_no_ack_iterator_takes_nothing_more(broker: Broker) -> None:
+    """no_ack deliveries received for an iterator but not yet run when it is cancelled
+    (the delivery task was busy) are dropped when they run: they do not count against
+    ``read_ahead`` for ever -- which would keep reading paused -- and the iterator, once
+    cancelled, is not kept alive by the connection."""
+    import gc
+    import weakref
+
+    async def main() -> None:
+        conn = AsyncConnection(broker.url)
+        conn.read_ahead = 8
+        async with conn:
+            ch = await conn.channel()
+            busy = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            fed = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            entered, release = asyncio.Event(), asyncio.Event()
+            got: list[bytes] = []
+
+            async def hold(message: Message) -> None:
+                if not entered.is_set():
+                    entered.set()
+                    await release.wait()
+                got.append(bytes(message.body))
+
+            await ch.basic_consume(busy, callback=hold, no_ack=True)
+            messages = ch.deliveries(fed, no_ack=True)
+            await messages.start()
+            await ch.basic_publish(b"hold", routing_key=busy)
+            await asyncio.wait_for(entered.wait(), 10)
+            for n in range(5):
+                await ch.basic_publish(b"%d" % n, routing_key=fed)
+            assert await ready(ch, fed, 0) == 0  # all five received, behind the busy callback
+            await messages.cancel()
+            gone = weakref.ref(messages)
+            del messages
+            release.set()
+            with conn.corked():
+                for n in range(200):
+                    await ch.basic_publish(b"more", routing_key=busy)
+            while len(got) < 201:
+                await conn.drain_events(timeout=10)
+            deadline = time.monotonic() + 10
+            while gone() is not None and time.monotonic() < deadline:
+                gc.collect()
+                await asyncio.sleep(0.01)
+            assert gone() is None
+
+    run(main())
+
+
+@pytest.mark.parametrize("how", ["close timed out", "heartbeats missed"])
+def test_a_silent_peer_does_not_keep_the_socket(broker: Broker, how: str) -> None:
+    """The broker goes silent (a black hole) while the write buffer is full: when close()
+    gives up waiting for close-ok, or missed heartbeats fail the connection, the socket is
+    closed at once -- not kept open for ever waiting for the buffer to drain."""
+    body = b"x" * 100_000
+
+    async def main(proxy: TCPProxy) -> None:
+        conn = AsyncConnection(proxy.url(query="heartbeat=1" if how == "heartbeats missed" else ""))
+        await conn.connect()
+        ch = await conn.channel()
+        transport = conn._transport
+        assert transport is not None
+        sock = transport.get_extra_info("socket")
+        proxy.freeze()
+
+        async def flood() -> None:
+            while True:
+                await ch.basic_publish(body, routing_key=unique("nowhere"))
+
+        publisher = asyncio.ensure_future(flood())
+        deadline = time.monotonic() + 30
+        while transport.get_write_buffer_size() == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert transport.get_write_buffer_size() > 0  # the kernel's buffers are full too
+        if how == "close timed out":
+            await conn.close(timeout=0.5)
+        with pytest.raises(Exception):
+            await asyncio.wait_for(publisher, 30)
+        assert not conn.is_open
+        while sock.fileno() != -1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert sock.fileno() == -1
+
+    with TCPProxy(broker.port) as proxy:
+        run(main(proxy))
+
+
+def test_an_update_secret_given_up_leaves_its_reply_to_nobody(broker: Broker, new_connection: Any) -> None:
+    """An update_secret that timed out gets its reply late: dropped, so the next call waits
+    for its own (here: times out too while the broker's answers are held up) instead of
+    returning on the old one.  (Shared code: both drivers.)"""
+    with TCPProxy(broker.port) as proxy:
+        conn = new_connection(proxy.url(), rpc_timeout=10).connect()
+        try:
+            ch = conn.channel()
+            proxy.freeze("down")
+            with pytest.raises(TimeoutError):
+                conn.update_secret("guest", "first", timeout=0.3)
+            proxy.thaw()
+            ch.queue_declare("", exclusive=True)  # a round trip: the late reply is in by now
+            proxy.freeze("down")
+            with pytest.raises(TimeoutError):
+                conn.update_secret("guest", "second", timeout=0.3)
+            proxy.thaw()
+            conn.update_secret("guest", "third")
+            assert conn.is_open
+        finally:
+            proxy.thaw()
+            conn.close()

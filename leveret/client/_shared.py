@@ -111,6 +111,7 @@ class operation(Generic[P, R]):
         self.__name__ = fn.__name__
         self.__qualname__ = fn.__qualname__
         self.__wrapped__ = fn
+        self._async_unbound: Callable[..., Any] | None = None
 
     @property
     def __signature__(self) -> Any:
@@ -135,18 +136,47 @@ class operation(Generic[P, R]):
     @overload
     def __get__(self, obj: AsyncDriver, owner: type) -> Callable[P, Awaitable[R]]: ...
     def __get__(self, obj: Any, owner: type) -> Any:
-        if obj is None:
-            return self
         fn = self.fn
+        if obj is None:
+            if issubclass(owner, AsyncDriver):
+                return self._unbound_coroutine_function()
+            return self
         run = obj._run
+        call: Any
+        if isinstance(obj, AsyncDriver):
+            # A real coroutine function, so that inspect.iscoroutinefunction() and the like
+            # say so (the cost, one more coroutine frame, is nothing beside a round trip).
+            async def async_call(*args: Any, **kwargs: Any) -> Any:
+                return await run(fn(obj, *args, **kwargs))
 
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return run(fn(obj, *args, **kwargs))
+            call = async_call
+        else:
+            def blocking_call(*args: Any, **kwargs: Any) -> Any:
+                return run(fn(obj, *args, **kwargs))
 
+            call = blocking_call
         call.__doc__ = fn.__doc__
         call.__name__ = fn.__name__
-        call.__wrapped__ = fn.__get__(obj)  # type: ignore[attr-defined]
+        call.__qualname__ = fn.__qualname__
+        call.__wrapped__ = fn.__get__(obj)
         return call
+
+    def _unbound_coroutine_function(self) -> Callable[..., Any]:
+        """``AsyncChannel.queue_declare``: the operation as a coroutine function taking the
+        object first (made once)."""
+        unbound = self._async_unbound
+        if unbound is None:
+            fn = self.fn
+
+            async def unbound(obj: Any, *args: Any, **kwargs: Any) -> Any:
+                return await obj._run(fn(obj, *args, **kwargs))
+
+            unbound.__doc__ = fn.__doc__
+            unbound.__name__ = fn.__name__
+            unbound.__qualname__ = fn.__qualname__
+            unbound.__wrapped__ = self  # type: ignore[attr-defined]  # its __signature__
+            self._async_unbound = unbound
+        return unbound
 
 
 class QueueDeclareOk(NamedTuple):
@@ -256,6 +286,7 @@ class ConnectionBase:
         # Received, for callbacks to run: (channel or None, event).
         self._pending: deque[tuple[Any, Any]] = deque()
         self._conn_replies: deque[Any] = deque()
+        self._conn_abandoned = 0  # connection-level replies nobody waits for any more
         self._get_ok: Any = None
         self.server_properties: dict[str, Any] = {}
         self._init_transport()
@@ -356,6 +387,7 @@ class ConnectionBase:
         self._channels.clear()
         self._pending.clear()
         self._conn_replies.clear()
+        self._conn_abandoned = 0
         self._core = core = SansIOConnection(
             username=p.username,
             password=p.password,
@@ -407,7 +439,10 @@ class ConnectionBase:
             elif kind is ev.MethodReceived:
                 cid = event.channel_id  # type: ignore[attr-defined]
                 if cid == 0:
-                    self._conn_replies.append(event.method)  # type: ignore[attr-defined]
+                    if self._conn_abandoned:
+                        self._conn_abandoned -= 1  # for an update_secret given up: drop it
+                    else:
+                        self._conn_replies.append(event.method)  # type: ignore[attr-defined]
                 else:
                     ch = channels.get(cid)
                     if ch is not None:
@@ -480,6 +515,7 @@ class ConnectionBase:
         if kind is ev.ConsumerCancelled:
             cancel_cb = ch._cancel_callbacks.get(item.consumer_tag)
             ch._forget_consumer(item.consumer_tag)
+            ch._cancelled_no_ack.pop(item.consumer_tag, None)  # its deliveries came before
             return (cancel_cb, (item.consumer_tag,)) if cancel_cb is not None else (_nothing, ())
         if kind is ev.ChannelClosed:
             # A channel with consumers that the broker closed (an ack timed out or named
@@ -493,6 +529,9 @@ class ConnectionBase:
             return (self.on_blocked, (item.reason,)) if self.on_blocked is not None else None
         if kind is ev.ConnectionUnblocked:
             return (self.on_unblocked, ()) if self.on_unblocked is not None else None
+        if kind is _ConsumerGone:
+            ch._cancelled_no_ack.pop(item.consumer_tag, None)
+            return None
         if kind is ev.MessageTooLarge:
             raise MessageTooLargeError(
                 f"a message of {item.body_size} bytes on channel {ch.channel_id} is larger "
@@ -586,7 +625,8 @@ class ConnectionBase:
     @operation
     def update_secret(self, new_secret: str | bytes, reason: str = "", timeout: float | None = None) -> Op[None]:
         """``connection.update-secret`` (RabbitMQ, 0-9-1): hand the broker a new secret
-        (e.g. a refreshed OAuth 2 token) and wait for ``update-secret-ok``."""
+        (e.g. a refreshed OAuth 2 token) and wait for ``update-secret-ok``.  A call that
+        stops waiting (timeout, cancelled task) leaves its late reply to be dropped."""
         self._check_open()
         core = self._core
         assert core is not None
@@ -594,8 +634,23 @@ class ConnectionBase:
             core.update_secret(new_secret, reason)
         self._flush()
         deadline = deadline_after(self.rpc_timeout if timeout is None else timeout)
-        yield Wait(lambda: bool(self._conn_replies), deadline, "connection.update-secret-ok")
+        try:
+            yield Wait(lambda: bool(self._conn_replies), deadline, "connection.update-secret-ok")
+        except BaseException:
+            with self._lock:
+                if self._conn_replies:
+                    self._conn_replies.popleft()  # it came just now
+                else:
+                    self._conn_abandoned += 1  # it may still come: not for the next call
+            raise
         self._conn_replies.popleft()
+
+
+class _ConsumerGone(NamedTuple):
+    """Queued after the deliveries of a no_ack consumer cancelled by ``basic_cancel``:
+    when the callbacks get here, its last delivery has run."""
+
+    consumer_tag: str
 
 
 def _nothing(*args: Any) -> None:
@@ -1149,6 +1204,12 @@ class ChannelBase:
         """
         yield from self._rpc("basic.cancel", timeout, consumer_tag=consumer_tag, no_wait=nowait)
         self._forget_consumer(consumer_tag)
+        if not nowait and consumer_tag in self._cancelled_no_ack:
+            # cancel-ok is in: nothing comes after the deliveries already received, so the
+            # callback is dropped once they have run (see ConnectionBase._callback).
+            conn = self.connection
+            with conn._lock:
+                conn._pending.append((self, _ConsumerGone(consumer_tag)))
 
     def _forget_consumer(self, consumer_tag: str) -> None:
         callback = self._consumers.pop(consumer_tag, None)
@@ -1218,11 +1279,16 @@ class ChannelBase:
                 if tag in waited:
                     waited[tag] = event.ack
 
+    def _returned_message(self, item: ev.MessageReturned) -> Message:
+        msg = Message._received(self, item.method, item.properties, item.body)
+        msg.delivery_info["publish_tag"] = item.delivery_tag
+        return msg
+
     def _run_returns(self) -> None:
+        """Hand over the returned publishes: to ``on_return``, or into :attr:`returned`.
+        (The asyncio channel runs ``on_return`` in its delivery task instead.)"""
         while self._returns:
-            item = self._returns.popleft()
-            msg = Message._received(self, item.method, item.properties, item.body)
-            msg.delivery_info["publish_tag"] = item.delivery_tag
+            msg = self._returned_message(self._returns.popleft())
             if self.on_return is not None:
                 self.on_return(msg)
             else:
@@ -1232,7 +1298,9 @@ class ChannelBase:
     def wait_for_confirms(self, timeout: float | None = None) -> Op[bool]:
         """Wait until the broker has confirmed every publish of this channel.
 
-        Runs the return callbacks of returned publishes first.  Returns True when all were
+        Hands over returned publishes first: runs their return callbacks (the asyncio
+        driver runs them in its delivery task instead, maybe after this returns) or, with no
+        ``on_return``, adds them to :attr:`returned`.  Returns True when all were
         acked; raises :class:`PublishNacked` listing the nacked tags (then forgets them),
         ``TimeoutError`` past ``timeout`` (default ``rpc_timeout``), and
         :class:`ConnectionLost` -- whose ``unconfirmed`` names the publishes of unknown

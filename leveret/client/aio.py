@@ -9,15 +9,25 @@ Tasks and callbacks
 -------------------
 * The transport's protocol feeds what arrives to the core as it arrives and routes the
   events; replies wake the coroutines that wait for them.
-* Consumer callbacks (plain functions or coroutine functions), ``on_cancel``, returns and
-  ``on_blocked``/``on_unblocked`` run in one delivery task per connection, in the order the
-  broker sent them; a coroutine callback is awaited before the next delivery.  A callback
-  may await other calls on the same connection.  An exception from a callback is logged and
-  raised by the next :meth:`AsyncConnection.drain_events`.  Or iterate instead:
+* Consumer callbacks (plain functions or coroutine functions), ``on_cancel``, ``on_return``
+  and ``on_blocked``/``on_unblocked`` run in one delivery task per connection, in the order
+  the broker sent them; a coroutine callback is awaited before the next delivery.  (So a
+  publish's ``on_return`` may run after the ``wait_for_confirms`` or ``publish_confirmed``
+  that saw its confirm has returned; with no ``on_return``, returned messages are in
+  ``channel.returned`` by then.)  A callback may await other calls on the same connection.
+  An exception from a callback is logged and raised by the next
+  :meth:`AsyncConnection.drain_events` (a ``CancelledError`` -- say, from an operation the
+  callback awaited that someone cancelled -- as a ``RuntimeError`` caused by it), and the
+  next delivery runs.  Should the delivery task itself end while the connection is open
+  (cancelled from outside), the connection fails with :class:`ConnectionClosedError` rather
+  than leave deliveries waiting for ever.  Or iterate instead:
   ``async for message in channel.deliveries(queue)``.
 * While more than ``read_ahead`` deliveries wait for their callbacks (or their iterators),
   the connection stops reading the socket, so TCP pushes back on the broker; meanwhile the
-  broker counts as alive (a missed heartbeat cannot be told from our own backlog).
+  broker counts as alive (a missed heartbeat cannot be told from our own backlog).  But
+  while any call waits for the broker (a reply, a confirm, ``close-ok``, the socket to
+  drain), reading goes on past ``read_ahead``: what it waits for is behind the deliveries,
+  and the task that would work through them may be the one waiting.
 * Writes: a call that waits for a reply writes at once; publishes and acks are written
   together at the next turn of the event loop, or at once after a few hundred frames.  When
   the socket cannot keep up, :meth:`AsyncChannel.basic_publish` waits until it drains
@@ -54,6 +64,7 @@ from ._shared import (
     ssl_context,
 )
 from .core import ConnState
+from .errors import ConnectionClosedError
 from .events import ChannelClosed
 from .message import Message
 
@@ -117,6 +128,9 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         self._callbacks_run = 0
         self._callback_error: BaseException | None = None
         self._backlog = 0  # deliveries in Deliveries iterators, not yet taken
+        # Calls waiting for something only the broker can send (a reply, a confirm,
+        # close-ok, unblocked): reading never stays paused while there are any.
+        self._broker_waiters = 0
         self._corked = 0
 
     def _make_channel(self, channel_id: int) -> AsyncChannel:
@@ -130,6 +144,8 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
             try:
                 wait = op.send(None) if failed is None else op.throw(failed)
             except StopIteration as stop:
+                if self._pending:
+                    self._wake_deliverer()  # the operation may have queued an item
                 return stop.value  # type: ignore[no-any-return]
             failed = None
             try:
@@ -163,7 +179,9 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         self._transport = transport
         self._high_water = transport.get_write_buffer_limits()[1]
         await self._run(self._handshake(deadline))
-        self._tasks = [loop.create_task(self._deliver_loop(), name="leveret-deliver")]
+        deliverer = loop.create_task(self._deliver_loop(), name="leveret-deliver")
+        deliverer.add_done_callback(self._deliverer_done)
+        self._tasks = [deliverer]
         if self.heartbeat:
             self._tasks.append(loop.create_task(self._heartbeat_loop(), name="leveret-heartbeat"))
         return self
@@ -182,7 +200,13 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         self._closed = True
         transport, self._transport = self._transport, None
         if transport is not None:
-            transport.close()
+            core = self._core
+            if self._error is None and core is not None and core.state is ConnState.CLOSED:
+                transport.close()  # a clean shutdown: what is queued (a close-ok) goes first
+            else:
+                # A silent or broken peer (missed heartbeats, a close() that timed out) may
+                # never take what is queued: close() would wait for that, holding the socket.
+                transport.abort()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -202,15 +226,16 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         Raises ``TimeoutError`` when none ran within ``timeout`` seconds (``None`` waits
         for ever), the connection's error when it is lost or closed by the broker, the
         exception a callback raised (such as :class:`MessageTooLargeError` for a delivery
-        over ``max_body_size``), once, and, as the blocking driver does, the broker's error
-        when it closed a channel that has consumers, unless a call on that channel has
-        raised it already.
+        over ``max_body_size``; for a ``CancelledError``, a ``RuntimeError`` caused by it),
+        once, and, as the blocking driver does, the broker's error when it closed a channel
+        that has consumers, unless a call on that channel has raised it already.
         """
         start = self._callbacks_run
         deadline = None if timeout is None else deadline_after(timeout)
         try:
             await self._wait_for(
-                lambda: self._callbacks_run != start or self._callback_error is not None, deadline, "events"
+                lambda: self._callbacks_run != start or self._callback_error is not None, deadline, "events",
+                from_broker=False,
             )
         finally:
             error, self._callback_error = self._callback_error, None
@@ -222,6 +247,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         transport's low-water mark)."""
         self._flush()
         while self._write_paused:
+            # The broker has to read: it may wait to write to us first, so keep reading.
             await self._wait_for(lambda: not self._write_paused, None, "the socket to drain")
 
     def _wake_deliverer(self) -> None:
@@ -258,29 +284,73 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
                         if inspect.isawaitable(result):
                             await result
                         self._callbacks_run += 1
+                except asyncio.CancelledError as exc:
+                    if self._closed or _being_cancelled():
+                        raise  # this task is being stopped
+                    self._callback_failed(exc)  # the callback's own business
                 except Exception as exc:  # noqa: BLE001 - the user's callback; reported below
-                    log.exception("leveret: a callback failed")
-                    if self._callback_error is None:
-                        self._callback_error = exc
+                    self._callback_failed(exc)
                 self._notify()
                 self._maybe_resume_reading()
             for ch in list(self._channels.values()):
-                if ch._returns:
+                returns = ch._returns
+                while returns:
+                    message = ch._returned_message(returns.popleft())
+                    on_return = ch.on_return
                     try:
-                        ch._run_returns()
-                    except Exception as exc:  # noqa: BLE001
-                        log.exception("leveret: a return callback failed")
-                        if self._callback_error is None:
-                            self._callback_error = exc
+                        if on_return is None:
+                            ch.returned.append(message)
+                        else:
+                            result = on_return(message)
+                            if inspect.isawaitable(result):
+                                await result
+                    except asyncio.CancelledError as exc:
+                        if self._closed or _being_cancelled():
+                            raise
+                        self._callback_failed(exc)
+                    except Exception as exc:  # noqa: BLE001 - the user's callback
+                        self._callback_failed(exc)
                     self._callbacks_run += 1
+                    self._notify()
             self._notify()
+
+    def _callback_failed(self, exc: BaseException) -> None:
+        """A callback raised ``exc``: log it; the next drain_events raises it (a
+        CancelledError as a RuntimeError, so that it does not pass for the cancellation of
+        the task that drains)."""
+        log.error("leveret: a callback failed", exc_info=exc)
+        if isinstance(exc, asyncio.CancelledError):
+            cancelled = exc
+            exc = RuntimeError("a callback raised CancelledError (an operation it awaited was cancelled)")
+            exc.__cause__ = cancelled
+        if self._callback_error is None:
+            self._callback_error = exc
+
+    def _deliverer_done(self, task: asyncio.Task[None]) -> None:
+        """The delivery task ended: fine when the connection is closing; otherwise (it was
+        cancelled, or failed) nothing would run callbacks any more, and ``drain_events``
+        would wait for ever -- fail the connection instead."""
+        error = None if task.cancelled() else task.exception()
+        if task not in self._tasks:
+            return  # stopped by _teardown (possibly of an earlier connection)
+        if error is not None:
+            log.error("leveret: the delivery task failed", exc_info=error)
+        failure = ConnectionClosedError(
+            "the connection's delivery task " + ("failed" if error is not None else "was cancelled")
+            + "; no callback can run any more"
+        )
+        failure.__cause__ = error
+        self._fail(failure)
 
     def _maybe_resume_reading(self) -> None:
         if self._reading_paused and len(self._pending) + self._backlog <= self.read_ahead // 2:
-            transport = self._transport
-            self._reading_paused = False
-            if transport is not None:
-                transport.resume_reading()
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        transport = self._transport
+        self._reading_paused = False
+        if transport is not None:
+            transport.resume_reading()
 
     async def _heartbeat_loop(self) -> None:
         """Queue heartbeats and notice a silent broker (see ``SansIOConnection.tick``)."""
@@ -312,7 +382,11 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
             self._dispatch(events)
             if self._pending or self._has_pending():
                 self._wake_deliverer()
-                if not self._reading_paused and len(self._pending) + self._backlog > self.read_ahead:
+                if (
+                    not self._reading_paused
+                    and len(self._pending) + self._backlog > self.read_ahead
+                    and not self._broker_waiters
+                ):
                     transport = self._transport
                     if transport is not None:
                         self._reading_paused = True
@@ -331,8 +405,9 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         self._teardown()
 
     def _fail(self, exc: BaseException) -> None:
-        """The connection is unusable: send what the core owes (a connection.close), drop the
-        transport, wake every waiter with ``exc``."""
+        """The connection is unusable: try to send what the core owes (a connection.close),
+        drop the transport without waiting for its buffer to drain, wake every waiter with
+        ``exc``."""
         if self._error is None:
             self._error = exc
         core, transport = self._core, self._transport
@@ -404,28 +479,53 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def _wait_for(self, predicate: Callable[[], Any], deadline: float | None, what: str) -> None:
+    async def _wait_for(
+        self, predicate: Callable[[], Any], deadline: float | None, what: str, from_broker: bool = True
+    ) -> None:
         """Wait until ``predicate()`` is true; ``TimeoutError`` past ``deadline``, the
-        connection's error when it dies."""
+        connection's error when it dies.
+
+        ``from_broker``: what is awaited depends on the broker alone (a reply, a confirm,
+        ``close-ok``, ``connection.unblocked``, the broker reading what we wrote), so the
+        socket is read meanwhile even past ``read_ahead`` -- the answer is queued behind
+        the deliveries, and the task that would work through them may be the one waiting
+        (a callback awaiting a call).  Waits for deliveries or callbacks pass False."""
         core = self._core
         if core is not None and core.wants_write:
             self._flush()  # what we wait for may depend on what is still queued
+        if self._wait_over(predicate):
+            return
         loop = self._loop
         assert loop is not None
-        while not self._wait_over(predicate):
-            remaining = None if deadline is None else deadline - monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"timed out waiting for {what}")
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.append(waiter)
-            if remaining is None:
-                await waiter
-                continue
-            timer = loop.call_later(remaining, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
+        if from_broker:
+            self._broker_waiters += 1
+            if self._reading_paused:
+                self._resume_reading()
+        try:
+            while not self._wait_over(predicate):
+                remaining = None if deadline is None else deadline - monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"timed out waiting for {what}")
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._waiters.append(waiter)
+                if remaining is None:
+                    await waiter
+                    continue
+                timer = loop.call_later(remaining, _wake, waiter)
+                try:
+                    await waiter
+                finally:
+                    timer.cancel()
+        finally:
+            if from_broker:
+                self._broker_waiters -= 1
+
+
+def _being_cancelled() -> bool:
+    """Whether the current task is being cancelled (``Task.cancelling()``, Python 3.11+);
+    before 3.11 that cannot be told, and a CancelledError is taken to mean it is."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return cancelling is None or cancelling() > 0
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -448,6 +548,14 @@ class AsyncChannel(ChannelBase, AsyncDriver):
 
     async def _run(self, op: Op[R]) -> R:
         return await self.connection._run(op)
+
+    def _run_returns(self) -> None:
+        """``wait_for_confirms`` and ``publish_confirmed`` hand over returns: here the return
+        callbacks run (awaited, if coroutines) in the delivery task, in order with
+        everything else; only with no ``on_return`` are the returned messages added to
+        :attr:`returned` at once."""
+        if self.on_return is None:
+            super()._run_returns()
 
     async def __aenter__(self) -> AsyncChannel:
         return self
@@ -480,7 +588,9 @@ class AsyncChannel(ChannelBase, AsyncDriver):
         message in messages: ...``: consume ``queue`` (``basic.consume`` with the given
         keyword arguments) as an async iterator, cancelled (``basic.cancel``) when the
         ``async with`` block ends.  The iteration ends when the broker cancels the
-        consumer; it raises the error when the channel or connection closes."""
+        consumer; it raises the error when the channel or connection closes.  Messages it
+        has not handed out when it is cancelled, and those still on their way, go back to
+        the queue -- but ``no_ack`` ones cannot, and are dropped."""
         return Deliveries(self, queue, consume)
 
 
@@ -495,8 +605,15 @@ class Deliveries:
         self._buffer: list[Message] = []
         self._head = 0
         self._ended = False
+        self._cancelled = False
 
     def _on_message(self, message: Message) -> None:
+        if self._cancelled:
+            # On its way when cancel() was called: nobody will take it.  Back to the queue --
+            # or, no_ack, lost (it was as good as lost once the iteration stopped).
+            if not self._consume.get("no_ack") and self.channel.is_open:
+                self.channel.basic_reject(message.delivery_tag, requeue=True)  # type: ignore[arg-type]
+            return
         self._buffer.append(message)
         self.channel.connection._backlog += 1
 
@@ -512,19 +629,29 @@ class Deliveries:
         return self
 
     async def cancel(self) -> None:
-        """Send ``basic.cancel`` (unless the channel is gone); messages still buffered and
-        not ``no_ack`` are given back to the queue."""
+        """Send ``basic.cancel`` (unless the channel is gone); messages still buffered, or
+        arriving later, are given back to the queue -- except ``no_ack`` ones, which cannot
+        go back: they are dropped."""
         tag, self.consumer_tag = self.consumer_tag, None
         ch = self.channel
         self._ended = True
-        if tag is not None and ch.is_open:
-            await ch.basic_cancel(tag)
-        rest = self._buffer[self._head:]
-        self._buffer, self._head = [], 0
-        ch.connection._backlog -= len(rest)
-        if ch.is_open and not self._consume.get("no_ack"):
-            for message in rest:
-                ch.basic_reject(message.delivery_tag, requeue=True)  # type: ignore[arg-type]
+        try:
+            if tag is not None and ch.is_open:
+                # What arrives meanwhile is buffered, not rejected: the consumer is still
+                # there, and the broker would hand a requeued message straight back.
+                await ch.basic_cancel(tag)
+        finally:
+            # The backlog is settled even when the cancel failed; what still comes is not
+            # taken (see _on_message).
+            self._cancelled = True
+            rest = self._buffer[self._head:]
+            self._buffer, self._head = [], 0
+            conn = ch.connection
+            conn._backlog -= len(rest)
+            conn._maybe_resume_reading()
+            if ch.is_open and not self._consume.get("no_ack"):
+                for message in rest:
+                    ch.basic_reject(message.delivery_tag, requeue=True)  # type: ignore[arg-type]
 
     async def __aenter__(self) -> Deliveries:
         return await self.start()
@@ -542,7 +669,7 @@ class Deliveries:
         if self._head == len(self._buffer) and not self._ended and not self.channel._closed:
             await conn._wait_for(
                 lambda: self._head < len(self._buffer) or self._ended or self.channel._closed,
-                None, "a delivery",
+                None, "a delivery", from_broker=False,
             )
         if self._head < len(self._buffer):
             message = self._buffer[self._head]
