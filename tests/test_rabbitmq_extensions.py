@@ -149,7 +149,7 @@ def test_direct_reply_to_carries_replies_back_without_a_reply_queue(
 
 def test_direct_reply_to_refusals_are_typed(conn: Connection) -> None:
     refused(conn, PreconditionFailed, "reply consumer cannot acknowledge",
-            lambda ch: ch.basic_consume(REPLY_TO, no_ack=False))
+            lambda ch: ch.basic_consume(REPLY_TO, no_ack=False, callback=print))
     # A request naming the pseudo-queue on a channel that does not consume from it.
     refused(conn, PreconditionFailed, "fast reply consumer does not exist",
             lambda ch: ch.basic_publish(Message(b"?", reply_to=REPLY_TO), routing_key="nowhere"))
@@ -222,11 +222,11 @@ def test_a_stream_consumer_at_next_sees_only_what_comes_after(
 def test_stream_refusals_are_typed(conn: Connection, connect: Callable[[], Connection],
                                    stream: str) -> None:
     refused(conn, PreconditionFailed, "consumer prefetch count is not set",
-            lambda ch: ch.basic_consume(stream))
+            lambda ch: ch.basic_consume(stream, callback=print))
 
     def no_ack(ch: Channel) -> None:
         ch.basic_qos(prefetch_count=10)
-        ch.basic_consume(stream, no_ack=True)
+        ch.basic_consume(stream, no_ack=True, callback=print)
 
     refused(conn, PreconditionFailed, "invalid property 'non-durable'",
             lambda ch: ch.queue_declare(unique("stream"), arguments={"x-queue-type": "stream"}))
@@ -299,7 +299,7 @@ def test_quorum_queue_refusals_are_typed(conn: Connection, connect: Callable[[],
 
     def global_prefetch(ch: Channel) -> None:
         ch.basic_qos(prefetch_count=10, a_global=True)
-        ch.basic_consume(queue)
+        ch.basic_consume(queue, callback=print)
 
     refused(connect(), AMQPNotImplemented, "does not support global qos", global_prefetch)
 

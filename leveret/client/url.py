@@ -185,11 +185,15 @@ def parse_url(url: str) -> ConnectionParameters:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError:
-        # Not urlsplit's own words: they quote the bad port, which may be a password.
+    except ValueError as exc:
+        # urlsplit's own words, unless they quote the URL: a "port" they quote may be the
+        # start of a password with an unencoded '/', '?' or '#'.
+        detail = str(exc)
+        if "'" in detail or '"' in detail:
+            detail = "its host or port cannot be read"
         raise URLError(
-            f"malformed AMQP URL: {_mask(url)} (its host or port cannot be read; a user name "
-            "or password must percent-encode '/', '?', '#' and '@')"
+            f"malformed AMQP URL: {_mask(url)} ({detail}; a user name or password must "
+            "percent-encode '/', '?', '#' and '@')"
         ) from None
     scheme = parts.scheme.lower()
     if scheme not in ("amqp", "amqps"):
