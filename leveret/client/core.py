@@ -733,6 +733,7 @@ class SansIOConnection:
     def _pair_returns(self, ch: _Channel, settled: list[int], events: list[ev.Event]) -> None:
         pending = ch.unconfirmed
         candidates = [t for t in settled if pending.get(t) is not None]
+        settled_set = frozenset(settled)
         held: list[ev.MessageReturned] = []
         for returned in ch.held_returns:
             key = (returned.method.exchange, returned.method.routing_key)
@@ -751,7 +752,7 @@ class SansIOConnection:
                     # exactly is still to be confirmed.
                     exact = [
                         t for t, info in pending.items()
-                        if info is not None and t not in settled and info[0] == key
+                        if info is not None and t not in settled_set and info[0] == key
                         and info[1] == body and _encoded_properties(info[2]) == wanted
                     ]
                     if not exact:
@@ -767,7 +768,7 @@ class SansIOConnection:
         # What can no longer be paired is reported without a tag rather than kept.
         ch.held_returns = []
         for returned in held:
-            if self._could_pair(ch, returned, settled):
+            if self._could_pair(ch, returned, settled_set):
                 ch.held_returns.append(returned)
             else:
                 events.append(returned)
