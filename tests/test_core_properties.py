@@ -91,6 +91,18 @@ class MChan:
         self.next_tag = 1
         self.unconfirmed: list[int] = []
         self.mandatory: dict[int, tuple[str, bytes]] = {}  # tag -> (routing key, body)
+        # Returns the core holds until a confirm settles their publish: (routing key, body).
+        self.held: list[tuple[str, bytes]] = []
+
+
+def _returned(events: list[Any]) -> list[tuple[int, int | None, bytes]]:
+    """(channel, delivery tag, body) of the MessageReturned events among ``events``."""
+    return [(e.channel_id, e.delivery_tag, e.body) for e in events if isinstance(e, ev.MessageReturned)]
+
+
+def _publish_props(s: Any, body: bytes) -> Any:
+    """The properties the model publishes ``body`` with (and a return gives back)."""
+    return s.props(delivery_mode=2) if len(body) % 2 else None
 
 
 def _snapshot(core: Any) -> Any:
@@ -99,6 +111,7 @@ def _snapshot(core: Any) -> Any:
             ch.state, [set(e) for e in ch.expect], ch.confirm, ch.tx, ch.next_tag,
             dict(ch.unconfirmed), ch.c_method, ch.c_props, ch.c_size, list(ch.c_chunks),
             ch.c_received, ch.c_discard, ch.flow_active, ch.close_error, ch.ticket,
+            list(ch.held_returns),
         )
         for cid, ch in core._channels.items()
     }
@@ -359,7 +372,7 @@ class CoreMachine(RuleBasedStateMachine):
         cid = self.some_channel(data)
         body = bytes([size % 251]) * size
         method = self.s.m("basic.publish", exchange="ex", routing_key=rk, mandatory=mandatory)
-        props = self.s.props(delivery_mode=2) if size % 2 else None
+        props = _publish_props(self.s, body)
         ch = self.chans.get(cid)
         predicted = self.conn == "open" and ch is not None and ch.state == "open"
         ok, tag = self.client(
@@ -554,8 +567,9 @@ class CoreMachine(RuleBasedStateMachine):
         assert cid is not None
         code = data.draw(st.sampled_from(SOFT_CODES))
         events = self.server(self.s.frame(cid, "channel.close", reply_code=code, reply_text="x"), pieces, True)
-        assert events is not None and len(events) == 1
-        [closed] = events
+        assert events is not None
+        assert _returned(events[:-1]) == [(cid, None, body) for _, body in self.chans[cid].held]
+        closed = events[-1]
         assert isinstance(closed, ev.ChannelClosed) and closed.channel_id == cid and closed.by_peer
         assert closed.error is not None and closed.error.reply_code == code
         assert list(closed.unconfirmed) == self.chans[cid].unconfirmed
@@ -598,7 +612,30 @@ class CoreMachine(RuleBasedStateMachine):
             settled = [t for t in ch.unconfirmed if t <= tag]
         else:
             settled = [tag]
-        assert self.server(frame, pieces, True) == [ev.PublishConfirmed(cid, settled, ack)]
+        # Held returns pair with publishes this confirm settles (same key and body, lowest
+        # tag first), and come out just before it; the rest wait, or come out untagged
+        # when no publish they could be is left.
+        candidates = [t for t in settled if t in ch.mandatory]
+        paired: list[tuple[int, int | None, bytes]] = []
+        still: list[tuple[str, bytes]] = []
+        for rk, body in ch.held:
+            match = next((t for t in candidates if ch.mandatory[t] == (rk, body)), None)
+            if match is None:
+                still.append((rk, body))
+                continue
+            candidates.remove(match)
+            del ch.mandatory[match]
+            paired.append((cid, match, body))
+        ch.held = []
+        for rk, body in still:
+            if any(info == (rk, body) for t, info in ch.mandatory.items() if t not in settled):
+                ch.held.append((rk, body))
+            else:
+                paired.append((cid, None, body))
+        events = self.server(frame, pieces, True)
+        assert events is not None
+        assert _returned(events) == paired
+        assert events[len(paired):] == [ev.PublishConfirmed(cid, settled, ack)]
         for t in settled:
             ch.unconfirmed.remove(t)
             ch.mandatory.pop(t, None)
@@ -606,34 +643,34 @@ class CoreMachine(RuleBasedStateMachine):
         assert self.drain() == []
 
     def _in_return(self, data: st.DataObject, pieces: list[int]) -> None:
+        # A publish the broker has not returned yet (at most one return per publish).
         candidates = sorted(
             (cid, tag)
             for cid, ch in self.chans.items()
             if ch.state == "open"
-            for tag, (_, body) in ch.mandatory.items()
-            if len(body) <= self.max_body_size
+            for tag, info in ch.mandatory.items()
+            if len(info[1]) <= self.max_body_size
+            and ch.held.count(info) < list(ch.mandatory.values()).count(info)
         )
         if not candidates:
             return self._in_heartbeat(data, pieces)
         cid, tag = data.draw(st.sampled_from(candidates))
         ch = self.chans[cid]
         rk, body = ch.mandatory[tag]
-        # the return pairs with the oldest unpaired mandatory publish of the same key and body
-        expected = min(t for t, info in ch.mandatory.items() if info == (rk, body))
         method = self.s.m("basic.return", reply_code=312, reply_text="NO_ROUTE", exchange="ex", routing_key=rk)
-        frame = self.s.content(cid, method, body, None, FRAME_MAX - 8)
-        events = self.server(frame, pieces, True)
-        assert events is not None and len(events) == 1
-        assert isinstance(events[0], ev.MessageReturned)
-        assert events[0].delivery_tag == expected
-        del ch.mandatory[expected]
+        frame = self.s.content(cid, method, body, _publish_props(self.s, body), FRAME_MAX - 8)
+        # Held until the confirm that settles its publish says which one it is.
+        assert self.server(frame, pieces, True) == []
+        ch.held.append((rk, body))
         assert self.drain() == []
 
     def _in_close_ok(self, data: st.DataObject, pieces: list[int]) -> None:
         cid = self.pick_channel(data, ("closing",))
         assert cid is not None
         events = self.server(self.s.frame(cid, "channel.close-ok"), pieces, True)
-        assert events is not None and len(events) == 1
+        assert events is not None
+        assert _returned(events[:-1]) == [(cid, None, body) for _, body in self.chans[cid].held]
+        events = events[-1:]
         assert isinstance(events[0], ev.ChannelClosed) and events[0].channel_id == cid
         assert events[0].by_peer is False
         assert list(events[0].unconfirmed) == self.chans[cid].unconfirmed
@@ -675,8 +712,9 @@ class CoreMachine(RuleBasedStateMachine):
     def _in_conn_close(self, data: st.DataObject, pieces: list[int]) -> None:
         code = data.draw(st.sampled_from(HARD_CODES))
         events = self.server(self.s.frame(0, "connection.close", reply_code=code, reply_text="x"), pieces, True)
-        assert events is not None and len(events) == 1
-        [closed] = events
+        assert events is not None
+        assert sorted(_returned(events[:-1])) == self.held_returns()
+        closed = events[-1]
         assert isinstance(closed, ev.ConnectionClosed)
         assert closed.unconfirmed == self.model_unconfirmed()
         if self.conn == "open":
@@ -692,12 +730,19 @@ class CoreMachine(RuleBasedStateMachine):
 
     def _in_conn_close_ok(self, data: st.DataObject, pieces: list[int]) -> None:
         events = self.server(self.s.frame(0, "connection.close-ok"), pieces, True)
-        assert events is not None and [type(e) for e in events] == [ev.ConnectionClosed]
+        assert events is not None
+        assert sorted(_returned(events[:-1])) == self.held_returns()
+        events = events[-1:]
+        assert [type(e) for e in events] == [ev.ConnectionClosed]
         assert events[0].by_peer is False
         assert events[0].unconfirmed == self.model_unconfirmed()
         assert self.drain() == []
         self.conn = "closed"
         self.chans.clear()
+
+    def held_returns(self) -> list[tuple[int, int | None, bytes]]:
+        """What a close reports of the returns still held, untagged, sorted."""
+        return sorted((cid, None, body) for cid, ch in self.chans.items() for _, body in ch.held)
 
     def _in_late_close_ok(self, data: st.DataObject, pieces: list[int]) -> None:
         # after a simultaneous close the peer's close-ok may still come
