@@ -284,11 +284,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
                         if inspect.isawaitable(result):
                             await result
                         self._callbacks_run += 1
-                except asyncio.CancelledError as exc:
-                    if self._closed or _being_cancelled():
-                        raise  # this task is being stopped
-                    self._callback_failed(exc)  # the callback's own business
-                except Exception as exc:  # noqa: BLE001 - the user's callback; reported below
+                except (asyncio.CancelledError, Exception) as exc:  # the user's callback
                     self._callback_failed(exc)
                 self._notify()
                 self._maybe_resume_reading()
@@ -304,11 +300,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
                             result = on_return(message)
                             if inspect.isawaitable(result):
                                 await result
-                    except asyncio.CancelledError as exc:
-                        if self._closed or _being_cancelled():
-                            raise
-                        self._callback_failed(exc)
-                    except Exception as exc:  # noqa: BLE001 - the user's callback
+                    except (asyncio.CancelledError, Exception) as exc:  # the user's callback
                         self._callback_failed(exc)
                     self._callbacks_run += 1
                     self._notify()
@@ -317,7 +309,10 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
     def _callback_failed(self, exc: BaseException) -> None:
         """A callback raised ``exc``: log it; the next drain_events raises it (a
         CancelledError as a RuntimeError, so that it does not pass for the cancellation of
-        the task that drains)."""
+        the task that drains).  A CancelledError that is this task being stopped (the
+        connection closing, the task cancelled) is raised again instead."""
+        if isinstance(exc, asyncio.CancelledError) and (self._closed or _being_cancelled()):
+            raise exc
         log.error("leveret: a callback failed", exc_info=exc)
         if isinstance(exc, asyncio.CancelledError):
             cancelled = exc

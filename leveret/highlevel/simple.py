@@ -108,13 +108,12 @@ class SimpleQueue:
         buffer = self.buffer
         while buffer:
             message = buffer.popleft()
-            channel = message.channel
-            if message.no_ack or channel is None or channel.is_open:
+            if _settleable(message):
                 return message
         return None
 
     def _drop_stale(self) -> None:
-        kept = [m for m in self.buffer if m.no_ack or m.channel is None or m.channel.is_open]
+        kept = [m for m in self.buffer if _settleable(m)]
         if len(kept) != len(self.buffer):
             self.buffer.clear()
             self.buffer.extend(kept)
@@ -251,3 +250,10 @@ class SimpleBuffer(SimpleQueue):
     no_ack = True
     queue_opts = {"durable": False, "auto_delete": True}
     exchange_opts = {"durable": False, "delivery_mode": "transient", "auto_delete": True}
+
+
+def _settleable(message: Message) -> bool:
+    """Whether a buffered message can still be handed out: ``no_ack`` (nothing to settle),
+    or its channel is still open (else the broker has requeued it)."""
+    channel = message.channel
+    return message.no_ack or channel is None or bool(channel.is_open)
