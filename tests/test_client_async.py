@@ -9,9 +9,11 @@ No pytest plugin: each test runs its own event loop with ``asyncio.run``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import sys
 import time
+import weakref
 from typing import Any, Awaitable, TypeVar
 
 import pytest
@@ -981,3 +983,35 @@ def test_an_update_secret_given_up_leaves_its_reply_to_nobody(broker: Broker, ne
         finally:
             proxy.thaw()
             conn.close()
+
+
+def test_cancelled_no_ack_consume_lets_go_of_its_callback(broker: Broker) -> None:
+    """A no_ack basic.consume cancelled before its consume-ok: the late consumer is
+    cancelled (nowait); its callback is kept for deliveries already on their way, then let
+    go once a later request's reply shows none can come."""
+
+    class Callback:
+        def __call__(self, message: Message) -> None:
+            pass
+
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            ok = await ch.queue_declare("", exclusive=True)
+            assert ok is not None
+            callback = Callback()
+            gone = weakref.ref(callback)
+            task = asyncio.ensure_future(ch.basic_consume(ok.queue, no_ack=True, callback=callback))
+            del callback
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            after = await ch.queue_declare(ok.queue, passive=True)
+            assert after is not None and after.consumer_count == 0
+            await ch.queue_declare(ok.queue, passive=True)  # sent after the late cancel
+            await asyncio.sleep(0.1)
+            gc.collect()
+            assert gone() is None
+
+    run(main())

@@ -16,10 +16,12 @@ tests use it only where no AMQP observation would do.
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
 import time
 import uuid
+import weakref
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
@@ -1400,3 +1402,37 @@ def test_no_ack_deliveries_pending_at_cancel_still_run(conn: Connection, ch: Cha
     while len(seen) < 3:
         conn.drain_events(timeout=2)
     assert seen == [b"1", b"2", b"3"]  # the broker dropped them when it sent them
+
+
+@pytest.mark.parametrize("nowait", [False, True])
+def test_cancelled_no_ack_consumer_lets_go_of_its_callback(
+    conn: Connection, ch: Channel, queue: str, nowait: bool
+) -> None:
+    # The channel keeps a cancelled no_ack consumer's callback for deliveries still on
+    # their way, and must let go of it once none can come: a long-lived channel that
+    # consumes and cancels again and again must not pile up callbacks (and what they hold).
+    for body in (b"1", b"2"):
+        ch.basic_publish(body, routing_key=queue)
+
+    class Callback:
+        def __init__(self) -> None:
+            self.seen: list[bytes] = []
+
+        def __call__(self, message: Any) -> None:
+            self.seen.append(message.body)
+
+    callback = Callback()
+    seen = callback.seen
+    tag = ch.basic_consume(queue, no_ack=True, callback=callback)
+    time.sleep(0.5)  # both deliveries in, not yet run
+    ch.basic_cancel(tag, nowait=nowait)
+    ch.queue_declare(queue, passive=True)  # a request sent after the cancel, and its reply
+    gone = weakref.ref(callback)
+    del callback
+    while len(seen) < 2:
+        conn.drain_events(timeout=2)
+    assert seen == [b"1", b"2"]
+    with pytest.raises(TimeoutError):
+        conn.drain_events(timeout=0.2)
+    gc.collect()
+    assert gone() is None

@@ -726,6 +726,11 @@ class ChannelBase:
         # Callbacks of cancelled no_ack consumers, for deliveries that were already on their
         # way (they cannot be requeued).
         self._cancelled_no_ack: dict[str, Callable[[Message], Any] | None] = {}
+        # Those cancelled with nowait (no cancel-ok says when their last delivery is in):
+        # [tag, replies still to come to requests sent before the cancel].  The first reply
+        # to a request sent after it comes after every delivery, as the broker sends them in
+        # order; then the callback is dropped (see _reply).
+        self._gone_after_reply: list[list[Any]] = []
         self._nacked: list[int] = []
         self._waited_tags: dict[int, bool | None] = {}
         # Those of _waited_tags that were returned: the asyncio delivery task may run (and
@@ -783,6 +788,8 @@ class ChannelBase:
 
     def _reply(self, reply: Any) -> None:
         """A reply arrived (a method, or a basic.get's message event)."""
+        if self._gone_after_reply:
+            self._count_reply_for_gone()
         if type(reply) is self._consume_ok_cls and self._consume_waiting:
             self._add_consumer(reply.consumer_tag, *self._consume_waiting.popleft())
         if self._abandoned:
@@ -809,6 +816,26 @@ class ChannelBase:
         if not self._closed:
             method = self._method("basic.cancel", dict(consumer_tag=tag, no_wait=True))
             self._core.send_method(self.channel_id, method)
+            self._forget_after_reply(tag)
+
+    def _forget_after_reply(self, consumer_tag: str) -> None:
+        """A no_ack consumer was cancelled with nowait: keep its callback for the deliveries
+        still on their way until the reply to a request sent after now comes in."""
+        if consumer_tag in self._cancelled_no_ack:
+            before = len(self._abandoned) + (1 if self._rpc_busy and not self._replies else 0)
+            self._gone_after_reply.append([consumer_tag, before])
+
+    def _count_reply_for_gone(self) -> None:
+        """A reply came: consumers cancelled with nowait before the request it answers
+        was sent have had their last delivery; their callbacks go once it has run."""
+        still = []
+        for entry in self._gone_after_reply:
+            if entry[1]:
+                entry[1] -= 1
+                still.append(entry)
+            else:
+                self.connection._pending.append((self, _ConsumerGone(entry[0])))
+        self._gone_after_reply = still
 
     def _raise_closed(self) -> None:
         """Raise why the channel is closed: when the whole connection closed or was lost,
@@ -1204,7 +1231,10 @@ class ChannelBase:
         """
         yield from self._rpc("basic.cancel", timeout, consumer_tag=consumer_tag, no_wait=nowait)
         self._forget_consumer(consumer_tag)
-        if not nowait and consumer_tag in self._cancelled_no_ack:
+        if nowait:
+            with self.connection._lock:
+                self._forget_after_reply(consumer_tag)
+        elif consumer_tag in self._cancelled_no_ack:
             # cancel-ok is in: nothing comes after the deliveries already received, so the
             # callback is dropped once they have run (see ConnectionBase._callback).
             conn = self.connection
