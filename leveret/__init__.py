@@ -34,21 +34,19 @@ _HIGHLEVEL = (
 
 __all__ = ["__version__", "LeveretError", *_HIGHLEVEL]
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .highlevel import (  # noqa: F401
-        BrokerConnection,
-        Connection,
-        Consumer,
-        Exchange,
-        Message,
-        Producer,
-        Queue,
-        SimpleBuffer,
-        SimpleQueue,
-        binding,
-        maybe_declare,
-    )
-    from .wire.errors import LeveretError  # noqa: F401
+if TYPE_CHECKING:  # pragma: no cover  (``import x as x``: re-exported, for type checkers)
+    from .highlevel import BrokerConnection as BrokerConnection
+    from .highlevel import Connection as Connection
+    from .highlevel import Consumer as Consumer
+    from .highlevel import Exchange as Exchange
+    from .highlevel import Message as Message
+    from .highlevel import Producer as Producer
+    from .highlevel import Queue as Queue
+    from .highlevel import SimpleBuffer as SimpleBuffer
+    from .highlevel import SimpleQueue as SimpleQueue
+    from .highlevel import binding as binding
+    from .highlevel import maybe_declare as maybe_declare
+    from .wire.errors import LeveretError as LeveretError
 
 
 def __getattr__(name: str) -> Any:

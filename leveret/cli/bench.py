@@ -151,7 +151,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             props = conn.server_properties
             broker = f"{props.get('product', '?')} {props.get('version', '')}".strip()
             ch = conn.channel()
-            queue = ch.queue_declare("", exclusive=True).queue  # type: ignore[union-attr]
+            queue = ch.queue_declare("", exclusive=True).queue
             published = 0
             if "publish" in phases:
                 results.append(_publish_phase(conn, ch, queue, body, args.count, False, args.progress))
@@ -172,7 +172,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 ch.queue_purge(queue)
             if "latency" in phases:
                 lch = conn.channel()
-                lqueue = lch.queue_declare("", exclusive=True).queue  # type: ignore[union-attr]
+                lqueue = lch.queue_declare("", exclusive=True).queue
                 latencies = _latency_phase(conn, lch, lqueue, body, args.latency_count, args.progress)
         except CLIError:
             raise

@@ -11,6 +11,8 @@
   exceptions (:mod:`.errors`; the per-reply-code ones come from :mod:`leveret.wire.replies`).
 """
 
+from typing import TYPE_CHECKING
+
 from ..wire.replies import *  # noqa: F401,F403  (NotFound, AccessRefused, ...)
 from ..wire.replies import __all__ as _replies_all
 from . import events
@@ -28,6 +30,9 @@ from .errors import (
 )
 from .message import Message
 from .url import ConnectionParameters, URLError, parse_url
+
+if TYPE_CHECKING:  # pragma: no cover  (imported on first use at run time: see __getattr__)
+    from .aio import AsyncChannel, AsyncConnection  # noqa: F401
 
 __all__ = [
     "Connection",

@@ -50,7 +50,7 @@ import contextlib
 import inspect
 import logging
 from time import monotonic
-from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, Literal, TypeVar, overload
 
 from ..wire.errors import LeveretError
 from ._shared import (
@@ -540,6 +540,30 @@ class AsyncChannel(ChannelBase, AsyncDriver):
     """
 
     connection: AsyncConnection
+
+    # What type checkers see of queue_declare (keep in step with ChannelBase.queue_declare):
+    # its result, which is None only with nowait=True.
+    if TYPE_CHECKING:
+
+        @overload
+        async def queue_declare(
+            self, queue: str = "", passive: bool = False, durable: bool = False,
+            exclusive: bool = False, auto_delete: bool = False, nowait: Literal[False] = False,
+            arguments: dict[str, Any] | None = None, timeout: float | None = None,
+        ) -> QueueDeclareOk: ...
+        @overload
+        async def queue_declare(
+            self, queue: str = "", passive: bool = False, durable: bool = False,
+            exclusive: bool = False, auto_delete: bool = False, *, nowait: Literal[True],
+            arguments: dict[str, Any] | None = None, timeout: float | None = None,
+        ) -> None: ...
+        @overload
+        async def queue_declare(
+            self, queue: str = "", passive: bool = False, durable: bool = False,
+            exclusive: bool = False, auto_delete: bool = False, nowait: bool = False,
+            arguments: dict[str, Any] | None = None, timeout: float | None = None,
+        ) -> QueueDeclareOk | None: ...
+        async def queue_declare(self, *args: Any, **kwargs: Any) -> Any: ...
 
     async def _run(self, op: Op[R]) -> R:
         return await self.connection._run(op)

@@ -42,7 +42,7 @@ import threading
 import weakref
 from threading import get_ident
 from time import monotonic
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, TypeVar, overload
 
 from ..wire.errors import LeveretError
 from ._shared import (
@@ -803,6 +803,30 @@ class Channel(ChannelBase, BlockingDriver):
     """
 
     connection: Connection
+
+    # What type checkers see of queue_declare (keep in step with ChannelBase.queue_declare):
+    # its result, which is None only with nowait=True.
+    if TYPE_CHECKING:
+
+        @overload
+        def queue_declare(
+            self, queue: str = "", passive: bool = False, durable: bool = False,
+            exclusive: bool = False, auto_delete: bool = False, nowait: Literal[False] = False,
+            arguments: dict[str, Any] | None = None, timeout: float | None = None,
+        ) -> QueueDeclareOk: ...
+        @overload
+        def queue_declare(
+            self, queue: str = "", passive: bool = False, durable: bool = False,
+            exclusive: bool = False, auto_delete: bool = False, *, nowait: Literal[True],
+            arguments: dict[str, Any] | None = None, timeout: float | None = None,
+        ) -> None: ...
+        @overload
+        def queue_declare(
+            self, queue: str = "", passive: bool = False, durable: bool = False,
+            exclusive: bool = False, auto_delete: bool = False, nowait: bool = False,
+            arguments: dict[str, Any] | None = None, timeout: float | None = None,
+        ) -> QueueDeclareOk | None: ...
+        def queue_declare(self, *args: Any, **kwargs: Any) -> Any: ...
 
     def _run(self, op: Op[R]) -> R:
         return self.connection._run(op)

@@ -29,7 +29,7 @@ import time
 import weakref
 from collections import deque
 from itertools import count
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from urllib.parse import quote, unquote, urlsplit
 
 from ..client import (
@@ -46,6 +46,11 @@ from ..client import Connection as ClientConnection
 from ..wire.errors import HardError, RemoteProtocolError, SoftError
 from .exceptions import OperationalError
 from .recovery import LOSS_ERRORS, RecoveringChannel, RecoveryEvent, Topology, recover, replay
+
+if TYPE_CHECKING:  # pragma: no cover  (imported where used: they import this module)
+    from .messaging import Consumer, Producer
+    from .pools import ChannelPool, ConnectionPool
+    from .simple import SimpleBuffer, SimpleQueue
 
 __all__ = ["Connection", "BrokerConnection", "client_of", "parse_hostnames"]
 
@@ -958,14 +963,14 @@ class Connection:
 
     # ------------------------------------------------------------------ shortcuts
 
-    def Producer(self, channel: Any = None, *args: Any, **kwargs: Any) -> Any:
+    def Producer(self, channel: Any = None, *args: Any, **kwargs: Any) -> Producer:
         """A :class:`~leveret.highlevel.Producer` on ``channel`` (default: this
         connection's default channel, resolved on first publish)."""
         from .messaging import Producer
 
         return Producer(channel or self, *args, **kwargs)
 
-    def Consumer(self, queues: Any = None, channel: Any = None, *args: Any, **kwargs: Any) -> Any:
+    def Consumer(self, queues: Any = None, channel: Any = None, *args: Any, **kwargs: Any) -> Consumer:
         """A :class:`~leveret.highlevel.Consumer` of ``queues`` on ``channel`` (default:
         the default channel)."""
         from .messaging import Consumer
@@ -976,7 +981,7 @@ class Connection:
         self, name: Any, no_ack: bool | None = None, queue_opts: dict[str, Any] | None = None,
         queue_args: dict[str, Any] | None = None, exchange_opts: dict[str, Any] | None = None,
         channel: Any = None, **kwargs: Any,
-    ) -> Any:
+    ) -> SimpleQueue:
         """A :class:`~leveret.highlevel.SimpleQueue` (persistent, durable)."""
         from .simple import SimpleQueue
 
@@ -986,20 +991,20 @@ class Connection:
         self, name: Any, no_ack: bool | None = None, queue_opts: dict[str, Any] | None = None,
         queue_args: dict[str, Any] | None = None, exchange_opts: dict[str, Any] | None = None,
         channel: Any = None, **kwargs: Any,
-    ) -> Any:
+    ) -> SimpleBuffer:
         """A :class:`~leveret.highlevel.SimpleBuffer` (transient, auto-delete, no_ack)."""
         from .simple import SimpleBuffer
 
         return SimpleBuffer(channel or self, name, no_ack, queue_opts, queue_args, exchange_opts, **kwargs)
 
-    def Pool(self, limit: int | None = None, **kwargs: Any) -> Any:
+    def Pool(self, limit: int | None = None, **kwargs: Any) -> ConnectionPool:
         """A :class:`~leveret.highlevel.pools.ConnectionPool` of clones of this connection
         (at most ``limit`` at once; None = no limit)."""
         from .pools import ConnectionPool
 
         return ConnectionPool(self, limit=limit, **kwargs)
 
-    def ChannelPool(self, limit: int | None = None, **kwargs: Any) -> Any:
+    def ChannelPool(self, limit: int | None = None, **kwargs: Any) -> ChannelPool:
         """A :class:`~leveret.highlevel.pools.ChannelPool` of channels of this connection
         (at most ``limit`` at once; None = no limit)."""
         from .pools import ChannelPool

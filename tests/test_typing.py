@@ -1,0 +1,108 @@
+"""Users who run a type checker get the types leveret declares (it ships ``py.typed``).
+
+The README's examples are what users copy first: each is checked with ``mypy --strict``
+as a user's module would be, against the package in this tree.  A lazily imported name
+(``leveret.client.AsyncConnection`` is imported on first use) once reached type checkers
+as a plain ``object``, so the README's own asyncio example did not type-check.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_examples() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+
+
+def mypy(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
+    module = tmp_path / "user_code.py"
+    module.write_text(source, encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", "--show-error-codes",
+         "--cache-dir", str(ROOT / ".mypy_cache"), "--python-version", "3.10", str(module)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+
+
+QUEUE_DECLARE_OK = "tuple[str, int, int, fallback=leveret.client._shared.QueueDeclareOk]"
+
+
+def test_the_readme_has_examples_to_check() -> None:
+    assert len(readme_examples()) >= 3
+
+
+def test_readme_examples_type_check(tmp_path: Path) -> None:
+    source = "\n\n".join(
+        f"def example_{i}() -> None:\n" + "".join(f"    {line}\n" if line else "\n" for line in code.splitlines())
+        for i, code in enumerate(readme_examples())
+    )
+    # Imports and nested async defs work inside functions; asyncio.run() is not called.
+    result = mypy(tmp_path, source)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_public_names_have_their_declared_types(tmp_path: Path) -> None:
+    source = '''
+from leveret import Connection as HLConnection, Producer, Queue
+from leveret.client import AsyncChannel, AsyncConnection, Channel, Connection, QueueDeclareOk
+from leveret.wire import amqp0_9_1
+
+async def run() -> None:
+    conn = await AsyncConnection("amqp://").connect()
+    reveal_type(conn)
+    ch = await conn.channel()
+    reveal_type(ch)
+    reveal_type(await ch.queue_declare("", exclusive=True))
+    reveal_type(await ch.queue_declare("q", nowait=True))
+
+def blocking() -> None:
+    conn = Connection("amqp://").connect()
+    reveal_type(conn.channel())
+    reveal_type(conn.channel().queue_declare("q", durable=True))
+    reveal_type(conn.channel().queue_declare("q", nowait=True))
+    reveal_type(amqp0_9_1.Basic.Publish(exchange="x").routing_key)
+    reveal_type(HLConnection("memory://").Producer())
+'''
+    result = mypy(tmp_path, source)
+    revealed = re.findall(r'Revealed type is "(.*)"', result.stdout)
+    assert revealed == [
+        "leveret.client.aio.AsyncConnection",
+        "leveret.client.aio.AsyncChannel",
+        QUEUE_DECLARE_OK,
+        "None",
+        "leveret.client.blocking.Channel",
+        QUEUE_DECLARE_OK,
+        "None",
+        "str",
+        "leveret.highlevel.messaging.Producer",
+    ], result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("module", ["blocking", "aio"])
+def test_typed_queue_declare_keeps_in_step_with_the_real_one(module: str) -> None:
+    # The drivers declare queue_declare's overloads for type checkers only (the method
+    # itself is ChannelBase's operation): their parameters must be the real ones.
+    from leveret.client._shared import ChannelBase
+
+    real = list(inspect.signature(ChannelBase.queue_declare.fn).parameters)
+    tree = ast.parse((ROOT / "leveret" / "client" / f"{module}.py").read_text(encoding="utf-8"))
+    declared = [
+        [a.arg for a in node.args.args + node.args.kwonlyargs]
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.name == "queue_declare" and node.decorator_list
+    ]
+    assert len(declared) == 3
+    assert all(names == real for names in declared), (declared, real)
