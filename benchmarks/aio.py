@@ -36,6 +36,10 @@ TARGET = 3.0  # leveret-asyncio / aiormq, publish and consume
 class _LoopAdapter(Adapter):
     """One event loop per connection, as the aiormq adapter."""
 
+    loop: asyncio.AbstractEventLoop
+    conn: Any  # the library's connection and channel, set by _connect
+    ch: Any
+
     def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
         return self.loop.run_until_complete(asyncio.wait_for(coro, DRAIN_TIMEOUT * 10))
 

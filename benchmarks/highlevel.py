@@ -610,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     url = args.url or os.environ.get("AMQP_URL")
     if not url:
         sys.path.insert(0, str(ROOT / "scripts"))
-        from rabbitmq import PrivateNode  # type: ignore[import-not-found]
+        from rabbitmq import PrivateNode
 
         log("starting a private RabbitMQ node ...")
         node = PrivateNode().start()
