@@ -1214,6 +1214,23 @@ def test_url_errors_never_show_the_password(new_connection: NewConnection, bad: 
     assert "s3cret" not in repr(info.value)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        # The password's digits before the '/' pass for a port: without a check this named
+        # host "guest", port 12345, virtual host "s3cret@localhost/" and tried to connect.
+        "amqp://guest:12345/s3cret@localhost/",
+        "amqp://guest:12345/s3cret@localhost:5672/vhost",
+        "amqp://12345/s3cret@localhost/",  # a user name with a '/'
+    ],
+)
+def test_url_with_an_unencoded_slash_in_the_password_is_refused(new_connection: NewConnection, bad: str) -> None:
+    with pytest.raises(URLError, match="percent-encode") as info:
+        new_connection(bad)
+    for part in ("12345", "s3cret"):
+        assert part not in str(info.value)
+
+
 def test_url_must_be_a_str(new_connection: NewConnection) -> None:
     with pytest.raises(URLError, match="must be a str, not bytes"):
         new_connection(b"amqp://guest:s3cret-pw@localhost/")  # type: ignore[arg-type]

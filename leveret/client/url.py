@@ -212,6 +212,14 @@ def parse_url(url: str) -> ConnectionParameters:
     if parts.password is not None:
         params.password = unquote(parts.password)
     path = parts.path
+    if "@" in path and "@" not in parts.netloc:
+        # Most likely a password with an unencoded '/': it ended the host early (a password
+        # starting with digits would even pass for a port), and the rest of it is here.
+        raise URLError(
+            f"malformed AMQP URL: {_mask(url)} (an '@' after the host; a user name or "
+            "password must percent-encode '/', '?', '#' and '@', and so must a virtual host "
+            "containing '@')"
+        )
     if path and path != "/":
         vhost = unquote(path[1:])
         if not vhost:
