@@ -193,6 +193,37 @@ def test_cli_exit_code_and_junit_on_failure(amqp_url: str, extra_checks: None, t
     assert suite.find("testcase[@name='zz-selftest.skips']/skipped") is not None
 
 
+def test_properties_round_trip_fails_when_a_header_changes_type(
+        amqp_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "comes back unchanged" must mean the same type too: a boolean header read back as the
+    # int 1 (True == 1 in Python) is a broken round trip, not a pass.
+    from leveret.wire import fields
+
+    def bool_as_int(buf: bytes, offset: int, limit: int, depth: int) -> tuple[int, int]:
+        return buf[offset], offset + 1
+
+    monkeypatch.setitem(fields._DECODERS, ord("t"), bool_as_int)
+    result = run_checks(amqp_url, ["content.properties-round-trip"]).results[0]
+    assert result.status == "fail", result
+    assert "header bool" in result.note
+
+
+def test_same_value_is_strict_about_types_and_absent_keys() -> None:
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    from leveret.testing.conformance import _same
+
+    assert _same({"a": [1, "x", {"b": None}]}, {"a": [1, "x", {"b": None}]})
+    assert _same(Decimal("3.14"), Decimal("3.14"))
+    stamp = datetime(2024, 1, 2, tzinfo=timezone.utc)
+    assert _same(stamp, stamp)
+    for sent, got in [(True, 1), (1, True), (1.5, Decimal("1.5")), (42, 42.0), ([1], (1,)),
+                      ({"k": None}, {}), ({}, {"k": None}), ([False], [0]),
+                      (Decimal("1.50"), Decimal("1.5"))]:
+        assert not _same(sent, got), (sent, got)
+
+
 # --------------------------------------------------------------------------- connection problems
 
 
