@@ -767,11 +767,11 @@ def _same(sent: Any, got: Any) -> bool:
     if type(sent) is not type(got):
         return False
     if isinstance(sent, dict):
-        return sent.keys() == got.keys() and all(_same(v, got[k]) for k, v in sent.items())
+        return bool(sent.keys() == got.keys()) and all(_same(v, got[k]) for k, v in sent.items())
     if isinstance(sent, list):
         return len(sent) == len(got) and all(_same(a, b) for a, b in zip(sent, got))
     if isinstance(sent, Decimal):
-        return sent.as_tuple() == got.as_tuple()
+        return bool(sent.as_tuple() == got.as_tuple())
     return bool(sent == got)
 
 
