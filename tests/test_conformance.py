@@ -273,3 +273,14 @@ def test_cli_list_and_bad_selection() -> None:
     proc = subprocess.run([sys.executable, "-m", "leveret", "conformance", "amqp://localhost/",
                            "-c", "no-such-group"], capture_output=True, text=True, env=_env(), timeout=60)
     assert proc.returncode == 2 and "no check matches" in proc.stderr
+
+
+def test_cli_refuses_a_pattern_that_matches_nothing_among_others(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # '-c frames -c confirm.ordering' (a typo for confirms.ordering) must not quietly run the
+    # frames checks alone and report success as if the confirms had been checked too.
+    code = main(["conformance", "amqp://localhost/", "-c", "frames", "-c", "confirm.ordering",
+                 "--progress", "never"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no check matches confirm.ordering" in err
