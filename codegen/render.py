@@ -62,8 +62,16 @@ SENSITIVE = {
     ("connection", "update-secret"): ("new_secret",),
 }
 
+#: The names leveret/wire/errors.py exports (its ``__all__``; tests/test_codegen.py checks
+#: that none is reused).  replies.py is star-imported next to them (leveret.client), so a
+#: reply class of the same name would shadow the hand-written exception.
+_ERRORS_NAMES = {
+    "LeveretError", "ProtocolError", "LocalProtocolError", "RemoteProtocolError",
+    "EncodeError", "DecodeError", "FrameError", "FrameTooLarge", "UnexpectedFrame",
+    "UnknownMethod", "AMQPError", "SoftError", "HardError",
+}
 #: Reply-code class names that would shadow a Python builtin or a leveret.wire.errors name.
-_RESERVED_NAMES = set(dir(builtins)) | {"FrameError", "DecodeError", "EncodeError"}
+_RESERVED_NAMES = set(dir(builtins)) | _ERRORS_NAMES
 
 #: One line per reply code, in our words, after the meanings the specs give them.
 REPLY_DOCS = {

@@ -125,6 +125,24 @@ def test_bad_url_is_a_usage_error_without_the_password(
     assert SECRET not in out + err
 
 
+@pytest.mark.parametrize("bad", [
+    f"guest:{SECRET}@127.0.0.1:5672/",        # the scheme forgotten
+    f"amqp//guest:{SECRET}@127.0.0.1:5672/",  # its colon forgotten
+    f"amqp:/guest:{SECRET}@127.0.0.1:5672/",  # one slash forgotten
+    f"amqp:guest:{SECRET}@127.0.0.1:5672/",   # both slashes forgotten
+])
+def test_mistyped_url_is_a_usage_error_without_the_password(
+        bad: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without its '//' the URL has no host part: it must be refused as a bad URL (not read
+    # as the default localhost with the credentials and host taken for a vhost name), and
+    # the message must not show the password.
+    monkeypatch.delenv("AMQP_URL", raising=False)
+    code, out, err = run(capsys, "info", bad)
+    assert code == 2, err
+    assert "bad URL" in err
+    assert SECRET not in out + err
+
+
 def test_missing_url_and_bad_arguments(capsys: pytest.CaptureFixture[str],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AMQP_URL", raising=False)

@@ -103,3 +103,20 @@ def test_extension_index_collision_is_an_error(tmp_path: Path) -> None:
     spec = load_spec(codegen.ROOT / "spec/amqp0-9-1.stripped.extended.xml")
     with pytest.raises(SpecError, match="reuses index 10"):
         merge_extensions(spec, bad)
+
+
+def test_reply_classes_do_not_reuse_the_names_of_wire_errors() -> None:
+    # replies.py is star-imported into leveret.client; a reply class named like one of
+    # leveret.wire.errors (UnexpectedFrame, raised by the client core for a frame out of
+    # place) would make ``from leveret.client import UnexpectedFrame`` the wrong class,
+    # one that never catches what the core raises.
+    from leveret.wire import errors, replies
+
+    clashes = sorted(set(replies.__all__) & set(errors.__all__))
+    assert not clashes, f"reply classes shadow leveret.wire.errors names: {clashes}"
+    assert replies.REPLY_ERRORS[505].__name__ == "AMQPUnexpectedFrame"
+    assert issubclass(replies.REPLY_ERRORS[505], errors.HardError)
+    # The generator's own list of those names keeps up with errors.py.
+    from codegen import render
+
+    assert set(errors.__all__) <= render._ERRORS_NAMES

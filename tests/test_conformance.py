@@ -193,6 +193,37 @@ def test_cli_exit_code_and_junit_on_failure(amqp_url: str, extra_checks: None, t
     assert suite.find("testcase[@name='zz-selftest.skips']/skipped") is not None
 
 
+def test_properties_round_trip_fails_when_a_header_changes_type(
+        amqp_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "comes back unchanged" must mean the same type too: a boolean header read back as the
+    # int 1 (True == 1 in Python) is a broken round trip, not a pass.
+    from leveret.wire import fields
+
+    def bool_as_int(buf: bytes, offset: int, limit: int, depth: int) -> tuple[int, int]:
+        return buf[offset], offset + 1
+
+    monkeypatch.setitem(fields._DECODERS, ord("t"), bool_as_int)
+    result = run_checks(amqp_url, ["content.properties-round-trip"]).results[0]
+    assert result.status == "fail", result
+    assert "header bool" in result.note
+
+
+def test_same_value_is_strict_about_types_and_absent_keys() -> None:
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    from leveret.testing.conformance import _same
+
+    assert _same({"a": [1, "x", {"b": None}]}, {"a": [1, "x", {"b": None}]})
+    assert _same(Decimal("3.14"), Decimal("3.14"))
+    stamp = datetime(2024, 1, 2, tzinfo=timezone.utc)
+    assert _same(stamp, stamp)
+    for sent, got in [(True, 1), (1, True), (1.5, Decimal("1.5")), (42, 42.0), ([1], (1,)),
+                      ({"k": None}, {}), ({}, {"k": None}), ([False], [0]),
+                      (Decimal("1.50"), Decimal("1.5"))]:
+        assert not _same(sent, got), (sent, got)
+
+
 # --------------------------------------------------------------------------- connection problems
 
 
@@ -242,3 +273,14 @@ def test_cli_list_and_bad_selection() -> None:
     proc = subprocess.run([sys.executable, "-m", "leveret", "conformance", "amqp://localhost/",
                            "-c", "no-such-group"], capture_output=True, text=True, env=_env(), timeout=60)
     assert proc.returncode == 2 and "no check matches" in proc.stderr
+
+
+def test_cli_refuses_a_pattern_that_matches_nothing_among_others(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # '-c frames -c confirm.ordering' (a typo for confirms.ordering) must not quietly run the
+    # frames checks alone and report success as if the confirms had been checked too.
+    code = main(["conformance", "amqp://localhost/", "-c", "frames", "-c", "confirm.ordering",
+                 "--progress", "never"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no check matches confirm.ordering" in err

@@ -415,6 +415,16 @@ def test_writer_errors() -> None:
         header_frame(1, 60, -1, None)
 
 
+@pytest.mark.parametrize("class_id", [-1, 65536, 1 << 40])
+def test_header_frame_class_id_out_of_range_is_an_encode_error(class_id: int) -> None:
+    # A class id is a short on the wire: out of range it must be an EncodeError saying so,
+    # not struct's own error (nor a frame with the wrong class).
+    with pytest.raises(EncodeError, match=r"class id .* outside 0\.\.65535"):
+        header_frame(1, class_id, 5, None)
+    with pytest.raises(EncodeError, match=r"class id"):
+        encode_frame(HeaderFrame(1, class_id, 5, amqp0_9_1.Basic.Properties()))
+
+
 # --------------------------------------------------------------------------- combined contents
 
 

@@ -594,9 +594,13 @@ def cmd_conformance(args: argparse.Namespace) -> int:
                 sys.stdout.write(f"    RabbitMQ deviation: {c.deviation}\n")
         return EXIT_OK
     chosen = select_checks(args.check)
-    if not chosen:
+    # Every pattern must select something: a mistyped one next to good ones would otherwise
+    # drop its checks silently, and the run would pass without them.
+    unmatched = [p for p in args.check if not select_checks([p])]
+    if not chosen or unmatched:
         names = ", ".join(sorted({c.group for c in CHECKS}))
-        raise CLIError(f"no check matches {' '.join(args.check)} (groups: {names})", EXIT_USAGE)
+        raise CLIError(f"no check matches {' '.join(unmatched or args.check)} (groups: {names})",
+                       EXIT_USAGE)
     url, params = resolve_url(args.url)
     if args.jobs < 1:
         raise CLIError("--jobs must be 1 or more", EXIT_USAGE)

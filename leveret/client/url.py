@@ -198,6 +198,10 @@ def parse_url(url: str) -> ConnectionParameters:
     scheme = parts.scheme.lower()
     if scheme not in ("amqp", "amqps"):
         raise URLError(f"an AMQP URL starts with amqp:// or amqps://, not {scheme or 'nothing'!r}: {_mask(url)}")
+    if not url[len(parts.scheme) + 1 :].startswith("//"):
+        # "amqp:/user:pw@host/" has no host part at all: urlsplit reads it all as a path,
+        # which would make it a virtual host on localhost.
+        raise URLError(f"an AMQP URL starts with {scheme}:// (two slashes): {_mask(url)}")
     if parts.fragment:
         raise URLError(f"an AMQP URL has no #fragment: {_mask(url)}")
     params = ConnectionParameters(ssl=scheme == "amqps", port=5671 if scheme == "amqps" else 5672)
@@ -251,6 +255,10 @@ def _mask(url: str) -> str:
         parts = urlsplit(url)
         if parts.password is None:
             head, sep, rest = url.partition("://")
+            if not sep and "@" in url:
+                # No '://': urlsplit found no user info, yet a password may be there
+                # ("user:pw@host", "amqp:/user:pw@host/"); hide all before the host.
+                return f"****@{url.rpartition('@')[2]}"
             if "@" in rest and "@" not in parts.netloc:
                 # An '@' past the host: a password with an unencoded '/', '?' or '#' ends
                 # the host early, and the rest of it shows in the path.

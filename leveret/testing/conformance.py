@@ -750,12 +750,29 @@ def _properties(ctx: CheckContext) -> str | None:
     for name in props.FIELDS:
         if name == "headers":
             continue
-        _expect(getattr(back, name) == getattr(props, name),
+        _expect(_same(getattr(props, name), getattr(back, name)),
                 f"property {name}: sent {getattr(props, name)!r}, got {getattr(back, name)!r}")
+    got_headers = back.headers or {}
     for key, value in headers.items():
-        _expect(back.headers.get(key) == value,
-                f"header {key}: sent {value!r}, got {back.headers.get(key)!r}")
+        _expect(key in got_headers and _same(value, got_headers[key]),
+                f"header {key}: sent {value!r}, got "
+                f"{repr(got_headers[key]) if key in got_headers else 'no such header'}")
     return None
+
+
+def _same(sent: Any, got: Any) -> bool:
+    """``got`` is ``sent`` unchanged: equal *and* of the same type, all the way down (Python's
+    ``==`` alone takes ``True`` for ``1``, ``1.5`` for ``Decimal("1.5")``, ``42`` for
+    ``42.0``), decimals with the same digits and exponent, tables with the same keys."""
+    if type(sent) is not type(got):
+        return False
+    if isinstance(sent, dict):
+        return bool(sent.keys() == got.keys()) and all(_same(v, got[k]) for k, v in sent.items())
+    if isinstance(sent, list):
+        return len(sent) == len(got) and all(_same(a, b) for a, b in zip(sent, got))
+    if isinstance(sent, Decimal):
+        return bool(sent.as_tuple() == got.as_tuple())
+    return bool(sent == got)
 
 
 def _expect_505(ctx: CheckContext, s: RawSession) -> None:

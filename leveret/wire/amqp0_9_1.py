@@ -145,7 +145,7 @@ ERRORS: dict[int, type[AMQPError]] = {
     SYNTAX_ERROR: replies.AMQPSyntaxError,
     COMMAND_INVALID: replies.CommandInvalid,
     CHANNEL_ERROR: replies.ChannelError,
-    UNEXPECTED_FRAME: replies.UnexpectedFrame,
+    UNEXPECTED_FRAME: replies.AMQPUnexpectedFrame,
     RESOURCE_ERROR: replies.ResourceError,
     NOT_ALLOWED: replies.NotAllowed,
     NOT_IMPLEMENTED: replies.AMQPNotImplemented,

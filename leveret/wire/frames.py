@@ -749,6 +749,8 @@ def header_frame(
     _check_channel(channel)
     if not 0 <= body_size <= 0xFFFFFFFFFFFFFFFF:
         raise EncodeError(f"body size {body_size} does not fit in 64 bits")
+    if not 0 <= class_id <= 0xFFFF:
+        raise EncodeError(f"content header class id {class_id} is outside 0..65535")
     props = properties.encode() if properties is not None else _NO_PROPERTIES
     return (
         _pack_header_frame_start(FRAME_HEADER, channel, 12 + len(props), class_id, 0, body_size)

@@ -25,7 +25,7 @@ __all__ = [
     "AMQPSyntaxError",
     "CommandInvalid",
     "ChannelError",
-    "UnexpectedFrame",
+    "AMQPUnexpectedFrame",
     "ResourceError",
     "NotAllowed",
     "AMQPNotImplemented",
@@ -35,8 +35,8 @@ __all__ = [
 ]
 
 # Names that would shadow a Python builtin or a class of leveret.wire.errors get an AMQP prefix:
-# FrameError -> AMQPFrameError, SyntaxError -> AMQPSyntaxError, NotImplemented ->
-# AMQPNotImplemented.
+# FrameError -> AMQPFrameError, SyntaxError -> AMQPSyntaxError, UnexpectedFrame ->
+# AMQPUnexpectedFrame, NotImplemented -> AMQPNotImplemented.
 
 
 class NotDelivered(SoftError):
@@ -169,7 +169,7 @@ class ChannelError(HardError):
     reply_code = 504
 
 
-class UnexpectedFrame(HardError):
+class AMQPUnexpectedFrame(HardError):
     """A frame arrived that was not expected here (for example a body frame with no content header
     before it).
 
@@ -235,7 +235,7 @@ REPLY_ERRORS: dict[int, type[AMQPError]] = {
     502: AMQPSyntaxError,
     503: CommandInvalid,
     504: ChannelError,
-    505: UnexpectedFrame,
+    505: AMQPUnexpectedFrame,
     506: ResourceError,
     530: NotAllowed,
     540: AMQPNotImplemented,
