@@ -371,6 +371,36 @@ def test_flush_reports_every_return(hl_conn: Connection, queue: Queue) -> None:
     producer.flush()  # reported once
 
 
+@pytest.mark.parametrize("on_return", [False, True])
+def test_flush_failing_still_reports_returns_confirmed_before(amqp_url: str, on_return: bool) -> None:
+    # A pipelined mandatory publish the broker returned and confirmed, then a publish to a
+    # missing exchange closes the channel before anyone waited on it: flush() raises the
+    # channel's error, and the return must not vanish (the publish was not delivered).
+    conn = Connection(amqp_url)
+    seen: list[bytes] = []
+    try:
+        producer = Producer(
+            conn, on_return=(lambda exc, ex, rk, msg: seen.append(msg.body)) if on_return else None,
+        )
+        producer.publish(b"unroutable", routing_key=unique("nobody"), mandatory=True, wait=False)
+        channel = producer.channel
+        deadline = time.monotonic() + 5
+        while not channel._returns:  # handed to the client once its confirm came too
+            assert time.monotonic() < deadline, "the return did not arrive"
+            time.sleep(0.01)
+        producer.publish(b"x", exchange=unique("missing"), wait=False)
+        with pytest.raises(NotFound) as info:
+            producer.flush(timeout=5)
+        if on_return:
+            assert seen == [b"unroutable"]
+        else:
+            assert [r.message.body for r in info.value.returned] == [b"unroutable"]  # type: ignore[attr-defined]
+        producer.flush()  # nothing left
+        producer.publish(b"y", routing_key=unique("nobody"))  # a new channel works
+    finally:
+        conn.release()
+
+
 def test_flush_reports_nacks(hl_conn: Connection) -> None:
     q = Queue(unique(), max_length=1, queue_arguments={"x-overflow": "reject-publish"}, exclusive=True)
     producer = Producer(hl_conn, routing_key=q.name)
