@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..client import Message as ClientMessage
 from ..client import ChannelClosedError, PublishNacked
+from ..wire.errors import LocalProtocolError
 from .compression import compress
 from .connection import client_of
 from .entity import Exchange, Queue, _is_hl_connection, delivery_mode_value, maybe_channel, maybe_declare, rebind
@@ -220,13 +221,20 @@ class Producer:
 
     def _setup(self, channel: Any) -> None:
         state = _channel_state(channel)
-        # publish() goes straight to a channel it has set up, unless the channel recovers
-        # (then the recovery loop of _publish runs every time).
-        self._state = state
-        self._plain = None if isinstance(channel, RecoveringChannel) else channel
         if self.confirm and not state.confirm:
+            protocol = getattr(getattr(channel, "connection", None), "protocol", None)
+            if protocol == "0-8":
+                raise LocalProtocolError(
+                    "AMQP 0-8 has no publisher confirms (confirm.select): this producer "
+                    "cannot publish confirmed; make it with confirm=False"
+                )
             channel.confirm_select()  # confirm.select / select-ok
             state.confirm = True
+        # publish() goes straight to a channel it has set up, unless the channel recovers
+        # (then the recovery loop of _publish runs every time).  Not before confirm mode is
+        # on: a producer whose setup failed must not publish unconfirmed.
+        self._state = state
+        self._plain = None if isinstance(channel, RecoveringChannel) else channel
         if not self.confirm and self.on_return is not None:
             if not any(ref() == self._untagged_return for ref in state.untagged):
                 state.untagged.append(weakref.WeakMethod(self._untagged_return))
@@ -450,6 +458,9 @@ class Producer:
         message = ClientMessage._outgoing(body, properties)
         state = self._state
         if state is None or channel is not self._plain:
+            state = _channel_state(channel)
+        if self.confirm and not state.confirm:
+            self._setup(channel)  # its setup failed before: raises again rather than publish unconfirmed
             state = _channel_state(channel)
         if not state.confirm:
             if immediate:
