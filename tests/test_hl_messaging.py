@@ -30,7 +30,9 @@ from leveret.highlevel import (
     NotBoundError,
     Producer,
     Queue,
+    SimpleQueue,
 )
+from leveret.wire.errors import LocalProtocolError
 
 
 def drain(conn: Connection, until: Any, timeout: float = 5.0) -> None:
@@ -369,6 +371,36 @@ def test_flush_reports_every_return(hl_conn: Connection, queue: Queue) -> None:
     assert [(r.routing_key, r.message.body) for r in info.value.returned] == [("nobody-1", b"r1"), ("nobody-2", b"r2")]
     assert ready(hl_conn, queue.name) == 1
     producer.flush()  # reported once
+
+
+@pytest.mark.parametrize("on_return", [False, True])
+def test_flush_failing_still_reports_returns_confirmed_before(amqp_url: str, on_return: bool) -> None:
+    # A pipelined mandatory publish the broker returned and confirmed, then a publish to a
+    # missing exchange closes the channel before anyone waited on it: flush() raises the
+    # channel's error, and the return must not vanish (the publish was not delivered).
+    conn = Connection(amqp_url)
+    seen: list[bytes] = []
+    try:
+        producer = Producer(
+            conn, on_return=(lambda exc, ex, rk, msg: seen.append(msg.body)) if on_return else None,
+        )
+        producer.publish(b"unroutable", routing_key=unique("nobody"), mandatory=True, wait=False)
+        channel = producer.channel
+        deadline = time.monotonic() + 5
+        while not channel._returns:  # handed to the client once its confirm came too
+            assert time.monotonic() < deadline, "the return did not arrive"
+            time.sleep(0.01)
+        producer.publish(b"x", exchange=unique("missing"), wait=False)
+        with pytest.raises(NotFound) as info:
+            producer.flush(timeout=5)
+        if on_return:
+            assert seen == [b"unroutable"]
+        else:
+            assert [r.message.body for r in info.value.returned] == [b"unroutable"]  # type: ignore[attr-defined]
+        producer.flush()  # nothing left
+        producer.publish(b"y", routing_key=unique("nobody"))  # a new channel works
+    finally:
+        conn.release()
 
 
 def test_flush_reports_nacks(hl_conn: Connection) -> None:
@@ -805,3 +837,42 @@ def test_exchange_binding_helper(hl_conn: Connection) -> None:
     Producer(hl_conn, ex).publish(b"3", routing_key="c")
     assert [m.body for m in collect(hl_conn, q, 2)] == [b"1", b"2"]
     ex(hl_conn).delete()
+
+
+# ------------------------------------------------------------------------------ AMQP 0-8
+
+
+def test_amqp_0_8_confirming_producer_fails_every_time_and_never_publishes_unconfirmed(amqp_url: str) -> None:
+    # 0-8 has no confirm.select: a producer asked to confirm cannot, and says so at every
+    # publish -- it must not fall back to unconfirmed publishes after the first failure.
+    conn = Connection(amqp_url, transport_options={"protocol": "0-8"})
+    q = Queue(unique(), durable=False)
+    try:
+        q(conn.default_channel).declare()
+        producer = Producer(conn, routing_key=q.name)
+        for _ in range(2):
+            with pytest.raises(LocalProtocolError, match="confirm=False"):
+                producer.publish(b"confirmed?")
+        Producer(conn, routing_key=q.name, confirm=False).publish(b"unconfirmed")
+        got = q(conn.default_channel).get(no_ack=True)
+        assert got is not None and got.body == b"unconfirmed"
+        assert q(conn.default_channel).get(no_ack=True) is None  # the failed ones never left
+    finally:
+        q(conn.default_channel).delete()
+        conn.release()
+
+
+def test_amqp_0_8_simple_queue_fails_clearly_without_leaking_its_channel(amqp_url: str) -> None:
+    conn = Connection(amqp_url, transport_options={"protocol": "0-8"})
+    name = unique()
+    try:
+        conn.connect()
+        before = set(conn.connection._channels)
+        with pytest.raises(LocalProtocolError, match="0-8"):
+            SimpleQueue(conn, name)
+        assert set(conn.connection._channels) == before
+    finally:
+        ch = conn.default_channel
+        ch.queue_delete(name)
+        ch.exchange_delete(name)
+        conn.release()

@@ -368,6 +368,31 @@ def test_producer_with_unconfirmed_publishes_is_not_reused(hl_conn: Connection) 
         ch.close()
 
 
+@pytest.mark.parametrize("how", ["force_close_all", "resize_force"])
+def test_force_closing_a_producer_pool_gives_back_the_connections_of_producers_out(
+    hl_conn: Connection, how: str,
+) -> None:
+    # A producer handed out holds a connection of the connection pool; closing the producer
+    # pool by force must not keep that connection's place for ever (the next acquire would
+    # fail, or with block=True and no timeout wait for ever).
+    connections = ConnectionPool(hl_conn, limit=1)
+    producer_pool = ProducerPool(connections, limit=2)
+    producer = producer_pool.acquire()
+    held = producer.connection
+    producer.publish(b"x", routing_key=unique("nobody"))
+    if how == "force_close_all":
+        producer_pool.force_close_all()
+        producer_pool = ProducerPool(connections, limit=2)
+    else:
+        producer_pool.resize(1, force=True, reset=True)
+    producer.release()  # too late: the pool forgot it
+    again = producer_pool.acquire(block=True, timeout=2)
+    assert again.connection is not held  # the old one was closed, not handed on
+    again.publish(b"y", routing_key=unique("nobody"))
+    again.release()
+    connections.force_close_all()
+
+
 def test_failed_acquire_gives_its_place_back() -> None:
     """An acquire that cannot make its resource (the broker is unreachable) raises the
     connection error, and the place it had taken is free again: the pool is not used up

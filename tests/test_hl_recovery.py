@@ -561,6 +561,36 @@ def test_without_republish_unconfirmed_publishes_are_reported_lost(node: Private
         conn.release()
 
 
+def test_return_received_before_the_loss_is_still_reported(node: PrivateNode, proxy: TCPProxy) -> None:
+    # A pipelined mandatory publish no queue took: the broker returned it and confirmed it
+    # before the connection was lost, but nobody had waited on the channel yet, so the
+    # return was still waiting to be handed over.  flush() after the recovery must report
+    # it, not count the message as delivered.
+    conn = recovering(proxy.url())
+    q = Queue(unique(), durable=False)
+    returned: list[bytes] = []
+    try:
+        producer = Producer(conn, routing_key=q.name, on_return=lambda exc, ex, rk, msg: returned.append(msg.body))
+        q(conn).declare()
+        producer.publish(b"unroutable", routing_key=unique("nowhere"), mandatory=True, wait=False)
+        rec = producer.channel
+        # The return is handed to the client once its confirm came: both are in.
+        eventually(lambda: rec.transport_channel._returns, what="the return arrived")
+        proxy.freeze("down")
+        producer.publish(b"routed", wait=False)
+        eventually(lambda: ready_count(node.url, q.name) == 1, what="publish reached the queue")
+        proxy.cut("reset")
+        proxy.thaw()
+        producer.flush(timeout=20)
+        assert conn.recoveries == 1
+        assert returned == [b"unroutable"]
+        assert producer.republished == 1  # only the routed one, whose confirm was lost
+    finally:
+        with ClientConnection(node.url) as other:
+            other.channel().queue_delete(q.name)
+        conn.release()
+
+
 def test_recovery_gives_up_after_max_retries(node: PrivateNode) -> None:
     proxy = TCPProxy(urlsplit(node.url).port or 5672).start()
     failures: list[BaseException] = []

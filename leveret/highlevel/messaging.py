@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..client import Message as ClientMessage
 from ..client import ChannelClosedError, PublishNacked
+from ..wire.errors import LocalProtocolError
 from .compression import compress
 from .connection import client_of
 from .entity import Exchange, Queue, _is_hl_connection, delivery_mode_value, maybe_channel, maybe_declare, rebind
@@ -220,13 +221,20 @@ class Producer:
 
     def _setup(self, channel: Any) -> None:
         state = _channel_state(channel)
-        # publish() goes straight to a channel it has set up, unless the channel recovers
-        # (then the recovery loop of _publish runs every time).
-        self._state = state
-        self._plain = None if isinstance(channel, RecoveringChannel) else channel
         if self.confirm and not state.confirm:
+            protocol = getattr(getattr(channel, "connection", None), "protocol", None)
+            if protocol == "0-8":
+                raise LocalProtocolError(
+                    "AMQP 0-8 has no publisher confirms (confirm.select): this producer "
+                    "cannot publish confirmed; make it with confirm=False"
+                )
             channel.confirm_select()  # confirm.select / select-ok
             state.confirm = True
+        # publish() goes straight to a channel it has set up, unless the channel recovers
+        # (then the recovery loop of _publish runs every time).  Not before confirm mode is
+        # on: a producer whose setup failed must not publish unconfirmed.
+        self._state = state
+        self._plain = None if isinstance(channel, RecoveringChannel) else channel
         if not self.confirm and self.on_return is not None:
             if not any(ref() == self._untagged_return for ref in state.untagged):
                 state.untagged.append(weakref.WeakMethod(self._untagged_return))
@@ -451,6 +459,9 @@ class Producer:
         state = self._state
         if state is None or channel is not self._plain:
             state = _channel_state(channel)
+        if self.confirm and not state.confirm:
+            self._setup(channel)  # its setup failed before: raises again rather than publish unconfirmed
+            state = _channel_state(channel)
         if not state.confirm:
             if immediate:
                 channel.basic_publish(message, exchange=exchange, routing_key=routing_key, mandatory=mandatory, immediate=True)
@@ -569,7 +580,9 @@ class Producer:
         delivery tags; ``.returned`` holds any returns), returns (each to ``on_return``,
         else :class:`MessageReturned` for the first, with ``.returned`` listing all).
         ``TimeoutError`` past ``timeout`` (the publishes stay pending); a connection error
-        if the connection died (its ``unconfirmed`` names the tags of unknown fate).
+        if the connection died (its ``unconfirmed`` names the tags of unknown fate), the
+        channel's error if the broker closed it -- publishes it had confirmed and returned
+        before are still reported: to ``on_return``, else in the error's ``.returned``.
 
         On an ``autorecover`` connection a loss is waited out instead: the unconfirmed
         publishes are published again (``republish``) and their confirms awaited.
@@ -597,11 +610,38 @@ class Producer:
             nacked = [t for t in exc.delivery_tags if t in self._pending] or list(exc.delivery_tags)
         except TimeoutError:
             raise
-        except BaseException:
-            self._pending.clear()
+        except BaseException as exc:
+            pending, self._pending = self._pending, {}
+            self._returns_at_failure(channel, state, pending, exc)
             raise
         pending, self._pending = self._pending, {}
         self._settle(state, pending, nacked, [])
+
+    def _returns_at_failure(self, channel: Any, state: Any, pending: dict[int, Any], exc: BaseException) -> None:
+        """The channel or connection failed during a flush: publishes the broker had
+        confirmed before may have been returned, and those returns may still wait on the
+        channel (they are handed over when someone waits on it).  Report them -- to
+        ``on_return``, else as ``exc.returned`` -- lest they pass for delivered."""
+        if getattr(channel, "_returns", None):
+            try:
+                channel._run_returns()
+            except Exception:  # noqa: BLE001 - the failure being raised is the one to see
+                log.exception("leveret: handing over returns after a failed flush failed")
+        if not state.returned:
+            return
+        returns = [
+            _returned(state.returned.pop(tag), *pending[tag])
+            for tag in sorted(pending) if tag in state.returned
+        ]
+        if not returns:
+            return
+        if self.on_return is None:
+            exc.returned = returns  # type: ignore[attr-defined]
+            return
+        try:
+            self._report_returns(returns)
+        except Exception:  # noqa: BLE001 - the failure being raised is the one to see
+            log.exception("leveret: on_return failed after a failed flush")
 
     def _settle(self, state: Any, pending: dict[int, Any], nacked: list[int], returns: list[Any]) -> None:
         """The end of a flush: pair returned publishes with their messages, raise
@@ -654,8 +694,9 @@ class Producer:
                     continue
                 # The channel failed (not the connection): as on any channel, the error
                 # reports the pending publishes; those waiting to be sent again are lost.
-                self._pending.clear()
+                pending, self._pending = self._pending, {}
                 self._forget_retained()
+                self._returns_at_failure(rec.transport_channel, _channel_state(rec), pending, exc)
                 raise
             state = _channel_state(rec)
             pending, self._pending = self._pending, {}

@@ -570,8 +570,17 @@ class ProducerPool(Resource):
         return not getattr(resource, "_pool_discard", False)
 
     def close_resource(self, resource: Any) -> None:
-        """Nothing to close: a producer owns no connection of its own (one still bound is
-        the connection pool's business)."""
+        """A producer owns no connection of its own; one still bound to it (the producer was
+        out when :meth:`force_close_all` ran) is closed and its place in ``connections``
+        given back -- the producer's user may still hold it, so it is not handed on."""
+        conn = getattr(resource, "__connection__", None)
+        if conn is None:
+            return
+        resource.__connection__ = None
+        try:
+            resource.revive(None)
+        finally:
+            self.connections.replace(conn)
 
 
 # ---------------------------------------------------------------------------------- groups

@@ -843,8 +843,17 @@ class RecoveringChannel:
     def _install(self, tconn: Any, generation: int) -> list[tuple[RecordedConsumer, BaseException]]:
         """Move to a new transport channel of ``tconn``: same modes, qos and consumers.
         Returns the consumers the broker refused (dropped from the record)."""
+        old = self._channel
+        if getattr(old, "_returns", None):
+            # Returns the dead channel received and never handed over (nobody waited on it
+            # since): hand them over now, or their publishes -- confirmed before the loss --
+            # would pass for delivered.
+            try:
+                old._run_returns()
+            except Exception:  # noqa: BLE001 - a callback's error must not stop the recovery
+                log.exception("leveret: an on_return callback failed during recovery")
         if self.generation not in self._unsettled:
-            self._unsettled[self.generation] = unsettled_tags(self._channel)
+            self._unsettled[self.generation] = unsettled_tags(old)
             while len(self._unsettled) > _KEEP_GENERATIONS:
                 self._unsettled.pop(min(self._unsettled))
         ch = self._open_on(tconn)

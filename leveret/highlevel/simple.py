@@ -74,6 +74,17 @@ class SimpleQueue:
             self._client = client_of(channel) or channel.connection
             self.channel = channel
             self._owns_channel = False
+        try:
+            self._setup(name, q_opts, q_args, e_opts, serializer, compression, accept)
+        except BaseException:
+            if self._owns_channel and self.channel.is_open:
+                self.channel.close()  # the channel it opened is not left behind
+            raise
+
+    def _setup(
+        self, name: str | Queue, q_opts: dict[str, Any], q_args: dict[str, Any], e_opts: dict[str, Any],
+        serializer: str | None, compression: str | None, accept: Iterable[str] | None,
+    ) -> None:
         if isinstance(name, Queue):
             queue = name
             exchange = queue.exchange
