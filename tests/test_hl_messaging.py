@@ -332,6 +332,34 @@ def test_producer_while_the_broker_blocks_publishers(node: Any) -> None:
         conn.release()
 
 
+@pytest.mark.broker
+def test_retry_does_not_take_a_confirm_timeout_for_a_lost_connection(node: Any) -> None:
+    """publish(retry=True) retries across connection loss.  A confirm that times out on a
+    live connection (the broker blocks publishers) is no loss: the publish raises
+    TimeoutError and the connection stays; dropping it and publishing again would put
+    the message in the queue twice once the alarm is over."""
+    conn = Connection(node.url)
+    name = unique("alarm-retry")
+    try:
+        producer = Producer(conn, routing_key=name)
+        producer.publish(b"m0", declare=[Queue(name, durable=False)])
+        transport = conn.connection
+        node.set_vm_memory_high_watermark(0)
+        with pytest.raises(TimeoutError):
+            producer.publish(b"m1", retry=True, confirm_timeout=2,
+                             retry_policy={"max_retries": 2, "interval_start": 0})
+        assert conn.connection is transport and transport.is_open
+        node.set_vm_memory_high_watermark(0.4)
+        producer.flush(timeout=15)
+        assert ready(conn, name) == 2
+        ch = conn.channel()
+        assert [ch.basic_get(name, no_ack=True).body for _ in range(2)] == [b"m0", b"m1"]
+        ch.queue_delete(name)
+    finally:
+        node.set_vm_memory_high_watermark(0.4)
+        conn.release()
+
+
 def test_publish_takes_kombus_confirm_timeout(hl_conn: Connection, queue: Queue) -> None:
     producer = Producer(hl_conn, queue.exchange, "rk")
     producer.publish({"n": 1}, confirm_timeout=5)

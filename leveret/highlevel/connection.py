@@ -727,7 +727,9 @@ class Connection:
         ``retry_errors`` are more exception types to retry as channel errors.
 
         A publish is at-least-once across a reconnect: one whose confirm was lost with the
-        connection is published again.
+        connection is published again.  A ``TimeoutError`` while the connection is still
+        open (a confirm that did not come in time, a broker blocking publishers) is no
+        connection loss: it is raised, not retried.
         """
         extra = tuple(retry_errors or ())
 
@@ -737,6 +739,11 @@ class Connection:
                     return fun(*args, **kwargs)
                 except (*_RECOVERABLE_CONNECTION_ERRORS, *_RECOVERABLE_CHANNEL_ERRORS, *extra) as exc:
                     if max_retries is not None and retries >= max_retries:
+                        raise
+                    if isinstance(exc, TimeoutError) and self.connected and not isinstance(exc, extra):
+                        # A wait (a reply, a confirm, a blocked broker) ran out on a live
+                        # connection: nothing was lost, and what was sent may yet arrive.
+                        # Dropping the connection and calling again could do it twice.
                         raise
                     conn_error = isinstance(exc, _RECOVERABLE_CONNECTION_ERRORS) or not self.connected
                     log.info("leveret: ensure: %s failed (%r); retrying", getattr(fun, "__name__", fun), exc)
