@@ -255,6 +255,11 @@ def test_float_bits_survive(x: float) -> None:
         ({"old": datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC)}, "'old'"),
         ({"surrogate": "\ud800x"}, "'surrogate'"),
         ({"nested": {"deep": [object()]}}, "object"),
+        # Not mappings, though as falsy as an empty one: not taken for "no table".
+        (0, "mapping, not int"),
+        ("", "mapping, not str"),
+        ([], "mapping, not list"),
+        (b"", "mapping, not bytes"),
     ],
 )
 def test_encode_errors(table: Any, needle: str) -> None:

@@ -148,7 +148,9 @@ def encode_table(table: Mapping[str, Any] | None, _depth: int = 0) -> bytes:
     nesting level, counted so that cyclic or absurdly deep input fails cleanly.)
     """
     if not table:
-        return EMPTY_TABLE
+        if table is None or isinstance(table, Mapping):
+            return EMPTY_TABLE
+        raise EncodeError(f"field table must be a mapping, not {type(table).__name__}")
     if _depth >= MAX_DEPTH:
         raise EncodeError(f"field tables nested deeper than {MAX_DEPTH} levels")
     if type(table) is not dict or len(table) > _SMALL_TABLE:
