@@ -284,3 +284,11 @@ def test_cli_refuses_a_pattern_that_matches_nothing_among_others(
     assert code == 2
     err = capsys.readouterr().err
     assert "no check matches confirm.ordering" in err
+
+
+def test_cli_list_refuses_a_pattern_that_matches_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    # '--list -c confirm.ordering' printed nothing and exited 0, as if the check existed.
+    assert main(["conformance", "amqp://localhost/", "--list", "-c", "confirm.ordering"]) == 2
+    assert "no check matches confirm.ordering" in capsys.readouterr().err
+    assert main(["conformance", "amqp://localhost/", "--list", "-c", "confirms.ordering"]) == 0
+    assert "confirms.ordering" in capsys.readouterr().out

@@ -587,20 +587,20 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     """``leveret conformance``: run the battery; exit 1 when a check fails."""
     from ..testing.conformance import CHECKS, ConformanceError, run_checks, select_checks
 
-    if args.list:
-        for c in select_checks(args.check):
-            sys.stdout.write(f"{c.name:<42} {c.spec}\n    {c.description}\n")
-            if c.deviation:
-                sys.stdout.write(f"    RabbitMQ deviation: {c.deviation}\n")
-        return EXIT_OK
     chosen = select_checks(args.check)
     # Every pattern must select something: a mistyped one next to good ones would otherwise
-    # drop its checks silently, and the run would pass without them.
+    # drop its checks silently, and the run would pass without them (or --list say nothing).
     unmatched = [p for p in args.check if not select_checks([p])]
     if not chosen or unmatched:
         names = ", ".join(sorted({c.group for c in CHECKS}))
         raise CLIError(f"no check matches {' '.join(unmatched or args.check)} (groups: {names})",
                        EXIT_USAGE)
+    if args.list:
+        for c in chosen:
+            sys.stdout.write(f"{c.name:<42} {c.spec}\n    {c.description}\n")
+            if c.deviation:
+                sys.stdout.write(f"    RabbitMQ deviation: {c.deviation}\n")
+        return EXIT_OK
     url, params = resolve_url(args.url)
     if args.jobs < 1:
         raise CLIError("--jobs must be 1 or more", EXIT_USAGE)
