@@ -292,3 +292,13 @@ def test_cli_list_refuses_a_pattern_that_matches_nothing(capsys: pytest.CaptureF
     assert "no check matches confirm.ordering" in capsys.readouterr().err
     assert main(["conformance", "amqp://localhost/", "--list", "-c", "confirms.ordering"]) == 0
     assert "confirms.ordering" in capsys.readouterr().out
+
+
+def test_a_0_8_url_is_refused_not_run_as_0_9_1(capsys: pytest.CaptureFixture[str]) -> None:
+    # The battery speaks 0-9-1 whatever the URL says: a report for "?protocol=0-8" would
+    # be read as 0-8's.  Refused before connecting (nothing listens on port 1).
+    code = main(["conformance", "amqp://localhost:1/?protocol=0-8", "--progress", "never"])
+    assert code == 2
+    assert "leave ?protocol=0-8 out" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="speaks AMQP 0-9-1"):
+        run_checks("amqp://localhost:1/?protocol=0-8")

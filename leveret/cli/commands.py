@@ -602,6 +602,9 @@ def cmd_conformance(args: argparse.Namespace) -> int:
                 sys.stdout.write(f"    RabbitMQ deviation: {c.deviation}\n")
         return EXIT_OK
     url, params = resolve_url(args.url)
+    if params.protocol != "0-9-1":
+        raise CLIError("the conformance battery speaks AMQP 0-9-1 (its 0-8 check is "
+                       "negotiation.handshake-0-8): leave ?protocol=0-8 out of the URL", EXIT_USAGE)
     if args.jobs < 1:
         raise CLIError("--jobs must be 1 or more", EXIT_USAGE)
     bar = Progress(len(chosen), "conformance", mode=args.progress, unit="checks")

@@ -1793,8 +1793,17 @@ def run_checks(
     Checks run ``jobs`` at a time; ``on_result`` is called (from the calling thread, in
     completion order) as each finishes.  Raises :class:`ConformanceError` when the broker
     cannot be reached or refuses the URL's credentials; a failing check is a result, not an
-    exception.  Resources the checks declared (exchanges) are deleted at the end.
+    exception; :class:`ValueError` for a URL with ``?protocol=0-8`` (the battery is
+    0-9-1's, with a 0-8 handshake check of its own).  Resources the checks declared
+    (exchanges) are deleted at the end.
     """
+    if parse_url(url).protocol != "0-9-1":
+        # Each check picks its version itself (0-9-1, and 0-8 where it says so): a URL
+        # asking for 0-8 would be ignored, and the report read as a 0-8 result.
+        raise ValueError(
+            "the conformance battery speaks AMQP 0-9-1 (its 0-8 check is "
+            "negotiation.handshake-0-8): leave ?protocol=0-8 out of the URL"
+        )
     chosen = select_checks(patterns)
     battery = _Battery(url, timeout)
     started = time.monotonic()
