@@ -148,7 +148,7 @@ def encode_table(table: Mapping[str, Any] | None, _depth: int = 0) -> bytes:
     nesting level, counted so that cyclic or absurdly deep input fails cleanly.)
     """
     if not table:
-        if table is None or isinstance(table, Mapping):
+        if table is None or type(table) is dict or isinstance(table, Mapping):
             return EMPTY_TABLE
         raise EncodeError(f"field table must be a mapping, not {type(table).__name__}")
     if _depth >= MAX_DEPTH:
