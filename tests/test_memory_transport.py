@@ -812,6 +812,20 @@ def test_requeued_messages_go_back_to_the_head_in_order(conn: MemoryConnection, 
         (b"0", 4, True), (b"1", 5, True), (b"2", 6, True)]
 
 
+def test_requeues_at_different_times_restore_publish_order(ch: MemoryChannel) -> None:
+    # RabbitMQ merges a requeued message back into its place: one requeued after others
+    # that were published later does not jump ahead of them.
+    q = fresh_queue(ch)
+    for i in range(5):
+        ch.basic_publish(Message(str(i)), "", q)
+    got = [get_soon(ch, q) for _ in range(5)]
+    ch.basic_reject(got[3].delivery_tag, requeue=True)
+    ch.basic_nack(got[2].delivery_tag, multiple=True, requeue=True)
+    ch.basic_reject(got[4].delivery_tag, requeue=True)
+    assert count_soon(ch, q, 5) == 5
+    assert bodies(ch, q) == ["0", "1", "2", "3", "4"]
+
+
 def test_reject_without_requeue_and_without_dead_letter_exchange_drops(ch: MemoryChannel) -> None:
     q = fresh_queue(ch)
     ch.basic_publish(Message(b"x"), "", q)

@@ -359,10 +359,24 @@ class _Ready:
         self.count += 1
         self.bytes += entry.msg.size
 
-    def appendleft(self, entry: _Entry) -> None:
-        self._level(entry).appendleft(entry)
-        self.count += 1
-        self.bytes += entry.msg.size
+    def restore(self, entries: list[_Entry]) -> None:
+        """Put requeued messages back where they were: each level stays in publish order
+        (RabbitMQ merges requeued messages by their position in the queue, so a message
+        requeued later but published earlier still comes first)."""
+        for entry in sorted(entries, key=lambda e: e.seq, reverse=True):
+            level = self._level(entry)
+            if not level or entry.seq < level[0].seq:
+                level.appendleft(entry)
+            else:
+                i = 0
+                for i, other in enumerate(level):  # noqa: B007
+                    if other.seq > entry.seq:
+                        break
+                else:
+                    i = len(level)
+                level.insert(i, entry)
+            self.count += 1
+            self.bytes += entry.msg.size
 
     def popleft(self) -> _Entry | None:
         for level in reversed(self.levels):
@@ -952,10 +966,9 @@ class _VHost:
         """Put messages back at the head of their queue, in their original order."""
         if q.deleted:
             return
-        entries.sort(key=lambda e: e.seq, reverse=True)
         for e in entries:
             e.redelivered = True
-            q.ready.appendleft(e)
+        q.ready.restore(entries)
         if q in self.timed:
             self.note_deadline(q.ready.next_expiry())
         self.dispatch(q, now)
