@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -366,6 +367,44 @@ def test_headers_exchange_any_and_all(ch: MemoryChannel, binding: dict[str, Any]
         ch.basic_publish(Message(name, headers=headers), "h", "ignored")
     assert bodies(ch, q) == expected
     assert [n for n, h in HEADER_MESSAGES.items() if headers_match(binding, h)] == expected
+
+
+TYPED_HEADER_MESSAGES: dict[str, dict[str, Any]] = {
+    "t": {"t": {"a": 1, "b": "s"}},
+    "t-float": {"t": {"a": 1.0, "b": "s"}},
+    "t-order": {"t": {"b": "s", "a": 1}},
+    "t-binary": {"t": {"a": 1, "b": b"s"}},
+    "l": {"l": [1, 2]},
+    "l-float": {"l": [1.0, 2]},
+    "d": {"d": Decimal("1.5")},
+    "d-scale": {"d": Decimal("1.50")},
+    "d-float": {"d": 1.5},
+    "ts": {"ts": datetime(2020, 1, 1)},
+    "ts-int": {"ts": 1577836800},
+    "n-float": {"n": 1.0},
+}
+# Binding arguments -> the messages RabbitMQ 3.10 routed: a header's top-level value is
+# compared by value, a nested table or array field by field with its types.
+TYPED_HEADER_TABLE: list[tuple[dict[str, Any], list[str]]] = [
+    ({"t": {"a": 1, "b": "s"}}, ["t"]),
+    ({"l": [1, 2]}, ["l"]),
+    ({"d": Decimal("1.5")}, ["d"]),
+    ({"ts": datetime(2020, 1, 1)}, ["ts", "ts-int"]),
+    ({"n": 1}, ["n-float"]),
+]
+
+
+@pytest.mark.parametrize("binding, expected", TYPED_HEADER_TABLE)
+def test_headers_exchange_compares_values_as_rabbitmq_does(
+    ch: MemoryChannel, binding: dict[str, Any], expected: list[str]
+) -> None:
+    ch.exchange_declare("h", "headers")
+    q = fresh_queue(ch)
+    ch.queue_bind(q, "h", "", arguments=binding)
+    for name, headers in TYPED_HEADER_MESSAGES.items():
+        ch.basic_publish(Message(name, headers=headers), "h", "")
+    assert bodies(ch, q) == expected
+    assert [n for n, h in TYPED_HEADER_MESSAGES.items() if headers_match(binding, h)] == expected
 
 
 def test_headers_binding_with_a_bad_x_match_is_refused(ch: MemoryChannel, conn: MemoryConnection) -> None:

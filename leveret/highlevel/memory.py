@@ -212,6 +212,38 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _term(value: Any) -> Any:
+    """A header value as RabbitMQ's headers exchange compares it (Erlang ``==``): numbers
+    by value (a timestamp is its integer seconds), strings and binaries by their bytes,
+    a decimal by its scale and digits (1.5 is not 1.50), booleans only with booleans; a
+    nested table or array is a list of typed fields, compared field by field, in order and
+    with their types (so ``{"a": 1}`` is not ``{"a": 1.0}``)."""
+    if value is None:
+        return ("void",)
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=_UTC)
+        return int(value.timestamp())
+    if isinstance(value, Decimal):
+        sign, digits, exponent = value.as_tuple()
+        unscaled = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
+        return ("decimal", -int(exponent), unscaled)
+    if isinstance(value, dict):
+        return ("table", tuple((_text(k).encode("utf-8", "surrogateescape"), _type_name(v), _term(v))
+                               for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return ("array", tuple((_type_name(v), _term(v)) for v in value))
+    return (type(value).__name__, value)
+
+
 def _freeze(value: Any) -> Any:
     """A hashable form of a decoded field value (binding identity includes arguments)."""
     if isinstance(value, dict):
@@ -290,7 +322,7 @@ def headers_match(binding: dict[str, Any], headers: dict[str, Any] | None) -> bo
     for key, value in binding.items():
         if key == "x-match" or (not with_x and key.startswith("x-")):
             continue
-        ok = key in headers and (value is None or _same(value, headers[key]))
+        ok = key in headers and (value is None or _term(value) == _term(headers[key]))
         if want_all and not ok:
             return False
         if not want_all and ok:
