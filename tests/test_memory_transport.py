@@ -569,6 +569,27 @@ def test_queue_redeclaration_rules(conn: MemoryConnection) -> None:
         assert not ch.is_open and conn.is_open
 
 
+@pytest.mark.parametrize("key, first, again, text", [
+    ("x-max-length", 10, 10.0, "received '10.0' but current is '10'"),
+    ("x-expires", 1000, 1000.5, "received '1000.5' but current is '1000'"),
+    ("x-max-length", 10, 2**40, "received '1099511627776' but current is '10'"),
+    ("x-dead-letter-exchange", "x", "y", "received 'y' but current is 'x'"),
+    ("x-single-active-consumer", True, 1, "received '1' but current is 'true'"),
+    ("x-dead-letter-exchange", "x", b"x", None),
+    ("x-max-length", 10, 2**31 - 1 - (2**31 - 11), None),
+])
+def test_queue_arguments_are_equivalent_only_with_the_same_number_type(
+    conn: MemoryConnection, key: str, first: Any, again: Any, text: str | None
+) -> None:
+    ch = conn.channel()
+    ch.queue_declare("q", arguments={key: first})
+    if text is None:
+        assert ch.queue_declare("q", arguments={key: again}) == QueueDeclareOk("q", 0, 0)
+        return
+    with pytest.raises(PreconditionFailed, match=f"inequivalent arg '{key}' for queue 'q' in vhost '[^']*': {text}"):
+        ch.queue_declare("q", arguments={key: again})
+
+
 def test_server_named_queues(ch: MemoryChannel, conn: MemoryConnection) -> None:
     ok = ch.queue_declare("", exclusive=True)
     assert ok is not None

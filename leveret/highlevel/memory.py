@@ -193,16 +193,15 @@ def _shown(value: Any) -> str:
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Equality as RabbitMQ compares field values: integers and floats by number, strings
-    and binaries by their bytes, booleans only with booleans."""
+    """Equality as RabbitMQ compares declared arguments: integers of any width with
+    integers, floats with floats (10 is not 10.0), strings and binaries by their bytes,
+    booleans only with booleans."""
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
     if isinstance(a, str):
         a = a.encode("utf-8", "surrogateescape")
     if isinstance(b, str):
         b = b.encode("utf-8", "surrogateescape")
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
@@ -725,10 +724,13 @@ class _VHost:
                 continue
             elif key in received and key in current and _same(a, b):
                 continue
+            if key in received and key in current:  # RabbitMQ names the values only
+                shown = f"'{_shown(a)}' but current is '{_shown(b)}'"
+            else:
+                shown = f"{describe(received, key)} but current is {describe(current, key)}"
             raise _err(
                 PreconditionFailed,
-                f"inequivalent arg '{key}' for {self.where(kind, name)}: received "
-                f"{describe(received, key)} but current is {describe(current, key)}",
+                f"inequivalent arg '{key}' for {self.where(kind, name)}: received {shown}",
                 method,
             )
 
