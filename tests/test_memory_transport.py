@@ -1221,6 +1221,25 @@ def test_dead_lettering_on_reject_and_max_length(ch: MemoryChannel) -> None:
     assert got[1].headers["x-death"][0]["reason"] == "rejected"
 
 
+@pytest.mark.parametrize("dlrk", [None, "k"])
+def test_dead_lettering_keeps_cc_only_without_a_dead_letter_routing_key(ch: MemoryChannel, dlrk: str | None) -> None:
+    ch.exchange_declare("dlx", "fanout")
+    dead = fresh_queue(ch)
+    ch.queue_bind(dead, "dlx")
+    args: dict[str, Any] = {"x-dead-letter-exchange": "dlx"}
+    if dlrk is not None:
+        args["x-dead-letter-routing-key"] = dlrk
+    ch.queue_declare("src", arguments=args)
+    ch.basic_publish(Message(b"m", headers={"CC": ["elsewhere"], "h": 1}), "", "src")
+    m = get_soon(ch, "src")
+    m.reject(requeue=False)
+    d = get_soon(ch, dead, no_ack=True)
+    assert d.delivery_info["routing_key"] == (dlrk or "src")
+    assert d.headers["x-death"][0]["routing-keys"] == ["src", "elsewhere"]
+    assert ("CC" in d.headers) == (dlrk is None)
+    assert d.headers["h"] == 1
+
+
 def test_dead_lettering_on_expiry_with_a_routing_key(ch: MemoryChannel) -> None:
     ch.exchange_declare("dlx", "direct")
     dead = fresh_queue(ch)

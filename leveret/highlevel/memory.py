@@ -1060,6 +1060,8 @@ class _VHost:
         headers.setdefault("x-first-death-exchange", msg.exchange)
         headers.setdefault("x-first-death-queue", q.name)
         headers.setdefault("x-first-death-reason", reason)
+        if q.dlrk is not None:  # RabbitMQ drops CC when it replaces the routing keys
+            headers.pop("CC", None)
         props.headers = headers
         props.expiration = None
         keys = [q.dlrk] if q.dlrk is not None else list(msg.routing_keys)
