@@ -1153,6 +1153,24 @@ def test_bad_expiration_and_user_id_close_the_channel(conn: MemoryConnection) ->
     assert bodies(ch, q) == ["x"]
 
 
+@pytest.mark.parametrize("expiration, text", [
+    (" 5000", "no_integer"),
+    ("\u0665", "no_integer"),  # an Arabic-Indic digit: Python's int() takes it
+    ("1_000", '{leftover_string,"_000"}'),
+    ("5000\n", '{leftover_string,"\\n"}'),
+])
+def test_expiration_must_be_an_erlang_integer(conn: MemoryConnection, expiration: str, text: str) -> None:
+    ch = conn.channel()
+    ch.basic_publish(Message(b"x", expiration=expiration), "", "q")
+    with pytest.raises(PreconditionFailed) as info:
+        ch.queue_declare("", exclusive=True)
+    assert f"invalid expiration '{expiration}': {text}" in str(info.value)
+    ch = conn.channel()
+    q = fresh_queue(ch)
+    ch.basic_publish(Message(b"x", expiration="+60000"), "", q)
+    assert bodies(ch, q) == ["x"]
+
+
 def test_max_length_drops_the_head(ch: MemoryChannel) -> None:
     q = fresh_queue(ch, arguments={"x-max-length": 2})
     for i in range(4):

@@ -47,6 +47,7 @@ import base64
 import logging
 import os
 import platform
+import re
 import threading
 from collections import deque
 from datetime import datetime, timezone
@@ -144,6 +145,7 @@ _QUEUE_EQUIVALENCE_ARGS = (
 # Exchange arguments RabbitMQ compares on redeclaration.
 _EXCHANGE_EQUIVALENCE_ARGS = ("alternate-exchange",)
 _OVERFLOW = ("drop-head", "reject-publish", "reject-publish-dlx")
+_ERLANG_INTEGER = re.compile(r"[+-]?[0-9]+")
 _X_MATCH = ("all", "any", "all-with-x", "any-with-x")
 
 _DELIVER = 0
@@ -1853,10 +1855,18 @@ class MemoryChannel:
         ttl: float | None = None
         if props.expiration is not None:
             text = props.expiration
-            try:
-                ms = int(text)
-            except ValueError:
-                raise _err(PreconditionFailed, f"invalid expiration '{text}': no_integer", method) from None
+            # Erlang's string:to_integer: an optional sign and ASCII digits, nothing else
+            # (no spaces, underscores or other scripts' digits, which Python's int() takes).
+            number = _ERLANG_INTEGER.match(text)
+            if number is None:
+                raise _err(PreconditionFailed, f"invalid expiration '{text}': no_integer", method)
+            rest = text[number.end():]
+            if rest:
+                shown = rest.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+                shown = shown.replace("\r", "\\r").replace("\t", "\\t")
+                raise _err(PreconditionFailed,
+                           f'invalid expiration \'{text}\': {{leftover_string,"{shown}"}}', method)
+            ms = int(number.group())
             if ms < 0:
                 raise _err(PreconditionFailed, f"invalid expiration '{text}': {{value_negative,{ms}}}", method)
             ttl = ms / 1000.0
