@@ -855,6 +855,27 @@ def test_qos_applies_to_later_consumers_and_global_to_the_channel(conn: MemoryCo
     assert (len(first), len(second)) == (2, 1)
 
 
+def test_per_consumer_qos_lifts_an_earlier_global_limit(conn: MemoryConnection, ch: MemoryChannel) -> None:
+    # RabbitMQ's basic.qos(global=false) "unlimits" the channel: the global 2 set before it
+    # no longer applies, each consumer gets its own 3.
+    q = fresh_queue(ch)
+    for i in range(10):
+        ch.basic_publish(Message(str(i)), "", q)
+    got: list[Message] = []
+    ch.basic_qos(prefetch_count=2, global_=True)
+    ch.basic_qos(prefetch_count=3)
+    ch.basic_consume(q, callback=got.append)
+    ch.basic_consume(q, callback=got.append)
+    drain(conn, 0.2)
+    assert len(got) == 6
+    ch.basic_qos(prefetch_count=1, global_=True)  # set after: applies again
+    for m in got:
+        m.ack()
+    got.clear()
+    drain(conn, 0.2)
+    assert len(got) == 1
+
+
 def test_requeued_messages_go_back_to_the_head_in_order(conn: MemoryConnection, ch: MemoryChannel) -> None:
     q = fresh_queue(ch)
     for i in range(5):

@@ -1781,7 +1781,7 @@ class MemoryChannel:
         """``basic.qos``: at most ``prefetch_count`` unacknowledged deliveries per consumer
         started after this call (``global=False``, RabbitMQ's meaning) or for the whole
         channel (``global=True``, also passed as ``a_global`` or ``global_``); 0 means no
-        limit.  ``prefetch_size`` other than 0 is not implemented (a connection error, as in
+        limit.  As in RabbitMQ, a per-consumer ``basic.qos`` removes the channel-wide limit.  ``prefetch_size`` other than 0 is not implemented (a connection error, as in
         RabbitMQ)."""
         global_ = bool(kwargs.pop("global_", a_global))
         if kwargs:
@@ -1797,6 +1797,11 @@ class MemoryChannel:
                 self._redispatch(vh, now)
             else:
                 self._prefetch = prefetch_count
+                # RabbitMQ's basic.qos(global=false) also lifts the channel-wide limit
+                # ("unlimit_prefetch"), so a global limit set before it no longer applies.
+                if self._global_prefetch:
+                    self._global_prefetch = 0
+                    self._redispatch(vh, now)
 
         self._call(op)
 
