@@ -342,6 +342,19 @@ def test_pickle_runs_only_when_accepted() -> None:
     assert Detonator.fired == ["boom"] * 3
 
 
+def test_accept_given_as_one_string_is_one_name_or_type() -> None:
+    # A str accept is one entry, as prepare_accept_content reads it: not a set of its
+    # letters, and never a substring match (which let pickle through here).
+    Detonator.fired.clear()
+    _, _, payload = dumps(Detonator(), "pickle")
+    for accept in (PICKLE + "-not-really", "x-python-serialize", "application/x-python"):
+        with pytest.raises(ContentDisallowed):
+            loads(payload, PICKLE, "binary", accept=accept)
+    assert Detonator.fired == []
+    assert loads(b"{}", "application/json", "utf-8", accept="json") == {}
+    assert loads(payload, PICKLE, "binary", accept="pickle") == "boom"
+
+
 def test_pickle_round_trip_uses_the_default_protocol() -> None:
     value = {"t": (1, 2), "s": {3}, "b": b"x", "dt": datetime(2020, 1, 1)}
     _, _, payload = dumps(value, "pickle")

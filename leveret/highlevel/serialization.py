@@ -320,6 +320,8 @@ class SerializerRegistry:
         media, charset = _normalize(content_type)
         if not force:
             allowed = self.default_accept if accept is None else accept
+            if isinstance(allowed, str):  # one name or type, not a set of its letters
+                allowed = (allowed,)  # (and "in" must not match a substring of it)
             if media not in allowed and not self._accepted_by_name(media, allowed):
                 raise ContentDisallowed(
                     f"refusing to decode content type {media!r} "
