@@ -1445,6 +1445,15 @@ def test_not_implemented_closes_the_connection(conn: MemoryConnection, call: Any
         conn.drain_events(timeout=0)
 
 
+def test_channels_of_a_connection_closed_by_an_error_raise_that_error_every_time(conn: MemoryConnection) -> None:
+    ch, other = conn.channel(), conn.channel()
+    with pytest.raises(AMQPNotImplemented):
+        ch.basic_recover(requeue=False)
+    for channel in (ch, ch, other, other):
+        with pytest.raises(AMQPNotImplemented):
+            channel.queue_declare("", exclusive=True)
+
+
 def test_immediate_publish_closes_the_connection(conn: MemoryConnection) -> None:
     ch = conn.channel()
     ch.basic_publish(Message(b"x"), "", "q", immediate=True)

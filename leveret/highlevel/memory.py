@@ -1504,9 +1504,13 @@ class MemoryChannel:
     # ------------------------------------------------------------------ plumbing
 
     def _raise_closed(self) -> None:
-        """Raise why the channel is closed: the broker's typed error (``NotFound``...) the
-        first time, then :class:`ChannelClosedError` with that error as its cause (as the
-        blocking client does)."""
+        """Raise why the channel is closed, as the blocking client does: when the whole
+        connection closed with an error or was lost, that error, every time; when only the
+        channel closed, the broker's typed error (``NotFound``...) the first time, then
+        :class:`ChannelClosedError` with that error as its cause."""
+        conn = self.connection
+        if conn._error is not None:
+            raise conn._error
         error = self._error
         if error is not None:
             if not self._error_reported:
@@ -1515,9 +1519,6 @@ class MemoryChannel:
             raise ChannelClosedError(
                 f"channel {self.channel_id} was closed by the broker: {error}"
             ) from error
-        conn = self.connection
-        if conn._error is not None:
-            raise conn._error
         raise ChannelClosedError(f"channel {self.channel_id} is closed")
 
     def _call(self, fn: Callable[[_VHost, float], _T], sync: bool = True) -> _T | None:
