@@ -1752,3 +1752,41 @@ def test_publish_accepts_any_bytes_like_body(protocol: str, kind: type) -> None:
     s.core.publish(c, s.m("basic.publish", routing_key="k"), None, kind(body))
     _method, header, joined = content_of(s.sent_frames())
     assert joined == body and header.body_size == len(body)
+
+
+# =========================================================================== review fixes
+
+
+@both
+def test_connection_methods_crossing_our_close_are_discarded(protocol: str) -> None:
+    # A memory alarm (connection.blocked) or an update-secret-ok can cross our
+    # connection.close on the wire; the spec says to discard them, not to fail.
+    s = opened(protocol)
+    s.core.close()
+    s.core.data_to_send()
+    names = {cls.NAME for cls in s.core.spec.METHODS.values()}
+    if "connection.blocked" in names:
+        assert s.feed(s.frame(0, "connection.blocked", reason="low on memory")) == []
+        assert s.feed(s.frame(0, "connection.unblocked")) == []
+    assert s.core.error is None
+    [closed] = s.feed(s.frame(0, "connection.close-ok"))
+    assert isinstance(closed, ev.ConnectionClosed) and closed.error is None and not closed.by_peer
+    assert s.core.state is ConnState.CLOSED
+
+
+@both
+def test_close_with_an_unencodable_reply_text_changes_nothing(protocol: str) -> None:
+    s = opened(protocol)
+    cid = s.open_channel()
+    s.core.data_to_send()
+    with pytest.raises(EncodeError):
+        s.core.close_channel(cid, 200, "x" * 300)
+    assert s.core.channel_state(cid) is ChannelState.OPEN
+    s.core.close_channel(cid)  # a later close still goes out
+    assert s.sent_names() == [(cid, "channel.close")]
+    with pytest.raises(EncodeError):
+        s.core.close(200, "x" * 300)
+    assert s.core.state is ConnState.OPEN
+    s.core.close()
+    assert s.sent_names() == [(0, "connection.close")]
+    assert s.core.state is ConnState.CLOSING

@@ -907,9 +907,13 @@ class SansIOConnection:
     def _connection_method(self, method: Any, events: list[ev.Event]) -> None:
         name = method.NAME
         state = self.state
-        if not name.startswith("connection."):
-            raise RemoteProtocolError(f"{name} on channel 0", CHANNEL_ERROR)
         if name not in CONNECTION_EXPECTS.get(state, ()):
+            if state is _CLOSING:
+                # After our connection.close the spec says to discard everything but
+                # close/close-ok: a blocked or update-secret-ok may cross our close.
+                return
+            if not name.startswith("connection."):
+                raise RemoteProtocolError(f"{name} on channel 0", CHANNEL_ERROR)
             raise RemoteProtocolError(
                 f"{name} in connection state {state.value}", COMMAND_INVALID
             )
@@ -1078,14 +1082,16 @@ class SansIOConnection:
             raise ChannelClosedError(f"channel {channel_id} is not open")
         if ch.state is ChannelState.CLOSING:
             return
-        ch.state = ChannelState.CLOSING
-        ch.expect.clear()
-        self._send(
+        # Encode first: a reply_text that does not fit raises and changes nothing.
+        frame = method_frame(
             channel_id,
             self.spec.Channel.Close(
                 reply_code=reply_code, reply_text=reply_text, class_id=class_id, method_id=method_id
             ),
         )
+        ch.state = ChannelState.CLOSING
+        ch.expect.clear()
+        self._out.append(frame)
 
     def channel_state(self, channel_id: int) -> ChannelState:
         ch = self._channels.get(channel_id)
@@ -1225,15 +1231,17 @@ class SansIOConnection:
         if self.state is not ConnState.OPEN:
             self.state = ConnState.CLOSED
             return
-        self.state = ConnState.CLOSING
-        if reply_code != 200:
-            self.close_error = error_for(reply_code, reply_text, class_id, method_id)
-        self._send(
+        # Encode first: a reply_text that does not fit raises and changes nothing.
+        frame = method_frame(
             0,
             self.spec.Connection.Close(
                 reply_code=reply_code, reply_text=reply_text, class_id=class_id, method_id=method_id
             ),
         )
+        self.state = ConnState.CLOSING
+        if reply_code != 200:
+            self.close_error = error_for(reply_code, reply_text, class_id, method_id)
+        self._out.append(frame)
 
     # ------------------------------------------------------------------ time
 
