@@ -480,8 +480,11 @@ class SansIOConnection:
 
         Raises :class:`RemoteProtocolError` (after queuing the ``connection.close`` the spec
         asks for) when the peer broke the protocol, :class:`ConnectionLost` at an EOF that
-        came without a close handshake, and :class:`VersionMismatch` when the server answered
-        with its own protocol header.
+        came without a close handshake, :class:`VersionMismatch` when the server answered
+        with its own protocol header, and :class:`AuthenticationError` when its
+        ``connection.start`` offers none of the SASL mechanism asked for.  (Credentials the
+        broker refuses come as a :class:`~leveret.client.events.ConnectionClosed` event
+        whose ``error`` is an :class:`AuthenticationError`.)
         """
         if self._error is not None:
             raise self._error
