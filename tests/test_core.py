@@ -1790,3 +1790,20 @@ def test_close_with_an_unencodable_reply_text_changes_nothing(protocol: str) -> 
     s.core.close()
     assert s.sent_names() == [(0, "connection.close")]
     assert s.core.state is ConnState.CLOSING
+
+
+@both
+def test_tick_alone_keeps_time_for_data_received_without_now(protocol: str) -> None:
+    # The module docstring's loop passes no ``now`` to receive_data: a driver that gives
+    # time only to tick() must not see a live connection declared lost.
+    s = opened(protocol, tune_heartbeat=10)  # the handshake was fed without now
+    core = s.core
+    assert core.tick(1000.0) is not None  # monotonic clocks start far from 0
+    core.receive_data(HEARTBEAT_FRAME)
+    assert core.tick(1015.0) is not None
+    core.receive_data(HEARTBEAT_FRAME)
+    assert core.tick(1030.0) is not None
+    # then the broker falls silent: lost once two intervals pass without a byte
+    assert core.tick(1050.0) is not None
+    with pytest.raises(ConnectionLost, match="heartbeat"):
+        core.tick(1050.1)

@@ -8,7 +8,8 @@ another library) does four things in a loop:
 
 1. ``data_to_send()`` and write those bytes to the transport;
 2. read bytes from the transport and pass them to ``receive_data(data)`` (``b""`` at EOF),
-   which returns a list of :mod:`~leveret.client.events`;
+   which returns a list of :mod:`~leveret.client.events` (pass ``now`` to it and to
+   ``data_to_send`` as well for exact heartbeat timing; ``tick`` alone is enough);
 3. call requests (``open_channel``, ``send_method``, ``publish``, ``ack``, ``close``...),
    which only queue bytes;
 4. call ``tick(now)`` now and then so the core can queue heartbeats and notice a silent peer.
@@ -395,6 +396,9 @@ class SansIOConnection:
         }
         self.last_received = 0.0
         self.last_sent = 0.0
+        # Bytes came through receive_data without a ``now`` since the last tick: the next
+        # tick counts them as received at its own ``now``.
+        self._received_unclocked = False
 
     # ------------------------------------------------------------------ helpers
 
@@ -490,6 +494,9 @@ class SansIOConnection:
             raise self._error
         if now is not None:
             self.last_received = now
+            self._received_unclocked = False
+        else:
+            self._received_unclocked = True  # tick() dates it
         if not data:
             return self._eof()
         if not self._header_checked:
@@ -1254,10 +1261,15 @@ class SansIOConnection:
 
         Returns the number of seconds after which ``tick`` should be called again, or
         ``None`` when heartbeats are off.  ``last_received`` / ``last_sent`` are kept up to
-        date by the ``now`` arguments of :meth:`receive_data` and :meth:`data_to_send`.
+        date by the ``now`` arguments of :meth:`receive_data` and :meth:`data_to_send`;
+        bytes received without a ``now`` count as received at the next ``tick``, and bytes
+        sent without one do not count (heartbeats then go out every half interval).
         """
         if self._error is not None:
             raise self._error
+        if self._received_unclocked:
+            self._received_unclocked = False
+            self.last_received = now
         hb = self.heartbeat
         if not hb or self.state not in (ConnState.OPEN, ConnState.CLOSING):
             return None
