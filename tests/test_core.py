@@ -1807,3 +1807,25 @@ def test_tick_alone_keeps_time_for_data_received_without_now(protocol: str) -> N
     assert core.tick(1050.0) is not None
     with pytest.raises(ConnectionLost, match="heartbeat"):
         core.tick(1050.1)
+
+
+def test_events_before_a_violation_in_the_same_data_are_not_lost() -> None:
+    # A nack and then a reply nobody asked for, in one read: the nack happened (its tag
+    # left the unconfirmed set), so it must come out; the error follows at the next call.
+    s = opened()
+    cid = s.confirm_channel()
+    for _ in range(2):
+        s.core.publish(cid, s.m("basic.publish", routing_key="q"), None, b"x")
+    s.core.data_to_send()
+    data = s.frame(cid, "basic.nack", delivery_tag=1, multiple=False, requeue=False) + s.frame(
+        cid, "queue.declare-ok", queue="q", message_count=0, consumer_count=0
+    )
+    assert s.feed(data) == [ev.PublishConfirmed(cid, [1], False)]
+    assert s.core.state is ConnState.ERROR
+    assert [m.NAME for _, m in s.sent_methods()] == ["connection.close"]
+    assert s.core.unconfirmed() == {cid: [2]}
+    with pytest.raises(RemoteProtocolError, match="asked for no such reply") as raised:
+        s.feed(b"")
+    assert raised.value is s.core.error
+    with pytest.raises(RemoteProtocolError):
+        s.core.tick(1.0)

@@ -488,7 +488,9 @@ class SansIOConnection:
         with its own protocol header, and :class:`AuthenticationError` when its
         ``connection.start`` offers none of the SASL mechanism asked for.  (Credentials the
         broker refuses come as a :class:`~leveret.client.events.ConnectionClosed` event
-        whose ``error`` is an :class:`AuthenticationError`.)
+        whose ``error`` is an :class:`AuthenticationError`.)  When frames before the
+        violation in the same ``data`` made events, those events are returned (the
+        ``connection.close`` is queued all the same) and the next call raises the error.
         """
         if self._error is not None:
             raise self._error
@@ -509,6 +511,10 @@ class SansIOConnection:
                 self._handle_frame(frame, events)
         except RemoteProtocolError as exc:
             self._fail(exc)
+            if events:
+                # What the frames before the violation did (confirms, deliveries, closes)
+                # has happened: hand it out; the next call raises the error.
+                return events
             raise
         return events
 
