@@ -1052,6 +1052,19 @@ def test_held_returns_are_reported_when_the_broker_closes_the_connection() -> No
     assert [type(e) for e in events] == [ev.MessageReturned, ev.ConnectionClosed]
 
 
+def test_held_returns_are_reported_when_the_broker_drops_the_socket_during_our_close() -> None:
+    s = opened()
+    c = s.confirm_channel()
+    _publish(s, c, b"a", mandatory=True)
+    s.sent_bytes()
+    assert _return(s, c, b"a") == []
+    s.core.close()
+    events = s.feed(b"")  # EOF instead of close-ok: the close stands, the return is kept
+    assert [type(e) for e in events] == [ev.MessageReturned, ev.ConnectionClosed]
+    assert events[0].delivery_tag is None and events[0].body == b"a"
+    assert events[1].unconfirmed == {c: [1]}
+
+
 @both
 def test_return_without_confirms_has_no_tag(protocol: str) -> None:
     s = opened(protocol)

@@ -545,9 +545,11 @@ class SansIOConnection:
         if state is ConnState.CLOSING:
             # The peer dropped the socket instead of sending close-ok; the close still stands.
             unconfirmed = self.unconfirmed()
-            self._close_all_channels()
+            events: list[ev.Event] = []
+            self._close_all_channels(events)  # held returns come out, as at close-ok
             self.state = ConnState.CLOSED
-            return [ev.ConnectionClosed(self.close_error, False, unconfirmed)]
+            events.append(ev.ConnectionClosed(self.close_error, False, unconfirmed))
+            return events
         if state is ConnState.AWAIT_TUNE:
             msg = (
                 "the server closed the connection during authentication "
