@@ -1842,3 +1842,24 @@ def test_events_before_a_violation_in_the_same_data_are_not_lost() -> None:
     assert raised.value is s.core.error
     with pytest.raises(RemoteProtocolError):
         s.core.tick(1.0)
+
+
+@both
+def test_calls_on_a_channel_the_broker_closed_raise_with_its_error_as_cause(protocol: str) -> None:
+    # ChannelClosedError: "__cause__ holds the broker's error".
+    s = opened(protocol)
+    cid = s.open_channel()
+    [closed] = s.feed(s.frame(cid, "channel.close", reply_code=404, reply_text="NOT_FOUND - q", class_id=50, method_id=10))
+    assert isinstance(closed.error, NotFound)
+    for call in (
+        lambda: s.core.publish(cid, s.m("basic.publish", routing_key="q"), None, b"x"),
+        lambda: s.core.send_method(cid, s.m("basic.qos", prefetch_count=1)),
+        lambda: s.core.ack(cid, 1),
+        lambda: s.core.close_channel(cid),
+    ):
+        with pytest.raises(ChannelClosedError) as raised:
+            call()
+        assert raised.value.__cause__ is closed.error
+    assert s.core.channel_error(cid) is closed.error
+    assert s.core.open_channel() == cid  # the id is reused: its old error is forgotten
+    assert s.core.channel_error(cid) is None

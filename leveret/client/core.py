@@ -379,6 +379,9 @@ class SansIOConnection:
         self._pending: bytes = b""  # first bytes, until we know they are not a protocol header
         self._channels: dict[int, _Channel] = {}
         self._free_ids: list[int] = []
+        # Why each released channel closed, if by an error, until its id is reused: the
+        # __cause__ of the ChannelClosedError a later call on it raises.
+        self._closed_errors: dict[int, AMQPError] = {}
         self._next_id = 1
         self._send_kinds: dict[type, Any] = {}
         self._return_types = frozenset(
@@ -440,7 +443,9 @@ class SansIOConnection:
     def _channel(self, channel_id: int) -> _Channel:
         ch = self._channels.get(channel_id)
         if ch is None:
-            raise ChannelClosedError(f"channel {channel_id} is not open")
+            err = ChannelClosedError(f"channel {channel_id} is not open")
+            err.__cause__ = self._closed_errors.get(channel_id)
+            raise err
         if ch.state is not ChannelState.OPEN:
             err = ChannelClosedError(f"channel {channel_id} is {ch.state.value}")
             err.__cause__ = ch.close_error
@@ -919,6 +924,8 @@ class SansIOConnection:
         ch.c_chunks = []
         if self._channels.pop(ch.id, None) is not None:
             self._free_ids.append(ch.id)
+            if ch.close_error is not None:
+                self._closed_errors[ch.id] = ch.close_error
 
     # ------------------------------------------------------------------ connection class
 
@@ -1085,6 +1092,7 @@ class SansIOConnection:
             elif channel_id >= self._next_id:
                 self._free_ids.extend(range(self._next_id, channel_id))
                 self._next_id = channel_id + 1
+        self._closed_errors.pop(channel_id, None)
         ch = _Channel(channel_id)
         self._channels[channel_id] = ch
         self._send(channel_id, self.method("channel.open"))
@@ -1097,7 +1105,8 @@ class SansIOConnection:
         self._check_usable()
         ch = self._channels.get(channel_id)
         if ch is None or ch.state is ChannelState.CLOSED:
-            raise ChannelClosedError(f"channel {channel_id} is not open")
+            self._channel(channel_id)  # raises, with the broker's error as the cause
+        assert ch is not None
         if ch.state is ChannelState.CLOSING:
             return
         # Encode first: a reply_text that does not fit raises and changes nothing.
@@ -1116,8 +1125,9 @@ class SansIOConnection:
         return ChannelState.CLOSED if ch is None else ch.state
 
     def channel_error(self, channel_id: int) -> AMQPError | None:
+        """Why the channel was closed, when by an error (until its id is reused)."""
         ch = self._channels.get(channel_id)
-        return None if ch is None else ch.close_error
+        return self._closed_errors.get(channel_id) if ch is None else ch.close_error
 
     def send_method(self, channel_id: int, method: Any) -> None:
         """Queue a method without content on an open channel.
