@@ -13,6 +13,7 @@ import pytest
 from broker import Broker
 from leveret.client import events as ev
 from leveret.client.core import ConnState, SansIOConnection
+from leveret.wire.errors import LocalProtocolError
 
 
 class Driver:
@@ -88,3 +89,84 @@ def test_close_crossing_connection_blocked_completes(driver: Any, fresh_node: An
         fresh_node.set_vm_memory_high_watermark(0.4)
     closed = d.wait(lambda e: isinstance(e, ev.ConnectionClosed))
     assert closed == ev.ConnectionClosed(None, False, {})
+
+
+@pytest.mark.parametrize("protocol", ["0-9-1", "0-8"])
+@pytest.mark.parametrize("mechanism", ["PLAIN", "AMQPLAIN"])
+def test_handshake_and_tune_with_no_preferences(driver: Any, protocol: str, mechanism: str) -> None:
+    # 0 is "no preference": the broker's values win (RabbitMQ: 2047 channels, 128 KiB
+    # frames, 60 s heartbeat).
+    d = driver(protocol=protocol, auth_mechanism=mechanism, channel_max=0, frame_max=0, heartbeat=0)
+    opened = d.open()
+    assert (opened.channel_max, opened.frame_max, opened.heartbeat) == (2047, 131072, 60)
+    assert opened.version == protocol
+    d.core.close()
+    assert d.wait(lambda e: isinstance(e, ev.ConnectionClosed)) == ev.ConnectionClosed(None, False, {})
+
+
+def test_refused_credentials_close_with_authentication_error(driver: Any) -> None:
+    from leveret.client.errors import AuthenticationError
+
+    d = driver(password="wrong")
+    closed = d.wait(lambda e: isinstance(e, ev.ConnectionClosed))
+    assert isinstance(closed.error, AuthenticationError) and closed.by_peer
+
+
+def test_tick_alone_keeps_a_heartbeat_connection_alive(driver: Any) -> None:
+    # Time only through tick(now): receive_data and data_to_send get no clock.
+    d = driver(heartbeat=1, channel_max=2, frame_max=4096)
+    d.open()
+    d.sock.settimeout(0.05)
+    beats = 0
+    started = time.monotonic()
+    while time.monotonic() - started < 3.5:
+        assert d.core.tick(time.monotonic()) is not None
+        data = d.core.data_to_send()
+        if data:
+            d.sock.sendall(data)
+        try:
+            got = d.sock.recv(4096)
+        except TimeoutError:
+            continue
+        assert got, "the broker dropped us"
+        beats += got.count(b"\x08\x00\x00\x00\x00\x00\x00\xce")
+        assert d.core.receive_data(got) == []
+    assert beats >= 4 and d.core.state is ConnState.OPEN
+
+
+def test_confirms_nacks_channel_reuse_and_frame_max(driver: Any) -> None:
+    d = driver(frame_max=4096, channel_max=2)
+    d.open()
+    cid = d.core.open_channel()
+    d.wait(lambda e: isinstance(e, ev.ChannelOpened))
+    d.core.send_method(cid, d.core.method(
+        "queue.declare", queue="", exclusive=True,
+        arguments={"x-max-length": 1, "x-overflow": "reject-publish"},
+    ))
+    queue = d.wait(lambda e: isinstance(e, ev.MethodReceived)).method.queue  # type: ignore[attr-defined]
+    d.core.send_method(cid, d.core.method("confirm.select"))
+    d.wait(lambda e: isinstance(e, ev.MethodReceived))
+    body = bytes(range(256)) * 40  # 10240 bytes: three body frames
+    tags = [d.core.publish(cid, d.core.method("basic.publish", routing_key=queue), None, body)
+            for _ in range(5)]
+    assert tags == [1, 2, 3, 4, 5]
+    settled: dict[int, bool] = {}
+    while len(settled) < 5:
+        e = d.wait(lambda e: isinstance(e, ev.PublishConfirmed))
+        for tag in e.delivery_tags:  # type: ignore[attr-defined]
+            assert tag not in settled
+            settled[tag] = e.ack  # type: ignore[attr-defined]
+    assert settled == {1: True, 2: False, 3: False, 4: False, 5: False}
+    d.core.send_method(cid, d.core.method("basic.get", queue=queue, no_ack=True))
+    got = d.wait(lambda e: isinstance(e, ev.MessageReceived))
+    assert got.body == body  # type: ignore[attr-defined]
+    # a second channel, then none left; the broker closes one and its id comes back
+    other = d.core.open_channel()
+    d.wait(lambda e: isinstance(e, ev.ChannelOpened))
+    with pytest.raises(LocalProtocolError):
+        d.core.open_channel()
+    d.core.send_method(other, d.core.method("queue.declare", queue="no-such-queue", passive=True))
+    closed = d.wait(lambda e: isinstance(e, ev.ChannelClosed))
+    assert closed.by_peer and closed.error.reply_code == 404  # type: ignore[attr-defined]
+    assert d.core.open_channel() == other
+    d.wait(lambda e: isinstance(e, ev.ChannelOpened))
