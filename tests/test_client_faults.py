@@ -1224,6 +1224,43 @@ def test_random_frames_from_the_server_raise_only_leveret_errors(new_connection:
     assert not isinstance(err, TimeoutError), "the hang-up went unnoticed"
 
 
+def test_confirms_before_a_violation_in_the_same_read_are_kept(new_connection: NewConnection) -> None:
+    # basic.nack for publish 1 and then a basic.ack on channel 0, in one segment: the nack
+    # happened, so publish 1 must show up as nacked (or unconfirmed), never vanish.
+    def script(sock: socket.socket) -> None:
+        _recv_exactly(sock, 8)
+        sock.sendall(START)
+        _read_frame(sock)  # start-ok
+        sock.sendall(TUNE)
+        _read_frame(sock)  # tune-ok
+        _read_frame(sock)  # open
+        sock.sendall(OPEN_OK)
+        _read_frame(sock)  # channel.open
+        sock.sendall(_method(20, 11, b"\x00\x00\x00\x00", channel=1))
+        _read_frame(sock)  # confirm.select
+        sock.sendall(_method(85, 11, b"", channel=1))
+        for _ in range(2 * 3):  # two publishes: method, header, body
+            _read_frame(sock)
+        nack = _method(60, 120, struct.pack(">QB", 1, 0), channel=1)
+        sock.sendall(nack + _method(60, 80, struct.pack(">QB", 1, 0)))  # basic.ack on 0
+        server.read_until_close(sock)
+
+    with ScriptedServer(script) as server:
+        conn = new_connection(server.url(), connection_timeout=5, rpc_timeout=5)
+        within(10, conn.connect)
+        ch = within(10, conn.channel)
+        within(10, ch.confirm_select)
+        ch.basic_publish(b"one", routing_key="q")
+        ch.basic_publish(b"two", routing_key="q")
+        with pytest.raises(RemoteProtocolError) as info:
+            within(10, ch.wait_for_confirms, timeout=5)
+        assert info.value.reply_code == 504
+        assert 1 in ch.nacked + ch.unconfirmed, (ch.nacked, ch.unconfirmed)
+        server.thread.join(5)
+        assert server.close_codes == [504]
+        within(5, conn.close)
+
+
 def test_garbage_instead_of_connection_start_is_a_protocol_error(new_connection: NewConnection) -> None:
     def script(sock: socket.socket) -> None:
         _recv_exactly(sock, 8)

@@ -1052,6 +1052,19 @@ def test_held_returns_are_reported_when_the_broker_closes_the_connection() -> No
     assert [type(e) for e in events] == [ev.MessageReturned, ev.ConnectionClosed]
 
 
+def test_held_returns_are_reported_when_the_broker_drops_the_socket_during_our_close() -> None:
+    s = opened()
+    c = s.confirm_channel()
+    _publish(s, c, b"a", mandatory=True)
+    s.sent_bytes()
+    assert _return(s, c, b"a") == []
+    s.core.close()
+    events = s.feed(b"")  # EOF instead of close-ok: the close stands, the return is kept
+    assert [type(e) for e in events] == [ev.MessageReturned, ev.ConnectionClosed]
+    assert events[0].delivery_tag is None and events[0].body == b"a"
+    assert events[1].unconfirmed == {c: [1]}
+
+
 @both
 def test_return_without_confirms_has_no_tag(protocol: str) -> None:
     s = opened(protocol)
@@ -1752,3 +1765,101 @@ def test_publish_accepts_any_bytes_like_body(protocol: str, kind: type) -> None:
     s.core.publish(c, s.m("basic.publish", routing_key="k"), None, kind(body))
     _method, header, joined = content_of(s.sent_frames())
     assert joined == body and header.body_size == len(body)
+
+
+# =========================================================================== review fixes
+
+
+@both
+def test_connection_methods_crossing_our_close_are_discarded(protocol: str) -> None:
+    # A memory alarm (connection.blocked) or an update-secret-ok can cross our
+    # connection.close on the wire; the spec says to discard them, not to fail.
+    s = opened(protocol)
+    s.core.close()
+    s.core.data_to_send()
+    names = {cls.NAME for cls in s.core.spec.METHODS.values()}
+    if "connection.blocked" in names:
+        assert s.feed(s.frame(0, "connection.blocked", reason="low on memory")) == []
+        assert s.feed(s.frame(0, "connection.unblocked")) == []
+    assert s.core.error is None
+    [closed] = s.feed(s.frame(0, "connection.close-ok"))
+    assert isinstance(closed, ev.ConnectionClosed) and closed.error is None and not closed.by_peer
+    assert s.core.state is ConnState.CLOSED
+
+
+@both
+def test_close_with_an_unencodable_reply_text_changes_nothing(protocol: str) -> None:
+    s = opened(protocol)
+    cid = s.open_channel()
+    s.core.data_to_send()
+    with pytest.raises(EncodeError):
+        s.core.close_channel(cid, 200, "x" * 300)
+    assert s.core.channel_state(cid) is ChannelState.OPEN
+    s.core.close_channel(cid)  # a later close still goes out
+    assert s.sent_names() == [(cid, "channel.close")]
+    with pytest.raises(EncodeError):
+        s.core.close(200, "x" * 300)
+    assert s.core.state is ConnState.OPEN
+    s.core.close()
+    assert s.sent_names() == [(0, "connection.close")]
+    assert s.core.state is ConnState.CLOSING
+
+
+@both
+def test_tick_alone_keeps_time_for_data_received_without_now(protocol: str) -> None:
+    # The module docstring's loop passes no ``now`` to receive_data: a driver that gives
+    # time only to tick() must not see a live connection declared lost.
+    s = opened(protocol, tune_heartbeat=10)  # the handshake was fed without now
+    core = s.core
+    assert core.tick(1000.0) is not None  # monotonic clocks start far from 0
+    core.receive_data(HEARTBEAT_FRAME)
+    assert core.tick(1015.0) is not None
+    core.receive_data(HEARTBEAT_FRAME)
+    assert core.tick(1030.0) is not None
+    # then the broker falls silent: lost once two intervals pass without a byte
+    assert core.tick(1050.0) is not None
+    with pytest.raises(ConnectionLost, match="heartbeat"):
+        core.tick(1050.1)
+
+
+def test_events_before_a_violation_in_the_same_data_are_not_lost() -> None:
+    # A nack and then a reply nobody asked for, in one read: the nack happened (its tag
+    # left the unconfirmed set), so it must come out; the error follows at the next call.
+    s = opened()
+    cid = s.confirm_channel()
+    for _ in range(2):
+        s.core.publish(cid, s.m("basic.publish", routing_key="q"), None, b"x")
+    s.core.data_to_send()
+    data = s.frame(cid, "basic.nack", delivery_tag=1, multiple=False, requeue=False) + s.frame(
+        cid, "queue.declare-ok", queue="q", message_count=0, consumer_count=0
+    )
+    assert s.feed(data) == [ev.PublishConfirmed(cid, [1], False)]
+    assert s.core.state is ConnState.ERROR
+    assert [m.NAME for _, m in s.sent_methods()] == ["connection.close"]
+    assert s.core.unconfirmed() == {cid: [2]}
+    with pytest.raises(RemoteProtocolError, match="asked for no such reply") as raised:
+        s.feed(b"")
+    assert raised.value is s.core.error
+    with pytest.raises(RemoteProtocolError):
+        s.core.tick(1.0)
+
+
+@both
+def test_calls_on_a_channel_the_broker_closed_raise_with_its_error_as_cause(protocol: str) -> None:
+    # ChannelClosedError: "__cause__ holds the broker's error".
+    s = opened(protocol)
+    cid = s.open_channel()
+    [closed] = s.feed(s.frame(cid, "channel.close", reply_code=404, reply_text="NOT_FOUND - q", class_id=50, method_id=10))
+    assert isinstance(closed.error, NotFound)
+    for call in (
+        lambda: s.core.publish(cid, s.m("basic.publish", routing_key="q"), None, b"x"),
+        lambda: s.core.send_method(cid, s.m("basic.qos", prefetch_count=1)),
+        lambda: s.core.ack(cid, 1),
+        lambda: s.core.close_channel(cid),
+    ):
+        with pytest.raises(ChannelClosedError) as raised:
+            call()
+        assert raised.value.__cause__ is closed.error
+    assert s.core.channel_error(cid) is closed.error
+    assert s.core.open_channel() == cid  # the id is reused: its old error is forgotten
+    assert s.core.channel_error(cid) is None

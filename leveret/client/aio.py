@@ -373,6 +373,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         except LeveretError as exc:
             self._fail(exc)
             return
+        late = core.error  # a violation after frames that made events: those came first
         if events:
             self._dispatch(events)
             if self._pending or self._has_pending():
@@ -387,6 +388,9 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
                         self._reading_paused = True
                         transport.pause_reading()
             self._notify()
+        if late is not None:
+            self._fail(late)
+            return
         if core.wants_write:  # replies the core owes (close-ok, flow-ok, cancel-ok)
             self._flush()
         if not data or core.state is ConnState.CLOSED:

@@ -611,6 +611,10 @@ class Connection(ConnectionBase, BlockingDriver):
             self._dispatch(events)
             if self._waiters:
                 self._cond.notify_all()
+            late = core.error  # a violation after frames that made events: those came first
+            if late is not None:
+                self._fail(late)
+                raise late
         if not data:
             self._teardown()
             return True

@@ -8,7 +8,8 @@ another library) does four things in a loop:
 
 1. ``data_to_send()`` and write those bytes to the transport;
 2. read bytes from the transport and pass them to ``receive_data(data)`` (``b""`` at EOF),
-   which returns a list of :mod:`~leveret.client.events`;
+   which returns a list of :mod:`~leveret.client.events` (pass ``now`` to it and to
+   ``data_to_send`` as well for exact heartbeat timing; ``tick`` alone is enough);
 3. call requests (``open_channel``, ``send_method``, ``publish``, ``ack``, ``close``...),
    which only queue bytes;
 4. call ``tick(now)`` now and then so the core can queue heartbeats and notice a silent peer.
@@ -378,6 +379,9 @@ class SansIOConnection:
         self._pending: bytes = b""  # first bytes, until we know they are not a protocol header
         self._channels: dict[int, _Channel] = {}
         self._free_ids: list[int] = []
+        # Why each released channel closed, if by an error, until its id is reused: the
+        # __cause__ of the ChannelClosedError a later call on it raises.
+        self._closed_errors: dict[int, AMQPError] = {}
         self._next_id = 1
         self._send_kinds: dict[type, Any] = {}
         self._return_types = frozenset(
@@ -395,6 +399,9 @@ class SansIOConnection:
         }
         self.last_received = 0.0
         self.last_sent = 0.0
+        # Bytes came through receive_data without a ``now`` since the last tick: the next
+        # tick counts them as received at its own ``now``.
+        self._received_unclocked = False
 
     # ------------------------------------------------------------------ helpers
 
@@ -436,7 +443,9 @@ class SansIOConnection:
     def _channel(self, channel_id: int) -> _Channel:
         ch = self._channels.get(channel_id)
         if ch is None:
-            raise ChannelClosedError(f"channel {channel_id} is not open")
+            err = ChannelClosedError(f"channel {channel_id} is not open")
+            err.__cause__ = self._closed_errors.get(channel_id)
+            raise err
         if ch.state is not ChannelState.OPEN:
             err = ChannelClosedError(f"channel {channel_id} is {ch.state.value}")
             err.__cause__ = ch.close_error
@@ -480,13 +489,21 @@ class SansIOConnection:
 
         Raises :class:`RemoteProtocolError` (after queuing the ``connection.close`` the spec
         asks for) when the peer broke the protocol, :class:`ConnectionLost` at an EOF that
-        came without a close handshake, and :class:`VersionMismatch` when the server answered
-        with its own protocol header.
+        came without a close handshake, :class:`VersionMismatch` when the server answered
+        with its own protocol header, and :class:`AuthenticationError` when its
+        ``connection.start`` offers none of the SASL mechanism asked for.  (Credentials the
+        broker refuses come as a :class:`~leveret.client.events.ConnectionClosed` event
+        whose ``error`` is an :class:`AuthenticationError`.)  When frames before the
+        violation in the same ``data`` made events, those events are returned (the
+        ``connection.close`` is queued all the same) and the next call raises the error.
         """
         if self._error is not None:
             raise self._error
         if now is not None:
             self.last_received = now
+            self._received_unclocked = False
+        else:
+            self._received_unclocked = True  # tick() dates it
         if not data:
             return self._eof()
         if not self._header_checked:
@@ -499,6 +516,10 @@ class SansIOConnection:
                 self._handle_frame(frame, events)
         except RemoteProtocolError as exc:
             self._fail(exc)
+            if events:
+                # What the frames before the violation did (confirms, deliveries, closes)
+                # has happened: hand it out; the next call raises the error.
+                return events
             raise
         return events
 
@@ -529,9 +550,11 @@ class SansIOConnection:
         if state is ConnState.CLOSING:
             # The peer dropped the socket instead of sending close-ok; the close still stands.
             unconfirmed = self.unconfirmed()
-            self._close_all_channels()
+            events: list[ev.Event] = []
+            self._close_all_channels(events)  # held returns come out, as at close-ok
             self.state = ConnState.CLOSED
-            return [ev.ConnectionClosed(self.close_error, False, unconfirmed)]
+            events.append(ev.ConnectionClosed(self.close_error, False, unconfirmed))
+            return events
         if state is ConnState.AWAIT_TUNE:
             msg = (
                 "the server closed the connection during authentication "
@@ -901,15 +924,21 @@ class SansIOConnection:
         ch.c_chunks = []
         if self._channels.pop(ch.id, None) is not None:
             self._free_ids.append(ch.id)
+            if ch.close_error is not None:
+                self._closed_errors[ch.id] = ch.close_error
 
     # ------------------------------------------------------------------ connection class
 
     def _connection_method(self, method: Any, events: list[ev.Event]) -> None:
         name = method.NAME
         state = self.state
-        if not name.startswith("connection."):
-            raise RemoteProtocolError(f"{name} on channel 0", CHANNEL_ERROR)
         if name not in CONNECTION_EXPECTS.get(state, ()):
+            if state is _CLOSING:
+                # After our connection.close the spec says to discard everything but
+                # close/close-ok: a blocked or update-secret-ok may cross our close.
+                return
+            if not name.startswith("connection."):
+                raise RemoteProtocolError(f"{name} on channel 0", CHANNEL_ERROR)
             raise RemoteProtocolError(
                 f"{name} in connection state {state.value}", COMMAND_INVALID
             )
@@ -1063,6 +1092,7 @@ class SansIOConnection:
             elif channel_id >= self._next_id:
                 self._free_ids.extend(range(self._next_id, channel_id))
                 self._next_id = channel_id + 1
+        self._closed_errors.pop(channel_id, None)
         ch = _Channel(channel_id)
         self._channels[channel_id] = ch
         self._send(channel_id, self.method("channel.open"))
@@ -1075,25 +1105,29 @@ class SansIOConnection:
         self._check_usable()
         ch = self._channels.get(channel_id)
         if ch is None or ch.state is ChannelState.CLOSED:
-            raise ChannelClosedError(f"channel {channel_id} is not open")
+            self._channel(channel_id)  # raises, with the broker's error as the cause
+        assert ch is not None
         if ch.state is ChannelState.CLOSING:
             return
-        ch.state = ChannelState.CLOSING
-        ch.expect.clear()
-        self._send(
+        # Encode first: a reply_text that does not fit raises and changes nothing.
+        frame = method_frame(
             channel_id,
             self.spec.Channel.Close(
                 reply_code=reply_code, reply_text=reply_text, class_id=class_id, method_id=method_id
             ),
         )
+        ch.state = ChannelState.CLOSING
+        ch.expect.clear()
+        self._out.append(frame)
 
     def channel_state(self, channel_id: int) -> ChannelState:
         ch = self._channels.get(channel_id)
         return ChannelState.CLOSED if ch is None else ch.state
 
     def channel_error(self, channel_id: int) -> AMQPError | None:
+        """Why the channel was closed, when by an error (until its id is reused)."""
         ch = self._channels.get(channel_id)
-        return None if ch is None else ch.close_error
+        return self._closed_errors.get(channel_id) if ch is None else ch.close_error
 
     def send_method(self, channel_id: int, method: Any) -> None:
         """Queue a method without content on an open channel.
@@ -1225,15 +1259,17 @@ class SansIOConnection:
         if self.state is not ConnState.OPEN:
             self.state = ConnState.CLOSED
             return
-        self.state = ConnState.CLOSING
-        if reply_code != 200:
-            self.close_error = error_for(reply_code, reply_text, class_id, method_id)
-        self._send(
+        # Encode first: a reply_text that does not fit raises and changes nothing.
+        frame = method_frame(
             0,
             self.spec.Connection.Close(
                 reply_code=reply_code, reply_text=reply_text, class_id=class_id, method_id=method_id
             ),
         )
+        self.state = ConnState.CLOSING
+        if reply_code != 200:
+            self.close_error = error_for(reply_code, reply_text, class_id, method_id)
+        self._out.append(frame)
 
     # ------------------------------------------------------------------ time
 
@@ -1243,10 +1279,15 @@ class SansIOConnection:
 
         Returns the number of seconds after which ``tick`` should be called again, or
         ``None`` when heartbeats are off.  ``last_received`` / ``last_sent`` are kept up to
-        date by the ``now`` arguments of :meth:`receive_data` and :meth:`data_to_send`.
+        date by the ``now`` arguments of :meth:`receive_data` and :meth:`data_to_send`;
+        bytes received without a ``now`` count as received at the next ``tick``, and bytes
+        sent without one do not count (heartbeats then go out every half interval).
         """
         if self._error is not None:
             raise self._error
+        if self._received_unclocked:
+            self._received_unclocked = False
+            self.last_received = now
         hb = self.heartbeat
         if not hb or self.state not in (ConnState.OPEN, ConnState.CLOSING):
             return None
