@@ -303,6 +303,12 @@ class SansIOConnection:
     of the handshake (SASL, tune, open) runs inside :meth:`receive_data` as the server's
     methods arrive.  When ``connection.open-ok`` arrives a
     :class:`~leveret.client.events.ConnectionOpened` event is returned.
+
+    ``frame_max``, ``channel_max`` and ``heartbeat`` are what the client would like; the
+    ``connection.tune-ok`` it sends carries the lower of each and the server's value, where
+    0 on either side means "no preference" -- RabbitMQ's rule, as its Java, .NET and Erlang
+    clients apply it.  So ``heartbeat=0`` takes the broker's interval (60 s by default),
+    and heartbeats are off only when the broker's is 0 as well.
     """
 
     def __init__(

@@ -67,6 +67,8 @@ class ConnectionParameters:
     password: str = dataclasses.field(default="guest", repr=False)
     virtual_host: str = "/"
     ssl: bool = False
+    #: Seconds; the lower of this and the broker's wins, 0 meaning "the broker's" (see
+    #: :class:`~leveret.client.core.SansIOConnection`).
     heartbeat: int = 60
     frame_max: int = 131072
     channel_max: int = 2047
