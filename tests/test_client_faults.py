@@ -1187,20 +1187,25 @@ def _fuzz_frames(seed: int) -> bytes:
     return out
 
 
+def _serve_handshake_and_channel_1(sock: socket.socket) -> None:
+    """The scripted server's side of the handshake and of the client's channel.open."""
+    _recv_exactly(sock, 8)
+    sock.sendall(START)
+    _read_frame(sock)  # start-ok
+    sock.sendall(TUNE)
+    _read_frame(sock)  # tune-ok
+    _read_frame(sock)  # open
+    sock.sendall(OPEN_OK)
+    _read_frame(sock)  # channel.open
+    sock.sendall(_method(20, 11, b"\x00\x00\x00\x00", channel=1))  # channel.open-ok
+
+
 @pytest.mark.parametrize("seed", range(60))
 def test_random_frames_from_the_server_raise_only_leveret_errors(new_connection: NewConnection, seed: int) -> None:
     from leveret.wire.errors import LeveretError
 
     def script(sock: socket.socket) -> None:
-        _recv_exactly(sock, 8)
-        sock.sendall(START)
-        _read_frame(sock)  # start-ok
-        sock.sendall(TUNE)
-        _read_frame(sock)  # tune-ok
-        _read_frame(sock)  # open
-        sock.sendall(OPEN_OK)
-        _read_frame(sock)  # channel.open
-        sock.sendall(_method(20, 11, b"\x00\x00\x00\x00", 1))
+        _serve_handshake_and_channel_1(sock)
         time.sleep(0.05)
         sock.sendall(_fuzz_frames(seed))
         time.sleep(0.05)  # then hang up: whatever was accepted, the connection ends
@@ -1228,15 +1233,7 @@ def test_confirms_before_a_violation_in_the_same_read_are_kept(new_connection: N
     # basic.nack for publish 1 and then a basic.ack on channel 0, in one segment: the nack
     # happened, so publish 1 must show up as nacked (or unconfirmed), never vanish.
     def script(sock: socket.socket) -> None:
-        _recv_exactly(sock, 8)
-        sock.sendall(START)
-        _read_frame(sock)  # start-ok
-        sock.sendall(TUNE)
-        _read_frame(sock)  # tune-ok
-        _read_frame(sock)  # open
-        sock.sendall(OPEN_OK)
-        _read_frame(sock)  # channel.open
-        sock.sendall(_method(20, 11, b"\x00\x00\x00\x00", channel=1))
+        _serve_handshake_and_channel_1(sock)
         _read_frame(sock)  # confirm.select
         sock.sendall(_method(85, 11, b"", channel=1))
         for _ in range(2 * 3):  # two publishes: method, header, body
