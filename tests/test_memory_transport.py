@@ -358,15 +358,23 @@ HEADER_TABLE: list[tuple[dict[str, Any], list[str]]] = [
 ]
 
 
-@pytest.mark.parametrize("binding, expected", HEADER_TABLE)
-def test_headers_exchange_any_and_all(ch: MemoryChannel, binding: dict[str, Any], expected: list[str]) -> None:
+def _route_by_headers(
+    ch: MemoryChannel, messages: dict[str, dict[str, Any]], binding: dict[str, Any], expected: list[str]
+) -> None:
+    """Publish every message to a headers exchange bound with ``binding``: exactly
+    ``expected`` arrive, and headers_match says the same."""
     ch.exchange_declare("h", "headers")
     q = fresh_queue(ch)
     ch.queue_bind(q, "h", "", arguments=binding)
-    for name, headers in HEADER_MESSAGES.items():
+    for name, headers in messages.items():
         ch.basic_publish(Message(name, headers=headers), "h", "ignored")
     assert bodies(ch, q) == expected
-    assert [n for n, h in HEADER_MESSAGES.items() if headers_match(binding, h)] == expected
+    assert [n for n, h in messages.items() if headers_match(binding, h)] == expected
+
+
+@pytest.mark.parametrize("binding, expected", HEADER_TABLE)
+def test_headers_exchange_any_and_all(ch: MemoryChannel, binding: dict[str, Any], expected: list[str]) -> None:
+    _route_by_headers(ch, HEADER_MESSAGES, binding, expected)
 
 
 TYPED_HEADER_MESSAGES: dict[str, dict[str, Any]] = {
@@ -398,13 +406,7 @@ TYPED_HEADER_TABLE: list[tuple[dict[str, Any], list[str]]] = [
 def test_headers_exchange_compares_values_as_rabbitmq_does(
     ch: MemoryChannel, binding: dict[str, Any], expected: list[str]
 ) -> None:
-    ch.exchange_declare("h", "headers")
-    q = fresh_queue(ch)
-    ch.queue_bind(q, "h", "", arguments=binding)
-    for name, headers in TYPED_HEADER_MESSAGES.items():
-        ch.basic_publish(Message(name, headers=headers), "h", "")
-    assert bodies(ch, q) == expected
-    assert [n for n, h in TYPED_HEADER_MESSAGES.items() if headers_match(binding, h)] == expected
+    _route_by_headers(ch, TYPED_HEADER_MESSAGES, binding, expected)
 
 
 def test_headers_binding_with_a_bad_x_match_is_refused(ch: MemoryChannel, conn: MemoryConnection) -> None:
