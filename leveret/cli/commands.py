@@ -585,7 +585,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 def cmd_conformance(args: argparse.Namespace) -> int:
     """``leveret conformance``: run the battery; exit 1 when a check fails."""
-    from ..testing.conformance import CHECKS, ConformanceError, run_checks, select_checks
+    from ..testing.conformance import CHECKS, ConformanceError, check_protocol, run_checks, select_checks
 
     chosen = select_checks(args.check)
     # Every pattern must select something: a mistyped one next to good ones would otherwise
@@ -601,10 +601,11 @@ def cmd_conformance(args: argparse.Namespace) -> int:
             if c.deviation:
                 sys.stdout.write(f"    RabbitMQ deviation: {c.deviation}\n")
         return EXIT_OK
-    url, params = resolve_url(args.url)
-    if params.protocol != "0-9-1":
-        raise CLIError("the conformance battery speaks AMQP 0-9-1 (its 0-8 check is "
-                       "negotiation.handshake-0-8): leave ?protocol=0-8 out of the URL", EXIT_USAGE)
+    url, _ = resolve_url(args.url)
+    try:
+        check_protocol(url)
+    except ValueError as exc:
+        raise CLIError(str(exc), EXIT_USAGE) from None
     if args.jobs < 1:
         raise CLIError("--jobs must be 1 or more", EXIT_USAGE)
     bar = Progress(len(chosen), "conformance", mode=args.progress, unit="checks")

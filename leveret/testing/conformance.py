@@ -1780,6 +1780,18 @@ def _run_one(battery: _Battery, c: Check) -> CheckResult:
     )
 
 
+def check_protocol(url: str) -> None:
+    """Raise :class:`ValueError` when ``url`` asks for another protocol than 0-9-1.
+
+    Each check picks its version itself (0-9-1, and 0-8 where it says so): a URL asking
+    for 0-8 would be ignored, and the report read as a 0-8 result."""
+    if parse_url(url).protocol != "0-9-1":
+        raise ValueError(
+            "the conformance battery speaks AMQP 0-9-1 (its 0-8 check is "
+            "negotiation.handshake-0-8): leave ?protocol=0-8 out of the URL"
+        )
+
+
 def run_checks(
     url: str,
     patterns: Iterable[str] = (),
@@ -1797,13 +1809,7 @@ def run_checks(
     0-9-1's, with a 0-8 handshake check of its own).  Resources the checks declared
     (exchanges) are deleted at the end.
     """
-    if parse_url(url).protocol != "0-9-1":
-        # Each check picks its version itself (0-9-1, and 0-8 where it says so): a URL
-        # asking for 0-8 would be ignored, and the report read as a 0-8 result.
-        raise ValueError(
-            "the conformance battery speaks AMQP 0-9-1 (its 0-8 check is "
-            "negotiation.handshake-0-8): leave ?protocol=0-8 out of the URL"
-        )
+    check_protocol(url)
     chosen = select_checks(patterns)
     battery = _Battery(url, timeout)
     started = time.monotonic()
