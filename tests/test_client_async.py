@@ -141,7 +141,7 @@ def test_an_error_a_request_raised_is_not_raised_again_by_drain_events(broker: B
     async def main() -> None:
         async with AsyncConnection(broker.url) as conn:
             ch = await conn.channel()
-            queue = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            queue = (await ch.queue_declare("", exclusive=True)).queue
             await ch.basic_consume(queue, no_ack=True, callback=lambda m: None)
             drain = asyncio.ensure_future(conn.drain_events(timeout=1))
             await asyncio.sleep(0)
@@ -238,7 +238,7 @@ def test_cancelled_publisher_never_leaves_half_a_frame(broker: Broker) -> None:
                 with pytest.raises(asyncio.CancelledError):
                     await task
             assert await ch.wait_for_confirms(timeout=30)
-            count = (await ch.queue_declare(ok.queue, passive=True)).message_count  # type: ignore[union-attr]
+            count = (await ch.queue_declare(ok.queue, passive=True)).message_count
             assert count > 0
             for _ in range(count):
                 message = await ch.basic_get(ok.queue, no_ack=True)
@@ -425,8 +425,8 @@ def test_a_callback_awaiting_the_broker_is_not_stuck_behind_the_backlog(broker: 
             ch = await conn.channel()
             out = await conn.channel()
             await out.confirm_select()
-            queue = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
-            copies = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            queue = (await ch.queue_declare("", exclusive=True)).queue
+            copies = (await ch.queue_declare("", exclusive=True)).queue
             await backlog(conn, ch, queue, total)
             done = 0
 
@@ -456,7 +456,7 @@ def test_leaving_a_backed_up_iterator_after_one_message(broker: Broker) -> None:
         conn.read_ahead = 20
         async with conn:
             ch = await conn.channel()
-            queue = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            queue = (await ch.queue_declare("", exclusive=True)).queue
             await backlog(conn, ch, queue, total)
             async with ch.deliveries(queue) as messages:
                 async for message in messages:
@@ -782,7 +782,7 @@ def test_a_callback_raising_cancelled_error_does_not_stop_the_deliveries(broker:
     async def main() -> None:
         async with AsyncConnection(broker.url) as conn:
             ch = await conn.channel()
-            queue = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            queue = (await ch.queue_declare("", exclusive=True)).queue
             got: list[bytes] = []
 
             async def on_message(message: Message) -> None:
@@ -817,7 +817,7 @@ def test_a_cancelled_delivery_task_fails_the_connection(broker: Broker) -> None:
     async def main() -> None:
         async with AsyncConnection(broker.url) as conn:
             ch = await conn.channel()
-            queue = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            queue = (await ch.queue_declare("", exclusive=True)).queue
 
             async def on_message(message: Message) -> None:
                 task = asyncio.current_task()
@@ -886,8 +886,8 @@ def test_a_cancelled_no_ack_iterator_takes_nothing_more(broker: Broker) -> None:
         conn.read_ahead = 8
         async with conn:
             ch = await conn.channel()
-            busy = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
-            fed = (await ch.queue_declare("", exclusive=True)).queue  # type: ignore[union-attr]
+            busy = (await ch.queue_declare("", exclusive=True)).queue
+            fed = (await ch.queue_declare("", exclusive=True)).queue
             entered, release = asyncio.Event(), asyncio.Event()
             got: list[bytes] = []
 

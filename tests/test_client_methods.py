@@ -454,7 +454,7 @@ def test_exchange_bind_and_unbind(conn: Connection, ch: Channel, protocol: str, 
     src, dst = unique("x-src"), unique("x-dst")
     ch.exchange_declare(src, "direct")
     ch.exchange_declare(dst, "fanout", auto_delete=True)
-    q = ch.queue_declare("", exclusive=True).queue  # type: ignore[union-attr]
+    q = ch.queue_declare("", exclusive=True).queue
     ch.queue_bind(q, dst)
     ch.exchange_bind(dst, src, "route")
     rows = [
@@ -542,10 +542,10 @@ def test_queue_declare_flags_and_arguments(conn: Connection, ch: Channel, node: 
 
 
 def test_queue_message_ttl_by_behaviour(ch: Channel) -> None:
-    q = ch.queue_declare(unique("ttl"), exclusive=True, arguments={"x-message-ttl": 0}).queue  # type: ignore[union-attr]
+    q = ch.queue_declare(unique("ttl"), exclusive=True, arguments={"x-message-ttl": 0}).queue
     ch.basic_publish(b"expires at once", routing_key=q)
     assert ch.basic_get(q) is None
-    keep = ch.queue_declare(unique("ttl"), exclusive=True, arguments={"x-message-ttl": 60000}).queue  # type: ignore[union-attr]
+    keep = ch.queue_declare(unique("ttl"), exclusive=True, arguments={"x-message-ttl": 60000}).queue
     ch.basic_publish(b"kept", routing_key=keep)
     assert get_bodies(ch, keep) == [b"kept"]
 

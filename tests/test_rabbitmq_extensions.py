@@ -110,7 +110,7 @@ def refused(conn: Connection, error: type[Exception], text: str,
             conn.channel()
     else:
         with conn.channel() as other:
-            assert other.queue_declare("", exclusive=True).queue.startswith("amq.gen-")  # type: ignore[union-attr]
+            assert other.queue_declare("", exclusive=True).queue.startswith("amq.gen-")
 
 
 # --------------------------------------------------------------------------- direct reply-to
@@ -120,7 +120,7 @@ def test_direct_reply_to_carries_replies_back_without_a_reply_queue(
     conn: Connection, ch: Channel, peer: Connection
 ) -> None:
     assert conn.server_properties["capabilities"]["direct_reply_to"] is True
-    requests = peer.channel().queue_declare(unique("rpc"), auto_delete=True).queue  # type: ignore[union-attr]
+    requests = peer.channel().queue_declare(unique("rpc"), auto_delete=True).queue
     replies: list[Message] = []
     ch.basic_consume(REPLY_TO, no_ack=True, callback=replies.append)
     for n in range(20):
@@ -259,7 +259,7 @@ def quorum(ch: Channel) -> Iterator[Callable[..., str]]:
 def test_a_quorum_queue_counts_deliveries_and_dead_letters_past_the_limit(
     ch: Channel, quorum: Callable[..., str]
 ) -> None:
-    dead = ch.queue_declare("", exclusive=True).queue  # type: ignore[union-attr]
+    dead = ch.queue_declare("", exclusive=True).queue
     queue = quorum(**{"x-delivery-limit": 2, "x-dead-letter-exchange": "",
                       "x-dead-letter-routing-key": dead})
     ch.confirm_select()
@@ -285,7 +285,7 @@ def test_a_quorum_queue_counts_deliveries_and_dead_letters_past_the_limit(
     assert death["count"] == 1
     assert isinstance(death["time"], datetime)
     assert corpse.headers["x-first-death-reason"] == "delivery_limit"
-    assert ch.queue_declare(queue, passive=True).message_count == 0  # type: ignore[union-attr]
+    assert ch.queue_declare(queue, passive=True).message_count == 0
 
 
 def test_quorum_queue_refusals_are_typed(conn: Connection, connect: Callable[[], Connection],
