@@ -984,14 +984,14 @@ class SansIOConnection:
                         method.reply_code, method.reply_text, method.class_id, method.method_id
                     )
             by_peer = state is not ConnState.CLOSING
-            if by_peer:
+            if by_peer or error is not None:
+                # When our close crossed the broker's, its reply says why it closed: keep
+                # it rather than our own (usually a plain 200).
                 self.close_error = error
             unconfirmed = self.unconfirmed()
             self._close_all_channels(events)
             self.state = ConnState.CLOSED
-            events.append(
-                ev.ConnectionClosed(self.close_error if not by_peer else error, by_peer, unconfirmed)
-            )
+            events.append(ev.ConnectionClosed(self.close_error, by_peer, unconfirmed))
         elif name == "connection.close-ok":
             if state is ConnState.CLOSED:
                 return  # the crossed close's answer: both sides have closed already
@@ -1256,6 +1256,8 @@ class SansIOConnection:
     ) -> None:
         """Queue ``connection.close``.  A :class:`ConnectionClosed` event follows at
         ``close-ok``; until then incoming channel frames are dropped, as the spec says.
+        When the broker's own ``connection.close`` crosses ours, the core answers it with
+        ``close-ok`` and the event (and :attr:`close_error`) carry the broker's reply.
 
         Before the connection is open there is nothing to close politely: the state becomes
         CLOSED and the driver just drops the transport.

@@ -53,7 +53,9 @@ class ConnectionClosed(Event):
     """The close handshake finished.
 
     ``error`` is ``None`` for a normal close (reply code 200) and otherwise the typed
-    exception for the code the closing side gave; ``by_peer`` says who started it.
+    exception for the code the closing side gave; ``by_peer`` says who started it.  When
+    both sides sent ``connection.close`` at once, ``by_peer`` is ``False`` and ``error``
+    is the broker's, unless its reply code was 200 (then it is ours, if any).
     """
 
     error: AMQPError | None
