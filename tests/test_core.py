@@ -1249,6 +1249,230 @@ def test_publish_refuses_a_method_without_content(protocol: str) -> None:
     assert s.core.data_to_send() == b""
 
 
+@both
+@pytest.mark.parametrize("stage", ["await-start", "await-tune", "await-open-ok"])
+def test_requests_before_the_connection_is_open(protocol: str, stage: str) -> None:
+    s = Scripted(protocol)
+    if stage != "await-start":
+        s.feed(s.start())
+    if stage == "await-open-ok":
+        s.feed(s.tune())
+    assert s.core.state.value == stage
+    s.core.data_to_send()
+    with pytest.raises(LocalProtocolError):
+        s.core.open_channel()
+    with pytest.raises(LocalProtocolError):
+        s.core.send_method(1, s.m("queue.declare"))
+    with pytest.raises(LocalProtocolError):
+        s.core.publish(1, s.m("basic.publish"), None, b"x")
+    with pytest.raises(LocalProtocolError):
+        s.core.close_channel(1)
+    assert s.core.data_to_send() == b""
+    assert s.core.state.value == stage
+
+
+@both
+def test_requests_on_a_closed_channel(protocol: str) -> None:
+    s = opened(protocol)
+    c = s.open_channel()
+    s.feed(s.frame(c, "channel.close", reply_code=404, reply_text="gone"))
+    s.sent_bytes()
+    with pytest.raises(ChannelClosedError):
+        s.core.send_method(c, s.m("queue.declare"))
+    with pytest.raises(ChannelClosedError):
+        s.core.publish(c, s.m("basic.publish"), None, b"x")
+    with pytest.raises(ChannelClosedError):
+        s.core.close_channel(c)
+    with pytest.raises(ChannelClosedError):
+        s.core.send_method(99, s.m("queue.declare"))
+    assert s.core.data_to_send() == b""
+    # a channel still opening refuses requests too
+    c2 = s.core.open_channel()
+    s.sent_bytes()
+    with pytest.raises(ChannelClosedError):
+        s.core.send_method(c2, s.m("queue.declare"))
+    assert s.core.data_to_send() == b""
+
+
+def test_confirm_and_tx_exclude_each_other() -> None:
+    s = opened()
+    c = s.confirm_channel()
+    with pytest.raises(LocalProtocolError):
+        s.core.send_method(c, s.m("tx.select"))
+    t = s.open_channel()
+    s.core.send_method(t, s.m("tx.select"))
+    s.sent_bytes()
+    with pytest.raises(LocalProtocolError):
+        s.core.send_method(t, s.m("confirm.select"))
+    assert s.core.data_to_send() == b""
+    assert not s.core.is_confirm_mode(t)
+
+
+# =========================================================================== connection close
+
+
+@both
+def test_client_close_drops_channel_frames_until_close_ok(protocol: str) -> None:
+    s = opened(protocol)
+    c = s.open_channel()
+    s.core.close(reply_code=200, reply_text="bye")
+    assert s.core.state is ConnState.CLOSING
+    assert s.sent_methods() == [(0, s.m("connection.close", reply_code=200, reply_text="bye"))]
+    assert s.feed(s.deliver(c, b"dropped") + s.frame(c, "channel.flow", active=False)) == []
+    assert s.core.data_to_send() == b""
+    with pytest.raises(ConnectionClosedError):
+        s.core.open_channel()
+    with pytest.raises(ConnectionClosedError):
+        s.core.publish(c, s.m("basic.publish"), None, b"x")
+    assert s.core.data_to_send() == b""
+    assert s.feed(s.frame(0, "connection.close-ok")) == [ev.ConnectionClosed(None, by_peer=False)]
+    assert s.core.state is ConnState.CLOSED
+    assert s.core.channel_state(c) is ChannelState.CLOSED
+    assert s.feed(b"") == []  # EOF after the handshake is normal
+    s.core.close()  # idempotent
+    assert s.core.data_to_send() == b""
+
+
+@both
+def test_server_close_is_answered_with_close_ok(protocol: str) -> None:
+    s = opened(protocol)
+    c = s.open_channel()
+    [closed] = s.feed(
+        s.frame(0, "connection.close", reply_code=320, reply_text="CONNECTION_FORCED - shutdown")
+    )
+    assert isinstance(closed, ev.ConnectionClosed)
+    assert closed.by_peer is True
+    assert isinstance(closed.error, ConnectionForced)
+    assert closed.error.reply_code == 320
+    assert s.sent_methods() == [(0, s.m("connection.close-ok"))]
+    assert s.core.state is ConnState.CLOSED
+    assert s.core.channel_state(c) is ChannelState.CLOSED
+    assert isinstance(s.core.close_error, ConnectionForced)
+    with pytest.raises(ConnectionClosedError) as info:
+        s.core.open_channel()
+    assert isinstance(info.value.__cause__, ConnectionForced)
+
+
+@both
+def test_server_close_200_has_no_error(protocol: str) -> None:
+    s = opened(protocol)
+    assert s.feed(s.frame(0, "connection.close", reply_code=200, reply_text="ok")) == [
+        ev.ConnectionClosed(None, by_peer=True)
+    ]
+
+
+@both
+def test_client_close_with_an_error_code(protocol: str) -> None:
+    s = opened(protocol)
+    s.core.close(reply_code=320, reply_text="going away")
+    s.sent_bytes()
+    [closed] = s.feed(s.frame(0, "connection.close-ok"))
+    assert closed.by_peer is False and isinstance(closed.error, ConnectionForced)
+
+
+@both
+def test_simultaneous_close(protocol: str) -> None:
+    s = opened(protocol)
+    s.core.close()
+    s.sent_bytes()
+    [closed] = s.feed(s.frame(0, "connection.close", reply_code=320, reply_text="shutdown"))
+    assert isinstance(closed, ev.ConnectionClosed) and closed.by_peer is False
+    assert s.sent_names() == [(0, "connection.close-ok")]
+    assert s.core.state is ConnState.CLOSED
+
+
+@both
+def test_simultaneous_close_keeps_the_brokers_reply(protocol: str) -> None:
+    # Our close crossed the broker's: its reply code and text say why it closed, and the
+    # event, close_error and later refusals must carry them, not our plain 200.
+    s = opened(protocol)
+    s.core.close()
+    s.sent_bytes()
+    [closed] = s.feed(
+        s.frame(0, "connection.close", reply_code=320, reply_text="CONNECTION_FORCED - shutdown",
+                class_id=10, method_id=50)
+    )
+    assert isinstance(closed, ev.ConnectionClosed) and closed.by_peer is False
+    assert isinstance(closed.error, ConnectionForced)
+    assert (closed.error.reply_code, closed.error.reply_text) == (320, "CONNECTION_FORCED - shutdown")
+    assert (closed.error.class_id, closed.error.method_id) == (10, 50)
+    assert s.sent_methods() == [(0, s.m("connection.close-ok"))]  # crossing closes: answer
+    assert s.core.close_error is closed.error
+    with pytest.raises(ConnectionClosedError) as info:
+        s.core.open_channel()
+    assert info.value.__cause__ is closed.error
+    assert s.core.connection_lost("reset") is closed.error
+
+
+@both
+def test_simultaneous_close_with_a_200_from_the_broker_keeps_our_error(protocol: str) -> None:
+    s = opened(protocol)
+    s.core.close(reply_code=320, reply_text="going away")
+    s.sent_bytes()
+    [closed] = s.feed(s.frame(0, "connection.close", reply_code=200, reply_text="ok"))
+    assert closed.by_peer is False and isinstance(closed.error, ConnectionForced)
+    assert closed.error.reply_text == "going away"
+
+
+@both
+def test_simultaneous_close_then_the_peers_close_ok(protocol: str) -> None:
+    s = opened(protocol)
+    s.core.close()
+    s.feed(s.frame(0, "connection.close", reply_code=320, reply_text="shutdown"))
+    s.sent_bytes()
+    assert s.feed(s.frame(0, "connection.close-ok")) == []
+    assert s.core.data_to_send() == b""
+
+
+@both
+def test_eof_while_closing_completes_the_close(protocol: str) -> None:
+    s = opened(protocol)
+    s.core.close()
+    assert s.feed(b"") == [ev.ConnectionClosed(None, by_peer=False)]
+
+
+@both
+def test_close_before_open_just_closes(protocol: str) -> None:
+    s = Scripted(protocol)
+    s.feed(s.start())
+    s.sent_bytes()
+    s.core.close()
+    assert s.core.state is ConnState.CLOSED
+    assert s.core.data_to_send() == b""
+
+
+@both
+@pytest.mark.parametrize("stage", ["await-start", "await-tune", "await-open-ok"])
+def test_frames_after_a_close_during_the_handshake_are_discarded(protocol: str, stage: str) -> None:
+    # close() before open-ok sends nothing and leaves the driver to drop the transport;
+    # what the broker had already sent (the next handshake method, its own close, a
+    # heartbeat, even its protocol header) may still be read meanwhile, and is not the
+    # broker's fault.
+    s = Scripted(protocol)
+    late = {"await-start": s.start(), "await-tune": s.tune(), "await-open-ok": s.frame(0, "connection.open-ok")}
+    if stage != "await-start":
+        s.feed(s.start())
+    if stage == "await-open-ok":
+        s.feed(s.tune())
+    assert s.core.state.value == stage
+    s.sent_bytes()
+    s.core.close()
+    assert s.core.state is ConnState.CLOSED
+    for data in (late[stage], HEARTBEAT_FRAME, s.frame(1, "channel.open-ok"),
+                 s.frame(0, "connection.close", reply_code=320, reply_text="bye")):
+        assert s.feed(data) == []
+        assert s.core.state is ConnState.CLOSED and s.core.error is None
+    assert s.core.data_to_send() == b""
+    assert s.feed(b"") == []
+
+
+def test_a_protocol_header_after_a_close_before_anything_arrived_is_discarded() -> None:
+    s = Scripted()
+    s.core.close()
+    assert s.feed(b"AMQP\x00\x00\x09\x01") == []
+    assert s.core.state is ConnState.CLOSED and s.core.error is None
+
+
 def test_blocked_and_unblocked() -> None:
     s = opened()
     assert s.feed(s.frame(0, "connection.blocked", reason="low on memory")) == [

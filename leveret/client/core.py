@@ -145,7 +145,8 @@ CONNECTION_EXPECTS: dict[ConnState, frozenset[str]] = {
         }
     ),
     ConnState.CLOSING: frozenset({"connection.close", "connection.close-ok"}),
-    # Our close crossed the server's: its close-ok for our close may still come.
+    # Our close crossed the server's: its close-ok for our close may still come.  (After a
+    # close() during the handshake nothing is looked up: receive_data discards all input.)
     ConnState.CLOSED: frozenset({"connection.close-ok"}),
 }
 
@@ -375,6 +376,7 @@ class SansIOConnection:
         self.blocked: str | None = None  # the reason while the broker blocks us
         self.close_error: AMQPError | None = None  # why the connection closed, if not 200
         self._error: BaseException | None = None
+        self._abandoned = False  # close() came before open-ok: input is discarded
 
         self._reader = FrameReader(
             self.spec, max(self.spec.FRAME_MIN_SIZE, frame_max), combine_content=True
@@ -512,6 +514,8 @@ class SansIOConnection:
             self._received_unclocked = True  # tick() dates it
         if not data:
             return self._eof()
+        if self._abandoned:
+            return []  # closed during the handshake: nothing the broker says matters now
         if not self._header_checked:
             data = self._check_header(data)
             if not data:
@@ -1260,12 +1264,16 @@ class SansIOConnection:
         ``close-ok`` and the event (and :attr:`close_error`) carry the broker's reply.
 
         Before the connection is open there is nothing to close politely: the state becomes
-        CLOSED and the driver just drops the transport.
+        CLOSED and the driver just drops the transport; whatever the broker sent meanwhile
+        is discarded by :meth:`receive_data` (not a protocol error).
         """
         if self._error is not None or self.state in (ConnState.CLOSED, ConnState.CLOSING):
             return
         if self.state is not ConnState.OPEN:
             self.state = ConnState.CLOSED
+            # What the broker sent before it saw the transport go (the next handshake
+            # method, a heartbeat, its own close) may still be read: it is discarded.
+            self._abandoned = True
             return
         # Encode first: a reply_text that does not fit raises and changes nothing.
         frame = method_frame(
