@@ -1286,12 +1286,36 @@ def test_requests_on_a_closed_channel(protocol: str) -> None:
     with pytest.raises(ChannelClosedError):
         s.core.send_method(99, s.m("queue.declare"))
     assert s.core.data_to_send() == b""
-    # a channel still opening refuses requests too
+
+
+@both
+def test_requests_on_a_channel_still_opening_are_local_errors(protocol: str) -> None:
+    # The channel is not closed: the caller must wait for ChannelOpened.  So the error is
+    # a plain LocalProtocolError that says so, not a ChannelClosedError.
+    s = opened(protocol)
+    c = s.core.open_channel()
+    s.sent_bytes()
+    requests = [
+        lambda: s.core.send_method(c, s.m("queue.declare")),
+        lambda: s.core.publish(c, s.m("basic.publish"), None, b"x"),
+        lambda: s.core.ack(c, 1),
+    ]
+    for request in requests:
+        with pytest.raises(LocalProtocolError, match=f"channel {c} is still opening") as info:
+            request()
+        assert not isinstance(info.value, ChannelClosedError)
+        assert "ChannelOpened" in str(info.value)
+    assert s.core.data_to_send() == b""
+    assert s.core.channel_state(c) is ChannelState.OPENING
+    # once open-ok came, the same requests go out
+    assert s.feed(s.frame(c, "channel.open-ok")) == [ev.ChannelOpened(c)]
+    s.core.send_method(c, s.m("queue.declare"))
+    assert s.sent_names() == [(c, "queue.declare")]
+    # and closing a channel still opening stays allowed
     c2 = s.core.open_channel()
     s.sent_bytes()
-    with pytest.raises(ChannelClosedError):
-        s.core.send_method(c2, s.m("queue.declare"))
-    assert s.core.data_to_send() == b""
+    s.core.close_channel(c2)
+    assert s.sent_names() == [(c2, "channel.close")]
 
 
 def test_confirm_and_tx_exclude_each_other() -> None:

@@ -454,6 +454,12 @@ class SansIOConnection:
             err = ChannelClosedError(f"channel {channel_id} is not open")
             err.__cause__ = self._closed_errors.get(channel_id)
             raise err
+        if ch.state is ChannelState.OPENING:
+            # Not closed: the caller is early.  The drivers only hand out open channels.
+            raise LocalProtocolError(
+                f"channel {channel_id} is still opening: wait for its ChannelOpened event "
+                "(channel.open-ok) before sending on it"
+            )
         if ch.state is not ChannelState.OPEN:
             err = ChannelClosedError(f"channel {channel_id} is {ch.state.value}")
             err.__cause__ = ch.close_error
@@ -1146,7 +1152,9 @@ class SansIOConnection:
         that its reply is checked when it arrives.  ``confirm.select`` switches the channel to
         confirm mode: publishes from then on get delivery tags.  Methods only a server sends,
         content methods (use :meth:`publish`) and methods the core sends itself are refused
-        with :class:`LocalProtocolError`.
+        with :class:`LocalProtocolError`, and so is any request on a channel still waiting
+        for ``channel.open-ok``; a channel that is closing or closed raises
+        :class:`ChannelClosedError`.  A refused request queues nothing and changes nothing.
         """
         if self._error is not None or self.state is not ConnState.OPEN:
             self._check_usable()
