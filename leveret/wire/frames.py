@@ -765,8 +765,20 @@ def body_frame(channel: int, payload: bytes | bytearray | memoryview) -> bytes:
     return _pack_frame_header(FRAME_BODY, channel, len(payload)) + bytes(payload) + _END
 
 
-def encode_frame(frame: Frame) -> bytes:
-    """Encode any frame object back to its bytes (the inverse of :class:`FrameReader`)."""
+#: Large enough for any body in one body frame (its size field is 32 bits).
+_NO_FRAME_MAX = 0xFFFFFFFF + 8
+
+
+def encode_frame(frame: Frame, *, frame_max: int | None = None) -> bytes:
+    """Encode any frame object back to its bytes (the inverse of :class:`FrameReader`).
+
+    A :class:`ContentFrame` (what a reader made with ``combine_content=True`` returns)
+    comes out as the frames it stands for, as :func:`content_frames` writes them: the
+    method frame, a header frame of the method's class (``None`` properties meaning none
+    set), then the body in body frames of at most ``frame_max - 8`` bytes -- or, without
+    a ``frame_max``, in a single body frame (none for an empty body).  ``frame_max``
+    matters for contents only.  Raises :class:`EncodeError` for what cannot be written.
+    """
     if isinstance(frame, MethodFrame):
         return method_frame(frame.channel, frame.method)
     if isinstance(frame, HeaderFrame):
@@ -776,6 +788,19 @@ def encode_frame(frame: Frame) -> bytes:
     if isinstance(frame, HeartbeatFrame):
         _check_channel(frame.channel)
         return _pack_frame_header(FRAME_HEARTBEAT, frame.channel, 0) + _END
+    if isinstance(frame, ContentFrame):
+        method = frame.method
+        if not getattr(method, "HAS_CONTENT", False):
+            name = getattr(method, "NAME", type(method).__name__)
+            raise EncodeError(f"a ContentFrame needs a content method; {name} carries no content")
+        data = content_frames(
+            frame.channel,
+            method,
+            frame.properties,
+            frame.body,
+            _NO_FRAME_MAX if frame_max is None else frame_max,
+        )
+        return data if isinstance(data, bytes) else b"".join(data)
     raise EncodeError(f"cannot encode {type(frame).__name__}")
 
 
