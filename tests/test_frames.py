@@ -415,6 +415,38 @@ def test_writer_errors() -> None:
         header_frame(1, 60, -1, None)
 
 
+def test_header_and_body_frame_argument_types_are_encode_errors() -> None:
+    # Wrong types are the caller's encoding error, said plainly, not a bare TypeError
+    # from a comparison or from bytes().
+    props = amqp0_9_1.Basic.Properties()
+    bad_headers: list[tuple[Any, Any, Any, Any, str]] = [
+        ("1", 60, 5, None, r"channel must be an int, not str"),
+        (1.0, 60, 5, None, r"channel must be an int, not float"),
+        (None, 60, 5, None, r"channel must be an int, not NoneType"),
+        (1, "60", 5, None, r"class id must be an int, not str"),
+        (1, 60, "5", None, r"body size must be an int, not str"),
+        (1, 60, 5.0, None, r"body size must be an int, not float"),
+        (1, 60, 5, {"content_type": "x"}, r"properties must be .*ContentProperties.*, not dict"),
+    ]
+    for channel, class_id, size, properties, message in bad_headers:
+        with pytest.raises(EncodeError, match=message):
+            header_frame(channel, class_id, size, properties)
+    assert header_frame(1, 60, 5, props) == header_frame(1, 60, 5, None)
+    bad_bodies: list[tuple[Any, Any, str]] = [
+        ("1", b"x", r"channel must be an int, not str"),
+        (1.5, b"x", r"channel must be an int, not float"),
+        (1, "text", r"payload must be bytes-like .*, not str"),
+        (1, 5, r"payload must be bytes-like .*, not int"),
+        (1, None, r"payload must be bytes-like .*, not NoneType"),
+    ]
+    for channel, payload, message in bad_bodies:
+        with pytest.raises(EncodeError, match=message):
+            body_frame(channel, payload)
+    for frame_obj in (HeaderFrame("1", 60, 5, props), BodyFrame(1, "text")):  # type: ignore[arg-type]
+        with pytest.raises(EncodeError):
+            encode_frame(frame_obj)
+
+
 @pytest.mark.parametrize("class_id", [-1, 65536, 1 << 40])
 def test_header_frame_class_id_out_of_range_is_an_encode_error(class_id: int) -> None:
     # A class id is a short on the wire: out of range it must be an EncodeError saying so,

@@ -745,24 +745,69 @@ def method_frame(channel: int, method: Method) -> bytes:
 def header_frame(
     channel: int, class_id: int, body_size: int, properties: ContentProperties | None
 ) -> bytes:
-    """Encode a content header frame (weight 0); ``None`` properties means none set."""
-    _check_channel(channel)
-    if not 0 <= body_size <= 0xFFFFFFFFFFFFFFFF:
-        raise EncodeError(f"body size {body_size} does not fit in 64 bits")
-    if not 0 <= class_id <= 0xFFFF:
-        raise EncodeError(f"content header class id {class_id} is outside 0..65535")
-    props = properties.encode() if properties is not None else _NO_PROPERTIES
-    return (
-        _pack_header_frame_start(FRAME_HEADER, channel, 12 + len(props), class_id, 0, body_size)
-        + props
-        + _END
-    )
+    """Encode a content header frame (weight 0); ``None`` properties means none set.
+
+    Raises :class:`EncodeError` for a value out of range or of the wrong type.
+    """
+    try:
+        _check_channel(channel)
+        if not 0 <= body_size <= 0xFFFFFFFFFFFFFFFF:
+            raise EncodeError(f"body size {body_size} does not fit in 64 bits")
+        if not 0 <= class_id <= 0xFFFF:
+            raise EncodeError(f"content header class id {class_id} is outside 0..65535")
+        props = properties.encode() if properties is not None else _NO_PROPERTIES
+        return (
+            _pack_header_frame_start(FRAME_HEADER, channel, 12 + len(props), class_id, 0, body_size)
+            + props
+            + _END
+        )
+    except (TypeError, AttributeError, struct.error) as exc:
+        # Only a wrong argument type gets here; the checks cost nothing on the way in.
+        raise _argument_error(
+            "header frame",
+            exc,
+            ("channel", channel, int),
+            ("class id", class_id, int),
+            ("body size", body_size, int),
+            ("properties", properties, "properties"),
+        ) from exc
 
 
 def body_frame(channel: int, payload: bytes | bytearray | memoryview) -> bytes:
-    """Encode one body frame carrying ``payload`` (which must fit the peer's frame_max)."""
-    _check_channel(channel)
-    return _pack_frame_header(FRAME_BODY, channel, len(payload)) + bytes(payload) + _END
+    """Encode one body frame carrying ``payload`` (which must fit the peer's frame_max).
+
+    Raises :class:`EncodeError` for a channel out of range or an argument of the wrong type.
+    """
+    try:
+        _check_channel(channel)
+        return _pack_frame_header(FRAME_BODY, channel, len(payload)) + bytes(payload) + _END
+    except (TypeError, struct.error) as exc:
+        raise _argument_error(
+            "body frame", exc, ("channel", channel, int), ("payload", payload, _BYTES_LIKE)
+        ) from exc
+
+
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_TYPE_NAMES = {
+    int: "an int",
+    _BYTES_LIKE: "bytes-like (bytes, bytearray or memoryview)",
+    "properties": "a ContentProperties (e.g. Basic.Properties) or None",
+}
+
+
+def _argument_error(what: str, exc: Exception, *arguments: tuple[str, Any, Any]) -> EncodeError:
+    """The EncodeError for a writer called with an argument of the wrong type, naming the
+    first such argument (``"properties"`` as the type: anything with ``encode()``)."""
+    for name, value, types in arguments:
+        if types == "properties":
+            wrong = value is not None and not hasattr(value, "encode")
+        else:
+            wrong = not isinstance(value, types)
+        if wrong:
+            return EncodeError(
+                f"{what}: {name} must be {_TYPE_NAMES[types]}, not {type(value).__name__}"
+            )
+    return EncodeError(f"{what}: cannot encode ({exc})")
 
 
 #: Large enough for any body in one body frame (its size field is 32 bits).
