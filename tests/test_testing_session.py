@@ -58,6 +58,30 @@ def test_unreachable_broker_raises_oserror() -> None:
         s.connect()
 
 
+def _scripted_peer(data: bytes) -> tuple[RawSession, socket.socket, socket.socket]:
+    """A RawSession connected to a local socket that has sent ``data`` (no broker)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    s = RawSession(host="127.0.0.1", port=server.getsockname()[1], timeout=5)
+    s.connect()
+    peer, _ = server.accept()
+    peer.sendall(data)
+    return s, server, peer
+
+
+@pytest.mark.parametrize("channel", [None, 1])
+def test_expect_content_wants_the_header_on_the_methods_channel(channel: int | None) -> None:
+    deliver = S.Basic.Deliver(consumer_tag="c", delivery_tag=1, exchange="", routing_key="q")
+    method = S.Basic.Deliver.encode_frame(deliver, 1)
+    good = method + header_frame(1, S.Basic.CLASS_ID, 5, None) + body_frame(1, b"hello")
+    bad = method + header_frame(2, S.Basic.CLASS_ID, 5, None) + body_frame(2, b"hello")
+    s, server, peer = _scripted_peer(good + bad)
+    with s, server, peer:
+        m, _props, body = s.expect_content(channel=channel)
+        assert (m, body) == (deliver, b"hello")
+        with pytest.raises(ExpectationFailed, match="a content header on channel 1 after basic.deliver"):
+            s.expect_content(channel=channel)
+
+
 # --------------------------------------------------------------------------- against the broker
 
 

@@ -582,6 +582,12 @@ class RawSession:
         With ``skip_channels``, frames on other channels than ``channel`` are passed over
         (e.g. deliveries in flight when waiting for ``connection.close-ok``).
         """
+        return self._expect_method_frame(method, channel, timeout, skip_channels).method
+
+    def _expect_method_frame(
+        self, method: MethodSpec, channel: int | None, timeout: float | None, skip_channels: bool = False
+    ) -> MethodFrame:
+        """:meth:`expect_method`, returning the whole frame (its channel too)."""
         names = _names(method)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         want = f"{' or '.join(names)}" + (f" on channel {channel}" if channel is not None else "")
@@ -592,20 +598,21 @@ class RawSession:
                 continue
             if (isinstance(item, MethodFrame) and item.method.NAME in names
                     and (channel is None or item.channel == channel)):
-                return item.method
+                return item
             self._fail(want, item)
 
     def expect_content(self, method: MethodSpec = ("basic.deliver", "basic.get-ok", "basic.return"),
                        channel: int | None = None, timeout: float | None = None
                        ) -> tuple[Any, Any, bytes]:
-        """Expect a content-carrying method, its header and all its body frames; returns
-        ``(method, properties, body)``."""
+        """Expect a content-carrying method (on ``channel`` if given), then its header and
+        all its body frames on the method's channel; returns ``(method, properties, body)``."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        m = self.expect_method(method, channel, max(0.0, deadline - time.monotonic()))
+        frame = self._expect_method_frame(method, channel, max(0.0, deadline - time.monotonic()))
+        m = frame.method
         item = self._next(deadline)
-        ch = channel
-        if not isinstance(item, HeaderFrame) or (ch is not None and item.channel != ch):
-            self._fail(f"a content header after {m.NAME}", item)
+        ch = frame.channel  # with channel=None too: a content never changes channel
+        if not isinstance(item, HeaderFrame) or item.channel != ch:
+            self._fail(f"a content header on channel {ch} after {m.NAME}", item)
         header: HeaderFrame = item
         chunks: list[bytes] = []
         got = 0
