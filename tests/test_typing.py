@@ -90,19 +90,56 @@ def blocking() -> None:
     ], result.stdout + result.stderr
 
 
+def test_queue_delete_and_purge_return_a_count_unless_nowait(tmp_path: Path) -> None:
+    # Like queue_declare: the count comes back except with nowait=True, and a type
+    # checker should know it without the user narrowing away a None that cannot happen.
+    source = '''
+from leveret.client import AsyncConnection, Connection
+
+async def run(flag: bool) -> None:
+    ch = await (await AsyncConnection("amqp://").connect()).channel()
+    reveal_type(await ch.queue_delete("q"))
+    reveal_type(await ch.queue_delete("q", if_unused=True, nowait=False))
+    reveal_type(await ch.queue_delete("q", nowait=True))
+    reveal_type(await ch.queue_delete("q", nowait=flag))
+    reveal_type(await ch.queue_purge("q"))
+    reveal_type(await ch.queue_purge("q", nowait=True))
+    reveal_type(await ch.queue_purge("q", nowait=flag))
+
+def blocking(flag: bool) -> None:
+    ch = Connection("amqp://").connect().channel()
+    reveal_type(ch.queue_delete("q", timeout=1.0))
+    reveal_type(ch.queue_delete("q", nowait=True))
+    reveal_type(ch.queue_delete("q", nowait=flag))
+    reveal_type(ch.queue_purge())
+    reveal_type(ch.queue_purge("q", nowait=True))
+    reveal_type(ch.queue_purge("q", nowait=flag))
+    count: int = ch.queue_delete("q") + ch.queue_purge("q")
+'''
+    result = mypy(tmp_path, source)
+    revealed = re.findall(r'Revealed type is "(.*)"', result.stdout)
+    some = "int | None"
+    assert revealed == [
+        "int", "int", "None", some, "int", "None", some,
+        "int", "None", some, "int", "None", some,
+    ], result.stdout + result.stderr
+    assert "error" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("name", ["queue_declare", "queue_delete", "queue_purge"])
 @pytest.mark.parametrize("module", ["blocking", "aio"])
-def test_typed_queue_declare_keeps_in_step_with_the_real_one(module: str) -> None:
-    # The drivers declare queue_declare's overloads for type checkers only (the method
-    # itself is ChannelBase's operation): their parameters must be the real ones.
+def test_typed_overloads_keep_in_step_with_the_real_ones(module: str, name: str) -> None:
+    # The drivers declare these overloads for type checkers only (the method itself is
+    # ChannelBase's operation): their parameters must be the real ones.
     from leveret.client._shared import ChannelBase
 
-    real = list(inspect.signature(ChannelBase.queue_declare.fn).parameters)
+    real = list(inspect.signature(getattr(ChannelBase, name).fn).parameters)
     tree = ast.parse((ROOT / "leveret" / "client" / f"{module}.py").read_text(encoding="utf-8"))
     declared = [
         [a.arg for a in node.args.args + node.args.kwonlyargs]
         for node in ast.walk(tree)
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-        and node.name == "queue_declare" and node.decorator_list
+        and node.name == name and node.decorator_list
     ]
     assert len(declared) == 3
     assert all(names == real for names in declared), (declared, real)

@@ -1116,7 +1116,7 @@ class ChannelBase:
 
     @operation
     def queue_purge(self, queue: str = "", nowait: bool = False, timeout: float | None = None) -> Op[int | None]:
-        """``queue.purge``; returns the number of messages removed."""
+        """``queue.purge``; returns the number of messages removed, or None with ``nowait``."""
         ok = yield from self._rpc("queue.purge", timeout, queue=queue, no_wait=nowait)
         return None if ok is None else int(ok.message_count)
 
@@ -1125,7 +1125,8 @@ class ChannelBase:
         self, queue: str = "", if_unused: bool = False, if_empty: bool = False,
         nowait: bool = False, timeout: float | None = None,
     ) -> Op[int | None]:
-        """``queue.delete``; returns the number of messages deleted with it."""
+        """``queue.delete``; returns the number of messages deleted with it, or None with
+        ``nowait``."""
         ok = yield from self._rpc(
             "queue.delete", timeout, queue=queue, if_unused=if_unused, if_empty=if_empty,
             no_wait=nowait,

@@ -545,8 +545,9 @@ class AsyncChannel(ChannelBase, AsyncDriver):
 
     connection: AsyncConnection
 
-    # What type checkers see of queue_declare (keep in step with ChannelBase.queue_declare):
-    # its result, which is None only with nowait=True.
+    # What type checkers see of queue_declare, queue_purge and queue_delete (keep in step
+    # with ChannelBase's; tests/test_typing.py checks the parameters): their results,
+    # which are None only with nowait=True.
     if TYPE_CHECKING:
 
         @overload
@@ -568,6 +569,37 @@ class AsyncChannel(ChannelBase, AsyncDriver):
             arguments: dict[str, Any] | None = None, timeout: float | None = None,
         ) -> QueueDeclareOk | None: ...
         async def queue_declare(self, *args: Any, **kwargs: Any) -> Any: ...
+
+        @overload
+        async def queue_purge(
+            self, queue: str = "", nowait: Literal[False] = False, timeout: float | None = None,
+        ) -> int: ...
+        @overload
+        async def queue_purge(
+            self, queue: str = "", *, nowait: Literal[True], timeout: float | None = None,
+        ) -> None: ...
+        @overload
+        async def queue_purge(
+            self, queue: str = "", nowait: bool = False, timeout: float | None = None,
+        ) -> int | None: ...
+        async def queue_purge(self, *args: Any, **kwargs: Any) -> Any: ...
+
+        @overload
+        async def queue_delete(
+            self, queue: str = "", if_unused: bool = False, if_empty: bool = False,
+            nowait: Literal[False] = False, timeout: float | None = None,
+        ) -> int: ...
+        @overload
+        async def queue_delete(
+            self, queue: str = "", if_unused: bool = False, if_empty: bool = False, *,
+            nowait: Literal[True], timeout: float | None = None,
+        ) -> None: ...
+        @overload
+        async def queue_delete(
+            self, queue: str = "", if_unused: bool = False, if_empty: bool = False,
+            nowait: bool = False, timeout: float | None = None,
+        ) -> int | None: ...
+        async def queue_delete(self, *args: Any, **kwargs: Any) -> Any: ...
 
     async def _run(self, op: Op[R]) -> R:
         return await self.connection._run(op)

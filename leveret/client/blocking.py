@@ -808,8 +808,9 @@ class Channel(ChannelBase, BlockingDriver):
 
     connection: Connection
 
-    # What type checkers see of queue_declare (keep in step with ChannelBase.queue_declare):
-    # its result, which is None only with nowait=True.
+    # What type checkers see of queue_declare, queue_purge and queue_delete (keep in step
+    # with ChannelBase's; tests/test_typing.py checks the parameters): their results,
+    # which are None only with nowait=True.
     if TYPE_CHECKING:
 
         @overload
@@ -831,6 +832,37 @@ class Channel(ChannelBase, BlockingDriver):
             arguments: dict[str, Any] | None = None, timeout: float | None = None,
         ) -> QueueDeclareOk | None: ...
         def queue_declare(self, *args: Any, **kwargs: Any) -> Any: ...
+
+        @overload
+        def queue_purge(
+            self, queue: str = "", nowait: Literal[False] = False, timeout: float | None = None,
+        ) -> int: ...
+        @overload
+        def queue_purge(
+            self, queue: str = "", *, nowait: Literal[True], timeout: float | None = None,
+        ) -> None: ...
+        @overload
+        def queue_purge(
+            self, queue: str = "", nowait: bool = False, timeout: float | None = None,
+        ) -> int | None: ...
+        def queue_purge(self, *args: Any, **kwargs: Any) -> Any: ...
+
+        @overload
+        def queue_delete(
+            self, queue: str = "", if_unused: bool = False, if_empty: bool = False,
+            nowait: Literal[False] = False, timeout: float | None = None,
+        ) -> int: ...
+        @overload
+        def queue_delete(
+            self, queue: str = "", if_unused: bool = False, if_empty: bool = False, *,
+            nowait: Literal[True], timeout: float | None = None,
+        ) -> None: ...
+        @overload
+        def queue_delete(
+            self, queue: str = "", if_unused: bool = False, if_empty: bool = False,
+            nowait: bool = False, timeout: float | None = None,
+        ) -> int | None: ...
+        def queue_delete(self, *args: Any, **kwargs: Any) -> Any: ...
 
     def _run(self, op: Op[R]) -> R:
         return self.connection._run(op)
