@@ -90,6 +90,26 @@ def blocking() -> None:
     ], result.stdout + result.stderr
 
 
+def test_a_received_body_is_typed_bytes(tmp_path: Path) -> None:
+    # What a consumer callback does with a body (decode it, slice it) must type-check:
+    # a received body is always bytes, not "bytes-like" (a memoryview has no decode()).
+    source = '''
+from leveret.client import Channel, Message
+
+def on_message(msg: Message) -> None:
+    text: str = msg.body.decode()
+    head: bytes = msg.body[:4]
+    reveal_type(msg.body)
+
+def get(ch: Channel) -> str | None:
+    msg = ch.basic_get("q")
+    return None if msg is None else msg.body.decode()
+'''
+    result = mypy(tmp_path, source)
+    assert re.findall(r'Revealed type is "(.*)"', result.stdout) == ["bytes"], result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_queue_delete_and_purge_return_a_count_unless_nowait(tmp_path: Path) -> None:
     # Like queue_declare: the count comes back except with nowait=True, and a type
     # checker should know it without the user narrowing away a None that cannot happen.

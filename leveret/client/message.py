@@ -32,6 +32,11 @@ class Message:
 
     __slots__ = ("body", "_properties", "_info", "channel", "_props", "_method")
 
+    #: The body.  Always ``bytes`` on a received message, and so typed; a message built
+    #: from a ``bytearray`` or ``memoryview`` keeps that object as it is (not copied: a big
+    #: body is sent from it directly), and a ``str`` is stored UTF-8 encoded.
+    body: bytes
+
     def __init__(self, body: bytes | bytearray | memoryview | str = b"", **properties: Any) -> None:
         if isinstance(body, str):
             body = body.encode("utf-8")
@@ -39,7 +44,7 @@ class Message:
         unknown = properties.keys() - _NAMES
         if unknown:
             raise TypeError(f"unknown message properties: {', '.join(sorted(unknown))}")
-        self.body = body
+        self.body = body  # type: ignore[assignment]  # bytes-like, kept as given (see body)
         self._properties: dict[str, Any] | None = properties
         self._info: dict[str, Any] | None = {}
         self.channel: Channel | None = None
@@ -53,7 +58,7 @@ class Message:
         if isinstance(body, str):
             return cls(body, **properties)
         self = cls.__new__(cls)
-        self.body = body
+        self.body = body  # type: ignore[assignment]  # bytes-like, kept as given (see body)
         self._properties = properties
         self._info = {}
         self.channel = None
