@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import struct
 from datetime import datetime, timezone
 from types import ModuleType
@@ -445,6 +446,20 @@ def test_header_and_body_frame_argument_types_are_encode_errors() -> None:
     for frame_obj in (HeaderFrame("1", 60, 5, props), BodyFrame(1, "text")):  # type: ignore[arg-type]
         with pytest.raises(EncodeError):
             encode_frame(frame_obj)
+
+
+def test_body_frame_sizes_a_memoryview_of_wide_items_in_bytes() -> None:
+    # len() of a memoryview counts items: the frame's size must count bytes, or the frame
+    # end lands inside the payload and the peer sees a corrupt frame.
+    payload = memoryview(array.array("i", [1, 2]))
+    raw = payload.tobytes()
+    assert len(payload) == 2 and len(raw) == 8
+    for given in (payload, bytearray(raw), raw):
+        frame = body_frame(3, given)
+        assert frame == b"\x03\x00\x03\x00\x00\x00\x08" + raw + b"\xce"
+        reader = FrameReader(amqp0_9_1, 4096)
+        (decoded,) = reader.read_frames(frame)
+        assert isinstance(decoded, BodyFrame) and decoded.payload == raw
 
 
 @pytest.mark.parametrize("class_id", [-1, 65536, 1 << 40])

@@ -780,7 +780,10 @@ def body_frame(channel: int, payload: bytes | bytearray | memoryview) -> bytes:
     """
     try:
         _check_channel(channel)
-        return _pack_frame_header(FRAME_BODY, channel, len(payload)) + bytes(payload) + _END
+        if type(payload) is not bytes:
+            # The size is in bytes: len() of a memoryview of wider items counts items.
+            payload = memoryview(payload).tobytes()
+        return _pack_frame_header(FRAME_BODY, channel, len(payload)) + payload + _END
     except (TypeError, struct.error) as exc:
         raise _argument_error(
             "body frame", exc, ("channel", channel, int), ("payload", payload, _BYTES_LIKE)
