@@ -58,10 +58,10 @@ def test_unreachable_broker_raises_oserror() -> None:
         s.connect()
 
 
-def _scripted_peer(data: bytes) -> tuple[RawSession, socket.socket, socket.socket]:
+def _scripted_peer(data: bytes, protocol: str | None = None) -> tuple[RawSession, socket.socket, socket.socket]:
     """A RawSession connected to a local socket that has sent ``data`` (no broker)."""
     server = socket.create_server(("127.0.0.1", 0))
-    s = RawSession(host="127.0.0.1", port=server.getsockname()[1], timeout=5)
+    s = RawSession(host="127.0.0.1", port=server.getsockname()[1], protocol=protocol, timeout=5)
     s.connect()
     peer, _ = server.accept()
     peer.sendall(data)
@@ -78,8 +78,19 @@ def test_expect_content_wants_the_header_on_the_methods_channel(channel: int | N
     with s, server, peer:
         m, _props, body = s.expect_content(channel=channel)
         assert (m, body) == (deliver, b"hello")
-        with pytest.raises(ExpectationFailed, match="a content header on channel 1 after basic.deliver"):
+        with pytest.raises(ExpectationFailed, match="a content header of class 60 on channel 1 after basic.deliver"):
             s.expect_content(channel=channel)
+
+
+def test_expect_content_wants_the_header_of_the_methods_class() -> None:
+    # 0-8 has three content classes: a file-class header after basic.deliver is not its content.
+    S8 = amqp0_8
+    deliver = S8.Basic.Deliver(consumer_tag="c", delivery_tag=1, exchange="", routing_key="q")
+    data = S8.Basic.Deliver.encode_frame(deliver, 1) + header_frame(1, S8.File.CLASS_ID, 5, None)
+    s, server, peer = _scripted_peer(data + body_frame(1, b"hello"), protocol="0-8")
+    with s, server, peer:
+        with pytest.raises(ExpectationFailed, match="a content header of class 60 on channel 1"):
+            s.expect_content()
 
 
 # --------------------------------------------------------------------------- against the broker

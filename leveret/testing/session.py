@@ -604,15 +604,16 @@ class RawSession:
     def expect_content(self, method: MethodSpec = ("basic.deliver", "basic.get-ok", "basic.return"),
                        channel: int | None = None, timeout: float | None = None
                        ) -> tuple[Any, Any, bytes]:
-        """Expect a content-carrying method (on ``channel`` if given), then its header and
-        all its body frames on the method's channel; returns ``(method, properties, body)``."""
+        """Expect a content-carrying method (on ``channel`` if given), then its header (of
+        the method's class) and all its body frames on the method's channel; returns
+        ``(method, properties, body)``."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         frame = self._expect_method_frame(method, channel, max(0.0, deadline - time.monotonic()))
         m = frame.method
         item = self._next(deadline)
         ch = frame.channel  # with channel=None too: a content never changes channel
-        if not isinstance(item, HeaderFrame) or item.channel != ch:
-            self._fail(f"a content header on channel {ch} after {m.NAME}", item)
+        if not isinstance(item, HeaderFrame) or item.channel != ch or item.class_id != m.CLASS_ID:
+            self._fail(f"a content header of class {m.CLASS_ID} on channel {ch} after {m.NAME}", item)
         header: HeaderFrame = item
         chunks: list[bytes] = []
         got = 0
