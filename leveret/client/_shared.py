@@ -1137,7 +1137,7 @@ class ChannelBase:
 
     @operation
     def basic_qos(
-        self, prefetch_size: int = 0, prefetch_count: int = 0, a_global: bool = False,
+        self, /, prefetch_size: int = 0, prefetch_count: int = 0, a_global: bool = False,
         timeout: float | None = None, **kwargs: Any,
     ) -> Op[None]:
         """``basic.qos``: limit unacknowledged deliveries (``global`` may be passed as
