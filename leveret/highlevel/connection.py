@@ -856,7 +856,7 @@ class Connection:
                 tconn = self.connection
             tconn.drain_events(timeout=timeout)
         except SoftError as exc:
-            self._consumers_closed(lambda channel: getattr(channel, "_error", None) is exc)
+            self._consumers_closed(lambda channel: getattr(channel, "close_error", None) is exc)
             raise
         except TimeoutError:
             if self._consumers:
@@ -880,17 +880,17 @@ class Connection:
                 stale.append(key)
                 continue
             channel = consumer.channel
-            if channel is not None and not channel.is_open and isinstance(getattr(channel, "_error", None), SoftError):
+            if channel is not None and not channel.is_open and isinstance(getattr(channel, "close_error", None), SoftError):
                 closed = channel
                 break
         for key in stale:
             del self._consumers[key]
         if closed is not None:
-            error = closed._error
+            error = closed.close_error
             self._consumers_closed(lambda channel: channel is closed)
             # Reported now: the transport's drain_events must not raise it again (it may
             # still hold the channel's close event), as after a call on the channel raised it.
-            getattr(closed, "transport_channel", closed)._error_reported = True
+            closed.mark_error_reported()
             raise error
 
     def _consumers_closed(self, match: Callable[[Any], bool]) -> None:

@@ -435,7 +435,7 @@ def unsettled_tags(channel: Any) -> set[int] | None:
 def _closed_by_channel_error(channel: Any) -> bool:
     """Whether the broker closed this transport channel with a channel-level error (its
     consumers are gone for good: it is not recovered)."""
-    return bool(getattr(channel, "_closed", False)) and isinstance(getattr(channel, "_error", None), SoftError)
+    return isinstance(getattr(channel, "close_error", None), SoftError)
 
 
 # ---------------------------------------------------------------------------------- channel
