@@ -196,7 +196,9 @@ class Connection:
     back-off (``recovery_policy``: ``max_retries`` (None: for ever), ``interval_start``,
     ``interval_step``, ``interval_max``, ``timeout``), re-declares that topology, moves
     the channels (with their consumers) to the new connection, and the operation carries
-    on; producers republish what the broker had not confirmed.  ``on_connection_lost(exc)``,
+    on; producers republish what the broker had not confirmed.  A channel the broker closed
+    with a channel error (``NotFound``...) is not recovered (see
+    :mod:`~leveret.highlevel.recovery`).  ``on_connection_lost(exc)``,
     ``on_recovery_started()``, ``on_recovery_succeeded()``, ``on_recovery_failed(exc)``
     are called, and :attr:`recovery_events` lists what happened.
 
