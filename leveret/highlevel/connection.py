@@ -155,6 +155,13 @@ def _parse_target(item: str, transport: str | None) -> tuple[_Target, bool]:
         params = parse_url(("amqps" if scheme == "amqps" else "amqp") + "://" + rest)
         has_port = urlsplit("amqp://" + rest).port is not None
         return _Target("amqp", scheme, params), has_port
+    if "@" in item:
+        # "user:password@host" is no host name; taken as one, the password would show in
+        # repr(), as_uri(), info() and every connect error.  Not quoted here either.
+        raise ValueError(
+            "a host name cannot hold a user or password: write a URL "
+            "(amqp://user:password@host:port/vhost) or pass userid= and password="
+        )
     name = (transport or "amqp").lower()
     kind = TRANSPORT_ALIASES.get(name)
     if kind is None:
@@ -163,6 +170,8 @@ def _parse_target(item: str, transport: str | None) -> tuple[_Target, bool]:
     host, has_port = item, False
     if kind == "amqp" and item.count(":") == 1 and not item.startswith("["):
         host, _, port = item.partition(":")
+        if not port.isdigit():
+            raise ValueError(f"the port in host name {item!r} must be a number")
         params.port = int(port)
         has_port = True
     params.host = host.strip("[]") or "localhost"
