@@ -112,6 +112,17 @@ def test_a_bad_port_in_a_bare_hostname_names_the_option() -> None:
         Connection("h:notaport")
 
 
+def test_connect_timeout_default_does_not_override_the_urls() -> None:
+    """Keyword arguments override the URL's parts -- those given, not a default: the
+    URL's ``connection_timeout`` was silently replaced by connect_timeout's default 5."""
+    assert Connection("amqp://h/?connection_timeout=20")._target.params.connection_timeout == 20
+    assert Connection("amqp://h/?connection_timeout=20").connect_timeout == 20
+    assert Connection("amqp://h/")._target.params.connection_timeout == 5  # kombu's default
+    assert Connection("amqp://h/").connect_timeout == 5
+    given = Connection("amqp://h/?connection_timeout=20", connect_timeout=3)
+    assert given._target.params.connection_timeout == 3 and given.info()["connect_timeout"] == 3
+
+
 def test_clone_is_a_new_unconnected_connection(hl_conn: Connection) -> None:
     hl_conn.connect()
     twin = hl_conn.clone()

@@ -30,7 +30,7 @@ import weakref
 from collections import deque
 from itertools import count
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..client import (
     ChannelClosedError,
@@ -127,6 +127,15 @@ class _Target:
         return f"{scheme}://{quote(p.username, safe='')}:{password}@{host}:{p.port}/{vhost}"
 
 
+#: ``connect_timeout`` unless given or set by the URL (kombu's default).
+DEFAULT_CONNECT_TIMEOUT = 5.0
+
+
+def _url_sets(item: str, option: str) -> bool:
+    """Whether the URL ``item`` names ``option`` in its query string."""
+    return "://" in item and option in parse_qs(urlsplit(item).query)
+
+
 def parse_hostnames(hostname: str | Iterable[str] | None) -> list[str]:
     """``"url1;url2"`` or ``[url1, url2]`` -> ``[url1, url2]`` (stripped, empty ones dropped)."""
     if hostname is None:
@@ -187,7 +196,8 @@ class Connection:
     ``Connection("amqp://guest:guest@localhost:5672//")``; keyword arguments override the
     URL's parts: ``userid``, ``password``, ``virtual_host``, ``port``, ``ssl`` (True, a
     dict of kombu's ``ca_certs``/``certfile``/``keyfile``/``cert_reqs``/``server_hostname``,
-    or an ``ssl.SSLContext``), ``connect_timeout`` (seconds), ``heartbeat`` (seconds; None =
+    or an ``ssl.SSLContext``), ``connect_timeout`` (seconds; None = the URL's
+    ``connection_timeout``, else 5), ``heartbeat`` (seconds; None =
     the URL's or the client's default of 60 -- the client's I/O thread sends and checks
     heartbeats by itself, so they cost nothing; 0 leaves the choice to the broker, as
     AMQP's tuning rule says), ``login_method``.
@@ -226,7 +236,7 @@ class Connection:
         port: int | None = None,
         ssl: Any = False,
         transport: str | None = None,
-        connect_timeout: float = 5,
+        connect_timeout: float | None = None,
         heartbeat: float | None = None,
         transport_options: dict[str, Any] | None = None,
         failover_strategy: str | Callable[[list[str]], Iterable[str]] = "round-robin",
@@ -274,7 +284,6 @@ class Connection:
         self._was_connected = False
         self._in_recovery = False
         self.transport_options: dict[str, Any] = dict(transport_options or {})
-        self.connect_timeout = connect_timeout
         self.failover_strategy = failover_strategy
         self.insist = insist
         self.uri_prefix = uri_prefix
@@ -313,6 +322,8 @@ class Connection:
                     p.heartbeat = int(heartbeat)
                 if connect_timeout:
                     p.connection_timeout = float(connect_timeout)
+                elif connect_timeout is None and not _url_sets(item, "connection_timeout"):
+                    p.connection_timeout = DEFAULT_CONNECT_TIMEOUT
                 if login_method:
                     p.auth_mechanism = login_method.upper()
                 for name in _PARAM_OPTIONS & self.transport_options.keys():
@@ -322,6 +333,8 @@ class Connection:
             targets.append(target)
         self._targets = targets
         self._current = 0
+        #: Seconds to wait for the TCP (and TLS) connection and the broker's handshake.
+        self.connect_timeout = connect_timeout or targets[0].params.connection_timeout
         # A callable failover strategy gets the URLs as given (kombu's ``alt``) and
         # returns an iterator of them, endless or not; it is kept between attempts (kombu's
         # ``cycle``) and called again when exhausted.
