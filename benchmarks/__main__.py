@@ -1,4 +1,5 @@
-"""``python -m benchmarks [codec|client|highlevel] [options]``; with no sub-command, both (quick scale).
+"""``python -m benchmarks [codec|client|highlevel|asyncio] [options]``; with no sub-command, codec
+then client (quick scale).
 
 See benchmarks/README.md.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-USAGE = """usage: python -m benchmarks {codec,client,highlevel} [options]
+USAGE = """usage: python -m benchmarks {codec,client,highlevel,asyncio} [options]
 
   codec    frame encode/decode per message, no broker      (python -m benchmarks codec -h)
   client   whole clients against one RabbitMQ node          (python -m benchmarks client -h)

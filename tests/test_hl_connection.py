@@ -97,6 +97,32 @@ def test_as_uri_and_info_hide_the_password() -> None:
     assert Connection("memory://").as_uri() == "memory://"
 
 
+@pytest.mark.parametrize("hostname", ["user:s3cr3t@h", "user:s3cr3t@h:5672", "user:s3cr3t@[::1]:5672"])
+def test_user_info_without_a_scheme_is_refused_without_showing_it(hostname: str) -> None:
+    """``user:password@host`` without ``amqp://`` is not a host name: it once became one
+    (its password then in ``repr``, ``as_uri``, ``info``, the connect warning and the
+    error), or an ``int()`` error quoting the password as a port."""
+    with pytest.raises(ValueError) as info:
+        Connection(hostname)
+    assert "s3cr3t" not in str(info.value) and "amqp://" in str(info.value)
+
+
+def test_a_bad_port_in_a_bare_hostname_names_the_option() -> None:
+    with pytest.raises(ValueError, match="port .* must be a number"):
+        Connection("h:notaport")
+
+
+def test_connect_timeout_default_does_not_override_the_urls() -> None:
+    """Keyword arguments override the URL's parts -- those given, not a default: the
+    URL's ``connection_timeout`` was silently replaced by connect_timeout's default 5."""
+    assert Connection("amqp://h/?connection_timeout=20")._target.params.connection_timeout == 20
+    assert Connection("amqp://h/?connection_timeout=20").connect_timeout == 20
+    assert Connection("amqp://h/")._target.params.connection_timeout == 5  # kombu's default
+    assert Connection("amqp://h/").connect_timeout == 5
+    given = Connection("amqp://h/?connection_timeout=20", connect_timeout=3)
+    assert given._target.params.connection_timeout == 3 and given.info()["connect_timeout"] == 3
+
+
 def test_clone_is_a_new_unconnected_connection(hl_conn: Connection) -> None:
     hl_conn.connect()
     twin = hl_conn.clone()

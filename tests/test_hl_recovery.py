@@ -25,7 +25,7 @@ import pytest
 
 from broker import PrivateNode
 from leveret.client import Connection as ClientConnection
-from leveret.client import NotFound
+from leveret.client import ChannelClosedError, NotFound
 from leveret.highlevel import Connection, Consumer, Exchange, OperationalError, Producer, Queue
 from leveret.highlevel.recovery import RecoveringChannel, RecordedBinding
 from tcpproxy import TCPProxy
@@ -745,3 +745,32 @@ def test_100k_confirmed_messages_survive_broker_restarts(fresh_node: PrivateNode
         fresh_node.start_app()
 
     _Run(fresh_node.url, (0.25, 0.65), restart).run()
+
+
+# ------------------------------------------------------- a channel the broker closed (404)
+
+
+@pytest.mark.parametrize("given", ["connection", "channel"])
+def test_producer_takes_a_fresh_channel_after_a_channel_error(amqp_url: str, given: str) -> None:
+    """A publish to a missing exchange closes the channel (404).  A channel error is no
+    connection loss, so recovery does not reopen that channel; but the producer, as kombu's
+    on py-amqp (which reopens a channel the broker closed), publishes again at its next
+    publish, on the connection's default channel -- what ``retry=True`` already did."""
+    conn = recovering(amqp_url)
+    try:
+        ch = conn.channel()
+        queue = ch.queue_declare("", exclusive=True).queue
+        producer = Producer(conn if given == "connection" else ch)
+        with pytest.raises(NotFound):
+            producer.publish(b"lost", exchange=unique("missing"), routing_key="x")
+        assert ch.is_open is (given == "connection")
+        producer.publish(b"next", exchange="", routing_key=queue)
+        assert producer.channel.is_open and producer.channel is conn.default_channel
+        got = conn.default_channel.basic_get(queue, no_ack=True)
+        assert got is not None and got.body == b"next"
+        assert "recovery_started" not in kinds(conn)  # no reconnect for a channel error
+        if given == "channel":
+            with pytest.raises(ChannelClosedError):
+                ch.basic_publish(b"raw", "", queue)  # the channel itself stays closed
+    finally:
+        conn.release()

@@ -235,6 +235,46 @@ def test_a_closed_channel_raises_channel_closed(ch: MemoryChannel) -> None:
         ch.basic_publish(Message(b"x"), "", "q")
 
 
+def test_a_channel_names_the_error_that_closed_it(conn: Any, ch: Any) -> None:
+    """``close_error`` is public (the high-level layer reads it instead of a private):
+    None while open, the broker's typed error once it closed the channel."""
+    assert ch.close_error is None
+    with pytest.raises(NotFound) as info:
+        ch.exchange_declare(f"missing-{uuid.uuid4().hex}", passive=True)
+    assert ch.close_error is info.value
+    with pytest.raises(ChannelClosedError) as later:
+        ch.queue_declare("", exclusive=True)
+    assert later.value.__cause__ is info.value
+    quiet = conn.channel()
+    quiet.close()
+    assert quiet.close_error is None
+
+
+@pytest.mark.parametrize("reported", [False, True])
+def test_mark_error_reported_keeps_drain_events_from_raising_it_again(conn: Any, reported: bool) -> None:
+    """A consumer's channel that the broker closes on its own (an ack of an unknown delivery
+    tag: 406) is reported by ``drain_events``, unless a layer above said it reported the
+    error already; then only the channel's next call says it is closed."""
+    ch = conn.channel()
+    queue = fresh_queue(ch)
+    ch.basic_consume(queue, callback=lambda message: None)
+    ch.basic_ack(999)  # no reply: the broker closes the channel with 406 a moment later
+    deadline = time.monotonic() + 5
+    while ch.is_open and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert isinstance(ch.close_error, PreconditionFailed)
+    if reported:
+        ch.mark_error_reported()
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.2)
+        with pytest.raises(ChannelClosedError) as later:
+            ch.basic_qos(prefetch_count=1)
+        assert later.value.__cause__ is ch.close_error
+    else:
+        with pytest.raises(PreconditionFailed):
+            conn.drain_events(timeout=2)
+
+
 def test_closing_the_connection_closes_its_channels(mem: MemoryBroker) -> None:
     c = MemoryConnection(broker=mem).connect()
     ch = c.channel()

@@ -752,6 +752,22 @@ class ChannelBase:
         return self._open and not self._closed and self.connection.is_open
 
     @property
+    def close_error(self) -> AMQPError | None:
+        """The error that closed this channel: the broker's channel error (``NotFound``,
+        ``PreconditionFailed``, ...), or the connection's when the connection closed with
+        one; None while the channel is open and after a normal close."""
+        return self._error
+
+    def mark_error_reported(self) -> None:
+        """Say that :attr:`close_error` has reached the application some other way (a
+        layer above raised it): from now on :meth:`drain_events` does not raise it for
+        this channel, and the channel's calls raise :class:`ChannelClosedError` (with that
+        error as ``__cause__``) instead of raising it again.  Nothing goes on the wire; a
+        no-op while the channel has no error."""
+        if self._error is not None:
+            self._error_reported = True
+
+    @property
     def unconfirmed(self) -> list[int]:
         """Delivery tags of publishes (in confirm mode) whose fate is not known: not yet
         confirmed while the channel is open; never confirmed when it closed or its

@@ -30,7 +30,7 @@ import weakref
 from collections import deque
 from itertools import count
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..client import (
     ChannelClosedError,
@@ -127,6 +127,15 @@ class _Target:
         return f"{scheme}://{quote(p.username, safe='')}:{password}@{host}:{p.port}/{vhost}"
 
 
+#: ``connect_timeout`` unless given or set by the URL (kombu's default).
+DEFAULT_CONNECT_TIMEOUT = 5.0
+
+
+def _url_sets(item: str, option: str) -> bool:
+    """Whether the URL ``item`` names ``option`` in its query string."""
+    return "://" in item and option in parse_qs(urlsplit(item).query)
+
+
 def parse_hostnames(hostname: str | Iterable[str] | None) -> list[str]:
     """``"url1;url2"`` or ``[url1, url2]`` -> ``[url1, url2]`` (stripped, empty ones dropped)."""
     if hostname is None:
@@ -155,6 +164,13 @@ def _parse_target(item: str, transport: str | None) -> tuple[_Target, bool]:
         params = parse_url(("amqps" if scheme == "amqps" else "amqp") + "://" + rest)
         has_port = urlsplit("amqp://" + rest).port is not None
         return _Target("amqp", scheme, params), has_port
+    if "@" in item:
+        # "user:password@host" is no host name; taken as one, the password would show in
+        # repr(), as_uri(), info() and every connect error.  Not quoted here either.
+        raise ValueError(
+            "a host name cannot hold a user or password: write a URL "
+            "(amqp://user:password@host:port/vhost) or pass userid= and password="
+        )
     name = (transport or "amqp").lower()
     kind = TRANSPORT_ALIASES.get(name)
     if kind is None:
@@ -163,6 +179,8 @@ def _parse_target(item: str, transport: str | None) -> tuple[_Target, bool]:
     host, has_port = item, False
     if kind == "amqp" and item.count(":") == 1 and not item.startswith("["):
         host, _, port = item.partition(":")
+        if not port.isdigit():
+            raise ValueError(f"the port in host name {item!r} must be a number")
         params.port = int(port)
         has_port = True
     params.host = host.strip("[]") or "localhost"
@@ -178,7 +196,8 @@ class Connection:
     ``Connection("amqp://guest:guest@localhost:5672//")``; keyword arguments override the
     URL's parts: ``userid``, ``password``, ``virtual_host``, ``port``, ``ssl`` (True, a
     dict of kombu's ``ca_certs``/``certfile``/``keyfile``/``cert_reqs``/``server_hostname``,
-    or an ``ssl.SSLContext``), ``connect_timeout`` (seconds), ``heartbeat`` (seconds; None =
+    or an ``ssl.SSLContext``), ``connect_timeout`` (seconds; None = the URL's
+    ``connection_timeout``, else 5), ``heartbeat`` (seconds; None =
     the URL's or the client's default of 60 -- the client's I/O thread sends and checks
     heartbeats by itself, so they cost nothing; 0 leaves the choice to the broker, as
     AMQP's tuning rule says), ``login_method``.
@@ -196,7 +215,9 @@ class Connection:
     back-off (``recovery_policy``: ``max_retries`` (None: for ever), ``interval_start``,
     ``interval_step``, ``interval_max``, ``timeout``), re-declares that topology, moves
     the channels (with their consumers) to the new connection, and the operation carries
-    on; producers republish what the broker had not confirmed.  ``on_connection_lost(exc)``,
+    on; producers republish what the broker had not confirmed.  A channel the broker closed
+    with a channel error (``NotFound``...) is not recovered (see
+    :mod:`~leveret.highlevel.recovery`).  ``on_connection_lost(exc)``,
     ``on_recovery_started()``, ``on_recovery_succeeded()``, ``on_recovery_failed(exc)``
     are called, and :attr:`recovery_events` lists what happened.
 
@@ -215,7 +236,7 @@ class Connection:
         port: int | None = None,
         ssl: Any = False,
         transport: str | None = None,
-        connect_timeout: float = 5,
+        connect_timeout: float | None = None,
         heartbeat: float | None = None,
         transport_options: dict[str, Any] | None = None,
         failover_strategy: str | Callable[[list[str]], Iterable[str]] = "round-robin",
@@ -263,7 +284,6 @@ class Connection:
         self._was_connected = False
         self._in_recovery = False
         self.transport_options: dict[str, Any] = dict(transport_options or {})
-        self.connect_timeout = connect_timeout
         self.failover_strategy = failover_strategy
         self.insist = insist
         self.uri_prefix = uri_prefix
@@ -302,6 +322,8 @@ class Connection:
                     p.heartbeat = int(heartbeat)
                 if connect_timeout:
                     p.connection_timeout = float(connect_timeout)
+                elif connect_timeout is None and not _url_sets(item, "connection_timeout"):
+                    p.connection_timeout = DEFAULT_CONNECT_TIMEOUT
                 if login_method:
                     p.auth_mechanism = login_method.upper()
                 for name in _PARAM_OPTIONS & self.transport_options.keys():
@@ -311,6 +333,8 @@ class Connection:
             targets.append(target)
         self._targets = targets
         self._current = 0
+        #: Seconds to wait for the TCP (and TLS) connection and the broker's handshake.
+        self.connect_timeout = connect_timeout or targets[0].params.connection_timeout
         # A callable failover strategy gets the URLs as given (kombu's ``alt``) and
         # returns an iterator of them, endless or not; it is kept between attempts (kombu's
         # ``cycle``) and called again when exhausted.
@@ -856,7 +880,7 @@ class Connection:
                 tconn = self.connection
             tconn.drain_events(timeout=timeout)
         except SoftError as exc:
-            self._consumers_closed(lambda channel: getattr(channel, "_error", None) is exc)
+            self._consumers_closed(lambda channel: getattr(channel, "close_error", None) is exc)
             raise
         except TimeoutError:
             if self._consumers:
@@ -880,17 +904,17 @@ class Connection:
                 stale.append(key)
                 continue
             channel = consumer.channel
-            if channel is not None and not channel.is_open and isinstance(getattr(channel, "_error", None), SoftError):
+            if channel is not None and not channel.is_open and isinstance(getattr(channel, "close_error", None), SoftError):
                 closed = channel
                 break
         for key in stale:
             del self._consumers[key]
         if closed is not None:
-            error = closed._error
+            error = closed.close_error
             self._consumers_closed(lambda channel: channel is closed)
             # Reported now: the transport's drain_events must not raise it again (it may
             # still hold the channel's close event), as after a call on the channel raised it.
-            getattr(closed, "transport_channel", closed)._error_reported = True
+            closed.mark_error_reported()
             raise error
 
     def _consumers_closed(self, match: Callable[[Any], bool]) -> None:

@@ -1494,6 +1494,18 @@ class MemoryChannel:
     def is_open(self) -> bool:
         return self._open and not self._closed
 
+    @property
+    def close_error(self) -> AMQPError | None:
+        """The error that closed this channel, as :attr:`leveret.client.Channel.close_error`."""
+        return self._error
+
+    def mark_error_reported(self) -> None:
+        """As :meth:`leveret.client.Channel.mark_error_reported`: :attr:`close_error` was
+        raised to the application elsewhere; neither ``drain_events`` nor the channel's
+        calls raise it again (they raise :class:`ChannelClosedError`)."""
+        if self._error is not None:
+            self._error_reported = True
+
     def __enter__(self) -> MemoryChannel:
         return self
 

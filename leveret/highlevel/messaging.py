@@ -138,7 +138,12 @@ class Producer:
     zero times; :attr:`republished` counts those second copies (an upper bound of the
     duplicates).  With ``republish=False`` they are reported instead: the publish raises
     the connection's error, :meth:`flush` an :class:`OperationalError` with
-    ``.unconfirmed``.
+    ``.unconfirmed``.  A channel the broker closed with a channel error (a publish to a
+    missing exchange: ``NotFound``) is no loss and is not recovered; the publish that met
+    it raises that error, and the next publish goes out on the connection's default channel
+    (as with ``retry=True``).  Without ``autorecover`` a producer given the connection does
+    the same; one given a channel raises :class:`~leveret.client.ChannelClosedError` until
+    revived (``retry=True`` revives it).
     """
 
     exchange: Exchange
@@ -421,7 +426,7 @@ class Producer:
                 # transport's publish would make of a closed channel.
                 raise ChannelClosedError(
                     f"the producer's channel {getattr(channel, 'channel_id', '?')} is closed; nothing was published"
-                ) from getattr(channel, "_error", None)
+                ) from getattr(channel, "close_error", None)
             return self._publish_once(channel, None, None, *args)
         while True:
             gen = rec.generation
@@ -429,10 +434,19 @@ class Producer:
             try:
                 if self._pending or self._orphans:
                     self._resettle(rec)
+                if rec.closed_by_broker:
+                    # A channel error (a publish to a missing exchange...) closed it; recovery
+                    # reopens only what a lost connection took.  Carry on where retry=True
+                    # would: on the connection's default channel (kombu's producer on
+                    # py-amqp publishes again too, on the channel py-amqp reopened).
+                    fresh = rec.client.default_channel
+                    self.revive(fresh)
+                    rec = fresh
+                    continue
                 if not rec.is_open:
                     raise ChannelClosedError(
                         f"the producer's channel {getattr(rec, 'channel_id', '?')} is closed; nothing was published"
-                    ) from getattr(rec, "_error", None)
+                    ) from rec.close_error
                 return self._publish_once(rec, rec, sent, *args)
             except OperationalError:
                 raise  # a recovery gave up: not a loss to recover from again

@@ -35,6 +35,15 @@ bindings and consumers follow, :class:`~leveret.highlevel.Queue` objects registe
 renamed, and rename listeners hear ``(old, new)``.  The recovering channel objects stay the
 same, so producers, consumers and entities bound to them carry on.
 
+A channel the broker closes with a channel error (``NotFound`` for a publish to a missing
+exchange, ``PreconditionFailed``...) is not a loss: the connection is fine, and reopening
+that channel behind the application's back would hide that its consumers are gone.  It
+stays closed (:attr:`RecoveringChannel.closed_by_broker`) and is dropped from the record;
+its next call raises that error (unless one raised it already), later ones
+``ChannelClosedError``.  A :class:`~leveret.highlevel.Producer` on it moves
+to the connection's default channel at its next publish, and
+:meth:`~leveret.highlevel.Connection.drain_events` reports the error once to consumers on it.
+
 What replay cannot re-create is reported, never dropped silently: a declaration the broker
 refuses is logged and listed in ``connection.recovery_events`` (``declaration_failed``); a
 consumer the broker refuses (its queue is gone) is dropped from the record, listed
@@ -435,7 +444,7 @@ def unsettled_tags(channel: Any) -> set[int] | None:
 def _closed_by_channel_error(channel: Any) -> bool:
     """Whether the broker closed this transport channel with a channel-level error (its
     consumers are gone for good: it is not recovered)."""
-    return bool(getattr(channel, "_closed", False)) and isinstance(getattr(channel, "_error", None), SoftError)
+    return isinstance(getattr(channel, "close_error", None), SoftError)
 
 
 # ---------------------------------------------------------------------------------- channel
@@ -543,6 +552,13 @@ class RecoveringChannel:
             return True
         self._mark_failed()
         return False
+
+    @property
+    def closed_by_broker(self) -> bool:
+        """True once the broker closed this channel with a channel error (``NotFound``,
+        ``PreconditionFailed``, ...): unlike a lost connection, that is not recovered --
+        the channel stays closed and its consumers are gone; open a new channel."""
+        return not self._closed and not self.is_open and _closed_by_channel_error(self._channel)
 
     def _mark_failed(self) -> None:
         if not self._failed:
