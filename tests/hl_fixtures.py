@@ -4,6 +4,8 @@
              (``amqp_url``, marked ``broker``), and ``memory://`` once the memory
              transport (``leveret/highlevel/memory.py``) exists.
 ``hl_conn``  a :class:`leveret.highlevel.Connection` to ``hl_url``, released afterwards.
+``node_hl_url``  like ``hl_url`` but always the private node for ``amqp``, even with
+             LEVERET_TEST_URL: for tests that close connections with ``node.ctl``.
 ``kind``     ``"amqp"`` or ``"memory"``, for the rare check only one transport can make.
 
 Import them into a test module with ``from hl_fixtures import *``.
@@ -21,7 +23,7 @@ import pytest
 import leveret.highlevel
 from leveret.highlevel import Connection
 
-__all__ = ["TRANSPORTS", "hl_url", "hl_conn", "kind", "unique", "closed_port", "CountingChannel"]
+__all__ = ["TRANSPORTS", "hl_url", "node_hl_url", "hl_conn", "kind", "unique", "closed_port", "CountingChannel"]
 
 HAVE_MEMORY = (Path(leveret.highlevel.__file__).parent / "memory.py").exists()
 
@@ -37,6 +39,13 @@ def kind(request: pytest.FixtureRequest) -> str:
 def hl_url(kind: str, request: pytest.FixtureRequest) -> str:
     if kind == "amqp":
         return str(request.getfixturevalue("amqp_url"))
+    return "memory://"
+
+
+@pytest.fixture
+def node_hl_url(kind: str, request: pytest.FixtureRequest) -> str:
+    if kind == "amqp":
+        return str(request.getfixturevalue("node").url)
     return "memory://"
 
 

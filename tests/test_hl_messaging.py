@@ -813,18 +813,26 @@ def test_consumer_and_producer_revive_on_a_new_channel(hl_conn: Connection, queu
     assert got == ["after revive"]
 
 
-def test_retry_publish_survives_connection_loss(kind: str, hl_conn: Connection, request: pytest.FixtureRequest) -> None:
-    q = Queue(unique(), durable=False)
-    producer = Producer(hl_conn, routing_key=q.name)
-    producer.publish("before", declare=[q])
-    if kind == "amqp":
-        request.getfixturevalue("node").ctl("close_all_connections", "test")
-        drain_until_dead(hl_conn)
-    else:
-        hl_conn.connection.simulate_connection_loss()
-    producer.publish("after", retry=True, retry_policy={"max_retries": 3, "interval_start": 0.1})
-    assert ready(hl_conn, q.name) == 2
-    q(hl_conn).delete()
+def test_retry_publish_survives_connection_loss(kind: str, node_hl_url: str, request: pytest.FixtureRequest) -> None:
+    from leveret.highlevel import memory
+
+    # On the node the test closes connections of (not LEVERET_TEST_URL's broker).
+    options = {"broker": memory.MemoryBroker()} if kind == "memory" else {}
+    conn = Connection(node_hl_url, transport_options=options)
+    try:
+        q = Queue(unique(), durable=False)
+        producer = Producer(conn, routing_key=q.name)
+        producer.publish("before", declare=[q])
+        if kind == "amqp":
+            request.getfixturevalue("node").ctl("close_all_connections", "test")
+            drain_until_dead(conn)
+        else:
+            conn.connection.simulate_connection_loss()
+        producer.publish("after", retry=True, retry_policy={"max_retries": 3, "interval_start": 0.1})
+        assert ready(conn, q.name) == 2
+        q(conn).delete()
+    finally:
+        conn.release()
 
 
 def drain_until_dead(conn: Connection, timeout: float = 10.0) -> None:

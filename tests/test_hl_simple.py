@@ -215,7 +215,7 @@ def _lose_connection(conn: Connection, kind: str, request: pytest.FixtureRequest
 
 @pytest.mark.parametrize("cls", [SimpleQueue, SimpleBuffer])
 def test_messages_received_ahead_of_a_recovery(
-    kind: str, hl_url: str, request: pytest.FixtureRequest, cls: type[SimpleQueue]
+    kind: str, node_hl_url: str, request: pytest.FixtureRequest, cls: type[SimpleQueue]
 ) -> None:
     # SimpleQueue: what was in the prefetch buffer when the connection was lost is not
     # handed out (its ack would raise) -- the broker redelivers it, once.  SimpleBuffer
@@ -224,7 +224,7 @@ def test_messages_received_ahead_of_a_recovery(
 
     options = {"broker": memory.MemoryBroker()} if kind == "memory" else {}
     policy = {"interval_start": 0.05, "interval_step": 0.1, "timeout": 30}
-    conn = Connection(hl_url, transport_options=options, autorecover=True, recovery_policy=policy)
+    conn = Connection(node_hl_url, transport_options=options, autorecover=True, recovery_policy=policy)
     q = cls(conn, unique("simple"), queue_opts={"durable": False})
     try:
         for i in range(5):
