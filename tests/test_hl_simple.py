@@ -10,6 +10,7 @@ import pytest
 from hl_fixtures import *  # noqa: F401,F403
 from hl_fixtures import unique
 
+from leveret.client import ResourceLocked
 from leveret.highlevel import Connection, Empty, Message, MessageReturned, MessageStateError, SimpleBuffer, SimpleQueue
 
 
@@ -169,6 +170,23 @@ def test_simple_buffer_is_transient_and_no_ack(hl_conn: Connection) -> None:
         assert m.properties["delivery_mode"] == 1
         with pytest.raises(Empty):
             buf.get(timeout=0.2)
+
+
+def test_simple_buffer_is_shared_between_connections_unless_exclusive(hl_conn: Connection, hl_url: str) -> None:
+    # Not exclusive (kombu's is): another process's buffer of the same name is the same
+    # queue.  queue_opts={"exclusive": True} gives kombu's behaviour back.
+    name = unique("buffer")
+    other = Connection(hl_url, transport_options=hl_conn.transport_options)
+    try:
+        with SimpleBuffer(hl_conn, name) as mine, SimpleBuffer(other, name) as theirs:
+            mine.put("across")
+            assert theirs.get(timeout=5).payload == "across"
+        locked = unique("buffer")
+        with SimpleBuffer(hl_conn, locked, queue_opts={"exclusive": True}) as mine:
+            with pytest.raises(ResourceLocked):
+                SimpleBuffer(other, locked, queue_opts={"exclusive": True})
+    finally:
+        other.release()
 
 
 def test_simple_queue_on_a_channel(hl_conn: Connection) -> None:

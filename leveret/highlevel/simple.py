@@ -256,7 +256,12 @@ class SimpleQueue:
 
 class SimpleBuffer(SimpleQueue):
     """A transient :class:`SimpleQueue`: auto-delete queue and exchange, transient
-    messages, ``no_ack`` deliveries (a message is gone once delivered)."""
+    messages, ``no_ack`` deliveries (a message is gone once delivered).
+
+    Unlike kombu's, the queue is not ``exclusive``: a buffer of the same name opened on
+    another connection (another process) shares it instead of failing with
+    ``ResourceLocked``.  Pass ``queue_opts={"exclusive": True}`` for kombu's behaviour.
+    """
 
     no_ack = True
     queue_opts = {"durable": False, "auto_delete": True}
