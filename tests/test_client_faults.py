@@ -370,6 +370,7 @@ def test_publish_waiting_on_a_blocked_connection_goes_out_when_unblocked(connect
 
 
 @needs_broker
+@blocking_only  # the blocking driver's own write path; asyncio's drain() is not bounded yet
 def test_memory_alarm_while_large_publishes_fill_the_socket(connect: Connect, alarm: PrivateNode) -> None:
     """The broker stops reading a blocked connection, so a publisher of large bodies finds
     the socket full: every publish still returns or raises BlockedTimeout within about
