@@ -370,6 +370,43 @@ def test_publish_waiting_on_a_blocked_connection_goes_out_when_unblocked(connect
 
 
 @needs_broker
+@blocking_only  # the blocking driver's own write path; asyncio's drain() is not bounded yet
+def test_memory_alarm_while_large_publishes_fill_the_socket(connect: Connect, alarm: PrivateNode) -> None:
+    """The broker stops reading a blocked connection, so a publisher of large bodies finds
+    the socket full: every publish still returns or raises BlockedTimeout within about
+    blocked_timeout (not after a write timeout that fails the connection), and once the
+    alarm clears the connection goes on and every publish that returned is confirmed."""
+    conn = connect(alarm.url, blocked_timeout=1.0)
+    try:
+        ch = conn.channel()
+        queue = ch.queue_declare(f"alarm-big-{uuid.uuid4().hex[:8]}").queue
+        ch.confirm_select()
+        body = b"x" * 1_000_000
+        alarm.set_vm_memory_high_watermark(0)
+        published = 0
+        for _ in range(100):
+            started = time.monotonic()
+            try:
+                within(20, ch.basic_publish, body, routing_key=queue)
+            except BlockedTimeout:
+                break
+            finally:
+                took = time.monotonic() - started
+                assert took < 6, f"publish {published} took {took:.1f} s (blocked_timeout=1)"
+            published += 1
+        else:
+            pytest.fail("the broker never blocked the publisher")
+        assert conn.is_open
+        alarm.set_vm_memory_high_watermark(0.4)
+        eventually(lambda: conn.blocked is None, timeout=20, what="connection.unblocked")
+        assert within(30, ch.wait_for_confirms, timeout=25) is True
+        assert message_count(alarm.url, queue) == published
+        ch.queue_delete(queue)
+    finally:
+        within(10, conn.close)
+
+
+@needs_broker
 def test_memory_alarm_does_not_kill_a_0_8_connection(connect: Connect, alarm: PrivateNode) -> None:
     conn = connect(alarm.url + "?protocol=0-8")
     try:

@@ -179,7 +179,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         self._transport = transport
         self._high_water = transport.get_write_buffer_limits()[1]
         await self._run(self._handshake(deadline))
-        deliverer = loop.create_task(self._deliver_loop(), name="leveret-deliver")
+        deliverer = _start_delivery_task(loop, self._deliver_loop())
         deliverer.add_done_callback(self._deliverer_done)
         self._tasks = [deliverer]
         if self.heartbeat:
@@ -520,10 +520,37 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
                 self._broker_waiters -= 1
 
 
+class _CountingTask(asyncio.Task[None]):
+    """The delivery task on Python 3.10, whose tasks do not count the requests to cancel
+    them (``Task.cancelling()`` came in 3.11): this one does, so that a callback raising
+    CancelledError -- from an operation it awaited that somebody cancelled -- can be told
+    from the delivery task itself being cancelled.  Without the count every such callback
+    would end the delivery task and fail the connection."""
+
+    cancel_requests = 0
+
+    def cancel(self, msg: Any = None) -> bool:
+        if self.done():
+            return False
+        self.cancel_requests += 1
+        return super().cancel(msg)
+
+
+def _start_delivery_task(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[None]:
+    if hasattr(asyncio.Task, "cancelling"):
+        return loop.create_task(coro, name="leveret-deliver")
+    return _CountingTask(coro, loop=loop, name="leveret-deliver")
+
+
 def _being_cancelled() -> bool:
-    """Whether the current task is being cancelled (``Task.cancelling()``, Python 3.11+);
-    before 3.11 that cannot be told, and a CancelledError is taken to mean it is."""
-    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    """Whether the current task is being cancelled: ``Task.cancelling()`` on Python 3.11+,
+    the delivery task's own count of cancel requests on 3.10 (see :class:`_CountingTask`);
+    for any other task on 3.10 that cannot be told, and a CancelledError is taken to mean
+    it is."""
+    task = asyncio.current_task()
+    if isinstance(task, _CountingTask):
+        return task.cancel_requests > 0
+    cancelling = getattr(task, "cancelling", None)
     return cancelling is None or cancelling() > 0
 
 

@@ -535,7 +535,7 @@ class Connection(ConnectionBase, BlockingDriver):
                 data = b"".join(bufs)
             else:
                 # Slices of a big body: scatter/gather, no copy of the body.
-                self._send_views(sock, bufs, self._write_timeout)
+                self._send_views(sock, bufs, self._write_timeout, park=True)
                 return
             # The usual write: it fits in the socket at once.
             try:
@@ -543,7 +543,7 @@ class Connection(ConnectionBase, BlockingDriver):
             except BlockingIOError:
                 sent = 0
             if sent != len(data):
-                self._send_views(sock, [memoryview(data).cast("B")[sent:]], self._write_timeout)
+                self._send_views(sock, [memoryview(data).cast("B")[sent:]], self._write_timeout, park=True)
         except OSError as exc:
             core = self._core
             assert core is not None
@@ -552,19 +552,37 @@ class Connection(ConnectionBase, BlockingDriver):
             self._fail(err)
             raise err from exc
 
-    def _send_views(self, sock: socket.socket, bufs: list[Any], timeout: float) -> None:
+    def _send_views(self, sock: socket.socket, bufs: list[Any], timeout: float, park: bool = False) -> None:
         """Write ``bufs`` to the non-blocking socket with scatter/gather writes, straight
         from the caller's buffers (no copy), waiting in poll() for room; fails when the
         socket takes nothing for ``timeout`` seconds (a big body on a slow link may take
-        longer in all)."""
+        longer in all).
+
+        ``park`` (``_wlock`` held, ``_wrest`` empty): when the socket is full because the
+        broker has blocked the connection (``connection.blocked``: it stops reading until
+        its alarm clears), what is left goes to ``_wrest`` for the I/O thread to write
+        once there is room, and this returns.  Waiting for room instead would hold the
+        caller for as long as the alarm lasts, not ``blocked_timeout``, and then fail a
+        healthy connection with a write timeout.  The next publish waits for
+        ``connection.unblocked`` as usual, so at most one publish is parked."""
         views = [memoryview(b).cast("B") for b in bufs]
         deadline = monotonic() + timeout
+        core = self._core
         while views:
             try:
                 sent = sock.sendmsg(views[:512])
             except BlockingIOError:
+                if park and core is not None and core.blocked is not None:
+                    self._wrest = views[0] if len(views) == 1 else b"".join(views)
+                    self._kick_event.set()
+                    return
                 remaining = deadline - monotonic()
-                if remaining <= 0 or not self._poll_out(min(remaining, _MAX_WAIT) * 1000.0):
+                if remaining <= 0:
+                    raise TimeoutError(f"the socket took no data for {timeout:.0f} seconds") from None
+                # In slices while parking is possible: the I/O thread may read a
+                # connection.blocked meanwhile.
+                wait = min(remaining, 0.2 if park else _MAX_WAIT)
+                if not self._poll_out(wait * 1000.0) and wait == remaining:
                     raise TimeoutError(f"the socket took no data for {timeout:.0f} seconds") from None
                 continue
             if sent:
