@@ -370,7 +370,6 @@ def test_publish_waiting_on_a_blocked_connection_goes_out_when_unblocked(connect
 
 
 @needs_broker
-@blocking_only  # the blocking driver's own write path; asyncio's drain() is not bounded yet
 def test_memory_alarm_while_large_publishes_fill_the_socket(connect: Connect, alarm: PrivateNode) -> None:
     """The broker stops reading a blocked connection, so a publisher of large bodies finds
     the socket full: every publish still returns or raises BlockedTimeout within about
@@ -404,6 +403,55 @@ def test_memory_alarm_while_large_publishes_fill_the_socket(connect: Connect, al
         ch.queue_delete(queue)
     finally:
         within(10, conn.close)
+
+
+@needs_broker
+def test_asyncio_publishes_in_one_task_while_the_broker_blocks(alarm: PrivateNode) -> None:
+    """asyncio: publishes awaited back to back in one task give the event loop no turn to
+    read connection.blocked until the socket is full; the publish that finds it full must
+    then see the notice and return (the rest waits in the transport's buffer), and the
+    next one raise BlockedTimeout -- not wait for a broker that has stopped reading."""
+    import asyncio
+
+    from leveret.client import AsyncConnection
+
+    async def scenario() -> int:
+        conn = await AsyncConnection(alarm.url, blocked_timeout=1.0).connect()
+        try:
+            ch = await conn.channel()
+            queue = (await ch.queue_declare(f"alarm-aio-{uuid.uuid4().hex[:8]}")).queue
+            await ch.confirm_select()
+            body = b"x" * 1_000_000
+            alarm.set_vm_memory_high_watermark(0)
+            published = 0
+
+            async def publish_all() -> None:
+                nonlocal published
+                for _ in range(100):  # no wait_for per publish: that would give the loop turns
+                    started = time.monotonic()
+                    try:
+                        await ch.basic_publish(body, routing_key=queue)
+                    finally:
+                        took = time.monotonic() - started
+                        assert took < 6, f"publish {published} took {took:.1f} s (blocked_timeout=1)"
+                    published += 1
+
+            try:
+                await asyncio.wait_for(publish_all(), 20)
+            except BlockedTimeout:
+                pass
+            else:
+                pytest.fail("the broker never blocked the publisher")
+            assert conn.is_open
+            alarm.set_vm_memory_high_watermark(0.4)
+            assert await ch.wait_for_confirms(timeout=25) is True
+            assert message_count(alarm.url, queue) == published
+            await ch.queue_delete(queue)
+            return published
+        finally:
+            await asyncio.wait_for(conn.close(), 10)
+
+    assert asyncio.run(scenario()) > 0
 
 
 @needs_broker

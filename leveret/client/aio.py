@@ -654,15 +654,21 @@ class AsyncChannel(ChannelBase, AsyncDriver):
         Returns the delivery tag in confirm mode (see :meth:`confirm_select`), else None.
         While the broker blocks the connection (``connection.blocked``) this waits up to the
         connection's ``blocked_timeout`` and then raises :class:`BlockedTimeout`; while the
-        socket cannot keep up it waits until it drains.
+        socket cannot keep up it waits until it drains -- or until the broker blocks the
+        connection (it stops reading then): what is written waits in the transport's
+        buffer, and the next publish waits for ``connection.unblocked`` as above.
         """
         conn = self.connection
-        if self._core.blocked is not None:
+        core = self._core
+        if core.blocked is not None:
             await conn._run(self._unblocked())
         tag = self._publish_now(msg, exchange, routing_key, mandatory, immediate)
         conn._kick()
         if conn._write_paused:
-            await conn.drain()
+            conn._flush()
+            await conn._wait_for(
+                lambda: not conn._write_paused or core.blocked is not None, None, "the socket to drain"
+            )
         return tag
 
     def deliveries(self, queue: str = "", **consume: Any) -> Deliveries:
