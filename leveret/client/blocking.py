@@ -170,7 +170,8 @@ class Connection(ConnectionBase, BlockingDriver):
         self._kick_event = threading.Event()
         self._reading = False
         self._io_thread: threading.Thread | None = None
-        self._finalizer: weakref.finalize[[socket.socket, threading.Event], Connection] | None = None  # closes the socket of a dropped connection
+        # Closes the socket of a connection dropped without close().
+        self._finalizer: weakref.finalize[[socket.socket, threading.Event], Connection] | None = None
         self._stopping = False
         self._last_poll = 0.0
         # TLS only: the ssl module is imported when a connection uses it.
