@@ -225,15 +225,17 @@ class Connection(ConnectionBase, BlockingDriver):
             self._teardown()
         p = self.params
         deadline = monotonic() + p.connection_timeout
+        # The TLS context first: a certificate file that cannot be read is a mistake of
+        # this side, to report before the broker sees a connection.
+        ctx = (self.ssl_context or ssl_context(p)) if p.ssl else None
         sock = socket.create_connection((p.host, p.port), timeout=min(p.connection_timeout, _MAX_WAIT))
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._tls = bool(p.ssl)
-            if p.ssl:
+            if ctx is not None:
                 import ssl
 
                 self._want_read, self._want_write = ssl.SSLWantReadError, ssl.SSLWantWriteError
-                ctx = self.ssl_context or ssl_context(p)
                 sock = ctx.wrap_socket(sock, server_hostname=p.server_name_indication or p.host)
         except BaseException:
             sock.close()
