@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import quote
@@ -121,3 +122,53 @@ def test_a_keyfile_without_a_certfile_is_refused(new_connection: NewConnection, 
     # ssl has no use for a key alone: it would connect without a client certificate.
     with pytest.raises(ValueError, match="keyfile.*certfile"):
         new_connection(url(5671, cacertfile=certs.ca_cert, keyfile=certs.client_key))
+
+
+# --------------------------------------------------------------------------- peers that hang up
+
+
+def server_context(certs: Certs) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(certs.server_cert), str(certs.server_key))
+    return ctx
+
+
+def hang_up_at_once(sock: socket.socket) -> None:
+    pass  # closed by Peer
+
+
+def hang_up_after_the_client_hello(sock: socket.socket) -> None:
+    sock.recv(4096)
+
+
+def hang_up_after_half_a_record(sock: socket.socket) -> None:
+    sock.recv(4096)
+    sock.sendall(b"\x16\x03\x03\x00\x50" + b"\x02" * 20)  # a handshake record cut short
+
+
+@pytest.mark.parametrize("serve", [hang_up_at_once, hang_up_after_the_client_hello, hang_up_after_half_a_record])
+def test_a_peer_hanging_up_in_the_tls_handshake_is_connection_lost(
+    new_connection: NewConnection, certs: Certs, peer: Callable[..., Peer], serve: Callable[[socket.socket], None]
+) -> None:
+    # As a peer hanging up in the AMQP handshake is: not ssl's SSLEOFError or a bare
+    # ConnectionResetError (the asyncio driver's said nothing at all).
+    p = peer(serve)
+    conn = new_connection(url(p.port, cacertfile=certs.ca_cert, connection_timeout=5))
+    with pytest.raises(ConnectionLost, match="during the TLS handshake"):
+        within(15, conn.connect)
+    assert not conn.is_open
+    within(5, conn.close)
+
+
+def test_a_peer_that_never_completes_the_tls_handshake_is_a_timeout_that_says_so(
+    new_connection: NewConnection, certs: Certs, peer: Callable[..., Peer]
+) -> None:
+    done = threading.Event()
+    p = peer(lambda sock: done.wait(20))
+    try:
+        conn = new_connection(url(p.port, cacertfile=certs.ca_cert, connection_timeout=1))
+        with pytest.raises(TimeoutError) as info:
+            within(15, conn.connect)
+        assert "handshake" in str(info.value) and "s3cret-pw" not in str(info.value)
+    finally:
+        done.set()

@@ -246,6 +246,21 @@ def ssl_context(params: ConnectionParameters) -> ssl.SSLContext:
     return ctx
 
 
+def tls_handshake_lost(exc: BaseException) -> ConnectionLost | None:
+    """A :class:`ConnectionLost` for ``exc`` if it says the peer hung up during the TLS
+    handshake (EOF, reset), as it would be during the AMQP handshake; ``None`` for other
+    errors, which ssl words best itself (a certificate refused, a peer that speaks no TLS)."""
+    import ssl
+
+    hung_up = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError, ConnectionAbortedError,
+               BrokenPipeError)
+    if not isinstance(exc, hung_up):
+        return None
+    return ConnectionLost(
+        f"the server closed the connection during the TLS handshake ({str(exc) or type(exc).__name__})"
+    )
+
+
 class NoLock:
     """The asyncio driver's stand-in for the blocking driver's locks (one thread)."""
 

@@ -54,6 +54,7 @@ from ._shared import (
     _MAX_WAIT,
     deadline_after,
     ssl_context,
+    tls_handshake_lost,
 )
 from .core import _CLOSED, ConnState
 from .events import MessageReceived
@@ -237,8 +238,11 @@ class Connection(ConnectionBase, BlockingDriver):
 
                 self._want_read, self._want_write = ssl.SSLWantReadError, ssl.SSLWantWriteError
                 sock = ctx.wrap_socket(sock, server_hostname=p.server_name_indication or p.host)
-        except BaseException:
+        except BaseException as exc:
             sock.close()
+            lost = tls_handshake_lost(exc) if ctx is not None else None
+            if lost is not None:
+                raise lost from exc
             raise
         self._sock = sock
         self._poll_in, self._poll_out = _pollers(sock)
