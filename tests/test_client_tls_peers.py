@@ -160,6 +160,31 @@ def test_a_peer_hanging_up_in_the_tls_handshake_is_connection_lost(
     within(5, conn.close)
 
 
+def test_a_tls_peer_that_says_nothing_is_a_timeout(
+    new_connection: NewConnection, certs: Certs, peer: Callable[..., Peer]
+) -> None:
+    # A TLS front (a proxy, a load balancer) whose broker does not answer: the TLS handshake
+    # succeeds, a TLS 1.3 session ticket arrives, and then nothing -- no connection.start.
+    ctx = server_context(certs)
+    done = threading.Event()
+
+    def serve(sock: socket.socket) -> None:
+        with ctx.wrap_socket(sock, server_side=True):
+            done.wait(20)
+
+    p = peer(serve)
+    try:
+        conn = new_connection(url(p.port, cacertfile=certs.ca_cert, connection_timeout=2))
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="handshake"):
+            within(15, conn.connect)
+        assert time.monotonic() - started < 4.5
+        assert not conn.is_open
+        within(5, conn.close)
+    finally:
+        done.set()
+
+
 def test_a_peer_that_never_completes_the_tls_handshake_is_a_timeout_that_says_so(
     new_connection: NewConnection, certs: Certs, peer: Callable[..., Peer]
 ) -> None:

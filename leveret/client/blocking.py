@@ -245,6 +245,10 @@ class Connection(ConnectionBase, BlockingDriver):
                 raise lost from exc
             raise
         self._sock = sock
+        if ctx is not None:
+            # A read that outlasts this is retried (see _read_some), so that it cannot
+            # carry the handshake far past its deadline.
+            sock.settimeout(min(p.connection_timeout, 1.0))
         self._poll_in, self._poll_out = _pollers(sock)
         self._nonblocking = False  # until the handshake is done
         self._new_core()
@@ -619,6 +623,11 @@ class Connection(ConnectionBase, BlockingDriver):
                     return False
             data = sock.recv(_RECV_SIZE)
         except (BlockingIOError, self._want_read):
+            return False
+        except TimeoutError:
+            # TLS only: poll() saw bytes, but they were not a whole record of data (a session
+            # ticket, half a record), and the socket's timeout ran out waiting for the rest.
+            # Nothing came, as far as the caller is concerned; the session is intact.
             return False
         except (OSError, ValueError) as exc:
             if self._error is not None or self._sock is not sock:
