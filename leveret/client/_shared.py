@@ -212,16 +212,53 @@ def deadline_after(timeout: float, name: str = "timeout") -> float:
 
 def ssl_context(params: ConnectionParameters) -> ssl.SSLContext:
     """The TLS context for ``params``: the system's CAs (or ``cacertfile``), verification on
-    unless ``verify`` is false, the client certificate when one is given."""
+    unless ``verify`` is false, the client certificate when one is given.
+
+    Each file is opened first, so that a missing or unreadable one raises the ``OSError``
+    of its kind (``FileNotFoundError``...) naming the option and the path -- ssl's own
+    errors name neither -- and one that holds no certificate or key raises
+    ``ssl.SSLError`` naming them.  Both drivers call this before they open the socket.
+    """
     import ssl  # only for TLS: the module costs several MiB of memory
 
-    ctx = ssl.create_default_context(cafile=params.cacertfile)
-    if not params.verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if params.certfile:
-        ctx.load_cert_chain(params.certfile, params.keyfile)
+    files = [(name, getattr(params, name)) for name in ("cacertfile", "certfile", "keyfile")]
+    for name, path in files:
+        if path is None:
+            continue
+        try:
+            open(path, "rb").close()
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"connection option {name}: {exc.strerror}", path) from None
+    try:
+        ctx = ssl.create_default_context(cafile=params.cacertfile)
+        if not params.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if params.certfile:
+            ctx.load_cert_chain(params.certfile, params.keyfile)
+    except ssl.SSLError as exc:
+        given = ", ".join(f"{name}={path!r}" for name, path in files if path is not None)
+        raise ssl.SSLError(
+            f"cannot load the TLS certificates or key ({given}): {exc} -- a file without a PEM "
+            "certificate, a certfile without its key and no keyfile, or a key that is not "
+            "the certificate's"
+        ) from exc
     return ctx
+
+
+def tls_handshake_lost(exc: BaseException) -> ConnectionLost | None:
+    """A :class:`ConnectionLost` for ``exc`` if it says the peer hung up during the TLS
+    handshake (EOF, reset), as it would be during the AMQP handshake; ``None`` for other
+    errors, which ssl words best itself (a certificate refused, a peer that speaks no TLS)."""
+    import ssl
+
+    hung_up = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError, ConnectionAbortedError,
+               BrokenPipeError)
+    if not isinstance(exc, hung_up):
+        return None
+    return ConnectionLost(
+        f"the server closed the connection during the TLS handshake ({str(exc) or type(exc).__name__})"
+    )
 
 
 class NoLock:

@@ -62,6 +62,7 @@ from ._shared import (
     QueueDeclareOk,
     deadline_after,
     ssl_context,
+    tls_handshake_lost,
 )
 from .core import ConnState
 from .errors import ConnectionClosedError
@@ -169,13 +170,25 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         self._write_paused = self._reading_paused = False
         self._callback_error = None
         self._backlog = 0
-        transport, _ = await asyncio.wait_for(
-            loop.create_connection(
-                lambda: _Protocol(self), p.host, p.port, ssl=ctx,
-                server_hostname=(p.server_name_indication or p.host) if ctx else None,
-            ),
-            p.connection_timeout,
-        )
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Protocol(self), p.host, p.port, ssl=ctx,
+                    server_hostname=(p.server_name_indication or p.host) if ctx else None,
+                ),
+                p.connection_timeout,
+            )
+        except asyncio.TimeoutError:
+            # wait_for's own TimeoutError says nothing at all.
+            what = "the TCP connection and TLS handshake" if ctx else "the TCP connection"
+            raise TimeoutError(f"timed out waiting for {what} to {p.host}:{p.port}") from None
+        except OSError as exc:
+            # asyncio reports a peer hanging up mid-handshake as a ConnectionResetError
+            # without a word: the same ConnectionLost as the blocking driver.
+            lost = tls_handshake_lost(exc) if ctx is not None else None
+            if lost is not None:
+                raise lost from exc
+            raise
         self._transport = transport
         self._high_water = transport.get_write_buffer_limits()[1]
         await self._run(self._handshake(deadline))

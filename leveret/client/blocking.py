@@ -54,6 +54,7 @@ from ._shared import (
     _MAX_WAIT,
     deadline_after,
     ssl_context,
+    tls_handshake_lost,
 )
 from .core import _CLOSED, ConnState
 from .events import MessageReceived
@@ -226,20 +227,29 @@ class Connection(ConnectionBase, BlockingDriver):
             self._teardown()
         p = self.params
         deadline = monotonic() + p.connection_timeout
+        # The TLS context first: a certificate file that cannot be read is a mistake of
+        # this side, to report before the broker sees a connection.
+        ctx = (self.ssl_context or ssl_context(p)) if p.ssl else None
         sock = socket.create_connection((p.host, p.port), timeout=min(p.connection_timeout, _MAX_WAIT))
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._tls = bool(p.ssl)
-            if p.ssl:
+            if ctx is not None:
                 import ssl
 
                 self._want_read, self._want_write = ssl.SSLWantReadError, ssl.SSLWantWriteError
-                ctx = self.ssl_context or ssl_context(p)
                 sock = ctx.wrap_socket(sock, server_hostname=p.server_name_indication or p.host)
-        except BaseException:
+        except BaseException as exc:
             sock.close()
+            lost = tls_handshake_lost(exc) if ctx is not None else None
+            if lost is not None:
+                raise lost from exc
             raise
         self._sock = sock
+        if ctx is not None:
+            # A read that outlasts this is retried (see _read_some), so that it cannot
+            # carry the handshake far past its deadline.
+            sock.settimeout(min(p.connection_timeout, 1.0))
         self._poll_in, self._poll_out = _pollers(sock)
         self._nonblocking = False  # until the handshake is done
         self._new_core()
@@ -614,6 +624,11 @@ class Connection(ConnectionBase, BlockingDriver):
                     return False
             data = sock.recv(_RECV_SIZE)
         except (BlockingIOError, self._want_read):
+            return False
+        except TimeoutError:
+            # TLS only: poll() saw bytes, but they were not a whole record of data (a session
+            # ticket, half a record), and the socket's timeout ran out waiting for the rest.
+            # Nothing came, as far as the caller is concerned; the session is intact.
             return False
         except (OSError, ValueError) as exc:
             if self._error is not None or self._sock is not sock:

@@ -119,6 +119,10 @@ class ConnectionParameters:
                 setattr(self, name, value)
             if not isinstance(value, str):
                 raise TypeError(f"connection option {name} must be a str or None, not {type(value).__name__}")
+        if self.keyfile is not None and self.certfile is None:
+            # ssl would have no use for it: the client would go without a certificate,
+            # silently, and fail later at SASL EXTERNAL or the broker's peer verification.
+            raise ValueError("connection option keyfile is the key of certfile: give certfile as well")
         self.auth_mechanism = self.auth_mechanism.upper()
         if self.auth_mechanism not in _MECHANISMS:
             raise ValueError(
