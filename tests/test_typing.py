@@ -147,14 +147,16 @@ def blocking(flag: bool) -> None:
 
 
 @pytest.mark.parametrize("name", ["queue_declare", "queue_delete", "queue_purge"])
-@pytest.mark.parametrize("module", ["blocking", "aio"])
+@pytest.mark.parametrize("module", ["client/blocking", "client/aio", "highlevel/memory", "highlevel/recovery", "highlevel/transport"])
 def test_typed_overloads_keep_in_step_with_the_real_ones(module: str, name: str) -> None:
     # The drivers declare these overloads for type checkers only (the method itself is
-    # ChannelBase's operation): their parameters must be the real ones.
+    # ChannelBase's operation), the memory transport and RecoveringChannel over their
+    # own methods, the TransportChannel protocol for all: their parameters must be the
+    # real ones.
     from leveret.client._shared import ChannelBase
 
     real = list(inspect.signature(getattr(ChannelBase, name).fn).parameters)
-    tree = ast.parse((ROOT / "leveret" / "client" / f"{module}.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "leveret" / f"{module}.py").read_text(encoding="utf-8"))
     declared = [
         [a.arg for a in node.args.args + node.args.kwonlyargs]
         for node in ast.walk(tree)
@@ -163,3 +165,37 @@ def test_typed_overloads_keep_in_step_with_the_real_ones(module: str, name: str)
     ]
     assert len(declared) == 3
     assert all(names == real for names in declared), (declared, real)
+
+
+def test_every_transport_conforms_to_the_transport_protocols(tmp_path: Path) -> None:
+    # What Connection.channel() and .default_channel return is typed TransportChannel:
+    # each class they may really return must be one, as the type checker sees it.
+    source = '''
+from leveret.client import Channel, Connection
+from leveret.highlevel import TransportChannel, TransportConnection
+from leveret.highlevel.memory import MemoryChannel, MemoryConnection
+from leveret.highlevel.recovery import RecoveringChannel
+
+def conforms(a: Channel, b: MemoryChannel, c: RecoveringChannel, d: Connection, e: MemoryConnection) -> None:
+    channels: list[TransportChannel] = [a, b, c]
+    connections: list[TransportConnection] = [d, e]
+'''
+    result = mypy(tmp_path, source)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_recovering_channel_has_the_protocol_members_itself() -> None:
+    # RecoveringChannel forwards unknown attributes to the transport channel
+    # (__getattr__), so the type checker takes it for any protocol: check that each
+    # member of TransportChannel is its own, not forwarded unrecorded.
+    from leveret.highlevel import Connection, TransportChannel
+
+    members = {
+        name for name in [*vars(TransportChannel), *TransportChannel.__annotations__]
+        if not name.startswith("_") or name in ("__enter__", "__exit__")
+    }
+    assert {"queue_declare", "basic_consume", "close_error", "on_return", "returned"} <= members
+    with Connection("memory://", autorecover=True) as conn:
+        ch = conn.channel()
+        missing = sorted(name for name in members if name not in dir(type(ch)) and name not in vars(ch))
+    assert not missing, missing
