@@ -199,3 +199,41 @@ def test_recovering_channel_has_the_protocol_members_itself() -> None:
         ch = conn.channel()
         missing = sorted(name for name in members if name not in dir(type(ch)) and name not in vars(ch))
     assert not missing, missing
+
+
+def test_high_level_channels_are_typed(tmp_path: Path) -> None:
+    # Connection.channel(), .default_channel and .connection are one of several classes
+    # (client, memory, recovering): typed by the protocols, a user's calls are checked.
+    source = '''
+from leveret.highlevel import Connection, Consumer, Producer, SimpleQueue
+
+def run(conn: Connection, producer: Producer, consumer: Consumer, simple: SimpleQueue) -> None:
+    reveal_type(conn.channel())
+    reveal_type(conn.default_channel)
+    reveal_type(conn.connection)
+    reveal_type(conn.connection.channel())
+    reveal_type(conn.default_channel.queue_declare("q", durable=True))
+    reveal_type(conn.default_channel.queue_declare("q", nowait=True))
+    reveal_type(conn.default_channel.queue_purge("q"))
+    reveal_type(conn.default_channel.basic_get("q"))
+    reveal_type(producer.channel)
+    reveal_type(consumer.channel)
+    reveal_type(simple.channel)
+    with conn.channel() as ch:
+        reveal_type(ch)
+    conn.default_channel.queue_declare("q", durabel=True)
+    conn.default_channel.basic_ack("1")
+'''
+    result = mypy(tmp_path, source)
+    revealed = re.findall(r'Revealed type is "(.*)"', result.stdout)
+    channel = "leveret.highlevel.transport.TransportChannel"
+    assert revealed == [
+        channel, channel, "leveret.highlevel.transport.TransportConnection", channel,
+        QUEUE_DECLARE_OK, "None", "int", "leveret.client.message.Message | None",
+        channel, channel + " | None", channel, channel,
+    ], result.stdout + result.stderr
+    # The misspelt keyword and the wrong type are caught, nothing else.
+    errors = re.findall(r":(\d+): error: (.*)", result.stdout)
+    assert {line for line, _ in errors} == {"18", "19"}, result.stdout
+    assert 'Unexpected keyword argument "durabel"' in result.stdout
+    assert 'Argument 1 to "basic_ack" of "TransportChannel" has incompatible type "str"' in result.stdout
