@@ -58,8 +58,11 @@ async def ready(ch: AsyncChannel, queue: str, count: int, timeout: float = 10.0)
 def test_every_blocking_method_has_its_async_twin() -> None:
     """Name for name: the same public methods, with the same parameters; coroutines where
     the blocking call waits for the broker."""
+    # Except Connection.abandon(), for a forked child: an asyncio connection cannot be
+    # carried across fork() (the child's event loop shares its selector with the parent's).
+    blocking_only = {"abandon"}
     for blocking, asynchronous in ((Connection, AsyncConnection), (Channel, AsyncChannel)):
-        names = {n for n in dir(blocking) if not n.startswith("_")}
+        names = {n for n in dir(blocking) if not n.startswith("_")} - blocking_only
         assert names <= set(dir(asynchronous)), names - set(dir(asynchronous))
         for name in names:
             sync_attr = getattr(blocking, name)

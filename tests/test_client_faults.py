@@ -19,6 +19,7 @@ blocking.
 from __future__ import annotations
 
 import functools
+import os
 import socket
 import struct
 import threading
@@ -1387,3 +1388,57 @@ def test_server_that_never_answers_times_out_after_connection_timeout(new_connec
             within(10, conn.connect)
         assert 0.8 <= time.monotonic() - started < 3
         within(5, conn.close)
+
+
+# ------------------------------------------------------------------------------ abandon
+
+
+def test_abandon_stops_the_connection_and_its_io_thread(amqp_url: str) -> None:
+    conn = Connection(amqp_url).connect()
+    ch = conn.channel()
+    io_thread = conn._io_thread
+    assert io_thread is not None and io_thread.is_alive()
+    conn.abandon("handed over to the parent")
+    assert not conn.is_open
+    for call in (
+        conn.channel, lambda: conn.drain_events(timeout=0.1), lambda: ch.queue_declare("", exclusive=True),
+        lambda: ch.basic_publish(b"x", "", "nowhere"), ch.basic_get,
+    ):
+        with pytest.raises(ConnectionLost, match="handed over to the parent"):
+            call()
+    io_thread.join(timeout=5)
+    assert not io_thread.is_alive()
+    conn.close()  # nothing to do, nothing raised
+    conn.abandon("again")  # nor here
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_abandons_its_copy_and_the_parent_carries_on(amqp_url: str) -> None:
+    """The child closes its copy of the socket and sends nothing: the parent's TCP
+    connection, channel and exclusive queue survive the child's exit."""
+    conn = Connection(amqp_url).connect()
+    ch = conn.channel()
+    queue = ch.queue_declare("", exclusive=True).queue
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 = abandoned as documented
+        status = 1
+        try:
+            conn.abandon("inherited through fork")
+            try:
+                ch.queue_declare(queue, passive=True)
+                status = 3
+            except ConnectionLost as exc:
+                status = 0 if "inherited through fork" in str(exc) and not conn.is_open else 4
+        except BaseException:  # noqa: BLE001 - reported through the exit status
+            status = 2
+        finally:
+            os._exit(status)
+    _, wait_status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0, wait_status
+    time.sleep(0.2)  # long enough for a close or a FIN from the child to have reached the broker
+    assert conn.is_open
+    assert ch.queue_declare(queue, passive=True).queue == queue
+    ch.basic_publish(b"after the fork", "", queue)
+    msg = within(5, lambda: ch.basic_get(queue, no_ack=True))
+    assert msg is not None and msg.body == b"after the fork"
+    conn.close()

@@ -468,6 +468,18 @@ def test_unbound_producer_raises_not_bound() -> None:
         producer.publish(b"x")
 
 
+def test_unbound_consumer_raises_not_bound() -> None:
+    # Its channel is None until revive(channel): the channel calls say so, as a
+    # producer's do, rather than failing on None.
+    consumer = Consumer(None)
+    with pytest.raises(NotBoundError):
+        consumer.qos(prefetch_count=1)
+    with pytest.raises(NotBoundError):
+        consumer.recover()
+    with pytest.raises(NotBoundError):
+        consumer.flow(True)
+
+
 def test_batch_exit_reports_every_nack_of_a_large_batch(hl_conn: Connection) -> None:
     # Many more publishes than the driver writes at a time: the ones it wrote early are
     # settled and reported exactly like the ones it wrote when the block ended.

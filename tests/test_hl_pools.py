@@ -20,7 +20,7 @@ from hl_fixtures import closed_port, unique
 import leveret.pools
 from broker import PrivateNode
 from leveret import pools as pools_alias
-from leveret.client import PublishNacked
+from leveret.client import PublishNacked, blocking
 from leveret.highlevel import Connection, LimitExceeded, Producer, Queue
 from leveret.highlevel import pools
 from leveret.highlevel.pools import (
@@ -574,6 +574,7 @@ def test_child_process_gets_fresh_pools(amqp_url: str) -> None:
     held = pool.acquire()  # one acquired across the fork, too
     assert held is parent_conn
     held_id = id(held)
+    held_transport = held._connection
 
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -585,9 +586,12 @@ def test_child_process_gets_fresh_pools(amqp_url: str) -> None:
             fresh_group = child_pool is not pool
             old_pool_empty = pool.acquire() is not held
             conn = child_pool.acquire()
+            # The parent's transport is abandoned (Connection.abandon): dead, and not
+            # closed (with a connection.close on the parent's socket) at the child's exit.
+            abandoned = not held_transport.is_open and held_transport not in blocking._live
             ok = (
                 fresh_group and old_pool_empty and id(conn) != held_id and not conn.connected
-                and not held.connected
+                and not held.connected and abandoned
             )
             name = roundtrip(conn)  # a connection of the child's own
             os.write(write_fd, name.encode())

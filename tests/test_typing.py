@@ -147,14 +147,16 @@ def blocking(flag: bool) -> None:
 
 
 @pytest.mark.parametrize("name", ["queue_declare", "queue_delete", "queue_purge"])
-@pytest.mark.parametrize("module", ["blocking", "aio"])
+@pytest.mark.parametrize("module", ["client/blocking", "client/aio", "highlevel/memory", "highlevel/recovery", "highlevel/transport"])
 def test_typed_overloads_keep_in_step_with_the_real_ones(module: str, name: str) -> None:
     # The drivers declare these overloads for type checkers only (the method itself is
-    # ChannelBase's operation): their parameters must be the real ones.
+    # ChannelBase's operation), the memory transport and RecoveringChannel over their
+    # own methods, the TransportChannel protocol for all: their parameters must be the
+    # real ones.
     from leveret.client._shared import ChannelBase
 
     real = list(inspect.signature(getattr(ChannelBase, name).fn).parameters)
-    tree = ast.parse((ROOT / "leveret" / "client" / f"{module}.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "leveret" / f"{module}.py").read_text(encoding="utf-8"))
     declared = [
         [a.arg for a in node.args.args + node.args.kwonlyargs]
         for node in ast.walk(tree)
@@ -163,3 +165,75 @@ def test_typed_overloads_keep_in_step_with_the_real_ones(module: str, name: str)
     ]
     assert len(declared) == 3
     assert all(names == real for names in declared), (declared, real)
+
+
+def test_every_transport_conforms_to_the_transport_protocols(tmp_path: Path) -> None:
+    # What Connection.channel() and .default_channel return is typed TransportChannel:
+    # each class they may really return must be one, as the type checker sees it.
+    source = '''
+from leveret.client import Channel, Connection
+from leveret.highlevel import TransportChannel, TransportConnection
+from leveret.highlevel.memory import MemoryChannel, MemoryConnection
+from leveret.highlevel.recovery import RecoveringChannel
+
+def conforms(a: Channel, b: MemoryChannel, c: RecoveringChannel, d: Connection, e: MemoryConnection) -> None:
+    channels: list[TransportChannel] = [a, b, c]
+    connections: list[TransportConnection] = [d, e]
+'''
+    result = mypy(tmp_path, source)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_recovering_channel_has_the_protocol_members_itself() -> None:
+    # RecoveringChannel forwards unknown attributes to the transport channel
+    # (__getattr__), so the type checker takes it for any protocol: check that each
+    # member of TransportChannel is its own, not forwarded unrecorded.
+    from leveret.highlevel import Connection, TransportChannel
+
+    members = {
+        name for name in [*vars(TransportChannel), *TransportChannel.__annotations__]
+        if not name.startswith("_") or name in ("__enter__", "__exit__")
+    }
+    assert {"queue_declare", "basic_consume", "close_error", "on_return", "returned"} <= members
+    with Connection("memory://", autorecover=True) as conn:
+        ch = conn.channel()
+        missing = sorted(name for name in members if name not in dir(type(ch)) and name not in vars(ch))
+    assert not missing, missing
+
+
+def test_high_level_channels_are_typed(tmp_path: Path) -> None:
+    # Connection.channel(), .default_channel and .connection are one of several classes
+    # (client, memory, recovering): typed by the protocols, a user's calls are checked.
+    source = '''
+from leveret.highlevel import Connection, Consumer, Producer, SimpleQueue
+
+def run(conn: Connection, producer: Producer, consumer: Consumer, simple: SimpleQueue) -> None:
+    reveal_type(conn.channel())
+    reveal_type(conn.default_channel)
+    reveal_type(conn.connection)
+    reveal_type(conn.connection.channel())
+    reveal_type(conn.default_channel.queue_declare("q", durable=True))
+    reveal_type(conn.default_channel.queue_declare("q", nowait=True))
+    reveal_type(conn.default_channel.queue_purge("q"))
+    reveal_type(conn.default_channel.basic_get("q"))
+    reveal_type(producer.channel)
+    reveal_type(consumer.channel)
+    reveal_type(simple.channel)
+    with conn.channel() as ch:
+        reveal_type(ch)
+    conn.default_channel.queue_declare("q", durabel=True)
+    conn.default_channel.basic_ack("1")
+'''
+    result = mypy(tmp_path, source)
+    revealed = re.findall(r'Revealed type is "(.*)"', result.stdout)
+    channel = "leveret.highlevel.transport.TransportChannel"
+    assert revealed == [
+        channel, channel, "leveret.highlevel.transport.TransportConnection", channel,
+        QUEUE_DECLARE_OK, "None", "int", "leveret.client.message.Message | None",
+        channel, channel + " | None", channel, channel,
+    ], result.stdout + result.stderr
+    # The misspelt keyword and the wrong type are caught, nothing else.
+    errors = re.findall(r":(\d+): error: (.*)", result.stdout)
+    assert {line for line, _ in errors} == {"18", "19"}, result.stdout
+    assert 'Unexpected keyword argument "durabel"' in result.stdout
+    assert 'Argument 1 to "basic_ack" of "TransportChannel" has incompatible type "str"' in result.stdout

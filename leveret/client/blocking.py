@@ -57,6 +57,7 @@ from ._shared import (
     tls_handshake_lost,
 )
 from .core import _CLOSED, ConnState
+from .errors import ConnectionLost
 from .events import MessageReceived
 from .message import Message
 
@@ -277,6 +278,43 @@ class Connection(ConnectionBase, BlockingDriver):
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+    def abandon(self, reason: str = "the connection was abandoned") -> None:
+        """Stop using this connection without a word to the broker: for a process that got
+        it through ``fork()``, whose parent goes on using it.
+
+        On the wire: nothing.  No ``connection.close``, no TLS close_notify, and no
+        ``shutdown()`` of the socket, which would end the TCP connection for every process
+        sharing it; only this process's file descriptor is closed (where it was the last
+        one, the broker sees the TCP connection end without a close handshake, as when the
+        network fails).  Bytes not yet written are dropped.  From then on every call on the
+        connection and its channels raises :class:`ConnectionLost` with ``reason``, the I/O
+        thread (if this process has one) ends, :meth:`close` does nothing, and the
+        connection is not closed at interpreter exit.  Takes no lock (one held by a thread
+        of the parent at the fork would never be released in the child).  Safe to call more
+        than once, and on a connection that never connected.
+        """
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        _live.discard(self)
+        self._error = ConnectionLost(reason)
+        self._closed = True
+        self._stopping = True
+        self._wrest = b""
+        sock, self._sock = self._sock, None
+        self._kick_event.set()  # the I/O thread sees _stopping and ends
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        cond = self._cond
+        if cond.acquire(blocking=False):  # wake this process's waiters, if any
+            try:
+                cond.notify_all()
+            finally:
+                cond.release()
 
     def _teardown(self) -> None:
         if self._finalizer is not None:

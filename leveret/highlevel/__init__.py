@@ -45,6 +45,7 @@ from .exceptions import (
 from .message import Message
 from .messaging import Consumer, Producer
 from .simple import SimpleBuffer, SimpleQueue
+from .transport import TransportChannel, TransportConnection
 
 __all__ = [
     "Connection",
@@ -58,6 +59,8 @@ __all__ = [
     "Message",
     "SimpleQueue",
     "SimpleBuffer",
+    "TransportChannel",
+    "TransportConnection",
     "NotBoundError",
     "ContentDisallowed",
     "DecodeError",

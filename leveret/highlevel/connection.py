@@ -46,6 +46,7 @@ from ..client import Connection as ClientConnection
 from ..wire.errors import HardError, RemoteProtocolError, SoftError
 from .exceptions import OperationalError
 from .recovery import LOSS_ERRORS, RecoveringChannel, RecoveryEvent, Topology, recover, replay
+from .transport import TransportChannel, TransportConnection
 
 if TYPE_CHECKING:  # pragma: no cover  (imported where used: they import this module)
     from .messaging import Consumer, Producer
@@ -345,8 +346,8 @@ class Connection:
                 self._url_index.setdefault(key, index)
         self._cycle: Iterator[str] | None = None
 
-        self._connection: Any = None
-        self._default_channel: Any = None
+        self._connection: TransportConnection | None = None
+        self._default_channel: TransportChannel | None = None
         # The Consumers consuming on channels of this connection (id -> weak reference).
         self._consumers: dict[int, weakref.ref[Any]] = {}
         self._lock = threading.RLock()
@@ -490,7 +491,7 @@ class Connection:
         tconn = self._connection
         return tconn is not None and bool(tconn.is_open)
 
-    def _make_transport(self, target: _Target) -> Any:
+    def _make_transport(self, target: _Target) -> TransportConnection:
         if target.kind == "memory":
             from .memory import MemoryConnection
 
@@ -537,7 +538,7 @@ class Connection:
             raise ValueError("failover_strategy returned no URL")
         return order
 
-    def _establish(self) -> Any:
+    def _establish(self) -> TransportConnection:
         """One attempt at each URL, in failover order; the first that opens wins.
         Raises the last URL's error when none does."""
         errors: list[BaseException] = []
@@ -553,7 +554,8 @@ class Connection:
                 continue
             self._current = index
             try:
-                tconn.client = self
+                # kombu's channel.connection.client (see client_of); no transport declares it.
+                tconn.client = self  # type: ignore[attr-defined]
             except AttributeError:
                 pass
             self._connection = tconn
@@ -620,12 +622,20 @@ class Connection:
             except Exception:  # noqa: BLE001 - it is being discarded; its error was reported
                 log.debug("leveret: error while closing a discarded connection", exc_info=True)
 
-    def _connect_on_first_use(self) -> Any:
+    def _connect_on_first_use(self) -> TransportConnection:
         policy = {k: self.transport_options[k] for k in _RETRY_OPTIONS & self.transport_options.keys()}
         if policy:
             self.ensure_connection(**policy)
-            return self._connection
+            return self._established()
         return self._establish()
+
+    def _established(self) -> TransportConnection:
+        """The transport connection that a connect or a recovery that did not raise has
+        left in place."""
+        tconn = self._connection
+        if tconn is None:  # pragma: no cover  (they raise when they leave none)
+            raise ConnectionClosedError("the connection is not open")
+        return tconn
 
     def connect(self) -> Connection:
         """Open the transport connection now (one attempt at each URL); returns self.
@@ -641,7 +651,7 @@ class Connection:
         return self
 
     @property
-    def connection(self) -> Any:
+    def connection(self) -> TransportConnection:
         """The transport connection (``leveret.client.Connection`` or the memory one),
         opened on first use and reopened when it was lost."""
         with self._lock:
@@ -649,7 +659,7 @@ class Connection:
             if tconn is None or not tconn.is_open:
                 if self._should_recover():
                     self._recover()
-                    return self._connection
+                    return self._established()
                 if tconn is not None:
                     self._drop_connection()
                 tconn = self._connect_on_first_use()
@@ -814,7 +824,7 @@ class Connection:
 
     # ------------------------------------------------------------------ channels, events
 
-    def channel(self) -> Any:
+    def channel(self) -> TransportChannel:
         """A new transport channel (``channel.open``), connecting first if needed (with
         ``autorecover``: a :class:`~leveret.highlevel.recovery.RecoveringChannel`)."""
         with self._lock:
@@ -828,7 +838,7 @@ class Connection:
         return ch
 
     @property
-    def default_channel(self) -> Any:
+    def default_channel(self) -> TransportChannel:
         """One channel shared by everything that was given this connection instead of a
         channel (producers, entities, ...); opened on first use and reopened (on a
         reconnected connection if need be) when it was closed."""

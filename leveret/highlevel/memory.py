@@ -53,7 +53,7 @@ from collections import deque
 from datetime import datetime, timezone
 from decimal import Decimal
 from time import monotonic
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Literal, TypeVar, overload
 from urllib.parse import unquote, urlsplit
 
 from ..client import (
@@ -1695,6 +1695,25 @@ class MemoryChannel:
 
     # ------------------------------------------------------------------ queue
 
+    @overload
+    def queue_declare(
+        self, queue: str = "", passive: bool = False, durable: bool = False,
+        exclusive: bool = False, auto_delete: bool = False, nowait: Literal[False] = False,
+        arguments: dict[str, Any] | None = None, timeout: float | None = None,
+    ) -> QueueDeclareOk: ...
+    @overload
+    def queue_declare(
+        self, queue: str = "", passive: bool = False, durable: bool = False,
+        exclusive: bool = False, auto_delete: bool = False, *, nowait: Literal[True],
+        arguments: dict[str, Any] | None = None, timeout: float | None = None,
+    ) -> None: ...
+    @overload
+    def queue_declare(
+        self, queue: str = "", passive: bool = False, durable: bool = False,
+        exclusive: bool = False, auto_delete: bool = False, nowait: bool = False,
+        arguments: dict[str, Any] | None = None, timeout: float | None = None,
+    ) -> QueueDeclareOk | None: ...
+
     def queue_declare(
         self,
         queue: str = "",
@@ -1753,11 +1772,34 @@ class MemoryChannel:
 
         self._call(op)
 
+    @overload
+    def queue_purge(self, queue: str = "", nowait: Literal[False] = False, timeout: float | None = None) -> int: ...
+    @overload
+    def queue_purge(self, queue: str = "", *, nowait: Literal[True], timeout: float | None = None) -> None: ...
+    @overload
+    def queue_purge(self, queue: str = "", nowait: bool = False, timeout: float | None = None) -> int | None: ...
+
     def queue_purge(self, queue: str = "", nowait: bool = False, timeout: float | None = None) -> int | None:
         """``queue.purge``: drop the ready messages; returns how many there were."""
         count = self._call(lambda vh, now: vh.queue(self, queue, "queue.purge").ready.clear(),
                            sync=not nowait)
         return None if nowait else count
+
+    @overload
+    def queue_delete(
+        self, queue: str = "", if_unused: bool = False, if_empty: bool = False,
+        nowait: Literal[False] = False, timeout: float | None = None,
+    ) -> int: ...
+    @overload
+    def queue_delete(
+        self, queue: str = "", if_unused: bool = False, if_empty: bool = False, *,
+        nowait: Literal[True], timeout: float | None = None,
+    ) -> None: ...
+    @overload
+    def queue_delete(
+        self, queue: str = "", if_unused: bool = False, if_empty: bool = False,
+        nowait: bool = False, timeout: float | None = None,
+    ) -> int | None: ...
 
     def queue_delete(
         self, queue: str = "", if_unused: bool = False, if_empty: bool = False,

@@ -23,7 +23,7 @@ import logging
 import uuid
 import weakref
 from itertools import count
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, cast
 
 from ..client import Message as ClientMessage
 from ..client import ChannelClosedError, PublishNacked
@@ -35,6 +35,7 @@ from .exceptions import MessageReturned, NotBoundError, OperationalError
 from .message import Message
 from .recovery import LOSS_ERRORS, RecoveringChannel, recovering_channel
 from .serialization import prepare_accept_content, registry
+from .transport import TransportChannel
 
 __all__ = ["Producer", "Consumer"]
 
@@ -176,7 +177,7 @@ class Producer:
             self.auto_declare = auto_declare
         self.confirm = confirm
         self._connection: Any = None  # the high-level Connection, when given one
-        self._channel: Any = None
+        self._channel: TransportChannel | None = None
         self._plain: Any = None  # self._channel once set up, unless it is a RecoveringChannel
         self._state: _ChannelState | None = None  # _channel_state(self._plain)
         self._pending: dict[int, tuple[str, str]] = {}  # tag -> (exchange, routing_key)
@@ -245,7 +246,7 @@ class Producer:
                 state.untagged.append(weakref.WeakMethod(self._untagged_return))
 
     @property
-    def channel(self) -> Any:
+    def channel(self) -> TransportChannel:
         """The transport channel (for a connection: its default channel, opened on first
         use and replaced when it was closed -- unless publishes on it await confirms)."""
         ch = self._channel
@@ -405,8 +406,8 @@ class Producer:
             if not (wait or immediate or entities) and self._state.confirm:  # type: ignore[union-attr]
                 # Pipelined (a batch, wait=False): what _publish_once does, inline.
                 tag = channel.basic_publish(ClientMessage._outgoing(body, properties), exchange_name, routing_key, mandatory)
-                self._pending[tag] = (exchange_name, routing_key)
-                return tag  # type: ignore[no-any-return]
+                self._pending[tag] = (exchange_name, routing_key)  # type: ignore[index]  # confirm mode: a tag
+                return tag
             return self._publish_once(
                 channel, None, None, body, properties, routing_key, mandatory, immediate,
                 exchange_name, entities, timeout, wait,
@@ -439,7 +440,8 @@ class Producer:
                     # reopens only what a lost connection took.  Carry on where retry=True
                     # would: on the connection's default channel (kombu's producer on
                     # py-amqp publishes again too, on the channel py-amqp reopened).
-                    fresh = rec.client.default_channel
+                    # An autorecovering connection's channels are RecoveringChannels.
+                    fresh = cast(RecoveringChannel, rec.client.default_channel)
                     self.revive(fresh)
                     rec = fresh
                     continue
@@ -616,6 +618,7 @@ class Producer:
         if not self._pending:
             return
         channel = self._channel
+        assert channel is not None  # publishes are pending on it
         state = _channel_state(channel)
         nacked: list[int] = []
         try:
@@ -838,7 +841,8 @@ class Consumer:
         self._active: dict[str, str] = {}  # queue name -> consumer tag
         self._active_no_ack: dict[str, bool] = {}
         self._tag_queue: dict[str, str] = {}  # consumer tag -> queue name
-        self.channel: Any = None
+        #: The transport channel (None until :meth:`revive` gives it one, if not given).
+        self.channel: TransportChannel | None = None
         self.revive(channel)
 
     def __repr__(self) -> str:
@@ -983,16 +987,21 @@ class Consumer:
         """``basic.qos``: at most ``prefetch_count`` unacknowledged deliveries (0: no
         limit) for consumers started after this on the channel (``apply_global``: for
         the whole channel)."""
-        self.channel.basic_qos(prefetch_size, prefetch_count, a_global=apply_global)
+        self._bound().basic_qos(prefetch_size, prefetch_count, a_global=apply_global)
 
     def recover(self, requeue: bool = False) -> None:
         """``basic.recover``: redeliver this channel's unacknowledged messages."""
-        self.channel.basic_recover(requeue=requeue)
+        self._bound().basic_recover(requeue=requeue)
 
     def flow(self, active: bool) -> bool:
         """``channel.flow``: ask the broker to pause or resume deliveries (RabbitMQ
         refuses to pause: 540 not-implemented, which closes the connection)."""
-        return self.channel.flow(active)  # type: ignore[no-any-return]
+        return self._bound().flow(active)
+
+    def _bound(self) -> TransportChannel:
+        if self.channel is None:
+            raise NotBoundError("this consumer has no channel (revive(channel) it)")
+        return self.channel
 
     def _receive_callback(self, no_ack: bool, raw: ClientMessage) -> None:
         message = Message(raw, accept=self.accept, no_ack=no_ack)

@@ -45,13 +45,12 @@ import dataclasses
 import functools
 import logging
 import os
-import socket
 import threading
 import weakref
 from time import monotonic
 from typing import Any, Hashable, Iterator
 
-from ..client import ConnectionLost
+from ..client import Connection as ClientConnection
 from .exceptions import LimitExceeded
 from .messaging import Producer
 
@@ -345,21 +344,12 @@ class Resource:
 
 
 def _abandon_transport(tconn: Any) -> None:
-    """In a forked child, let go of a transport connection inherited from the parent:
-    nothing is written (no ``connection.close``), ``shutdown()`` is not called (it would
-    end the parent's TCP connection too); only the child's copy of the file descriptor is
-    closed, and the object is marked dead so that nothing here uses it again."""
-    sock = getattr(tconn, "_sock", None)
-    if isinstance(sock, socket.socket):
-        try:
-            tconn._sock = None
-            tconn._error = ConnectionLost("this connection belongs to the parent process (inherited through fork)")
-        except AttributeError:
-            pass
-        try:
-            sock.close()
-        except OSError:
-            pass
+    """In a forked child, let go of a transport connection inherited from the parent
+    (:meth:`leveret.client.Connection.abandon`: nothing is written, only the child's copy
+    of the file descriptor is closed).  A memory transport's connection has nothing to
+    let go of: the child's broker is a copy of its own, shared with nobody."""
+    if isinstance(tconn, ClientConnection):
+        tconn.abandon("this connection belongs to the parent process (inherited through fork)")
 
 
 def _abandon_connection(conn: Any) -> None:

@@ -65,7 +65,7 @@ import logging
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, overload
 
 from ..client import (
     ChannelClosedError,
@@ -73,11 +73,13 @@ from ..client import (
     ConnectionForced,
     ConnectionLost,
     InternalError,
+    Message,
     NotFound,
+    QueueDeclareOk,
     ResourceError,
     ResourceLocked,
 )
-from ..wire.errors import SoftError
+from ..wire.errors import AMQPError, SoftError
 from .entity import _freeze
 from .exceptions import OperationalError
 
@@ -554,6 +556,15 @@ class RecoveringChannel:
         return False
 
     @property
+    def close_error(self) -> AMQPError | None:
+        """The broker's error that closed the current transport channel, if any."""
+        return self._channel.close_error  # type: ignore[no-any-return]
+
+    def mark_error_reported(self) -> None:
+        """As the transport channel's: :attr:`close_error` was raised elsewhere."""
+        self._channel.mark_error_reported()
+
+    @property
     def closed_by_broker(self) -> bool:
         """True once the broker closed this channel with a channel error (``NotFound``,
         ``PreconditionFailed``, ...): unlike a lost connection, that is not recovered --
@@ -653,11 +664,30 @@ class RecoveringChannel:
 
     # -- queues
 
+    @overload
+    def queue_declare(
+        self, queue: str = "", passive: bool = False, durable: bool = False,
+        exclusive: bool = False, auto_delete: bool = False, nowait: Literal[False] = False,
+        arguments: dict[str, Any] | None = None, timeout: float | None = None,
+    ) -> QueueDeclareOk: ...
+    @overload
+    def queue_declare(
+        self, queue: str = "", passive: bool = False, durable: bool = False,
+        exclusive: bool = False, auto_delete: bool = False, *, nowait: Literal[True],
+        arguments: dict[str, Any] | None = None, timeout: float | None = None,
+    ) -> None: ...
+    @overload
     def queue_declare(
         self, queue: str = "", passive: bool = False, durable: bool = False,
         exclusive: bool = False, auto_delete: bool = False, nowait: bool = False,
         arguments: dict[str, Any] | None = None, timeout: float | None = None,
-    ) -> Any:
+    ) -> QueueDeclareOk | None: ...
+
+    def queue_declare(
+        self, queue: str = "", passive: bool = False, durable: bool = False,
+        exclusive: bool = False, auto_delete: bool = False, nowait: bool = False,
+        arguments: dict[str, Any] | None = None, timeout: float | None = None,
+    ) -> QueueDeclareOk | None:
         """``queue.declare``; recorded unless ``passive`` (a server-named queue with the
         name the broker chose)."""
         # Repeating a lost declare of a durable server-named queue could leave an orphan.
@@ -673,7 +703,7 @@ class RecoveringChannel:
             self.client.topology.record_queue(
                 RecordedQueue(name, durable, exclusive, auto_delete, _copy(arguments), server_named=not queue)
             )
-        return ok
+        return ok  # type: ignore[no-any-return]
 
     def queue_bind(
         self, queue: str, exchange: str = "", routing_key: str = "", nowait: bool = False,
@@ -696,9 +726,32 @@ class RecoveringChannel:
         self._call(True, "queue_unbind", name, exchange, routing_key, arguments=arguments, timeout=timeout)
         self.client.topology.forget_binding(RecordedBinding("queue", name, exchange, routing_key, arguments))
 
+    @overload
+    def queue_purge(self, queue: str = "", nowait: Literal[False] = False, timeout: float | None = None) -> int: ...
+    @overload
+    def queue_purge(self, queue: str = "", *, nowait: Literal[True], timeout: float | None = None) -> None: ...
+    @overload
+    def queue_purge(self, queue: str = "", nowait: bool = False, timeout: float | None = None) -> int | None: ...
+
     def queue_purge(self, queue: str = "", nowait: bool = False, timeout: float | None = None) -> int | None:
         """``queue.purge`` (not repeated after a recovery)."""
         return self._call(False, "queue_purge", queue, nowait=nowait, timeout=timeout)  # type: ignore[no-any-return]
+
+    @overload
+    def queue_delete(
+        self, queue: str = "", if_unused: bool = False, if_empty: bool = False,
+        nowait: Literal[False] = False, timeout: float | None = None,
+    ) -> int: ...
+    @overload
+    def queue_delete(
+        self, queue: str = "", if_unused: bool = False, if_empty: bool = False, *,
+        nowait: Literal[True], timeout: float | None = None,
+    ) -> None: ...
+    @overload
+    def queue_delete(
+        self, queue: str = "", if_unused: bool = False, if_empty: bool = False,
+        nowait: bool = False, timeout: float | None = None,
+    ) -> int | None: ...
 
     def queue_delete(
         self, queue: str = "", if_unused: bool = False, if_empty: bool = False,
@@ -791,9 +844,10 @@ class RecoveringChannel:
         """Wait for the confirms of this generation's publishes."""
         return bool(self._call(False, "wait_for_confirms", timeout=timeout))
 
-    def basic_get(self, queue: str = "", no_ack: bool = False, timeout: float | None = None) -> Any:
+    def basic_get(self, queue: str = "", no_ack: bool = False, timeout: float | None = None) -> Message | None:
         """``basic.get`` (not repeated after a recovery)."""
-        return self._call(False, "basic_get", queue or self._last_queue, no_ack=no_ack, timeout=timeout)
+        return self._call(  # type: ignore[no-any-return]
+            False, "basic_get", queue or self._last_queue, no_ack=no_ack, timeout=timeout)
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
         self._call(False, "basic_ack", delivery_tag, multiple)
@@ -806,6 +860,10 @@ class RecoveringChannel:
 
     def basic_recover(self, requeue: bool = False, timeout: float | None = None) -> None:
         self._call(False, "basic_recover", requeue=requeue, timeout=timeout)
+
+    def basic_recover_async(self, requeue: bool = False) -> None:
+        # Spelled out (it was reached through __getattr__) so that type checkers see it.
+        self._channel.basic_recover_async(requeue)
 
     def confirm_select(self, nowait: bool = False, timeout: float | None = None) -> None:
         """``confirm.select``; recorded (the new channel is put in confirm mode too)."""

@@ -23,6 +23,7 @@ from .entity import Exchange, Queue, _is_hl_connection
 from .exceptions import Empty
 from .message import Message
 from .messaging import Consumer, Producer
+from .transport import TransportChannel
 
 __all__ = ["SimpleQueue", "SimpleBuffer"]
 
@@ -66,6 +67,8 @@ class SimpleQueue:
         self.no_ack = self.no_ack if no_ack is None else bool(no_ack)
         if prefetch_count is not None:
             self.prefetch_count = prefetch_count
+        #: The transport channel (its own when given a connection).
+        self.channel: TransportChannel
         if _is_hl_connection(channel):
             self._client: Any = channel
             self.channel = channel.channel()
