@@ -30,14 +30,14 @@ check-codegen: $(VENV)/.stamp
 	$(PY) -m codegen --check
 
 typecheck: $(VENV)/.stamp
-	$(PY) -m mypy leveret codegen scripts benchmarks
+	$(PY) -m mypy leveret codegen scripts benchmarks tests
 
 pytest: $(VENV)/.stamp broker
 	$(PY) -m pytest -q
 
 test: $(VENV)/.stamp broker
 	$(PY) -m codegen --check
-	$(PY) -m mypy leveret codegen scripts benchmarks
+	$(PY) -m mypy leveret codegen scripts benchmarks tests
 	$(PY) -m pytest -q
 
 demo: $(VENV)/.stamp

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import threading
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
 
 __all__ = ["with_options", "with_vhost", "unique", "within"]
+
+T = TypeVar("T")
 
 
 def with_options(url: str, **options: Any) -> str:
@@ -30,21 +32,22 @@ def unique(prefix: str) -> str:
     return f"leveret-test-{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def within(seconds: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def within(seconds: float, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call ``fn`` in a thread; fail the test if it has not returned after ``seconds``."""
-    box: dict[str, Any] = {}
+    value: list[T] = []
+    error: list[BaseException] = []
 
     def run() -> None:
         try:
-            box["value"] = fn(*args, **kwargs)
+            value.append(fn(*args, **kwargs))
         except BaseException as exc:  # handed to the test thread below
-            box["error"] = exc
+            error.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     thread.join(seconds)
     if thread.is_alive():
         pytest.fail(f"{getattr(fn, '__name__', fn)} hung: no return within {seconds} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
+    if error:
+        raise error[0]
+    return value[0]

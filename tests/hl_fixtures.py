@@ -16,18 +16,51 @@ from __future__ import annotations
 import socket
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
 import leveret.highlevel
-from leveret.highlevel import Connection
+from leveret.client import Message as ClientMessage
+from leveret.highlevel import Connection, Message, MessageReturned
 
-__all__ = ["TRANSPORTS", "hl_url", "node_hl_url", "hl_conn", "kind", "unique", "closed_port", "CountingChannel"]
+__all__ = [
+    "TRANSPORTS", "hl_url", "node_hl_url", "hl_conn", "kind", "unique", "closed_port", "CountingChannel",
+    "ack_into", "return_bodies_into", "returns_of",
+]
 
 HAVE_MEMORY = (Path(leveret.highlevel.__file__).parent / "memory.py").exists()
 
 TRANSPORTS = [pytest.param("amqp", marks=pytest.mark.broker)] + (["memory"] if HAVE_MEMORY else [])
+
+
+def ack_into(got: list[Any]) -> Callable[[Any, Message], None]:
+    """A consumer callback ``(body, message)`` that appends ``body`` to ``got``, then acks."""
+
+    def callback(body: Any, message: Message) -> None:
+        got.append(body)
+        message.ack()
+
+    return callback
+
+
+def return_bodies_into(seen: list[bytes]) -> Callable[[MessageReturned, str, str, ClientMessage | None], None]:
+    """A Producer ``on_return`` that appends the returned message's body to ``seen``."""
+
+    def on_return(exc: MessageReturned, exchange: str, routing_key: str, message: ClientMessage | None) -> None:
+        assert message is not None, exc
+        seen.append(message.body)
+
+    return on_return
+
+
+def returns_of(exc: BaseException) -> list[MessageReturned]:
+    """``exc.returned``: the returns a failed flush reports (on MessageReturned,
+    PublishNacked or the channel's error).  The attribute is set at raise time and not
+    declared on the exception classes, so it is read (and checked) here."""
+    returned = getattr(exc, "returned")
+    assert isinstance(returned, list) and all(isinstance(r, MessageReturned) for r in returned), returned
+    return returned
 
 
 @pytest.fixture(params=TRANSPORTS)

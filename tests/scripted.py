@@ -17,7 +17,7 @@ with -- no broker, no socket, no mocks.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from leveret.client import events as ev
 from leveret.client.core import PROTOCOLS, SansIOConnection
@@ -33,7 +33,9 @@ from leveret.wire.frames import (
     method_frame,
 )
 
-__all__ = ["Scripted", "parse_client_bytes", "CLIENT_HEADER_LEN"]
+__all__ = ["Scripted", "parse_client_bytes", "one", "CLIENT_HEADER_LEN"]
+
+E = TypeVar("E", bound=ev.Event)
 
 CLIENT_HEADER_LEN = 8
 #: What the scripted server offers unless told otherwise.
@@ -199,6 +201,14 @@ class Scripted:
             ev.MethodReceived(cid, self.m("confirm.select-ok"))
         ]
         return cid
+
+
+def one(events: list[ev.Event], kind: type[E]) -> E:
+    """The only event in ``events``, checked to be a ``kind`` (and typed as one)."""
+    assert len(events) == 1, events
+    [event] = events
+    assert isinstance(event, kind), event
+    return event
 
 
 def content_of(frames: list[Frame]) -> tuple[Any, HeaderFrame, bytes]:

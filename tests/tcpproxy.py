@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Literal
 
-__all__ = ["TCPProxy"]
+__all__ = ["Mode", "TCPProxy"]
 
 Direction = Literal["up", "down", "both"]
 Mode = Literal["reset", "close"]

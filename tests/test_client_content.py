@@ -177,7 +177,7 @@ def test_inbound_body_cap_on_consume(new_connection: NewConnection, url: str) ->
         assert [m.delivery_tag for m in got] == [2, 3]
         # The connection and channel are fine; the big one is settled by its tag.
         assert conn.is_open and ch.is_open
-        ch.basic_reject(err.delivery_tag, requeue=False)  # type: ignore[arg-type]
+        ch.basic_reject(err.delivery_tag, requeue=False)
         got[0].ack()
         got[1].ack()
         ch.close()

@@ -44,7 +44,7 @@ from leveret.client import (
 )
 from leveret.wire.errors import LeveretError, RemoteProtocolError
 from leveret.wire.replies import ConnectionForced, NotAllowed, ResourceLocked
-from tcpproxy import TCPProxy
+from tcpproxy import Mode, TCPProxy
 
 PROTOCOLS = ["0-9-1", "0-8"]
 needs_broker = pytest.mark.broker
@@ -93,7 +93,9 @@ def connection_name() -> str:
 def open_connection(cls: NewConnection, url: str, name: str | None = None, **options: Any) -> Connection:
     """``cls(url, **options)``, connected (``name`` is announced as connection_name)."""
     props = {"connection_name": name} if name else None
-    return within(15, cls(url, client_properties=props, **options).connect)
+    # NewConnection makes either driver's connection (Any); both act as a Connection here.
+    conn: Connection = within(15, cls(url, client_properties=props, **options).connect)
+    return conn
 
 
 #: The ``connect`` fixture: ``connect(url, name=None, **options)``.
@@ -110,7 +112,7 @@ def broker_pid(node: PrivateNode, name: str) -> str:
     """The broker's pid for the connection that announced ``connection_name`` = name."""
     rows = [row for row in node.list_connections("pid", "client_properties") if name in row[1]]
     assert len(rows) == 1, f"connection {name} not listed exactly once: {rows}"
-    return rows[0][0]
+    return str(rows[0][0])
 
 
 def listed(node: PrivateNode, name: str) -> list[list[str]]:
@@ -134,7 +136,7 @@ def queue_bodies(url: str, queue: str) -> list[bytes]:
     """Every message in ``queue``, taken off it with a fresh (blocking) connection."""
     with open_connection(Connection, url) as conn:
         ch = conn.channel()
-        bodies = []
+        bodies: list[bytes] = []
         while True:
             msg = ch.basic_get(queue, no_ack=True, timeout=10)
             if msg is None:
@@ -833,7 +835,7 @@ def test_a_socket_numbered_above_1023_works(connect: Connect, node: PrivateNode)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 1200:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
-    fillers = []
+    fillers: list[int] = []
     try:
         while not fillers or fillers[-1] < 1100:
             fillers.append(os.dup(0))
@@ -949,7 +951,7 @@ def test_nothing_listening_is_connection_refused(new_connection: NewConnection) 
 
 @needs_broker
 @pytest.mark.parametrize("mode", ["reset", "close"])
-def test_cut_in_the_middle_of_a_large_publish(connect: Connect, node: PrivateNode, proxy: TCPProxy, mode: str) -> None:
+def test_cut_in_the_middle_of_a_large_publish(connect: Connect, node: PrivateNode, proxy: TCPProxy, mode: Mode) -> None:
     conn = connect(proxy.url(), rpc_timeout=15)
     try:
         ch = conn.channel()
@@ -970,7 +972,7 @@ def test_cut_in_the_middle_of_a_large_publish(connect: Connect, node: PrivateNod
 
 @needs_broker
 @pytest.mark.parametrize("mode", ["reset", "close"])
-def test_cut_in_the_middle_of_a_delivery(connect: Connect, node: PrivateNode, proxy: TCPProxy, mode: str) -> None:
+def test_cut_in_the_middle_of_a_delivery(connect: Connect, node: PrivateNode, proxy: TCPProxy, mode: Mode) -> None:
     queue = f"delcut-{uuid.uuid4().hex[:8]}"
     body = bytes(range(256)) * 8192  # 2 MiB: many body frames
     with connect(node.url) as direct:

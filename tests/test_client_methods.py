@@ -574,12 +574,13 @@ def test_exclusive_queue_from_another_connection(
     new_connection: NewConnection, conn: Connection, ch: Channel, queue: str, url: str
 ) -> None:
     with new_connection(url) as other:
-        for call in (
+        calls: list[Callable[[Any], object]] = [
             lambda c: c.queue_declare(queue, passive=True),
             lambda c: c.basic_get(queue),
             lambda c: c.basic_consume(queue, callback=lambda m: None),
             lambda c: c.queue_delete(queue),
-        ):
+        ]
+        for call in calls:
             c = other.channel()
             with pytest.raises(ResourceLocked) as info:
                 call(c)
@@ -1233,7 +1234,7 @@ def test_url_with_an_unencoded_slash_in_the_password_is_refused(new_connection: 
 
 def test_url_must_be_a_str(new_connection: NewConnection) -> None:
     with pytest.raises(URLError, match="must be a str, not bytes"):
-        new_connection(b"amqp://guest:s3cret-pw@localhost/")  # type: ignore[arg-type]
+        new_connection(b"amqp://guest:s3cret-pw@localhost/")
 
 
 @pytest.mark.parametrize(
@@ -1302,7 +1303,9 @@ def test_call_timeouts_nan_and_non_numbers_are_refused_and_cost_nothing(conn: Co
     # waited for: the connection and the channel stay usable.
     got: list[bytes] = []
     ch.basic_consume(queue, no_ack=True, callback=lambda m: got.append(bytes(m.body)))
-    for bad, error in ((float("nan"), ValueError), ("5", TypeError), ([], TypeError)):
+    # Any: the wrong types are the point.
+    bad_timeouts: list[tuple[Any, type[Exception]]] = [(float("nan"), ValueError), ("5", TypeError), ([], TypeError)]
+    for bad, error in bad_timeouts:
         with pytest.raises(error, match="timeout"):
             conn.drain_events(timeout=bad)
         with pytest.raises(error, match="timeout"):

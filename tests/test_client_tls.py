@@ -28,6 +28,7 @@ from broker import PrivateNode, private_node
 from certs import Certs, make_certs
 from drivers import NewConnection
 from helpers import within
+from tcpproxy import Mode
 from leveret.client import AuthenticationError, Connection, ConnectionLost, Message
 from leveret.wire.errors import RemoteProtocolError
 
@@ -274,7 +275,7 @@ def test_large_messages_and_many_deliveries_over_tls(new_connection: NewConnecti
 
 @pytest.mark.parametrize("mode", ["reset", "close"])
 def test_tls_connection_cut_in_the_middle_of_a_delivery_is_connection_lost(
-    new_connection: NewConnection, tls: TLSNode, mode: str
+    new_connection: NewConnection, tls: TLSNode, mode: Mode
 ) -> None:
     from tcpproxy import TCPProxy
 
@@ -316,10 +317,15 @@ def test_tls_connection_cut_in_the_middle_of_a_delivery_is_connection_lost(
 def hl_round_trip(conn: Any) -> None:
     """A Producer/Consumer round trip through a high-level Connection."""
     from leveret.highlevel import Consumer, Producer, Queue
+    from leveret.highlevel import Message as HLMessage
 
     got: list[Any] = []
     q = Queue(f"tls-hl-{uuid.uuid4().hex[:8]}", exclusive=True)
-    with Consumer(conn, [q], on_message=lambda m: (got.append(m.payload), m.ack())):
+    def on_message(m: HLMessage) -> None:
+        got.append(m.payload)
+        m.ack()
+
+    with Consumer(conn, [q], on_message=on_message):
         Producer(conn).publish({"over": "tls"}, routing_key=q.name)
         deadline = time.monotonic() + 10
         while not got:

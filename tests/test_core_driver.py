@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
-from broker import Broker
+from broker import Broker, PrivateNode
 from leveret.client import events as ev
 from leveret.client.core import ConnState, SansIOConnection
 from leveret.wire.errors import LocalProtocolError
+
+E = TypeVar("E", bound=ev.Event)
 
 
 class Driver:
     """Loop: write ``data_to_send()``, read, ``receive_data``, collect events."""
 
-    def __init__(self, broker: Any, **options: Any) -> None:
+    def __init__(self, broker: Broker, **options: Any) -> None:
         self.sock = socket.create_connection((broker.host, broker.port), timeout=10)
         self.core = SansIOConnection(**options)
         self.events: list[ev.Event] = []
@@ -36,11 +38,12 @@ class Driver:
         self.events.extend(self.core.receive_data(data, time.monotonic()))
         self.flush()
 
-    def wait(self, pred: Callable[[ev.Event], bool], timeout: float = 15.0) -> ev.Event:
+    def wait(self, kind: type[E], timeout: float = 15.0) -> E:
+        """The first event that is a ``kind``; those before it are dropped."""
         deadline = time.monotonic() + timeout
         while True:
             for i, event in enumerate(self.events):
-                if pred(event):
+                if isinstance(event, kind):
                     del self.events[: i + 1]
                     return event
             self.flush()
@@ -50,17 +53,21 @@ class Driver:
             self.read(left)
 
     def open(self) -> ev.ConnectionOpened:
-        return self.wait(lambda e: isinstance(e, ev.ConnectionOpened))  # type: ignore[return-value]
+        return self.wait(ev.ConnectionOpened)
 
     def close(self) -> None:
         self.sock.close()
 
 
+#: What the ``driver`` fixture gives: ``driver(target=broker, **options)`` -> a Driver.
+MakeDriver = Callable[..., Driver]
+
+
 @pytest.fixture
-def driver(broker: Broker) -> Any:
+def driver(broker: Broker) -> Iterator[MakeDriver]:
     made: list[Driver] = []
 
-    def make(target: Any = broker, **options: Any) -> Driver:
+    def make(target: Broker = broker, **options: Any) -> Driver:
         d = Driver(target, **options)
         made.append(d)
         return d
@@ -70,13 +77,13 @@ def driver(broker: Broker) -> Any:
         d.close()
 
 
-def test_close_crossing_connection_blocked_completes(driver: Any, fresh_node: Any) -> None:
+def test_close_crossing_connection_blocked_completes(driver: MakeDriver, fresh_node: PrivateNode) -> None:
     # RabbitMQ blocks a publisher during a memory alarm: a publish and our close written
     # together get connection.blocked back before (much later) close-ok.
     d = driver(Broker(fresh_node.url))
     d.open()
     cid = d.core.open_channel()
-    d.wait(lambda e: isinstance(e, ev.ChannelOpened))
+    d.wait(ev.ChannelOpened)
     try:
         fresh_node.set_vm_memory_high_watermark(0)
         d.core.publish(cid, d.core.method("basic.publish", routing_key="nowhere"), None, b"x")
@@ -87,13 +94,13 @@ def test_close_crossing_connection_blocked_completes(driver: Any, fresh_node: An
         assert d.core.state is ConnState.CLOSING
     finally:
         fresh_node.set_vm_memory_high_watermark(0.4)
-    closed = d.wait(lambda e: isinstance(e, ev.ConnectionClosed))
+    closed = d.wait(ev.ConnectionClosed)
     assert closed == ev.ConnectionClosed(None, False, {})
 
 
 @pytest.mark.parametrize("protocol", ["0-9-1", "0-8"])
 @pytest.mark.parametrize("mechanism", ["PLAIN", "AMQPLAIN"])
-def test_handshake_and_tune_with_no_preferences(driver: Any, protocol: str, mechanism: str) -> None:
+def test_handshake_and_tune_with_no_preferences(driver: MakeDriver, protocol: str, mechanism: str) -> None:
     # 0 is "no preference": the broker's values win (RabbitMQ: 2047 channels, 128 KiB
     # frames, 60 s heartbeat).
     d = driver(protocol=protocol, auth_mechanism=mechanism, channel_max=0, frame_max=0, heartbeat=0)
@@ -101,18 +108,18 @@ def test_handshake_and_tune_with_no_preferences(driver: Any, protocol: str, mech
     assert (opened.channel_max, opened.frame_max, opened.heartbeat) == (2047, 131072, 60)
     assert opened.version == protocol
     d.core.close()
-    assert d.wait(lambda e: isinstance(e, ev.ConnectionClosed)) == ev.ConnectionClosed(None, False, {})
+    assert d.wait(ev.ConnectionClosed) == ev.ConnectionClosed(None, False, {})
 
 
-def test_refused_credentials_close_with_authentication_error(driver: Any) -> None:
+def test_refused_credentials_close_with_authentication_error(driver: MakeDriver) -> None:
     from leveret.client.errors import AuthenticationError
 
     d = driver(password="wrong")
-    closed = d.wait(lambda e: isinstance(e, ev.ConnectionClosed))
+    closed = d.wait(ev.ConnectionClosed)
     assert isinstance(closed.error, AuthenticationError) and closed.by_peer
 
 
-def test_tick_alone_keeps_a_heartbeat_connection_alive(driver: Any) -> None:
+def test_tick_alone_keeps_a_heartbeat_connection_alive(driver: MakeDriver) -> None:
     # Time only through tick(now): receive_data and data_to_send get no clock.
     d = driver(heartbeat=1, channel_max=2, frame_max=4096)
     d.open()
@@ -134,39 +141,39 @@ def test_tick_alone_keeps_a_heartbeat_connection_alive(driver: Any) -> None:
     assert beats >= 4 and d.core.state is ConnState.OPEN
 
 
-def test_confirms_nacks_channel_reuse_and_frame_max(driver: Any) -> None:
+def test_confirms_nacks_channel_reuse_and_frame_max(driver: MakeDriver) -> None:
     d = driver(frame_max=4096, channel_max=2)
     d.open()
     cid = d.core.open_channel()
-    d.wait(lambda e: isinstance(e, ev.ChannelOpened))
+    d.wait(ev.ChannelOpened)
     d.core.send_method(cid, d.core.method(
         "queue.declare", queue="", exclusive=True,
         arguments={"x-max-length": 1, "x-overflow": "reject-publish"},
     ))
-    queue = d.wait(lambda e: isinstance(e, ev.MethodReceived)).method.queue  # type: ignore[attr-defined]
+    queue = d.wait(ev.MethodReceived).method.queue
     d.core.send_method(cid, d.core.method("confirm.select"))
-    d.wait(lambda e: isinstance(e, ev.MethodReceived))
+    d.wait(ev.MethodReceived)
     body = bytes(range(256)) * 40  # 10240 bytes: three body frames
     tags = [d.core.publish(cid, d.core.method("basic.publish", routing_key=queue), None, body)
             for _ in range(5)]
     assert tags == [1, 2, 3, 4, 5]
     settled: dict[int, bool] = {}
     while len(settled) < 5:
-        e = d.wait(lambda e: isinstance(e, ev.PublishConfirmed))
-        for tag in e.delivery_tags:  # type: ignore[attr-defined]
+        e = d.wait(ev.PublishConfirmed)
+        for tag in e.delivery_tags:
             assert tag not in settled
-            settled[tag] = e.ack  # type: ignore[attr-defined]
+            settled[tag] = e.ack
     assert settled == {1: True, 2: False, 3: False, 4: False, 5: False}
     d.core.send_method(cid, d.core.method("basic.get", queue=queue, no_ack=True))
-    got = d.wait(lambda e: isinstance(e, ev.MessageReceived))
-    assert got.body == body  # type: ignore[attr-defined]
+    got = d.wait(ev.MessageReceived)
+    assert got.body == body
     # a second channel, then none left; the broker closes one and its id comes back
     other = d.core.open_channel()
-    d.wait(lambda e: isinstance(e, ev.ChannelOpened))
+    d.wait(ev.ChannelOpened)
     with pytest.raises(LocalProtocolError):
         d.core.open_channel()
     d.core.send_method(other, d.core.method("queue.declare", queue="no-such-queue", passive=True))
-    closed = d.wait(lambda e: isinstance(e, ev.ChannelClosed))
-    assert closed.by_peer and closed.error.reply_code == 404  # type: ignore[attr-defined]
+    closed = d.wait(ev.ChannelClosed)
+    assert closed.by_peer and closed.error is not None and closed.error.reply_code == 404
     assert d.core.open_channel() == other
-    d.wait(lambda e: isinstance(e, ev.ChannelOpened))
+    d.wait(ev.ChannelOpened)

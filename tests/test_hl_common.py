@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pickle
 import time
-from typing import Any
+from collections.abc import Generator
+from typing import Any, Callable
 
 import pytest
 from hl_fixtures import *  # noqa: F401,F403
 from hl_fixtures import unique
 
 from leveret.client import NotFound
-from leveret.highlevel import Connection, Exchange, Producer, Queue
+from leveret.highlevel import Connection, Exchange, Message, Producer, Queue
 from leveret.highlevel.common import (
     Broadcast,
     collect_replies,
@@ -58,8 +59,11 @@ def test_every_broadcast_queue_gets_every_message(hl_conn: Connection) -> None:
     topic = unique("bcast")
     listeners = [Broadcast(topic), Broadcast(topic)]
     got: list[list[Any]] = [[], []]
+    def into(box: list[Any]) -> Callable[[Any, Message], None]:
+        return lambda body, message: box.append(body)
+
     consumers = [
-        Consumer(hl_conn.channel(), queues=[queue], no_ack=True, callbacks=[lambda b, m, box=box: box.append(b)])
+        Consumer(hl_conn.channel(), queues=[queue], no_ack=True, callbacks=[into(box)])
         for queue, box in zip(listeners, got)
     ]
     for consumer in consumers:
@@ -123,7 +127,10 @@ def test_itermessages_consumes_only_while_it_runs(hl_conn: Connection) -> None:
             assert consumers_of(hl_conn, queue.name) == 1
             if len(seen) == 3:
                 break
-        messages.close()  # what leaving a for loop early leaves to the garbage collector
+        # What leaving a for loop early leaves to the garbage collector.  itermessages() is
+        # typed to return an Iterator, but it is a generator, and close() is what stops it.
+        assert isinstance(messages, Generator)
+        messages.close()
         assert seen == [{"n": 0}, {"n": 1}, {"n": 2}]
         assert consumers_of(hl_conn, queue.name) == 0
         with hl_conn.channel() as ch:

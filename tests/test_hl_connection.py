@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from hl_fixtures import *  # noqa: F401,F403
-from hl_fixtures import closed_port, unique
+from hl_fixtures import ack_into, closed_port, unique
 
 from broker import PrivateNode
 from leveret.client import Connection as ClientConnection
@@ -466,7 +466,7 @@ def test_shortcuts(hl_conn: Connection) -> None:
     name = unique("simple")
     q = Queue(unique(), exclusive=True)
     got: list[Any] = []
-    consumer = hl_conn.Consumer([q], callbacks=[lambda body, m: (got.append(body), m.ack())])
+    consumer = hl_conn.Consumer([q], callbacks=[ack_into(got)])
     assert isinstance(consumer, Consumer)
     producer = hl_conn.Producer(routing_key=q.name)
     assert isinstance(producer, Producer)

@@ -436,7 +436,7 @@ def test_message_returned_takes_its_fields_from_the_return(wire: Wire) -> None:
                            exchange="ex", routing_key="nowhere")
     [event] = wire.server.feed(wire.server.content(wire.cid, method, b"lost"))
     assert isinstance(event, ev.MessageReturned)
-    returned = ClientMessage._received(None, event.method, event.properties, event.body)  # type: ignore[arg-type]
+    returned = ClientMessage._received(None, event.method, event.properties, event.body)
     exc = MessageReturned(returned)
     assert exc.message is returned
     assert (exc.reply_code, exc.reply_text, exc.exchange, exc.routing_key) == (312, "NO_ROUTE", "ex", "nowhere")

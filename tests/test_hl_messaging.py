@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import pytest
 from hl_fixtures import *  # noqa: F401,F403
-from hl_fixtures import unique
+from hl_fixtures import ack_into, return_bodies_into, returns_of, unique
 
 from leveret.client import ChannelClosedError, NotFound, PublishNacked
 from leveret.highlevel import (
@@ -97,7 +97,11 @@ def test_round_trip(hl_conn: Connection, queue: Queue, body: Any, serializer: st
     producer = Producer(hl_conn, queue.exchange, routing_key="rk", serializer=serializer)
     producer.publish(body, headers={"h": "v"}, correlation_id="c-1")
     got: list[tuple[Any, Message]] = []
-    with Consumer(hl_conn, queue, callbacks=[lambda b, m: (got.append((b, m)), m.ack())]):
+    def take(body: Any, message: Message) -> None:
+        got.append((body, message))
+        message.ack()
+
+    with Consumer(hl_conn, queue, callbacks=[take]):
         drain(hl_conn, lambda: got)
     body_out, message = got[0]
     assert body_out == decoded
@@ -172,8 +176,12 @@ def test_pickle_is_refused_by_default_before_unpickling(hl_conn: Connection, que
     Boom.ran.clear()
     Producer(hl_conn, queue.exchange, "rk").publish(pickle.dumps(Boom()), content_type="application/x-python-serialize")
     errors: list[tuple[Message, BaseException]] = []
+    def refused(message: Message, error: BaseException) -> None:
+        errors.append((message, error))
+        message.reject()
+
     with Consumer(hl_conn, queue, callbacks=[lambda b, m: pytest.fail("must not be delivered")],
-                  on_decode_error=lambda m, e: (errors.append((m, e)), m.reject())):
+                  on_decode_error=refused):
         drain(hl_conn, lambda: errors)
     assert isinstance(errors[0][1], ContentDisallowed)
     assert Boom.ran == []
@@ -189,7 +197,7 @@ def test_decode_error_without_handler_propagates_and_leaves_message_unacked(hl_c
 def test_accept_pickle_when_asked(hl_conn: Connection, queue: Queue) -> None:
     Producer(hl_conn, queue.exchange, "rk", serializer="pickle").publish({"set": {1, 2}})
     got: list[Any] = []
-    with Consumer(hl_conn, queue, accept=["pickle"], callbacks=[lambda b, m: (got.append(b), m.ack())]):
+    with Consumer(hl_conn, queue, accept=["pickle"], callbacks=[ack_into(got)]):
         drain(hl_conn, lambda: got)
     assert got == [{"set": {1, 2}}]
 
@@ -396,7 +404,7 @@ def test_flush_reports_every_return(hl_conn: Connection, queue: Queue) -> None:
     producer.publish(b"r2", routing_key="nobody-2", mandatory=True, wait=False)
     with pytest.raises(MessageReturned) as info:
         producer.flush()
-    assert [(r.routing_key, r.message.body) for r in info.value.returned] == [("nobody-1", b"r1"), ("nobody-2", b"r2")]
+    assert [(r.routing_key, r.message.body) for r in returns_of(info.value)] == [("nobody-1", b"r1"), ("nobody-2", b"r2")]
     assert ready(hl_conn, queue.name) == 1
     producer.flush()  # reported once
 
@@ -410,7 +418,7 @@ def test_flush_failing_still_reports_returns_confirmed_before(amqp_url: str, on_
     seen: list[bytes] = []
     try:
         producer = Producer(
-            conn, on_return=(lambda exc, ex, rk, msg: seen.append(msg.body)) if on_return else None,
+            conn, on_return=return_bodies_into(seen) if on_return else None,
         )
         producer.publish(b"unroutable", routing_key=unique("nobody"), mandatory=True, wait=False)
         channel = producer.channel
@@ -424,7 +432,7 @@ def test_flush_failing_still_reports_returns_confirmed_before(amqp_url: str, on_
         if on_return:
             assert seen == [b"unroutable"]
         else:
-            assert [r.message.body for r in info.value.returned] == [b"unroutable"]  # type: ignore[attr-defined]
+            assert [r.message.body for r in returns_of(info.value)] == [b"unroutable"]
         producer.flush()  # nothing left
         producer.publish(b"y", routing_key=unique("nobody"))  # a new channel works
     finally:
@@ -505,7 +513,7 @@ def test_batch_reports_returns_on_the_default_exchange(hl_conn: Connection, queu
                 producer.publish(b"%d" % i, routing_key=queue.name)
             producer.publish(b"lost", routing_key=unique("nobody"), mandatory=True)
             producer.publish(b"last", routing_key=queue.name, mandatory=True)
-    assert [r.message.body for r in info.value.returned] == [b"lost"]
+    assert [r.message.body for r in returns_of(info.value)] == [b"lost"]
     assert producer.pending == 0
     assert ready(hl_conn, queue.name) == 302
 
@@ -651,7 +659,11 @@ def test_consumer_several_queues_and_cancel_by_queue(hl_conn: Connection) -> Non
     qa = Queue(unique("a"), ex, "a", durable=False)
     qb = Queue(unique("b"), ex, "b", durable=False)
     seen: list[tuple[str, Any]] = []
-    consumer = Consumer(hl_conn, [qa], callbacks=[lambda body, m: (seen.append((m.delivery_info["routing_key"], body)), m.ack())])
+    def take(body: Any, message: Message) -> None:
+        seen.append((message.delivery_info["routing_key"], body))
+        message.ack()
+
+    consumer = Consumer(hl_conn, [qa], callbacks=[take])
     consumer.add_queue(qb)
     consumer.consume()
     producer = Producer(hl_conn, ex)
@@ -715,7 +727,7 @@ def test_drain_events_raises_when_a_producer_got_the_error_of_the_consumers_chan
     q = Queue(unique(), durable=False)  # (an auto-delete one would go with the channel)
     got: list[Any] = []
     try:
-        consumer = Consumer(conn, q, callbacks=[lambda b, m: (got.append(b), m.ack())])
+        consumer = Consumer(conn, q, callbacks=[ack_into(got)])
         consumer.consume()
         producer = Producer(conn)
         producer.publish("one", routing_key=q.name)
@@ -812,7 +824,7 @@ def test_consumer_purge_and_recover(hl_conn: Connection, queue: Queue) -> None:
 
 def test_consumer_and_producer_revive_on_a_new_channel(hl_conn: Connection, queue: Queue) -> None:
     got: list[Any] = []
-    consumer = Consumer(hl_conn.channel(), queue, callbacks=[lambda b, m: (got.append(b), m.ack())])
+    consumer = Consumer(hl_conn.channel(), queue, callbacks=[ack_into(got)])
     producer = Producer(hl_conn.channel(), queue.exchange, "rk")
     consumer.consume()
     consumer.channel.close()
@@ -857,7 +869,7 @@ def drain_until_dead(conn: Connection, timeout: float = 10.0) -> None:
 
 def test_consumer_context_manager_flow_and_global_qos(hl_conn: Connection, queue: Queue) -> None:
     got: list[Any] = []
-    consumer = Consumer(hl_conn.channel(), queue, callbacks=[lambda b, m: (got.append(b), m.ack())])
+    consumer = Consumer(hl_conn.channel(), queue, callbacks=[ack_into(got)])
     consumer.qos(prefetch_count=10, apply_global=True)
     assert consumer.flow(True) is True  # RabbitMQ accepts resuming (pausing it refuses)
     with consumer:

@@ -16,7 +16,7 @@ from hl_fixtures import closed_port, unique
 
 from broker import PrivateNode
 from leveret.client import ConnectionForced, ConnectionLost
-from leveret.highlevel import Connection, Consumer, OperationalError, Producer, Queue
+from leveret.highlevel import Connection, Consumer, Message, OperationalError, Producer, Queue
 from leveret.highlevel.memory import MemoryBroker
 from leveret.highlevel.mixins import ConsumerMixin, ConsumerProducerMixin, TokenBucket
 
@@ -443,7 +443,11 @@ def test_consumer_producer_mixin(hl_conn: Connection, queue_name: str) -> None:
     reply_queue = Queue(unique("replies"), exclusive=True)
     got: list[tuple[Any, Any]] = []
     client = hl_conn.clone()
-    replies = client.Consumer([reply_queue], callbacks=[lambda body, m: (got.append((body, m.properties.get("correlation_id"))), m.ack())])
+    def take(body: Any, message: Message) -> None:
+        got.append((body, message.properties.get("correlation_id")))
+        message.ack()
+
+    replies = client.Consumer([reply_queue], callbacks=[take])
     replier = Replier(hl_conn, queue_name)
     runner = Runner(replier)
     try:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from broker import PrivateNode
+from hl_fixtures import ack_into, return_bodies_into
 from leveret.client import Connection as ClientConnection
 from leveret.client import ChannelClosedError, NotFound
 from leveret.highlevel import Connection, Consumer, Exchange, OperationalError, Producer, Queue
@@ -196,7 +197,7 @@ def test_recovery_recreates_what_the_broker_lost_and_consumers_resume(node: Priv
         back = Exchange(unique("back"), "direct", durable=False, auto_delete=True)
         q = Queue("", back, "key", exclusive=True)
         got: list[Any] = []
-        consumer = Consumer(conn, q, callbacks=[lambda body, m: (got.append(body), m.ack())], prefetch_count=3)
+        consumer = Consumer(conn, q, callbacks=[ack_into(got)], prefetch_count=3)
         front(conn).declare()
         back(conn).bind_to(front)
         conn.topology.add_rename_listener(lambda old, new: listened.append((old, new)))
@@ -464,7 +465,7 @@ def test_memory_transport_recovers_exclusive_queue_and_consumer() -> None:
     try:
         q = Queue(unique(), exclusive=True)
         got: list[Any] = []
-        Consumer(conn, q, callbacks=[lambda b, m: (got.append(b), m.ack())]).consume()
+        Consumer(conn, q, callbacks=[ack_into(got)]).consume()
         producer = Producer(conn, routing_key=q.name)
         producer.publish("one")
         conn.drain_events(timeout=1)
@@ -570,7 +571,7 @@ def test_return_received_before_the_loss_is_still_reported(node: PrivateNode, pr
     q = Queue(unique(), durable=False)
     returned: list[bytes] = []
     try:
-        producer = Producer(conn, routing_key=q.name, on_return=lambda exc, ex, rk, msg: returned.append(msg.body))
+        producer = Producer(conn, routing_key=q.name, on_return=return_bodies_into(returned))
         q(conn).declare()
         producer.publish(b"unroutable", routing_key=unique("nowhere"), mandatory=True, wait=False)
         rec = producer.channel
@@ -627,7 +628,7 @@ class _Run:
     N = 100_000
     BATCH = 1000
 
-    def __init__(self, url: str, at: tuple[float, ...], fault: Callable[[], None]) -> None:
+    def __init__(self, url: str, at: tuple[float, ...], fault: Callable[[], object]) -> None:
         self.url = url
         self.at = at
         self.fault = fault

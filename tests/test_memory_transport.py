@@ -17,7 +17,7 @@ import time
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import pytest
 
@@ -399,7 +399,7 @@ HEADER_TABLE: list[tuple[dict[str, Any], list[str]]] = [
 
 
 def _route_by_headers(
-    ch: MemoryChannel, messages: dict[str, dict[str, Any]], binding: dict[str, Any], expected: list[str]
+    ch: MemoryChannel, messages: Mapping[str, dict[str, Any] | None], binding: dict[str, Any], expected: list[str]
 ) -> None:
     """Publish every message to a headers exchange bound with ``binding``: exactly
     ``expected`` arrive, and headers_match says the same."""
@@ -546,7 +546,7 @@ def test_exchange_redeclaration_rules(conn: MemoryConnection) -> None:
     ch.exchange_declare("x", "fanout")
     ch.exchange_declare("x", "fanout", arguments={"ignored": 1})  # only alternate-exchange counts
     ch.exchange_declare("x", passive=True)
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         (dict(type="direct"), "inequivalent arg 'type' for exchange 'x' in vhost '/': received 'direct' but current is 'fanout'"),
         (dict(type="fanout", durable=True), "inequivalent arg 'durable'"),
         (dict(type="fanout", auto_delete=True), "inequivalent arg 'auto_delete'"),
@@ -559,11 +559,12 @@ def test_exchange_redeclaration_rules(conn: MemoryConnection) -> None:
         assert not ch.is_open and conn.is_open
     ch = conn.channel()
     ch.exchange_declare("amq.direct", "direct", durable=True)  # predeclared, durable
-    for name, kwargs, error, text in [
+    refused: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         ("missing", dict(passive=True), NotFound, "no exchange 'missing'"),
         ("amq.mine", {}, AccessRefused, "contains reserved prefix 'amq.*'"),
         ("", {}, AccessRefused, "operation not permitted on the default exchange"),
-    ]:
+    ]
+    for name, kwargs, error, text in refused:
         ch = conn.channel()
         with pytest.raises(error, match=text):
             ch.exchange_declare(name, "direct", **kwargs)
@@ -591,7 +592,7 @@ def test_queue_redeclaration_rules(conn: MemoryConnection) -> None:
     ch = conn.channel()
     ch.queue_declare("q", arguments={"x-message-ttl": 1000})
     assert ch.queue_declare("q", arguments={"x-message-ttl": 1000, "other": 1}) == QueueDeclareOk("q", 0, 0)
-    for kwargs, error, text in [
+    cases: list[tuple[dict[str, Any], type[Exception], str]] = [
         (dict(durable=True), PreconditionFailed, "inequivalent arg 'durable' for queue 'q' in vhost '/': received 'true' but current is 'false'"),
         (dict(arguments={}), PreconditionFailed, "inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received none but current is the value '1000' of type 'signedint'"),
         (dict(arguments={"x-message-ttl": 5}), PreconditionFailed, "inequivalent arg 'x-message-ttl'"),
@@ -602,7 +603,8 @@ def test_queue_redeclaration_rules(conn: MemoryConnection) -> None:
         (dict(queue="bad", arguments={"x-max-priority": 300}), PreconditionFailed, "{max_value_exceeded,300}"),
         (dict(queue="bad", arguments={"x-overflow": "explode"}), PreconditionFailed, "invalid_overflow"),
         (dict(queue="bad", arguments={"x-max-length": "10"}), PreconditionFailed, "expected integer, got longstr"),
-    ]:
+    ]
+    for kwargs, error, text in cases:
         ch = conn.channel()
         name = kwargs.pop("queue", "q")
         text = text.replace("vhost '/'", f"vhost '{conn.params.virtual_host}'")
@@ -646,14 +648,15 @@ def test_exclusive_queues_belong_to_their_connection(connect: Callable[[], Any])
     with connect() as owner, connect() as other:
         och = owner.channel()
         och.queue_declare("excl", exclusive=True)
-        for call in [
+        calls: list[Callable[[Any], object]] = [
             lambda c: c.queue_declare("excl", passive=True),
             lambda c: c.basic_get("excl"),
             lambda c: c.basic_consume("excl", callback=print),
             lambda c: c.queue_purge("excl"),
             lambda c: c.queue_delete("excl"),
             lambda c: c.queue_bind("excl", "amq.direct", "k"),
-        ]:
+        ]
+        for call in calls:
             xch = other.channel()
             with pytest.raises(ResourceLocked):
                 call(xch)
@@ -758,7 +761,10 @@ def test_callbacks_run_only_inside_drain_events(conn: MemoryConnection, ch: Memo
     assert len(got) == 1
     m = got[0]
     assert m.body == b"one"
-    assert m.channel is ch
+    # Message.channel is typed as the client's Channel; the memory transport puts its
+    # MemoryChannel there, so compare as objects.
+    channel: object = m.channel
+    assert channel is ch
     assert m.delivery_info == {
         "consumer_tag": tag, "delivery_tag": 1, "redelivered": False, "exchange": "", "routing_key": q,
     }
@@ -776,7 +782,9 @@ def test_drain_events_timeouts_as_the_client_takes_them(conn: MemoryConnection, 
     q = fresh_queue(ch)
     got: list[bytes] = []
     ch.basic_consume(q, no_ack=True, callback=lambda m: got.append(bytes(m.body)))
-    for bad, error in ((float("nan"), ValueError), ("1", TypeError)):
+    # Any: the wrong types are the point.
+    bad_timeouts: list[tuple[Any, type[Exception]]] = [(float("nan"), ValueError), ("1", TypeError)]
+    for bad, error in bad_timeouts:
         with pytest.raises(error, match="timeout"):
             conn.drain_events(timeout=bad)
     ch.basic_publish(Message(b"at hand"), "", q)
@@ -928,6 +936,7 @@ def test_requeued_messages_go_back_to_the_head_in_order(conn: MemoryConnection, 
     drain(conn)
     assert [(m.body, m.delivery_tag, m.delivery_info["redelivered"]) for m in got] == [
         (b"0", 1, False), (b"1", 2, False), (b"2", 3, False)]
+    assert got[-1].delivery_tag is not None
     ch.basic_nack(got[-1].delivery_tag, multiple=True, requeue=True)
     got.clear()
     drain(conn)
@@ -1067,7 +1076,8 @@ def test_no_ack_deliveries_waiting_when_their_channel_closes_still_reach_the_cal
         for _ in range(3):
             conn.drain_events(timeout=5)
     assert got == [b"1", b"2"]
-    assert ch.connection.channel().queue_declare(q, passive=True).message_count == 0
+    ok = ch.connection.channel().queue_declare(q, passive=True)
+    assert ok is not None and ok.message_count == 0
 
 
 def test_drain_events_does_not_report_what_a_call_raised(conn: MemoryConnection, ch: MemoryChannel) -> None:
