@@ -16,7 +16,7 @@ from __future__ import annotations
 import socket
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
@@ -26,7 +26,7 @@ from leveret.highlevel import Connection, Message, MessageReturned
 
 __all__ = [
     "TRANSPORTS", "hl_url", "node_hl_url", "hl_conn", "kind", "unique", "closed_port", "CountingChannel",
-    "ack_into", "return_bodies_into", "returns_of",
+    "ack_into", "return_bodies_into", "returns_of", "lose_memory_connection", "got",
 ]
 
 HAVE_MEMORY = (Path(leveret.highlevel.__file__).parent / "memory.py").exists()
@@ -52,6 +52,24 @@ def return_bodies_into(seen: list[bytes]) -> Callable[[MessageReturned, str, str
         seen.append(message.body)
 
     return on_return
+
+
+T = TypeVar("T")
+
+
+def got(value: T | None) -> T:
+    """``value``, asserted present (``basic_get`` of a queue known to hold messages)."""
+    assert value is not None
+    return value
+
+
+def lose_memory_connection(conn: Connection) -> None:
+    """memory://: the transport connection of ``conn`` simulates a connection loss."""
+    from leveret.highlevel.memory import MemoryConnection
+
+    transport = conn.connection
+    assert isinstance(transport, MemoryConnection), transport
+    transport.simulate_connection_loss()
 
 
 def returns_of(exc: BaseException) -> list[MessageReturned]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from hl_fixtures import *  # noqa: F401,F403
-from hl_fixtures import ack_into, closed_port, unique
+from hl_fixtures import ack_into, closed_port, lose_memory_connection, unique
 
 from broker import PrivateNode
 from leveret.client import Connection as ClientConnection
@@ -409,7 +409,7 @@ def test_ensure_on_memory_connection_loss() -> None:
         q = Queue(unique(), durable=False)
         producer = conn.Producer(routing_key=q.name)
         producer.publish("first", declare=[q])
-        conn.connection.simulate_connection_loss()
+        lose_memory_connection(conn)
         conn.ensure(producer, producer.publish, max_retries=2)("second")
         assert ready(conn, q.name) == 2
     finally:

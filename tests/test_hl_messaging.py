@@ -17,9 +17,11 @@ from typing import Any, Iterator
 
 import pytest
 from hl_fixtures import *  # noqa: F401,F403
-from hl_fixtures import ack_into, return_bodies_into, returns_of, unique
+from hl_fixtures import ack_into, got, lose_memory_connection, return_bodies_into, returns_of, unique
 
+from leveret.client import Channel as ClientChannel
 from leveret.client import ChannelClosedError, NotFound, PublishNacked
+from leveret.client import Connection as ClientConnection
 from leveret.highlevel import (
     Connection,
     Consumer,
@@ -333,7 +335,7 @@ def test_producer_while_the_broker_blocks_publishers(node: Any) -> None:
         producer.publish(b"m2", timeout=10)
         assert ready(conn, name) == 3
         ch = conn.channel()
-        assert [ch.basic_get(name, no_ack=True).body for _ in range(3)] == [b"m0", b"m1", b"m2"]
+        assert [got(ch.basic_get(name, no_ack=True)).body for _ in range(3)] == [b"m0", b"m1", b"m2"]
         ch.queue_delete(name)
     finally:
         node.set_vm_memory_high_watermark(0.4)
@@ -361,7 +363,7 @@ def test_retry_does_not_take_a_confirm_timeout_for_a_lost_connection(node: Any) 
         producer.flush(timeout=15)
         assert ready(conn, name) == 2
         ch = conn.channel()
-        assert [ch.basic_get(name, no_ack=True).body for _ in range(2)] == [b"m0", b"m1"]
+        assert [got(ch.basic_get(name, no_ack=True)).body for _ in range(2)] == [b"m0", b"m1"]
         ch.queue_delete(name)
     finally:
         node.set_vm_memory_high_watermark(0.4)
@@ -422,6 +424,7 @@ def test_flush_failing_still_reports_returns_confirmed_before(amqp_url: str, on_
         )
         producer.publish(b"unroutable", routing_key=unique("nobody"), mandatory=True, wait=False)
         channel = producer.channel
+        assert isinstance(channel, ClientChannel)
         deadline = time.monotonic() + 5
         while not channel._returns:  # handed to the client once its confirm came too
             assert time.monotonic() < deadline, "the return did not arrive"
@@ -695,7 +698,7 @@ def test_server_sent_cancel_is_an_event_not_a_crash(hl_conn: Connection) -> None
     assert cancels[0][0] == q.name
     assert consumer.cancelled_by_broker == [q.name]
     assert not consumer.consuming_from(q)
-    assert consumer.channel.is_open
+    assert consumer.channel is not None and consumer.channel.is_open
     consumer.cancel()  # nothing left to cancel; no error
 
 
@@ -710,7 +713,7 @@ def test_drain_events_raises_the_error_that_closed_a_consumers_channel(hl_conn: 
     with Consumer(hl_conn, queue, on_message=on_message) as consumer:
         with pytest.raises(hl_conn.channel_errors, match="unknown delivery tag 1"):
             drain(hl_conn, lambda: False)
-        assert not consumer.channel.is_open
+        assert consumer.channel is not None and not consumer.channel.is_open
 
 
 @pytest.mark.parametrize("autorecover", [False, True])
@@ -827,6 +830,7 @@ def test_consumer_and_producer_revive_on_a_new_channel(hl_conn: Connection, queu
     consumer = Consumer(hl_conn.channel(), queue, callbacks=[ack_into(got)])
     producer = Producer(hl_conn.channel(), queue.exchange, "rk")
     consumer.consume()
+    assert consumer.channel is not None
     consumer.channel.close()
     producer.channel.close()
     consumer.revive(hl_conn.channel())
@@ -851,7 +855,7 @@ def test_retry_publish_survives_connection_loss(kind: str, node_hl_url: str, req
             request.getfixturevalue("node").ctl("close_all_connections", "test")
             drain_until_dead(conn)
         else:
-            conn.connection.simulate_connection_loss()
+            lose_memory_connection(conn)
         producer.publish("after", retry=True, retry_policy={"max_retries": 3, "interval_start": 0.1})
         assert ready(conn, q.name) == 2
         q(conn).delete()
@@ -927,10 +931,12 @@ def test_amqp_0_8_simple_queue_fails_clearly_without_leaking_its_channel(amqp_ur
     name = unique()
     try:
         conn.connect()
-        before = set(conn.connection._channels)
+        transport = conn.connection
+        assert isinstance(transport, ClientConnection)
+        before = set(transport._channels)
         with pytest.raises(LocalProtocolError, match="0-8"):
             SimpleQueue(conn, name)
-        assert set(conn.connection._channels) == before
+        assert set(transport._channels) == before
     finally:
         ch = conn.default_channel
         ch.queue_delete(name)

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 from hl_fixtures import *  # noqa: F401,F403
-from hl_fixtures import closed_port, unique
+from hl_fixtures import closed_port, lose_memory_connection, unique
 
 from broker import PrivateNode
 from leveret.client import ConnectionForced, ConnectionLost
@@ -370,7 +370,7 @@ def test_reconnects_after_memory_connection_loss() -> None:
     runner = Runner(worker)
     wait_until(lambda: len(worker.received) >= 5, what="consuming to start")
     first = worker.ready[0]
-    first.connection.simulate_connection_loss()
+    lose_memory_connection(first)
     publish(conn, name, [{"n": i} for i in range(20, 40)])
     wait_until(lambda: {m["n"] for m in worker.received} == set(range(40)), what="every message")
     runner.stop(within=2.0)

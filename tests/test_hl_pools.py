@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 from hl_fixtures import *  # noqa: F401,F403
-from hl_fixtures import closed_port, unique
+from hl_fixtures import closed_port, got, unique
 
 import leveret.pools
 from broker import PrivateNode
@@ -299,8 +299,8 @@ def test_producer_pool_publishes_with_confirms(hl_conn: Connection) -> None:
         assert conn is pooled_conn
         conn.release()
         assert ch.queue_declare(q.name, passive=True).message_count == 2
-        assert json.loads(ch.basic_get(q.name, no_ack=True).body) == {"n": 1}
-        assert json.loads(ch.basic_get(q.name, no_ack=True).body) == {"n": 2}
+        assert json.loads(got(ch.basic_get(q.name, no_ack=True)).body) == {"n": 1}
+        assert json.loads(got(ch.basic_get(q.name, no_ack=True)).body) == {"n": 2}
     finally:
         ch.queue_delete(q.name)
         ch.close()

@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from broker import PrivateNode
-from hl_fixtures import ack_into, return_bodies_into
+from hl_fixtures import ack_into, got, lose_memory_connection, return_bodies_into
+from leveret.client import Channel as ClientChannel
 from leveret.client import Connection as ClientConnection
 from leveret.client import ChannelClosedError, NotFound
 from leveret.highlevel import Connection, Consumer, Exchange, OperationalError, Producer, Queue
@@ -300,6 +301,7 @@ def test_refusals_during_replay_are_reported(node: PrivateNode) -> None:
     conn = recovering(node.url, on_recovery_started=meddle)
     try:
         ch = conn.channel()
+        assert isinstance(ch, RecoveringChannel)
         ch.queue_declare(name, durable=False)
         ch.queue_declare(other_name, durable=False)
         cancelled: list[str] = []
@@ -424,18 +426,18 @@ def test_plain_calls_go_through_a_recovering_channel(amqp_url: str) -> None:
         for body in (b"a", b"b", b"c", b"d"):
             ch.basic_publish(body, "", name)
         eventually(lambda: ch.queue_declare(name, passive=True).message_count == 4, what="messages queued")
-        first = ch.basic_get(name)
-        ch.basic_ack(first.delivery_tag)
-        second = ch.basic_get(name)
-        ch.basic_reject(second.delivery_tag, requeue=False)
-        third = ch.basic_get(name)
-        ch.basic_nack(third.delivery_tag, requeue=True)
+        first = got(ch.basic_get(name))
+        ch.basic_ack(got(first.delivery_tag))
+        second = got(ch.basic_get(name))
+        ch.basic_reject(got(second.delivery_tag), requeue=False)
+        third = got(ch.basic_get(name))
+        ch.basic_nack(got(third.delivery_tag), requeue=True)
         bodies = {first.body, second.body}
-        again = ch.basic_get(name)
+        again = got(ch.basic_get(name))
         assert again.body == third.body and again.redelivered
         ch.basic_recover(requeue=True)  # the unacked one goes back
         assert ch.flow(True) is True
-        left = sorted(ch.basic_get(name, no_ack=True).body for _ in range(2))
+        left = sorted(got(ch.basic_get(name, no_ack=True)).body for _ in range(2))
         assert bodies | set(left) == {b"a", b"b", b"c", b"d"}
         assert ch.basic_get(name) is None
         ch.close()
@@ -469,7 +471,7 @@ def test_memory_transport_recovers_exclusive_queue_and_consumer() -> None:
         producer = Producer(conn, routing_key=q.name)
         producer.publish("one")
         conn.drain_events(timeout=1)
-        conn.connection.simulate_connection_loss()  # the exclusive queue goes with it
+        lose_memory_connection(conn)  # the exclusive queue goes with it
         producer.publish("two")
         conn.drain_events(timeout=1)
         assert got == ["one", "two"] and conn.recoveries == 1
@@ -575,8 +577,11 @@ def test_return_received_before_the_loss_is_still_reported(node: PrivateNode, pr
         q(conn).declare()
         producer.publish(b"unroutable", routing_key=unique("nowhere"), mandatory=True, wait=False)
         rec = producer.channel
+        assert isinstance(rec, RecoveringChannel)
+        transport = rec.transport_channel
+        assert isinstance(transport, ClientChannel)
         # The return is handed to the client once its confirm came: both are in.
-        eventually(lambda: rec.transport_channel._returns, what="the return arrived")
+        eventually(lambda: transport._returns, what="the return arrived")
         proxy.freeze("down")
         producer.publish(b"routed", wait=False)
         eventually(lambda: ready_count(node.url, q.name) == 1, what="publish reached the queue")

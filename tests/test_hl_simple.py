@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 from hl_fixtures import *  # noqa: F401,F403
-from hl_fixtures import unique
+from hl_fixtures import lose_memory_connection, unique
 
 from leveret.client import ResourceLocked
 from leveret.highlevel import Connection, Empty, Message, MessageReturned, MessageStateError, SimpleBuffer, SimpleQueue
@@ -222,7 +222,7 @@ def test_simple_queue_from_a_queue_on_the_default_exchange(hl_conn: Connection) 
 def _lose_connection(conn: Connection, kind: str, request: pytest.FixtureRequest) -> None:
     """The broker closes the connection (memory://: its simulated loss)."""
     if kind == "memory":
-        conn.connection.simulate_connection_loss()
+        lose_memory_connection(conn)
         return
     request.getfixturevalue("node").ctl("close_all_connections", "test")
     deadline = time.monotonic() + 10
