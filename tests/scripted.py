@@ -55,7 +55,7 @@ def parse_client_bytes(spec: ModuleType, data: bytes) -> list[Frame]:
         frame = reader.next_frame()
         if frame is NEED_DATA:
             break
-        frames.append(frame)  # type: ignore[arg-type]
+        frames.append(frame)
     assert reader.buffered == 0, f"client queued {reader.buffered} bytes of a partial frame"
     return frames
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import array
+import copy
+import pickle
 import struct
 from datetime import datetime, timezone
 from types import ModuleType
@@ -107,7 +109,9 @@ def test_known_bytes() -> None:
 
 def test_need_data_sentinel() -> None:
     assert repr(NEED_DATA) == "NEED_DATA"
-    assert type(NEED_DATA)() is NEED_DATA
+    assert list(type(NEED_DATA)) == [NEED_DATA]  # the only one of its kind
+    assert pickle.loads(pickle.dumps(NEED_DATA)) is NEED_DATA
+    assert copy.copy(NEED_DATA) is NEED_DATA
 
 
 def test_frame_values() -> None:
@@ -496,10 +500,8 @@ def read_each(
     try:
         for i in range(0, len(data), step):
             reader.feed(data[i : i + step])
-            # isinstance, not `is not NEED_DATA`: mypy does not narrow on that sentinel.
-            while isinstance(f := reader.next_frame(), Frame):
-                frames.append(f)
-            assert f is NEED_DATA
+            while (f := reader.next_frame()) is not NEED_DATA:
+                frames.append(f)  # a Frame: type checkers narrow on the sentinel
     except RemoteProtocolError as exc:
         return frames, (type(exc), str(exc))
     return frames, None

@@ -110,6 +110,23 @@ def get(ch: Channel) -> str | None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_need_data_narrows_what_next_frame_returns(tmp_path: Path) -> None:
+    # The sans-IO reader's documented loop: `is NEED_DATA` must narrow to a Frame.
+    source = '''
+from leveret.wire import NEED_DATA, FrameReader, amqp0_9_1
+
+def channels(reader: FrameReader) -> list[int]:
+    out = []
+    while (frame := reader.next_frame()) is not NEED_DATA:
+        reveal_type(frame)
+        out.append(frame.channel)
+    return out
+'''
+    result = mypy(tmp_path, source)
+    assert re.findall(r'Revealed type is "(.*)"', result.stdout) == ["leveret.wire.frames.Frame"], result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_queue_delete_and_purge_return_a_count_unless_nowait(tmp_path: Path) -> None:
     # Like queue_declare: the count comes back except with nowait=True, and a type
     # checker should know it without the user narrowing away a None that cannot happen.

@@ -28,6 +28,7 @@ body, so that a driver can hand them to ``socket.sendmsg`` without copying.
 
 from __future__ import annotations
 
+import enum
 import struct
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Final
@@ -234,26 +235,18 @@ class HeartbeatFrame(Frame):
         self.channel = channel
 
 
-class _NeedData:
-    """Type of :data:`NEED_DATA`; there is only ever one instance."""
+class _NeedData(enum.Enum):
+    """Type of :data:`NEED_DATA`, its only member.  (An enum of one, so that a type
+    checker narrows ``frame is NEED_DATA`` / ``is not NEED_DATA`` to a frame.)"""
 
-    __slots__ = ()
-    _instance: _NeedData | None = None
-
-    def __new__(cls) -> _NeedData:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
+    NEED_DATA = "NEED_DATA"
 
     def __repr__(self) -> str:
         return "NEED_DATA"
 
-    def __reduce__(self) -> str:
-        return "NEED_DATA"
-
 
 #: Returned by :meth:`FrameReader.next_frame` when no complete frame is buffered yet.
-NEED_DATA: Final = _NeedData()
+NEED_DATA: Final = _NeedData.NEED_DATA
 
 _HEARTBEAT = HeartbeatFrame(0)
 
