@@ -26,7 +26,7 @@ import contextlib
 import itertools
 import uuid as _uuid
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Generator, Iterable, Iterator
 
 from .entity import Exchange, Queue, declared_entities, maybe_channel, maybe_declare
 from .message import Message
@@ -90,7 +90,7 @@ def declaration_cached(entity: Exchange | Queue, channel: Any) -> bool:
 
 
 def eventloop(conn: Any, limit: int | None = None, timeout: float | None = None,
-              ignore_timeouts: bool = False) -> Iterator[None]:
+              ignore_timeouts: bool = False) -> Generator[None, None, None]:
     """Call ``conn.drain_events(timeout=timeout)`` ``limit`` times (None: for ever),
     yielding after each.
 
@@ -110,7 +110,7 @@ def eventloop(conn: Any, limit: int | None = None, timeout: float | None = None,
 
 def drain_consumer(consumer: Consumer, limit: int | None = 1, timeout: float | None = None,
                    callbacks: Iterable[Callable[[Any, Message], Any]] | None = None,
-                   ) -> Iterator[tuple[Any, Message]]:
+                   ) -> Generator[tuple[Any, Message], None, None]:
     """Consume with ``consumer`` and yield ``(body, message)`` for each message.
 
     Consumes (``basic.consume``) for as long as the generator runs, and cancels when it is
@@ -138,7 +138,7 @@ def drain_consumer(consumer: Consumer, limit: int | None = 1, timeout: float | N
 def itermessages(conn: Any, channel: Any, queue: Queue, limit: int | None = 1,
                  timeout: float | None = None,
                  callbacks: Iterable[Callable[[Any, Message], Any]] | None = None,
-                 **kwargs: Any) -> Iterator[tuple[Any, Message]]:
+                 **kwargs: Any) -> Generator[tuple[Any, Message], None, None]:
     """:func:`drain_consumer` with a new :class:`Consumer` on ``channel`` for ``queue``
     (``kwargs`` are the consumer's: ``no_ack``, ``accept``, ``prefetch_count``...).
     ``conn`` is accepted for kombu's signature; the channel's connection is drained."""
@@ -176,7 +176,7 @@ def send_reply(exchange: Exchange | str, req: Message, msg: Any, producer: Produ
 
 
 def collect_replies(conn: Any, channel: Any, queue: Queue, *args: Any,
-                    **kwargs: Any) -> Iterator[Any]:
+                    **kwargs: Any) -> Generator[Any, None, None]:
     """Yield the bodies of the replies arriving in ``queue`` (:func:`itermessages`'s
     arguments: ``limit``, ``timeout``, consumer options).
 
