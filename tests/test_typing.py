@@ -127,6 +127,28 @@ def channels(reader: FrameReader) -> list[int]:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_returns_a_failed_flush_reports_are_typed(tmp_path: Path) -> None:
+    # Producer.flush() documents .returned on what it raises: user code reads it.
+    source = '''
+from leveret.client import PublishNacked
+from leveret.highlevel import MessageReturned, Producer
+
+def flush(producer: Producer) -> list[str]:
+    try:
+        producer.flush()
+    except MessageReturned as exc:
+        reveal_type(exc.returned)
+        return [r.routing_key or "" for r in exc.returned]
+    except PublishNacked as exc:
+        return [str(tag) for tag in exc.delivery_tags] + [repr(r) for r in exc.returned]
+    return []
+'''
+    result = mypy(tmp_path, source)
+    revealed = re.findall(r'Revealed type is "(.*)"', result.stdout)
+    assert revealed == ["list[leveret.highlevel.exceptions.MessageReturned]"], result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_queue_delete_and_purge_return_a_count_unless_nowait(tmp_path: Path) -> None:
     # Like queue_declare: the count comes back except with nowait=True, and a type
     # checker should know it without the user narrowing away a None that cannot happen.

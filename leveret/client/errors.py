@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..wire.errors import HardError, LeveretError, LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -53,11 +55,15 @@ class BlockedTimeout(LeveretError, TimeoutError):
 
 
 class PublishNacked(LeveretError):
-    """The broker nacked one or more publishes in confirm mode (``delivery_tags``)."""
+    """The broker nacked one or more publishes in confirm mode (``delivery_tags``).
+
+    ``returned``: returns of publishes of the same batch (the high-level
+    ``Producer.flush()`` lists its ``MessageReturned`` errors there); empty otherwise."""
 
     def __init__(self, message: str, delivery_tags: list[int] | None = None) -> None:
         super().__init__(message)
         self.delivery_tags = delivery_tags or []
+        self.returned: list[Any] = []
 
 
 class MessageTooLargeError(LeveretError):

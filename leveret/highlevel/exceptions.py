@@ -140,7 +140,12 @@ class MessageReturned(LeveretError):
     ``delivery_info`` holds the return's fields); ``reply_code`` (312 NO_ROUTE, 313
     NO_CONSUMERS), ``reply_text``, ``exchange`` and ``routing_key`` say why and where.  Any
     of them left as None is taken from ``message.delivery_info``.
+
+    ``returned``: when :meth:`Producer.flush` raises this for the first of several
+    returns, all of them, in publish order (else just this one).
     """
+
+    returned: list[MessageReturned]
 
     def __init__(
         self,
@@ -156,6 +161,7 @@ class MessageReturned(LeveretError):
         self.reply_text = reply_text if reply_text is not None else info.get("reply_text")
         self.exchange = exchange if exchange is not None else info.get("exchange")
         self.routing_key = routing_key if routing_key is not None else info.get("routing_key")
+        self.returned = [self]
         super().__init__(
             f"message returned: {self.reply_code} {self.reply_text} "
             f"(exchange={self.exchange!r}, routing_key={self.routing_key!r})"

@@ -572,7 +572,7 @@ class Producer:
                 self.on_return(exc, exc.exchange or "", exc.routing_key or "", exc.message)
             return
         first = returns[0]
-        first.returned = returns  # type: ignore[attr-defined]
+        first.returned = returns
         raise first
 
     def _untagged_return(self, msg: ClientMessage) -> None:
@@ -670,7 +670,7 @@ class Producer:
             ]
         if nacked:
             err = PublishNacked(f"the broker nacked {len(nacked)} publish(es): {nacked[:10]}", nacked)
-            err.returned = returns  # type: ignore[attr-defined]
+            err.returned = returns
             raise err
         self._report_returns(returns)
 
