@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -91,6 +92,22 @@ def test_expect_content_wants_the_header_of_the_methods_class() -> None:
     with s, server, peer:
         with pytest.raises(ExpectationFailed, match="a content header of class 60 on channel 1"):
             s.expect_content()
+
+
+def test_a_missing_certificate_file_is_named_before_connecting(tmp_path: Path) -> None:
+    # RawSession makes the client's TLS context: the same checks, before any connection.
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    missing = tmp_path / "no-such-ca.pem"
+    with server:
+        s = RawSession(f"amqps://guest:s3cret@127.0.0.1:{port}/?cacertfile={missing}", timeout=5)
+        with pytest.raises(FileNotFoundError) as info:
+            s.connect()
+        assert "cacertfile" in str(info.value) and info.value.filename == str(missing)
+        assert "s3cret" not in str(info.value)
+        with pytest.raises(socket.timeout):
+            server.accept()  # nothing connected
 
 
 # --------------------------------------------------------------------------- against the broker

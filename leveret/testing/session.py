@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
 from typing import Any, Iterable, Mapping, NoReturn, Union
 
+from ..client._shared import ssl_context
 from ..client.url import ConnectionParameters, parse_url
 from ..wire import SPECS
 from ..wire._base import ContentProperties, Method
@@ -287,15 +288,12 @@ class RawSession:
         if self._closed:
             raise RuntimeError("this RawSession is closed; start a new one")
         p = self.params
+        # The client's TLS context, made before connecting: the same verification and the
+        # same errors naming a certificate file that cannot be used.
+        ctx = ssl_context(p) if p.ssl else None
         sock = socket.create_connection((p.host, p.port), timeout=self.connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if p.ssl:
-            ctx = ssl.create_default_context(cafile=p.cacertfile)
-            if not p.verify:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            if p.certfile:
-                ctx.load_cert_chain(p.certfile, p.keyfile)
+        if ctx is not None:
             sock = ctx.wrap_socket(sock, server_hostname=p.server_name_indication or p.host)
         sock.settimeout(self.connect_timeout)
         self._sock = sock
