@@ -545,16 +545,23 @@ def assert_same_reading(spec: ModuleType, data: bytes, chunk: int | None = None)
     return combined
 
 
-@spec_param
-@pytest.mark.parametrize("size", [0, 1, 16, 4088, 4089, 10_000])
-def test_whole_content_is_one_frame(spec: ModuleType, size: int) -> None:
-    # Empty, one body frame (up to frame_max - 8 = 4088 bytes) and several body frames.
+def combined_content(spec: ModuleType, size: int) -> tuple[bytes, bytes, FrameReader, ContentFrame]:
+    """A body of ``size`` bytes, its content_stream() (frame_max 4096), and the combining
+    reader that read it with the one ContentFrame it made of it."""
     body = bytes(range(256)) * (size // 256) + bytes(size % 256)
     data = content_stream(spec, body)
     reader = FrameReader(spec, frame_max=4096, combine_content=True)
     reader.feed(data)
     [frame] = reader.read_frames()
     assert isinstance(frame, ContentFrame)
+    return body, data, reader, frame
+
+
+@spec_param
+@pytest.mark.parametrize("size", [0, 1, 16, 4088, 4089, 10_000])
+def test_whole_content_is_one_frame(spec: ModuleType, size: int) -> None:
+    # Empty, one body frame (up to frame_max - 8 = 4088 bytes) and several body frames.
+    body, data, reader, frame = combined_content(spec, size)
     assert frame.channel == 3 and frame.body == body and type(frame.body) is bytes
     assert frame.method == spec.Basic.Deliver(
         consumer_tag="ctag", delivery_tag=9, exchange="ex", routing_key="rk"
@@ -671,12 +678,7 @@ def test_irregular_content_reads_as_without_combining(spec: ModuleType, case: st
 def test_encode_frame_writes_a_content_frame_back(spec: ModuleType, size: int) -> None:
     # encode_frame is the inverse of the reader for combined contents too: given the
     # frame_max the content was cut at, the very same bytes.
-    body = bytes(range(256)) * (size // 256) + bytes(size % 256)
-    data = content_stream(spec, body)
-    reader = FrameReader(spec, frame_max=4096, combine_content=True)
-    reader.feed(data)
-    [frame] = reader.read_frames()
-    assert isinstance(frame, ContentFrame)
+    _body, data, _reader, frame = combined_content(spec, size)
     assert encode_frame(frame, frame_max=4096) == data
     # Without a frame_max the body goes in one body frame (none when empty): what the
     # reader combines inline, and what reading frame by frame gives back.
