@@ -36,6 +36,7 @@ from helpers import within
 from leveret.client import (
     AuthenticationError,
     BlockedTimeout,
+    ChannelClosedError,
     Connection,
     ConnectionClosedError,
     ConnectionLost,
@@ -1412,6 +1413,65 @@ def test_abandon_stops_the_connection_and_its_io_thread(amqp_url: str) -> None:
     assert not io_thread.is_alive()
     conn.close()  # nothing to do, nothing raised
     conn.abandon("again")  # nor here
+
+
+def test_connect_after_abandon_opens_a_new_connection(amqp_url: str) -> None:
+    """What a forked child does to get a connection of its own: abandon the inherited
+    one, then connect() again."""
+    from leveret.client import blocking
+
+    conn = Connection(amqp_url).connect()
+    old_thread = conn._io_thread
+    old_ch = conn.channel()
+    conn.abandon("inherited through fork")
+    assert within(10, conn.connect) is conn
+    assert conn.is_open and conn in blocking._live
+    assert conn._io_thread is not None and conn._io_thread is not old_thread and conn._io_thread.is_alive()
+    assert old_thread is not None and not old_thread.is_alive()
+    ch = conn.channel()
+    assert ch.channel_id == 1  # the abandoned connection's channels are forgotten
+    queue = ch.queue_declare("", exclusive=True).queue
+    ch.basic_publish(b"after abandon", "", queue)
+    msg = within(5, lambda: ch.basic_get(queue, no_ack=True))
+    assert msg is not None and msg.body == b"after abandon"
+    # A channel of the abandoned connection is not one of the new connection's.
+    assert not old_ch.is_open
+    with pytest.raises(ChannelClosedError):
+        old_ch.basic_publish(b"x", "", queue)
+    conn.close()
+    assert not conn.is_open and conn not in blocking._live
+
+
+def test_connect_after_abandon_does_not_need_the_old_locks(amqp_url: str) -> None:
+    """In a forked child the old connection's locks may be held for ever, by a thread of
+    the parent that does not exist in the child: connect() after abandon() takes new ones.
+    A thread that holds them and never lets go stands in for that parent thread."""
+    conn = Connection(amqp_url).connect()
+    old_thread = conn._io_thread
+    conn.abandon("inherited through fork")
+    assert old_thread is not None
+    old_thread.join(timeout=5)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_locks() -> None:
+        with conn._wlock, conn._lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_the_locks, daemon=True)
+    holder.start()
+    try:
+        assert held.wait(5)
+        within(10, conn.connect)
+        ch = within(10, conn.channel)
+        queue = within(10, lambda: ch.queue_declare("", exclusive=True).queue)
+        ch.basic_publish(b"x", "", queue)
+        msg = within(5, lambda: ch.basic_get(queue, no_ack=True))
+        assert msg is not None and msg.body == b"x"
+        within(10, conn.close)
+    finally:
+        release.set()
+        holder.join(timeout=5)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")

@@ -188,6 +188,7 @@ class Connection(ConnectionBase, BlockingDriver):
         self._poll_out: Callable[[float | None], Any] = _never_ready
         self._want_read: type[BaseException] = _NeverRaised
         self._want_write: type[BaseException] = _NeverRaised
+        self._was_abandoned = False  # see abandon() and _after_abandon()
 
     def _make_channel(self, channel_id: int) -> Channel:
         return Channel(self, channel_id)
@@ -222,6 +223,8 @@ class Connection(ConnectionBase, BlockingDriver):
         """
         if self.is_open:
             return self
+        if self._was_abandoned:
+            self._after_abandon()
         if self._sock is not None or self._io_thread is not None:
             # The last transport died without close(): release its socket and I/O thread
             # first (that thread would otherwise go on, on the new connection's state).
@@ -293,7 +296,12 @@ class Connection(ConnectionBase, BlockingDriver):
         connection is not closed at interpreter exit.  Takes no lock (one held by a thread
         of the parent at the fork would never be released in the child).  Safe to call more
         than once, and on a connection that never connected.
+
+        :meth:`connect` afterwards opens a new connection of this process's own, as on a
+        connection never connected (with new locks and a new I/O thread; the abandoned
+        connection's channels stay closed: their calls raise ``ChannelClosedError``).
         """
+        self._was_abandoned = True
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
@@ -315,6 +323,23 @@ class Connection(ConnectionBase, BlockingDriver):
                 cond.notify_all()
             finally:
                 cond.release()
+
+    def _after_abandon(self) -> None:
+        """Forget the transport that :meth:`abandon` dropped, before a new one.
+
+        After a fork, a lock of the old transport may be held by a thread of the parent,
+        which does not exist here, and its state (``_reading``, the cork depths) may be
+        that thread's: take all of it afresh rather than wait on it.  Where no fork
+        happened, the old I/O thread ends by itself (abandon() woke it); it is given a
+        moment, so that it cannot work on the new transport.
+        """
+        old = self._io_thread
+        if old is not None and old.is_alive() and old is not threading.current_thread():
+            old.join(timeout=2)
+        channels = list(self._channels.values())
+        self._init_transport()
+        for ch in channels:
+            ch._on_closed(None)
 
     def _teardown(self) -> None:
         if self._finalizer is not None:
