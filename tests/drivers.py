@@ -120,7 +120,7 @@ class AsyncDriven:
         if isinstance(value, AsyncChannel):
             return self._channel(value)
         if isinstance(value, Message) and isinstance(value.channel, AsyncChannel):
-            value.channel = self._channel(value.channel)  # type: ignore[assignment]
+            value.channel = self._channel(value.channel)
         return value
 
     def _channel(self, target: AsyncChannel) -> DrivenChannel:

@@ -276,3 +276,37 @@ def run(conn: Connection, producer: Producer, consumer: Consumer, simple: Simple
     assert {line for line, _ in errors} == {"18", "19"}, result.stdout
     assert 'Unexpected keyword argument "durabel"' in result.stdout
     assert 'Argument 1 to "basic_ack" of "TransportChannel" has incompatible type "str"' in result.stdout
+
+
+def test_a_received_messages_channel_is_typed_for_every_transport(tmp_path: Path) -> None:
+    # Message.channel is the channel a message arrived on, of whichever transport (the
+    # memory transport's messages carry a MemoryChannel): typed by what every one has, so
+    # that a user can settle a message through it and each channel class may be stored.
+    source = '''
+from leveret.client import AsyncChannel, Channel, Message, MessageChannel
+from leveret.highlevel import Connection
+from leveret.highlevel.memory import MemoryChannel
+from leveret.highlevel.recovery import RecoveringChannel
+
+def settle(message: Message) -> None:
+    channel = message.channel
+    reveal_type(channel)
+    if channel is not None and channel.is_open:
+        reveal_type(channel.channel_id)
+        channel.basic_ack(message.delivery_tag or 0)
+        channel.basic_nack(1, multiple=True, requeue=False)
+        channel.basic_reject(1, requeue=False)
+
+def received(conn: Connection) -> None:
+    message = conn.default_channel.basic_get("q")
+    if message is not None and message.channel is not None:
+        message.channel.basic_reject(message.delivery_tag or 0, requeue=True)
+
+def conforms(message: Message, a: Channel, b: AsyncChannel, c: MemoryChannel, d: RecoveringChannel) -> None:
+    channels: list[MessageChannel] = [a, b, c, d]
+    message.channel = c
+'''
+    result = mypy(tmp_path, source)
+    revealed = re.findall(r'Revealed type is "(.*)"', result.stdout)
+    assert revealed == ["leveret.client.message.MessageChannel | None", "int"], result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -7,8 +7,9 @@
   py-amqplib's method names (``queue_declare``, ``basic_publish``, ``basic_consume``...).
 * :class:`AsyncConnection` / :class:`AsyncChannel` (:mod:`.aio`): the same API for asyncio,
   on the same core (imported on first use).
-* :class:`Message`, :func:`parse_url`, the events (:mod:`.events`) and the client's
-  exceptions (:mod:`.errors`; the per-reply-code ones come from :mod:`leveret.wire.replies`).
+* :class:`Message` (its ``channel`` typed :class:`MessageChannel`), :func:`parse_url`,
+  the events (:mod:`.events`) and the client's exceptions (:mod:`.errors`; the
+  per-reply-code ones come from :mod:`leveret.wire.replies`).
 """
 
 from typing import TYPE_CHECKING
@@ -28,7 +29,7 @@ from .errors import (
     PublishNacked,
     VersionMismatch,
 )
-from .message import Message
+from .message import Message, MessageChannel
 from .url import ConnectionParameters, URLError, parse_url
 
 if TYPE_CHECKING:  # pragma: no cover  (imported on first use at run time: see __getattr__)
@@ -41,6 +42,7 @@ __all__ = [
     "AsyncChannel",
     "QueueDeclareOk",
     "Message",
+    "MessageChannel",
     "SansIOConnection",
     "ConnState",
     "ChannelState",

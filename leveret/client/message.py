@@ -2,19 +2,42 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..wire import amqp0_9_1
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ._shared import ChannelBase as Channel
-
-__all__ = ["Message", "PROPERTY_NAMES"]
+__all__ = ["Message", "MessageChannel", "PROPERTY_NAMES"]
 
 #: Basic's content properties, in flag order (the same names in 0-9-1 and 0-8; a test checks).
 PROPERTY_NAMES: tuple[str, ...] = amqp0_9_1.Basic.Properties.FIELDS
 _NAMES = frozenset(PROPERTY_NAMES)
 _new = object.__new__
+
+
+class MessageChannel(Protocol):
+    """What a received message needs from the channel it arrived on, and so what
+    :attr:`Message.channel` offers whatever the transport: :class:`leveret.client.Channel`,
+    :class:`leveret.client.AsyncChannel`, the memory transport's ``MemoryChannel`` and
+    the high-level layer's ``RecoveringChannel`` all have these members (a type checker
+    proves it in ``tests/test_typing.py``).  Anything else belongs to one transport:
+    narrow the type first.
+
+    A :class:`typing.Protocol` for type checkers: nothing derives from it.  The three
+    settle calls send ``basic.ack`` / ``basic.nack`` / ``basic.reject`` and do not wait
+    for a reply.
+    """
+
+    @property
+    def channel_id(self) -> int: ...
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None: ...
+
+    def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None: ...
+
+    def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None: ...
 
 
 class Message:
@@ -27,7 +50,8 @@ class Message:
 
     A received message also has ``delivery_info`` (``consumer_tag``, ``delivery_tag``,
     ``redelivered``, ``exchange``, ``routing_key``, and ``message_count`` for ``basic.get``),
-    ``channel``, and ``ack()``, ``nack()``, ``reject()``.
+    ``channel`` (the :class:`MessageChannel` it arrived on; None on a message built here),
+    and ``ack()``, ``nack()``, ``reject()``.
     """
 
     __slots__ = ("body", "_properties", "_info", "channel", "_props", "_method")
@@ -47,7 +71,7 @@ class Message:
         self.body = body  # type: ignore[assignment]  # bytes-like, kept as given (see body)
         self._properties: dict[str, Any] | None = properties
         self._info: dict[str, Any] | None = {}
-        self.channel: Channel | None = None
+        self.channel: MessageChannel | None = None
         self._props: Any = None
         self._method: Any = None
 
@@ -67,7 +91,7 @@ class Message:
         return self
 
     @classmethod
-    def _received(cls, channel: Channel | None, method: Any, props: Any, body: bytes) -> Message:
+    def _received(cls, channel: MessageChannel | None, method: Any, props: Any, body: bytes) -> Message:
         self = _new(cls)
         self.body = body
         self._props = props
@@ -170,7 +194,7 @@ class Message:
         channel, tag = self._delivered()
         channel.basic_reject(tag, requeue=requeue)
 
-    def _delivered(self) -> tuple[Channel, int]:
+    def _delivered(self) -> tuple[MessageChannel, int]:
         """The channel and delivery tag to settle this message with."""
         channel = self.channel
         tag = self.delivery_tag

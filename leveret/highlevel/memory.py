@@ -1619,7 +1619,7 @@ class MemoryChannel:
     def _message(self, stored: _Stored, info: dict[str, Any]) -> Message:
         msg = Message(stored.body, **_decode_props(stored.props))
         msg.delivery_info = info
-        msg.channel = self  # type: ignore[assignment]
+        msg.channel = self
         return msg
 
     def _redispatch(self, vh: _VHost, now: float) -> None:
