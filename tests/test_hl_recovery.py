@@ -447,6 +447,29 @@ def test_plain_calls_go_through_a_recovering_channel(amqp_url: str) -> None:
         conn.release()
 
 
+def test_transport_specific_attributes_are_read_from_the_transport_channel(amqp_url: str) -> None:
+    """What only one transport's channel has (the client's ``unconfirmed``, ``nacked``) is
+    still reached through a recovering channel at run time, though type checkers do not
+    see it there (``transport_channel`` is the typed way)."""
+    conn = recovering(amqp_url)
+    try:
+        ch = conn.channel()
+        assert isinstance(ch, RecoveringChannel)
+        assert ch.flow_active is True
+        ch.confirm_select()
+        name = ch.queue_declare("", exclusive=True).queue
+        ch.basic_publish(b"x", "", name)
+        forwarded: Any = ch  # the type checker knows no more than RecoveringChannel's own
+        assert forwarded.unconfirmed == ch.transport_channel.unconfirmed
+        assert forwarded.nacked == []
+        assert ch.wait_for_confirms(timeout=10)
+        assert forwarded.unconfirmed == []
+        with pytest.raises(AttributeError):
+            forwarded.no_such_attribute
+    finally:
+        conn.release()
+
+
 def test_released_connection_forgets_its_topology(amqp_url: str) -> None:
     conn = recovering(amqp_url)
     q = Queue(unique(), exclusive=True)

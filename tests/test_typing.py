@@ -224,9 +224,9 @@ def conforms(a: Channel, b: MemoryChannel, c: RecoveringChannel, d: Connection, 
 
 
 def test_recovering_channel_has_the_protocol_members_itself() -> None:
-    # RecoveringChannel forwards unknown attributes to the transport channel
-    # (__getattr__), so the type checker takes it for any protocol: check that each
-    # member of TransportChannel is its own, not forwarded unrecorded.
+    # RecoveringChannel forwards unknown attributes to the transport channel at run time
+    # (__getattr__, which type checkers do not see): check that each member of
+    # TransportChannel is its own at run time too, not forwarded.
     from leveret.highlevel import Connection, TransportChannel
 
     members = {
@@ -310,3 +310,26 @@ def conforms(message: Message, a: Channel, b: AsyncChannel, c: MemoryChannel, d:
     revealed = re.findall(r'Revealed type is "(.*)"', result.stdout)
     assert revealed == ["leveret.client.message.MessageChannel | None", "int"], result.stdout + result.stderr
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_recovering_channel_is_checked_for_what_it_has(tmp_path: Path) -> None:
+    # RecoveringChannel forwards other attributes to the transport channel at run time
+    # only: type checkers see its own members, so a misspelt or transport-specific one is
+    # an error, and it is not taken for a protocol whose members it lacks.
+    source = '''
+from typing import Protocol
+from leveret.highlevel.recovery import RecoveringChannel
+
+class Unrelated(Protocol):
+    def no_such_method(self) -> None: ...
+
+def run(ch: RecoveringChannel) -> None:
+    reveal_type(ch.flow_active)
+    ch.queue_declar("q")
+    ch.unconfirmed
+    other: Unrelated = ch
+'''
+    result = mypy(tmp_path, source)
+    assert re.findall(r'Revealed type is "(.*)"', result.stdout) == ["bool"], result.stdout
+    errors = re.findall(r":(\d+): error: (.*)", result.stdout)
+    assert {line for line, _ in errors} == {"10", "11", "12"}, result.stdout

@@ -457,7 +457,8 @@ class RecoveringChannel:
     the connection's :class:`Topology` and moved to a new transport channel on recovery.
 
     Attributes other than the ones here are read from the current transport channel
-    (:attr:`transport_channel`).  ``generation`` counts the transport connections: it
+    (:attr:`transport_channel`) at run time; type checkers do not see them (use
+    :attr:`transport_channel`, narrowed to the transport's class).  ``generation`` counts the transport connections: it
     changes when the channel is moved.  Deliveries reach the callbacks as messages of the
     transport channel they came on; acknowledge them through the message
     (``message.ack()``): an acknowledgement for a delivery of a previous generation raises
@@ -489,10 +490,16 @@ class RecoveringChannel:
         state = "closed" if not self.is_open else "open"
         return f"<RecoveringChannel {self.channel_id} gen {self.generation} {state} -> {self._channel!r}>"
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "_channel" or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self._channel, name)
+    if not TYPE_CHECKING:
+        # At run time only: type checkers see the members written out here, so that
+        # RecoveringChannel is checked against TransportChannel (and a misspelt name is an
+        # error) rather than taken for any type.  What is reached this way belongs to one
+        # transport (leveret.client.Channel's unconfirmed, nacked, access_request) and is
+        # not recovery-aware: its delivery tags are the current transport channel's.
+        def __getattr__(self, name: str) -> Any:
+            if name == "_channel" or name.startswith("__"):
+                raise AttributeError(name)
+            return getattr(self._channel, name)
 
     def __enter__(self) -> RecoveringChannel:
         return self
@@ -563,6 +570,12 @@ class RecoveringChannel:
     def mark_error_reported(self) -> None:
         """As the transport channel's: :attr:`close_error` was raised elsewhere."""
         self._channel.mark_error_reported()
+
+    @property
+    def flow_active(self) -> bool:
+        """The current transport channel's: False while the broker has asked
+        (``channel.flow``) that nothing be published on it."""
+        return bool(self._channel.flow_active)
 
     @property
     def closed_by_broker(self) -> bool:
