@@ -24,6 +24,8 @@ from leveret.client import (
     AsyncConnection,
     Channel,
     Connection,
+    ConnectionClosedError,
+    ConnectionLost,
     Message,
     NotFound,
     PreconditionFailed,
@@ -551,6 +553,61 @@ def test_drain_events_raises_what_a_callback_raised(broker: Broker) -> None:
             with pytest.raises(TimeoutError):
                 await conn.drain_events(timeout=0.2)
             assert conn.is_open
+
+    run(main())
+
+
+def test_a_callback_that_closes_the_connection_ends_drain_events_normally(broker: Broker) -> None:
+    """As in the blocking driver: a callback awaiting ``conn.close()`` has run, so the
+    drain_events waiting for it returns; the next one raises.  (The close-ok used to wake
+    it before the callback had finished, and it raised ConnectionClosedError.)"""
+
+    async def main() -> None:
+        conn = await AsyncConnection(broker.url).connect()
+        ch = await conn.channel()
+        ok = await ch.queue_declare("", exclusive=True)
+        seen: list[bytes] = []
+
+        async def close_it(message: Message) -> None:
+            seen.append(bytes(message.body))
+            await conn.close()
+
+        await ch.basic_consume(ok.queue, callback=close_it)
+        await ch.basic_publish(b"last", routing_key=ok.queue)
+        await conn.drain_events(timeout=5)
+        assert seen == [b"last"] and not conn.is_open
+        with pytest.raises(ConnectionClosedError):
+            await conn.drain_events(timeout=1)
+
+    run(main())
+
+
+def test_a_callback_awaiting_the_broker_when_the_connection_is_lost_sees_the_loss(broker: Broker) -> None:
+    """The callback is not cancelled under its feet: the call it awaits raises
+    ConnectionLost, as it would anywhere else, and drain_events reports that."""
+
+    async def main() -> None:
+        with TCPProxy(broker.port) as proxy:
+            conn = await AsyncConnection(proxy.url()).connect()
+            ch, other = await conn.channel(), await conn.channel()
+            ok = await ch.queue_declare("", exclusive=True)
+            seen: list[str] = []
+
+            async def declare(message: Message) -> None:
+                proxy.freeze()
+                asyncio.get_running_loop().call_later(0.3, proxy.cut)
+                try:
+                    await other.queue_declare("", exclusive=True)
+                except BaseException as exc:
+                    seen.append(type(exc).__name__)
+                    raise
+
+            await ch.basic_consume(ok.queue, callback=declare)
+            await ch.basic_publish(b"x", routing_key=ok.queue)
+            with pytest.raises(ConnectionLost):
+                await conn.drain_events(timeout=10)
+            assert seen == ["ConnectionLost"]
+            await conn.close()
 
     run(main())
 

@@ -1114,6 +1114,24 @@ def test_drain_events_times_out(conn: Connection, ch: Channel, queue: str) -> No
     conn.drain_events(timeout=5)
 
 
+def test_a_callback_that_closes_the_connection_ends_drain_events_normally(
+    conn: Connection, ch: Channel, queue: str
+) -> None:
+    """The callback ran: drain_events returns; the next one says the connection is closed."""
+    seen: list[bytes] = []
+
+    def close_it(message: Message) -> None:
+        seen.append(bytes(message.body))
+        conn.close()
+
+    ch.basic_consume(queue, callback=close_it)
+    ch.basic_publish(b"last", routing_key=queue)
+    conn.drain_events(timeout=5)
+    assert seen == [b"last"] and not conn.is_open
+    with pytest.raises(ConnectionClosedError):
+        conn.drain_events(timeout=1)
+
+
 @only_0_9_1
 def test_update_secret(conn: Connection, protocol: str) -> None:
     # RabbitMQ 3.10 answers update-secret-ok for PLAIN (its internal backend takes the new

@@ -18,7 +18,11 @@ Tasks and callbacks
   An exception from a callback is logged and raised by the next
   :meth:`AsyncConnection.drain_events` (a ``CancelledError`` -- say, from an operation the
   callback awaited that someone cancelled -- as a ``RuntimeError`` caused by it), and the
-  next delivery runs.  Should the delivery task itself end while the connection is open
+  next delivery runs.  When the connection closes or is lost while a callback runs (even
+  one that awaits ``conn.close()`` itself), the callback is not cancelled: what it awaits on
+  the connection raises the connection's error, and a pending ``drain_events`` returns (or
+  raises what the callback raised) once it has finished, as in the blocking driver; the
+  next call raises.  Should the delivery task itself end while the connection is open
   (cancelled from outside), the connection fails with :class:`ConnectionClosedError` rather
   than leave deliveries waiting for ever.  Or iterate instead:
   ``async for message in channel.deliveries(queue)``.
@@ -127,6 +131,8 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         self._tasks: list[asyncio.Task[None]] = []
         self._wakeup: asyncio.Future[None] | None = None  # the delivery task's
         self._callbacks_run = 0
+        self._in_callback = False  # the delivery task is running a consumer callback
+        self._finishing: asyncio.Task[None] | None = None  # a torn-down one, in a callback
         self._callback_error: BaseException | None = None
         self._backlog = 0  # deliveries in Deliveries iterators, not yet taken
         # Calls waiting for something only the broker can send (a reply, a confirm,
@@ -169,6 +175,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         self._new_core()
         self._write_paused = self._reading_paused = False
         self._callback_error = None
+        self._in_callback = False
         self._backlog = 0
         try:
             transport, _ = await asyncio.wait_for(
@@ -225,8 +232,16 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
             self._flush_handle = None
         current = asyncio.current_task() if self._loop is not None and self._loop.is_running() else None
         for task in self._tasks:
-            if task is not current:
-                task.cancel()
+            if task is current:
+                continue
+            if self._in_callback and task is self._tasks[0]:
+                # The delivery task is inside a callback (one awaiting conn.close(), say):
+                # let it finish, as in the blocking driver -- what it awaits on this
+                # connection raises the connection's error rather than CancelledError --
+                # and the task ends after it.
+                self._finishing = task
+                continue
+            task.cancel()
         self._tasks = []
         self._notify()
 
@@ -245,15 +260,40 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         """
         start = self._callbacks_run
         deadline = None if timeout is None else deadline_after(timeout)
+
+        def ran() -> bool:
+            return self._callbacks_run != start or self._callback_error is not None
+
         try:
-            await self._wait_for(
-                lambda: self._callbacks_run != start or self._callback_error is not None, deadline, "events",
-                from_broker=False,
-            )
+            await self._wait_for(ran, deadline, "events", from_broker=False)
+        except (LeveretError, OSError):
+            # The connection died -- maybe closed by the callback running now (``await
+            # conn.close()``), whose close-ok woke us before it returned.  As in the blocking
+            # driver, a callback that ran ends this call normally: let it finish first.
+            await self._callback_finished(deadline)
+            if not ran():
+                raise
         finally:
             error, self._callback_error = self._callback_error, None
         if error is not None:
             raise error
+
+    async def _callback_finished(self, deadline: float | None) -> None:
+        """Wait (at most until ``deadline``) while the delivery task is inside a callback."""
+        loop = self._loop
+        assert loop is not None
+        while self._in_callback:
+            remaining = None if deadline is None else deadline - monotonic()
+            if remaining is not None and remaining <= 0:
+                return
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            timer = None if remaining is None else loop.call_later(remaining, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     async def drain(self) -> None:
         """Write what is queued and wait until the socket has taken it (down to the
@@ -273,12 +313,13 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         loop = asyncio.get_running_loop()
         pending = self._pending
         callback = self._callback
-        while not self._closed:
+        core = self._core
+        while not self._closed and self._core is core:
             if not pending and not self._has_pending():
                 self._wakeup = loop.create_future()
                 await self._wakeup
                 continue
-            while pending:
+            while pending and not self._closed:
                 ch, item = pending.popleft()
                 if type(item) is ChannelClosed:
                     # A channel the broker closed.  The tasks its closing woke (a request
@@ -293,12 +334,16 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
                 try:
                     found = callback(ch, item)
                     if found is not None:
+                        self._in_callback = True
                         result = found[0](*found[1])
                         if inspect.isawaitable(result):
                             await result
                         self._callbacks_run += 1
                 except (asyncio.CancelledError, Exception) as exc:  # the user's callback
                     self._callback_failed(exc)
+                finally:
+                    if self._core is core:
+                        self._in_callback = False
                 self._notify()
                 self._maybe_resume_reading()
             for ch in list(self._channels.values()):
@@ -339,6 +384,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         cancelled, or failed) nothing would run callbacks any more, and ``drain_events``
         would wait for ever -- fail the connection instead."""
         error = None if task.cancelled() else task.exception()
+        self._notify()  # a drain_events waiting for the callback it was running
         if task not in self._tasks:
             return  # stopped by _teardown (possibly of an earlier connection)
         if error is not None:
