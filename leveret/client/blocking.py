@@ -67,6 +67,8 @@ log = logging.getLogger("leveret.client")
 R = TypeVar("R")
 
 _RECV_SIZE = 262144
+#: What _read_some returns when it read what its caller waited for (see there).
+_SATISFIED = object()
 # Deliveries the heartbeat thread reads ahead while user code is busy before it stops
 # reading (TCP then pushes back on the broker).
 _READ_AHEAD_LIMIT = 20000
@@ -399,47 +401,52 @@ class Connection(ConnectionBase, BlockingDriver):
         over, such as a consumer cancelled by the broker)."""
         if not self._pending and not self._has_returns():
             return False
-        # corked(), inline: this runs once per drain_events().
+        # corked() and _uncork(), inline: this runs once per drain_events().
         me = get_ident()
         depth = self._cork_depth
         outer = depth.get(me, 0)
         depth[me] = outer + 1
         try:
-            return self._run_pending_corked()
+            ran = False
+            pending = self._pending
+            received = Message._received
+            while pending:
+                ch, item = pending.popleft()
+                if type(item) is MessageReceived:
+                    # The usual item, a delivery to a live consumer, run here without the
+                    # detour through _callback (which handles everything else).
+                    method = item.method
+                    consumer = ch._consumers.get(method.consumer_tag)
+                    if consumer is not None:
+                        ran = True
+                        consumer(received(ch, method, item.properties, item.body))
+                        continue
+                found = self._callback(ch, item)
+                if found is not None:
+                    ran = True
+                    found[0](*found[1])
+            for ch in list(self._channels.values()):
+                if ch._returns:
+                    ch._run_returns()
+                    ran = True
+            return ran
         finally:
-            self._uncork(me, outer)
+            if outer:
+                depth[me] = outer
+            else:
+                del depth[me]
+                core = self._core
+                if core is not None and (core._out or self._wrest):
+                    try:
+                        self._flush()
+                    except (LeveretError, OSError):
+                        pass  # as in _uncork: the connection holds the error
 
     def _has_returns(self) -> bool:
         for ch in self._channels.values():
             if ch._returns:
                 return True
         return False
-
-    def _run_pending_corked(self) -> bool:
-        ran = False
-        pending = self._pending
-        callback = self._callback
-        received = Message._received
-        while pending:
-            ch, item = pending.popleft()
-            if type(item) is MessageReceived:
-                # The usual item, a delivery to a live consumer, run here without the
-                # detour through _callback (which handles everything else).
-                method = item.method
-                consumer = ch._consumers.get(method.consumer_tag)
-                if consumer is not None:
-                    ran = True
-                    consumer(received(ch, method, item.properties, item.body))
-                    continue
-            found = callback(ch, item)
-            if found is not None:
-                ran = True
-                found[0](*found[1])
-        for ch in list(self._channels.values()):
-            if ch._returns:
-                ch._run_returns()
-                ran = True
-        return ran
 
     # ------------------------------------------------------------------ I/O
 
@@ -670,9 +677,18 @@ class Connection(ConnectionBase, BlockingDriver):
                     views[0] = first[sent:]
                     sent = 0
 
-    def _read_some(self, timeout: float | None) -> bool:
+    def _read_some(
+        self, timeout: float | None, predicate: Callable[[], Any] | None = None, role: list[bool] | None = None
+    ) -> Any:
         """Read once, waiting at most ``timeout`` seconds (None: for ever) for bytes to
-        come; False if none came.  The caller holds the reading role, not the lock."""
+        come; False if none came.  The caller holds the reading role, not the lock.
+
+        With a ``predicate`` (a :meth:`_wait_for`'s): when what was read makes it true, and
+        nothing more is to be done after the read (no reply the core owes, no close), the
+        reading role is given back under the same hold of the lock (``role[0]`` set False
+        with ``_reading``, no call between: an interrupt cannot leave the caller thinking
+        it still holds the role), and this returns :data:`_SATISFIED` -- what the caller's
+        next look under the lock would have found, without taking the lock again."""
         sock = self._sock
         core = self._core
         if sock is None or core is None:
@@ -712,6 +728,18 @@ class Connection(ConnectionBase, BlockingDriver):
             if late is not None:
                 self._fail(late)
                 raise late
+            if (
+                predicate is not None
+                and data
+                and not core._out
+                and core.state is not _CLOSED
+                and predicate()
+                and role is not None
+            ):
+                self._reading = role[0] = False
+                if self._waiters:
+                    self._cond.notify_all()
+                return _SATISFIED
         if not data:
             self._teardown()
             return True
@@ -760,6 +788,7 @@ class Connection(ConnectionBase, BlockingDriver):
         if core is not None and (core._out or self._wrest):
             self._flush()  # what we wait for may depend on what is still queued
         reading = False  # whether this thread holds the reading role
+        role = [True]  # role[0] False: _read_some gave the role back (and we are done)
         looked = False  # whether the socket was read once after the deadline
         try:
             while True:
@@ -768,8 +797,11 @@ class Connection(ConnectionBase, BlockingDriver):
                         self._reading = reading = False
                         if self._waiters:
                             self._cond.notify_all()
-                    if self._wait_over(predicate):
+                    # _wait_over(), inline: the predicate, then whether the connection died.
+                    if predicate():
                         return
+                    if self._error is not None or self._closed or self._core is None or self._core.state is _CLOSED:
+                        self._wait_over(predicate)  # raises the connection's error
                     remaining = None if deadline is None else deadline - monotonic()
                     if remaining is not None and remaining <= 0:
                         # Past the deadline (or timeout=0, a poll): one read of what the
@@ -786,9 +818,10 @@ class Connection(ConnectionBase, BlockingDriver):
                             self._waiters -= 1
                         continue
                     reading = self._reading = True  # this order: an interrupt between leaves no stuck role
-                self._read_some(remaining)
+                if self._read_some(remaining, predicate, role) is _SATISFIED:
+                    return  # _read_some gave the role back
         finally:
-            if reading:
+            if reading and role[0]:
                 with lock:
                     self._reading = False
                     if self._waiters:
