@@ -437,10 +437,7 @@ class Connection(ConnectionBase, BlockingDriver):
                 del depth[me]
                 core = self._core
                 if core is not None and (core._out or self._wrest):
-                    try:
-                        self._flush()
-                    except (LeveretError, OSError):
-                        pass  # as in _uncork: the connection holds the error
+                    self._flush_uncorked()
 
     def _has_returns(self) -> bool:
         for ch in self._channels.values():
@@ -568,12 +565,16 @@ class Connection(ConnectionBase, BlockingDriver):
         del depth[me]
         core = self._core
         if core is not None and (core._out or self._wrest):
-            try:
-                self._flush()
-            except (LeveretError, OSError):
-                # Like any queued write that fails: the connection now holds the error
-                # and the next call (a wait for confirms, a publish...) raises it.
-                pass
+            self._flush_uncorked()
+
+    def _flush_uncorked(self) -> None:
+        """The write at the end of the outermost :meth:`corked` block."""
+        try:
+            self._flush()
+        except (LeveretError, OSError):
+            # Like any queued write that fails: the connection now holds the error
+            # and the next call (a wait for confirms, a publish...) raises it.
+            pass
 
     def _kick(self) -> None:
         """Have what is queued written soon.
