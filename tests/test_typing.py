@@ -36,6 +36,18 @@ def mypy(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def revealed(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The types mypy revealed (``reveal_type``), in order."""
+    return re.findall(r'Revealed type is "(.*)"', result.stdout)
+
+
+def revealed_without_errors(tmp_path: Path, source: str) -> list[str]:
+    """mypy --strict on ``source``, which must type-check; what it revealed."""
+    result = mypy(tmp_path, source)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return revealed(result)
+
+
 QUEUE_DECLARE_OK = "tuple[str, int, int, fallback=leveret.client._shared.QueueDeclareOk]"
 
 
@@ -76,8 +88,7 @@ def blocking() -> None:
     reveal_type(HLConnection("memory://").Producer())
 '''
     result = mypy(tmp_path, source)
-    revealed = re.findall(r'Revealed type is "(.*)"', result.stdout)
-    assert revealed == [
+    assert revealed(result) == [
         "leveret.client.aio.AsyncConnection",
         "leveret.client.aio.AsyncChannel",
         QUEUE_DECLARE_OK,
@@ -105,9 +116,7 @@ def get(ch: Channel) -> str | None:
     msg = ch.basic_get("q")
     return None if msg is None else msg.body.decode()
 '''
-    result = mypy(tmp_path, source)
-    assert re.findall(r'Revealed type is "(.*)"', result.stdout) == ["bytes"], result.stdout
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert revealed_without_errors(tmp_path, source) == ["bytes"]
 
 
 def test_need_data_narrows_what_next_frame_returns(tmp_path: Path) -> None:
@@ -122,9 +131,7 @@ def channels(reader: FrameReader) -> list[int]:
         out.append(frame.channel)
     return out
 '''
-    result = mypy(tmp_path, source)
-    assert re.findall(r'Revealed type is "(.*)"', result.stdout) == ["leveret.wire.frames.Frame"], result.stdout
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert revealed_without_errors(tmp_path, source) == ["leveret.wire.frames.Frame"]
 
 
 def test_the_returns_a_failed_flush_reports_are_typed(tmp_path: Path) -> None:
@@ -143,10 +150,7 @@ def flush(producer: Producer) -> list[str]:
         return [str(tag) for tag in exc.delivery_tags] + [repr(r) for r in exc.returned]
     return []
 '''
-    result = mypy(tmp_path, source)
-    revealed = re.findall(r'Revealed type is "(.*)"', result.stdout)
-    assert revealed == ["list[leveret.highlevel.exceptions.MessageReturned]"], result.stdout
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert revealed_without_errors(tmp_path, source) == ["list[leveret.highlevel.exceptions.MessageReturned]"]
 
 
 def test_queue_delete_and_purge_return_a_count_unless_nowait(tmp_path: Path) -> None:
@@ -176,9 +180,8 @@ def blocking(flag: bool) -> None:
     count: int = ch.queue_delete("q") + ch.queue_purge("q")
 '''
     result = mypy(tmp_path, source)
-    revealed = re.findall(r'Revealed type is "(.*)"', result.stdout)
     some = "int | None"
-    assert revealed == [
+    assert revealed(result) == [
         "int", "int", "None", some, "int", "None", some,
         "int", "None", some, "int", "None", some,
     ], result.stdout + result.stderr
@@ -264,9 +267,8 @@ def run(conn: Connection, producer: Producer, consumer: Consumer, simple: Simple
     conn.default_channel.basic_ack("1")
 '''
     result = mypy(tmp_path, source)
-    revealed = re.findall(r'Revealed type is "(.*)"', result.stdout)
     channel = "leveret.highlevel.transport.TransportChannel"
-    assert revealed == [
+    assert revealed(result) == [
         channel, channel, "leveret.highlevel.transport.TransportConnection", channel,
         QUEUE_DECLARE_OK, "None", "int", "leveret.client.message.Message | None",
         channel, channel + " | None", channel, channel,
@@ -306,10 +308,7 @@ def conforms(message: Message, a: Channel, b: AsyncChannel, c: MemoryChannel, d:
     channels: list[MessageChannel] = [a, b, c, d]
     message.channel = c
 '''
-    result = mypy(tmp_path, source)
-    revealed = re.findall(r'Revealed type is "(.*)"', result.stdout)
-    assert revealed == ["leveret.client.message.MessageChannel | None", "int"], result.stdout + result.stderr
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert revealed_without_errors(tmp_path, source) == ["leveret.client.message.MessageChannel | None", "int"]
 
 
 def test_recovering_channel_is_checked_for_what_it_has(tmp_path: Path) -> None:
@@ -330,6 +329,6 @@ def run(ch: RecoveringChannel) -> None:
     other: Unrelated = ch
 '''
     result = mypy(tmp_path, source)
-    assert re.findall(r'Revealed type is "(.*)"', result.stdout) == ["bool"], result.stdout
+    assert revealed(result) == ["bool"], result.stdout
     errors = re.findall(r":(\d+): error: (.*)", result.stdout)
     assert {line for line, _ in errors} == {"10", "11", "12"}, result.stdout
