@@ -177,6 +177,35 @@ class _Structs:
         return lines
 
 
+def _ids_as_one(fmt: str) -> str:
+    """A payload's struct format with its two leading ids ("HH") packed as one "I"."""
+    assert fmt.startswith("HH")
+    return "I" + fmt[2:]
+
+
+def _ids(cls: Class, m: Method) -> str:
+    """The class and method ids as one number (``60 << 16 | 40``, folded by the compiler)."""
+    return f"{cls.index} << 16 | {m.index}"
+
+
+def _method_frame_bound(m: Method) -> int | None:
+    """The most bytes ``m``'s method frame can take (header, ids, fields, end octet), or
+    None when a field (a table, a longstr) has no bound below 4 GiB."""
+    size = 7 + 4 + 1
+    for item in _bit_groups(m.fields):
+        if isinstance(item, list):
+            size += 1
+        elif item.type == "timestamp":
+            size += 8
+        elif item.type in _STRUCT_CODE:
+            size += _STRUCT_SIZE[_STRUCT_CODE[item.type]]
+        elif item.type == "shortstr":
+            size += 256
+        else:
+            return None
+    return size
+
+
 def _bit_groups(fields: list[Field]) -> list[list[Field] | Field]:
     """Fields in wire order, consecutive bits gathered into octets of at most eight."""
     out: list[list[Field] | Field] = []
@@ -356,11 +385,11 @@ class _VersionRenderer:
             "def encode(self) -> bytes:", cls, m, pre, parts, "_encode_error(self, exc)", can_fail
         )
 
-    def method_encode_frame(self, cls: Class, m: Method) -> list[str]:
-        """``encode_frame(channel)``: the whole method frame in one join (one pack for a
-        method of fixed-width fields only), its frame header packed with the ids and leading
-        fields and its frame-end octet with the last fixed field (or bit octet)."""
-        pre, segments = self._encode_plan(m)
+    def _frame_header_first(
+        self, cls: Class, m: Method, segments: list[tuple[str, str, list[str]]]
+    ) -> None:
+        """Make the first segment of a payload's plan pack the method frame's header (type
+        1, ``channel``, payload size) and the ids, as one number, ahead of its fields."""
         size = 0
         lengths = []
         for kind, what, args in segments:
@@ -372,7 +401,14 @@ class _VersionRenderer:
                 lengths.append(f"len({what})")
         kind, fmt, args = segments[0]
         size_expr = " + ".join([str(size), *lengths])
-        segments[0] = (kind, "BHI" + fmt, ["1", "channel", size_expr, str(cls.index), str(m.index), *args])
+        segments[0] = (kind, "BHI" + _ids_as_one(fmt), ["1", "channel", size_expr, _ids(cls, m), *args])
+
+    def method_encode_frame(self, cls: Class, m: Method) -> list[str]:
+        """``encode_frame(channel)``: the whole method frame in one join (one pack for a
+        method of fixed-width fields only), its frame header packed with the ids and leading
+        fields and its frame-end octet with the last fixed field (or bit octet)."""
+        pre, segments = self._encode_plan(m)
+        self._frame_header_first(cls, m, segments)
         kind, what, args = segments[-1]
         tail: list[str] = []
         if kind == "struct":
@@ -391,6 +427,75 @@ class _VersionRenderer:
             '    frame-end octet."""',
         ]
         return lines[:1] + doc + lines[1:]
+
+    def method_content_frames(self, cls: Class, m: Method) -> list[str]:
+        """``content_frames(channel, properties, body, frame_max)``: a whole small content
+        (method frame, header frame, one body frame) in one join; anything else goes to the
+        general ``frames._content_frames``.  A publish is this: the method frame's end octet
+        is packed with the header frame's fixed fields, the header frame's end octet with
+        the body frame's header."""
+        pre, segments = self._encode_plan(m)
+        self._frame_header_first(cls, m, segments)
+        # Constant neighbours are packed as one number (the compiler folds ``206 << 8 | 2``):
+        # fewer arguments to convert.  The header frame: end octet of the method frame and
+        # type 2, channel, size, class id and weight 0, body size, property flags.
+        header = ["206 << 8 | 2", "channel", "14 + props_size", f"{cls.index} << 16", "size", "flags"]
+        kind, what, args = segments[-1]
+        if kind == "struct":
+            segments[-1] = (kind, what + "HHIIQH", [*args, *header])
+        elif kind == "octet":
+            segments[-1] = ("struct", "BHHIIQH", [what, *header])
+        else:
+            segments.append(("struct", "HHIIQH", header))
+        parts = self._segment_exprs(segments)
+        # The body frame: the header frame's end octet and type 3, channel, size.
+        body_head = f"{self.structs.packer('HHI')}(206 << 8 | 3, channel, size)"
+        parts += ["props", body_head, "body", "_END"]
+        # Every field is bounded (shortstrs and fixed widths: checked by the caller), so one
+        # comparison covers both the method frame and the header frame.
+        most = _method_frame_bound(m)
+        assert most is not None  # the caller generates this only for bounded methods
+        bound = max(most, 22)
+        lines = [
+            "def content_frames(",
+            "    self,",
+            "    channel: int,",
+            "    properties: ContentProperties | None,",
+            "    body: bytes | bytearray | memoryview,",
+            "    frame_max: int,",
+            ") -> bytes | list[bytes | memoryview]:",
+            '    """This method with its content header and body as frames for ``channel``: see',
+            "    :func:`~leveret.wire.frames.content_frames`.  A ``bytes`` body of one frame, less",
+            '    than 64 KiB in all, is packed here in one join."""',
+            "    if type(body) is bytes:",
+            "        try:",
+        ]
+        body = [
+            *pre,
+            "if properties is None:",
+            "    flags = 0",
+            '    props = b""',
+            "else:",
+            "    flags, props = properties.encode_values()",
+            "size = len(body)",
+            "props_size = len(props)",
+            # (The sum is a little stricter than needed; what it turns away is a tiny
+            # frame_max, which the general path handles.)
+            f"if 0 < size < 65536 and size + props_size + {bound} <= frame_max:",
+            '    return b"".join(',
+            "        (",
+        ]
+        lines.extend("            " + line for line in body)
+        for p in parts:
+            lines.extend(self._wrap_expr(24, "", p, ","))
+        lines.append("                    )")
+        lines.append("                )")
+        # A value that does not encode (EncodeError is a ValueError too): the general path
+        # encodes it again and reports it, as it would have.
+        lines.append("        except _ENCODE_FAILURES:")
+        lines.append("            pass  # a value that does not encode: the general path says which")
+        lines.append("    return _content_frames(channel, self, properties, body, frame_max)")
+        return lines
 
     def _wrap_expr(self, indent: int, head: str, expr: str, tail: str = "") -> list[str]:
         """Wrap ``name(arg, arg)`` one argument per line when it does not fit."""
@@ -532,6 +637,9 @@ class _VersionRenderer:
             # whole frame is then a single struct pack.
             out.append("")
             out.extend(self.method_encode_frame(cls, m))
+        if m.content and m.fields and _method_frame_bound(m) is not None:
+            out.append("")
+            out.extend(self.method_content_frames(cls, m))
         out.append("")
         out.extend(self.method_decode(cls, m))
         # The class body sits inside the container class: indent everything but line 1.
@@ -789,6 +897,7 @@ class _VersionRenderer:
             "from .errors import AMQPError, EncodeError, UnknownMethod",
             "from .fields import decode_table as _decode_table",
             "from .fields import encode_table as _encode_table",
+            "from .frames import _content_frames",
             "",
         ]
         out.extend(_wrapped(0, "__all__ = [", [f'"{e}"' for e in exports], "]"))

@@ -22,6 +22,7 @@ from strategies import (
 
 from leveret.wire import amqp0_8, amqp0_9_1, replies
 from leveret.wire._base import ContentProperties, Lenient, Method
+from leveret.wire.frames import SMALL_CONTENT, _content_frames, content_frames
 from leveret.wire.errors import (
     AMQPError,
     DecodeError,
@@ -78,6 +79,73 @@ def test_encode_frame_is_the_method_frame(cls: type[Method], data: st.DataObject
     assert method.encode_frame(channel) == expected
     if cls.HAS_CONTENT and cls.FIELDS:
         assert "encode_frame" in vars(cls)
+
+
+def _general_frames(
+    channel: int, method: Method, props: ContentProperties | None, body: bytes, frame_max: int
+) -> bytes:
+    """The frames as the general path writes them, joined."""
+    out = _content_frames(channel, method, props, bytearray(body), frame_max)
+    return out if isinstance(out, bytes) else b"".join(out)
+
+
+CONTENT_METHODS = [m for m in METHODS if m.HAS_CONTENT]
+
+
+@pytest.mark.parametrize("cls", CONTENT_METHODS, ids=_id)
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    channel=st.integers(0, 0xFFFF),
+    body=st.binary(max_size=300) | st.sampled_from([b"x" * 3500, b"y" * 70_000]),
+    frame_max=st.sampled_from([4096, 8192, 131072, 1 << 20]),
+)
+def test_content_frames_is_the_general_path(
+    cls: type[Method], data: st.DataObject, channel: int, body: bytes, frame_max: int
+) -> None:
+    # A content method's own content_frames packs a small body in one join (every publish
+    # takes it); whatever it does must be byte for byte what the general path writes.
+    method = data.draw(methods(cls))
+    module = amqp0_8 if cls in amqp0_8.METHODS.values() else amqp0_9_1
+    props_cls = module.PROPERTIES.get(cls.CLASS_ID)
+    props = data.draw(st.none() | properties(props_cls)) if props_cls else None
+    out = method.content_frames(channel, props, body, frame_max)
+    got = out if isinstance(out, bytes) else b"".join(out)
+    assert got == _general_frames(channel, method, props, body, frame_max)
+    assert content_frames(channel, method, props, body, frame_max) == out
+    if 0 < len(body) < SMALL_CONTENT:
+        assert type(out) is bytes
+
+
+def test_content_frames_fast_path_limits() -> None:
+    # Every bounded content method has the generated one; the sizes at the edges of a single
+    # body frame, and frame_max too small for the shortcut, match the general path.
+    generated = {cls.NAME for cls in CONTENT_METHODS if "content_frames" in vars(cls)}
+    assert {"basic.publish", "basic.deliver", "basic.return", "basic.get-ok"} <= generated
+    assert "tunnel.request" not in generated  # a table field: no bound, the general path
+    publish = amqp0_9_1.Basic.Publish(exchange="e" * 255, routing_key="r" * 255, immediate=True)
+    props = amqp0_9_1.Basic.Properties(headers={"k": "v" * 500}, priority=9)
+    for frame_max in (4096, 4600, 131072):
+        for size in (1, frame_max - 600, frame_max - 9, frame_max - 8, frame_max - 7, 65535, 65536):
+            if size < 1:
+                continue
+            body = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+            out = publish.content_frames(7, props, body, frame_max)
+            got = out if isinstance(out, bytes) else b"".join(out)
+            assert got == _general_frames(7, publish, props, body, frame_max), (frame_max, size)
+    # A value that does not encode is reported as the general path reports it.
+    for bad, match in (
+        (amqp0_9_1.Basic.Publish(exchange="e" * 256), "exchange"),
+        (amqp0_9_1.Basic.Publish(reserved_1=-1), "reserved_1"),
+    ):
+        with pytest.raises(EncodeError, match=match):
+            bad.content_frames(1, None, b"body", 131072)
+    with pytest.raises(EncodeError, match="headers"):
+        publish.content_frames(1, amqp0_9_1.Basic.Properties(headers={"k": object()}), b"b", 131072)
+    with pytest.raises(EncodeError, match="channel"):
+        publish.content_frames(65536, None, b"b", 131072)
+    with pytest.raises(EncodeError, match="bytes-like"):
+        publish.content_frames(1, None, "text", 131072)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("cls", [m for m in METHODS if m.HAS_CONTENT], ids=_id)

@@ -55,7 +55,6 @@ from ..wire.frames import (
     HeaderFrame,
     HeartbeatFrame,
     MethodFrame,
-    content_frames,
     method_frame,
 )
 from ..wire.replies import error_for
@@ -1217,7 +1216,7 @@ class SansIOConnection:
             raise LocalProtocolError(f"{method.NAME} carries no content")
         if type(body) is memoryview and not body.contiguous:
             raise LocalProtocolError("a message body must be contiguous bytes (copy it with bytes())")
-        data = content_frames(channel_id, method, properties, body, self.frame_max)
+        data = method.content_frames(channel_id, properties, body, self.frame_max)
         if type(data) is list:
             self._out.extend(data)
         else:

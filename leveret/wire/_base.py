@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, SupportsIndex, overload
 
 from .errors import DecodeError, EncodeError
+from .frames import _content_frames
 
 __all__ = [
     "Method",
@@ -118,6 +119,18 @@ class Method(_Fields):
             return _pack_method_frame_header(1, channel, len(payload)) + payload + END
         except struct.error as exc:
             raise frame_error(self, channel, exc) from exc
+
+    def content_frames(
+        self,
+        channel: int,
+        properties: ContentProperties | None,
+        body: bytes | bytearray | memoryview,
+        frame_max: int,
+    ) -> bytes | list[bytes | memoryview]:
+        """This method with its content header and body as frames for ``channel``: see
+        :func:`~leveret.wire.frames.content_frames`.  (The content-carrying methods have a
+        generated one that packs a small content in one go: every publish takes it.)"""
+        return _content_frames(channel, self, properties, body, frame_max)
 
     @classmethod
     def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Method:

@@ -31,6 +31,7 @@ from ._base import timestamp_to_int as _timestamp_to_int
 from .errors import AMQPError, EncodeError, UnknownMethod
 from .fields import decode_table as _decode_table
 from .fields import encode_table as _encode_table
+from .frames import _content_frames
 
 __all__ = [
     "VERSION",
@@ -186,26 +187,30 @@ _HHQ = struct.Struct("!HHQ")
 _HIH = struct.Struct("!HIH")
 _IHB = struct.Struct("!IHB")
 _QBB = struct.Struct("!QBB")
+_BHII = struct.Struct("!BHII")
 _HHBB = struct.Struct("!HHBB")
 _HHQB = struct.Struct("!HHQB")
 _HHQI = struct.Struct("!HHQI")
 _IHIB = struct.Struct("!IHIB")
-_BHIHH = struct.Struct("!BHIHH")
+_BHIIH = struct.Struct("!BHIIH")
 _BHIQB = struct.Struct("!BHIQB")
 _HHHIH = struct.Struct("!HHHIH")
 _HHIHB = struct.Struct("!HHIHB")
-_BHIHHH = struct.Struct("!BHIHHH")
+_BHIIBB = struct.Struct("!BHIIBB")
+_BHIIHB = struct.Struct("!BHIIHB")
+_BHIIIB = struct.Struct("!BHIIIB")
+_BHIIQB = struct.Struct("!BHIIQB")
 _HHIHIB = struct.Struct("!HHIHIB")
-_BHIHHBB = struct.Struct("!BHIHHBB")
-_BHIHHHB = struct.Struct("!BHIHHHB")
-_BHIHHIB = struct.Struct("!BHIHHIB")
-_BHIHHQB = struct.Struct("!BHIHHQB")
+_HHIIQH = struct.Struct("!HHIIQH")
+_BHHIIQH = struct.Struct("!BHHIIQH")
+_BHIIQBB = struct.Struct("!BHIIQBB")
 _HHBHIQB = struct.Struct("!HHBHIQB")
-_BHIHHQBB = struct.Struct("!BHIHHQBB")
-_BHIHHHIHB = struct.Struct("!BHIHHHIHB")
-_BHIHHIHBB = struct.Struct("!BHIHHIHBB")
-_BHIHHIHIBB = struct.Struct("!BHIHHIHIBB")
-_BHIHHBHIQBB = struct.Struct("!BHIHHBHIQBB")
+_IHHIIQH = struct.Struct("!IHHIIQH")
+_BHIIHIHB = struct.Struct("!BHIIHIHB")
+_BHIIIHBB = struct.Struct("!BHIIIHBB")
+_BHIIIHIBB = struct.Struct("!BHIIIHIBB")
+_BHIIBHIQBB = struct.Struct("!BHIIBHIQBB")
+_BHIIIHHIIQH = struct.Struct("!BHIIIHHIIQH")
 _pack_B = _B.pack
 _pack_I = _I.pack
 _pack_Q = _Q.pack
@@ -218,24 +223,28 @@ _pack_HHB = _HHB.pack
 _pack_HHH = _HHH.pack
 _pack_HHI = _HHI.pack
 _pack_HHQ = _HHQ.pack
+_pack_BHII = _BHII.pack
 _pack_HHBB = _HHBB.pack
 _pack_HHQB = _HHQB.pack
 _pack_HHQI = _HHQI.pack
-_pack_BHIHH = _BHIHH.pack
+_pack_BHIIH = _BHIIH.pack
 _pack_HHHIH = _HHHIH.pack
 _pack_HHIHB = _HHIHB.pack
-_pack_BHIHHH = _BHIHHH.pack
+_pack_BHIIBB = _BHIIBB.pack
+_pack_BHIIHB = _BHIIHB.pack
+_pack_BHIIIB = _BHIIIB.pack
+_pack_BHIIQB = _BHIIQB.pack
 _pack_HHIHIB = _HHIHIB.pack
-_pack_BHIHHBB = _BHIHHBB.pack
-_pack_BHIHHHB = _BHIHHHB.pack
-_pack_BHIHHIB = _BHIHHIB.pack
-_pack_BHIHHQB = _BHIHHQB.pack
+_pack_HHIIQH = _HHIIQH.pack
+_pack_BHHIIQH = _BHHIIQH.pack
+_pack_BHIIQBB = _BHIIQBB.pack
 _pack_HHBHIQB = _HHBHIQB.pack
-_pack_BHIHHQBB = _BHIHHQBB.pack
-_pack_BHIHHHIHB = _BHIHHHIHB.pack
-_pack_BHIHHIHBB = _BHIHHIHBB.pack
-_pack_BHIHHIHIBB = _BHIHHIHIBB.pack
-_pack_BHIHHBHIQBB = _BHIHHBHIQBB.pack
+_pack_IHHIIQH = _IHHIIQH.pack
+_pack_BHIIHIHB = _BHIIHIHB.pack
+_pack_BHIIIHBB = _BHIIIHBB.pack
+_pack_BHIIIHIBB = _BHIIIHIBB.pack
+_pack_BHIIBHIQBB = _BHIIBHIQBB.pack
+_pack_BHIIIHHIIQH = _BHIIIHHIIQH.pack
 _unpack_B = _B.unpack_from
 _unpack_H = _H.unpack_from
 _unpack_I = _I.unpack_from
@@ -596,12 +605,11 @@ class Connection:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHHIHB(
+                return _pack_BHIIHIHB(
                     1,
                     channel,
                     12,
-                    10,
-                    30,
+                    10 << 16 | 30,
                     self.channel_max,
                     self.frame_max,
                     self.heartbeat,
@@ -667,12 +675,11 @@ class Connection:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHHIHB(
+                return _pack_BHIIHIHB(
                     1,
                     channel,
                     12,
-                    10,
-                    31,
+                    10 << 16 | 31,
                     self.channel_max,
                     self.frame_max,
                     self.heartbeat,
@@ -1094,7 +1101,7 @@ class Channel:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHBB(1, channel, 5, 20, 20, (1 if self.active else 0), 206)
+                return _pack_BHIIBB(1, channel, 5, 20 << 16 | 20, (1 if self.active else 0), 206)
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
 
@@ -1143,7 +1150,7 @@ class Channel:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHBB(1, channel, 5, 20, 21, (1 if self.active else 0), 206)
+                return _pack_BHIIBB(1, channel, 5, 20 << 16 | 21, (1 if self.active else 0), 206)
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
 
@@ -1451,7 +1458,7 @@ class Access:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHHB(1, channel, 6, 30, 11, self.ticket, 206)
+                return _pack_BHIIHB(1, channel, 6, 30 << 16 | 11, self.ticket, 206)
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
 
@@ -2137,7 +2144,7 @@ class Queue:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHIB(1, channel, 8, 50, 31, self.message_count, 206)
+                return _pack_BHIIIB(1, channel, 8, 50 << 16 | 31, self.message_count, 206)
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
 
@@ -2266,7 +2273,7 @@ class Queue:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHIB(1, channel, 8, 50, 41, self.message_count, 206)
+                return _pack_BHIIIB(1, channel, 8, 50 << 16 | 41, self.message_count, 206)
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
 
@@ -2341,12 +2348,11 @@ class Basic:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHIHBB(
+                return _pack_BHIIIHBB(
                     1,
                     channel,
                     11,
-                    60,
-                    10,
+                    60 << 16 | 10,
                     self.prefetch_size,
                     self.prefetch_count,
                     (1 if self.global_ else 0),
@@ -2743,12 +2749,11 @@ class Basic:
                 )
                 return b"".join(
                     (
-                        _pack_BHIHHH(
+                        _pack_BHIIH(
                             1,
                             channel,
                             7 + len(_exchange) + len(_routing_key),
-                            60,
-                            40,
+                            60 << 16 | 40,
                             self.ticket,
                         ),
                         _exchange,
@@ -2758,6 +2763,66 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
+
+        def content_frames(
+            self,
+            channel: int,
+            properties: ContentProperties | None,
+            body: bytes | bytearray | memoryview,
+            frame_max: int,
+        ) -> bytes | list[bytes | memoryview]:
+            """This method with its content header and body as frames for ``channel``: see
+            :func:`~leveret.wire.frames.content_frames`.  A ``bytes`` body of one frame, less
+            than 64 KiB in all, is packed here in one join."""
+            if type(body) is bytes:
+                try:
+                    _exchange = _shortstrs_get(self.exchange)
+                    if _exchange is None:
+                        _exchange = _cached_shortstr(self.exchange)
+                    _routing_key = _shortstrs_get(self.routing_key)
+                    if _routing_key is None:
+                        _routing_key = _cached_shortstr(self.routing_key)
+                    _bits = (
+                        (1 if self.mandatory else 0)
+                        | (2 if self.immediate else 0)
+                    )
+                    if properties is None:
+                        flags = 0
+                        props = b""
+                    else:
+                        flags, props = properties.encode_values()
+                    size = len(body)
+                    props_size = len(props)
+                    if 0 < size < 65536 and size + props_size + 527 <= frame_max:
+                        return b"".join(
+                            (
+                                _pack_BHIIH(
+                                    1,
+                                    channel,
+                                    7 + len(_exchange) + len(_routing_key),
+                                    60 << 16 | 40,
+                                    self.ticket,
+                                ),
+                                _exchange,
+                                _routing_key,
+                                _pack_BHHIIQH(
+                                    _bits,
+                                    206 << 8 | 2,
+                                    channel,
+                                    14 + props_size,
+                                    60 << 16,
+                                    size,
+                                    flags,
+                                ),
+                                props,
+                                _pack_HHI(206 << 8 | 3, channel, size),
+                                body,
+                                _END,
+                            )
+                        )
+                except _ENCODE_FAILURES:
+                    pass  # a value that does not encode: the general path says which
+            return _content_frames(channel, self, properties, body, frame_max)
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Publish:
@@ -2858,12 +2923,11 @@ class Basic:
                     _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_BHIHHH(
+                        _pack_BHIIH(
                             1,
                             channel,
                             6 + len(_reply_text) + len(_exchange) + len(_routing_key),
-                            60,
-                            50,
+                            60 << 16 | 50,
                             self.reply_code,
                         ),
                         _reply_text,
@@ -2874,6 +2938,65 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
+
+        def content_frames(
+            self,
+            channel: int,
+            properties: ContentProperties | None,
+            body: bytes | bytearray | memoryview,
+            frame_max: int,
+        ) -> bytes | list[bytes | memoryview]:
+            """This method with its content header and body as frames for ``channel``: see
+            :func:`~leveret.wire.frames.content_frames`.  A ``bytes`` body of one frame, less
+            than 64 KiB in all, is packed here in one join."""
+            if type(body) is bytes:
+                try:
+                    _reply_text = _shortstrs_get(self.reply_text)
+                    if _reply_text is None:
+                        _reply_text = _cached_shortstr(self.reply_text)
+                    _exchange = _shortstrs_get(self.exchange)
+                    if _exchange is None:
+                        _exchange = _cached_shortstr(self.exchange)
+                    _routing_key = _shortstrs_get(self.routing_key)
+                    if _routing_key is None:
+                        _routing_key = _cached_shortstr(self.routing_key)
+                    if properties is None:
+                        flags = 0
+                        props = b""
+                    else:
+                        flags, props = properties.encode_values()
+                    size = len(body)
+                    props_size = len(props)
+                    if 0 < size < 65536 and size + props_size + 782 <= frame_max:
+                        return b"".join(
+                            (
+                                _pack_BHIIH(
+                                    1,
+                                    channel,
+                                    6 + len(_reply_text) + len(_exchange) + len(_routing_key),
+                                    60 << 16 | 50,
+                                    self.reply_code,
+                                ),
+                                _reply_text,
+                                _exchange,
+                                _routing_key,
+                                _pack_HHIIQH(
+                                    206 << 8 | 2,
+                                    channel,
+                                    14 + props_size,
+                                    60 << 16,
+                                    size,
+                                    flags,
+                                ),
+                                props,
+                                _pack_HHI(206 << 8 | 3, channel, size),
+                                body,
+                                _END,
+                            )
+                        )
+                except _ENCODE_FAILURES:
+                    pass  # a value that does not encode: the general path says which
+            return _content_frames(channel, self, properties, body, frame_max)
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Return:
@@ -2977,12 +3100,11 @@ class Basic:
                     _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_BHIHH(
+                        _pack_BHII(
                             1,
                             channel,
                             13 + len(_consumer_tag) + len(_exchange) + len(_routing_key),
-                            60,
-                            60,
+                            60 << 16 | 60,
                         ),
                         _consumer_tag,
                         _pack_QB(self.delivery_tag, (1 if self.redelivered else 0)),
@@ -2993,6 +3115,65 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
+
+        def content_frames(
+            self,
+            channel: int,
+            properties: ContentProperties | None,
+            body: bytes | bytearray | memoryview,
+            frame_max: int,
+        ) -> bytes | list[bytes | memoryview]:
+            """This method with its content header and body as frames for ``channel``: see
+            :func:`~leveret.wire.frames.content_frames`.  A ``bytes`` body of one frame, less
+            than 64 KiB in all, is packed here in one join."""
+            if type(body) is bytes:
+                try:
+                    _consumer_tag = _shortstrs_get(self.consumer_tag)
+                    if _consumer_tag is None:
+                        _consumer_tag = _cached_shortstr(self.consumer_tag)
+                    _exchange = _shortstrs_get(self.exchange)
+                    if _exchange is None:
+                        _exchange = _cached_shortstr(self.exchange)
+                    _routing_key = _shortstrs_get(self.routing_key)
+                    if _routing_key is None:
+                        _routing_key = _cached_shortstr(self.routing_key)
+                    if properties is None:
+                        flags = 0
+                        props = b""
+                    else:
+                        flags, props = properties.encode_values()
+                    size = len(body)
+                    props_size = len(props)
+                    if 0 < size < 65536 and size + props_size + 789 <= frame_max:
+                        return b"".join(
+                            (
+                                _pack_BHII(
+                                    1,
+                                    channel,
+                                    13 + len(_consumer_tag) + len(_exchange) + len(_routing_key),
+                                    60 << 16 | 60,
+                                ),
+                                _consumer_tag,
+                                _pack_QB(self.delivery_tag, (1 if self.redelivered else 0)),
+                                _exchange,
+                                _routing_key,
+                                _pack_HHIIQH(
+                                    206 << 8 | 2,
+                                    channel,
+                                    14 + props_size,
+                                    60 << 16,
+                                    size,
+                                    flags,
+                                ),
+                                props,
+                                _pack_HHI(206 << 8 | 3, channel, size),
+                                body,
+                                _END,
+                            )
+                        )
+                except _ENCODE_FAILURES:
+                    pass  # a value that does not encode: the general path says which
+            return _content_frames(channel, self, properties, body, frame_max)
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Deliver:
@@ -3154,12 +3335,11 @@ class Basic:
                     _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_BHIHHQB(
+                        _pack_BHIIQB(
                             1,
                             channel,
                             17 + len(_exchange) + len(_routing_key),
-                            60,
-                            71,
+                            60 << 16 | 71,
                             self.delivery_tag,
                             (1 if self.redelivered else 0),
                         ),
@@ -3170,6 +3350,63 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
+
+        def content_frames(
+            self,
+            channel: int,
+            properties: ContentProperties | None,
+            body: bytes | bytearray | memoryview,
+            frame_max: int,
+        ) -> bytes | list[bytes | memoryview]:
+            """This method with its content header and body as frames for ``channel``: see
+            :func:`~leveret.wire.frames.content_frames`.  A ``bytes`` body of one frame, less
+            than 64 KiB in all, is packed here in one join."""
+            if type(body) is bytes:
+                try:
+                    _exchange = _shortstrs_get(self.exchange)
+                    if _exchange is None:
+                        _exchange = _cached_shortstr(self.exchange)
+                    _routing_key = _shortstrs_get(self.routing_key)
+                    if _routing_key is None:
+                        _routing_key = _cached_shortstr(self.routing_key)
+                    if properties is None:
+                        flags = 0
+                        props = b""
+                    else:
+                        flags, props = properties.encode_values()
+                    size = len(body)
+                    props_size = len(props)
+                    if 0 < size < 65536 and size + props_size + 537 <= frame_max:
+                        return b"".join(
+                            (
+                                _pack_BHIIQB(
+                                    1,
+                                    channel,
+                                    17 + len(_exchange) + len(_routing_key),
+                                    60 << 16 | 71,
+                                    self.delivery_tag,
+                                    (1 if self.redelivered else 0),
+                                ),
+                                _exchange,
+                                _routing_key,
+                                _pack_IHHIIQH(
+                                    self.message_count,
+                                    206 << 8 | 2,
+                                    channel,
+                                    14 + props_size,
+                                    60 << 16,
+                                    size,
+                                    flags,
+                                ),
+                                props,
+                                _pack_HHI(206 << 8 | 3, channel, size),
+                                body,
+                                _END,
+                            )
+                        )
+                except _ENCODE_FAILURES:
+                    pass  # a value that does not encode: the general path says which
+            return _content_frames(channel, self, properties, body, frame_max)
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.GetOk:
@@ -3279,12 +3516,11 @@ class Basic:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHQBB(
+                return _pack_BHIIQBB(
                     1,
                     channel,
                     13,
-                    60,
-                    80,
+                    60 << 16 | 80,
                     self.delivery_tag,
                     (1 if self.multiple else 0),
                     206,
@@ -3342,12 +3578,11 @@ class Basic:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHQBB(
+                return _pack_BHIIQBB(
                     1,
                     channel,
                     13,
-                    60,
-                    90,
+                    60 << 16 | 90,
                     self.delivery_tag,
                     (1 if self.requeue else 0),
                     206,
@@ -3400,7 +3635,7 @@ class Basic:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHBB(1, channel, 5, 60, 100, (1 if self.requeue else 0), 206)
+                return _pack_BHIIBB(1, channel, 5, 60 << 16 | 100, (1 if self.requeue else 0), 206)
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
 
@@ -3773,12 +4008,11 @@ class File:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHIHBB(
+                return _pack_BHIIIHBB(
                     1,
                     channel,
                     11,
-                    70,
-                    10,
+                    70 << 16 | 10,
                     self.prefetch_size,
                     self.prefetch_count,
                     (1 if self.global_ else 0),
@@ -4184,7 +4418,7 @@ class File:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHQB(1, channel, 12, 70, 41, self.staged_size, 206)
+                return _pack_BHIIQB(1, channel, 12, 70 << 16 | 41, self.staged_size, 206)
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
 
@@ -4401,12 +4635,11 @@ class File:
                     _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_BHIHHH(
+                        _pack_BHIIH(
                             1,
                             channel,
                             6 + len(_reply_text) + len(_exchange) + len(_routing_key),
-                            70,
-                            70,
+                            70 << 16 | 70,
                             self.reply_code,
                         ),
                         _reply_text,
@@ -4417,6 +4650,65 @@ class File:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
+
+        def content_frames(
+            self,
+            channel: int,
+            properties: ContentProperties | None,
+            body: bytes | bytearray | memoryview,
+            frame_max: int,
+        ) -> bytes | list[bytes | memoryview]:
+            """This method with its content header and body as frames for ``channel``: see
+            :func:`~leveret.wire.frames.content_frames`.  A ``bytes`` body of one frame, less
+            than 64 KiB in all, is packed here in one join."""
+            if type(body) is bytes:
+                try:
+                    _reply_text = _shortstrs_get(self.reply_text)
+                    if _reply_text is None:
+                        _reply_text = _cached_shortstr(self.reply_text)
+                    _exchange = _shortstrs_get(self.exchange)
+                    if _exchange is None:
+                        _exchange = _cached_shortstr(self.exchange)
+                    _routing_key = _shortstrs_get(self.routing_key)
+                    if _routing_key is None:
+                        _routing_key = _cached_shortstr(self.routing_key)
+                    if properties is None:
+                        flags = 0
+                        props = b""
+                    else:
+                        flags, props = properties.encode_values()
+                    size = len(body)
+                    props_size = len(props)
+                    if 0 < size < 65536 and size + props_size + 782 <= frame_max:
+                        return b"".join(
+                            (
+                                _pack_BHIIH(
+                                    1,
+                                    channel,
+                                    6 + len(_reply_text) + len(_exchange) + len(_routing_key),
+                                    70 << 16 | 70,
+                                    self.reply_code,
+                                ),
+                                _reply_text,
+                                _exchange,
+                                _routing_key,
+                                _pack_HHIIQH(
+                                    206 << 8 | 2,
+                                    channel,
+                                    14 + props_size,
+                                    70 << 16,
+                                    size,
+                                    flags,
+                                ),
+                                props,
+                                _pack_HHI(206 << 8 | 3, channel, size),
+                                body,
+                                _END,
+                            )
+                        )
+                except _ENCODE_FAILURES:
+                    pass  # a value that does not encode: the general path says which
+            return _content_frames(channel, self, properties, body, frame_max)
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> File.Return:
@@ -4582,12 +4874,11 @@ class File:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHQBB(
+                return _pack_BHIIQBB(
                     1,
                     channel,
                     13,
-                    70,
-                    90,
+                    70 << 16 | 90,
                     self.delivery_tag,
                     (1 if self.multiple else 0),
                     206,
@@ -4645,12 +4936,11 @@ class File:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHQBB(
+                return _pack_BHIIQBB(
                     1,
                     channel,
                     13,
-                    70,
-                    100,
+                    70 << 16 | 100,
                     self.delivery_tag,
                     (1 if self.requeue else 0),
                     206,
@@ -4944,12 +5234,11 @@ class Stream:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHIHIBB(
+                return _pack_BHIIIHIBB(
                     1,
                     channel,
                     15,
-                    80,
-                    10,
+                    80 << 16 | 10,
                     self.prefetch_size,
                     self.prefetch_count,
                     self.consume_rate,
@@ -5339,12 +5628,11 @@ class Stream:
                 )
                 return b"".join(
                     (
-                        _pack_BHIHHH(
+                        _pack_BHIIH(
                             1,
                             channel,
                             7 + len(_exchange) + len(_routing_key),
-                            80,
-                            40,
+                            80 << 16 | 40,
                             self.ticket,
                         ),
                         _exchange,
@@ -5354,6 +5642,66 @@ class Stream:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
+
+        def content_frames(
+            self,
+            channel: int,
+            properties: ContentProperties | None,
+            body: bytes | bytearray | memoryview,
+            frame_max: int,
+        ) -> bytes | list[bytes | memoryview]:
+            """This method with its content header and body as frames for ``channel``: see
+            :func:`~leveret.wire.frames.content_frames`.  A ``bytes`` body of one frame, less
+            than 64 KiB in all, is packed here in one join."""
+            if type(body) is bytes:
+                try:
+                    _exchange = _shortstrs_get(self.exchange)
+                    if _exchange is None:
+                        _exchange = _cached_shortstr(self.exchange)
+                    _routing_key = _shortstrs_get(self.routing_key)
+                    if _routing_key is None:
+                        _routing_key = _cached_shortstr(self.routing_key)
+                    _bits = (
+                        (1 if self.mandatory else 0)
+                        | (2 if self.immediate else 0)
+                    )
+                    if properties is None:
+                        flags = 0
+                        props = b""
+                    else:
+                        flags, props = properties.encode_values()
+                    size = len(body)
+                    props_size = len(props)
+                    if 0 < size < 65536 and size + props_size + 527 <= frame_max:
+                        return b"".join(
+                            (
+                                _pack_BHIIH(
+                                    1,
+                                    channel,
+                                    7 + len(_exchange) + len(_routing_key),
+                                    80 << 16 | 40,
+                                    self.ticket,
+                                ),
+                                _exchange,
+                                _routing_key,
+                                _pack_BHHIIQH(
+                                    _bits,
+                                    206 << 8 | 2,
+                                    channel,
+                                    14 + props_size,
+                                    80 << 16,
+                                    size,
+                                    flags,
+                                ),
+                                props,
+                                _pack_HHI(206 << 8 | 3, channel, size),
+                                body,
+                                _END,
+                            )
+                        )
+                except _ENCODE_FAILURES:
+                    pass  # a value that does not encode: the general path says which
+            return _content_frames(channel, self, properties, body, frame_max)
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Stream.Publish:
@@ -5454,12 +5802,11 @@ class Stream:
                     _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_BHIHHH(
+                        _pack_BHIIH(
                             1,
                             channel,
                             6 + len(_reply_text) + len(_exchange) + len(_routing_key),
-                            80,
-                            50,
+                            80 << 16 | 50,
                             self.reply_code,
                         ),
                         _reply_text,
@@ -5470,6 +5817,65 @@ class Stream:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
+
+        def content_frames(
+            self,
+            channel: int,
+            properties: ContentProperties | None,
+            body: bytes | bytearray | memoryview,
+            frame_max: int,
+        ) -> bytes | list[bytes | memoryview]:
+            """This method with its content header and body as frames for ``channel``: see
+            :func:`~leveret.wire.frames.content_frames`.  A ``bytes`` body of one frame, less
+            than 64 KiB in all, is packed here in one join."""
+            if type(body) is bytes:
+                try:
+                    _reply_text = _shortstrs_get(self.reply_text)
+                    if _reply_text is None:
+                        _reply_text = _cached_shortstr(self.reply_text)
+                    _exchange = _shortstrs_get(self.exchange)
+                    if _exchange is None:
+                        _exchange = _cached_shortstr(self.exchange)
+                    _routing_key = _shortstrs_get(self.routing_key)
+                    if _routing_key is None:
+                        _routing_key = _cached_shortstr(self.routing_key)
+                    if properties is None:
+                        flags = 0
+                        props = b""
+                    else:
+                        flags, props = properties.encode_values()
+                    size = len(body)
+                    props_size = len(props)
+                    if 0 < size < 65536 and size + props_size + 782 <= frame_max:
+                        return b"".join(
+                            (
+                                _pack_BHIIH(
+                                    1,
+                                    channel,
+                                    6 + len(_reply_text) + len(_exchange) + len(_routing_key),
+                                    80 << 16 | 50,
+                                    self.reply_code,
+                                ),
+                                _reply_text,
+                                _exchange,
+                                _routing_key,
+                                _pack_HHIIQH(
+                                    206 << 8 | 2,
+                                    channel,
+                                    14 + props_size,
+                                    80 << 16,
+                                    size,
+                                    flags,
+                                ),
+                                props,
+                                _pack_HHI(206 << 8 | 3, channel, size),
+                                body,
+                                _END,
+                            )
+                        )
+                except _ENCODE_FAILURES:
+                    pass  # a value that does not encode: the general path says which
+            return _content_frames(channel, self, properties, body, frame_max)
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Stream.Return:
@@ -5570,12 +5976,11 @@ class Stream:
                     _queue = _cached_shortstr(self.queue)
                 return b"".join(
                     (
-                        _pack_BHIHH(
+                        _pack_BHII(
                             1,
                             channel,
                             12 + len(_consumer_tag) + len(_exchange) + len(_queue),
-                            80,
-                            60,
+                            80 << 16 | 60,
                         ),
                         _consumer_tag,
                         _pack_Q(self.delivery_tag),
@@ -5586,6 +5991,65 @@ class Stream:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
+
+        def content_frames(
+            self,
+            channel: int,
+            properties: ContentProperties | None,
+            body: bytes | bytearray | memoryview,
+            frame_max: int,
+        ) -> bytes | list[bytes | memoryview]:
+            """This method with its content header and body as frames for ``channel``: see
+            :func:`~leveret.wire.frames.content_frames`.  A ``bytes`` body of one frame, less
+            than 64 KiB in all, is packed here in one join."""
+            if type(body) is bytes:
+                try:
+                    _consumer_tag = _shortstrs_get(self.consumer_tag)
+                    if _consumer_tag is None:
+                        _consumer_tag = _cached_shortstr(self.consumer_tag)
+                    _exchange = _shortstrs_get(self.exchange)
+                    if _exchange is None:
+                        _exchange = _cached_shortstr(self.exchange)
+                    _queue = _shortstrs_get(self.queue)
+                    if _queue is None:
+                        _queue = _cached_shortstr(self.queue)
+                    if properties is None:
+                        flags = 0
+                        props = b""
+                    else:
+                        flags, props = properties.encode_values()
+                    size = len(body)
+                    props_size = len(props)
+                    if 0 < size < 65536 and size + props_size + 788 <= frame_max:
+                        return b"".join(
+                            (
+                                _pack_BHII(
+                                    1,
+                                    channel,
+                                    12 + len(_consumer_tag) + len(_exchange) + len(_queue),
+                                    80 << 16 | 60,
+                                ),
+                                _consumer_tag,
+                                _pack_Q(self.delivery_tag),
+                                _exchange,
+                                _queue,
+                                _pack_HHIIQH(
+                                    206 << 8 | 2,
+                                    channel,
+                                    14 + props_size,
+                                    80 << 16,
+                                    size,
+                                    flags,
+                                ),
+                                props,
+                                _pack_HHI(206 << 8 | 3, channel, size),
+                                body,
+                                _END,
+                            )
+                        )
+                except _ENCODE_FAILURES:
+                    pass  # a value that does not encode: the general path says which
+            return _content_frames(channel, self, properties, body, frame_max)
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Stream.Deliver:
@@ -6097,7 +6561,7 @@ class Tunnel:
                 _meta_data = _encode_table(self.meta_data)
                 return b"".join(
                     (
-                        _pack_BHIHH(1, channel, 4 + len(_meta_data), 110, 10),
+                        _pack_BHII(1, channel, 4 + len(_meta_data), 110 << 16 | 10),
                         _meta_data,
                         _END,
                     )
@@ -6306,12 +6770,11 @@ class Test:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHBHIQBB(
+                return _pack_BHIIBHIQBB(
                     1,
                     channel,
                     20,
-                    120,
-                    10,
+                    120 << 16 | 10,
                     self.integer_1,
                     self.integer_2,
                     self.integer_3,
@@ -6375,7 +6838,7 @@ class Test:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHQB(1, channel, 12, 120, 11, self.result, 206)
+                return _pack_BHIIQB(1, channel, 12, 120 << 16 | 11, self.result, 206)
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
 
@@ -6705,9 +7168,54 @@ class Test:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHIB(1, channel, 8, 120, 41, self.content_checksum, 206)
+                return _pack_BHIIIB(1, channel, 8, 120 << 16 | 41, self.content_checksum, 206)
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
+
+        def content_frames(
+            self,
+            channel: int,
+            properties: ContentProperties | None,
+            body: bytes | bytearray | memoryview,
+            frame_max: int,
+        ) -> bytes | list[bytes | memoryview]:
+            """This method with its content header and body as frames for ``channel``: see
+            :func:`~leveret.wire.frames.content_frames`.  A ``bytes`` body of one frame, less
+            than 64 KiB in all, is packed here in one join."""
+            if type(body) is bytes:
+                try:
+                    if properties is None:
+                        flags = 0
+                        props = b""
+                    else:
+                        flags, props = properties.encode_values()
+                    size = len(body)
+                    props_size = len(props)
+                    if 0 < size < 65536 and size + props_size + 22 <= frame_max:
+                        return b"".join(
+                            (
+                                _pack_BHIIIHHIIQH(
+                                    1,
+                                    channel,
+                                    8,
+                                    120 << 16 | 41,
+                                    self.content_checksum,
+                                    206 << 8 | 2,
+                                    channel,
+                                    14 + props_size,
+                                    120 << 16,
+                                    size,
+                                    flags,
+                                ),
+                                props,
+                                _pack_HHI(206 << 8 | 3, channel, size),
+                                body,
+                                _END,
+                            )
+                        )
+                except _ENCODE_FAILURES:
+                    pass  # a value that does not encode: the general path says which
+            return _content_frames(channel, self, properties, body, frame_max)
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Test.ContentOk:

@@ -32,6 +32,7 @@ from ._base import timestamp_to_int as _timestamp_to_int
 from .errors import AMQPError, EncodeError, UnknownMethod
 from .fields import decode_table as _decode_table
 from .fields import encode_table as _encode_table
+from .frames import _content_frames
 
 __all__ = [
     "VERSION",
@@ -180,18 +181,21 @@ _HHI = struct.Struct("!HHI")
 _HIH = struct.Struct("!HIH")
 _IHB = struct.Struct("!IHB")
 _QBB = struct.Struct("!QBB")
+_BHII = struct.Struct("!BHII")
 _HHBB = struct.Struct("!HHBB")
 _HHQB = struct.Struct("!HHQB")
-_BHIHH = struct.Struct("!BHIHH")
+_BHIIH = struct.Struct("!BHIIH")
 _HHHIH = struct.Struct("!HHHIH")
 _HHIHB = struct.Struct("!HHIHB")
-_BHIHHH = struct.Struct("!BHIHHH")
-_BHIHHBB = struct.Struct("!BHIHHBB")
-_BHIHHIB = struct.Struct("!BHIHHIB")
-_BHIHHQB = struct.Struct("!BHIHHQB")
-_BHIHHQBB = struct.Struct("!BHIHHQBB")
-_BHIHHHIHB = struct.Struct("!BHIHHHIHB")
-_BHIHHIHBB = struct.Struct("!BHIHHIHBB")
+_BHIIBB = struct.Struct("!BHIIBB")
+_BHIIIB = struct.Struct("!BHIIIB")
+_BHIIQB = struct.Struct("!BHIIQB")
+_HHIIQH = struct.Struct("!HHIIQH")
+_BHHIIQH = struct.Struct("!BHHIIQH")
+_BHIIQBB = struct.Struct("!BHIIQBB")
+_IHHIIQH = struct.Struct("!IHHIIQH")
+_BHIIHIHB = struct.Struct("!BHIIHIHB")
+_BHIIIHBB = struct.Struct("!BHIIIHBB")
 _pack_B = _B.pack
 _pack_I = _I.pack
 _pack_Q = _Q.pack
@@ -202,18 +206,21 @@ _pack_QB = _QB.pack
 _pack_HHB = _HHB.pack
 _pack_HHH = _HHH.pack
 _pack_HHI = _HHI.pack
+_pack_BHII = _BHII.pack
 _pack_HHBB = _HHBB.pack
 _pack_HHQB = _HHQB.pack
-_pack_BHIHH = _BHIHH.pack
+_pack_BHIIH = _BHIIH.pack
 _pack_HHHIH = _HHHIH.pack
 _pack_HHIHB = _HHIHB.pack
-_pack_BHIHHH = _BHIHHH.pack
-_pack_BHIHHBB = _BHIHHBB.pack
-_pack_BHIHHIB = _BHIHHIB.pack
-_pack_BHIHHQB = _BHIHHQB.pack
-_pack_BHIHHQBB = _BHIHHQBB.pack
-_pack_BHIHHHIHB = _BHIHHHIHB.pack
-_pack_BHIHHIHBB = _BHIHHIHBB.pack
+_pack_BHIIBB = _BHIIBB.pack
+_pack_BHIIIB = _BHIIIB.pack
+_pack_BHIIQB = _BHIIQB.pack
+_pack_HHIIQH = _HHIIQH.pack
+_pack_BHHIIQH = _BHHIIQH.pack
+_pack_BHIIQBB = _BHIIQBB.pack
+_pack_IHHIIQH = _IHHIIQH.pack
+_pack_BHIIHIHB = _BHIIHIHB.pack
+_pack_BHIIIHBB = _BHIIIHBB.pack
 _unpack_B = _B.unpack_from
 _unpack_H = _H.unpack_from
 _unpack_I = _I.unpack_from
@@ -571,12 +578,11 @@ class Connection:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHHIHB(
+                return _pack_BHIIHIHB(
                     1,
                     channel,
                     12,
-                    10,
-                    30,
+                    10 << 16 | 30,
                     self.channel_max,
                     self.frame_max,
                     self.heartbeat,
@@ -642,12 +648,11 @@ class Connection:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHHIHB(
+                return _pack_BHIIHIHB(
                     1,
                     channel,
                     12,
-                    10,
-                    31,
+                    10 << 16 | 31,
                     self.channel_max,
                     self.frame_max,
                     self.heartbeat,
@@ -1204,7 +1209,7 @@ class Channel:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHBB(1, channel, 5, 20, 20, (1 if self.active else 0), 206)
+                return _pack_BHIIBB(1, channel, 5, 20 << 16 | 20, (1 if self.active else 0), 206)
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
 
@@ -1253,7 +1258,7 @@ class Channel:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHBB(1, channel, 5, 20, 21, (1 if self.active else 0), 206)
+                return _pack_BHIIBB(1, channel, 5, 20 << 16 | 21, (1 if self.active else 0), 206)
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
 
@@ -2415,7 +2420,7 @@ class Queue:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHIB(1, channel, 8, 50, 31, self.message_count, 206)
+                return _pack_BHIIIB(1, channel, 8, 50 << 16 | 31, self.message_count, 206)
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
 
@@ -2544,7 +2549,7 @@ class Queue:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHIB(1, channel, 8, 50, 41, self.message_count, 206)
+                return _pack_BHIIIB(1, channel, 8, 50 << 16 | 41, self.message_count, 206)
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
 
@@ -2619,12 +2624,11 @@ class Basic:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHIHBB(
+                return _pack_BHIIIHBB(
                     1,
                     channel,
                     11,
-                    60,
-                    10,
+                    60 << 16 | 10,
                     self.prefetch_size,
                     self.prefetch_count,
                     (1 if self.global_ else 0),
@@ -3031,12 +3035,11 @@ class Basic:
                 )
                 return b"".join(
                     (
-                        _pack_BHIHHH(
+                        _pack_BHIIH(
                             1,
                             channel,
                             7 + len(_exchange) + len(_routing_key),
-                            60,
-                            40,
+                            60 << 16 | 40,
                             self.reserved_1,
                         ),
                         _exchange,
@@ -3046,6 +3049,66 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
+
+        def content_frames(
+            self,
+            channel: int,
+            properties: ContentProperties | None,
+            body: bytes | bytearray | memoryview,
+            frame_max: int,
+        ) -> bytes | list[bytes | memoryview]:
+            """This method with its content header and body as frames for ``channel``: see
+            :func:`~leveret.wire.frames.content_frames`.  A ``bytes`` body of one frame, less
+            than 64 KiB in all, is packed here in one join."""
+            if type(body) is bytes:
+                try:
+                    _exchange = _shortstrs_get(self.exchange)
+                    if _exchange is None:
+                        _exchange = _cached_shortstr(self.exchange)
+                    _routing_key = _shortstrs_get(self.routing_key)
+                    if _routing_key is None:
+                        _routing_key = _cached_shortstr(self.routing_key)
+                    _bits = (
+                        (1 if self.mandatory else 0)
+                        | (2 if self.immediate else 0)
+                    )
+                    if properties is None:
+                        flags = 0
+                        props = b""
+                    else:
+                        flags, props = properties.encode_values()
+                    size = len(body)
+                    props_size = len(props)
+                    if 0 < size < 65536 and size + props_size + 527 <= frame_max:
+                        return b"".join(
+                            (
+                                _pack_BHIIH(
+                                    1,
+                                    channel,
+                                    7 + len(_exchange) + len(_routing_key),
+                                    60 << 16 | 40,
+                                    self.reserved_1,
+                                ),
+                                _exchange,
+                                _routing_key,
+                                _pack_BHHIIQH(
+                                    _bits,
+                                    206 << 8 | 2,
+                                    channel,
+                                    14 + props_size,
+                                    60 << 16,
+                                    size,
+                                    flags,
+                                ),
+                                props,
+                                _pack_HHI(206 << 8 | 3, channel, size),
+                                body,
+                                _END,
+                            )
+                        )
+                except _ENCODE_FAILURES:
+                    pass  # a value that does not encode: the general path says which
+            return _content_frames(channel, self, properties, body, frame_max)
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Publish:
@@ -3146,12 +3209,11 @@ class Basic:
                     _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_BHIHHH(
+                        _pack_BHIIH(
                             1,
                             channel,
                             6 + len(_reply_text) + len(_exchange) + len(_routing_key),
-                            60,
-                            50,
+                            60 << 16 | 50,
                             self.reply_code,
                         ),
                         _reply_text,
@@ -3162,6 +3224,65 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
+
+        def content_frames(
+            self,
+            channel: int,
+            properties: ContentProperties | None,
+            body: bytes | bytearray | memoryview,
+            frame_max: int,
+        ) -> bytes | list[bytes | memoryview]:
+            """This method with its content header and body as frames for ``channel``: see
+            :func:`~leveret.wire.frames.content_frames`.  A ``bytes`` body of one frame, less
+            than 64 KiB in all, is packed here in one join."""
+            if type(body) is bytes:
+                try:
+                    _reply_text = _shortstrs_get(self.reply_text)
+                    if _reply_text is None:
+                        _reply_text = _cached_shortstr(self.reply_text)
+                    _exchange = _shortstrs_get(self.exchange)
+                    if _exchange is None:
+                        _exchange = _cached_shortstr(self.exchange)
+                    _routing_key = _shortstrs_get(self.routing_key)
+                    if _routing_key is None:
+                        _routing_key = _cached_shortstr(self.routing_key)
+                    if properties is None:
+                        flags = 0
+                        props = b""
+                    else:
+                        flags, props = properties.encode_values()
+                    size = len(body)
+                    props_size = len(props)
+                    if 0 < size < 65536 and size + props_size + 782 <= frame_max:
+                        return b"".join(
+                            (
+                                _pack_BHIIH(
+                                    1,
+                                    channel,
+                                    6 + len(_reply_text) + len(_exchange) + len(_routing_key),
+                                    60 << 16 | 50,
+                                    self.reply_code,
+                                ),
+                                _reply_text,
+                                _exchange,
+                                _routing_key,
+                                _pack_HHIIQH(
+                                    206 << 8 | 2,
+                                    channel,
+                                    14 + props_size,
+                                    60 << 16,
+                                    size,
+                                    flags,
+                                ),
+                                props,
+                                _pack_HHI(206 << 8 | 3, channel, size),
+                                body,
+                                _END,
+                            )
+                        )
+                except _ENCODE_FAILURES:
+                    pass  # a value that does not encode: the general path says which
+            return _content_frames(channel, self, properties, body, frame_max)
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Return:
@@ -3265,12 +3386,11 @@ class Basic:
                     _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_BHIHH(
+                        _pack_BHII(
                             1,
                             channel,
                             13 + len(_consumer_tag) + len(_exchange) + len(_routing_key),
-                            60,
-                            60,
+                            60 << 16 | 60,
                         ),
                         _consumer_tag,
                         _pack_QB(self.delivery_tag, (1 if self.redelivered else 0)),
@@ -3281,6 +3401,65 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
+
+        def content_frames(
+            self,
+            channel: int,
+            properties: ContentProperties | None,
+            body: bytes | bytearray | memoryview,
+            frame_max: int,
+        ) -> bytes | list[bytes | memoryview]:
+            """This method with its content header and body as frames for ``channel``: see
+            :func:`~leveret.wire.frames.content_frames`.  A ``bytes`` body of one frame, less
+            than 64 KiB in all, is packed here in one join."""
+            if type(body) is bytes:
+                try:
+                    _consumer_tag = _shortstrs_get(self.consumer_tag)
+                    if _consumer_tag is None:
+                        _consumer_tag = _cached_shortstr(self.consumer_tag)
+                    _exchange = _shortstrs_get(self.exchange)
+                    if _exchange is None:
+                        _exchange = _cached_shortstr(self.exchange)
+                    _routing_key = _shortstrs_get(self.routing_key)
+                    if _routing_key is None:
+                        _routing_key = _cached_shortstr(self.routing_key)
+                    if properties is None:
+                        flags = 0
+                        props = b""
+                    else:
+                        flags, props = properties.encode_values()
+                    size = len(body)
+                    props_size = len(props)
+                    if 0 < size < 65536 and size + props_size + 789 <= frame_max:
+                        return b"".join(
+                            (
+                                _pack_BHII(
+                                    1,
+                                    channel,
+                                    13 + len(_consumer_tag) + len(_exchange) + len(_routing_key),
+                                    60 << 16 | 60,
+                                ),
+                                _consumer_tag,
+                                _pack_QB(self.delivery_tag, (1 if self.redelivered else 0)),
+                                _exchange,
+                                _routing_key,
+                                _pack_HHIIQH(
+                                    206 << 8 | 2,
+                                    channel,
+                                    14 + props_size,
+                                    60 << 16,
+                                    size,
+                                    flags,
+                                ),
+                                props,
+                                _pack_HHI(206 << 8 | 3, channel, size),
+                                body,
+                                _END,
+                            )
+                        )
+                except _ENCODE_FAILURES:
+                    pass  # a value that does not encode: the general path says which
+            return _content_frames(channel, self, properties, body, frame_max)
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.Deliver:
@@ -3442,12 +3621,11 @@ class Basic:
                     _routing_key = _cached_shortstr(self.routing_key)
                 return b"".join(
                     (
-                        _pack_BHIHHQB(
+                        _pack_BHIIQB(
                             1,
                             channel,
                             17 + len(_exchange) + len(_routing_key),
-                            60,
-                            71,
+                            60 << 16 | 71,
                             self.delivery_tag,
                             (1 if self.redelivered else 0),
                         ),
@@ -3458,6 +3636,63 @@ class Basic:
                 )
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
+
+        def content_frames(
+            self,
+            channel: int,
+            properties: ContentProperties | None,
+            body: bytes | bytearray | memoryview,
+            frame_max: int,
+        ) -> bytes | list[bytes | memoryview]:
+            """This method with its content header and body as frames for ``channel``: see
+            :func:`~leveret.wire.frames.content_frames`.  A ``bytes`` body of one frame, less
+            than 64 KiB in all, is packed here in one join."""
+            if type(body) is bytes:
+                try:
+                    _exchange = _shortstrs_get(self.exchange)
+                    if _exchange is None:
+                        _exchange = _cached_shortstr(self.exchange)
+                    _routing_key = _shortstrs_get(self.routing_key)
+                    if _routing_key is None:
+                        _routing_key = _cached_shortstr(self.routing_key)
+                    if properties is None:
+                        flags = 0
+                        props = b""
+                    else:
+                        flags, props = properties.encode_values()
+                    size = len(body)
+                    props_size = len(props)
+                    if 0 < size < 65536 and size + props_size + 537 <= frame_max:
+                        return b"".join(
+                            (
+                                _pack_BHIIQB(
+                                    1,
+                                    channel,
+                                    17 + len(_exchange) + len(_routing_key),
+                                    60 << 16 | 71,
+                                    self.delivery_tag,
+                                    (1 if self.redelivered else 0),
+                                ),
+                                _exchange,
+                                _routing_key,
+                                _pack_IHHIIQH(
+                                    self.message_count,
+                                    206 << 8 | 2,
+                                    channel,
+                                    14 + props_size,
+                                    60 << 16,
+                                    size,
+                                    flags,
+                                ),
+                                props,
+                                _pack_HHI(206 << 8 | 3, channel, size),
+                                body,
+                                _END,
+                            )
+                        )
+                except _ENCODE_FAILURES:
+                    pass  # a value that does not encode: the general path says which
+            return _content_frames(channel, self, properties, body, frame_max)
 
         @classmethod
         def decode(cls, buf: bytes | bytearray, offset: int, end: int) -> Basic.GetOk:
@@ -3567,12 +3802,11 @@ class Basic:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHQBB(
+                return _pack_BHIIQBB(
                     1,
                     channel,
                     13,
-                    60,
-                    80,
+                    60 << 16 | 80,
                     self.delivery_tag,
                     (1 if self.multiple else 0),
                     206,
@@ -3630,12 +3864,11 @@ class Basic:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHQBB(
+                return _pack_BHIIQBB(
                     1,
                     channel,
                     13,
-                    60,
-                    90,
+                    60 << 16 | 90,
                     self.delivery_tag,
                     (1 if self.requeue else 0),
                     206,
@@ -3688,7 +3921,7 @@ class Basic:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHBB(1, channel, 5, 60, 100, (1 if self.requeue else 0), 206)
+                return _pack_BHIIBB(1, channel, 5, 60 << 16 | 100, (1 if self.requeue else 0), 206)
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
 
@@ -3738,7 +3971,7 @@ class Basic:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHBB(1, channel, 5, 60, 110, (1 if self.requeue else 0), 206)
+                return _pack_BHIIBB(1, channel, 5, 60 << 16 | 110, (1 if self.requeue else 0), 206)
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
 
@@ -3836,7 +4069,7 @@ class Basic:
                     (1 if self.multiple else 0)
                     | (2 if self.requeue else 0)
                 )
-                return _pack_BHIHHQBB(1, channel, 13, 60, 120, self.delivery_tag, _bits, 206)
+                return _pack_BHIIQBB(1, channel, 13, 60 << 16 | 120, self.delivery_tag, _bits, 206)
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
 
@@ -4370,7 +4603,7 @@ class Confirm:
             """The method frame for ``channel``: frame header, :meth:`encode`'s payload,
             frame-end octet."""
             try:
-                return _pack_BHIHHBB(1, channel, 5, 85, 10, (1 if self.nowait else 0), 206)
+                return _pack_BHIIBB(1, channel, 5, 85 << 16 | 10, (1 if self.nowait else 0), 206)
             except _ENCODE_FAILURES as exc:
                 raise _frame_error(self, channel, exc) from exc
 

@@ -134,6 +134,7 @@ def _key_prefix(key: Any) -> bytes:
 
 
 _KEY_CACHE: dict[str, bytes] = {}
+_key_cache_get = _KEY_CACHE.get
 _KEY_CACHE_MAX = 4096
 _OCTETS = [bytes((n,)) for n in range(256)]
 
@@ -151,8 +152,6 @@ def encode_table(table: Mapping[str, Any] | None, _depth: int = 0) -> bytes:
         if table is None or type(table) is dict or isinstance(table, Mapping):
             return EMPTY_TABLE
         raise EncodeError(f"field table must be a mapping, not {type(table).__name__}")
-    if _depth >= MAX_DEPTH:
-        raise EncodeError(f"field tables nested deeper than {MAX_DEPTH} levels")
     if type(table) is not dict or len(table) > _SMALL_TABLE:
         return _encode_table_chunked(table, _depth)
     # Message headers: a plain dict of a handful of entries, encoded on every publish.
@@ -162,7 +161,7 @@ def encode_table(table: Mapping[str, Any] | None, _depth: int = 0) -> bytes:
     body = b""
     for key in table:  # a plain dict: iterating it and indexing beats .items() here
         value = table[key]
-        prefix = _KEY_CACHE.get(key)
+        prefix = _key_cache_get(key)
         if prefix is None:
             prefix = _key_prefix(key)
         kind = type(value)
@@ -327,6 +326,10 @@ def _encode_bytes(value: bytes | bytearray | memoryview, key: str, depth: int) -
 
 
 def _encode_dict(value: Mapping[str, Any], key: str, depth: int) -> bytes:
+    # The nesting limit is checked here rather than in encode_table, whose top level (a
+    # message's headers) then pays nothing for it.
+    if depth + 1 >= MAX_DEPTH and value:
+        raise EncodeError(f"field tables nested deeper than {MAX_DEPTH} levels")
     return b"F" + encode_table(value, depth + 1)
 
 

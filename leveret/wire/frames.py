@@ -865,7 +865,22 @@ def content_frames(
     slices of ``body`` itself, not copies, so ``body`` must not be changed until they are
     sent.  Raises :class:`EncodeError` for fields that do not fit, a channel out of range
     or a ``frame_max`` below 9.
+
+    The same as ``method.content_frames(channel, properties, body, frame_max)``, which
+    the client calls on every publish.
     """
+    return method.content_frames(channel, properties, body, frame_max)
+
+
+def _content_frames(
+    channel: int,
+    method: Method,
+    properties: ContentProperties | None,
+    body: bytes | bytearray | memoryview,
+    frame_max: int,
+) -> bytes | list[bytes | memoryview]:
+    """:func:`content_frames` for any method, properties and body (the content methods'
+    generated ``content_frames`` take a small body themselves and hand the rest here)."""
     if type(body) is not bytes and not isinstance(body, (bytes, bytearray, memoryview)):
         raise EncodeError(f"a body must be bytes-like, not {type(body).__name__}")
     # The method frame, whole (its generated encode_frame packs the frame header with the
