@@ -521,7 +521,9 @@ class FrameReader:
                                         frame.body = buf[header_end + 8 : body_end]
                                         out.append(frame)
                                         pos = body_end + 1
-                                        if _once:
+                                        # All read (the usual end of a read): stop here
+                                        # rather than at the top of the loop.
+                                        if _once or (pos == limit and not self._pending_size):
                                             break
                                         continue
                                 elif buf[header_end] == FRAME_END:
@@ -535,7 +537,7 @@ class FrameReader:
                                     frame.body = b""
                                     out.append(frame)
                                     pos = header_end + 1
-                                    if _once:
+                                    if _once or (pos == limit and not self._pending_size):
                                         break
                                     continue
                         except (RemoteProtocolError, *_SLIPS):
