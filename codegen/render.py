@@ -455,9 +455,7 @@ class _VersionRenderer:
                 targets.append(f"self.{attr}")
             elif item.type == "shortstr" and not fmt:
                 # A length octet of its own: no struct call for it.
-                body.append("n = o + 1 + buf[o]")
-                body.append(f"self.{attr} = buf[o + 1 : n].decode()")
-                body.append("o = n")
+                body.extend(_shortstr_decode(f"self.{attr}"))
             elif item.type == "shortstr":
                 fmt += "B"
                 targets.append("n")
@@ -679,11 +677,7 @@ class _VersionRenderer:
 
     def _property_decode(self, type_: str, a: str) -> list[str]:
         if type_ == "shortstr":
-            return [
-                "n = o + 1 + buf[o]",
-                f"self.{a} = buf[o + 1 : n].decode()",
-                "o = n",
-            ]
+            return _shortstr_decode(f"self.{a}")
         if type_ == "longstr":
             return [
                 f"n = {self.structs.unpacker('I')}(buf, o)[0]",
@@ -903,6 +897,15 @@ def _decode_signature(qual: str, flags: bool = False) -> list[str]:
 #: A method's decode, when a string turns out not to be UTF-8: the generated code decodes
 #: strings strictly (the fastest call) and, should one fail, starts again from a copy of the
 #: buffer whose strings keep their odd bytes as surrogates.
+def _shortstr_decode(target: str) -> list[str]:
+    """Decode the shortstr at ``buf[o]`` (length octet first) into ``target``, leaving ``o``
+    after it.  ``n`` is its first byte; ``o`` moves before the slice is decoded, in two
+    additions where the plainer ``n = o + 1 + buf[o]`` ... ``o = n`` takes three and an
+    extra store, for every string of every message.  (A failed ``buf[o]`` leaves ``o``
+    alone, for the error message.)"""
+    return ["n = o + 1", "o = n + buf[o]", f"{target} = buf[n:o].decode()"]
+
+
 _LENIENT_RETRY = [
     "    except UnicodeDecodeError:  # not UTF-8: see _base.Lenient",
     "        return cls.decode(_Lenient(buf), offset, end)",

@@ -431,16 +431,16 @@ class Connection:
             o = offset
             try:
                 self.client_properties, o = _decode_table(buf, o, end)
-                n = o + 1 + buf[o]
-                self.mechanism = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.mechanism = buf[n:o].decode()
                 n = _unpack_I(buf, o)[0]
                 o += 4
                 self.response = bytes(buf[o : o + n])
                 o += n
-                n = o + 1 + buf[o]
-                self.locale = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.locale = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -753,12 +753,12 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.virtual_host = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.capabilities = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.virtual_host = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.capabilities = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.insist = (_bits & 1) != 0
@@ -808,9 +808,9 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.known_hosts = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.known_hosts = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -862,12 +862,12 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.host = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.known_hosts = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.host = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.known_hosts = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -1023,9 +1023,9 @@ class Channel:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.out_of_band = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.out_of_band = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -1399,9 +1399,9 @@ class Access:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.realm = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.realm = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.exclusive = (_bits & 1) != 0
@@ -1579,9 +1579,9 @@ class Exchange:
                 o += 3
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.type = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.type = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.passive = (_bits & 1) != 0
@@ -1899,9 +1899,9 @@ class Queue:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.queue = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.queue = buf[n:o].decode()
                 self.message_count, self.consumer_count = _unpack_II(buf, o)
                 o += 8
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
@@ -1993,12 +1993,12 @@ class Queue:
                 o += 3
                 self.queue = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.exchange = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.nowait = (_bits & 1) != 0
@@ -2487,9 +2487,9 @@ class Basic:
                 o += 3
                 self.queue = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.no_local = (_bits & 1) != 0
@@ -2542,9 +2542,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -2600,9 +2600,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.nowait = (_bits & 1) != 0
@@ -2652,9 +2652,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -2768,9 +2768,9 @@ class Basic:
                 o += 3
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.mandatory = (_bits & 1) != 0
@@ -2884,12 +2884,12 @@ class Basic:
                 o += 3
                 self.reply_text = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.exchange = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -2999,17 +2999,17 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 self.delivery_tag, _bits, n = _unpack_QBB(buf, o)
                 o += 10
                 self.redelivered = (_bits & 1) != 0
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -3181,9 +3181,9 @@ class Basic:
                 self.redelivered = (_bits & 1) != 0
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 self.message_count = _unpack_I(buf, o)[0]
                 o += 4
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
@@ -3232,9 +3232,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.cluster_id = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.cluster_id = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -3618,15 +3618,15 @@ class Basic:
                 if flags & 0x0003:
                     o = _skip_flag_words("basic.properties", buf, o, flags, 0x0002)
                 if flags & 0x8000:
-                    n = o + 1 + buf[o]
-                    self.content_type = buf[o + 1 : n].decode()
-                    o = n
+                    n = o + 1
+                    o = n + buf[o]
+                    self.content_type = buf[n:o].decode()
                 else:
                     self.content_type = None
                 if flags & 0x4000:
-                    n = o + 1 + buf[o]
-                    self.content_encoding = buf[o + 1 : n].decode()
-                    o = n
+                    n = o + 1
+                    o = n + buf[o]
+                    self.content_encoding = buf[n:o].decode()
                 else:
                     self.content_encoding = None
                 if flags & 0x2000:
@@ -3645,27 +3645,27 @@ class Basic:
                     else:
                         self.priority = None
                     if flags & 0x0400:
-                        n = o + 1 + buf[o]
-                        self.correlation_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.correlation_id = buf[n:o].decode()
                     else:
                         self.correlation_id = None
                     if flags & 0x0200:
-                        n = o + 1 + buf[o]
-                        self.reply_to = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.reply_to = buf[n:o].decode()
                     else:
                         self.reply_to = None
                     if flags & 0x0100:
-                        n = o + 1 + buf[o]
-                        self.expiration = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.expiration = buf[n:o].decode()
                     else:
                         self.expiration = None
                     if flags & 0x0080:
-                        n = o + 1 + buf[o]
-                        self.message_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.message_id = buf[n:o].decode()
                     else:
                         self.message_id = None
                     if flags & 0x0040:
@@ -3674,27 +3674,27 @@ class Basic:
                     else:
                         self.timestamp = None
                     if flags & 0x0020:
-                        n = o + 1 + buf[o]
-                        self.type = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.type = buf[n:o].decode()
                     else:
                         self.type = None
                     if flags & 0x0010:
-                        n = o + 1 + buf[o]
-                        self.user_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.user_id = buf[n:o].decode()
                     else:
                         self.user_id = None
                     if flags & 0x0008:
-                        n = o + 1 + buf[o]
-                        self.app_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.app_id = buf[n:o].decode()
                     else:
                         self.app_id = None
                     if flags & 0x0004:
-                        n = o + 1 + buf[o]
-                        self.cluster_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.cluster_id = buf[n:o].decode()
                     else:
                         self.cluster_id = None
                 else:
@@ -3919,9 +3919,9 @@ class File:
                 o += 3
                 self.queue = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.no_local = (_bits & 1) != 0
@@ -3974,9 +3974,9 @@ class File:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -4032,9 +4032,9 @@ class File:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.nowait = (_bits & 1) != 0
@@ -4084,9 +4084,9 @@ class File:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -4136,9 +4136,9 @@ class File:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.identifier = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.identifier = buf[n:o].decode()
                 self.content_size = _unpack_Q(buf, o)[0]
                 o += 8
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
@@ -4309,9 +4309,9 @@ class File:
                 o += 3
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 _bits, n = _unpack_BB(buf, o)
                 o += 2
                 self.mandatory = (_bits & 1) != 0
@@ -4427,12 +4427,12 @@ class File:
                 o += 3
                 self.reply_text = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.exchange = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -4524,20 +4524,20 @@ class File:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 self.delivery_tag, _bits, n = _unpack_QBB(buf, o)
                 o += 10
                 self.redelivered = (_bits & 1) != 0
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.identifier = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.identifier = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -4817,15 +4817,15 @@ class File:
                 if flags & 0x007F:
                     o = _skip_flag_words("file.properties", buf, o, flags, 0x007E)
                 if flags & 0x8000:
-                    n = o + 1 + buf[o]
-                    self.content_type = buf[o + 1 : n].decode()
-                    o = n
+                    n = o + 1
+                    o = n + buf[o]
+                    self.content_type = buf[n:o].decode()
                 else:
                     self.content_type = None
                 if flags & 0x4000:
-                    n = o + 1 + buf[o]
-                    self.content_encoding = buf[o + 1 : n].decode()
-                    o = n
+                    n = o + 1
+                    o = n + buf[o]
+                    self.content_encoding = buf[n:o].decode()
                 else:
                     self.content_encoding = None
                 if flags & 0x2000:
@@ -4839,21 +4839,21 @@ class File:
                     self.priority = None
                 if flags & 0x0F80:
                     if flags & 0x0800:
-                        n = o + 1 + buf[o]
-                        self.reply_to = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.reply_to = buf[n:o].decode()
                     else:
                         self.reply_to = None
                     if flags & 0x0400:
-                        n = o + 1 + buf[o]
-                        self.message_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.message_id = buf[n:o].decode()
                     else:
                         self.message_id = None
                     if flags & 0x0200:
-                        n = o + 1 + buf[o]
-                        self.filename = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.filename = buf[n:o].decode()
                     else:
                         self.filename = None
                     if flags & 0x0100:
@@ -4862,9 +4862,9 @@ class File:
                     else:
                         self.timestamp = None
                     if flags & 0x0080:
-                        n = o + 1 + buf[o]
-                        self.cluster_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.cluster_id = buf[n:o].decode()
                     else:
                         self.cluster_id = None
                 else:
@@ -5084,9 +5084,9 @@ class Stream:
                 o += 3
                 self.queue = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.no_local = (_bits & 1) != 0
@@ -5138,9 +5138,9 @@ class Stream:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -5196,9 +5196,9 @@ class Stream:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.nowait = (_bits & 1) != 0
@@ -5248,9 +5248,9 @@ class Stream:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -5364,9 +5364,9 @@ class Stream:
                 o += 3
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.mandatory = (_bits & 1) != 0
@@ -5480,12 +5480,12 @@ class Stream:
                 o += 3
                 self.reply_text = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.exchange = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -5592,16 +5592,16 @@ class Stream:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 self.delivery_tag, n = _unpack_QB(buf, o)
                 o += 9
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.queue = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.queue = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -5697,15 +5697,15 @@ class Stream:
                 if flags & 0x07FF:
                     o = _skip_flag_words("stream.properties", buf, o, flags, 0x07FE)
                 if flags & 0x8000:
-                    n = o + 1 + buf[o]
-                    self.content_type = buf[o + 1 : n].decode()
-                    o = n
+                    n = o + 1
+                    o = n + buf[o]
+                    self.content_type = buf[n:o].decode()
                 else:
                     self.content_type = None
                 if flags & 0x4000:
-                    n = o + 1 + buf[o]
-                    self.content_encoding = buf[o + 1 : n].decode()
-                    o = n
+                    n = o + 1
+                    o = n + buf[o]
+                    self.content_encoding = buf[n:o].decode()
                 else:
                     self.content_encoding = None
                 if flags & 0x2000:
@@ -6011,9 +6011,9 @@ class Dtx:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.dtx_identifier = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.dtx_identifier = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -6210,15 +6210,15 @@ class Tunnel:
                 else:
                     self.headers = None
                 if flags & 0x4000:
-                    n = o + 1 + buf[o]
-                    self.proxy_name = buf[o + 1 : n].decode()
-                    o = n
+                    n = o + 1
+                    o = n + buf[o]
+                    self.proxy_name = buf[n:o].decode()
                 else:
                     self.proxy_name = None
                 if flags & 0x2000:
-                    n = o + 1 + buf[o]
-                    self.data_name = buf[o + 1 : n].decode()
-                    o = n
+                    n = o + 1
+                    o = n + buf[o]
+                    self.data_name = buf[n:o].decode()
                 else:
                     self.data_name = None
                 if flags & 0x1000:
@@ -6454,9 +6454,9 @@ class Test:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.string_1 = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.string_1 = buf[n:o].decode()
                 n = _unpack_I(buf, o)[0]
                 o += 4
                 self.string_2 = bytes(buf[o : o + n])

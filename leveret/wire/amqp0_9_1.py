@@ -406,16 +406,16 @@ class Connection:
             o = offset
             try:
                 self.client_properties, o = _decode_table(buf, o, end)
-                n = o + 1 + buf[o]
-                self.mechanism = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.mechanism = buf[n:o].decode()
                 n = _unpack_I(buf, o)[0]
                 o += 4
                 self.response = bytes(buf[o : o + n])
                 o += n
-                n = o + 1 + buf[o]
-                self.locale = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.locale = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -729,12 +729,12 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.virtual_host = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.reserved_1 = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.virtual_host = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.reserved_1 = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.reserved_2 = (_bits & 1) != 0
@@ -784,9 +784,9 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.reserved_1 = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.reserved_1 = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -934,9 +934,9 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.reason = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.reason = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -1024,9 +1024,9 @@ class Connection:
                 o += 4
                 self.new_secret = bytes(buf[o : o + n])
                 o += n
-                n = o + 1 + buf[o]
-                self.reason = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.reason = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -1111,9 +1111,9 @@ class Channel:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.reserved_1 = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.reserved_1 = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -1483,9 +1483,9 @@ class Exchange:
                 o += 3
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.type = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.type = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.passive = (_bits & 1) != 0
@@ -1712,12 +1712,12 @@ class Exchange:
                 o += 3
                 self.destination = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.source = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.source = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.no_wait = (_bits & 1) != 0
@@ -1839,12 +1839,12 @@ class Exchange:
                 o += 3
                 self.destination = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.source = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.source = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.no_wait = (_bits & 1) != 0
@@ -2057,9 +2057,9 @@ class Queue:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.queue = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.queue = buf[n:o].decode()
                 self.message_count, self.consumer_count = _unpack_II(buf, o)
                 o += 8
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
@@ -2151,12 +2151,12 @@ class Queue:
                 o += 3
                 self.queue = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.exchange = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.no_wait = (_bits & 1) != 0
@@ -2274,12 +2274,12 @@ class Queue:
                 o += 3
                 self.queue = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.exchange = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 self.arguments, o = _decode_table(buf, o, end)
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
@@ -2774,9 +2774,9 @@ class Basic:
                 o += 3
                 self.queue = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.no_local = (_bits & 1) != 0
@@ -2830,9 +2830,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -2888,9 +2888,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.no_wait = (_bits & 1) != 0
@@ -2940,9 +2940,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -3056,9 +3056,9 @@ class Basic:
                 o += 3
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.mandatory = (_bits & 1) != 0
@@ -3172,12 +3172,12 @@ class Basic:
                 o += 3
                 self.reply_text = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.exchange = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -3287,17 +3287,17 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 self.delivery_tag, _bits, n = _unpack_QBB(buf, o)
                 o += 10
                 self.redelivered = (_bits & 1) != 0
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -3469,9 +3469,9 @@ class Basic:
                 self.redelivered = (_bits & 1) != 0
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 self.message_count = _unpack_I(buf, o)[0]
                 o += 4
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
@@ -3520,9 +3520,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.reserved_1 = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.reserved_1 = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -4055,15 +4055,15 @@ class Basic:
                 if flags & 0x0003:
                     o = _skip_flag_words("basic.properties", buf, o, flags, 0x0002)
                 if flags & 0x8000:
-                    n = o + 1 + buf[o]
-                    self.content_type = buf[o + 1 : n].decode()
-                    o = n
+                    n = o + 1
+                    o = n + buf[o]
+                    self.content_type = buf[n:o].decode()
                 else:
                     self.content_type = None
                 if flags & 0x4000:
-                    n = o + 1 + buf[o]
-                    self.content_encoding = buf[o + 1 : n].decode()
-                    o = n
+                    n = o + 1
+                    o = n + buf[o]
+                    self.content_encoding = buf[n:o].decode()
                 else:
                     self.content_encoding = None
                 if flags & 0x2000:
@@ -4082,27 +4082,27 @@ class Basic:
                     else:
                         self.priority = None
                     if flags & 0x0400:
-                        n = o + 1 + buf[o]
-                        self.correlation_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.correlation_id = buf[n:o].decode()
                     else:
                         self.correlation_id = None
                     if flags & 0x0200:
-                        n = o + 1 + buf[o]
-                        self.reply_to = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.reply_to = buf[n:o].decode()
                     else:
                         self.reply_to = None
                     if flags & 0x0100:
-                        n = o + 1 + buf[o]
-                        self.expiration = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.expiration = buf[n:o].decode()
                     else:
                         self.expiration = None
                     if flags & 0x0080:
-                        n = o + 1 + buf[o]
-                        self.message_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.message_id = buf[n:o].decode()
                     else:
                         self.message_id = None
                     if flags & 0x0040:
@@ -4111,27 +4111,27 @@ class Basic:
                     else:
                         self.timestamp = None
                     if flags & 0x0020:
-                        n = o + 1 + buf[o]
-                        self.type = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.type = buf[n:o].decode()
                     else:
                         self.type = None
                     if flags & 0x0010:
-                        n = o + 1 + buf[o]
-                        self.user_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.user_id = buf[n:o].decode()
                     else:
                         self.user_id = None
                     if flags & 0x0008:
-                        n = o + 1 + buf[o]
-                        self.app_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.app_id = buf[n:o].decode()
                     else:
                         self.app_id = None
                     if flags & 0x0004:
-                        n = o + 1 + buf[o]
-                        self.cluster_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.cluster_id = buf[n:o].decode()
                     else:
                         self.cluster_id = None
                 else:
