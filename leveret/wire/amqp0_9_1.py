@@ -4052,30 +4052,30 @@ class Basic:
                 if flags is None:  # else the caller has read it; offset is past it
                     flags = _unpack_H(buf, o)[0]
                     offset = o = o + 2
-                if flags & 0x0003:
-                    o = _skip_flag_words("basic.properties", buf, o, flags, 0x0002)
-                if flags & 0x8000:
-                    n = o + 1
-                    o = n + buf[o]
-                    self.content_type = buf[n:o].decode()
-                else:
-                    self.content_type = None
-                if flags & 0x4000:
-                    n = o + 1
-                    o = n + buf[o]
-                    self.content_encoding = buf[n:o].decode()
-                else:
-                    self.content_encoding = None
-                if flags & 0x2000:
-                    self.headers, o = _decode_table(buf, o, end)
-                else:
-                    self.headers = None
-                if flags & 0x1000:
-                    self.delivery_mode = buf[o]
-                    o += 1
-                else:
-                    self.delivery_mode = None
-                if flags & 0x0FFC:
+                if flags & ~0xF000:
+                    if flags & 0x0003:
+                        o = _skip_flag_words("basic.properties", buf, o, flags, 0x0002)
+                    if flags & 0x8000:
+                        n = o + 1
+                        o = n + buf[o]
+                        self.content_type = buf[n:o].decode()
+                    else:
+                        self.content_type = None
+                    if flags & 0x4000:
+                        n = o + 1
+                        o = n + buf[o]
+                        self.content_encoding = buf[n:o].decode()
+                    else:
+                        self.content_encoding = None
+                    if flags & 0x2000:
+                        self.headers, o = _decode_table(buf, o, end)
+                    else:
+                        self.headers = None
+                    if flags & 0x1000:
+                        self.delivery_mode = buf[o]
+                        o += 1
+                    else:
+                        self.delivery_mode = None
                     if flags & 0x0800:
                         self.priority = buf[o]
                         o += 1
@@ -4135,6 +4135,31 @@ class Basic:
                     else:
                         self.cluster_id = None
                 else:
+                    f = flags
+                    if f >= 0x8000:
+                        n = o + 1
+                        o = n + buf[o]
+                        self.content_type = buf[n:o].decode()
+                        f -= 0x8000
+                    else:
+                        self.content_type = None
+                    if f >= 0x4000:
+                        n = o + 1
+                        o = n + buf[o]
+                        self.content_encoding = buf[n:o].decode()
+                        f -= 0x4000
+                    else:
+                        self.content_encoding = None
+                    if f >= 0x2000:
+                        self.headers, o = _decode_table(buf, o, end)
+                        f -= 0x2000
+                    else:
+                        self.headers = None
+                    if f >= 0x1000:
+                        self.delivery_mode = buf[o]
+                        o += 1
+                    else:
+                        self.delivery_mode = None
                     self.priority = None
                     self.correlation_id = None
                     self.reply_to = None
