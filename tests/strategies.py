@@ -114,7 +114,9 @@ def properties(cls: type[ContentProperties]) -> st.SearchStrategy[ContentPropert
     return st.builds(cls, **fields)
 
 
-def head_properties(cls: type[ContentProperties], head: int = 4) -> st.SearchStrategy[ContentProperties]:
+def head_properties(
+    cls: type[ContentProperties], head: int = 4
+) -> st.SearchStrategy[ContentProperties]:
     """Instances of ``cls`` with any subset of its first ``head`` properties present and
     none of the rest: the sparse shape generated decoders read on a path of their own."""
     fields = {

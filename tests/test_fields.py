@@ -447,7 +447,8 @@ def test_table_entry_running_past_its_end(entry: bytes) -> None:
         (b"\x00\x00\x00\x00", 0, 3, "field table length at offset 0 runs past the end"),
         (b"\x00\x00\x00", 0, 9, "field table length at offset 0 runs past the end"),
         # The entries it claims do not fit, before ``end`` or before the buffer's end.
-        (b"\x00\x00\x00\x02\x00\x00", 0, 5, "field table at offset 0 claims 2 bytes; only 1 remain"),
+        (b"\x00\x00\x00\x02\x00\x00", 0, 5,
+         "field table at offset 0 claims 2 bytes; only 1 remain"),
         (b"\x00\x00\x00\x02\x00", 0, 9, "field table at offset 0 claims 2 bytes; only 1 remain"),
         (b"??\x00\x00\x00\x07\x01xI\x00\x00\x00", 2, 99,
          "field table at offset 2 claims 7 bytes; only 6 remain"),
