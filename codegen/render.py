@@ -560,9 +560,7 @@ class _VersionRenderer:
                 targets.append(f"self.{attr}")
             elif item.type == "shortstr" and not fmt:
                 # A length octet of its own: no struct call for it.
-                body.append("n = o + 1 + buf[o]")
-                body.append(f"self.{attr} = buf[o + 1 : n].decode()")
-                body.append("o = n")
+                body.extend(_shortstr_decode(f"self.{attr}"))
             elif item.type == "shortstr":
                 fmt += "B"
                 targets.append("n")
@@ -730,22 +728,39 @@ class _VersionRenderer:
         out.append("        if flags is None:  # else the caller has read it; offset is past it")
         out.append(f"            flags = {self.structs.unpacker('H')}(buf, o)[0]")
         out.append("            offset = o = o + 2")
-        out.append(f"        if flags & 0x{unknown | 1:04X}:")
-        out.append(f'            o = _skip_flag_words("{name}", buf, o, flags, 0x{unknown:04X})')
+        skip = f'o = _skip_flag_words("{name}", buf, o, flags, 0x{unknown:04X})'
         # Every slot must be filled, absent properties with None.  The properties after
-        # the first few are rarely set, so one test covers them all when none is (for a
-        # class with only a couple more, the extra test would not pay).
+        # the first few are rarely set, so one test covers them all (and the flag bits
+        # that mean more flag words) when none is; for a class with only a couple more,
+        # the extra test would not pay.
         head = len(props) if len(props) <= _PROPERTY_HEAD + 2 else _PROPERTY_HEAD
-        for p, a in zip(props[:head], attrs[:head]):
-            out.extend(self._property_decode_branch(p.type, a, flags[a], 8))
-        if head < len(props):
-            rest = 0
-            for a in attrs[head:]:
-                rest |= flags[a]
-            out.append(f"        if flags & 0x{rest:04X}:")
-            for p, a in zip(props[head:], attrs[head:]):
+        if head == len(props):
+            out.append(f"        if flags & 0x{unknown | 1:04X}:")
+            out.append(f"            {skip}")
+            for p, a in zip(props, attrs):
+                out.extend(self._property_decode_branch(p.type, a, flags[a], 8))
+        else:
+            # Any bit but the head's (even one past 16 bits, from a caller passing flags).
+            head_bits = 0
+            for a in attrs[:head]:
+                head_bits |= flags[a]
+            out.append(f"        if flags & ~0x{head_bits:04X}:")
+            out.append(f"            if flags & 0x{unknown | 1:04X}:")
+            out.append(f"                {skip}")
+            for p, a in zip(props, attrs):
                 out.extend(self._property_decode_branch(p.type, a, flags[a], 12))
             out.append("        else:")
+            # Only the head's bits, the word's highest, can be set: test them from the
+            # top by comparison, taking each off once read (a compare and a subtraction
+            # of small ints are inlined by 3.11; an & is a call).
+            out.append("            f = flags")
+            for i, (p, a) in enumerate(zip(props[:head], attrs[:head])):
+                out.append(f"            if f >= 0x{flags[a]:04X}:")
+                out.extend(f"                {line}" for line in self._property_decode(p.type, a))
+                if i < head - 1:
+                    out.append(f"                f -= 0x{flags[a]:04X}")
+                out.append("            else:")
+                out.append(f"                self.{a} = None")
             out.extend(f"            self.{a} = None" for a in attrs[head:])
         if any(p.type == "shortstr" for p in props):
             out.append("    except UnicodeDecodeError:  # not UTF-8: see _base.Lenient")
@@ -787,11 +802,7 @@ class _VersionRenderer:
 
     def _property_decode(self, type_: str, a: str) -> list[str]:
         if type_ == "shortstr":
-            return [
-                "n = o + 1 + buf[o]",
-                f"self.{a} = buf[o + 1 : n].decode()",
-                "o = n",
-            ]
+            return _shortstr_decode(f"self.{a}")
         if type_ == "longstr":
             return [
                 f"n = {self.structs.unpacker('I')}(buf, o)[0]",
@@ -1012,6 +1023,15 @@ def _decode_signature(qual: str, flags: bool = False) -> list[str]:
 #: A method's decode, when a string turns out not to be UTF-8: the generated code decodes
 #: strings strictly (the fastest call) and, should one fail, starts again from a copy of the
 #: buffer whose strings keep their odd bytes as surrogates.
+def _shortstr_decode(target: str) -> list[str]:
+    """Decode the shortstr at ``buf[o]`` (length octet first) into ``target``, leaving ``o``
+    after it.  ``n`` is its first byte; ``o`` moves before the slice is decoded, in two
+    additions where the plainer ``n = o + 1 + buf[o]`` ... ``o = n`` takes three and an
+    extra store, for every string of every message.  (A failed ``buf[o]`` leaves ``o``
+    alone, for the error message.)"""
+    return ["n = o + 1", "o = n + buf[o]", f"{target} = buf[n:o].decode()"]
+
+
 _LENIENT_RETRY = [
     "    except UnicodeDecodeError:  # not UTF-8: see _base.Lenient",
     "        return cls.decode(_Lenient(buf), offset, end)",

@@ -114,6 +114,17 @@ def properties(cls: type[ContentProperties]) -> st.SearchStrategy[ContentPropert
     return st.builds(cls, **fields)
 
 
+def head_properties(
+    cls: type[ContentProperties], head: int = 4
+) -> st.SearchStrategy[ContentProperties]:
+    """Instances of ``cls`` with any subset of its first ``head`` properties present and
+    none of the rest: the sparse shape generated decoders read on a path of their own."""
+    fields = {
+        n: st.none() | FIELD_VALUES[t] for n, t in zip(cls.FIELDS[:head], cls.FIELD_TYPES[:head])
+    }
+    return st.builds(cls, **fields)
+
+
 def sample(cls: type[Method] | type[ContentProperties]) -> Any:
     """One instance of ``cls`` with every field set to its type's sample value."""
     return cls(**{n: SAMPLE_VALUES[t] for n, t in zip(cls.FIELDS, cls.FIELD_TYPES)})

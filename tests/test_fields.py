@@ -437,3 +437,30 @@ def test_table_entry_running_past_its_end(entry: bytes) -> None:
     for buf in (data, data + b"\x00" * 16):
         with pytest.raises(DecodeError):
             decode_table(buf, 0, len(buf))
+
+
+@pytest.mark.parametrize(
+    ("buf", "offset", "end", "message"),
+    [
+        # The length itself does not fit, before ``end`` or before the buffer's end.
+        (b"\x00\x00\x00\x00", 1, 4, "field table length at offset 1 runs past the end"),
+        (b"\x00\x00\x00\x00", 0, 3, "field table length at offset 0 runs past the end"),
+        (b"\x00\x00\x00", 0, 9, "field table length at offset 0 runs past the end"),
+        # The entries it claims do not fit, before ``end`` or before the buffer's end.
+        (b"\x00\x00\x00\x02\x00\x00", 0, 5,
+         "field table at offset 0 claims 2 bytes; only 1 remain"),
+        (b"\x00\x00\x00\x02\x00", 0, 9, "field table at offset 0 claims 2 bytes; only 1 remain"),
+        (b"??\x00\x00\x00\x07\x01xI\x00\x00\x00", 2, 99,
+         "field table at offset 2 claims 7 bytes; only 6 remain"),
+        # It fits, but an entry runs past it.
+        (b"??\x00\x00\x00\x03\x01xI\x00\x00\x00\x01", 2, 13,
+         "field table at offset 2: an entry runs past its end"),
+        (b"\x00\x00\x00\x02\x05x", 0, 6, "field table at offset 0: an entry runs past its end"),
+        (b"\x00\x00\x00\x02\x01xt", 0, 7, "truncated field table key at offset 6"),
+    ],
+)
+def test_decode_bounds_errors(buf: bytes, offset: int, end: int, message: str) -> None:
+    # The messages name the offending offset and sizes, whichever check finds the fault.
+    with pytest.raises(DecodeError) as info:
+        decode_table(buf, offset, end)
+    assert str(info.value) == message

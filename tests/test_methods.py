@@ -15,6 +15,7 @@ from strategies import (
     SAMPLE_VALUES,
     all_methods,
     all_properties,
+    head_properties,
     methods,
     properties,
     sample,
@@ -170,6 +171,52 @@ def test_properties_round_trip(cls: type[ContentProperties], data: st.DataObject
     assert flags == expected_flags
     assert cls.decode(raw, 0, len(raw)) == props
     assert cls.decode(bytearray(b"xx" + raw + b"yy"), 2, 2 + len(raw)) == props
+
+
+SPARSE = [cls for cls in PROPERTIES if len(cls.FIELDS) > 6]  # with a path for the first 4 only
+
+
+@pytest.mark.parametrize("cls", SPARSE, ids=_id)
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_head_only_properties_round_trip(cls: type[ContentProperties], data: st.DataObject) -> None:
+    # Only the first four set: decoded on the path that tests their bits by comparison.
+    props = data.draw(head_properties(cls))
+    raw = props.encode()
+    (flags,) = struct.unpack_from("!H", raw)
+    assert flags & 0x0FFF == 0
+    assert cls.decode(raw, 0, len(raw)) == props
+    assert cls.decode(bytearray(b"xx" + raw + b"yy"), 4, 2 + len(raw), flags) == props
+
+
+@pytest.mark.parametrize("cls", SPARSE, ids=_id)
+def test_every_subset_of_the_head_properties_decodes_on_either_path(
+    cls: type[ContentProperties],
+) -> None:
+    # Each subset of the first four, alone (the comparison path) and with a later property
+    # set too (the bit-by-bit path), and with a string that is not UTF-8 (the retry).
+    values = {
+        "shortstr": "t\u00e9xt/pl\udcffin",
+        "octet": 2,
+        "table": {"x": 1, "y": "z"},
+        "longstr": b"l",
+        "short": 3,
+        "long": 4,
+        "longlong": 5,
+        "timestamp": datetime(2001, 2, 3, tzinfo=timezone.utc),
+    }
+    head = list(zip(cls.FIELDS[:4], cls.FIELD_TYPES[:4]))
+    last, last_type = cls.FIELDS[-1], cls.FIELD_TYPES[-1]
+    for mask in range(16):
+        fields = {n: values[t] for i, (n, t) in enumerate(head) if mask >> i & 1}
+        for extra in ({}, {last: values[last_type]}):
+            props = cls(**fields, **extra)
+            raw = props.encode()
+            (flags,) = struct.unpack_from("!H", raw)
+            assert cls.decode(raw, 0, len(raw)) == props
+            assert cls.decode(raw, 2, len(raw), flags) == props
+            # A caller's flags with a bit past 16 set: that bit is ignored, as ever.
+            assert cls.decode(raw, 2, len(raw), flags | 0x10000) == props
 
 
 def test_every_method_of_both_versions_is_generated() -> None:

@@ -440,16 +440,16 @@ class Connection:
             o = offset
             try:
                 self.client_properties, o = _decode_table(buf, o, end)
-                n = o + 1 + buf[o]
-                self.mechanism = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.mechanism = buf[n:o].decode()
                 n = _unpack_I(buf, o)[0]
                 o += 4
                 self.response = bytes(buf[o : o + n])
                 o += n
-                n = o + 1 + buf[o]
-                self.locale = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.locale = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -760,12 +760,12 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.virtual_host = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.capabilities = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.virtual_host = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.capabilities = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.insist = (_bits & 1) != 0
@@ -815,9 +815,9 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.known_hosts = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.known_hosts = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -869,12 +869,12 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.host = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.known_hosts = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.host = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.known_hosts = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -1030,9 +1030,9 @@ class Channel:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.out_of_band = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.out_of_band = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -1406,9 +1406,9 @@ class Access:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.realm = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.realm = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.exclusive = (_bits & 1) != 0
@@ -1586,9 +1586,9 @@ class Exchange:
                 o += 3
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.type = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.type = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.passive = (_bits & 1) != 0
@@ -1906,9 +1906,9 @@ class Queue:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.queue = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.queue = buf[n:o].decode()
                 self.message_count, self.consumer_count = _unpack_II(buf, o)
                 o += 8
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
@@ -2000,12 +2000,12 @@ class Queue:
                 o += 3
                 self.queue = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.exchange = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.nowait = (_bits & 1) != 0
@@ -2493,9 +2493,9 @@ class Basic:
                 o += 3
                 self.queue = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.no_local = (_bits & 1) != 0
@@ -2548,9 +2548,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -2606,9 +2606,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.nowait = (_bits & 1) != 0
@@ -2658,9 +2658,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -2833,9 +2833,9 @@ class Basic:
                 o += 3
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.mandatory = (_bits & 1) != 0
@@ -3007,12 +3007,12 @@ class Basic:
                 o += 3
                 self.reply_text = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.exchange = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -3180,17 +3180,17 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 self.delivery_tag, _bits, n = _unpack_QBB(buf, o)
                 o += 10
                 self.redelivered = (_bits & 1) != 0
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -3418,9 +3418,9 @@ class Basic:
                 self.redelivered = (_bits & 1) != 0
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 self.message_count = _unpack_I(buf, o)[0]
                 o += 4
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
@@ -3469,9 +3469,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.cluster_id = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.cluster_id = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -3850,57 +3850,57 @@ class Basic:
                 if flags is None:  # else the caller has read it; offset is past it
                     flags = _unpack_H(buf, o)[0]
                     offset = o = o + 2
-                if flags & 0x0003:
-                    o = _skip_flag_words("basic.properties", buf, o, flags, 0x0002)
-                if flags & 0x8000:
-                    n = o + 1 + buf[o]
-                    self.content_type = buf[o + 1 : n].decode()
-                    o = n
-                else:
-                    self.content_type = None
-                if flags & 0x4000:
-                    n = o + 1 + buf[o]
-                    self.content_encoding = buf[o + 1 : n].decode()
-                    o = n
-                else:
-                    self.content_encoding = None
-                if flags & 0x2000:
-                    self.headers, o = _decode_table(buf, o, end)
-                else:
-                    self.headers = None
-                if flags & 0x1000:
-                    self.delivery_mode = buf[o]
-                    o += 1
-                else:
-                    self.delivery_mode = None
-                if flags & 0x0FFC:
+                if flags & ~0xF000:
+                    if flags & 0x0003:
+                        o = _skip_flag_words("basic.properties", buf, o, flags, 0x0002)
+                    if flags & 0x8000:
+                        n = o + 1
+                        o = n + buf[o]
+                        self.content_type = buf[n:o].decode()
+                    else:
+                        self.content_type = None
+                    if flags & 0x4000:
+                        n = o + 1
+                        o = n + buf[o]
+                        self.content_encoding = buf[n:o].decode()
+                    else:
+                        self.content_encoding = None
+                    if flags & 0x2000:
+                        self.headers, o = _decode_table(buf, o, end)
+                    else:
+                        self.headers = None
+                    if flags & 0x1000:
+                        self.delivery_mode = buf[o]
+                        o += 1
+                    else:
+                        self.delivery_mode = None
                     if flags & 0x0800:
                         self.priority = buf[o]
                         o += 1
                     else:
                         self.priority = None
                     if flags & 0x0400:
-                        n = o + 1 + buf[o]
-                        self.correlation_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.correlation_id = buf[n:o].decode()
                     else:
                         self.correlation_id = None
                     if flags & 0x0200:
-                        n = o + 1 + buf[o]
-                        self.reply_to = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.reply_to = buf[n:o].decode()
                     else:
                         self.reply_to = None
                     if flags & 0x0100:
-                        n = o + 1 + buf[o]
-                        self.expiration = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.expiration = buf[n:o].decode()
                     else:
                         self.expiration = None
                     if flags & 0x0080:
-                        n = o + 1 + buf[o]
-                        self.message_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.message_id = buf[n:o].decode()
                     else:
                         self.message_id = None
                     if flags & 0x0040:
@@ -3909,30 +3909,55 @@ class Basic:
                     else:
                         self.timestamp = None
                     if flags & 0x0020:
-                        n = o + 1 + buf[o]
-                        self.type = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.type = buf[n:o].decode()
                     else:
                         self.type = None
                     if flags & 0x0010:
-                        n = o + 1 + buf[o]
-                        self.user_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.user_id = buf[n:o].decode()
                     else:
                         self.user_id = None
                     if flags & 0x0008:
-                        n = o + 1 + buf[o]
-                        self.app_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.app_id = buf[n:o].decode()
                     else:
                         self.app_id = None
                     if flags & 0x0004:
-                        n = o + 1 + buf[o]
-                        self.cluster_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.cluster_id = buf[n:o].decode()
                     else:
                         self.cluster_id = None
                 else:
+                    f = flags
+                    if f >= 0x8000:
+                        n = o + 1
+                        o = n + buf[o]
+                        self.content_type = buf[n:o].decode()
+                        f -= 0x8000
+                    else:
+                        self.content_type = None
+                    if f >= 0x4000:
+                        n = o + 1
+                        o = n + buf[o]
+                        self.content_encoding = buf[n:o].decode()
+                        f -= 0x4000
+                    else:
+                        self.content_encoding = None
+                    if f >= 0x2000:
+                        self.headers, o = _decode_table(buf, o, end)
+                        f -= 0x2000
+                    else:
+                        self.headers = None
+                    if f >= 0x1000:
+                        self.delivery_mode = buf[o]
+                        o += 1
+                    else:
+                        self.delivery_mode = None
                     self.priority = None
                     self.correlation_id = None
                     self.reply_to = None
@@ -4153,9 +4178,9 @@ class File:
                 o += 3
                 self.queue = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.no_local = (_bits & 1) != 0
@@ -4208,9 +4233,9 @@ class File:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -4266,9 +4291,9 @@ class File:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.nowait = (_bits & 1) != 0
@@ -4318,9 +4343,9 @@ class File:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -4370,9 +4395,9 @@ class File:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.identifier = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.identifier = buf[n:o].decode()
                 self.content_size = _unpack_Q(buf, o)[0]
                 o += 8
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
@@ -4543,9 +4568,9 @@ class File:
                 o += 3
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 _bits, n = _unpack_BB(buf, o)
                 o += 2
                 self.mandatory = (_bits & 1) != 0
@@ -4719,12 +4744,12 @@ class File:
                 o += 3
                 self.reply_text = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.exchange = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -4816,20 +4841,20 @@ class File:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 self.delivery_tag, _bits, n = _unpack_QBB(buf, o)
                 o += 10
                 self.redelivered = (_bits & 1) != 0
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.identifier = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.identifier = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -5104,46 +5129,46 @@ class File:
                 if flags is None:  # else the caller has read it; offset is past it
                     flags = _unpack_H(buf, o)[0]
                     offset = o = o + 2
-                if flags & 0x007F:
-                    o = _skip_flag_words("file.properties", buf, o, flags, 0x007E)
-                if flags & 0x8000:
-                    n = o + 1 + buf[o]
-                    self.content_type = buf[o + 1 : n].decode()
-                    o = n
-                else:
-                    self.content_type = None
-                if flags & 0x4000:
-                    n = o + 1 + buf[o]
-                    self.content_encoding = buf[o + 1 : n].decode()
-                    o = n
-                else:
-                    self.content_encoding = None
-                if flags & 0x2000:
-                    self.headers, o = _decode_table(buf, o, end)
-                else:
-                    self.headers = None
-                if flags & 0x1000:
-                    self.priority = buf[o]
-                    o += 1
-                else:
-                    self.priority = None
-                if flags & 0x0F80:
+                if flags & ~0xF000:
+                    if flags & 0x007F:
+                        o = _skip_flag_words("file.properties", buf, o, flags, 0x007E)
+                    if flags & 0x8000:
+                        n = o + 1
+                        o = n + buf[o]
+                        self.content_type = buf[n:o].decode()
+                    else:
+                        self.content_type = None
+                    if flags & 0x4000:
+                        n = o + 1
+                        o = n + buf[o]
+                        self.content_encoding = buf[n:o].decode()
+                    else:
+                        self.content_encoding = None
+                    if flags & 0x2000:
+                        self.headers, o = _decode_table(buf, o, end)
+                    else:
+                        self.headers = None
+                    if flags & 0x1000:
+                        self.priority = buf[o]
+                        o += 1
+                    else:
+                        self.priority = None
                     if flags & 0x0800:
-                        n = o + 1 + buf[o]
-                        self.reply_to = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.reply_to = buf[n:o].decode()
                     else:
                         self.reply_to = None
                     if flags & 0x0400:
-                        n = o + 1 + buf[o]
-                        self.message_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.message_id = buf[n:o].decode()
                     else:
                         self.message_id = None
                     if flags & 0x0200:
-                        n = o + 1 + buf[o]
-                        self.filename = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.filename = buf[n:o].decode()
                     else:
                         self.filename = None
                     if flags & 0x0100:
@@ -5152,12 +5177,37 @@ class File:
                     else:
                         self.timestamp = None
                     if flags & 0x0080:
-                        n = o + 1 + buf[o]
-                        self.cluster_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.cluster_id = buf[n:o].decode()
                     else:
                         self.cluster_id = None
                 else:
+                    f = flags
+                    if f >= 0x8000:
+                        n = o + 1
+                        o = n + buf[o]
+                        self.content_type = buf[n:o].decode()
+                        f -= 0x8000
+                    else:
+                        self.content_type = None
+                    if f >= 0x4000:
+                        n = o + 1
+                        o = n + buf[o]
+                        self.content_encoding = buf[n:o].decode()
+                        f -= 0x4000
+                    else:
+                        self.content_encoding = None
+                    if f >= 0x2000:
+                        self.headers, o = _decode_table(buf, o, end)
+                        f -= 0x2000
+                    else:
+                        self.headers = None
+                    if f >= 0x1000:
+                        self.priority = buf[o]
+                        o += 1
+                    else:
+                        self.priority = None
                     self.reply_to = None
                     self.message_id = None
                     self.filename = None
@@ -5373,9 +5423,9 @@ class Stream:
                 o += 3
                 self.queue = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.no_local = (_bits & 1) != 0
@@ -5427,9 +5477,9 @@ class Stream:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -5485,9 +5535,9 @@ class Stream:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.nowait = (_bits & 1) != 0
@@ -5537,9 +5587,9 @@ class Stream:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -5712,9 +5762,9 @@ class Stream:
                 o += 3
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.mandatory = (_bits & 1) != 0
@@ -5886,12 +5936,12 @@ class Stream:
                 o += 3
                 self.reply_text = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.exchange = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -6056,16 +6106,16 @@ class Stream:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 self.delivery_tag, n = _unpack_QB(buf, o)
                 o += 9
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.queue = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.queue = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -6161,15 +6211,15 @@ class Stream:
                 if flags & 0x07FF:
                     o = _skip_flag_words("stream.properties", buf, o, flags, 0x07FE)
                 if flags & 0x8000:
-                    n = o + 1 + buf[o]
-                    self.content_type = buf[o + 1 : n].decode()
-                    o = n
+                    n = o + 1
+                    o = n + buf[o]
+                    self.content_type = buf[n:o].decode()
                 else:
                     self.content_type = None
                 if flags & 0x4000:
-                    n = o + 1 + buf[o]
-                    self.content_encoding = buf[o + 1 : n].decode()
-                    o = n
+                    n = o + 1
+                    o = n + buf[o]
+                    self.content_encoding = buf[n:o].decode()
                 else:
                     self.content_encoding = None
                 if flags & 0x2000:
@@ -6475,9 +6525,9 @@ class Dtx:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.dtx_identifier = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.dtx_identifier = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -6674,15 +6724,15 @@ class Tunnel:
                 else:
                     self.headers = None
                 if flags & 0x4000:
-                    n = o + 1 + buf[o]
-                    self.proxy_name = buf[o + 1 : n].decode()
-                    o = n
+                    n = o + 1
+                    o = n + buf[o]
+                    self.proxy_name = buf[n:o].decode()
                 else:
                     self.proxy_name = None
                 if flags & 0x2000:
-                    n = o + 1 + buf[o]
-                    self.data_name = buf[o + 1 : n].decode()
-                    o = n
+                    n = o + 1
+                    o = n + buf[o]
+                    self.data_name = buf[n:o].decode()
                 else:
                     self.data_name = None
                 if flags & 0x1000:
@@ -6917,9 +6967,9 @@ class Test:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.string_1 = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.string_1 = buf[n:o].decode()
                 n = _unpack_I(buf, o)[0]
                 o += 4
                 self.string_2 = bytes(buf[o : o + n])

@@ -413,16 +413,16 @@ class Connection:
             o = offset
             try:
                 self.client_properties, o = _decode_table(buf, o, end)
-                n = o + 1 + buf[o]
-                self.mechanism = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.mechanism = buf[n:o].decode()
                 n = _unpack_I(buf, o)[0]
                 o += 4
                 self.response = bytes(buf[o : o + n])
                 o += n
-                n = o + 1 + buf[o]
-                self.locale = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.locale = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -734,12 +734,12 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.virtual_host = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.reserved_1 = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.virtual_host = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.reserved_1 = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.reserved_2 = (_bits & 1) != 0
@@ -789,9 +789,9 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.reserved_1 = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.reserved_1 = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -939,9 +939,9 @@ class Connection:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.reason = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.reason = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -1029,9 +1029,9 @@ class Connection:
                 o += 4
                 self.new_secret = bytes(buf[o : o + n])
                 o += n
-                n = o + 1 + buf[o]
-                self.reason = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.reason = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -1116,9 +1116,9 @@ class Channel:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.reserved_1 = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.reserved_1 = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -1488,9 +1488,9 @@ class Exchange:
                 o += 3
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.type = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.type = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.passive = (_bits & 1) != 0
@@ -1717,12 +1717,12 @@ class Exchange:
                 o += 3
                 self.destination = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.source = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.source = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.no_wait = (_bits & 1) != 0
@@ -1844,12 +1844,12 @@ class Exchange:
                 o += 3
                 self.destination = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.source = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.source = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.no_wait = (_bits & 1) != 0
@@ -2062,9 +2062,9 @@ class Queue:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.queue = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.queue = buf[n:o].decode()
                 self.message_count, self.consumer_count = _unpack_II(buf, o)
                 o += 8
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
@@ -2156,12 +2156,12 @@ class Queue:
                 o += 3
                 self.queue = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.exchange = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.no_wait = (_bits & 1) != 0
@@ -2279,12 +2279,12 @@ class Queue:
                 o += 3
                 self.queue = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.exchange = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 self.arguments, o = _decode_table(buf, o, end)
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
@@ -2778,9 +2778,9 @@ class Basic:
                 o += 3
                 self.queue = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.no_local = (_bits & 1) != 0
@@ -2834,9 +2834,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -2892,9 +2892,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.no_wait = (_bits & 1) != 0
@@ -2944,9 +2944,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -3119,9 +3119,9 @@ class Basic:
                 o += 3
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 _bits = buf[o]
                 o += 1
                 self.mandatory = (_bits & 1) != 0
@@ -3293,12 +3293,12 @@ class Basic:
                 o += 3
                 self.reply_text = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.exchange = buf[o + 1 : n].decode()
-                o = n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.exchange = buf[n:o].decode()
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -3466,17 +3466,17 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.consumer_tag = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.consumer_tag = buf[n:o].decode()
                 self.delivery_tag, _bits, n = _unpack_QBB(buf, o)
                 o += 10
                 self.redelivered = (_bits & 1) != 0
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -3704,9 +3704,9 @@ class Basic:
                 self.redelivered = (_bits & 1) != 0
                 self.exchange = buf[o : o + n].decode()
                 o += n
-                n = o + 1 + buf[o]
-                self.routing_key = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.routing_key = buf[n:o].decode()
                 self.message_count = _unpack_I(buf, o)[0]
                 o += 4
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
@@ -3755,9 +3755,9 @@ class Basic:
             self = _new(cls)
             o = offset
             try:
-                n = o + 1 + buf[o]
-                self.reserved_1 = buf[o + 1 : n].decode()
-                o = n
+                n = o + 1
+                o = n + buf[o]
+                self.reserved_1 = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
                 return cls.decode(_Lenient(buf), offset, end)
             except _DECODE_FAILURES as exc:
@@ -4285,57 +4285,57 @@ class Basic:
                 if flags is None:  # else the caller has read it; offset is past it
                     flags = _unpack_H(buf, o)[0]
                     offset = o = o + 2
-                if flags & 0x0003:
-                    o = _skip_flag_words("basic.properties", buf, o, flags, 0x0002)
-                if flags & 0x8000:
-                    n = o + 1 + buf[o]
-                    self.content_type = buf[o + 1 : n].decode()
-                    o = n
-                else:
-                    self.content_type = None
-                if flags & 0x4000:
-                    n = o + 1 + buf[o]
-                    self.content_encoding = buf[o + 1 : n].decode()
-                    o = n
-                else:
-                    self.content_encoding = None
-                if flags & 0x2000:
-                    self.headers, o = _decode_table(buf, o, end)
-                else:
-                    self.headers = None
-                if flags & 0x1000:
-                    self.delivery_mode = buf[o]
-                    o += 1
-                else:
-                    self.delivery_mode = None
-                if flags & 0x0FFC:
+                if flags & ~0xF000:
+                    if flags & 0x0003:
+                        o = _skip_flag_words("basic.properties", buf, o, flags, 0x0002)
+                    if flags & 0x8000:
+                        n = o + 1
+                        o = n + buf[o]
+                        self.content_type = buf[n:o].decode()
+                    else:
+                        self.content_type = None
+                    if flags & 0x4000:
+                        n = o + 1
+                        o = n + buf[o]
+                        self.content_encoding = buf[n:o].decode()
+                    else:
+                        self.content_encoding = None
+                    if flags & 0x2000:
+                        self.headers, o = _decode_table(buf, o, end)
+                    else:
+                        self.headers = None
+                    if flags & 0x1000:
+                        self.delivery_mode = buf[o]
+                        o += 1
+                    else:
+                        self.delivery_mode = None
                     if flags & 0x0800:
                         self.priority = buf[o]
                         o += 1
                     else:
                         self.priority = None
                     if flags & 0x0400:
-                        n = o + 1 + buf[o]
-                        self.correlation_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.correlation_id = buf[n:o].decode()
                     else:
                         self.correlation_id = None
                     if flags & 0x0200:
-                        n = o + 1 + buf[o]
-                        self.reply_to = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.reply_to = buf[n:o].decode()
                     else:
                         self.reply_to = None
                     if flags & 0x0100:
-                        n = o + 1 + buf[o]
-                        self.expiration = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.expiration = buf[n:o].decode()
                     else:
                         self.expiration = None
                     if flags & 0x0080:
-                        n = o + 1 + buf[o]
-                        self.message_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.message_id = buf[n:o].decode()
                     else:
                         self.message_id = None
                     if flags & 0x0040:
@@ -4344,30 +4344,55 @@ class Basic:
                     else:
                         self.timestamp = None
                     if flags & 0x0020:
-                        n = o + 1 + buf[o]
-                        self.type = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.type = buf[n:o].decode()
                     else:
                         self.type = None
                     if flags & 0x0010:
-                        n = o + 1 + buf[o]
-                        self.user_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.user_id = buf[n:o].decode()
                     else:
                         self.user_id = None
                     if flags & 0x0008:
-                        n = o + 1 + buf[o]
-                        self.app_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.app_id = buf[n:o].decode()
                     else:
                         self.app_id = None
                     if flags & 0x0004:
-                        n = o + 1 + buf[o]
-                        self.cluster_id = buf[o + 1 : n].decode()
-                        o = n
+                        n = o + 1
+                        o = n + buf[o]
+                        self.cluster_id = buf[n:o].decode()
                     else:
                         self.cluster_id = None
                 else:
+                    f = flags
+                    if f >= 0x8000:
+                        n = o + 1
+                        o = n + buf[o]
+                        self.content_type = buf[n:o].decode()
+                        f -= 0x8000
+                    else:
+                        self.content_type = None
+                    if f >= 0x4000:
+                        n = o + 1
+                        o = n + buf[o]
+                        self.content_encoding = buf[n:o].decode()
+                        f -= 0x4000
+                    else:
+                        self.content_encoding = None
+                    if f >= 0x2000:
+                        self.headers, o = _decode_table(buf, o, end)
+                        f -= 0x2000
+                    else:
+                        self.headers = None
+                    if f >= 0x1000:
+                        self.delivery_mode = buf[o]
+                        o += 1
+                    else:
+                        self.delivery_mode = None
                     self.priority = None
                     self.correlation_id = None
                     self.reply_to = None

@@ -404,59 +404,76 @@ def decode_table(
     that run past ``end``; ``buf`` is never modified.  (``_depth`` is internal: the nesting
     level, for nested tables.)
     """
-    if end > len(buf):
-        end = len(buf)
-    start = offset + 4
-    if start > end:
-        raise DecodeError(f"field table length at offset {offset} runs past the end")
-    (size,) = _unpack_u32(buf, offset)
-    limit = start + size
-    if limit > end:
-        raise DecodeError(
-            f"field table at offset {offset} claims {size} bytes; only {end - start} remain"
-        )
+    # The usual table, whole within ``end`` and the buffer, is bounded by one struct call
+    # and two comparisons; _table_bounds_error sorts out every other case, with the same
+    # checks in the same order as ever.
+    try:
+        limit = offset + 4 + _unpack_u32(buf, offset)[0]
+    except struct.error:
+        limit = end + 1
+    if limit > end or limit > len(buf):
+        raise _table_bounds_error(buf, offset, end)
     # ``limit`` is the end of this table, within the buffer.  This loop runs for every
     # header of every message, so the letters headers mostly carry are decoded inline,
     # without a call, and without a bounds check per read: an entry that runs past
-    # ``limit`` leaves ``offset`` beyond it, which is checked once at the end (a read past
+    # ``limit`` leaves ``o`` beyond it, which is checked once at the end (a read past
     # the buffer itself fails in struct or in indexing, and is reported the same way).
-    # The other letters' decoders check against ``limit`` themselves.
+    # The other letters' decoders check against ``limit`` themselves.  A string (key or
+    # value) starts at ``n`` and ends at ``o``, which moves past it before the slice.  The
+    # two letters are literals (``S`` 83, ``I`` 73): a constant costs less than a global.
     result: dict[str, Any] = {}
-    offset = start
+    o = offset + 4
     try:
-        while offset < limit:
-            key_end = offset + 1 + buf[offset]
+        while o < limit:
+            n = o + 1
+            o = n + buf[o]
             # Strict UTF-8 first: without an error handler it is the faster call.
             try:
-                key = buf[offset + 1 : key_end].decode()
+                key = buf[n:o].decode()
             except UnicodeDecodeError:
-                key = buf[offset + 1 : key_end].decode("utf-8", "surrogateescape")
-            letter = buf[key_end]
-            offset = key_end + 1
-            if letter == _S:
-                start = offset + 4
-                offset = start + _unpack_u32(buf, offset)[0]
+                key = buf[n:o].decode("utf-8", "surrogateescape")
+            letter = buf[o]
+            o += 1
+            if letter == 83:  # S
+                n = o + 4
+                o = n + _unpack_u32(buf, o)[0]
                 try:
-                    result[key] = buf[start:offset].decode()
+                    result[key] = buf[n:o].decode()
                 except UnicodeDecodeError:
-                    result[key] = buf[start:offset].decode("utf-8", "surrogateescape")
-            elif letter == _I:
-                result[key] = _unpack_i32(buf, offset)[0]
-                offset += 4
+                    result[key] = buf[n:o].decode("utf-8", "surrogateescape")
+            elif letter == 73:  # I
+                result[key] = _unpack_i32(buf, o)[0]
+                o += 4
             else:
-                if key_end >= limit:
-                    raise _short("field table key", key_end)
+                if o > limit:
+                    raise _short("field table key", o - 1)
                 decoder = _DECODERS.get(letter)
                 if decoder is None:
                     raise DecodeError(
                         f"field table key {key!r}: unknown field type {bytes((letter,))!r}"
                     )
-                result[key], offset = decoder(buf, offset, limit, _depth)
+                result[key], o = decoder(buf, o, limit, _depth)
     except (struct.error, IndexError):
-        offset = limit + 1  # ran past the buffer: reported below
-    if offset != limit:
-        raise DecodeError(f"field table at offset {limit - size - 4}: an entry runs past its end")
+        o = limit + 1  # ran past the buffer: reported below
+    if o != limit:
+        raise DecodeError(f"field table at offset {offset}: an entry runs past its end")
     return result, limit
+
+
+def _table_bounds_error(buf: Buffer, offset: int, end: int) -> Exception:
+    """Why the table whose length is at ``buf[offset]`` does not fit before ``end`` (or
+    the buffer's end): the length itself runs past, or the entries it claims do.  (A
+    negative ``offset`` that struct cannot read gets struct's own error, as it always
+    has.)"""
+    if end > len(buf):
+        end = len(buf)
+    start = offset + 4
+    if start > end:
+        return DecodeError(f"field table length at offset {offset} runs past the end")
+    (size,) = _unpack_u32(buf, offset)
+    return DecodeError(
+        f"field table at offset {offset} claims {size} bytes; only {end - start} remain"
+    )
 
 
 def decode_array(buf: Buffer, offset: int, end: int) -> tuple[list[Any], int]:

@@ -397,8 +397,9 @@ class FrameReader:
         # (``_new`` and slot stores, without a call to ``__init__``).
         if self._error is not None:
             raise self._error
+        # ``out.append(frame)``, not a saved ``append``: 3.11 runs the method form inline
+        # (no call at all), which the bound method cannot be.
         out: list[Frame] = []
-        append = out.append
         buf = self._buf
         pos = self._pos
         limit = len(buf)
@@ -518,9 +519,11 @@ class FrameReader:
                                         frame.method = method
                                         frame.properties = properties
                                         frame.body = buf[header_end + 8 : body_end]
-                                        append(frame)
+                                        out.append(frame)
                                         pos = body_end + 1
-                                        if _once:
+                                        # All read (the usual end of a read): stop here
+                                        # rather than at the top of the loop.
+                                        if _once or (pos == limit and not self._pending_size):
                                             break
                                         continue
                                 elif buf[header_end] == FRAME_END:
@@ -532,16 +535,16 @@ class FrameReader:
                                     frame.method = method
                                     frame.properties = properties
                                     frame.body = b""
-                                    append(frame)
+                                    out.append(frame)
                                     pos = header_end + 1
-                                    if _once:
+                                    if _once or (pos == limit and not self._pending_size):
                                         break
                                     continue
                         except (RemoteProtocolError, *_SLIPS):
                             pass  # not combined here: left to _combine
                         frame = self._combine(buf, pos, channel, method)
                         if frame is not None:
-                            append(frame)
+                            out.append(frame)
                             pos = self._pos  # _combine left it after the content
                             if _once:
                                 break
@@ -585,7 +588,7 @@ class FrameReader:
                     frame = _HEARTBEAT
                 else:
                     raise FrameError(f"unknown frame type {frame_type} on channel {channel}")
-                append(frame)
+                out.append(frame)
                 if _once:
                     break
         except RemoteProtocolError as exc:
