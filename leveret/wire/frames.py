@@ -461,10 +461,10 @@ class FrameReader:
                             f"method frame payload of {size} bytes on channel {channel}"
                         )
                     # The class id and method id, read as one number, are the key.
-                    decoders = self._method_decoders.get(index)
-                    if decoders is None:
-                        raise self._unknown_method(buf, start)
-                    decode, decode_properties = decoders
+                    try:
+                        decode, decode_properties = self._method_decoders[index]
+                    except KeyError:
+                        raise self._unknown_method(buf, start) from None
                     try:
                         method = decode(buf, start + 4, end)
                     except RemoteProtocolError:
