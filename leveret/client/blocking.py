@@ -267,7 +267,9 @@ class Connection(ConnectionBase, BlockingDriver):
             sock.settimeout(min(p.connection_timeout, 1.0))
         self._poll_in, self._poll_out = _pollers(sock)
         self._nonblocking = self._tls_nonblocking = False  # until the handshake is done
-        self._wretry = 0  # the new socket's SSL holds no unfinished write
+        # What the last transport parked was for its peer; its SSL is gone too.
+        self._wrest = b""
+        self._wretry = 0
         self._new_core()
         self._run(self._handshake(deadline))
         # From now on reads wait in poll(); writes wait at most _write_timeout for room.
