@@ -410,6 +410,37 @@ def test_memory_alarm_while_large_publishes_fill_the_socket(connect: Connect, al
 
 
 @needs_broker
+@blocking_only  # the blocking driver's parked write (asyncio's transport keeps its own buffer)
+def test_connect_after_a_loss_with_a_parked_write_starts_clean(connect: Connect, alarm: PrivateNode) -> None:
+    """What was parked for the I/O thread while the broker blocked the connection belongs to
+    that connection: once it is lost, connect() on the same Connection must not write it
+    ahead of the new connection's protocol header (the broker would answer with its own)."""
+    with TCPProxy(alarm.port) as proxy:
+        conn = connect(proxy.url(), blocked_timeout=1.0)
+        try:
+            ch = conn.channel()
+            alarm.set_vm_memory_high_watermark(0)
+            thaw = threading.Timer(2.0, proxy.thaw)
+            try:
+                proxy.freeze("down")  # connection.blocked comes after the socket is full
+                thaw.start()
+                with pytest.raises(BlockedTimeout):
+                    for _ in range(100):
+                        within(20, ch.basic_publish, b"x" * 1_000_000, routing_key="nowhere")
+                assert conn._wrest  # parked: the broker is not reading
+                proxy.cut("reset")
+                eventually(lambda: not conn.is_open, what="the connection to be lost")
+            finally:
+                thaw.cancel()
+                proxy.thaw()
+                alarm.set_vm_memory_high_watermark(0.4)
+            within(15, conn.connect)
+            assert conn.channel().queue_declare("", exclusive=True).queue
+        finally:
+            within(10, conn.close)
+
+
+@needs_broker
 def test_asyncio_publishes_in_one_task_while_the_broker_blocks(alarm: PrivateNode) -> None:
     """asyncio: publishes awaited back to back in one task give the event loop no turn to
     read connection.blocked until the socket is full; the publish that finds it full must

@@ -17,6 +17,7 @@ facade of tests/drivers.py (``new_connection``).
 from __future__ import annotations
 
 import ssl
+import threading
 import time
 import uuid
 from typing import Any, Iterator
@@ -29,7 +30,7 @@ from certs import Certs, make_certs
 from drivers import NewConnection
 from helpers import within
 from tcpproxy import Mode
-from leveret.client import AuthenticationError, Connection, ConnectionLost, Message
+from leveret.client import AuthenticationError, BlockedTimeout, Connection, ConnectionLost, Message
 from leveret.wire.errors import RemoteProtocolError
 
 pytestmark = pytest.mark.broker
@@ -319,6 +320,63 @@ def test_tls_connection_cut_in_the_middle_of_a_delivery_is_connection_lost(
             time.sleep(0.1)
         assert dch.basic_get(queue, no_ack=True).body == big
         dch.queue_delete(queue)
+
+
+def test_memory_alarm_while_large_publishes_fill_the_tls_socket(new_connection: NewConnection, tls: TLSNode) -> None:
+    """The TLS twin of test_client_faults' test of the same name: the broker stops reading
+    a blocked connection, so a publisher of large bodies finds the socket full; every
+    publish still returns or raises BlockedTimeout within about blocked_timeout (not after a
+    write timeout that fails the connection), and once the alarm clears every publish that
+    returned is confirmed and queued.
+
+    On loopback the broker's TLS layer reads on for a few megabytes after it blocks the
+    connection, so the connection.blocked notice would come before the socket is full; a
+    proxy holds the notice back for a moment, as a longer link would, so that the socket
+    fills first (plain TCP gets there without help).  This module's node takes the alarm,
+    and it is lifted whatever happens."""
+    from tcpproxy import TCPProxy
+
+    with TCPProxy(tls.tls_port) as proxy:
+        url = tls.url(host="127.0.0.1", cacertfile=tls.certs.ca_cert, server_name_indication="localhost")
+        conn = new_connection(url.replace(f":{tls.tls_port}/", f":{proxy.port}/"), blocked_timeout=1.0)
+        within(15, conn.connect)
+        try:
+            ch = conn.channel()
+            queue = ch.queue_declare(f"tls-alarm-{uuid.uuid4().hex[:8]}").queue
+            ch.confirm_select()
+            body = b"x" * 1_000_000
+            tls.node.set_vm_memory_high_watermark(0)
+            thaw = threading.Timer(2.0, proxy.thaw)
+            try:
+                proxy.freeze("down")  # connection.blocked arrives 2 s late
+                thaw.start()
+                published = 0
+                for _ in range(100):
+                    started = time.monotonic()
+                    try:
+                        within(50, ch.basic_publish, body, routing_key=queue)
+                    except BlockedTimeout:
+                        break
+                    finally:
+                        took = time.monotonic() - started
+                        assert took < 6, f"publish {published} took {took:.1f} s (blocked_timeout=1)"
+                    published += 1
+                else:
+                    pytest.fail("the broker never blocked the publisher")
+                assert conn.is_open
+            finally:
+                thaw.cancel()
+                proxy.thaw()
+                tls.node.set_vm_memory_high_watermark(0.4)
+            deadline = time.monotonic() + 20
+            while conn.blocked is not None:
+                assert time.monotonic() < deadline, "no connection.unblocked within 20 s"
+                time.sleep(0.1)
+            assert within(30, ch.wait_for_confirms, timeout=25) is True
+            assert ch.queue_declare(queue, passive=True).message_count == published
+            ch.queue_delete(queue)
+        finally:
+            within(10, conn.close)
 
 
 # --------------------------------------------------------------------------- the high-level Connection

@@ -82,6 +82,9 @@ _FLUSH_ITEMS = 512
 _CORK_ITEMS = 128
 # Writes closer together than this (seconds) count as a burst, left to the I/O thread.
 _BURST_GAP = 50e-6
+# TLS writes hand the ssl module at most this many bytes per call; a call it could not
+# finish must be repeated with the same bytes (see Connection._send_tls).
+_TLS_CHUNK = 262144
 
 class _NeverRaised(Exception):
     """Stands in for ssl's want-read/want-write errors on a plain TCP connection."""
@@ -180,11 +183,17 @@ class Connection(ConnectionBase, BlockingDriver):
         self._last_poll = 0.0
         # TLS only: the ssl module is imported when a connection uses it.
         self._tls = False
-        # Plain TCP sockets are non-blocking once the handshake is done: every read already
-        # waits in poll(), and a socket timeout would make CPython poll() again before each
-        # send and recv.  Writes then wait at most this long for room in the socket.
+        # Sockets are non-blocking once the handshake is done: every read already waits in
+        # poll(), and a socket timeout would make CPython poll() again before each send and
+        # recv.  Writes then wait at most _write_timeout for room in the socket.  Plain TCP
+        # (_nonblocking) writes with send()/sendmsg(); TLS (_tls_nonblocking) through
+        # _send_tls (ssl sockets have no sendmsg(), and want their unfinished writes back).
         self._nonblocking = False
+        self._tls_nonblocking = False
         self._write_timeout = 0.0
+        # TLS only: the length of the chunk at the head of _wrest that SSL could not finish
+        # and must be handed again as it is (0: none).  Under _wlock, like _wrest.
+        self._wretry = 0
         # Wait for the socket to be readable / writable (see _pollers).
         self._poll_in: Callable[[float | None], Any] = _never_ready
         self._poll_out: Callable[[float | None], Any] = _never_ready
@@ -257,15 +266,18 @@ class Connection(ConnectionBase, BlockingDriver):
             # carry the handshake far past its deadline.
             sock.settimeout(min(p.connection_timeout, 1.0))
         self._poll_in, self._poll_out = _pollers(sock)
-        self._nonblocking = False  # until the handshake is done
+        self._nonblocking = self._tls_nonblocking = False  # until the handshake is done
+        # What the last transport parked was for its peer; its SSL is gone too.
+        self._wrest = b""
+        self._wretry = 0
         self._new_core()
         self._run(self._handshake(deadline))
         # From now on reads wait in poll(); writes wait at most _write_timeout for room.
         self._write_timeout = min(max(self.blocked_timeout, 1.0) + 30.0, _MAX_WAIT)
+        sock.setblocking(False)
         if self._tls:
-            sock.settimeout(self._write_timeout)  # ssl's sendall() waits for room itself
+            self._tls_nonblocking = True
         else:
-            sock.setblocking(False)
             self._nonblocking = True
         self._stopping = False
         self._kick_event.clear()
@@ -312,6 +324,7 @@ class Connection(ConnectionBase, BlockingDriver):
         self._closed = True
         self._stopping = True
         self._wrest = b""
+        self._wretry = 0
         sock, self._sock = self._sock, None
         self._kick_event.set()  # the I/O thread sees _stopping and ends
         if sock is not None:
@@ -481,6 +494,8 @@ class Connection(ConnectionBase, BlockingDriver):
                 try:
                     if self._nonblocking:
                         self._send_views(sock, bufs, min(max(deadline - monotonic(), 0.001), _MAX_WAIT))
+                    elif self._tls_nonblocking:
+                        self._send_tls(sock, bufs, min(max(deadline - monotonic(), 0.001), _MAX_WAIT))
                     else:
                         self._write(bufs)
                 except (OSError, LeveretError):
@@ -513,27 +528,27 @@ class Connection(ConnectionBase, BlockingDriver):
             else:
                 data = b"".join([rest, *bufs])
             self._wrest = b""
-            view = memoryview(data).cast("B")
-            nonblocking = self._nonblocking
             try:
-                while view:
-                    if not nonblocking and not (self._tls and sock.pending()):  # type: ignore[attr-defined]
-                        if not self._poll_out(0):
-                            break
-                    sent = sock.send(view)
-                    view = view[sent:]
-            except (BlockingIOError, self._want_write):
-                pass
+                if self._nonblocking:
+                    view = memoryview(data).cast("B")
+                    try:
+                        while view:
+                            sent = sock.send(view)
+                            view = view[sent:]
+                    except BlockingIOError:
+                        pass
+                    finally:
+                        if view:
+                            # Keep the unsent tail as a view: copying it at every partial
+                            # write would cost O(n^2) for a big body on a slow socket.
+                            self._wrest = view
+                else:
+                    self._send_tls(sock, [data], None)  # what does not fit goes to _wrest
             except OSError as exc:
                 with self._lock:
                     err = core.connection_lost(f"writing to the socket failed: {exc}")
                 self._fail(err)
                 raise err from exc
-            finally:
-                if view:
-                    # Keep the unsent tail as a view: copying it at every partial write
-                    # would cost O(n^2) for a big body on a slow socket.
-                    self._wrest = view
         finally:
             self._wlock.release()
 
@@ -607,9 +622,12 @@ class Connection(ConnectionBase, BlockingDriver):
             raise self._dead_error()
         try:
             if not self._nonblocking:
-                # The handshake, or TLS: the socket has a timeout and sendall() waits for
-                # room itself (ssl sockets have no sendmsg(); handshake frames are small).
-                sock.sendall(bufs[0] if len(bufs) == 1 else b"".join(bufs))
+                if self._tls_nonblocking:
+                    self._send_tls(sock, bufs, self._write_timeout, park=True)
+                else:
+                    # The handshake: the socket has a timeout and sendall() waits for room
+                    # itself (handshake frames are small).
+                    sock.sendall(bufs[0] if len(bufs) == 1 else b"".join(bufs))
                 return
             if len(bufs) == 1:
                 data = bufs[0]
@@ -678,6 +696,47 @@ class Connection(ConnectionBase, BlockingDriver):
                     views[0] = first[sent:]
                     sent = 0
 
+    def _send_tls(self, sock: socket.socket, bufs: list[Any], timeout: float | None, park: bool = False) -> None:
+        """Write ``bufs`` to the non-blocking TLS socket (``_wlock`` held), at most
+        ``_TLS_CHUNK`` bytes per call into ssl, waiting in poll() for room; fails when the
+        socket takes nothing for ``timeout`` seconds.  ``timeout`` None (the I/O thread):
+        never wait, leave what the socket cannot take in ``_wrest``.  ``park``: as in
+        :meth:`_send_views` (``_wrest`` was taken into ``bufs``).
+
+        A chunk that ssl could not finish (want-write) is partly encrypted and sent already,
+        and OpenSSL must be handed that chunk again, the same bytes and the same length
+        (anything else breaks the connection): it stays at the head of what is left,
+        its length in ``_wretry``, for whoever writes next."""
+        data = bufs[0] if len(bufs) == 1 else b"".join(bufs)
+        view = memoryview(data).cast("B")
+        size = self._wretry or _TLS_CHUNK
+        deadline = 0.0 if timeout is None else monotonic() + timeout
+        core = self._core
+        while view:
+            chunk = view[:size]
+            try:
+                sent = sock.send(chunk)
+            except (self._want_write, self._want_read) as exc:
+                self._wretry = len(chunk)
+                if timeout is None or (park and core is not None and core.blocked is not None):
+                    self._wrest = view
+                    if timeout is not None:
+                        self._kick_event.set()
+                    return
+                remaining = deadline - monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"the socket took no data for {timeout:.0f} seconds") from None
+                wait = min(remaining, 0.2 if park else _MAX_WAIT)
+                ready = self._poll_in if isinstance(exc, self._want_read) else self._poll_out
+                if not ready(wait * 1000.0) and wait == remaining:
+                    raise TimeoutError(f"the socket took no data for {timeout:.0f} seconds") from None
+                continue
+            self._wretry = 0
+            size = _TLS_CHUNK
+            view = view[sent:]
+            if timeout is not None:
+                deadline = monotonic() + timeout
+
     def _read_some(
         self, timeout: float | None, predicate: Callable[[], Any] | None = None, role: list[bool] | None = None
     ) -> Any:
@@ -703,12 +762,14 @@ class Connection(ConnectionBase, BlockingDriver):
                 if not self._poll_in(None if timeout is None else min(timeout, _MAX_WAIT) * 1000.0):
                     return False
             data = sock.recv(_RECV_SIZE)
-        except (BlockingIOError, self._want_read):
+        except (BlockingIOError, self._want_read, self._want_write):
+            # TLS: poll() saw bytes, but they were not a whole record of data (a session
+            # ticket, half a record), or ssl has to write first (a key update's answer).
             return False
         except TimeoutError:
-            # TLS only: poll() saw bytes, but they were not a whole record of data (a session
-            # ticket, half a record), and the socket's timeout ran out waiting for the rest.
-            # Nothing came, as far as the caller is concerned; the session is intact.
+            # TLS during the handshake (the socket has a timeout then): as above, and the
+            # timeout ran out waiting for the rest.  Nothing came, as far as the caller is
+            # concerned; the session is intact.
             return False
         except (OSError, ValueError) as exc:
             if self._error is not None or self._sock is not sock:
