@@ -284,6 +284,82 @@ def test_large_messages_and_many_deliveries_over_tls(new_connection: NewConnecti
         assert got == [f"small {i}".encode() for i in range(200)]
 
 
+class _OneThreadInside:
+    """Stands in for a connection's ssl socket and counts the times a second thread entered
+    it (recv, send, pending) while another was inside: OpenSSL allows one at a time.  Each
+    call lingers a little, so that threads that do overlap are caught doing it."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._guard = threading.Lock()
+        self.inside = 0
+        self.overlaps = 0
+        self.calls = 0
+
+    def _call(self, name: str, *args: Any) -> Any:
+        with self._guard:
+            self.inside += 1
+            self.calls += 1
+            if self.inside > 1:
+                self.overlaps += 1
+        try:
+            time.sleep(0.0005)
+            return getattr(self._sock, name)(*args)
+        finally:
+            with self._guard:
+                self.inside -= 1
+
+    def recv(self, size: int) -> bytes:
+        return self._call("recv", size)  # type: ignore[no-any-return]
+
+    def send(self, data: Any) -> int:
+        return self._call("send", data)  # type: ignore[no-any-return]
+
+    def pending(self) -> int:
+        return self._call("pending")  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def test_one_thread_at_a_time_inside_the_ssl_socket(tls: TLSNode) -> None:
+    # The blocking driver reads in one thread while others publish (and the I/O thread
+    # writes): every call into the ssl socket must be alone in it.
+    conn = Connection(tls.url(cacertfile=tls.certs.ca_cert), heartbeat=1).connect()
+    try:
+        watched = _OneThreadInside(conn._sock)
+        conn._sock = watched  # type: ignore[assignment]
+        ch = conn.channel()
+        queue = ch.queue_declare("", exclusive=True).queue
+        got: list[bytes] = []
+        ch.basic_consume(queue, no_ack=True, callback=lambda m: got.append(bytes(m.body)))
+        pub = conn.channel()
+        failed: list[BaseException] = []
+
+        def publish() -> None:
+            try:
+                for i in range(400):
+                    pub.basic_publish(f"m{i}".encode() * 50, routing_key=queue)
+                    if i % 20 == 0:
+                        time.sleep(0.002)  # let the reader in between bursts
+            except BaseException as exc:  # reported by the main thread
+                failed.append(exc)
+
+        publisher = threading.Thread(target=publish)
+        publisher.start()
+        deadline = time.monotonic() + 30
+        while len(got) < 400:
+            assert time.monotonic() < deadline, f"only {len(got)} of 400 deliveries arrived"
+            conn.drain_events(timeout=5)
+        publisher.join(10)
+        assert not failed, failed
+        assert got == [f"m{i}".encode() * 50 for i in range(400)]
+        assert watched.calls > 400
+        assert watched.overlaps == 0, f"{watched.overlaps} of {watched.calls} calls overlapped"
+    finally:
+        within(10, conn.close)
+
+
 @pytest.mark.parametrize("mode", ["reset", "close"])
 def test_tls_connection_cut_in_the_middle_of_a_delivery_is_connection_lost(
     new_connection: NewConnection, tls: TLSNode, mode: Mode

@@ -167,6 +167,11 @@ class Connection(ConnectionBase, BlockingDriver):
         self._cond = threading.Condition(self._lock)
         self._waiters = 0  # threads in self._cond.wait(): nobody to notify when 0
         self._wlock = threading.Lock()
+        # TLS only: held around every call into the ssl socket (recv, send, pending).  One
+        # thread reads while others write, and OpenSSL does not allow two threads in one
+        # connection's SSL object at once (a read may have to write: a key update's answer).
+        # The socket is non-blocking, so each hold is short.  Taken last, after any other.
+        self._ssl_lock = threading.Lock()
         self._sock: socket.socket | None = None
         # Taken from the core, not yet written (under _wlock): bytes or a memoryview.
         self._wrest: Any = b""
@@ -715,7 +720,8 @@ class Connection(ConnectionBase, BlockingDriver):
         while view:
             chunk = view[:size]
             try:
-                sent = sock.send(chunk)
+                with self._ssl_lock:
+                    sent = sock.send(chunk)
             except (self._want_write, self._want_read) as exc:
                 self._wretry = len(chunk)
                 if timeout is None or (park and core is not None and core.blocked is not None):
@@ -737,6 +743,11 @@ class Connection(ConnectionBase, BlockingDriver):
             if timeout is not None:
                 deadline = monotonic() + timeout
 
+    def _ssl_pending(self, sock: socket.socket) -> int:
+        """TLS: how many decrypted bytes the ssl socket holds (under ``_ssl_lock``)."""
+        with self._ssl_lock:
+            return sock.pending()  # type: ignore[attr-defined,no-any-return]
+
     def _read_some(
         self, timeout: float | None, predicate: Callable[[], Any] | None = None, role: list[bool] | None = None
     ) -> Any:
@@ -755,13 +766,17 @@ class Connection(ConnectionBase, BlockingDriver):
             raise self._dead_error()
         try:
             if timeout is not None and timeout <= 0:
-                if not self._nonblocking and not (self._tls and sock.pending()):  # type: ignore[attr-defined]
+                if not self._nonblocking and not (self._tls and self._ssl_pending(sock)):
                     if not self._poll_in(0):
                         return False
-            elif not (self._tls and sock.pending()):  # type: ignore[attr-defined]
+            elif not (self._tls and self._ssl_pending(sock)):
                 if not self._poll_in(None if timeout is None else min(timeout, _MAX_WAIT) * 1000.0):
                     return False
-            data = sock.recv(_RECV_SIZE)
+            if self._tls:
+                with self._ssl_lock:
+                    data = sock.recv(_RECV_SIZE)
+            else:
+                data = sock.recv(_RECV_SIZE)
         except (BlockingIOError, self._want_read, self._want_write):
             # TLS: poll() saw bytes, but they were not a whole record of data (a session
             # ticket, half a record), or ssl has to write first (a key update's answer).
@@ -828,7 +843,11 @@ class Connection(ConnectionBase, BlockingDriver):
             if core is not None and sock is not None and core.wants_write and self._wlock.acquire(blocking=False):
                 try:
                     sock.settimeout(1.0)
-                    sock.sendall(core.data_to_send())
+                    if self._tls:
+                        with self._ssl_lock:
+                            sock.sendall(core.data_to_send())
+                    else:
+                        sock.sendall(core.data_to_send())
                 except OSError:
                     pass
                 finally:
