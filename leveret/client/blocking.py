@@ -18,7 +18,9 @@ Threads
 * One thread at a time reads the socket.  A thread that waits for something (a reply, a
   confirm, a delivery) reads when nobody else does and otherwise sleeps on a condition the
   reader wakes.  So different channels may be used from different threads; one channel
-  should be used by one thread at a time (its replies come in order).
+  should be used by one thread at a time (its replies come in order).  Reading and writing
+  go on at once on plain TCP; on TLS each call into the ssl socket is brief (it is
+  non-blocking) and made by one thread at a time, as OpenSSL requires.
 * Consumer callbacks, return callbacks, cancel callbacks and ``on_blocked``/``on_unblocked``
   run only inside :meth:`Connection.drain_events` (and returns also in
   :meth:`Channel.wait_for_confirms`), in the thread that called it -- never inside another
