@@ -4,6 +4,7 @@ guard)."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -51,3 +52,24 @@ def within(seconds: float, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T
     if error:
         raise error[0]
     return value[0]
+
+
+def publish_until_blocked(ch: Any, queue: str, body: bytes, each_within: float, blocked_timeout: float = 1.0) -> int:
+    """Publish ``body`` to ``queue`` until a publish raises BlockedTimeout (at most 100
+    publishes); every publish must return or raise within ``blocked_timeout`` + 5 s (not
+    after a write timeout), and ``each_within`` s at worst.  Returns how many returned."""
+    from leveret.client import BlockedTimeout
+
+    published = 0
+    for _ in range(100):
+        started = time.monotonic()
+        try:
+            within(each_within, ch.basic_publish, body, routing_key=queue)
+        except BlockedTimeout:
+            return published
+        finally:
+            took = time.monotonic() - started
+            limit = blocked_timeout + 5
+            assert took < limit, f"publish {published} took {took:.1f} s (blocked_timeout={blocked_timeout:g})"
+        published += 1
+    pytest.fail("the broker never blocked the publisher")

@@ -28,9 +28,9 @@ import pytest
 from broker import PrivateNode, private_node
 from certs import Certs, make_certs
 from drivers import NewConnection
-from helpers import within
+from helpers import publish_until_blocked, within
 from tcpproxy import Mode
-from leveret.client import AuthenticationError, BlockedTimeout, Connection, ConnectionLost, Message
+from leveret.client import AuthenticationError, Connection, ConnectionLost, Message
 from leveret.wire.errors import RemoteProtocolError
 
 pytestmark = pytest.mark.broker
@@ -426,19 +426,7 @@ def test_memory_alarm_while_large_publishes_fill_the_tls_socket(new_connection: 
             try:
                 proxy.freeze("down")  # connection.blocked arrives 2 s late
                 thaw.start()
-                published = 0
-                for _ in range(100):
-                    started = time.monotonic()
-                    try:
-                        within(50, ch.basic_publish, body, routing_key=queue)
-                    except BlockedTimeout:
-                        break
-                    finally:
-                        took = time.monotonic() - started
-                        assert took < 6, f"publish {published} took {took:.1f} s (blocked_timeout=1)"
-                    published += 1
-                else:
-                    pytest.fail("the broker never blocked the publisher")
+                published = publish_until_blocked(ch, queue, body, each_within=50)
                 assert conn.is_open
             finally:
                 thaw.cancel()
