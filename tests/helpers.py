@@ -3,6 +3,8 @@ guard)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import uuid
@@ -73,3 +75,44 @@ def publish_until_blocked(ch: Any, queue: str, body: bytes, each_within: float, 
             assert took < limit, f"publish {published} took {took:.1f} s (blocked_timeout={blocked_timeout:g})"
         published += 1
     pytest.fail("the broker never blocked the publisher")
+
+
+def in_forked_child(fn: Callable[[], str], timeout: float) -> str:
+    """Run ``fn`` in a child made by ``os.fork()`` and return what it returned; the child's
+    exception (its repr) is returned instead, and a child still running after ``timeout``
+    seconds is killed and fails the test.  The child leaves with ``os._exit``: nothing of
+    pytest's (or the parent's atexit handlers) runs there."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read_fd)
+            try:
+                report = fn()
+                status = 0
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                report = f"child raised {exc!r}"
+                status = 2
+            os.write(write_fd, report.encode())
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            done, wait_status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail(f"the forked child ({getattr(fn, '__name__', fn)}) hung for {timeout} s")
+            time.sleep(0.02)
+        chunks = []
+        while chunk := os.read(read_fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+    assert os.WIFEXITED(wait_status), wait_status
+    return b"".join(chunks).decode()

@@ -32,7 +32,7 @@ import pytest
 
 from broker import PrivateNode, private_node
 from drivers import NewConnection, blocking_only
-from helpers import publish_until_blocked, within
+from helpers import in_forked_child, publish_until_blocked, within
 from leveret.client import (
     AuthenticationError,
     BlockedTimeout,
@@ -1491,6 +1491,44 @@ def test_connect_after_abandon_does_not_need_the_old_locks(amqp_url: str) -> Non
     finally:
         release.set()
         holder.join(timeout=5)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_never_writes_on_its_parents_connection(amqp_url: str) -> None:
+    """Nothing to call: in a forked child every connection the parent had open is
+    abandoned.  A call on it or its channels raises ConnectionLost (it would otherwise write
+    on the parent's socket and wait for a reply the parent reads), the child's exit does
+    not close it, and connect() gives the child a connection of its own.  The parent's
+    connection, channel and exclusive queue carry on, and the child's publish arrives."""
+    from leveret.client import blocking
+
+    conn = Connection(amqp_url).connect()
+    ch = conn.channel()
+    queue = ch.queue_declare("", exclusive=True).queue
+    parent = os.getpid()
+
+    def child() -> str:
+        assert not conn.is_open and conn not in blocking._live
+        for call in (lambda: ch.queue_declare(queue, passive=True), lambda: ch.basic_publish(b"x", "", queue)):
+            with pytest.raises(ConnectionLost, match=f"process {parent}, which opened it before fork"):
+                within(5, call)
+        blocking._close_at_exit()  # what the child's interpreter does at its exit
+        within(10, conn.connect)
+        own = conn.channel()
+        own.basic_publish(b"from the child", "", queue)  # publishing to an exclusive queue is allowed
+        blocking._close_at_exit()  # the child's own connection is closed, with the handshake
+        assert not conn.is_open
+        return "ok"
+
+    assert in_forked_child(child, timeout=60) == "ok"
+    time.sleep(0.2)  # long enough for a close or a FIN from the child to have reached the broker
+    assert conn.is_open
+    msg = within(5, lambda: ch.basic_get(queue, no_ack=True))
+    assert msg is not None and msg.body == b"from the child"
+    ch.basic_publish(b"after the fork", "", queue)
+    msg = within(5, lambda: ch.basic_get(queue, no_ack=True))
+    assert msg is not None and msg.body == b"after the fork"
+    conn.close()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")

@@ -31,6 +31,18 @@ Threads
   socket when no other thread does (so a callback that runs for minutes does not make the
   broker look dead, and a ``connection.blocked`` is noticed), and declares the connection
   lost when the broker has been silent for two heartbeat intervals.
+
+Processes
+---------
+A connection belongs to the process that opened it.  In a child made by ``os.fork()``
+every connection the parent had open is abandoned at once (:meth:`Connection.abandon`):
+the child writes nothing on the socket it shares with its parent (no frame, no
+``connection.close`` at its exit, no TLS close_notify), closes only its own copy of the file
+descriptor, and gets :class:`ConnectionLost` from every call on such a connection or its
+channels; :meth:`Connection.connect` then opens a connection of the child's own.  The parent
+carries on as if nothing happened.  (Without this, the child's frames would be interleaved
+with the parent's on one TCP stream, the broker's replies would go to whichever process read
+first, and a child that exits normally would close its parent's connection.)
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import select
 import socket
 import threading
@@ -141,6 +154,27 @@ def _close_at_exit() -> None:
             conn.close(timeout=max(0.1, end - monotonic()))
         except Exception:  # noqa: BLE001 - best effort while the interpreter exits
             pass
+
+
+def _after_fork_in_child() -> None:
+    """``os.register_at_fork(after_in_child=...)``: the connections open at the fork are
+    the parent's; abandon them (see the module's notes on processes)."""
+    reason = (
+        f"this connection belongs to process {os.getppid()}, which opened it before fork(); "
+        "connect() again for a connection of this process's own"
+    )
+    for conn in list(_live):
+        try:
+            # A thread of the parent may have been inside the I/O thread's wake-up event,
+            # holding its lock, at the fork: abandon() sets a fresh one (no I/O thread to wake).
+            conn._kick_event = threading.Event()
+            conn.abandon(reason)
+        except Exception:  # noqa: BLE001 - the child must go on; the connection is unusable anyway
+            log.debug("leveret: error abandoning %r after fork", conn, exc_info=True)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Connection(ConnectionBase, BlockingDriver):
@@ -305,7 +339,9 @@ class Connection(ConnectionBase, BlockingDriver):
 
     def abandon(self, reason: str = "the connection was abandoned") -> None:
         """Stop using this connection without a word to the broker: for a process that got
-        it through ``fork()``, whose parent goes on using it.
+        it through ``fork()``, whose parent goes on using it.  (A child made by ``os.fork()``
+        does this for every connection open at the fork before anything else runs; see the
+        module's notes on processes.)
 
         On the wire: nothing.  No ``connection.close``, no TLS close_notify, and no
         ``shutdown()`` of the socket, which would end the TCP connection for every process
