@@ -7,7 +7,9 @@ failover tests use a port on 127.0.0.1 where nothing listens.
 from __future__ import annotations
 
 import itertools
+import os
 import socket
+import threading
 import time
 from typing import Any
 
@@ -16,6 +18,7 @@ from hl_fixtures import *  # noqa: F401,F403
 from hl_fixtures import ack_into, closed_port, lose_memory_connection, unique
 
 from broker import PrivateNode
+from helpers import in_forked_child
 from leveret.client import Connection as ClientConnection
 from leveret.client import AuthenticationError, NotFound
 from leveret.highlevel import (
@@ -397,6 +400,59 @@ def test_producer_on_a_connection_moves_to_the_reconnected_default_channel(node:
         producer.publish("second", declare=[q])  # a new connection, a new default channel
         assert ready(conn, q.name) == 2
         q(conn).delete()
+    finally:
+        conn.release()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+@pytest.mark.parametrize("autorecover", [False, True])
+def test_a_forked_child_starts_afresh_and_leaves_the_parent_alone(amqp_url: str, autorecover: bool) -> None:
+    """In a forked child a Connection forgets the parent's transport, channels and records
+    by itself (even while a thread of the parent held its lock at the fork, as a thread in
+    the middle of a call does): the parent's producer publishes there through a connection
+    of the child's own, and the parent's connection and producer carry on untouched."""
+    conn = Connection(amqp_url, autorecover=autorecover)
+    q = Queue(unique(), durable=False)
+    try:
+        producer = conn.Producer(routing_key=q.name)
+        producer.publish(b"before", declare=[q])
+        parent_transport = conn.connection
+        held, release = threading.Event(), threading.Event()
+
+        def hold_the_lock() -> None:
+            with conn._lock:
+                held.set()
+                release.wait(60)
+
+        holder = threading.Thread(target=hold_the_lock, daemon=True)
+        holder.start()
+        assert held.wait(5)
+
+        def child() -> str:
+            assert not conn.connected and not parent_transport.is_open
+            assert not conn.topology.queues and not conn.topology.channels
+            producer.publish(b"from the child")  # confirmed, through the child's own connection
+            assert conn.connection is not parent_transport
+            conn.release()
+            return "ok"
+
+        try:
+            report = in_forked_child(child, timeout=60)
+        finally:
+            release.set()
+            holder.join(timeout=5)
+        assert report == "ok"
+        time.sleep(0.2)  # long enough for a close or a FIN from the child to have reached the broker
+        assert conn.connection is parent_transport and parent_transport.is_open
+        producer.publish(b"after")
+        bound = q(conn.default_channel)
+        bodies = []
+        for _ in range(3):
+            msg = bound.get(no_ack=True)
+            assert msg is not None
+            bodies.append(msg.body)
+        assert bodies == [b"before", b"from the child", b"after"]
+        bound.delete()
     finally:
         conn.release()
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
 import random
 import threading
 import time
@@ -93,6 +94,22 @@ _CHANNEL_ERRORS: tuple[type[BaseException], ...] = (SoftError, ChannelClosedErro
 
 # Transport channels opened by a high-level Connection -> that Connection.
 _owners: weakref.WeakKeyDictionary[Any, Connection] = weakref.WeakKeyDictionary()
+# Every high-level Connection of this process, so that a forked child can make them forget
+# the parent's (see Connection's docstring).
+_connections: weakref.WeakSet[Connection] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """``os.register_at_fork(after_in_child=...)``: every Connection starts afresh."""
+    for conn in list(_connections):
+        try:
+            conn._after_fork_in_child()
+        except Exception:  # noqa: BLE001 - the child must go on
+            log.debug("leveret: error resetting %r after fork", conn, exc_info=True)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def client_of(channel: Any) -> Connection | None:
@@ -224,6 +241,12 @@ class Connection:
 
     Nothing is sent until the connection is first used.  Not thread-safe: share it
     between threads only through pools, or give each thread its own channels.
+
+    In a child made by ``os.fork()`` the connection starts afresh, as after
+    :meth:`release` but without a byte on the wire: the transport connection it had is the
+    parent's (see :meth:`leveret.client.Connection.abandon`), its channels and consumers
+    stay with the parent (the child's copies are closed), what it recorded is forgotten, and
+    it connects anew, as the child's own, on first use.  The parent's connection is untouched.
     """
 
     _is_leveret_hl_connection = True
@@ -351,6 +374,7 @@ class Connection:
         # The Consumers consuming on channels of this connection (id -> weak reference).
         self._consumers: dict[int, weakref.ref[Any]] = {}
         self._lock = threading.RLock()
+        _connections.add(self)
 
     # ------------------------------------------------------------------ description
 
@@ -995,6 +1019,20 @@ class Connection:
             self._drop_connection()
 
     close = release
+
+    def _after_fork_in_child(self) -> None:
+        """In a child made by ``os.fork()``: forget the parent's transport connection,
+        channels and records, without a byte on the wire (see the class's docstring).  Takes
+        no lock: one held by a thread of the parent at the fork would never be released."""
+        self._lock = threading.RLock()
+        tconn, self._connection = self._connection, None
+        self._default_channel = None
+        self._consumers.clear()
+        self._was_connected = False
+        self._in_recovery = False
+        self.topology._after_fork_in_child()
+        if isinstance(tconn, ClientConnection):  # done already if it was open; harmless
+            tconn.abandon("this connection belongs to the parent process (inherited through fork)")
 
     def __enter__(self) -> Connection:
         return self

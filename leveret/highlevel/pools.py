@@ -50,7 +50,6 @@ import weakref
 from time import monotonic
 from typing import Any, Hashable, Iterator
 
-from ..client import Connection as ClientConnection
 from .exceptions import LimitExceeded
 from .messaging import Producer
 
@@ -343,28 +342,13 @@ class Resource:
 # ---------------------------------------------------------------------------------- fork
 
 
-def _abandon_transport(tconn: Any) -> None:
-    """In a forked child, let go of a transport connection inherited from the parent
-    (:meth:`leveret.client.Connection.abandon`: nothing is written, only the child's copy
-    of the file descriptor is closed).  A memory transport's connection has nothing to
-    let go of: the child's broker is a copy of its own, shared with nobody."""
-    if isinstance(tconn, ClientConnection):
-        tconn.abandon("this connection belongs to the parent process (inherited through fork)")
-
-
 def _abandon_connection(conn: Any) -> None:
-    """Make a high-level Connection forget (see :func:`_abandon_transport`) the transport
-    it had in the parent: in the child it connects afresh on next use."""
-    tconn = getattr(conn, "_connection", None)
-    if tconn is None:
-        return
-    try:
-        conn._connection = None
-        conn._default_channel = None
-        conn._lock = threading.RLock()
-    except AttributeError:
-        pass
-    _abandon_transport(tconn)
+    """Make a high-level Connection forget, without a byte on the wire, the transport and
+    channels it had in the parent: in the child it connects afresh on next use.  (Every
+    Connection does this by itself in a forked child; a pool's hook may run first.)"""
+    forget = getattr(conn, "_after_fork_in_child", None)
+    if forget is not None:
+        forget()
 
 
 # ---------------------------------------------------------------------------------- pools

@@ -400,6 +400,12 @@ class Topology:
             for queue in queues:
                 self.consumer_gone(queue)
 
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: forget everything (it was the parent's), with a new lock (a
+        thread of the parent may have held the old one at the fork)."""
+        self._lock = threading.RLock()
+        self.clear()
+
     def clear(self) -> None:
         """Forget everything (the connection was released)."""
         with self._lock:
