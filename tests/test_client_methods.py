@@ -22,6 +22,7 @@ import socket
 import time
 import uuid
 import weakref
+from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
@@ -1081,6 +1082,70 @@ def test_mandatory_return_without_confirms(conn: Connection, ch: Channel) -> Non
     ch.basic_publish(b"dropped quietly", routing_key=key)  # not mandatory
     assert_nothing_delivered(conn)
     assert len(returned) == 1
+
+
+class _WatchedReturns(deque):  # type: ignore[type-arg]
+    """A channel's deque of returned publishes that counts how often a wait looks at it."""
+
+    looks = 0
+
+    def __len__(self) -> int:
+        type(self).looks += 1
+        return super().__len__()
+
+
+def test_waits_look_only_at_channels_that_hold_returns(conn: Connection, ch: Channel) -> None:
+    """However many channels are open, receiving a delivery or a return looks only at the
+    channels that hold returned publishes: 200 idle channels are never looked at (every
+    wait used to scan every open channel, three times per drain_events)."""
+    idle = [conn.channel() for _ in range(200)]
+    _WatchedReturns.looks = 0
+    for other in idle:
+        getattr(other, "_target", other)._returns = _WatchedReturns()
+    queue = ch.queue_declare("", exclusive=True)[0]
+    got: list[bytes] = []
+    returned: list[bytes] = []
+    ch.basic_consume(queue, no_ack=True, callback=lambda m: got.append(m.body))
+    ch.on_return = lambda m: returned.append(m.body)
+    nowhere = unique("nowhere")
+    for i in range(20):
+        ch.basic_publish(b"m%d" % i, routing_key=queue)
+        ch.basic_publish(b"r%d" % i, routing_key=nowhere, mandatory=True)
+        drain_until(conn, lambda: len(got) > i and len(returned) > i)
+    assert _WatchedReturns.looks == 0
+    assert got == [b"m%d" % i for i in range(20)] and returned == [b"r%d" % i for i in range(20)]
+    # An idle channel's own return is still handed over.
+    idle[7].on_return = lambda m: returned.append(m.body)
+    idle[7].basic_publish(b"late", routing_key=nowhere, mandatory=True)
+    drain_until(conn, lambda: len(returned) > 20)
+    assert returned[20:] == [b"late"]
+
+
+@blocking_only
+def test_returns_left_behind_by_a_raising_return_callback_come_next_time(conn: Connection) -> None:
+    """A return callback that raises stops drain_events (the error is the caller's); the
+    returns of other channels that were not handed over yet come with the next call."""
+    a, b = conn.channel(), conn.channel()
+    seen: list[tuple[str, bytes]] = []
+
+    def boom(msg: Message) -> None:
+        seen.append(("a", msg.body))
+        raise RuntimeError("boom")
+
+    a.on_return = boom
+    b.on_return = lambda m: seen.append(("b", m.body))
+    nowhere = unique("nowhere")
+    a.basic_publish(b"a1", routing_key=nowhere, mandatory=True)
+    b.basic_publish(b"b1", routing_key=nowhere, mandatory=True)
+    # A reply on each channel comes after that channel's return: both returns are in.
+    a.exchange_declare("amq.direct", "direct", passive=True)
+    b.exchange_declare("amq.direct", "direct", passive=True)
+    with pytest.raises(RuntimeError, match="boom"):
+        conn.drain_events(timeout=5)
+    if len(seen) < 2:  # a's came first: b's waits for the next call
+        conn.drain_events(timeout=5)
+    assert sorted(seen) == [("a", b"a1"), ("b", b"b1")]
+    assert a.is_open and b.is_open
 
 
 def test_broker_cancels_consumer_of_deleted_queue(conn: Connection, ch: Channel, peer: Connection) -> None:

@@ -322,6 +322,10 @@ class ConnectionBase:
         self._channels = {}
         # Received, for callbacks to run: (channel or None, event).
         self._pending: deque[tuple[Any, Any]] = deque()
+        # The open channels that may hold returned publishes to hand over (a channel's
+        # wait_for_confirms may have handed them over already): looking at these, not at
+        # every channel, keeps each wait independent of how many channels are open.
+        self._returning: dict[Any, None] = {}
         self._conn_replies: deque[Any] = deque()
         self._conn_abandoned = 0  # connection-level replies nobody waits for any more
         self._get_ok: Any = None
@@ -423,6 +427,7 @@ class ConnectionBase:
         self._closed_error = None
         self._channels.clear()
         self._pending.clear()
+        self._returning.clear()
         self._conn_replies.clear()
         self._conn_abandoned = 0
         self._core = core = SansIOConnection(
@@ -492,6 +497,7 @@ class ConnectionBase:
                 ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
                 if ch is not None:
                     ch._returns.append(event)
+                    self._returning[ch] = None  # after the append: see _has_returns
                     if event.delivery_tag in ch._waited_tags:  # type: ignore[attr-defined]
                         ch._waited_returned.add(event.delivery_tag)  # type: ignore[attr-defined]
             elif kind is ev.ChannelOpened:
@@ -501,6 +507,8 @@ class ConnectionBase:
             elif kind is ev.ChannelClosed:
                 ch = channels.pop(event.channel_id, None)  # type: ignore[attr-defined]
                 if ch is not None:
+                    # Returns it still holds are handed over by its own wait_for_confirms.
+                    self._returning.pop(ch, None)
                     if event.error is not None and ch._consumers:  # type: ignore[attr-defined]
                         # The broker closed a channel with consumers: drain_events, the
                         # consumers' loop, reports why after the deliveries that came
@@ -514,6 +522,7 @@ class ConnectionBase:
                 for ch in channels.values():
                     ch._on_closed(event.error, unconfirmed.get(ch.channel_id, ()))  # type: ignore[attr-defined]
                 channels.clear()
+                self._returning.clear()
             elif kind is ev.FlowChanged:
                 ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
                 if ch is not None:
@@ -529,12 +538,30 @@ class ConnectionBase:
             # ConnectionOpened: the handshake waiter looks at core.state
 
     def _has_pending(self) -> bool:
-        if self._pending:
-            return True
-        for ch in self._channels.values():
+        return bool(self._pending) or (bool(self._returning) and self._has_returns())
+
+    def _has_returns(self) -> bool:
+        """Whether an open channel holds returned publishes to hand over; forgets the
+        channels that hold none any more.  Safe against a reader thread adding returns
+        meanwhile: it appends to the channel's deque before it marks the channel, and a
+        channel is unmarked here before its deque is looked at (and marked again if it
+        is not empty)."""
+        returning = self._returning
+        for ch in list(returning):
+            returning.pop(ch, None)
             if ch._returns:
+                returning[ch] = None
                 return True
         return False
+
+    def _returning_channels(self) -> list[Any]:
+        """The channels that may hold returned publishes, unmarked (in the same order as in
+        :meth:`_has_returns`): the caller hands over what they hold, and marks a channel
+        again if it could not."""
+        returning = self._returning
+        channels = list(returning)
+        returning.clear()
+        return channels
 
     def _callback(self, ch: Any, item: Any) -> tuple[Callable[..., Any], tuple[Any, ...]] | None:
         """The callback to run for a received event and its arguments, or None when there

@@ -346,7 +346,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
                         self._in_callback = False
                 self._notify()
                 self._maybe_resume_reading()
-            for ch in list(self._channels.values()):
+            for ch in self._returning_channels() if self._returning else ():
                 returns = ch._returns
                 while returns:
                     message = ch._returned_message(returns.popleft())

@@ -444,7 +444,7 @@ class Connection(ConnectionBase, BlockingDriver):
         run).  A channel without consumers reports such an error on its next call.
         """
         deadline = None if timeout is None else deadline_after(timeout)
-        if (self._pending or self._has_returns()) and self._run_pending():
+        if (self._pending or (self._returning and self._has_returns())) and self._run_pending():
             return
         while True:
             self._wait_for(self._has_pending, deadline, "events")
@@ -455,7 +455,7 @@ class Connection(ConnectionBase, BlockingDriver):
         """Run the callbacks of what was received, corked (the acks they send leave
         together); True if any ran (or an event that has no callback to run was handed
         over, such as a consumer cancelled by the broker)."""
-        if not self._pending and not self._has_returns():
+        if not self._pending and not (self._returning and self._has_returns()):
             return False
         # corked() and _uncork(), inline: this runs once per drain_events().
         me = get_ident()
@@ -481,10 +481,17 @@ class Connection(ConnectionBase, BlockingDriver):
                 if found is not None:
                     ran = True
                     found[0](*found[1])
-            for ch in list(self._channels.values()):
-                if ch._returns:
-                    ch._run_returns()
-                    ran = True
+            if self._returning:
+                channels = self._returning_channels()
+                for i, ch in enumerate(channels):
+                    if ch._returns:
+                        try:
+                            ch._run_returns()
+                        except BaseException:  # a return callback raised: the rest go next time
+                            for rest in channels[i:]:
+                                self._returning[rest] = None
+                            raise
+                        ran = True
             return ran
         finally:
             if outer:
@@ -494,12 +501,6 @@ class Connection(ConnectionBase, BlockingDriver):
                 core = self._core
                 if core is not None and (core._out or self._wrest):
                     self._flush_uncorked()
-
-    def _has_returns(self) -> bool:
-        for ch in self._channels.values():
-            if ch._returns:
-                return True
-        return False
 
     # ------------------------------------------------------------------ I/O
 
