@@ -557,10 +557,12 @@ class ConnectionBase:
     def _returning_channels(self) -> list[Any]:
         """The channels that may hold returned publishes, unmarked (in the same order as in
         :meth:`_has_returns`): the caller hands over what they hold, and marks a channel
-        again if it could not."""
+        again if it could not.  One by one, not ``clear()``: a channel a reader thread
+        marks meanwhile stays marked."""
         returning = self._returning
         channels = list(returning)
-        returning.clear()
+        for ch in channels:
+            returning.pop(ch, None)
         return channels
 
     def _callback(self, ch: Any, item: Any) -> tuple[Callable[..., Any], tuple[Any, ...]] | None:
