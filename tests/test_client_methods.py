@@ -1121,6 +1121,32 @@ def test_waits_look_only_at_channels_that_hold_returns(conn: Connection, ch: Cha
     assert returned[20:] == [b"late"]
 
 
+def test_a_channel_marked_while_the_marks_are_taken_stays_marked() -> None:
+    """The reader thread may mark a channel (a return arrived) while another thread takes
+    the marked channels to hand their returns over: that mark must survive, or the return
+    would wait for the next one.  Simulated at the moment between copying and unmarking."""
+
+    class Chan:
+        def __init__(self) -> None:
+            self._returns: deque[str] = deque()
+
+    conn = Connection("amqp://127.0.0.1:1/")  # never connected: only its bookkeeping is used
+    a, b = Chan(), Chan()
+    a._returns.append("return of a")
+
+    class MarkedMeanwhile(dict):  # type: ignore[type-arg]
+        def __iter__(self) -> Any:
+            keys = list(super().__iter__())
+            b._returns.append("return of b")  # the reader: append, then mark
+            self[b] = None
+            return iter(keys)
+
+    conn._returning = MarkedMeanwhile({a: None})
+    assert conn._returning_channels() == [a]
+    assert list(conn._returning) == [b]
+    assert conn._has_returns()
+
+
 @blocking_only
 def test_returns_left_behind_by_a_raising_return_callback_come_next_time(conn: Connection) -> None:
     """A return callback that raises stops drain_events (the error is the caller's); the
