@@ -156,6 +156,19 @@ def _close_at_exit() -> None:
             pass
 
 
+def _wait_for_room(ready: Callable[[float | None], Any], deadline: float, timeout: float, park: bool) -> None:
+    """A write that the socket did not take: wait in ``ready`` (a poller, milliseconds) for
+    room, but not past ``deadline``; ``TimeoutError`` once the socket has taken nothing for
+    ``timeout`` seconds.  While the write may park (``park``), in slices of 0.2 s: the I/O
+    thread may read a ``connection.blocked`` meanwhile, and the writer should then park."""
+    remaining = deadline - monotonic()
+    if remaining <= 0:
+        raise TimeoutError(f"the socket took no data for {timeout:.0f} seconds") from None
+    wait = min(remaining, 0.2 if park else _MAX_WAIT)
+    if not ready(wait * 1000.0) and wait == remaining:
+        raise TimeoutError(f"the socket took no data for {timeout:.0f} seconds") from None
+
+
 def _after_fork_in_child() -> None:
     """``os.register_at_fork(after_in_child=...)``: the connections open at the fork are
     the parent's; abandon them (see the module's notes on processes)."""
@@ -720,14 +733,7 @@ class Connection(ConnectionBase, BlockingDriver):
                     self._wrest = views[0] if len(views) == 1 else b"".join(views)
                     self._kick_event.set()
                     return
-                remaining = deadline - monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"the socket took no data for {timeout:.0f} seconds") from None
-                # In slices while parking is possible: the I/O thread may read a
-                # connection.blocked meanwhile.
-                wait = min(remaining, 0.2 if park else _MAX_WAIT)
-                if not self._poll_out(wait * 1000.0) and wait == remaining:
-                    raise TimeoutError(f"the socket took no data for {timeout:.0f} seconds") from None
+                _wait_for_room(self._poll_out, deadline, timeout, park)
                 continue
             if sent:
                 deadline = monotonic() + timeout
@@ -768,13 +774,8 @@ class Connection(ConnectionBase, BlockingDriver):
                     if timeout is not None:
                         self._kick_event.set()
                     return
-                remaining = deadline - monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"the socket took no data for {timeout:.0f} seconds") from None
-                wait = min(remaining, 0.2 if park else _MAX_WAIT)
                 ready = self._poll_in if isinstance(exc, self._want_read) else self._poll_out
-                if not ready(wait * 1000.0) and wait == remaining:
-                    raise TimeoutError(f"the socket took no data for {timeout:.0f} seconds") from None
+                _wait_for_room(ready, deadline, timeout, park)
                 continue
             self._wretry = 0
             size = _TLS_CHUNK
