@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import os
 import time
 import weakref
 from typing import Any, Awaitable, Callable, TypeVar
@@ -18,7 +19,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 import pytest
 
 from broker import Broker
-from helpers import unique
+from helpers import in_forked_child, unique
 from leveret.client import (
     AsyncChannel,
     AsyncConnection,
@@ -30,6 +31,7 @@ from leveret.client import (
     NotFound,
     PreconditionFailed,
 )
+from leveret.client import aio
 from leveret.client.aio import Deliveries
 from tcpproxy import TCPProxy
 
@@ -60,8 +62,9 @@ async def ready(ch: AsyncChannel, queue: str, count: int, timeout: float = 10.0)
 def test_every_blocking_method_has_its_async_twin() -> None:
     """Name for name: the same public methods, with the same parameters; coroutines where
     the blocking call waits for the broker."""
-    # Except Connection.abandon(), for a forked child: an asyncio connection cannot be
-    # carried across fork() (the child's event loop shares its selector with the parent's).
+    # Except Connection.abandon(), for a forked child: an AsyncConnection is let go of by
+    # the at-fork hook alone (test_a_forked_child_never_writes_on_its_parents_connection);
+    # called in the parent's own process, it would leave the event loop a closed socket.
     blocking_only = {"abandon"}
     for blocking, asynchronous in ((Connection, AsyncConnection), (Channel, AsyncChannel)):
         names = {n for n in dir(blocking) if not n.startswith("_")} - blocking_only
@@ -318,6 +321,58 @@ def test_cancelled_channel_open_closes_that_channel(broker: Broker) -> None:
             assert not conn._channels
             ch = await conn.channel()
             assert ch.channel_id == 1
+
+    run(main())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_never_writes_on_its_parents_connection(broker: Broker) -> None:
+    """In a forked child every AsyncConnection the parent had open is let go of at once: a
+    call on it or its channels raises ConnectionLost (it would otherwise write on the
+    parent's socket, and the broker's reply would reach the parent), close() has nothing to
+    do, and connect() in the child's own event loop gives it a connection of its own.  The
+    parent's connection, its event loop and its exclusive queue carry on, and the child's
+    publish arrives."""
+
+    async def main() -> None:
+        conn = await AsyncConnection(broker.url).connect()
+        ch = await conn.channel()
+        ok = await ch.queue_declare("", exclusive=True)
+        assert ok is not None
+        queue = ok.queue
+        parent = os.getpid()
+
+        def child() -> str:
+            async def in_child() -> str:
+                assert not conn.is_open and conn not in aio._live
+                calls: list[Callable[[], Awaitable[Any]]] = [
+                    lambda: ch.queue_declare(queue, passive=True),
+                    lambda: ch.basic_publish(b"x", "", queue),
+                    conn.channel,
+                ]
+                for call in calls:
+                    with pytest.raises(ConnectionLost, match=f"process {parent}, which opened it before fork"):
+                        await asyncio.wait_for(call(), 5)
+                await asyncio.wait_for(conn.close(), 5)  # nothing to close
+                await asyncio.wait_for(conn.connect(), 10)
+                assert conn in aio._live and not ch.is_open
+                own = await conn.channel()
+                await own.basic_publish(b"from the child", "", queue)  # allowed on an exclusive queue
+                await conn.close()
+                return "ok"
+
+            return asyncio.run(in_child())
+
+        assert in_forked_child(child, timeout=60) == "ok"
+        await asyncio.sleep(0.2)  # long enough for a close or a FIN from the child to reach the broker
+        assert conn.is_open
+        got = await asyncio.wait_for(ch.basic_get(queue, no_ack=True), 5)
+        assert got is not None and got.body == b"from the child"
+        await ch.basic_publish(b"after the fork", "", queue)
+        got = await asyncio.wait_for(ch.basic_get(queue, no_ack=True), 5)
+        assert got is not None and got.body == b"after the fork"
+        await conn.close()
+        assert conn not in aio._live
 
     run(main())
 

@@ -16,6 +16,9 @@ facade of tests/drivers.py (``new_connection``).
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import os
 import ssl
 import threading
 import time
@@ -28,9 +31,9 @@ import pytest
 from broker import PrivateNode, private_node
 from certs import Certs, make_certs
 from drivers import NewConnection
-from helpers import publish_until_blocked, within
+from helpers import in_forked_child, publish_until_blocked, within
 from tcpproxy import Mode
-from leveret.client import AuthenticationError, Connection, ConnectionLost, Message
+from leveret.client import AsyncConnection, AuthenticationError, Connection, ConnectionLost, Message
 from leveret.wire.errors import RemoteProtocolError
 
 pytestmark = pytest.mark.broker
@@ -358,6 +361,68 @@ def test_one_thread_at_a_time_inside_the_ssl_socket(tls: TLSNode) -> None:
         assert watched.overlaps == 0, f"{watched.overlaps} of {watched.calls} calls overlapped"
     finally:
         within(10, conn.close)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+@pytest.mark.parametrize("driver", ["blocking", "asyncio"])
+def test_a_forked_child_sends_nothing_on_its_parents_tls_session(tls: TLSNode, driver: str) -> None:
+    """A child made by fork() shares the parent's TLS session: one record from it (a
+    close_notify, a connection.close) would end the parent's connection or break its
+    record stream.  The child lets go of the connection without a byte: a call raises
+    ConnectionLost, close() and the child's exit (at-exit close, transports collected) send
+    nothing, and the parent carries on over the same session.  Both drivers, each with its
+    own I/O (not the synchronous facade, whose event loop runs in a thread)."""
+    url = tls.url(cacertfile=tls.certs.ca_cert)
+    if driver == "blocking":
+        from leveret.client import blocking
+
+        conn = within(15, Connection(url).connect)
+        ch = conn.channel()
+        queue = ch.queue_declare("", exclusive=True).queue
+
+        def child() -> str:
+            with pytest.raises(ConnectionLost, match="before fork"):
+                within(5, lambda: ch.basic_publish(b"x", "", queue))
+            conn.close()
+            blocking._close_at_exit()
+            gc.collect()
+            return "ok"
+
+        assert in_forked_child(child, timeout=60) == "ok"
+        time.sleep(0.2)  # long enough for a record or a FIN from the child to reach the broker
+        round_trip(conn)
+        within(10, conn.close)
+        return
+
+    async def main() -> None:
+        conn = await asyncio.wait_for(AsyncConnection(url).connect(), 15)
+        ch = await conn.channel()
+        ok = await ch.queue_declare("", exclusive=True)
+        assert ok is not None
+
+        def child() -> str:
+            async def in_child() -> None:
+                with pytest.raises(ConnectionLost, match="before fork"):
+                    await asyncio.wait_for(ch.basic_publish(b"x", "", ok.queue), 5)
+                await asyncio.wait_for(conn.close(), 5)
+
+            asyncio.run(in_child())
+            gc.collect()
+            return "ok"
+
+        assert in_forked_child(child, timeout=60) == "ok"
+        await asyncio.sleep(0.2)  # long enough for a record or a FIN from the child to reach the broker
+        assert conn.is_open
+        await ch.basic_publish(b"after the fork", "", ok.queue)
+        for _ in range(100):
+            got = await ch.basic_get(ok.queue, no_ack=True)
+            if got is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert got is not None and got.body == b"after the fork"
+        await asyncio.wait_for(conn.close(), 10)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
 
 
 @pytest.mark.parametrize("mode", ["reset", "close"])

@@ -45,6 +45,17 @@ Tasks and callbacks
   whole before the first ``await``.  The channel stays usable -- the late reply is dropped
   when it comes (a message fetched by a cancelled ``basic_get`` is given back to the queue
   unless it was fetched with ``no_ack``).  A cancelled ``close()`` still drops the transport.
+
+Processes
+---------
+A connection belongs to the process that opened it, as in the blocking driver.  In a child
+made by ``os.fork()`` every connection the parent had open is let go of at once: the child
+writes nothing on the socket it shares with its parent, closes only its own copy of the
+file descriptor, and leaves the event loop alone (the parent's: a child that unregistered
+the socket from it would unregister it for the parent too, since the two share the kernel's
+selector).  Every call on such a connection or its channels raises :class:`ConnectionLost`;
+``await connect()``, in an event loop of the child's own (``asyncio.run``), opens a
+connection of the child's.
 """
 
 from __future__ import annotations
@@ -53,6 +64,9 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
+import socket
+import weakref
 from time import monotonic
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, Literal, TypeVar, overload
 
@@ -69,7 +83,7 @@ from ._shared import (
     tls_handshake_lost,
 )
 from .core import ConnState
-from .errors import ConnectionClosedError
+from .errors import ConnectionClosedError, ConnectionLost
 from .events import ChannelClosed
 from .message import Message
 
@@ -82,6 +96,27 @@ R = TypeVar("R")
 # turn of the event loop.
 _FLUSH_ITEMS = 512
 _NO_LOCK = NoLock()
+
+# Connected connections, so that a forked child can let go of them (see "Processes").
+_live: weakref.WeakSet[AsyncConnection] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """``os.register_at_fork(after_in_child=...)``: the connections open at the fork are
+    the parent's; let go of them (see the module's notes on processes)."""
+    reason = (
+        f"this connection belongs to process {os.getppid()}, which opened it before fork(); "
+        "connect() again, in an event loop of this process, for a connection of its own"
+    )
+    for conn in list(_live):
+        try:
+            conn._abandon_after_fork(reason)
+        except Exception:  # noqa: BLE001 - the child must go on; the connection is unusable anyway
+            log.debug("leveret: error abandoning %r after fork", conn, exc_info=True)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Protocol(asyncio.Protocol):
@@ -139,6 +174,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         # close-ok, unblocked): reading never stays paused while there are any.
         self._broker_waiters = 0
         self._corked = 0
+        self._was_abandoned = False  # see _abandon_after_fork()
 
     def _make_channel(self, channel_id: int) -> AsyncChannel:
         return AsyncChannel(self, channel_id)
@@ -168,6 +204,10 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         the typed error of a refused vhost, TimeoutError, OSError."""
         if self.is_open:
             return self
+        if self._was_abandoned:
+            # The parent's connection, let go of in this forked child: nothing of its
+            # transport state (the parent loop's) is kept.
+            self._init_transport()
         p = self.params
         loop = self._loop = asyncio.get_running_loop()
         deadline = monotonic() + p.connection_timeout
@@ -198,6 +238,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
             raise
         self._transport = transport
         self._high_water = transport.get_write_buffer_limits()[1]
+        _live.add(self)
         await self._run(self._handshake(deadline))
         deliverer = _start_delivery_task(loop, self._deliver_loop())
         deliverer.add_done_callback(self._deliverer_done)
@@ -216,7 +257,40 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         """Open a channel (``channel.open``/``open-ok``); the lowest free id unless given."""
         return await self._run(self._open_channel(channel_id))
 
+    def _abandon_after_fork(self, reason: str) -> None:
+        """In a child made by ``os.fork()``: let go of the parent's connection.
+
+        On the wire: nothing (no ``connection.close``, no TLS close_notify, no
+        ``shutdown()``); only this process's file descriptor is closed.  The transport,
+        tasks, handles and futures belong to the parent's event loop, whose selector this
+        process shares with the parent: they are dropped, not closed or cancelled (either
+        would unregister the parent's socket or schedule callbacks there).  From then on
+        every call raises :class:`ConnectionLost` with ``reason``; ``connect()`` starts
+        afresh.
+        """
+        _live.discard(self)
+        self._was_abandoned = True
+        self._error = ConnectionLost(reason)
+        self._closed = True
+        for ch in list(self._channels.values()):
+            ch._on_closed(None)  # their calls raise the connection's error; they stay closed
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            # asyncio hands out a wrapper of the socket (a TransportSocket); closing the
+            # socket itself leaves its descriptor -1, so nothing closes the number again.
+            wrapper = transport.get_extra_info("socket")
+            sock = getattr(wrapper, "_sock", wrapper)
+            if isinstance(sock, socket.socket):
+                sock.close()
+        self._flush_handle = None
+        self._tasks = []
+        self._waiters = []
+        self._wakeup = None
+        self._finishing = None
+        self._loop = None
+
     def _teardown(self) -> None:
+        _live.discard(self)
         self._closed = True
         transport, self._transport = self._transport, None
         if transport is not None:
