@@ -12,6 +12,7 @@ channel at once, RabbitMQ's a moment later; the tests look after the next synchr
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterator, Mapping
 import pytest
 
 from broker import PrivateNode
+from helpers import in_forked_child
 from leveret.client import (
     AccessRefused,
     AMQPNotImplemented,
@@ -298,6 +300,48 @@ def test_connections_share_the_default_broker_by_default() -> None:
             assert b.channel().queue_declare(name, passive=True) == QueueDeclareOk(name, 0, 0)
         finally:
             a.channel().queue_delete(name)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_has_a_copy_of_the_broker_with_new_locks() -> None:
+    """A thread of the parent holds the broker's lock (inside a call) across fork(): the
+    child, which has a copy of the broker as it stood, must not wait for a thread it does
+    not have.  Its connections, old and new, work on the copy; the parent's broker does not
+    see what the child did."""
+    broker = MemoryBroker()
+    conn = MemoryConnection(broker=broker).connect()
+    ch = conn.channel()
+    ch.queue_declare("q")
+    ch.basic_publish(b"before", "", "q")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with broker._lock:
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(5)
+
+        def child() -> str:
+            got = ch.basic_get("q", no_ack=True)
+            assert got is not None and got.body == b"before"
+            with MemoryConnection(broker=broker) as own:
+                own.channel().basic_publish(b"from the child", "", "q")
+            assert ch.queue_declare("q", passive=True).message_count == 1
+            default_broker()  # the module's own lock is new as well
+            return "ok"
+
+        assert in_forked_child(child, timeout=20) == "ok"
+    finally:
+        release.set()
+        holder.join(5)
+    assert ch.queue_declare("q", passive=True).message_count == 1
+    got = ch.basic_get("q", no_ack=True)
+    assert got is not None and got.body == b"before"
+    conn.close()
 
 
 def test_virtual_hosts_are_separate(mem: MemoryBroker) -> None:

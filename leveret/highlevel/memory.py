@@ -35,6 +35,10 @@ RabbitMQ pushes them) but their callbacks run only inside
 call.  Message TTLs and ``x-expires`` are applied lazily: by every call on the virtual host
 and by ``drain_events``, which wakes up when the next message is due to expire.
 
+Processes: a child made by ``os.fork()`` has a copy of every broker as it stood at the fork
+(what it does there stays in the child), with new locks: one held by a thread of the parent
+at the fork would never be released in the child.
+
 Messages are stored as the encoded content properties and the body bytes, so a message
 cannot change after it was published, and every delivery decodes a fresh
 :class:`leveret.client.Message` whose properties have exactly the types a real broker's
@@ -49,6 +53,7 @@ import os
 import platform
 import re
 import threading
+import weakref
 from collections import deque
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -1097,6 +1102,7 @@ class MemoryBroker:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._vhosts: dict[str, _VHost] = {}
+        _brokers.add(self)
 
     def __repr__(self) -> str:
         return f"<MemoryBroker vhosts={sorted(self._vhosts)!r}>"
@@ -1123,6 +1129,25 @@ class MemoryBroker:
 
 _default: MemoryBroker | None = None
 _default_lock = threading.Lock()
+# Every broker and connection of this process, for the at-fork hook below.
+_brokers: weakref.WeakSet[MemoryBroker] = weakref.WeakSet()
+_connections: weakref.WeakSet[MemoryConnection] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """``os.register_at_fork(after_in_child=...)``: new locks everywhere (see the module's
+    notes on processes).  A connection waits on a condition of its broker's lock."""
+    global _default_lock
+    _default_lock = threading.Lock()
+    for broker in list(_brokers):
+        broker._lock = threading.RLock()
+    for conn in list(_connections):
+        conn._lock = conn.broker._lock
+        conn._cond = threading.Condition(conn._lock)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def default_broker() -> MemoryBroker:
@@ -1210,6 +1235,7 @@ class MemoryConnection:
         self._channels: dict[int, MemoryChannel] = {}
         self._pending: deque[tuple[Any, ...]] = deque()
         self._exclusive: set[_Queue] = set()
+        _connections.add(self)
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
