@@ -1161,6 +1161,37 @@ def test_basic_cancel_stops_deliveries(conn: MemoryConnection, ch: MemoryChannel
     assert ch.queue_declare(q, passive=True) == QueueDeclareOk(q, 1, 0)
 
 
+@pytest.mark.parametrize("no_ack", [False, True])
+def test_deliveries_still_waiting_when_their_consumer_is_cancelled(conn: Any, ch: Any, no_ack: bool) -> None:
+    """The callback of the first delivery cancels its consumer while the others wait to
+    be run: they go back to the queue (an acking consumer's), or their callback still runs
+    (a no_ack consumer's cannot go back).  None is left unacknowledged on the channel."""
+    q = fresh_queue(ch)
+    for i in range(4):
+        ch.basic_publish(Message(str(i).encode()), "", q)
+    got: list[bytes] = []
+
+    def on_message(message: Message) -> None:
+        got.append(bytes(message.body))
+        if not no_ack:
+            ch.basic_ack(message.delivery_tag or 0)
+        if len(got) == 1:
+            ch.basic_cancel("c")
+
+    ch.basic_qos(prefetch_count=4)
+    ch.basic_consume(q, consumer_tag="c", no_ack=no_ack, callback=on_message)
+    time.sleep(0.2)  # RabbitMQ has sent the four before the first callback runs
+    drain(conn)
+    if no_ack:
+        assert got == [b"0", b"1", b"2", b"3"]
+        assert count_soon(ch, q, 0) == 0
+    else:
+        assert got == [b"0"]
+        assert count_soon(ch, q, 3) == 3
+        redelivered = [get_soon(ch, q, no_ack=True) for _ in range(3)]
+        assert [(bytes(m.body), m.redelivered) for m in redelivered] == [(b"1", True), (b"2", True), (b"3", True)]
+
+
 def test_deleting_a_consumed_queue_cancels_its_consumers(connect: Callable[[], Any], conn: MemoryConnection) -> None:
     consumer = conn.channel()
     consumer.queue_declare("doomed")

@@ -156,6 +156,7 @@ _X_MATCH = ("all", "any", "all-with-x", "any-with-x")
 _DELIVER = 0
 _CANCEL = 1
 _CLOSED = 2  # a consumer's channel closed by an error no call raised (an ack's, a publish's)
+_GONE = 3  # after basic_cancel of a no_ack consumer: its deliveries before this are run
 
 
 def _token() -> str:
@@ -1441,8 +1442,14 @@ class MemoryConnection:
                 # (A no_ack delivery is settled: its callback runs, as the client's does.)
                 cb = ch._consumers.get(ctag)
                 if cb is None:
-                    log.debug("delivery for cancelled consumer %s dropped", ctag)
-                    continue
+                    # A consumer cancelled since (as the client does): a no_ack consumer's
+                    # message cannot go back, so its callback still runs; another's is
+                    # given back to the queue.
+                    cb = ch._cancelled_no_ack.get(ctag)
+                    if cb is None:
+                        if not ch._closed:
+                            ch.basic_reject(dtag, requeue=True)
+                        continue
                 msg = ch._message(stored, {
                     "consumer_tag": ctag,
                     "delivery_tag": dtag,
@@ -1451,9 +1458,12 @@ class MemoryConnection:
                     "routing_key": stored.routing_key,
                 })
                 cb(msg)
+            elif item[0] == _GONE:
+                ch._cancelled_no_ack.pop(item[2], None)
             else:
                 tag = item[2]
                 ch._consumers.pop(tag, None)
+                ch._cancelled_no_ack.pop(tag, None)
                 cancel_cb = ch._cancel_callbacks.pop(tag, None)
                 if cancel_cb is not None:
                     cancel_cb(tag)
@@ -1496,6 +1506,8 @@ class MemoryChannel:
         # Client side, as in leveret.client.Channel.
         self._consumers: dict[str, Callable[[Message], Any] | None] = {}
         self._cancel_callbacks: dict[str, Callable[[str], Any]] = {}
+        # Cancelled no_ack consumers whose deliveries may still wait to run (until _GONE).
+        self._cancelled_no_ack: dict[str, Callable[[Message], Any] | None] = {}
         self._returns: deque[tuple[_Stored, str, str, int | None]] = deque()
         self._nacked: list[int] = []
         # Broker side (guarded by the broker's lock).
@@ -2074,18 +2086,27 @@ class MemoryChannel:
         return consumer_tag if tag is None else tag
 
     def basic_cancel(self, consumer_tag: str, nowait: bool = False, timeout: float | None = None) -> None:
-        """``basic.cancel``: stop a consumer.  Its unacknowledged messages stay
-        unacknowledged on this channel; an auto-delete queue left without consumers is
-        deleted."""
+        """``basic.cancel``: stop a consumer.  Messages its callback has received stay
+        unacknowledged on this channel; deliveries whose callback has not run yet are given
+        back to the queue (``basic.reject`` with requeue) -- except for a ``no_ack``
+        consumer, whose messages cannot go back: its callback still runs for them, as with
+        the client.  An auto-delete queue left without consumers is deleted."""
+        no_ack: list[bool] = []
 
         def op(vh: _VHost, now: float) -> None:
             c = self._consumer_objs.pop(consumer_tag, None)
             if c is not None:
+                no_ack.append(c.no_ack)
                 self._remove_consumer(vh, c)
 
         self._call(op, sync=not nowait)
-        self._consumers.pop(consumer_tag, None)
+        callback = self._consumers.pop(consumer_tag, None)
         self._cancel_callbacks.pop(consumer_tag, None)
+        if no_ack and no_ack[0] and callback is not None:
+            conn = self.connection
+            with conn._lock:
+                self._cancelled_no_ack[consumer_tag] = callback
+                conn._pending.append((_GONE, self, consumer_tag))
 
     def _take(self, delivery_tag: int, multiple: bool, method: str) -> list[_Unacked]:
         """Remove the acknowledged deliveries from the unacked set (RabbitMQ's rules: tag 0
