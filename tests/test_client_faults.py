@@ -793,6 +793,41 @@ def test_connect_again_after_a_lost_connection_leaves_no_thread_behind(connect: 
 
 
 @needs_broker
+def test_channels_of_a_lost_connection_stay_closed_after_connect_again(connect: Connect, proxy: TCPProxy) -> None:
+    """A connection is lost and the same object connects again: the new connection's
+    channels reuse the old ids.  An old channel must say it is closed, its calls must say
+    why (not the old ConnectionLost, as if the new connection were lost), and its close()
+    must not put a channel.close on the new connection -- which would close the new
+    channel of the same id.  Unconfirmed publishes are still listed on it."""
+    conn = connect(proxy.url(query="heartbeat=0"))
+    old = conn.channel()
+    old.confirm_select()
+    proxy.freeze("down")  # the publish reaches the broker; its confirm never comes back
+    old.basic_publish(b"lost", routing_key="nowhere")
+    proxy.cut("reset")
+    with pytest.raises(ConnectionLost) as lost:
+        within(10, old.queue_declare, "", exclusive=True)
+    proxy.thaw()
+    within(15, conn.connect)
+    new = conn.channel()
+    assert new.channel_id == old.channel_id
+    assert not old.is_open and new.is_open
+    with pytest.raises(ChannelClosedError, match="earlier connection") as closed:
+        old.queue_declare("", exclusive=True)
+    assert closed.value.__cause__ is lost.value
+    with pytest.raises(ChannelClosedError, match="earlier connection"):
+        old.basic_publish(b"x", routing_key="nowhere")
+    assert old.unconfirmed == [1]
+    within(5, old.close)  # nothing to do
+    assert new.is_open
+    queue = within(10, new.queue_declare, "", exclusive=True).queue
+    new.basic_publish(b"still here", routing_key=queue)
+    msg = eventually(lambda: new.basic_get(queue, no_ack=True), what="basic.get of the message")
+    assert msg.body == b"still here"
+    within(5, conn.close)
+
+
+@needs_broker
 @blocking_only  # the blocking driver's I/O thread and its read-ahead
 def test_read_ahead_stays_bounded_while_a_callback_is_slow(connect: Connect, node: PrivateNode) -> None:
     from leveret.client.blocking import _READ_AHEAD_LIMIT, _RECV_SIZE

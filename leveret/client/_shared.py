@@ -420,8 +420,17 @@ class ConnectionBase:
         return False, None
 
     def _new_core(self) -> SansIOConnection:
-        """A fresh core for a new transport; forgets the last connection's state."""
+        """A fresh core for a new transport; forgets the last connection's state.
+
+        The last connection's channels that are still about (a connection lost, then
+        connected again) are closed for good: their ids are the new connection's to give
+        out, so not a byte of theirs may reach it."""
         p = self.params
+        old_error = self._error or self._closed_error
+        lost = old_error.unconfirmed if isinstance(old_error, ConnectionLost) else {}
+        for ch in list(self._channels.values()):
+            ch._on_closed(None, lost.get(ch.channel_id, ()))
+            ch._gone_with = old_error
         self._error = None
         self._closed = False
         self._closed_error = None
@@ -775,6 +784,9 @@ class ChannelBase:
         self._error: AMQPError | None = None
         self._error_reported = False
         self._lost_tags: list[int] = []  # unconfirmed when the channel closed
+        # Why the connection this channel was opened on went away, once the connection
+        # object has connected again (see ConnectionBase._new_core).
+        self._gone_with: BaseException | None = None
         self._replies: deque[Any] = deque()
         # Replies nobody waits for any more (timed out or cancelled), oldest first: for
         # each, what to do with it when it comes (None: drop it).
@@ -925,6 +937,11 @@ class ChannelBase:
         (``NotFound``...) the first time, then :class:`ChannelClosedError` with that error
         as its cause."""
         conn = self.connection
+        if self._core is not conn._core:
+            raise ChannelClosedError(
+                f"channel {self.channel_id} was opened on an earlier connection, which has "
+                "closed or been lost since; open a channel on the current one"
+            ) from self._gone_with
         if conn._error is not None:
             raise conn._error
         if conn._closed_error is not None:
@@ -1086,16 +1103,18 @@ class ChannelBase:
 
     @operation
     def close(self, reply_code: int = 200, reply_text: str = "", timeout: float | None = None) -> Op[None]:
-        """``channel.close`` / ``close-ok``.  Closing a closed channel does nothing."""
+        """``channel.close`` / ``close-ok``.  Closing a closed channel does nothing (nor
+        does closing a channel of an earlier connection of this object)."""
         conn = self.connection
-        if self._closed or conn._core is None:
+        if self._closed or self._core is not conn._core:
             self._closed = True
             return
         try:
             with conn._lock:
-                if self._closed:
+                if self._closed or self._core is not conn._core:
+                    self._closed = True
                     return
-                conn._core.close_channel(self.channel_id, reply_code, reply_text)
+                self._core.close_channel(self.channel_id, reply_code, reply_text)
             conn._flush()
             yield Wait(lambda: self._closed, self._deadline(timeout), "channel.close-ok")
         except (ChannelClosedError, ConnectionClosedError):
