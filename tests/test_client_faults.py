@@ -793,6 +793,38 @@ def test_connect_again_after_a_lost_connection_leaves_no_thread_behind(connect: 
 
 
 @needs_broker
+def test_threads_connecting_at_once_share_one_connection(new_connection: NewConnection, node: PrivateNode) -> None:
+    """Connecting lazily from several threads at once ("connect() unless open"): one
+    connects, the others wait for it, and all get the same working connection -- not a
+    handshake replaced by another half-way (a TimeoutError, a FrameTooLarge made of the
+    other handshake's bytes, a connection that says it is open and is not).  With the
+    asyncio driver the threads' calls run as concurrent tasks on its loop."""
+    for _ in range(3):
+        conn = new_connection(node.url)
+        start = threading.Barrier(4)
+        results: list[Any] = []
+
+        def go() -> None:
+            start.wait()
+            try:
+                results.append(conn.connect())
+            except Exception as exc:  # noqa: BLE001 - reported below
+                results.append(exc)
+
+        threads = [threading.Thread(target=go) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(results) == 4 and all(r is conn for r in results), results
+        assert conn.is_open
+        within(10, conn.channel().queue_declare, "", exclusive=True)
+        within(10, conn.close)
+    time.sleep(0.2)
+    assert "leveret-io" not in [t.name for t in threading.enumerate()]
+
+
+@needs_broker
 def test_channels_of_a_lost_connection_stay_closed_after_connect_again(connect: Connect, proxy: TCPProxy) -> None:
     """A connection is lost and the same object connects again: the new connection's
     channels reuse the old ids.  An old channel must say it is closed, its calls must say

@@ -175,6 +175,8 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         self._broker_waiters = 0
         self._corked = 0
         self._was_abandoned = False  # see _abandon_after_fork()
+        # Set while a connect() runs: other tasks' connect() waits for it.
+        self._connecting: asyncio.Future[None] | None = None
 
     def _make_channel(self, channel_id: int) -> AsyncChannel:
         return AsyncChannel(self, channel_id)
@@ -201,15 +203,34 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
     async def connect(self) -> AsyncConnection:
         """Connect and handshake as the blocking ``Connection.connect()`` does (TCP, TLS,
         protocol header, SASL, tune, open), with the same errors: AuthenticationError,
-        the typed error of a refused vhost, TimeoutError, OSError."""
+        the typed error of a refused vhost, TimeoutError, OSError.  Tasks may call it at the
+        same time: one connects, the others wait for it and return the open connection (or
+        try in turn, when it failed)."""
+        loop = asyncio.get_running_loop()
+        while not self.is_open:
+            other = self._connecting
+            if other is None or other.done() or other.get_loop() is not loop:
+                break
+            with contextlib.suppress(Exception):
+                await asyncio.shield(other)
         if self.is_open:
             return self
+        mine = self._connecting = loop.create_future()
+        try:
+            return await self._connect(loop)
+        finally:
+            if not mine.done():
+                mine.set_result(None)
+            if self._connecting is mine:
+                self._connecting = None
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> AsyncConnection:
         if self._was_abandoned:
             # The parent's connection, let go of in this forked child: nothing of its
             # transport state (the parent loop's) is kept.
             self._init_transport()
         p = self.params
-        loop = self._loop = asyncio.get_running_loop()
+        self._loop = loop
         deadline = monotonic() + p.connection_timeout
         ctx = (self.ssl_context or ssl_context(p)) if p.ssl else None
         self._new_core()

@@ -181,6 +181,7 @@ def _after_fork_in_child() -> None:
             # A thread of the parent may have been inside the I/O thread's wake-up event,
             # holding its lock, at the fork: abandon() sets a fresh one (no I/O thread to wake).
             conn._kick_event = threading.Event()
+            conn._connect_lock = threading.RLock()
             conn.abandon(reason)
         except Exception:  # noqa: BLE001 - the child must go on; the connection is unusable anyway
             log.debug("leveret: error abandoning %r after fork", conn, exc_info=True)
@@ -211,6 +212,9 @@ class Connection(ConnectionBase, BlockingDriver):
     """
 
     def _init_transport(self) -> None:
+        # One connect() at a time; the same lock for the life of the object (a new one only
+        # in a forked child, see _after_fork_in_child).
+        self._connect_lock: threading.RLock = getattr(self, "_connect_lock", None) or threading.RLock()
         # Lock order: _wlock (socket writes) before _lock (core and routing state).
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -285,9 +289,18 @@ class Connection(ConnectionBase, BlockingDriver):
         Raises :class:`AuthenticationError` for refused credentials, the typed error for a
         refused vhost (e.g. ``NotAllowed``), ``TimeoutError`` past ``connection_timeout``,
         ``OSError`` when the broker cannot be reached.
+
+        Threads may call it at the same time (connecting lazily): one connects, the others
+        wait for it and return the open connection (or try in turn, when it failed).
         """
         if self.is_open:
             return self
+        with self._connect_lock:
+            if self.is_open:
+                return self
+            return self._connect()
+
+    def _connect(self) -> Connection:
         if self._was_abandoned:
             self._after_abandon()
         if self._sock is not None or self._io_thread is not None:
