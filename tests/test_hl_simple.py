@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from typing import Iterator
 
@@ -136,6 +137,59 @@ def test_put_to_a_deleted_queue_is_not_lost_silently(hl_conn: Connection) -> Non
         q.put("nobody will get this")
     q.close()
     hl_conn.default_channel.exchange_delete(q.queue.exchange.name)
+
+
+def test_get_consumes_again_after_the_queue_was_deleted(hl_conn: Connection) -> None:
+    """Someone deletes the queue a SimpleQueue consumes from (the broker cancels its
+    consumer); get() must not wait for ever on a consumer that is gone: it declares the
+    queue again, as the constructor did, and consumes from it."""
+    sq = SimpleQueue(hl_conn, unique("deleted-while-consumed"))
+    try:
+        sq.put("one")
+        first = sq.get(timeout=5)
+        assert first.payload == "one"
+        first.ack()
+        with hl_conn.clone() as other:  # the same broker, memory:// included
+            other.default_channel.queue_delete(sq.queue.name)
+            with pytest.raises(Empty):  # the cancel arrives; nothing to hand out
+                sq.get(timeout=0.5)
+            sq.put("two")  # the queue is back: get() declared it again
+            two = sq.get(timeout=5)
+            assert two.payload == "two"
+            two.ack()
+            # And once more, with the cancel arriving while get() waits: another thread
+            # deletes the queue, then publishes as soon as the queue is back.
+            failed: list[BaseException] = []
+
+            def delete_then_publish() -> None:
+                try:
+                    time.sleep(0.3)
+                    other.default_channel.queue_delete(sq.queue.name)
+                    producer = other.Producer(exchange=sq.queue.exchange, routing_key=sq.queue.routing_key)
+                    deadline = time.monotonic() + 5
+                    while True:
+                        try:
+                            producer.publish("three", mandatory=True)
+                            return
+                        except MessageReturned:
+                            if time.monotonic() > deadline:
+                                raise
+                            time.sleep(0.05)
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    failed.append(exc)
+
+            thread = threading.Thread(target=delete_then_publish)
+            thread.start()
+            got = sq.get(timeout=10)
+            thread.join(10)
+            assert not failed, failed
+            assert got.payload == "three"
+            got.ack()
+        assert sq.consumer.cancelled_by_broker == [sq.queue.name, sq.queue.name]
+    finally:
+        sq.close()
+        hl_conn.default_channel.queue_delete(sq.queue.name)
+        hl_conn.default_channel.exchange_delete(sq.queue.exchange.name)
 
 
 def test_accept_list(hl_conn: Connection) -> None:
@@ -275,3 +329,4 @@ def test_messages_received_ahead_of_a_recovery(
         conn.default_channel.exchange_delete(q.queue.exchange.name)
     finally:
         conn.release()
+

@@ -14,6 +14,7 @@ so messages it received but did not hand out go back to the queue.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from time import monotonic
 from typing import Any, Iterable
@@ -26,6 +27,8 @@ from .messaging import Consumer, Producer
 from .transport import TransportChannel
 
 __all__ = ["SimpleQueue", "SimpleBuffer"]
+
+log = logging.getLogger("leveret.highlevel")
 
 
 class SimpleQueue:
@@ -133,17 +136,26 @@ class SimpleQueue:
             self.buffer.extend(kept)
 
     def _consume(self) -> None:
-        if not self.consumer.consuming_from(self.queue):
+        consumer = self.consumer
+        if not consumer.consuming_from(self.queue):
+            if all(q.name != self.queue.name for q in consumer.queues):
+                # The broker cancelled the consumer (the queue was deleted), and the
+                # consumer let go of the queue: declare it again, as the constructor did,
+                # and consume from it anew.
+                log.warning("leveret: SimpleQueue %r: consuming again after the broker cancelled its consumer",
+                            self.queue.name)
+                self.queue = consumer.add_queue(self.queue)
             if not self._qos_done and not self.no_ack and self.prefetch_count:
-                self.consumer.qos(prefetch_count=self.prefetch_count)
+                consumer.qos(prefetch_count=self.prefetch_count)
                 self._qos_done = True
-            self.consumer.consume()
+            consumer.consume()
 
     def get(self, block: bool = True, timeout: float | None = None) -> Message:
         """The next message (a :class:`~leveret.highlevel.message.Message`; ack it unless
         ``no_ack``).  Waits at most ``timeout`` seconds (None: for ever) and then raises
-        :class:`Empty` (``queue.Empty``); ``block=False`` is :meth:`get_nowait`.  A
-        connection error propagates (nothing is retried; with an ``autorecover`` connection
+        :class:`Empty` (``queue.Empty``); ``block=False`` is :meth:`get_nowait`.  When the
+        broker cancels the consumer (someone deleted the queue), the queue is declared again
+        and consumed from anew (a warning is logged).  A connection error propagates (nothing is retried; with an ``autorecover`` connection
         the wait goes on after the recovery).  Messages received ahead (``prefetch_count``)
         on a channel that has closed since -- the connection was lost -- are not handed out:
         they cannot be acked, and the broker delivers them again."""
@@ -165,6 +177,8 @@ class SimpleQueue:
                 if message is not None:
                     return message
                 raise Empty() from None
+            if not self.buffer:
+                self._consume()  # a no-op unless the broker cancelled the consumer meanwhile
 
     def get_nowait(self) -> Message:
         """The next message if one is at hand, else :class:`Empty` at once: what the
@@ -228,9 +242,10 @@ class SimpleQueue:
         try:
             if not self._owns_channel and self.consumer.consuming_from(self.queue) and self.channel.is_open:
                 # Take in the deliveries the broker has sent, so they are rejected back to
-                # the queue below: once the consumer is cancelled the client drops them,
-                # unacknowledged, until the channel closes.  channel.flow(active=True)
-                # changes nothing but its reply comes after every delivery sent before it.
+                # the queue below, now: once the consumer is cancelled the client gives
+                # them back only when drain_events next runs, which may be never.
+                # channel.flow(active=True) changes nothing but its reply comes after every
+                # delivery sent before it.
                 self.channel.flow(True)
                 while True:
                     try:
