@@ -330,3 +330,26 @@ def test_messages_received_ahead_of_a_recovery(
     finally:
         conn.release()
 
+
+def test_every_call_after_a_lost_connection_raises_a_connection_error(
+    kind: str, node_hl_url: str, request: pytest.FixtureRequest
+) -> None:
+    """Without autorecover, a lost connection is what every call reports -- put()
+    included: one of ``connection_errors`` (what kombu-style reconnect loops catch), not a
+    channel error, since it is not the channel that failed."""
+    from leveret.highlevel import memory
+
+    options = {"broker": memory.MemoryBroker()} if kind == "memory" else {}
+    conn = Connection(node_hl_url, transport_options=options)
+    q = SimpleQueue(conn, unique("lost"), queue_opts={"durable": False, "auto_delete": True})
+    try:
+        q.put("before")
+        _lose_connection(conn, kind, request)
+        calls = {"put": lambda: q.put("after"), "get": lambda: q.get(timeout=1), "qsize": q.qsize, "clear": q.clear}
+        for name, call in calls.items():
+            with pytest.raises(Exception) as raised:
+                call()
+            assert isinstance(raised.value, conn.connection_errors), (name, raised.value)
+            assert not isinstance(raised.value, conn.channel_errors), (name, raised.value)
+    finally:
+        conn.release()

@@ -26,7 +26,7 @@ from itertools import count
 from typing import Any, Callable, Iterable, Iterator, Sequence, cast
 
 from ..client import Message as ClientMessage
-from ..client import ChannelClosedError, PublishNacked
+from ..client import ChannelClosedError, ConnectionClosedError, PublishNacked
 from ..wire.errors import LocalProtocolError
 from .compression import compress
 from .connection import client_of
@@ -423,6 +423,16 @@ class Producer:
         args = (body, properties, routing_key, mandatory, immediate, exchange, declare, timeout, wait)
         if rec is None:
             if not channel.is_open:
+                tconn = getattr(channel, "connection", None)
+                if tconn is not None and not tconn.is_open:
+                    # The connection is gone, not just the channel: say so with the
+                    # connection's error (one of connection_errors, as kombu's are).
+                    error = getattr(tconn, "_error", None) or getattr(tconn, "_closed_error", None)
+                    if isinstance(error, Exception):
+                        raise error
+                    raise ConnectionClosedError(
+                        "the producer's connection is closed; nothing was published"
+                    )
                 # Say so plainly (the channel's own error is the cause), whatever the
                 # transport's publish would make of a closed channel.
                 raise ChannelClosedError(
