@@ -16,7 +16,7 @@ from hl_fixtures import closed_port, lose_memory_connection, unique
 
 from broker import PrivateNode
 from leveret.client import ConnectionForced, ConnectionLost
-from leveret.highlevel import Connection, Consumer, Message, OperationalError, Producer, Queue
+from leveret.highlevel import Connection, Consumer, ConsumerCancelled, Message, OperationalError, Producer, Queue
 from leveret.highlevel.memory import MemoryBroker
 from leveret.highlevel.mixins import ConsumerMixin, ConsumerProducerMixin, TokenBucket
 
@@ -292,6 +292,27 @@ def test_channel_closed_by_the_broker_restarts(hl_conn: Connection, queue_name: 
     runner.stop()
     assert len(worker.ready) == 2
     assert len(worker.errors) == 1 and isinstance(worker.errors[0][0], hl_conn.channel_errors)
+    assert queue_state(hl_conn, queue_name) == (0, 0)
+
+
+def test_a_consumer_the_broker_cancels_restarts(hl_conn: Connection, queue_name: str) -> None:
+    """Someone deletes the consumed queue: the broker cancels the consumer, which then gets
+    nothing more.  The worker must not idle for ever: it starts a new round (as kombu's
+    does), which declares the queue again, and consumes what is published to it."""
+    publish(hl_conn, queue_name, ["before"])
+    worker = Worker(hl_conn, queue_name)
+    runner = Runner(worker)
+    wait_until(lambda: worker.received == ["before"], what="the first message")
+    ch = hl_conn.channel()
+    ch.queue_delete(queue_name)
+    ch.close()
+    wait_until(lambda: len(worker.ready) == 2, what="the second round")
+    publish(hl_conn, queue_name, ["after"])
+    wait_until(lambda: worker.received == ["before", "after"], what="the message after the delete")
+    runner.stop()
+    assert len(worker.errors) == 1
+    error = worker.errors[0][0]
+    assert isinstance(error, ConsumerCancelled) and error.queues == [queue_name]
     assert queue_state(hl_conn, queue_name) == (0, 0)
 
 

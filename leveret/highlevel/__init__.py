@@ -28,6 +28,7 @@ from .connection import BrokerConnection, Connection
 from .entity import Exchange, Queue, binding, maybe_declare
 from .exceptions import (
     CompressionNotInstalled,
+    ConsumerCancelled,
     ContentDisallowed,
     DecodeError,
     DecompressedSizeExceeded,
@@ -68,6 +69,7 @@ __all__ = [
     "MessageStateError",
     "LimitExceeded",
     "OperationalError",
+    "ConsumerCancelled",
     "MessageReturned",
     "SerializerNotInstalled",
     "InconsistencyError",

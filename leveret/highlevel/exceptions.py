@@ -47,6 +47,7 @@ __all__ = [
     "DecompressedSizeExceeded",
     "LimitExceeded",
     "OperationalError",
+    "ConsumerCancelled",
     "MessageReturned",
     "InconsistencyError",
     "Empty",
@@ -125,6 +126,18 @@ class LimitExceeded(LeveretError):
 class OperationalError(LeveretError, ConnectionError):
     """The broker could not be reached or the connection failed while the high-level
     layer was using it (after any retries it was told to make)."""
+
+
+class ConsumerCancelled(LeveretError):
+    """The broker cancelled consumers (``basic.cancel`` from the broker: their queue was
+    deleted, or its node went away).  :meth:`ConsumerMixin.consume
+    <leveret.highlevel.mixins.ConsumerMixin.consume>` raises it, and
+    :meth:`~leveret.highlevel.mixins.ConsumerMixin.run` starts over (declaring the queues
+    again), as after a lost connection.  ``queues``: the names of the queues."""
+
+    def __init__(self, message: str, queues: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.queues: list[str] = list(queues or ())
 
 
 class InconsistencyError(LeveretError):

@@ -41,7 +41,7 @@ from typing import Any, Iterator
 
 from ..client import ChannelClosedError
 from ..wire.errors import LeveretError
-from .exceptions import OperationalError
+from .exceptions import ConsumerCancelled, OperationalError
 from .messaging import Consumer, Producer
 
 __all__ = ["ConsumerMixin", "ConsumerProducerMixin", "TokenBucket"]
@@ -155,7 +155,8 @@ class ConsumerMixin:
 
     def on_connection_error(self, exc: BaseException, interval: float) -> None:
         """A connect attempt failed, or the connection (or the consumers' channel) was
-        lost; the next attempt is in ``interval`` seconds."""
+        lost, or the broker cancelled a consumer; the next attempt is in ``interval``
+        seconds."""
         log.warning("leveret: broker connection error, trying again in %s seconds: %r", interval, exc)
 
     @contextlib.contextmanager
@@ -187,6 +188,8 @@ class ConsumerMixin:
         return tuple(self.connection.recoverable_connection_errors) + self.channel_errors
 
     def _is_restartable(self, exc: BaseException) -> bool:
+        if isinstance(exc, ConsumerCancelled):
+            return True
         if not isinstance(exc, self._restart_errors()):
             return False
         if exc is self.__dict__.get("_connect_gave_up"):
@@ -212,8 +215,9 @@ class ConsumerMixin:
         :meth:`on_connection_error` after each failed attempt), makes the consumers and
         consumes (:meth:`consume`).  When the connection or the consumers' channel is
         lost -- a recoverable connection error (``ConnectionLost``, ``ConnectionForced``,
-        refused connects, ...) or a channel error -- :meth:`on_connection_error` is called
-        and a new round starts, at most one a second.  Other exceptions (those of your
+        refused connects, ...) or a channel error -- or the broker cancels a consumer (its
+        queue was deleted: the new round declares it again, as kombu's mixin does),
+        :meth:`on_connection_error` is called and a new round starts, at most one a second.  Other exceptions (those of your
         callbacks, refused credentials) propagate.  ``kwargs`` go to :meth:`consume` and
         :meth:`on_consume_ready`.
         """
@@ -241,8 +245,10 @@ class ConsumerMixin:
 
         Waits at most ``safety_interval`` seconds at a time, so :attr:`should_stop` is
         seen that often.  ``timeout``: raise ``TimeoutError`` when nothing happened for
-        that long.  Connection errors propagate (:meth:`run` handles them), and so does
-        ``ChannelClosedError`` when the broker closed the consumers' channel.
+        that long.  Connection errors propagate (:meth:`run` handles them), and so do
+        ``ChannelClosedError`` when the broker closed the consumers' channel and
+        :class:`~leveret.highlevel.exceptions.ConsumerCancelled` when it cancelled a
+        consumer (its queue was deleted).
         """
         try:
             with self.consumer_context(**kwargs) as (conn, channel, consumers):
@@ -271,6 +277,13 @@ class ConsumerMixin:
                             raise
                     else:
                         idle_since = monotonic()
+                        cancelled = [name for c in consumers for name in c.cancelled_by_broker]
+                        if cancelled:
+                            # Their queues were deleted: these consumers get nothing more.
+                            raise ConsumerCancelled(
+                                f"the broker cancelled the consumers of {', '.join(map(repr, cancelled))}",
+                                cancelled,
+                            )
                         yield
         except _StopRequested:
             return
