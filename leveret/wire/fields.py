@@ -272,6 +272,10 @@ def _encode_bool(value: bool, key: str, depth: int) -> bytes:
 
 
 def _encode_float(value: float, key: str, depth: int) -> bytes:
+    if value - value != 0.0:  # NaN or an infinity (x - x is NaN for those only)
+        # The wire could carry it, but RabbitMQ cannot decode it: it closes the whole
+        # connection (541 INTERNAL_ERROR) rather than refuse the one method.
+        raise EncodeError(f"field {key!r}: float {value} (NaN or infinity) is not accepted by RabbitMQ")
     return _pack_letter_f64(ord("d"), value)
 
 
