@@ -172,6 +172,11 @@ def test_exchange_identity() -> None:
     assert Exchange("e", delivery_mode="persistent").delivery_mode == 2
     with pytest.raises(ValueError):
         Exchange("e", delivery_mode="forever")
+    # RabbitMQ refuses other numbers by closing the channel: refused here instead.
+    for mode in (0, 3, 7):
+        with pytest.raises(ValueError, match=f"not {mode}"):
+            Exchange("e", delivery_mode=mode)
+    assert Exchange("e", delivery_mode=1).delivery_mode == 1
 
 
 # ------------------------------------------------------------------------------ binding

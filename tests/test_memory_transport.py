@@ -1288,10 +1288,13 @@ def test_ttl_zero_reaches_only_a_consumer_with_room(conn: MemoryConnection, ch: 
 
 
 def test_bad_expiration_and_user_id_close_the_channel(conn: MemoryConnection) -> None:
-    for props, text in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"expiration": "abc"}, "invalid expiration 'abc': no_integer"),
         ({"user_id": "bob"}, "user_id property set to 'bob' but authenticated user was 'guest'"),
-    ]:
+        ({"delivery_mode": 0}, "invalid message: {delivery_mode_unknown,0}"),
+        ({"delivery_mode": 3}, "invalid message: {delivery_mode_unknown,3}"),
+    ]
+    for props, text in cases:
         ch = conn.channel()
         ch.basic_publish(Message(b"x", **props), "", "q")
         with pytest.raises(PreconditionFailed, match=text):
@@ -1300,6 +1303,33 @@ def test_bad_expiration_and_user_id_close_the_channel(conn: MemoryConnection) ->
     q = fresh_queue(ch)
     ch.basic_publish(Message(b"x", user_id="guest"), "", q)
     assert bodies(ch, q) == ["x"]
+
+
+def test_names_longer_than_a_shortstr_are_refused_before_anything_is_sent(conn: Any) -> None:
+    """Queue and exchange names, routing keys and consumer tags are shortstrs: past 255
+    bytes of UTF-8 the call raises EncodeError, naming the method and the argument, and
+    the channel stays usable (nothing reached the broker)."""
+    from leveret.wire.errors import EncodeError
+
+    ch = conn.channel()
+    q = fresh_queue(ch)
+    long = "\u00e9" * 128  # 128 characters, 256 bytes
+    calls: list[tuple[str, Callable[[], Any]]] = [
+        ("queue.declare: queue", lambda: ch.queue_declare(long)),
+        ("exchange.declare: exchange", lambda: ch.exchange_declare(long)),
+        ("queue.bind: routing_key", lambda: ch.queue_bind(q, "amq.direct", long)),
+        ("exchange.bind: destination", lambda: ch.exchange_bind(long, "amq.direct")),
+        ("basic.publish: routing_key", lambda: ch.basic_publish(b"x", "", long)),
+        ("basic.consume: consumer_tag", lambda: ch.basic_consume(q, consumer_tag=long, callback=print)),
+        ("basic.get: queue", lambda: ch.basic_get(long)),
+        ("queue.delete: queue", lambda: ch.queue_delete(long)),
+    ]
+    for text, call in calls:
+        with pytest.raises(EncodeError, match=f"{text} \\(shortstr\\): 256 bytes"):
+            call()
+    assert ch.is_open
+    ch.basic_publish(b"fine", "", q)
+    assert count_soon(ch, q, 1) == 1
 
 
 @pytest.mark.parametrize("expiration, text", [

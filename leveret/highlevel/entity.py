@@ -37,14 +37,16 @@ TRANSIENT_DELIVERY_MODE = 1
 PERSISTENT_DELIVERY_MODE = 2
 DELIVERY_MODES = {"transient": TRANSIENT_DELIVERY_MODE, "persistent": PERSISTENT_DELIVERY_MODE}
 
+
 def delivery_mode_value(mode: int | str | None) -> int | None:
-    """``'persistent'`` -> 2, ``'transient'`` -> 1; ints and None as given."""
-    if mode is None or isinstance(mode, int):
+    """``'persistent'`` -> 2, ``'transient'`` -> 1; 1, 2 and None as given.  Any other
+    value is a ``ValueError`` here: RabbitMQ refuses other delivery modes by closing the
+    channel (406 PRECONDITION_FAILED)."""
+    if mode is None or (isinstance(mode, int) and mode in (1, 2)):
         return mode
-    try:
+    if isinstance(mode, str) and mode in DELIVERY_MODES:
         return DELIVERY_MODES[mode]
-    except KeyError:
-        raise ValueError(f"delivery_mode must be 1, 2, 'transient' or 'persistent', not {mode!r}") from None
+    raise ValueError(f"delivery_mode must be 1, 2, 'transient' or 'persistent', not {mode!r}")
 
 
 def _is_hl_connection(obj: Any) -> bool:

@@ -80,6 +80,7 @@ from ..client import (
 )
 from ..client._shared import _MAX_WAIT, deadline_after
 from ..wire import amqp0_9_1 as _spec
+from ..wire._base import _field_problem
 from ..wire.errors import AMQPError, EncodeError, LocalProtocolError
 from ..wire.fields import decode_table, encode_table
 
@@ -622,6 +623,17 @@ class _Queue:
         if best is not None:
             self.rr = (best_i + 1) % n
         return best
+
+
+def _shortstrs(method: str, **fields: str) -> None:
+    """Raise the client's :class:`EncodeError` for a method argument that does not fit in
+    a shortstr (the client fails there, before anything goes on the wire)."""
+    for name, value in fields.items():
+        if type(value) is str and len(value) <= 85:  # 255 bytes even if all 3-byte UTF-8
+            continue
+        problem = _field_problem("shortstr", value)
+        if problem is not None:
+            raise EncodeError(f"{method}: {name} (shortstr): {problem}")
 
 
 def _err(cls: type[AMQPError], text: str, method: str) -> AMQPError:
@@ -1434,6 +1446,9 @@ class MemoryConnection:
                 if not ch._error_reported and ch._error is not None:
                     raise ch._error
                 continue
+            if item[0] == _GONE:  # bookkeeping only: no callback runs
+                ch._cancelled_no_ack.pop(item[2], None)
+                continue
             ran = True
             if item[0] == _DELIVER:
                 _, _, ctag, dtag, redelivered, stored, no_ack = item
@@ -1458,8 +1473,6 @@ class MemoryConnection:
                     "routing_key": stored.routing_key,
                 })
                 cb(msg)
-            elif item[0] == _GONE:
-                ch._cancelled_no_ack.pop(item[2], None)
             else:
                 tag = item[2]
                 ch._consumers.pop(tag, None)
@@ -1691,6 +1704,7 @@ class MemoryChannel:
     ) -> None:
         """``exchange.declare``: create the exchange, or check that it exists (``passive``)
         with the same type, flags and ``alternate-exchange`` (else ``PreconditionFailed``)."""
+        _shortstrs("exchange.declare", exchange=exchange, type=type)
         args = _table(arguments)
         self._call(lambda vh, now: vh.exchange_declare(
             exchange, type, passive, durable, auto_delete, internal, args), sync=not nowait)
@@ -1698,6 +1712,7 @@ class MemoryChannel:
     def exchange_delete(self, exchange: str, if_unused: bool = False, nowait: bool = False,
                         timeout: float | None = None) -> None:
         """``exchange.delete`` (deleting one that does not exist succeeds, as in RabbitMQ)."""
+        _shortstrs("exchange.delete", exchange=exchange)
         self._call(lambda vh, now: vh.exchange_delete(exchange, if_unused), sync=not nowait)
 
     def exchange_bind(
@@ -1707,6 +1722,7 @@ class MemoryChannel:
         """``exchange.bind``: messages routed by ``source`` also go through ``destination``."""
         args = _table(arguments)
         method = "exchange.bind"
+        _shortstrs(method, destination=destination, source=source, routing_key=routing_key)
 
         def op(vh: _VHost, now: float) -> None:
             if destination == "":
@@ -1723,6 +1739,7 @@ class MemoryChannel:
         """``exchange.unbind`` (removing a binding that does not exist succeeds)."""
         args = _table(arguments)
         method = "exchange.unbind"
+        _shortstrs(method, destination=destination, source=source, routing_key=routing_key)
 
         def op(vh: _VHost, now: float) -> None:
             if destination == "":
@@ -1765,6 +1782,7 @@ class MemoryChannel:
     ) -> QueueDeclareOk | None:
         """``queue.declare``; returns ``(queue, message_count, consumer_count)`` (the name
         is ``amq.gen-...`` when ``queue`` is empty), or None with ``nowait``."""
+        _shortstrs("queue.declare", queue=queue)
         args = _table(arguments)
         ok = self._call(lambda vh, now: vh.queue_declare(
             self, queue, passive, durable, exclusive, auto_delete, args, now), sync=not nowait)
@@ -1777,6 +1795,7 @@ class MemoryChannel:
         """``queue.bind``."""
         args = _table(arguments)
         method = "queue.bind"
+        _shortstrs(method, queue=queue, exchange=exchange, routing_key=routing_key)
 
         def op(vh: _VHost, now: float) -> None:
             key = routing_key
@@ -1797,6 +1816,7 @@ class MemoryChannel:
         """``queue.unbind`` (removing a binding that does not exist succeeds)."""
         args = _table(arguments)
         method = "queue.unbind"
+        _shortstrs(method, queue=queue, exchange=exchange, routing_key=routing_key)
 
         def op(vh: _VHost, now: float) -> None:
             name = queue or self._last_queue
@@ -1819,6 +1839,7 @@ class MemoryChannel:
 
     def queue_purge(self, queue: str = "", nowait: bool = False, timeout: float | None = None) -> int | None:
         """``queue.purge``: drop the ready messages; returns how many there were."""
+        _shortstrs("queue.purge", queue=queue)
         count = self._call(lambda vh, now: vh.queue(self, queue, "queue.purge").ready.clear(),
                            sync=not nowait)
         return None if nowait else count
@@ -1846,6 +1867,7 @@ class MemoryChannel:
         """``queue.delete``; returns the number of ready messages deleted with it (0 for a
         queue that does not exist).  Its consumers get a server-sent cancel."""
         method = "queue.delete"
+        _shortstrs(method, queue=queue)
 
         def op(vh: _VHost, now: float) -> int:
             name = queue or self._last_queue
@@ -1913,6 +1935,7 @@ class MemoryChannel:
         next call raises it, as with a real broker.  An unroutable ``mandatory`` message
         comes back through :attr:`on_return` / :attr:`returned`.
         """
+        _shortstrs("basic.publish", exchange=exchange, routing_key=routing_key)
         if not isinstance(msg, Message):
             msg = Message(msg)
         properties = msg.properties
@@ -1943,6 +1966,8 @@ class MemoryChannel:
         if x.internal:
             raise _err(AccessRefused, f"cannot publish to internal {vh.where('exchange', exchange)}", method)
         props = _Props.decode(raw, 0, len(raw)) if raw != _EMPTY_PROPS else _Props()
+        if props.delivery_mode is not None and props.delivery_mode not in (1, 2):
+            raise _err(PreconditionFailed, f"invalid message: {{delivery_mode_unknown,{props.delivery_mode}}}", method)
         username = self.connection.params.username
         if props.user_id is not None and props.user_id != username:
             raise _err(
@@ -2007,6 +2032,7 @@ class MemoryChannel:
         """``basic.get``: the message at the head of the queue, or None when it is empty.
         ``delivery_info`` has ``message_count``: how many stay ready."""
         method = "basic.get"
+        _shortstrs(method, queue=queue)
 
         def op(vh: _VHost, now: float) -> tuple[_Stored, dict[str, Any]] | None:
             q = vh.queue(self, queue, method)
@@ -2060,6 +2086,7 @@ class MemoryChannel:
             raise LocalProtocolError("basic.consume with nowait needs a consumer_tag")
         args = _table(arguments)
         method = "basic.consume"
+        _shortstrs(method, queue=queue, consumer_tag=consumer_tag)
 
         def op(vh: _VHost, now: float) -> str:
             q = vh.queue(self, queue, method)
@@ -2091,6 +2118,7 @@ class MemoryChannel:
         back to the queue (``basic.reject`` with requeue) -- except for a ``no_ack``
         consumer, whose messages cannot go back: its callback still runs for them, as with
         the client.  An auto-delete queue left without consumers is deleted."""
+        _shortstrs("basic.cancel", consumer_tag=consumer_tag)
         no_ack: list[bool] = []
 
         def op(vh: _VHost, now: float) -> None:
