@@ -1302,6 +1302,7 @@ def test_url_unknown_option(new_connection: NewConnection, node: PrivateNode) ->
         "http://guest:s3cret-pw@localhost/",
         "amqp://guest:s3cret-pw@localhost/#frag",
         "amqp://guest:s3cret-pw@localhost/?heartbeat=abc",
+        "amqp://guest:s3cret-pw@localhost/?heartbeat=\u0663",  # int() takes an Arabic-Indic 3
         "amqp://guest:s3cret-pw@localhost/?heartbeat",
         "amqp://guest:s3cret-pw@localhost/?protocol=0-10",
         "amqp://guest:s3cret-pw@localhost/?auth_mechanism=CRAM-MD5",

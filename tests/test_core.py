@@ -497,6 +497,16 @@ def test_channel_ids_count_up_from_1_and_are_reused(protocol: str) -> None:
 
 
 @both
+def test_a_channel_id_that_is_not_an_int_is_a_type_error(protocol: str) -> None:
+    s = opened(protocol)
+    for bad in ("1", 1.0, True, None.__class__):
+        with pytest.raises(TypeError, match="a channel id is an int"):
+            s.core.open_channel(bad)  # type: ignore[arg-type]
+    assert s.core.data_to_send() == b""
+    assert s.open_channel() == 1
+
+
+@both
 def test_channel_max_exhaustion(protocol: str) -> None:
     s = opened(protocol, tune_channel_max=3)
     assert [s.open_channel() for _ in range(3)] == [1, 2, 3]

@@ -1100,6 +1100,8 @@ class SansIOConnection:
                     f"all {self.channel_max} channels of this connection are in use"
                 )
         else:
+            if isinstance(channel_id, bool) or not isinstance(channel_id, int):
+                raise TypeError(f"a channel id is an int, not {type(channel_id).__name__}")
             if not 1 <= channel_id <= self.channel_max or channel_id in self._channels:
                 raise LocalProtocolError(f"channel id {channel_id} is not available")
             if channel_id in self._free_ids:

@@ -38,6 +38,8 @@ def _bool(name: str, value: str) -> bool:
 
 def _int(name: str, value: str, low: int, high: int) -> int:
     try:
+        if not value.isascii():  # int() also takes other scripts' digits ("\u0663" is 3)
+            raise ValueError(value)
         number = int(value)
     except ValueError:
         raise URLError(f"option {name}={value!r} is not an integer") from None
