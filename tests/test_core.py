@@ -1663,14 +1663,33 @@ def test_errors_are_sticky_and_close_once(protocol: str, bad: Any, code: int) ->
 
 
 @both
-def test_a_bad_frame_in_the_same_read_voids_the_frames_before_it(protocol: str) -> None:
-    # The reader decodes a whole read before the core acts on it (frames.py documents that
-    # frames before a bad one are lost): no flow-ok, only the close.
-    s = opened(protocol)
-    c = s.open_channel()
-    with pytest.raises(RemoteProtocolError):
-        s.feed(s.frame(c, "channel.flow", active=False) + b"\x09\x00\x00\x00\x00\x00\x00\xce")
-    assert s.sent_names() == [(0, "connection.close")]
+@pytest.mark.parametrize("bad", [
+    b"\x09\x00\x00\x00\x00\x00\x00\xce",  # an unknown frame type
+    b"\x08\x00\x00\x00\x00\x00\x00\x00",  # a heartbeat whose frame-end octet is wrong
+    b"\x01\x00\x01\xff\xff\xff\xff",  # a frame far over frame_max
+])
+def test_a_bad_frame_in_the_same_read_does_not_void_the_frames_before_it(protocol: str, bad: bytes) -> None:
+    """What the frames before a bad one said has happened, however the bytes were split
+    into reads: a broker's ack, a no_ack delivery it counts as delivered.  The reader stops
+    at the bad frame; the core handles the frames before it, returns their events and
+    queues connection.close; the next call raises -- the same as when the bad frame comes
+    in a read of its own."""
+    for split in (False, True):
+        s = opened(protocol)
+        c = s.open_channel()
+        good = s.frame(c, "channel.flow", active=False)
+        if split:
+            assert s.feed(good) == [ev.FlowChanged(c, False)]
+            with pytest.raises(RemoteProtocolError) as raised:
+                s.feed(bad)
+        else:
+            assert s.feed(good + bad) == [ev.FlowChanged(c, False)]
+            assert isinstance(s.core.error, RemoteProtocolError)
+            with pytest.raises(RemoteProtocolError) as raised:
+                s.feed(b"")
+            assert raised.value is s.core.error
+        assert s.sent_names() == [(c, "channel.flow-ok"), (0, "connection.close")]
+        assert s.core.state is ConnState.ERROR
 
 
 @both

@@ -323,6 +323,25 @@ def test_frames_before_an_error_are_returned_by_next_frame() -> None:
         reader.next_frame()
 
 
+def test_frames_before_an_error_are_returned_by_read_frames_too() -> None:
+    # One read holding good frames and then a bad one: the good ones come out (what they
+    # say has happened), the reader says why it stopped, and the next call raises.
+    reader = FrameReader(amqp0_9_1, combine_content=True)
+    ack = amqp0_9_1.Basic.Ack(delivery_tag=7).encode_frame(1)
+    assert reader.read_frames(HEARTBEAT_FRAME + ack + frame(9, 0, b"")) == [
+        HeartbeatFrame(0), MethodFrame(1, amqp0_9_1.Basic.Ack(delivery_tag=7)),
+    ]
+    assert isinstance(reader.error, FrameError)
+    for call in (reader.read_frames, lambda: reader.read_frames(HEARTBEAT_FRAME), reader.next_frame):
+        with pytest.raises(FrameError) as raised:
+            call()
+        assert raised.value is reader.error
+    # A bad frame first: raised at once, as ever.
+    reader = FrameReader(amqp0_9_1)
+    with pytest.raises(FrameError):
+        reader.read_frames(frame(9, 0, b"") + HEARTBEAT_FRAME)
+
+
 # --------------------------------------------------------------------------- writer
 
 

@@ -526,9 +526,13 @@ class SansIOConnection:
             if not data:
                 return []
         events: list[ev.Event] = []
+        reader = self._reader
         try:
-            for frame in self._reader.read_frames(data):
+            for frame in reader.read_frames(data):
                 self._handle_frame(frame, events)
+            if reader.error is not None:
+                # The reader stopped on a bad frame after the frames just handled.
+                raise reader.error
         except RemoteProtocolError as exc:
             self._fail(exc)
             if events:

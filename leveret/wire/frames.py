@@ -386,9 +386,11 @@ class FrameReader:
         """Return every complete frame buffered, in order (possibly none).
 
         ``data``, if given, is fed first (as :meth:`feed` would): a connection reading the
-        socket calls just this, once per read.  Errors as for :meth:`next_frame`; the frames
-        decoded before the bad one are lost with it, which does not matter since the
-        connection must be closed anyway.  (``_once`` is :meth:`next_frame`'s: stop after
+        socket calls just this, once per read.  Errors as for :meth:`next_frame`, but when
+        frames came before the bad one they are returned first: the reader stops there
+        (:attr:`error` says why) and the next call raises the error.  What those frames
+        said happened (an ack, a ``no_ack`` delivery the broker counts as delivered), however
+        the bytes were split into reads.  (``_once`` is :meth:`next_frame`'s: stop after
         one frame.)
         """
         # One loop serves both entry points, keeping its state in locals; ``self._pos`` is
@@ -593,6 +595,8 @@ class FrameReader:
                     break
         except RemoteProtocolError as exc:
             self._error = exc
+            if out:
+                return out  # the frames before the bad one; the next call raises
             raise
         self._pos = pos
         return out
