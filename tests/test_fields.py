@@ -302,6 +302,14 @@ def test_encode_depth_limit_is_inclusive() -> None:
         node["a"] = {}
         node = node["a"]
     assert roundtrip(table) == table
+    # One level more -- even an empty table, which the decoder refuses all the same -- is
+    # refused when encoding: nothing leveret publishes is a message leveret cannot read.
+    node["a"] = {}
+    with pytest.raises(EncodeError, match="deeper"):
+        encode_table(table)
+    node["a"] = []
+    with pytest.raises(EncodeError, match="deeper"):
+        encode_table(table)
 
 
 def test_decode_unknown_letter() -> None:

@@ -332,7 +332,7 @@ def _encode_bytes(value: bytes | bytearray | memoryview, key: str, depth: int) -
 def _encode_dict(value: Mapping[str, Any], key: str, depth: int) -> bytes:
     # The nesting limit is checked here rather than in encode_table, whose top level (a
     # message's headers) then pays nothing for it.
-    if depth + 1 >= MAX_DEPTH and value:
+    if depth + 1 >= MAX_DEPTH:  # empty or not: the decoder refuses the table itself
         raise EncodeError(f"field tables nested deeper than {MAX_DEPTH} levels")
     return b"F" + encode_table(value, depth + 1)
 
