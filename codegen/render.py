@@ -764,7 +764,7 @@ class _VersionRenderer:
             out.extend(f"            self.{a} = None" for a in attrs[head:])
         if any(p.type == "shortstr" for p in props):
             out.append("    except UnicodeDecodeError:  # not UTF-8: see _base.Lenient")
-            out.append("        return cls.decode(_Lenient(buf), offset, end, flags)")
+            out.append("        return cls.decode(_Lenient(buf[offset:end]), 0, end - offset, flags)")
         out.append("    except _DECODE_FAILURES as exc:")
         out.append(f'        raise _decode_error("{name}", exc, o, end) from exc')
         out.append("    if o != end:")
@@ -1034,7 +1034,7 @@ def _shortstr_decode(target: str) -> list[str]:
 
 _LENIENT_RETRY = [
     "    except UnicodeDecodeError:  # not UTF-8: see _base.Lenient",
-    "        return cls.decode(_Lenient(buf), offset, end)",
+    "        return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)",
 ]
 
 

@@ -660,6 +660,32 @@ def test_strings_that_are_not_utf8_decode_with_surrogateescape(spec: Any) -> Non
         spec.Basic.Properties.decode(raw[:-1], 0, len(raw) - 1)
 
 
+@pytest.mark.parametrize("spec", [amqp0_9_1, amqp0_8], ids=["0-9-1", "0-8"])
+def test_the_lenient_retry_copies_one_payload_not_the_whole_read(spec: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A read of many deliveries whose strings are not UTF-8 (publishers choose them; the
+    # broker passes them on): each retry must copy its own payload only.  A copy of the
+    # whole read per frame made such a read cost its size times its number of frames.
+    from leveret.wire.frames import ContentFrame, FrameReader, content_frames
+
+    odd = "text/\udcffplain"
+    deliver = spec.Basic.Deliver(consumer_tag="c", delivery_tag=1, exchange="x\udcfe", routing_key="q")
+    one = content_frames(1, deliver, spec.Basic.Properties(content_type=odd), b"b" * 100, 131072)
+    assert isinstance(one, bytes)
+    copied: list[int] = []
+
+    class Counting(Lenient):
+        def __new__(cls, data: bytes) -> Counting:
+            copied.append(len(data))
+            return super().__new__(cls, data)
+
+    monkeypatch.setattr(spec, "_Lenient", Counting)
+    frames = FrameReader(spec, 131072, combine_content=True).read_frames(one * 200)
+    assert len(frames) == 200
+    assert all(isinstance(f, ContentFrame) and f.method == deliver and getattr(f.properties, "content_type") == odd
+               for f in frames)
+    assert len(copied) == 400 and max(copied) < 40  # a Deliver's or a Properties' payload
+
+
 def test_lenient_buffer() -> None:
     buf = Lenient(b"ab\xffcd")
     assert buf[2] == 0xFF and buf[-1] == ord("d")

@@ -181,10 +181,11 @@ class Lenient(bytes):
     """A copy of a received buffer whose slices decode as UTF-8 with ``surrogateescape``.
 
     The generated decoders read each string with a bare ``.decode()``: strict UTF-8, the
-    fastest call there is.  Should a string not be UTF-8, the decoder starts again on
-    ``Lenient(buf)``, where the very same code now keeps the odd bytes as lone surrogates
-    (which encode back to the same bytes), as the wire layer promises for every string.
-    Only that rare retry pays for the copy and for the slower indexing here.
+    fastest call there is.  Should a string not be UTF-8, the decoder starts again on a
+    ``Lenient`` copy of just its payload (``buf[offset:end]``: not the whole read, which
+    may hold hundreds of such frames), where the very same code now keeps the odd bytes as
+    lone surrogates (which encode back to the same bytes), as the wire layer promises for
+    every string.  Only that rare retry pays for the copy and for the slower indexing here.
     """
 
     __slots__ = ()

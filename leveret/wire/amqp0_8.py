@@ -451,7 +451,7 @@ class Connection:
                 o = n + buf[o]
                 self.locale = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.start-ok", exc, o, end) from exc
             if o != end:
@@ -770,7 +770,7 @@ class Connection:
                 o += 1
                 self.insist = (_bits & 1) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.open", exc, o, end) from exc
             if o != end:
@@ -819,7 +819,7 @@ class Connection:
                 o = n + buf[o]
                 self.known_hosts = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.open-ok", exc, o, end) from exc
             if o != end:
@@ -876,7 +876,7 @@ class Connection:
                 o = n + buf[o]
                 self.known_hosts = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.redirect", exc, o, end) from exc
             if o != end:
@@ -949,7 +949,7 @@ class Connection:
                 self.class_id, self.method_id = _unpack_HH(buf, o)
                 o += 4
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.close", exc, o, end) from exc
             if o != end:
@@ -1034,7 +1034,7 @@ class Channel:
                 o = n + buf[o]
                 self.out_of_band = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("channel.open", exc, o, end) from exc
             if o != end:
@@ -1225,7 +1225,7 @@ class Channel:
                 o += n
                 self.details, o = _decode_table(buf, o, end)
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("channel.alert", exc, o, end) from exc
             if o != end:
@@ -1298,7 +1298,7 @@ class Channel:
                 self.class_id, self.method_id = _unpack_HH(buf, o)
                 o += 4
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("channel.close", exc, o, end) from exc
             if o != end:
@@ -1417,7 +1417,7 @@ class Access:
                 self.write = (_bits & 8) != 0
                 self.read = (_bits & 16) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("access.request", exc, o, end) from exc
             if o != end:
@@ -1598,7 +1598,7 @@ class Exchange:
                 self.nowait = (_bits & 16) != 0
                 self.arguments, o = _decode_table(buf, o, end)
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("exchange.declare", exc, o, end) from exc
             if o != end:
@@ -1699,7 +1699,7 @@ class Exchange:
                 self.if_unused = (_bits & 1) != 0
                 self.nowait = (_bits & 2) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("exchange.delete", exc, o, end) from exc
             if o != end:
@@ -1845,7 +1845,7 @@ class Queue:
                 self.nowait = (_bits & 16) != 0
                 self.arguments, o = _decode_table(buf, o, end)
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.declare", exc, o, end) from exc
             if o != end:
@@ -1912,7 +1912,7 @@ class Queue:
                 self.message_count, self.consumer_count = _unpack_II(buf, o)
                 o += 8
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.declare-ok", exc, o, end) from exc
             if o != end:
@@ -2011,7 +2011,7 @@ class Queue:
                 self.nowait = (_bits & 1) != 0
                 self.arguments, o = _decode_table(buf, o, end)
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.bind", exc, o, end) from exc
             if o != end:
@@ -2103,7 +2103,7 @@ class Queue:
                 o += 1
                 self.nowait = (_bits & 1) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.purge", exc, o, end) from exc
             if o != end:
@@ -2232,7 +2232,7 @@ class Queue:
                 self.if_empty = (_bits & 2) != 0
                 self.nowait = (_bits & 4) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.delete", exc, o, end) from exc
             if o != end:
@@ -2503,7 +2503,7 @@ class Basic:
                 self.exclusive = (_bits & 4) != 0
                 self.nowait = (_bits & 8) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.consume", exc, o, end) from exc
             if o != end:
@@ -2552,7 +2552,7 @@ class Basic:
                 o = n + buf[o]
                 self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.consume-ok", exc, o, end) from exc
             if o != end:
@@ -2613,7 +2613,7 @@ class Basic:
                 o += 1
                 self.nowait = (_bits & 1) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.cancel", exc, o, end) from exc
             if o != end:
@@ -2662,7 +2662,7 @@ class Basic:
                 o = n + buf[o]
                 self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.cancel-ok", exc, o, end) from exc
             if o != end:
@@ -2841,7 +2841,7 @@ class Basic:
                 self.mandatory = (_bits & 1) != 0
                 self.immediate = (_bits & 2) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.publish", exc, o, end) from exc
             if o != end:
@@ -3014,7 +3014,7 @@ class Basic:
                 o = n + buf[o]
                 self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.return", exc, o, end) from exc
             if o != end:
@@ -3192,7 +3192,7 @@ class Basic:
                 o = n + buf[o]
                 self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.deliver", exc, o, end) from exc
             if o != end:
@@ -3256,7 +3256,7 @@ class Basic:
                 o += 1
                 self.no_ack = (_bits & 1) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.get", exc, o, end) from exc
             if o != end:
@@ -3424,7 +3424,7 @@ class Basic:
                 self.message_count = _unpack_I(buf, o)[0]
                 o += 4
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.get-ok", exc, o, end) from exc
             if o != end:
@@ -3473,7 +3473,7 @@ class Basic:
                 o = n + buf[o]
                 self.cluster_id = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.get-empty", exc, o, end) from exc
             if o != end:
@@ -3969,7 +3969,7 @@ class Basic:
                     self.app_id = None
                     self.cluster_id = None
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end, flags)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset, flags)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.properties", exc, o, end) from exc
             if o != end:
@@ -4188,7 +4188,7 @@ class File:
                 self.exclusive = (_bits & 4) != 0
                 self.nowait = (_bits & 8) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.consume", exc, o, end) from exc
             if o != end:
@@ -4237,7 +4237,7 @@ class File:
                 o = n + buf[o]
                 self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.consume-ok", exc, o, end) from exc
             if o != end:
@@ -4298,7 +4298,7 @@ class File:
                 o += 1
                 self.nowait = (_bits & 1) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.cancel", exc, o, end) from exc
             if o != end:
@@ -4347,7 +4347,7 @@ class File:
                 o = n + buf[o]
                 self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.cancel-ok", exc, o, end) from exc
             if o != end:
@@ -4401,7 +4401,7 @@ class File:
                 self.content_size = _unpack_Q(buf, o)[0]
                 o += 8
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.open", exc, o, end) from exc
             if o != end:
@@ -4578,7 +4578,7 @@ class File:
                 self.identifier = buf[o : o + n].decode()
                 o += n
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.publish", exc, o, end) from exc
             if o != end:
@@ -4751,7 +4751,7 @@ class File:
                 o = n + buf[o]
                 self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.return", exc, o, end) from exc
             if o != end:
@@ -4856,7 +4856,7 @@ class File:
                 o = n + buf[o]
                 self.identifier = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.deliver", exc, o, end) from exc
             if o != end:
@@ -5214,7 +5214,7 @@ class File:
                     self.timestamp = None
                     self.cluster_id = None
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end, flags)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset, flags)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("file.properties", exc, o, end) from exc
             if o != end:
@@ -5432,7 +5432,7 @@ class Stream:
                 self.exclusive = (_bits & 2) != 0
                 self.nowait = (_bits & 4) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.consume", exc, o, end) from exc
             if o != end:
@@ -5481,7 +5481,7 @@ class Stream:
                 o = n + buf[o]
                 self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.consume-ok", exc, o, end) from exc
             if o != end:
@@ -5542,7 +5542,7 @@ class Stream:
                 o += 1
                 self.nowait = (_bits & 1) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.cancel", exc, o, end) from exc
             if o != end:
@@ -5591,7 +5591,7 @@ class Stream:
                 o = n + buf[o]
                 self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.cancel-ok", exc, o, end) from exc
             if o != end:
@@ -5770,7 +5770,7 @@ class Stream:
                 self.mandatory = (_bits & 1) != 0
                 self.immediate = (_bits & 2) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.publish", exc, o, end) from exc
             if o != end:
@@ -5943,7 +5943,7 @@ class Stream:
                 o = n + buf[o]
                 self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.return", exc, o, end) from exc
             if o != end:
@@ -6117,7 +6117,7 @@ class Stream:
                 o = n + buf[o]
                 self.queue = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.deliver", exc, o, end) from exc
             if o != end:
@@ -6237,7 +6237,7 @@ class Stream:
                 else:
                     self.timestamp = None
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end, flags)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset, flags)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("stream.properties", exc, o, end) from exc
             if o != end:
@@ -6529,7 +6529,7 @@ class Dtx:
                 o = n + buf[o]
                 self.dtx_identifier = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("dtx.start", exc, o, end) from exc
             if o != end:
@@ -6746,7 +6746,7 @@ class Tunnel:
                 else:
                     self.broadcast = None
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end, flags)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset, flags)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("tunnel.properties", exc, o, end) from exc
             if o != end:
@@ -6977,7 +6977,7 @@ class Test:
                 self.operation = buf[o]
                 o += 1
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("test.string", exc, o, end) from exc
             if o != end:

@@ -424,7 +424,7 @@ class Connection:
                 o = n + buf[o]
                 self.locale = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.start-ok", exc, o, end) from exc
             if o != end:
@@ -744,7 +744,7 @@ class Connection:
                 o += 1
                 self.reserved_2 = (_bits & 1) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.open", exc, o, end) from exc
             if o != end:
@@ -793,7 +793,7 @@ class Connection:
                 o = n + buf[o]
                 self.reserved_1 = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.open-ok", exc, o, end) from exc
             if o != end:
@@ -866,7 +866,7 @@ class Connection:
                 self.class_id, self.method_id = _unpack_HH(buf, o)
                 o += 4
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.close", exc, o, end) from exc
             if o != end:
@@ -943,7 +943,7 @@ class Connection:
                 o = n + buf[o]
                 self.reason = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.blocked", exc, o, end) from exc
             if o != end:
@@ -1033,7 +1033,7 @@ class Connection:
                 o = n + buf[o]
                 self.reason = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("connection.update-secret", exc, o, end) from exc
             if o != end:
@@ -1120,7 +1120,7 @@ class Channel:
                 o = n + buf[o]
                 self.reserved_1 = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("channel.open", exc, o, end) from exc
             if o != end:
@@ -1342,7 +1342,7 @@ class Channel:
                 self.class_id, self.method_id = _unpack_HH(buf, o)
                 o += 4
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("channel.close", exc, o, end) from exc
             if o != end:
@@ -1500,7 +1500,7 @@ class Exchange:
                 self.no_wait = (_bits & 16) != 0
                 self.arguments, o = _decode_table(buf, o, end)
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("exchange.declare", exc, o, end) from exc
             if o != end:
@@ -1601,7 +1601,7 @@ class Exchange:
                 self.if_unused = (_bits & 1) != 0
                 self.no_wait = (_bits & 2) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("exchange.delete", exc, o, end) from exc
             if o != end:
@@ -1728,7 +1728,7 @@ class Exchange:
                 self.no_wait = (_bits & 1) != 0
                 self.arguments, o = _decode_table(buf, o, end)
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("exchange.bind", exc, o, end) from exc
             if o != end:
@@ -1855,7 +1855,7 @@ class Exchange:
                 self.no_wait = (_bits & 1) != 0
                 self.arguments, o = _decode_table(buf, o, end)
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("exchange.unbind", exc, o, end) from exc
             if o != end:
@@ -2001,7 +2001,7 @@ class Queue:
                 self.no_wait = (_bits & 16) != 0
                 self.arguments, o = _decode_table(buf, o, end)
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.declare", exc, o, end) from exc
             if o != end:
@@ -2068,7 +2068,7 @@ class Queue:
                 self.message_count, self.consumer_count = _unpack_II(buf, o)
                 o += 8
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.declare-ok", exc, o, end) from exc
             if o != end:
@@ -2167,7 +2167,7 @@ class Queue:
                 self.no_wait = (_bits & 1) != 0
                 self.arguments, o = _decode_table(buf, o, end)
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.bind", exc, o, end) from exc
             if o != end:
@@ -2287,7 +2287,7 @@ class Queue:
                 self.routing_key = buf[n:o].decode()
                 self.arguments, o = _decode_table(buf, o, end)
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.unbind", exc, o, end) from exc
             if o != end:
@@ -2379,7 +2379,7 @@ class Queue:
                 o += 1
                 self.no_wait = (_bits & 1) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.purge", exc, o, end) from exc
             if o != end:
@@ -2508,7 +2508,7 @@ class Queue:
                 self.if_empty = (_bits & 2) != 0
                 self.no_wait = (_bits & 4) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("queue.delete", exc, o, end) from exc
             if o != end:
@@ -2789,7 +2789,7 @@ class Basic:
                 self.no_wait = (_bits & 8) != 0
                 self.arguments, o = _decode_table(buf, o, end)
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.consume", exc, o, end) from exc
             if o != end:
@@ -2838,7 +2838,7 @@ class Basic:
                 o = n + buf[o]
                 self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.consume-ok", exc, o, end) from exc
             if o != end:
@@ -2899,7 +2899,7 @@ class Basic:
                 o += 1
                 self.no_wait = (_bits & 1) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.cancel", exc, o, end) from exc
             if o != end:
@@ -2948,7 +2948,7 @@ class Basic:
                 o = n + buf[o]
                 self.consumer_tag = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.cancel-ok", exc, o, end) from exc
             if o != end:
@@ -3127,7 +3127,7 @@ class Basic:
                 self.mandatory = (_bits & 1) != 0
                 self.immediate = (_bits & 2) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.publish", exc, o, end) from exc
             if o != end:
@@ -3300,7 +3300,7 @@ class Basic:
                 o = n + buf[o]
                 self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.return", exc, o, end) from exc
             if o != end:
@@ -3478,7 +3478,7 @@ class Basic:
                 o = n + buf[o]
                 self.routing_key = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.deliver", exc, o, end) from exc
             if o != end:
@@ -3542,7 +3542,7 @@ class Basic:
                 o += 1
                 self.no_ack = (_bits & 1) != 0
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.get", exc, o, end) from exc
             if o != end:
@@ -3710,7 +3710,7 @@ class Basic:
                 self.message_count = _unpack_I(buf, o)[0]
                 o += 4
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.get-ok", exc, o, end) from exc
             if o != end:
@@ -3759,7 +3759,7 @@ class Basic:
                 o = n + buf[o]
                 self.reserved_1 = buf[n:o].decode()
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.get-empty", exc, o, end) from exc
             if o != end:
@@ -4404,7 +4404,7 @@ class Basic:
                     self.app_id = None
                     self.cluster_id = None
             except UnicodeDecodeError:  # not UTF-8: see _base.Lenient
-                return cls.decode(_Lenient(buf), offset, end, flags)
+                return cls.decode(_Lenient(buf[offset:end]), 0, end - offset, flags)
             except _DECODE_FAILURES as exc:
                 raise _decode_error("basic.properties", exc, o, end) from exc
             if o != end:
