@@ -552,7 +552,9 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
 
     def _on_lost(self, exc: Exception | None) -> None:
         core = self._core
-        if core is not None and self._error is None and core.state is not ConnState.CLOSED:
+        # (After _teardown the transport's end is our own doing -- a close() cut short by
+        # a cancel or a timeout -- not a loss to report.)
+        if core is not None and self._error is None and core.state is not ConnState.CLOSED and not self._closed:
             reason = f"the connection was lost: {exc}" if exc else "the broker closed the connection"
             self._fail(core.connection_lost(reason))
         self._teardown()
