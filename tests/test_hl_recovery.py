@@ -27,7 +27,7 @@ from broker import PrivateNode
 from hl_fixtures import ack_into, got, lose_memory_connection, return_bodies_into
 from leveret.client import Channel as ClientChannel
 from leveret.client import Connection as ClientConnection
-from leveret.client import ChannelClosedError, NotFound
+from leveret.client import ChannelClosedError, ConnectionLost, NotFound
 from leveret.highlevel import Connection, Consumer, Exchange, OperationalError, Producer, Queue
 from leveret.highlevel.recovery import RecoveringChannel, RecordedBinding
 from tcpproxy import TCPProxy
@@ -323,6 +323,89 @@ def test_refusals_during_replay_are_reported(node: PrivateNode) -> None:
             other.channel().queue_delete(name)
 
 
+def test_a_refused_consumer_does_not_take_the_others_of_its_channel_along(node: PrivateNode) -> None:
+    """Two consumers on one channel; while the connection is down, another client deletes
+    the queue of the second (a queue we never declared: the recovery does not bring it
+    back).  Its basic.consume is refused at the replay, which closes that transport
+    channel: the first consumer, registered on it just before, is registered again on a
+    fresh one (with its prefetch) and receives; only the second is reported."""
+    kept, taken = unique("kept"), unique("taken")
+    with ClientConnection(node.url) as other:
+        other.channel().queue_declare(taken, durable=False)
+    conn = recovering(node.url)
+    try:
+        ch = conn.channel()
+        ch.queue_declare(kept, durable=False)
+        ch.basic_qos(0, 3)
+        got: list[Any] = []
+        cancelled: list[str] = []
+        kept_tag = ch.basic_consume(kept, callback=got.append)
+        taken_tag = ch.basic_consume(taken, callback=lambda m: None, on_cancel=cancelled.append)
+        node.ctl("close_all_connections", "test")
+        eventually(lambda: not conn.connected, what="loss noticed")
+        with ClientConnection(node.url) as other:
+            other.channel().queue_delete(taken)
+        conn.connect()  # recovers
+        assert conn.recoveries == 1
+        assert [e.detail.tag for e in conn.recovery_events if e.kind == "consumer_failed"] == [taken_tag]
+        assert cancelled == [taken_tag]
+        assert [c.tag for c in conn.topology.consumers()] == [kept_tag]
+        rows = [r.split("\t") for r in node.ctl(
+            "list_consumers", "-q", "--no-table-headers", "queue_name", "consumer_tag", "prefetch_count",
+        ).splitlines()]
+        assert [kept, kept_tag, "3"] in rows
+        with ClientConnection(node.url) as other:
+            other.channel().basic_publish(b"after", "", kept)
+        drain(conn, lambda: got)
+        assert [m.body for m in got] == [b"after"]
+        got[0].ack()
+        assert ch.is_open
+        ch.queue_delete(kept)
+    finally:
+        conn.release()
+
+
+def test_exclusive_consumer_still_held_by_the_old_connection_is_retried(node: PrivateNode) -> None:
+    """The broker may not have noticed yet that the old connection is dead (missed
+    heartbeats take a while), and still hold its exclusive consumer: the replayed one is
+    refused with 403 "in exclusive use".  Like an exclusive queue still locked, that is
+    retried until the broker lets go -- here another connection's exclusive consumer,
+    closed after the first refused attempt -- and the consumer is not dropped."""
+    name = unique("excl")
+    holder = ClientConnection(node.url)
+    failures: list[BaseException] = []
+
+    def errback(exc: BaseException, interval: float) -> None:
+        failures.append(exc)
+        if len(failures) == 1:
+            holder.close()
+
+    conn = recovering(node.url, recovery_policy={**FAST, "errback": errback})
+    try:
+        ch = conn.channel()
+        ch.queue_declare(name, durable=False)
+        got: list[Any] = []
+        cancelled: list[str] = []
+        tag = ch.basic_consume(name, exclusive=True, no_ack=True, callback=got.append, on_cancel=cancelled.append)
+        node.ctl("close_all_connections", "test")
+        eventually(lambda: not conn.connected, what="loss noticed")
+        holder.connect()
+        holder.channel().basic_consume(name, exclusive=True, callback=lambda m: None)
+        conn.connect()  # recovers, after the holder let go
+        assert conn.recoveries == 1
+        assert "consumer_failed" not in kinds(conn) and cancelled == []
+        assert failures and isinstance(failures[0], OperationalError) and "exclusive" in str(failures[0])
+        assert [c.tag for c in conn.topology.consumers()] == [tag]
+        with ClientConnection(node.url) as other:
+            other.channel().basic_publish(b"mine again", "", name)
+        drain(conn, lambda: got)
+        assert [m.body for m in got] == [b"mine again"]
+        ch.queue_delete(name)
+    finally:
+        conn.release()
+        holder.close()
+
+
 def test_channel_modes_and_global_qos_come_back(node: PrivateNode) -> None:
     """A channel in tx mode with a global prefetch is moved to a new transport channel in
     tx mode with the same global prefetch: a commit after the recovery is a commit, not a
@@ -587,6 +670,66 @@ def test_without_republish_unconfirmed_publishes_are_reported_lost(node: Private
         conn.release()
 
 
+def test_transaction_interrupted_by_a_recovery_elsewhere_is_not_committed(node: PrivateNode) -> None:
+    """A transaction publishes; the connection is lost, and a call on another channel
+    recovers it.  The broker rolled the transaction back with the channel, so tx_commit
+    must not commit the new, nearly empty transaction as if it were the old one: it rolls
+    back what was done since and raises ConnectionLost.  The next transaction is normal."""
+    conn = recovering(node.url)
+    name = unique("tx")
+    try:
+        tx = conn.channel()
+        tx.queue_declare(name, durable=False)
+        tx.tx_select()
+        tx.basic_publish(b"before the loss", "", name)
+        node.ctl("close_all_connections", "test")
+        eventually(lambda: not conn.connected, what="loss noticed")
+        conn.channel().queue_declare(name, durable=False)  # another channel recovers
+        assert conn.recoveries == 1
+        tx.basic_publish(b"after the loss", "", name)
+        with pytest.raises(ConnectionLost):
+            tx.tx_commit()
+        tx.tx_commit()  # an empty transaction: nothing left of the interrupted one
+        assert ready_count(node.url, name) == 0
+        tx.basic_publish(b"next", "", name)
+        tx.tx_commit()
+        assert ready_count(node.url, name) == 1
+        tx.queue_delete(name)
+    finally:
+        conn.release()
+
+
+def test_confirms_lost_in_a_recovery_elsewhere_are_not_reported_as_received(node: PrivateNode, proxy: TCPProxy) -> None:
+    """A raw publish in confirm mode whose confirm the loss swallowed; a call on another
+    channel recovers the connection.  wait_for_confirms must not say all was confirmed:
+    it raises ConnectionLost naming the publish's tag on the lost channel, once."""
+    conn = recovering(proxy.url())
+    name = unique("cf")
+    try:
+        ch = conn.channel()
+        ch.confirm_select()
+        ch.queue_declare(name, durable=False)
+        channel_id = ch.channel_id
+        proxy.freeze("down")  # the broker's confirm stays in the proxy
+        tag = ch.basic_publish(b"unconfirmed", "", name)
+        eventually(lambda: ready_count(node.url, name) == 1, what="publish reached the queue")
+        proxy.cut("reset")
+        proxy.thaw()
+        eventually(lambda: not conn.connected, what="loss noticed")
+        conn.channel().queue_declare(name, durable=False)  # another channel recovers
+        assert conn.recoveries == 1
+        with pytest.raises(ConnectionLost) as info:
+            ch.wait_for_confirms(timeout=10)
+        assert info.value.unconfirmed == {channel_id: [tag]}
+        assert ch.wait_for_confirms(timeout=10) is True  # reported once
+        ch.basic_publish(b"confirmed", "", name)
+        assert ch.wait_for_confirms(timeout=10) is True
+        assert ch.publish_confirmed(b"also", "", name, timeout=10) is True
+        ch.queue_delete(name)
+    finally:
+        conn.release()
+
+
 def test_return_received_before_the_loss_is_still_reported(node: PrivateNode, proxy: TCPProxy) -> None:
     # A pipelined mandatory publish no queue took: the broker returned it and confirmed it
     # before the connection was lost, but nobody had waited on the channel yet, so the
@@ -640,6 +783,49 @@ def test_recovery_gives_up_after_max_retries(node: PrivateNode) -> None:
             "connection_lost", "recovery_started", "attempt_failed", "attempt_failed", "recovery_failed",
         ]
         assert failures == [info.value]
+    finally:
+        conn.release()
+        proxy.close()
+
+
+def test_release_does_not_wait_for_a_recovery_in_another_thread(node: PrivateNode) -> None:
+    """A consumer thread's drain_events recovers, retrying a broker it cannot reach.  Another
+    thread's release() returns at once; the recovery gives up (OperationalError in the
+    consumer thread) and the connection is released."""
+    proxy = TCPProxy(urlsplit(node.url).port or 5672).start()
+    conn = recovering(proxy.url(), recovery_policy={"interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.5, "timeout": 30})
+    errors: list[BaseException] = []
+    released = threading.Event()
+
+    def consume() -> None:
+        try:
+            while True:
+                try:
+                    conn.drain_events(timeout=0.5)
+                except TimeoutError:
+                    pass
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    def release() -> None:
+        conn.release()
+        released.set()
+
+    try:
+        q = Queue(unique(), exclusive=True)
+        Consumer(conn, q, on_message=lambda m: None).consume()
+        consumer = threading.Thread(target=consume, daemon=True)
+        consumer.start()
+        proxy.close()  # cuts the connection and refuses new ones
+        eventually(lambda: "attempt_failed" in kinds(conn), what="the recovery retrying")
+        threading.Thread(target=release, daemon=True).start()
+        assert released.wait(5)
+        consumer.join(10)
+        assert not consumer.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], OperationalError), errors
+        assert "released" in str(errors[0])
+        assert kinds(conn)[-1] == "recovery_failed"
+        assert not conn.connected and not conn.topology.channels and not conn.topology.queues
     finally:
         conn.release()
         proxy.close()

@@ -373,7 +373,14 @@ class Connection:
         self._default_channel: TransportChannel | None = None
         # The Consumers consuming on channels of this connection (id -> weak reference).
         self._consumers: dict[int, weakref.ref[Any]] = {}
+        # The lock guards the transport connection, the default channel and the records.
+        # A recovery holds it from start to end, back-off sleeps included, so that no other
+        # thread connects (without the replay) or uses a half-replayed connection meanwhile.
+        # release() alone does not wait for a recovery of another thread: it sets
+        # _release_requested, which the recovery checks after each attempt and about once a
+        # second while it sleeps; the recovery then gives up and releases (see _recover).
         self._lock = threading.RLock()
+        self._release_requested = False
         _connections.add(self)
 
     # ------------------------------------------------------------------ description
@@ -614,14 +621,23 @@ class Connection:
 
     def _recover(self, error: BaseException | None = None, **policy: Any) -> None:
         """Recover a lost connection (nothing to do if it is connected, e.g. because another
-        caller recovered it already).  Raises ``OperationalError`` when recovery gives up."""
+        caller recovered it already).  Raises ``OperationalError`` when recovery gives up,
+        and when :meth:`release` was called meanwhile (the connection is released then)."""
         with self._lock:
             if self.connected or self._in_recovery:
                 return
             if error is None and self._connection is not None:
                 tconn = self._connection
                 error = getattr(tconn, "_error", None) or getattr(tconn, "_closed_error", None)
-            recover(self, error, **policy)
+            try:
+                recover(self, error, **policy)
+            finally:
+                # A release() that did not wait for this recovery left the work to it.
+                released = self._release_requested
+                if released:
+                    self._release_locked()
+            if released:
+                raise OperationalError(f"recovery of {self.as_uri()} stopped: the connection was released")
 
     def _recovery_event(self, kind: str, error: BaseException | None = None, detail: Any = None) -> None:
         self.recovery_events.append(RecoveryEvent(kind, error, detail))
@@ -1003,8 +1019,28 @@ class Connection:
 
     def release(self) -> None:
         """Close the default channel and the transport connection (``connection.close``).
-        The object can be used again: it reconnects on next use."""
+        The object can be used again: it reconnects on next use.
+
+        With ``autorecover``, a recovery under way in another thread does not make this
+        wait (its back-off may last for ever): that recovery gives up at its next step --
+        after the attempt in progress, or within about a second of back-off -- raising
+        ``OperationalError`` in its thread, and does the release there; this returns at
+        once."""
+        self._release_requested = True
+        if not self._lock.acquire(blocking=False):
+            if self._in_recovery:
+                return  # the recovering thread holds the lock: it releases (see _recover)
+            self._lock.acquire()
+        try:
+            self._release_locked()
+        finally:
+            self._lock.release()
+
+    def _release_locked(self) -> None:
+        """:meth:`release`'s work (under the lock, which its callers hold already)."""
         with self._lock:
+            if not self._in_recovery:
+                self._release_requested = False  # done; a recovery under way sees it still
             ch, self._default_channel = self._default_channel, None
             if ch is not None:
                 try:
@@ -1030,6 +1066,7 @@ class Connection:
         self._consumers.clear()
         self._was_connected = False
         self._in_recovery = False
+        self._release_requested = False
         self.topology._after_fork_in_child()
         if isinstance(tconn, ClientConnection):  # done already if it was open; harmless
             tconn.abandon("this connection belongs to the parent process (inherited through fork)")

@@ -47,12 +47,22 @@ to the connection's default channel at its next publish, and
 What replay cannot re-create is reported, never dropped silently: a declaration the broker
 refuses is logged and listed in ``connection.recovery_events`` (``declaration_failed``); a
 consumer the broker refuses (its queue is gone) is dropped from the record, listed
-(``consumer_failed``) and its cancel callback is called as if the broker had cancelled it.
+(``consumer_failed``) and its cancel callback is called as if the broker had cancelled it;
+the refusal closed the transport channel, so the other consumers of that channel are
+registered again on a fresh one, and carry on.  What the old connection still holds --
+an exclusive queue (``RESOURCE_LOCKED``), an exclusive consumer (``ACCESS_REFUSED``, "in
+exclusive use") -- until the broker notices it is dead is no refusal: the recovery tries
+again after its back-off.
 
 Publishes are the producer's business (:class:`~leveret.highlevel.Producer` republishes what
 the broker had not confirmed: at-least-once); a raw ``basic_publish``, ``basic_get``,
 ``queue_purge``, acknowledgement ... that fails with the connection is not repeated: the
-connection is recovered and the error is raised, since its fate is unknown.  Declarations,
+connection is recovered and the error is raised, since its fate is unknown.  When another
+call made the recovery, what was pending on the lost channel is not reported as settled:
+``wait_for_confirms`` raises :class:`~leveret.client.ConnectionLost` (``unconfirmed``: the
+lost channel's tags) for publishes sent before the loss that the broker had not confirmed,
+and ``tx_commit`` of a transaction that published or acknowledged before the loss rolls
+back and raises it too (nothing of it was committed).  Declarations,
 bindings, ``basic.qos``, ``basic.consume`` and ``basic.cancel`` are idempotent enough to be
 repeated once after a recovery, and are.
 """
@@ -68,6 +78,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, overload
 
 from ..client import (
+    AccessRefused,
     ChannelClosedError,
     ConnectionClosedError,
     ConnectionForced,
@@ -489,6 +500,11 @@ class RecoveringChannel:
         #: Returned messages, when ``on_return`` is None.
         self.returned: list[Any] = []
         self._unsettled: dict[int, set[int] | None] = {}
+        # Generations in which publishes went out through this channel in confirm mode that
+        # no wait_for_confirms has settled yet (-> the transport channel's id then), and the
+        # generation of the first publish or acknowledgement of the open transaction.
+        self._publish_gens: dict[int, int] = {}
+        self._tx_gen: int | None = None
         channel.on_return = self._forward_return
         client.topology.add_channel(self)
 
@@ -607,17 +623,33 @@ class RecoveringChannel:
 
     def unsettled(self, generation: int) -> set[int] | None:
         """Tags of publishes of ``generation`` whose fate the loss left unknown (None: all
-        of them may be)."""
+        of them may be).
+
+        Asking takes them over: the caller (a :class:`~leveret.highlevel.Producer`, which
+        publishes them again or reports them lost) settles them, and
+        :meth:`wait_for_confirms` no longer reports that generation's losses."""
+        self._publish_gens.pop(generation, None)
         return self._unsettled.get(generation)
 
     def _call(self, retry: bool, name: str, *args: Any, **kwargs: Any) -> Any:
         """Call the transport channel's ``name``; when the connection is lost, recover it
         and call once more (``retry``) or raise the error (the outcome is unknown)."""
+        return self._call_on(retry, None, name, *args, **kwargs)[0]
+
+    def _call_on(
+        self, retry: bool, check: Callable[[int], None] | None, name: str, *args: Any, **kwargs: Any,
+    ) -> tuple[Any, int, Any]:
+        """As :meth:`_call`; returns the result, the generation and the transport channel
+        the call ran on.  ``check(generation)`` runs before each attempt and may raise."""
         while True:
+            # _install sets the generation before the channel: a new channel is never
+            # paired here with the old generation.
             ch = self._live()
             gen = self.generation
+            if check is not None:
+                check(gen)
             try:
-                return getattr(ch, name)(*args, **kwargs)
+                return getattr(ch, name)(*args, **kwargs), gen, ch
             except OperationalError:
                 raise  # a recovery gave up: not a loss to recover from again
             except LOSS_ERRORS as exc:
@@ -627,12 +659,57 @@ class RecoveringChannel:
                     raise
                 self.client._recover(exc)
                 if not retry:
+                    self._loss_reported(gen)
                     raise
                 retry = False
             except SoftError:
                 if not ch.is_open:
                     self._mark_failed()
                 raise
+
+    def _loss_reported(self, gen: int) -> None:
+        """A call of generation ``gen`` raised the loss: the publishes and the transaction
+        of that generation and earlier ones are reported (by that error), not again."""
+        for g in list(self._publish_gens):  # a copy: other threads may publish meanwhile
+            if g <= gen:
+                self._publish_gens.pop(g, None)
+        if self._tx_gen is not None and self._tx_gen <= gen:
+            self._tx_gen = None
+
+    def _sent(self, gen: int, ch: Any, tag: int | None) -> None:
+        """A publish (``tag`` in confirm mode) or acknowledgement went out on transport
+        channel ``ch`` of generation ``gen``."""
+        if tag is not None:
+            self._publish_gens.setdefault(gen, int(ch.channel_id))
+        if self._tx and self._tx_gen is None:
+            self._tx_gen = gen
+
+    def _raise_lost_publishes(self, current: int) -> None:
+        """Raise :class:`~leveret.client.ConnectionLost` for the publishes of generations
+        before ``current`` that the loss left unconfirmed (once; nothing if the broker had
+        confirmed them all before the loss)."""
+        stale = sorted(g for g in list(self._publish_gens) if g < current)
+        if not stale:
+            return
+        lost: dict[int, list[int]] = {}
+        unknown = False
+        for g in stale:
+            channel_id = self._publish_gens.pop(g, None)
+            if channel_id is None:
+                continue  # reported by another thread meanwhile
+            tags = self._unsettled.get(g)
+            if tags is None:
+                unknown = True
+            elif tags:
+                lost.setdefault(channel_id, []).extend(sorted(tags))
+        if not lost and not unknown:
+            return
+        which = "; ".join(f"channel {cid}: tags {tags[:10]}" for cid, tags in lost.items()) or "tags unknown"
+        raise ConnectionLost(
+            f"the connection was lost (and recovered) before the broker confirmed publishes "
+            f"sent on this channel ({which}): their fate is unknown; nothing was waited for",
+            lost,
+        )
 
     # -- exchanges
 
@@ -849,19 +926,47 @@ class RecoveringChannel:
         self, msg: Any, exchange: str = "", routing_key: str = "", mandatory: bool = False,
         immediate: bool = False,
     ) -> int | None:
-        """``basic.publish`` (not repeated after a recovery: a producer does that)."""
-        return self._call(False, "basic_publish", msg, exchange, routing_key, mandatory, immediate)  # type: ignore[no-any-return]
+        """``basic.publish`` (not repeated after a recovery: a producer does that).  In
+        confirm mode returns the delivery tag, which :meth:`wait_for_confirms` settles; in
+        tx mode the publish is part of the transaction :meth:`tx_commit` commits."""
+        tag, gen, ch = self._call_on(False, None, "basic_publish", msg, exchange, routing_key, mandatory, immediate)
+        self._sent(gen, ch, tag)
+        return tag  # type: ignore[no-any-return]
 
     def publish_confirmed(
         self, msg: Any, exchange: str = "", routing_key: str = "", mandatory: bool = False,
         timeout: float | None = None,
     ) -> bool:
-        """Publish and wait for its confirm (not repeated after a recovery)."""
+        """Publish and wait for this one publish's confirm (not repeated after a recovery).
+        True or False is the broker's answer on the transport channel the publish went out
+        on; a loss before it came raises the connection's error (the publish's fate is
+        unknown), also when another call recovered the connection meanwhile.  Earlier
+        pipelined publishes are :meth:`wait_for_confirms`'s business."""
         return bool(self._call(False, "publish_confirmed", msg, exchange, routing_key, mandatory, timeout=timeout))
 
     def wait_for_confirms(self, timeout: float | None = None) -> bool:
-        """Wait for the confirms of this generation's publishes."""
-        return bool(self._call(False, "wait_for_confirms", timeout=timeout))
+        """Wait until the broker confirmed every publish sent through this channel.
+
+        Publishes of a transport channel lost since they went out -- a recovery that
+        another call made (a call that meets the loss itself raises it) -- cannot be
+        confirmed any more: if the broker had not confirmed them all before the loss, this
+        raises :class:`~leveret.client.ConnectionLost` (nothing is waited for), whose
+        ``unconfirmed`` maps the lost transport channel's id to their delivery tags (empty
+        when they could not be told).  Reported once.  Publishes a
+        :class:`~leveret.highlevel.Producer` took over (see :meth:`unsettled`) are its own
+        business: it publishes them again."""
+        self._raise_lost_publishes(self.generation)
+        gen = self.generation
+        try:
+            ok, gen, _ = self._call_on(False, None, "wait_for_confirms", timeout=timeout)
+        except TimeoutError:
+            raise  # still waiting: nothing settled
+        except Exception:
+            self._loss_reported(gen)  # nacks, the channel's or the connection's error say it
+            raise
+        self._raise_lost_publishes(gen)  # a recovery came between the check and the wait
+        self._publish_gens.pop(gen, None)
+        return bool(ok)
 
     def basic_get(self, queue: str = "", no_ack: bool = False, timeout: float | None = None) -> Message | None:
         """``basic.get`` (not repeated after a recovery)."""
@@ -869,13 +974,16 @@ class RecoveringChannel:
             False, "basic_get", queue or self._last_queue, no_ack=no_ack, timeout=timeout)
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        self._call(False, "basic_ack", delivery_tag, multiple)
+        _, gen, ch = self._call_on(False, None, "basic_ack", delivery_tag, multiple)
+        self._sent(gen, ch, None)
 
     def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
-        self._call(False, "basic_nack", delivery_tag, multiple, requeue)
+        _, gen, ch = self._call_on(False, None, "basic_nack", delivery_tag, multiple, requeue)
+        self._sent(gen, ch, None)
 
     def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None:
-        self._call(False, "basic_reject", delivery_tag, requeue)
+        _, gen, ch = self._call_on(False, None, "basic_reject", delivery_tag, requeue)
+        self._sent(gen, ch, None)
 
     def basic_recover(self, requeue: bool = False, timeout: float | None = None) -> None:
         self._call(False, "basic_recover", requeue=requeue, timeout=timeout)
@@ -893,12 +1001,42 @@ class RecoveringChannel:
         """``tx.select``; recorded (a transaction open at the loss is lost with it)."""
         self._call(True, "tx_select", timeout=timeout)
         self._tx = True
+        self._tx_gen = None
 
     def tx_commit(self, timeout: float | None = None) -> None:
-        self._call(False, "tx_commit", timeout=timeout)
+        """``tx.commit``.
+
+        A transaction that published or acknowledged through this channel before a
+        recovery that another call made (a call that meets the loss itself raises it) was
+        rolled back by the broker with the lost connection.  Rather than commit what was
+        done since as if it were the whole, this sends ``tx.rollback`` on the new transport
+        channel and raises :class:`~leveret.client.ConnectionLost`: nothing of the
+        transaction was committed, and a new one begins.  (Acknowledgements made through a
+        message, ``message.ack()``, are not seen here: those of a lost channel raise.)"""
+
+        def check(gen: int) -> None:
+            began = self._tx_gen
+            if began is not None and began != gen:
+                self._tx_gen = None
+                self._call(False, "tx_rollback", timeout=timeout)
+                raise ConnectionLost(
+                    "the connection was lost (and recovered) during this transaction: the broker "
+                    "rolled back what it held, and what was done since is rolled back too; "
+                    "nothing was committed"
+                )
+
+        try:
+            self._call_on(False, check, "tx_commit", timeout=timeout)
+        finally:
+            self._tx_gen = None
 
     def tx_rollback(self, timeout: float | None = None) -> None:
-        self._call(False, "tx_rollback", timeout=timeout)
+        """``tx.rollback`` (of a transaction a recovery interrupted too: what the broker
+        still holds of it, the part done since)."""
+        try:
+            self._call(False, "tx_rollback", timeout=timeout)
+        finally:
+            self._tx_gen = None
 
     def flow(self, active: bool, timeout: float | None = None) -> bool:
         return bool(self._call(False, "flow", active, timeout=timeout))
@@ -935,7 +1073,15 @@ class RecoveringChannel:
 
     def _install(self, tconn: Any, generation: int) -> list[tuple[RecordedConsumer, BaseException]]:
         """Move to a new transport channel of ``tconn``: same modes, qos and consumers.
-        Returns the consumers the broker refused (dropped from the record)."""
+        Returns the consumers the broker refused (dropped from the record).
+
+        A refused ``basic.consume`` closes the transport channel, and with it the consumers
+        registered on it before: they are registered again, in order, on a fresh transport
+        channel (modes and qos too), without the refused one.  An exclusive consumer refused
+        because its queue is "in exclusive use" -- most likely by the old connection's
+        consumer, which the broker has not dropped yet -- is no refusal: like an exclusive
+        queue still locked, it raises :class:`OperationalError`, and the recovery tries
+        again after its back-off."""
         old = self._channel
         if getattr(old, "_returns", None):
             # Returns the dead channel received and never handed over (nobody waited on it
@@ -949,31 +1095,37 @@ class RecoveringChannel:
             self._unsettled[self.generation] = unsettled_tags(old)
             while len(self._unsettled) > _KEEP_GENERATIONS:
                 self._unsettled.pop(min(self._unsettled))
-        ch = self._open_on(tconn)
         refused: list[tuple[RecordedConsumer, BaseException]] = []
-        applied = (0, 0)
-        for record in list(self.consumers.values()):
+        while True:
+            ch = self._open_on(tconn)
+            applied = (0, 0)
+            record: RecordedConsumer | None = None
             try:
-                if record.qos != applied:
-                    ch.basic_qos(record.qos[0], record.qos[1], a_global=False)
-                    applied = record.qos
-                ch.basic_consume(
-                    queue=record.queue, consumer_tag=record.tag, no_local=record.no_local,
-                    no_ack=record.no_ack, exclusive=record.exclusive, callback=record.callback,
-                    arguments=record.arguments,
-                    on_cancel=functools.partial(self._broker_cancelled, record.on_cancel),
-                )
+                for record in list(self.consumers.values()):
+                    if record.qos != applied:
+                        ch.basic_qos(record.qos[0], record.qos[1], a_global=False)
+                        applied = record.qos
+                    ch.basic_consume(
+                        queue=record.queue, consumer_tag=record.tag, no_local=record.no_local,
+                        no_ack=record.no_ack, exclusive=record.exclusive, callback=record.callback,
+                        arguments=record.arguments,
+                        on_cancel=functools.partial(self._broker_cancelled, record.on_cancel),
+                    )
+                break
             except (SoftError, ChannelClosedError) as exc:
-                if not tconn.is_open:
+                if not tconn.is_open or record is None:
                     raise
+                if record.exclusive and isinstance(exc, AccessRefused) and "exclusive use" in str(exc):
+                    raise OperationalError(
+                        f"recovery: {exc} (the old connection's exclusive consumer is still there)"
+                    ) from exc
                 self.consumers.pop(record.tag, None)
                 refused.append((record, exc))
-                ch = self._open_on(tconn)
-                applied = (0, 0)
         if self._qos != applied:
             ch.basic_qos(self._qos[0], self._qos[1], a_global=False)
-        self._channel = ch
+        # The generation first: _call_on reads the channel, then the generation.
         self.generation = generation
+        self._channel = ch
         return refused
 
 
@@ -1111,16 +1263,33 @@ def recover(client: Connection, error: BaseException | None = None, **policy: An
     ``connection_lost``, ``recovery_started``, ``attempt_failed`` ...,
     ``recovery_succeeded`` or ``recovery_failed`` to ``client.recovery_events`` and the
     connection's listeners.  Raises :class:`OperationalError` (from the last error) when it
-    gives up, or at once the error of refused credentials or virtual host.
+    gives up, or at once the error of refused credentials or virtual host.  It gives up too
+    when :meth:`~leveret.highlevel.Connection.release` is called meanwhile (checked after
+    each attempt and about once a second of back-off).
     """
     options = {**DEFAULT_RECOVERY_POLICY, **(client.recovery_policy or {}), **policy}
     user_errback = options.pop("errback", None)
+    user_callback = options.pop("callback", None)
+    last: list[BaseException | None] = [error]
+
+    def stop_if_released() -> None:
+        if client._release_requested:
+            raise OperationalError(
+                f"recovery of {client.as_uri()} stopped: the connection was released"
+            ) from last[0]
 
     def errback(exc: BaseException, interval: float) -> None:
+        last[0] = exc
+        stop_if_released()
         log.warning("leveret: recovery attempt failed (%r); next in %.1f s", exc, interval)
         client._recovery_event("attempt_failed", exc, interval)
         if user_errback is not None:
             user_errback(exc, interval)
+
+    def callback() -> None:
+        stop_if_released()
+        if user_callback is not None:
+            user_callback()
 
     options.setdefault("reraise_as_library_errors", True)
     log.warning("leveret: connection to %s lost (%r); recovering", client.as_uri(), error)
@@ -1131,8 +1300,10 @@ def recover(client: Connection, error: BaseException | None = None, **policy: An
         client._notify("on_connection_lost", error)
         client._recovery_event("recovery_started")
         client._notify("on_recovery_started")
+        stop_if_released()
         client._drop_connection()
-        client.ensure_connection(errback=errback, **options)
+        client.ensure_connection(errback=errback, callback=callback, **options)
+        stop_if_released()
     except BaseException as exc:
         log.error("leveret: recovery of %s failed: %r", client.as_uri(), exc)
         client._recovery_event("recovery_failed", exc)
