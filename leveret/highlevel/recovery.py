@@ -974,6 +974,11 @@ class RecoveringChannel:
             False, "basic_get", queue or self._last_queue, no_ack=no_ack, timeout=timeout)
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        """``basic.ack`` on the current transport channel.  A raw tag is that channel's:
+        after a recovery tags start again at 1, so a tag from before it names another
+        delivery (or none: then the broker closes the channel).  Acknowledge through the
+        message (``message.ack()``), which raises for a delivery of a lost channel; the
+        same holds for :meth:`basic_nack` and :meth:`basic_reject`."""
         _, gen, ch = self._call_on(False, None, "basic_ack", delivery_tag, multiple)
         self._sent(gen, ch, None)
 
