@@ -678,6 +678,30 @@ def test_black_hole_during_a_large_publish_is_detected_by_heartbeats(
 
 @needs_broker
 @blocking_only  # the blocking driver's own write path (asyncio's transport has its own)
+def test_a_write_waiting_for_room_when_another_thread_closes_sees_the_close(connect: Connect, proxy: TCPProxy) -> None:
+    # A publisher waits for room in a socket the broker no longer reads; another thread's
+    # close() cannot finish its handshake and drops the socket.  The publisher must learn
+    # that the connection was closed, not that it was lost ("Bad file descriptor").
+    conn = connect(proxy.url(query="heartbeat=0"))
+    ch = conn.channel()
+    queue = ch.queue_declare("", exclusive=True).queue
+    proxy.freeze()  # the broker stops reading: the publish fills the socket buffers
+    waiter = Waiter(lambda: ch.basic_publish(b"x" * 40_000_000, routing_key=queue))
+    waiter.start()
+    try:
+        time.sleep(1)
+        assert waiter.is_alive()  # still writing
+        within(5, conn.close, timeout=1)  # no close-ok through a frozen proxy: it gives up
+        error = waiter.outcome(10)
+        assert isinstance(error, ConnectionClosedError), repr(error)
+        assert not conn.is_open
+    finally:
+        proxy.cut("reset")
+        within(5, conn.close)
+
+
+@needs_broker
+@blocking_only  # the blocking driver's own write path (asyncio's transport has its own)
 def test_write_the_socket_takes_nothing_of_times_out(connect: Connect, proxy: TCPProxy) -> None:
     # No heartbeats to notice the silence: the write's own deadline ends it.  (At least 31 s
     # by default -- blocked_timeout + 30 -- shortened here so that the test stays quick.)

@@ -615,6 +615,8 @@ class Connection(ConnectionBase, BlockingDriver):
                 else:
                     self._send_tls(sock, [data], None)  # what does not fit goes to _wrest
             except OSError as exc:
+                if self._sock is not sock:
+                    raise self._dead_error() from exc  # closed under this write: see _write
                 with self._lock:
                     err = core.connection_lost(f"writing to the socket failed: {exc}")
                 self._fail(err)
@@ -715,6 +717,11 @@ class Connection(ConnectionBase, BlockingDriver):
             if sent != len(data):
                 self._send_views(sock, [memoryview(data).cast("B")[sent:]], self._write_timeout, park=True)
         except OSError as exc:
+            if self._sock is not sock:
+                # Another thread closed the connection (a close() whose handshake could not
+                # finish drops the socket) while this write waited for room: that close is
+                # what happened, not a lost connection.
+                raise self._dead_error() from exc
             core = self._core
             assert core is not None
             with self._lock:
