@@ -676,18 +676,29 @@ def test_black_hole_during_a_large_publish_is_detected_by_heartbeats(
         within(5, conn.close)
 
 
+def stuck_publisher(connect: Connect, proxy: TCPProxy, write_timeout: float | None = None) -> tuple[Connection, Waiter, float]:
+    """A blocking connection (no heartbeats) whose publish of 40 MB waits for room in the
+    socket: the proxy is frozen, so the broker stops reading.  Returns the connection, the
+    publisher's Waiter and when the proxy froze."""
+    conn = connect(proxy.url(query="heartbeat=0"))
+    ch = conn.channel()
+    queue = ch.queue_declare("", exclusive=True).queue
+    if write_timeout is not None:
+        conn._write_timeout = write_timeout
+    proxy.freeze()  # the broker stops reading: the publish fills the socket buffers
+    frozen_at = time.monotonic()
+    waiter = Waiter(lambda: ch.basic_publish(b"x" * 40_000_000, routing_key=queue))
+    waiter.start()
+    return conn, waiter, frozen_at
+
+
 @needs_broker
 @blocking_only  # the blocking driver's own write path (asyncio's transport has its own)
 def test_a_write_waiting_for_room_when_another_thread_closes_sees_the_close(connect: Connect, proxy: TCPProxy) -> None:
     # A publisher waits for room in a socket the broker no longer reads; another thread's
     # close() cannot finish its handshake and drops the socket.  The publisher must learn
     # that the connection was closed, not that it was lost ("Bad file descriptor").
-    conn = connect(proxy.url(query="heartbeat=0"))
-    ch = conn.channel()
-    queue = ch.queue_declare("", exclusive=True).queue
-    proxy.freeze()  # the broker stops reading: the publish fills the socket buffers
-    waiter = Waiter(lambda: ch.basic_publish(b"x" * 40_000_000, routing_key=queue))
-    waiter.start()
+    conn, waiter, _ = stuck_publisher(connect, proxy)
     try:
         time.sleep(1)
         assert waiter.is_alive()  # still writing
@@ -705,14 +716,7 @@ def test_a_write_waiting_for_room_when_another_thread_closes_sees_the_close(conn
 def test_write_the_socket_takes_nothing_of_times_out(connect: Connect, proxy: TCPProxy) -> None:
     # No heartbeats to notice the silence: the write's own deadline ends it.  (At least 31 s
     # by default -- blocked_timeout + 30 -- shortened here so that the test stays quick.)
-    conn = connect(proxy.url(query="heartbeat=0"))
-    ch = conn.channel()
-    queue = ch.queue_declare("", exclusive=True).queue
-    conn._write_timeout = 1.0
-    proxy.freeze()  # the broker stops reading: the publish fills the socket buffers
-    frozen_at = time.monotonic()
-    waiter = Waiter(lambda: ch.basic_publish(b"x" * 40_000_000, routing_key=queue))
-    waiter.start()
+    conn, waiter, frozen_at = stuck_publisher(connect, proxy, write_timeout=1.0)
     try:
         error = waiter.outcome(10)
         assert isinstance(error, ConnectionLost), repr(error)
