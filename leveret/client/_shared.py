@@ -32,6 +32,7 @@ reply and the channel stays usable.
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from time import monotonic
 from typing import (
@@ -244,6 +245,15 @@ def ssl_context(params: ConnectionParameters) -> ssl.SSLContext:
             "the certificate's"
         ) from exc
     return ctx
+
+
+def inherited_through_fork(how_to_reconnect: str) -> str:
+    """Why a connection open at ``os.fork()`` cannot be used in the child (the drivers'
+    at-fork hooks abandon every such connection with this as its error)."""
+    return (
+        f"this connection belongs to process {os.getppid()}, which opened it before fork(); "
+        f"{how_to_reconnect}"
+    )
 
 
 def tls_handshake_lost(exc: BaseException) -> ConnectionLost | None:

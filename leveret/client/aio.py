@@ -79,6 +79,7 @@ from ._shared import (
     Op,
     QueueDeclareOk,
     deadline_after,
+    inherited_through_fork,
     ssl_context,
     tls_handshake_lost,
 )
@@ -104,8 +105,7 @@ _live: weakref.WeakSet[AsyncConnection] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     """``os.register_at_fork(after_in_child=...)``: the connections open at the fork are
     the parent's; let go of them (see the module's notes on processes)."""
-    reason = (
-        f"this connection belongs to process {os.getppid()}, which opened it before fork(); "
+    reason = inherited_through_fork(
         "connect() again, in an event loop of this process, for a connection of its own"
     )
     for conn in list(_live):

@@ -68,6 +68,7 @@ from ._shared import (
     QueueDeclareOk,
     _MAX_WAIT,
     deadline_after,
+    inherited_through_fork,
     ssl_context,
     tls_handshake_lost,
 )
@@ -172,10 +173,7 @@ def _wait_for_room(ready: Callable[[float | None], Any], deadline: float, timeou
 def _after_fork_in_child() -> None:
     """``os.register_at_fork(after_in_child=...)``: the connections open at the fork are
     the parent's; abandon them (see the module's notes on processes)."""
-    reason = (
-        f"this connection belongs to process {os.getppid()}, which opened it before fork(); "
-        "connect() again for a connection of this process's own"
-    )
+    reason = inherited_through_fork("connect() again for a connection of this process's own")
     for conn in list(_live):
         try:
             # A thread of the parent may have been inside the I/O thread's wake-up event,
