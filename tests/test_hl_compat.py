@@ -281,6 +281,8 @@ def test_create_message_and_delivery_modes(hl_conn: Connection, names: Names) ->
         "delivery_mode": 1, "content_type": "application/json", "content_encoding": "utf-8", "priority": 5,
     }
     assert publisher.create_message(b"x", content_type="application/x-thing").properties["content_encoding"] == "binary"
+    assert "priority" not in publisher.create_message("no priority").properties
+    assert publisher.create_message("lowest", priority=0).properties["priority"] == 0
     publisher.send("default")
     publisher.send("persistent", delivery_mode="persistent")
     publisher.send("non-persistent", delivery_mode="non-persistent", priority=3)

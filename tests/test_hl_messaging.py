@@ -142,13 +142,16 @@ def test_properties_delivery_mode_expiration_priority(hl_conn: Connection, queue
     Producer(hl_conn, transient, "rk").publish(b"1")
     Producer(hl_conn, queue.exchange, "rk").publish(b"2", delivery_mode="transient", expiration=30.5, priority=3)
     Producer(hl_conn, queue.exchange, "rk").publish(b"3", message_id="m3", reply_to=queue)
-    m1, m2, m3 = collect(hl_conn, queue, 3)
+    Producer(hl_conn, queue.exchange, "rk").publish(b"4", priority=0)
+    m1, m2, m3, m4 = collect(hl_conn, queue, 4)
     assert m1.properties["delivery_mode"] == 1
     assert m2.properties["delivery_mode"] == 1
     assert m2.properties["expiration"] == "30500"
     assert m2.properties["priority"] == 3
     assert m3.properties["delivery_mode"] == 2
     assert m3.properties["message_id"] == "m3" and m3.properties["reply_to"] == queue.name
+    assert "priority" not in m3.properties  # not asked for: left out
+    assert m4.properties["priority"] == 0  # asked for, though it is the lowest: sent
     with pytest.raises(TypeError):
         Producer(hl_conn, queue.exchange, "rk").publish(b"x", not_a_property=1)
 

@@ -284,7 +284,7 @@ class Publisher:
         properties: dict[str, Any] = {
             "delivery_mode": mode, "content_type": content_type, "content_encoding": content_encoding,
         }
-        if priority:
+        if priority is not None:
             properties["priority"] = priority
         return ClientMessage(body, **properties)
 
@@ -295,7 +295,7 @@ class Publisher:
         delivery_mode: int | str | None = None,
         mandatory: bool = False,
         immediate: bool = False,
-        priority: int = 0,
+        priority: int | None = None,
         content_type: str | None = None,
         content_encoding: str | None = None,
         serializer: str | None = None,
@@ -327,7 +327,7 @@ class Publisher:
         props = message.properties
         self.producer.publish(
             message.body, routing_key=key, delivery_mode=props["delivery_mode"],
-            mandatory=mandatory, immediate=immediate, priority=props.get("priority", 0),
+            mandatory=mandatory, immediate=immediate, priority=props.get("priority"),
             content_type=props["content_type"], content_encoding=props["content_encoding"],
             headers=headers, exchange=exchange or self.exchange, **properties,
         )

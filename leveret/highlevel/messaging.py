@@ -294,7 +294,7 @@ class Producer:
         delivery_mode: int | str | None = None,
         mandatory: bool = False,
         immediate: bool = False,
-        priority: int = 0,
+        priority: int | None = None,
         content_type: str | None = None,
         content_encoding: str | None = None,
         serializer: str | None = None,
@@ -318,7 +318,8 @@ class Producer:
           must be bytes or str and goes out as is.  ``compression`` (``"zlib"``, ``"bz2"``,
           ...) compresses it and names the method in the ``compression`` header.
         * ``delivery_mode``: default the exchange's, else persistent (2).
-          ``expiration`` in seconds becomes the ``expiration`` property in milliseconds.
+          ``expiration`` in seconds becomes the ``expiration`` property in milliseconds;
+          ``priority``, when given (0 included), the ``priority`` property.
           Other keywords are content properties (``correlation_id``, ``reply_to`` (a
           :class:`Queue` stands for its name), ``message_id``, ...).
         * ``declare``: entities to :func:`~leveret.highlevel.maybe_declare` first (the
@@ -359,7 +360,7 @@ class Producer:
         if delivery_mode is not None:
             delivery_mode = delivery_mode_value(delivery_mode)
         properties["delivery_mode"] = delivery_mode or default_mode or PERSISTENT
-        if priority:
+        if priority is not None:
             properties["priority"] = priority
         if expiration is not None:
             properties["expiration"] = str(int(expiration * 1000))
