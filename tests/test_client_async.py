@@ -1035,6 +1035,54 @@ def test_a_cancelled_no_ack_iterator_takes_nothing_more(broker: Broker) -> None:
     run(main())
 
 
+def test_an_iterator_of_a_lost_connection_leaves_the_new_ones_read_ahead_alone(broker: Broker) -> None:
+    """An iterator holds deliveries when the connection is lost, and the same object
+    connects again.  Those deliveries counted against the old connection's ``read_ahead``;
+    handing them out (or dropping them at cancel) must not be taken off the new
+    connection's count, which would let it read that much further before pausing."""
+
+    async def main() -> None:
+        with TCPProxy(broker.port) as proxy:
+            conn = AsyncConnection(proxy.url(query="heartbeat=0"))
+            conn.read_ahead = 8
+            await conn.connect()
+            ch = await conn.channel()
+            queue = (await ch.queue_declare("", exclusive=True)).queue
+            with conn.corked():
+                for n in range(20):
+                    await ch.basic_publish(b"%d" % n, routing_key=queue)
+            old = ch.deliveries(queue, no_ack=True)
+            assert (await old.__anext__()).body == b"0"
+            deadline = time.monotonic() + 10
+            while conn._backlog < 19 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert conn._backlog == 19  # the rest, received, waiting in the iterator
+            proxy.cut()
+            with pytest.raises(ConnectionLost):
+                await conn.drain_events(timeout=10)
+            await conn.connect()
+            assert conn._backlog == 0
+            taken = []
+            async for message in old:  # what was received before the loss
+                taken.append(bytes(message.body))
+                if len(taken) == 10:
+                    break
+            await old.cancel()  # drops the other nine
+            assert taken == [b"%d" % n for n in range(1, 11)]
+            assert conn._backlog == 0  # the new connection's count: nothing received on it
+            ch = await conn.channel()
+            queue = (await ch.queue_declare("", exclusive=True)).queue
+            await ch.basic_publish(b"new", routing_key=queue)
+            async with ch.deliveries(queue, no_ack=True) as messages:
+                async for message in messages:
+                    assert message.body == b"new"
+                    break
+            assert conn._backlog == 0
+            await conn.close()
+
+    run(main())
+
+
 @pytest.mark.parametrize("how", ["close timed out", "heartbeats missed"])
 def test_a_silent_peer_does_not_keep_the_socket(broker: Broker, how: str) -> None:
     """The broker goes silent (a black hole) while the write buffer is full: when close()

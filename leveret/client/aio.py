@@ -891,8 +891,9 @@ class Deliveries:
             rest = self._buffer[self._head:]
             self._buffer, self._head = [], 0
             conn = ch.connection
-            conn._backlog -= len(rest)
-            conn._maybe_resume_reading()
+            if ch._core is conn._core:  # else counted by an earlier connection: not this one's
+                conn._backlog -= len(rest)
+                conn._maybe_resume_reading()
             if ch.is_open and not self._consume.get("no_ack"):
                 for message in rest:
                     ch.basic_reject(message.delivery_tag, requeue=True)  # type: ignore[arg-type]
@@ -921,8 +922,9 @@ class Deliveries:
             if self._head > 1024 and self._head * 2 > len(self._buffer):
                 del self._buffer[: self._head]
                 self._head = 0
-            conn._backlog -= 1
-            conn._maybe_resume_reading()
+            if self.channel._core is conn._core:  # see cancel()
+                conn._backlog -= 1
+                conn._maybe_resume_reading()
             return message
         if self._ended:
             raise StopAsyncIteration
