@@ -1237,6 +1237,30 @@ def test_client_only_methods_from_the_server_are_refused(protocol: str, name: st
     assert info.value.reply_code == 503
 
 
+@both
+@pytest.mark.parametrize(
+    "what", ["basic.deliver", "basic.deliver, frame by frame", "basic.consume-ok", "basic.qos-ok", "basic.cancel"]
+)
+def test_a_method_on_a_channel_before_its_open_ok_is_refused(protocol: str, what: str) -> None:
+    """The server must answer channel.open before it says anything else on the channel:
+    anything else first is a violation (503), not something to drop unseen -- a delivery
+    dropped so would be a message lost without a word."""
+    s = opened(protocol)
+    c = s.core.open_channel()
+    assert s.sent_names() == [(c, "channel.open")]
+    name = what.split(",")[0]
+    if name == "basic.deliver":
+        data = s.content(c, _deliver(s), b"body", chunk=2 if "frame by frame" in what else None)
+    elif name in ("basic.cancel", "basic.consume-ok"):
+        data = s.frame(c, name, consumer_tag="ctag")
+    else:
+        data = s.frame(c, name)
+    with pytest.raises(RemoteProtocolError, match="before channel.open-ok") as info:
+        s.feed(data)
+    assert info.value.reply_code == 503
+    assert s.sent_names() == [(0, "connection.close")]
+
+
 # =========================================================================== local errors
 
 

@@ -127,6 +127,7 @@ _CLOSING = ConnState.CLOSING
 _CLOSED = ConnState.CLOSED
 _CH_OPEN = ChannelState.OPEN
 _CH_CLOSING = ChannelState.CLOSING
+_CH_OPENING = ChannelState.OPENING
 
 #: Connection-class methods the server may send, per connection state.
 CONNECTION_EXPECTS: dict[ConnState, frozenset[str]] = {
@@ -295,6 +296,15 @@ def _rename_for(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
         kwargs["no_wait"] = kwargs.pop("nowait")
     return kwargs
 
+
+
+def _before_open_ok(ch: _Channel, method: Any) -> RemoteProtocolError:
+    """A method on a channel the server has not yet answered channel.open for: it must
+    send channel.open-ok first (or channel.close), so this is a violation, not something
+    to drop unseen."""
+    return RemoteProtocolError(
+        f"{method.NAME} on channel {ch.id} before channel.open-ok", COMMAND_INVALID
+    )
 
 class SansIOConnection:
     """One client connection's protocol state.  See the module docstring.
@@ -664,6 +674,8 @@ class SansIOConnection:
                 )
             if not method.SENT_BY_SERVER:
                 raise RemoteProtocolError(f"{method.NAME} is not a method a server sends", COMMAND_INVALID)
+            if ch.state is _CH_OPENING:
+                raise _before_open_ok(ch, method)
             ch.c_method = method
             ch.c_props = frame.properties
             if ch.state is _CH_CLOSING:
@@ -686,6 +698,8 @@ class SansIOConnection:
                     )
                 if ch.state is _CH_CLOSING:
                     ch.c_discard = True  # assemble nothing, but keep frame order checked
+                elif ch.state is _CH_OPENING:
+                    raise _before_open_ok(ch, method)
                 ch.c_method = method
                 ch.c_props = None
                 return
@@ -847,6 +861,8 @@ class SansIOConnection:
         if name.startswith("connection."):
             raise RemoteProtocolError(f"{name} on channel {ch.id}", COMMAND_INVALID)
         if state is not _CH_OPEN:
+            if state is _CH_OPENING:
+                raise _before_open_ok(ch, method)
             return  # closing: drop everything but channel.close / close-ok
         if name == "basic.ack" or name == "basic.nack":
             self._on_confirm(ch, method, name == "basic.ack", events)
