@@ -18,8 +18,10 @@ blocking.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import socket
 import struct
 import threading
@@ -33,6 +35,7 @@ import pytest
 from broker import PrivateNode, private_node
 from drivers import NewConnection, blocking_only
 from helpers import in_forked_child, publish_until_blocked, within
+import leveret
 from leveret.client import (
     AuthenticationError,
     BlockedTimeout,
@@ -1656,3 +1659,196 @@ def test_a_forked_child_abandons_its_copy_and_the_parent_carries_on(amqp_url: st
     msg = within(5, lambda: ch.basic_get(queue, no_ack=True))
     assert msg is not None and msg.body == b"after the fork"
     conn.close()
+
+
+# --------------------------------------------------------------------------- interrupts
+
+
+# The blocking driver only: it reads and writes in the calling thread, which a signal
+# handler interrupts (asyncio's transport reads and writes in the event loop's callbacks).
+
+
+class Interrupt(BaseException):
+    """What the tests' SIGALRM handler raises: a KeyboardInterrupt in all but name (a
+    BaseException a signal handler raises in the main thread between any two calls),
+    which pytest leaves alone."""
+
+
+@contextlib.contextmanager
+def alarm_interrupts(where: Callable[[Any], bool] = lambda frame: True) -> Iterator[None]:
+    """SIGALRM raises :class:`Interrupt` in the main thread while the block runs -- when
+    ``where(frame)`` says so of the frame it lands in."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if where(frame):
+            raise Interrupt("SIGALRM")
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@needs_broker
+def test_an_interrupt_after_bytes_were_read_drops_the_connection_and_loses_nothing(
+    node: PrivateNode,
+) -> None:
+    """A signal handler raises once deliveries are read from the socket but before they
+    are handed to the callbacks.  Carrying on would lose them without a word (never run,
+    never acknowledged: stuck until the connection closes); the connection is dropped
+    instead, saying why, and the broker gives them to the next consumer."""
+    total = 200
+    with Connection(node.url).connect() as setup:
+        queue = f"interrupt-{uuid.uuid4().hex[:10]}"
+        setup.channel().queue_declare(queue, auto_delete=False)
+    conn = Connection(node.url, heartbeat=0).connect()
+    ch = conn.channel()
+    with conn.corked():
+        for n in range(total):
+            ch.basic_publish(b"%d" % n, routing_key=queue)
+    acked: list[bytes] = []
+
+    def on_message(msg: Message) -> None:
+        acked.append(bytes(msg.body))
+        msg.ack()
+
+    ch.basic_qos(prefetch_count=10)  # deliveries keep coming as acks go: read by drain_events
+    ch.basic_consume(queue, callback=on_message)
+    core = conn._core
+    assert core is not None
+    receive_data = core.receive_data
+    fired = []
+
+    def interrupted_after(data: bytes, now: float | None = None) -> Any:
+        events = receive_data(data, now)
+        if (
+            not fired
+            and threading.current_thread() is threading.main_thread()  # not the I/O thread's read
+            and any(type(e).__name__ == "MessageReceived" for e in events)
+        ):
+            fired.append(len(events))
+            signal.raise_signal(signal.SIGALRM)  # the handler raises right after this call
+        return events
+
+    core.receive_data = interrupted_after  # type: ignore[method-assign]
+    with alarm_interrupts():
+        with pytest.raises(Interrupt):
+            for _ in range(100):
+                conn.drain_events(timeout=5)
+    assert fired
+    with pytest.raises(ConnectionLost, match="cut short by Interrupt"):
+        conn.drain_events(timeout=5)
+    assert not conn.is_open
+    conn.close()
+    # Every message was acknowledged on the first connection or is back in the queue.
+    rest = queue_bodies(node.url, queue)
+    assert sorted(acked + rest, key=int) == [b"%d" % n for n in range(total)]
+    with Connection(node.url).connect() as cleanup:
+        cleanup.channel().queue_delete(queue)
+
+
+@needs_broker
+def test_an_interrupt_in_the_middle_of_a_write_drops_the_connection(proxy: TCPProxy) -> None:
+    """A big publish is half written (the broker stops reading: a frozen proxy) when a
+    signal handler raises.  Writing on would put the next frames after half a frame --
+    the broker closes the connection with 501 FRAME_ERROR -- so the connection is dropped
+    there, saying why, and the publish never becomes a message."""
+    conn = Connection(proxy.url(query="heartbeat=0")).connect()
+    ch = conn.channel()
+    queue = f"interrupt-{uuid.uuid4().hex[:10]}"
+    ch.queue_declare(queue, auto_delete=False)
+    ch.confirm_select()
+    proxy.freeze()
+    with alarm_interrupts():
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with pytest.raises(Interrupt):
+            ch.basic_publish(b"x" * 40_000_000, routing_key=queue)
+    with pytest.raises(ConnectionLost, match="cut short by Interrupt") as lost:
+        ch.basic_publish(b"small", routing_key=queue)
+    assert lost.value.unconfirmed == {ch.channel_id: [1]}
+    proxy.thaw()
+    conn.close()
+    with Connection(proxy.url()).connect() as other:
+        och = other.channel()
+        assert och.queue_declare(queue, passive=True).message_count == 0
+        och.queue_delete(queue)
+
+
+@needs_broker
+def test_a_consumer_interrupted_again_and_again_never_misreads_and_loses_nothing(
+    node: PrivateNode,
+) -> None:
+    """Signals every few milliseconds while a consumer works through a queue, the program
+    catching each interrupt and carrying on (connecting again when the connection was
+    dropped).  No frame is ever misread (FrameError, UnexpectedFrame, FrameTooLarge...):
+    each interrupt either leaves the connection as it was or drops it, saying why.  A
+    delivery taken for its callback when an interrupt came is the program's to settle
+    (here it is not: it stays unacknowledged until its connection closes), so after the
+    storm the consumer closes and consumes again: every message was processed."""
+    total = 2000
+    pad = b"." * 20_000  # each delivery spans reads, in frames of at most 4 KiB
+    queue = f"interrupt-{uuid.uuid4().hex[:10]}"
+    with Connection(node.url).connect() as setup:
+        sch = setup.channel()
+        sch.queue_declare(queue, auto_delete=False)
+        sch.confirm_select()
+        with setup.corked():
+            for n in range(total):
+                sch.basic_publish(b"%d %s" % (n, pad), routing_key=queue)
+        sch.wait_for_confirms(timeout=30)
+    seen: set[bytes] = set()
+    interrupts = dropped = 0
+
+    def consume() -> Connection:
+        conn = Connection(node.url, heartbeat=0, frame_max=4096).connect()
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=50)
+
+        def on_message(msg: Message) -> None:
+            n, rest = bytes(msg.body).split(b" ")
+            assert rest == pad
+            seen.add(n)
+            msg.ack()
+
+        ch.basic_consume(queue, callback=on_message)
+        return conn
+
+    # Interrupts land only in leveret's code, inside drain_events: what is tested here.
+    # (Anywhere else they would hit the test's own bookkeeping, or pytest's.)
+    library = os.path.dirname(os.path.dirname(leveret.__file__)) + os.sep + "leveret" + os.sep
+    armed = [False]
+    conns = [consume()]
+    storm_ends = time.monotonic() + 4
+    with alarm_interrupts(lambda frame: armed[0] and frame.f_code.co_filename.startswith(library)):
+        signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
+        while len(seen) < total and time.monotonic() < storm_ends:
+            try:
+                armed[0] = True
+                conns[-1].drain_events(timeout=0.5)
+            except Interrupt:
+                interrupts += 1
+            except TimeoutError:
+                pass  # every prefetched delivery was taken by an interrupt: see below
+            except ConnectionLost as exc:
+                armed[0] = False
+                assert "cut short by Interrupt" in str(exc), repr(exc)
+                dropped += 1
+                conns.append(consume())
+            finally:
+                armed[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    stormed = len(seen)
+    for conn in conns:
+        conn.close()  # the interrupted callbacks' deliveries go back to the queue
+    conn = consume()
+    deadline = time.monotonic() + 30
+    while len(seen) < total and time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            conn.drain_events(timeout=1)
+    conn.close()
+    assert interrupts > 10 and stormed > 100, (interrupts, stormed)
+    assert seen == {b"%d" % n for n in range(total)}
+    with Connection(node.url).connect() as cleanup:
+        cleanup.channel().queue_delete(queue)

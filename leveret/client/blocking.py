@@ -32,6 +32,18 @@ Threads
   broker look dead, and a ``connection.blocked`` is noticed), and declares the connection
   lost when the broker has been silent for two heartbeat intervals.
 
+Interrupts
+----------
+A signal handler's exception (``KeyboardInterrupt`` on Ctrl-C) reaches whichever call the
+main thread is in.  In a wait (for a reply, a delivery, room in the socket) nothing is
+lost: the connection carries on.  When it cuts short a read whose bytes were taken from
+the socket but not all handled, or a write that may have put part of a frame on the wire,
+where the byte stream stands is no longer known: the connection is dropped, and later
+calls raise :class:`ConnectionLost` saying so (the broker requeues the deliveries it awaits
+acks for; the error lists the publishes left unconfirmed).  Never are frames misread or half
+a frame followed by another.  A delivery that had been taken for its callback is the
+program's: it stays unacknowledged until the program settles it or the connection closes.
+
 Processes
 ---------
 A connection belongs to the process that opened it.  In a child made by ``os.fork()``
@@ -534,13 +546,19 @@ class Connection(ConnectionBase, BlockingDriver):
         if core is None or not (core._out or self._wrest):
             return
         with self._wlock:
-            with self._lock:
-                bufs = core.buffers_to_send(monotonic())
-            if self._wrest:  # what the I/O thread could not write yet goes first
-                bufs = [self._wrest, *bufs]
-                self._wrest = b""
-            if bufs:
-                self._write(bufs)
+            try:
+                with self._lock:
+                    bufs = core.buffers_to_send(monotonic())
+                if self._wrest:  # what the I/O thread could not write yet goes first
+                    bufs = [self._wrest, *bufs]
+                    self._wrest = b""
+                if bufs:
+                    self._write(bufs)
+            except BaseException as exc:
+                # Frames taken from the core, maybe in part written (_write has failed the
+                # connection for its own errors): see _interrupted.
+                self._interrupted(exc, "writing to the socket")
+                raise
 
     def _flush_within(self, deadline: float) -> bool:
         core = self._core
@@ -568,6 +586,9 @@ class Connection(ConnectionBase, BlockingDriver):
                         self._write(bufs)
                 except (OSError, LeveretError):
                     return False
+                except BaseException as exc:
+                    self._interrupted(exc, "writing to the socket")
+                    raise
         finally:
             self._wlock.release()
         return True
@@ -822,72 +843,104 @@ class Connection(ConnectionBase, BlockingDriver):
         core = self._core
         if sock is None or core is None:
             raise self._dead_error()
+        # From recv() on, until what it returned is handed over (events in _pending), an
+        # exception that escapes -- a KeyboardInterrupt from a signal handler, raised
+        # between any two calls -- leaves bytes taken from the socket and not handled, or
+        # the frame reader half way: see _interrupted.  (One in poll() took nothing.)
+        busy = False
         try:
-            if timeout is not None and timeout <= 0:
-                if not self._nonblocking and not (self._tls and self._ssl_pending(sock)):
-                    if not self._poll_in(0):
-                        return False
-            elif not (self._tls and self._ssl_pending(sock)):
-                if not self._poll_in(None if timeout is None else min(timeout, _MAX_WAIT) * 1000.0):
-                    return False
-            if self._tls:
-                with self._ssl_lock:
-                    data = sock.recv(_RECV_SIZE)
-            else:
-                data = sock.recv(_RECV_SIZE)
-        except (BlockingIOError, self._want_read, self._want_write):
-            # TLS: poll() saw bytes, but they were not a whole record of data (a session
-            # ticket, half a record), or ssl has to write first (a key update's answer).
-            return False
-        except TimeoutError:
-            # TLS during the handshake (the socket has a timeout then): as above, and the
-            # timeout ran out waiting for the rest.  Nothing came, as far as the caller is
-            # concerned; the session is intact.
-            return False
-        except (OSError, ValueError) as exc:
-            if self._error is not None or self._sock is not sock:
-                raise self._dead_error() from None  # closed while we waited
-            err = core.connection_lost(f"reading from the socket failed: {exc}")
-            self._fail(err)
-            raise err from exc
-        with self._lock:
             try:
-                events = core.receive_data(data, monotonic())
-            except LeveretError as exc:
-                self._fail(exc)
-                raise
-            self._dispatch(events)
-            if self._waiters:
-                self._cond.notify_all()
-            late = core.error  # a violation after frames that made events: those came first
-            if late is not None:
-                self._fail(late)
-                raise late
-            if (
-                predicate is not None
-                and data
-                and not core._out
-                and core.state is not _CLOSED
-                and predicate()
-                and role is not None
-            ):
-                self._reading = role[0] = False
+                if timeout is not None and timeout <= 0:
+                    if not self._nonblocking and not (self._tls and self._ssl_pending(sock)):
+                        if not self._poll_in(0):
+                            return False
+                elif not (self._tls and self._ssl_pending(sock)):
+                    if not self._poll_in(None if timeout is None else min(timeout, _MAX_WAIT) * 1000.0):
+                        return False
+                busy = True  # after poll(): an interrupt there took nothing from the socket
+                if self._tls:
+                    with self._ssl_lock:
+                        data = sock.recv(_RECV_SIZE)
+                else:
+                    data = sock.recv(_RECV_SIZE)
+            except (BlockingIOError, self._want_read, self._want_write):
+                # TLS: poll() saw bytes, but they were not a whole record of data (a session
+                # ticket, half a record), or ssl has to write first (a key update's answer).
+                return False
+            except TimeoutError:
+                # TLS during the handshake (the socket has a timeout then): as above, and the
+                # timeout ran out waiting for the rest.  Nothing came, as far as the caller is
+                # concerned; the session is intact.
+                return False
+            except (OSError, ValueError) as exc:
+                if self._error is not None or self._sock is not sock:
+                    raise self._dead_error() from None  # closed while we waited
+                err = core.connection_lost(f"reading from the socket failed: {exc}")
+                self._fail(err)
+                raise err from exc
+            with self._lock:
+                try:
+                    events = core.receive_data(data, monotonic())
+                except LeveretError as exc:
+                    self._fail(exc)
+                    raise
+                self._dispatch(events)
+                busy = False  # (no call between the return and this: nothing can cut in)
                 if self._waiters:
                     self._cond.notify_all()
-                return _SATISFIED
-        if not data:
-            self._teardown()
+                late = core.error  # a violation after frames that made events: those came first
+                if late is not None:
+                    self._fail(late)
+                    raise late
+                if (
+                    predicate is not None
+                    and data
+                    and not core._out
+                    and core.state is not _CLOSED
+                    and predicate()
+                    and role is not None
+                ):
+                    self._reading = role[0] = False
+                    if self._waiters:
+                        self._cond.notify_all()
+                    return _SATISFIED
+            if not data:
+                self._teardown()
+                return True
+            if core._out:  # replies the core owes (close-ok, flow-ok, cancel-ok)
+                try:
+                    self._flush()
+                except LeveretError:
+                    pass
+            if core.state is _CLOSED:
+                # The handshake is over (RabbitMQ resets the socket right after its close):
+                # later calls report why it closed, not what the dead socket says.
+                self._teardown()
             return True
-        if core._out:  # replies the core owes (close-ok, flow-ok, cancel-ok)
-            try:
-                self._flush()
-            except LeveretError:
-                pass
-        if core.state is _CLOSED:
-            # The handshake is over (RabbitMQ resets the socket right after its close):
-            # later calls report why it closed, not what the dead socket says.
-            self._teardown()
-        return True
+        except BaseException as exc:
+            if busy:
+                self._interrupted(exc, "reading from the socket")
+            raise
+
+    def _interrupted(self, exc: BaseException, doing: str) -> None:
+        """``exc`` cut ``doing`` short half way: bytes were taken from the socket and not
+        all handled, or frames taken from the core and maybe written in part.  Typically a
+        KeyboardInterrupt, which a signal handler raises between any two calls.  Where the
+        byte stream stands is no longer known -- reading on would misread frames and lose
+        events, writing on would follow half a frame -- so the connection fails now, with
+        an error that says why (the broker requeues the deliveries it is owed acks for;
+        the error lists the unconfirmed publishes), and ``exc`` goes on to the caller.
+        Nothing is done when the connection failed or closed already."""
+        core = self._core
+        if core is None or self._error is not None or self._sock is None:
+            return
+        with self._lock:
+            err = core.connection_lost(
+                f"{doing} was cut short by {type(exc).__name__}; the connection was "
+                "dropped, as the byte stream could no longer be trusted"
+            )
+            core.buffers_to_send()  # nothing more goes out: it could follow half a frame
+        self._fail(err)
 
     def _fail(self, exc: BaseException) -> None:
         """The connection is unusable: send what the core owes (a connection.close), drop the
