@@ -14,6 +14,7 @@ import inspect
 import os
 import time
 import weakref
+from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
 import pytest
@@ -21,6 +22,7 @@ import pytest
 from broker import Broker
 from helpers import in_forked_child, unique
 from leveret.client import (
+    AccessRefused,
     AsyncChannel,
     AsyncConnection,
     Channel,
@@ -34,6 +36,7 @@ from leveret.client import (
 from leveret.client import aio
 from leveret.client.aio import Deliveries
 from tcpproxy import TCPProxy
+from test_typing import mypy
 
 T = TypeVar("T")
 
@@ -565,6 +568,46 @@ def test_deliveries_iterator(broker: Broker) -> None:
     run(main())
 
 
+def test_deliveries_takes_basic_consumes_keywords_and_no_others(broker: Broker, tmp_path: Path) -> None:
+    """``deliveries(queue, **consume)`` took any keyword: ``prefetch=5`` type-checked and
+    failed only when the iteration started (inside basic_consume).  Its keywords are
+    basic_consume's now, typed, and a wrong one is a TypeError at the call."""
+
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            ok = await ch.queue_declare("", exclusive=True)
+            with pytest.raises(TypeError, match="prefetch"):
+                ch.deliveries(ok.queue, prefetch=5)  # type: ignore[call-arg]
+            with pytest.raises(TypeError, match="callback"):
+                ch.deliveries(ok.queue, callback=print)  # type: ignore[call-arg]
+            await ch.basic_publish(b"one", routing_key=ok.queue)
+            async with ch.deliveries(
+                ok.queue, consumer_tag="mine", exclusive=True, arguments={"x-priority": 3}, timeout=10
+            ) as messages:
+                assert messages.consumer_tag == "mine"
+                other = await conn.channel()
+                with pytest.raises(AccessRefused):  # the consumer is exclusive
+                    await other.basic_consume(ok.queue, callback=print)
+                async for message in messages:
+                    assert message.body == b"one" and message.delivery_info["consumer_tag"] == "mine"
+                    message.ack()
+                    break
+
+    run(main())
+    # What a type checker says of it (mypy --strict, as a user's module).
+    result = mypy(tmp_path, (
+        "from leveret.client import AsyncChannel\n\n"
+        "def good(ch: AsyncChannel) -> None:\n"
+        "    ch.deliveries('q', consumer_tag='t', no_local=False, no_ack=True, exclusive=True,\n"
+        "                  nowait=False, arguments={'x-priority': 1}, timeout=5.0)\n\n"
+        "def bad(ch: AsyncChannel) -> None:\n"
+        "    ch.deliveries('q', prefetch=5)\n"
+    ))
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and ":8:" in errors[0] and '"prefetch"' in errors[0], result.stdout
+
+
 def test_corked_publishes_and_thousands_of_deliveries_through_the_iterator(broker: Broker) -> None:
     """Publishes made inside ``corked()`` (awaiting between them) all go out when it ends,
     and an iterator handing out thousands of deliveries (its buffer compacted on the way)
@@ -711,6 +754,56 @@ def test_publisher_waits_for_a_stalled_socket(broker: Broker) -> None:
                 assert await ready(ch, ok.queue, 20000, timeout=20) == 20000
 
     run(main(), timeout=120)
+
+
+def test_a_mutable_body_may_be_reused_once_basic_publish_returns(broker: Broker) -> None:
+    """A ``bytearray`` (or ``memoryview``) body larger than frame_max, refilled after each
+    ``await basic_publish``: every message arrives as it was when published.  The body
+    frames used to be slices of the caller's buffer, written at the next turn of the loop
+    -- after the refill (9 messages of 10 came with a later one's contents)."""
+    size = 300_000
+
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            ok = await ch.queue_declare("", exclusive=True)
+            buf = bytearray(size)
+            expected = []
+            for i in range(10):
+                buf[:] = bytes([i]) * size
+                expected.append(bytes(buf))
+                if i % 3 == 0:
+                    await ch.basic_publish(buf, routing_key=ok.queue)  # type: ignore[arg-type]
+                elif i % 3 == 1:
+                    await ch.basic_publish(Message(buf, content_type="x/y"), routing_key=ok.queue)
+                else:
+                    await ch.basic_publish(Message(memoryview(buf)), routing_key=ok.queue)
+            # Confirmed with the same buffer: mandatory publishes are kept (to pair a
+            # return with its publish) until their confirm comes.
+            await ch.confirm_select()
+            nowhere = unique("nowhere")
+            for i in range(10, 13):
+                buf[:] = bytes([i]) * size
+                expected.append(bytes(buf))
+                await ch.basic_publish(Message(buf), routing_key=ok.queue, mandatory=True)
+            buf[:] = b"r" * size
+            tag = await ch.basic_publish(Message(buf), routing_key=nowhere, mandatory=True)
+            buf[:] = b"x" * size
+            assert await ch.wait_for_confirms(timeout=10) is True
+            [returned] = ch.returned
+            assert returned.body == b"r" * size and returned.delivery_info["publish_tag"] == tag
+            buf[:] = b"c" * size
+            expected.append(bytes(buf))
+            assert await ch.publish_confirmed(Message(buf), routing_key=ok.queue) is True
+            buf[:] = b"y" * size
+            assert await ready(ch, ok.queue, len(expected)) == len(expected)
+            got = []
+            while (message := await ch.basic_get(ok.queue, no_ack=True)) is not None:
+                got.append(message.body)
+            assert [g[:1] for g in got] == [e[:1] for e in expected]
+            assert got == expected
+
+    run(main())
 
 
 # --------------------------------------------------------------------------- misc
@@ -949,8 +1042,9 @@ def test_a_cancelled_delivery_task_fails_the_connection(broker: Broker) -> None:
 def test_a_coroutine_on_return_is_awaited(broker: Broker) -> None:
     """``on_return`` may be a coroutine function, like any callback: it is awaited in the
     delivery task, for returns that drain_events waits for and for those whose confirms
-    wait_for_confirms and publish_confirmed see.  With no ``on_return``, those two leave the
-    returned messages in ``returned``."""
+    wait_for_confirms and publish_confirmed see.  With no ``on_return``, wait_for_confirms
+    leaves the returned messages in ``returned``; publish_confirmed's own return is its
+    False, not kept there too."""
 
     async def main() -> None:
         async with AsyncConnection(broker.url) as conn:
@@ -976,10 +1070,10 @@ def test_a_coroutine_on_return_is_awaited(broker: Broker) -> None:
             assert ch.returned == []
             ch.on_return = None
             assert await ch.publish_confirmed(b"fourth", routing_key=nowhere, mandatory=True) is False
-            assert [m.body for m in ch.returned] == [b"fourth"]
+            assert ch.returned == []
             await ch.basic_publish(b"fifth", routing_key=nowhere, mandatory=True)
             assert await ch.wait_for_confirms(timeout=10) is True
-            assert [m.body for m in ch.returned] == [b"fourth", b"fifth"]
+            assert [m.body for m in ch.returned] == [b"fifth"]
             assert got == [b"first", b"second", b"third"]
 
     run(main())

@@ -19,11 +19,13 @@ from __future__ import annotations
 import gc
 import json
 import socket
+import threading
 import time
 import uuid
 import weakref
 from collections import deque
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -31,6 +33,7 @@ import pytest
 from broker import PrivateNode
 from drivers import NewConnection, blocking_only
 from helpers import unique, with_options, with_vhost
+from test_typing import mypy
 from leveret.client import (
     AccessRefused,
     AuthenticationError,
@@ -45,7 +48,7 @@ from leveret.client import (
     ResourceLocked,
     URLError,
 )
-from leveret.wire.errors import EncodeError, HardError, LocalProtocolError, SoftError
+from leveret.wire.errors import EncodeError, FrameError, FrameTooLarge, HardError, LocalProtocolError, SoftError
 
 PROTOCOLS = ["0-9-1", "0-8"]
 
@@ -343,6 +346,45 @@ def test_channel_max_and_channel_id_reuse(new_connection: NewConnection, node: P
         assert conn.channel().channel_id == 1
     finally:
         conn.close()
+
+
+def test_a_server_that_does_not_speak_amqp_is_a_clear_error(new_connection: NewConnection) -> None:
+    # An HTTP server on the port: the client used to read its answer as a frame header
+    # (FrameTooLarge: a frame of 1345270070 bytes on channel 21588).
+    answer = b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Type: text/html\r\n\r\n<html></html>"
+    listener = socket.create_server(("127.0.0.1", 0))
+    heard: list[bytes] = []
+
+    def serve() -> None:
+        sock, _ = listener.accept()
+        with sock:
+            sock.settimeout(10)
+            heard.append(sock.recv(8))
+            sock.sendall(answer)
+            try:
+                while sock.recv(4096):  # until the client hangs up
+                    pass
+            except OSError:
+                pass
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        port = listener.getsockname()[1]
+        conn = new_connection(f"amqp://guest:guest@127.0.0.1:{port}/", connection_timeout=5)
+        with pytest.raises(FrameError) as info:
+            conn.connect()
+        assert not isinstance(info.value, FrameTooLarge)
+        assert str(info.value) == (
+            "the server does not speak AMQP: it answered the protocol header with "
+            + repr(answer[:40]) + "... (is this the port of an AMQP broker?)"
+        )
+        assert not conn.is_open
+        conn.close()
+        server.join(10)
+        assert heard == [b"AMQP\x00\x00\x09\x01"]
+    finally:
+        listener.close()
 
 
 # --------------------------------------------------------------------------- exchanges
@@ -883,6 +925,43 @@ def test_basic_ack_multiple(conn: Connection, ch: Channel, queue: str) -> None:
 
 
 @only_0_9_1
+def test_settling_takes_a_messages_delivery_tag_as_typed(
+    conn: Connection, ch: Channel, queue: str, protocol: str, tmp_path: Path
+) -> None:
+    # Message.delivery_tag is int | None (None: not delivered by a broker), and basic_ack
+    # took an int: ch.basic_ack(message.delivery_tag) failed mypy --strict.  None is
+    # refused with a clear error, and nothing is sent.
+    calls: list[Callable[[], None]] = [
+        lambda: ch.basic_ack(Message(b"built here").delivery_tag),
+        lambda: ch.basic_nack(Message(b"built here").delivery_tag),
+        lambda: ch.basic_reject(Message(b"built here").delivery_tag, requeue=False),
+    ]
+    for call in calls:
+        with pytest.raises(EncodeError, match="needs a delivery tag, not None"):
+            call()
+        assert not conn.core.wants_write
+    assert ch.is_open
+    for body in (b"acked", b"nacked", b"rejected"):
+        ch.basic_publish(body, routing_key=queue)
+    got = [ch.basic_get(queue) for _ in range(3)]
+    assert all(got)
+    ch.basic_ack(got[0].delivery_tag)  # type: ignore[union-attr]
+    ch.basic_nack(got[1].delivery_tag, requeue=False)  # type: ignore[union-attr]
+    ch.basic_reject(got[2].delivery_tag, requeue=True)  # type: ignore[union-attr]
+    assert get_bodies(ch, queue) == [b"rejected"]
+    result = mypy(tmp_path, (
+        "from leveret.client import AsyncChannel, Channel, Message\n\n"
+        "def settle(ch: Channel, message: Message) -> None:\n"
+        "    ch.basic_ack(message.delivery_tag)\n"
+        "    ch.basic_nack(message.delivery_tag, requeue=False)\n"
+        "    ch.basic_reject(message.delivery_tag)\n\n"
+        "def settle_async(ch: AsyncChannel, message: Message) -> None:\n"
+        "    ch.basic_ack(message.delivery_tag, multiple=True)\n"
+    ))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@only_0_9_1
 def test_basic_nack(conn: Connection, ch: Channel, queue: str, protocol: str) -> None:
     for body in (b"requeued", b"dropped", b"m1", b"m2"):
         ch.basic_publish(body, routing_key=queue)
@@ -920,7 +999,7 @@ def test_basic_reject(conn: Connection, ch: Channel, queue: str) -> None:
     again.ack()
     drop = ch.basic_get(queue)
     assert drop is not None and drop.body == b"drop me"
-    ch.basic_reject(drop.delivery_tag, requeue=False)  # type: ignore[arg-type]
+    ch.basic_reject(drop.delivery_tag, requeue=False)
     assert ch.basic_get(queue) is None
     ch.close()
     with conn.channel() as c:
@@ -1011,17 +1090,34 @@ def test_publish_confirmed_needs_confirm_mode_and_sends_nothing(ch: Channel, que
     assert ch.basic_get(queue) is None
 
 
+def test_wait_for_confirms_needs_confirm_mode(conn: Connection, ch: Channel, queue: str, protocol: str) -> None:
+    # Not in confirm mode, nothing is ever confirmed: True would say these publishes were
+    # (wait_for_confirms used to return it at once).  In 0-8 no channel has confirms.
+    ch.basic_publish(b"never confirmed", routing_key=queue)
+    with pytest.raises(LocalProtocolError, match=r"needs confirm mode \(confirm_select\(\)\)"):
+        ch.wait_for_confirms(timeout=5)
+    assert ch.is_open  # refused locally: nothing was sent, the channel goes on
+    assert get_bodies(ch, queue) == [b"never confirmed"]
+    ch.close()
+    with pytest.raises(ChannelClosedError):
+        ch.wait_for_confirms(timeout=5)
+    if protocol == "0-9-1":
+        # In confirm mode: True once all are acked, also when asked after the close.
+        confirming = conn.channel()
+        confirming.confirm_select()
+        confirming.basic_publish(b"confirmed", routing_key=queue)
+        assert confirming.wait_for_confirms(timeout=10) is True
+        confirming.close()
+        assert confirming.wait_for_confirms(timeout=10) is True
+
+
 @only_0_9_1
 def test_publish_confirmed_routable_and_unroutable(ch: Channel, queue: str, protocol: str) -> None:
     ch.confirm_select()
     assert ch.publish_confirmed(b"routable", routing_key=queue, mandatory=True) is True
     assert ch.publish_confirmed(b"unroutable", routing_key=unique("nowhere"), mandatory=True) is False
-    assert len(ch.returned) == 1
-    returned = ch.returned[0]
-    assert returned.body == b"unroutable"
-    assert returned.delivery_info["reply_code"] == 312
-    assert returned.delivery_info["reply_text"] == "NO_ROUTE"
-    # The same through on_return.
+    assert ch.returned == []  # False says it: the message is not kept as well
+    # The message itself through on_return.
     seen: list[Message] = []
     ch.on_return = seen.append
     assert ch.publish_confirmed(Message(b"again", message_id="m2"), exchange="amq.direct", routing_key="none", mandatory=True) is False
@@ -1030,7 +1126,7 @@ def test_publish_confirmed_routable_and_unroutable(ch: Channel, queue: str, prot
     ]
     # Not mandatory: the broker drops it quietly and acks.
     assert ch.publish_confirmed(b"dropped", routing_key=unique("nowhere")) is True
-    assert len(seen) == 1 and len(ch.returned) == 1
+    assert len(seen) == 1 and ch.returned == []
     assert get_bodies(ch, queue) == [b"routable"]
 
 
@@ -1055,16 +1151,40 @@ def test_a_return_names_the_publish_it_returns(ch: Channel, protocol: str) -> No
             ch.returned.clear()
             assert returned.headers == {"k": "b"}
             assert returned.delivery_info["publish_tag"] == unroutable != routed
-            # The same through publish_confirmed: False for the unroutable one only.
+            # The same through publish_confirmed: False for the unroutable one only (which
+            # is then not kept in ch.returned as well).
             ch.basic_publish(Message(b"same", headers={"k": "a"}, delivery_mode=2), exchange, "rk", mandatory=True)
             assert ch.publish_confirmed(Message(b"same", headers={"k": "b"}), exchange, "rk", mandatory=True) is False
             assert ch.publish_confirmed(Message(b"same", headers={"k": "a"}), exchange, "rk", mandatory=True) is True
             assert ch.wait_for_confirms(timeout=10)
-            assert [m.headers for m in ch.returned] == [{"k": "b"}]
-            ch.returned.clear()
+            assert ch.returned == []
         assert ch.queue_purge(queue) == 30
     finally:
         ch.queue_delete(queue)
+
+
+@only_0_9_1
+def test_publish_confirmed_returns_do_not_pile_up_in_returned(ch: Channel, queue: str, protocol: str) -> None:
+    # publish_confirmed reports its return by returning False: with no on_return, its
+    # message used to stay in ch.returned as well, for ever (2000 publishes: 2000 kept).
+    ch.confirm_select()
+    nowhere = unique("nowhere")
+    for i in range(200):
+        assert ch.publish_confirmed(b"%d" % i, routing_key=nowhere, mandatory=True) is False
+    assert ch.returned == []
+    # Plain publishes' returns stay until the caller takes them, also when a
+    # publish_confirmed hands them over; its own is still not among them.
+    ch.basic_publish(b"plain", routing_key=nowhere, mandatory=True)
+    assert ch.publish_confirmed(b"confirmed", routing_key=nowhere, mandatory=True) is False
+    assert ch.wait_for_confirms(timeout=10) is True
+    assert [m.body for m in ch.returned] == [b"plain"]
+    ch.returned.clear()
+    # With on_return set, it gets every return, publish_confirmed's too.
+    seen: list[bytes] = []
+    ch.on_return = lambda m: seen.append(bytes(m.body))
+    assert ch.publish_confirmed(b"called back", routing_key=nowhere, mandatory=True) is False
+    assert seen == [b"called back"] and ch.returned == []
+    assert ch.publish_confirmed(b"routed", routing_key=queue, mandatory=True) is True
 
 
 def test_mandatory_return_without_confirms(conn: Connection, ch: Channel) -> None:

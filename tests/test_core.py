@@ -7,6 +7,7 @@ socket, no mocks.
 
 from __future__ import annotations
 
+import pickle
 import random
 import struct
 from pathlib import Path
@@ -31,6 +32,8 @@ from leveret.client.errors import (
 from leveret.wire.errors import (
     AMQPError,
     EncodeError,
+    FrameError,
+    FrameTooLarge,
     LocalProtocolError,
     RemoteProtocolError,
     UnexpectedFrame,
@@ -429,6 +432,58 @@ def test_partial_header_like_prefix_then_frames_is_not_a_mismatch() -> None:
     assert info.value.reply_code == 501
 
 
+NOT_AMQP = {
+    "http": b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Type: text/html\r\nContent-Length: 150\r\n\r\n",
+    "smtp": b"220 mail.example.com ESMTP Postfix\r\n",
+    "ssh": b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n",
+    "tls-alert": b"\x15\x03\x03\x00\x02\x02\x46",
+    "one-byte": b"\x00",
+    "frame-on-channel-1": b"\x01\x00\x01\x00\x00\x00\x04\x00\x0a\x00\x0a\xce",
+}
+
+
+@both
+@pytest.mark.parametrize("bytewise", [False, True], ids=["whole", "bytewise"])
+@pytest.mark.parametrize("answer", list(NOT_AMQP.values()), ids=list(NOT_AMQP))
+def test_a_server_that_does_not_speak_amqp_is_named_so(protocol: str, answer: bytes, bytewise: bool) -> None:
+    # Read as a frame header, b"HTTP/1.1 400" used to be a frame of 1345270070 bytes on
+    # channel 21588 (FrameTooLarge): the error must say what the server is not, and show
+    # what it sent.
+    s = Scripted(protocol)
+    s.sent_bytes()
+    with pytest.raises(FrameError) as info:
+        if bytewise:
+            for i in range(len(answer)):
+                s.feed(answer[i : i + 1])
+        else:
+            s.feed(answer)
+    error = info.value
+    assert type(error) is FrameError and not isinstance(error, (FrameTooLarge, VersionMismatch))
+    assert error.reply_code == 501
+    message = str(error)
+    assert message.startswith("the server does not speak AMQP: it answered the protocol header with b")
+    # Byte by byte it is judged at the first byte that cannot begin connection.start.
+    shown = answer[: 3 if answer[:2] == b"\x01\x00" else 1] if bytewise else answer[:40]
+    assert repr(shown) in message
+    assert message.count("...") == (len(answer) > 40 and not bytewise)
+    if answer.startswith(b"\x15\x03") and not bytewise:
+        assert "amqps://" in message
+    assert s.core.state is ConnState.ERROR
+    assert s.core.data_to_send() == b""  # no connection.close for a peer that is not AMQP
+    with pytest.raises(FrameError):
+        s.feed(b"")
+
+
+def test_the_start_frame_may_come_a_byte_at_a_time() -> None:
+    # b"\x01", b"\x00" could be the start of connection.start: not judged before the third.
+    s = Scripted()
+    start = s.start()
+    for i in range(len(start)):
+        s.feed(start[i : i + 1])
+    s.feed(s.tune())
+    assert s.core.state is ConnState.AWAIT_OPEN_OK
+
+
 # =========================================================================== auth failure
 
 
@@ -560,6 +615,57 @@ def test_broker_closes_a_channel_with_the_typed_error(protocol: str, code: int, 
     with pytest.raises(ChannelClosedError):
         s.core.send_method(one, s.m("queue.declare", queue="q"))
     assert s.core.data_to_send() == b""
+
+
+@pytest.mark.parametrize(
+    ("protocol", "ids", "caused_by"),
+    [
+        ("0-9-1", (50, 10), "queue.declare 50/10"),
+        ("0-8", (50, 10), "queue.declare 50/10"),
+        # The same ids, another method: 0-8's basic.recover is 0-9-1's recover-async.
+        ("0-9-1", (60, 100), "basic.recover-async 60/100"),
+        ("0-8", (60, 100), "basic.recover 60/100"),
+        ("0-8", (30, 10), "access.request 30/10"),
+        # Ids this version gives no method: the numbers alone.
+        ("0-9-1", (30, 10), "method 30/10"),
+        ("0-8", (85, 10), "method 85/10"),
+        ("0-9-1", (99, 1), "method 99/1"),
+    ],
+)
+def test_a_close_error_names_the_method_that_caused_it(protocol: str, ids: tuple[int, int], caused_by: str) -> None:
+    # The text used to name it by numbers only: "... (caused by method 50/10)".
+    s = opened(protocol)
+    cid = s.open_channel()
+    [closed] = s.feed(
+        s.frame(cid, "channel.close", reply_code=406, reply_text="PRECONDITION_FAILED - nope",
+                class_id=ids[0], method_id=ids[1])
+    )
+    error = closed.error  # type: ignore[attr-defined]
+    assert str(error) == f"406 PRECONDITION_FAILED - nope (caused by {caused_by})"
+    assert error.method_name == (None if caused_by.startswith("method") else caused_by.split()[0])
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error) and str(copy) == str(error)
+    assert (copy.reply_code, copy.class_id, copy.method_id) == (406, *ids)
+    # A connection.close the same way.
+    [gone] = s.feed(
+        s.frame(0, "connection.close", reply_code=541, reply_text="INTERNAL_ERROR", class_id=ids[0],
+                method_id=ids[1])
+    )
+    assert str(gone.error) == f"541 INTERNAL_ERROR (caused by {caused_by})"  # type: ignore[attr-defined]
+
+
+def test_a_close_error_without_a_method_names_none() -> None:
+    s = opened()
+    cid = s.open_channel()
+    [closed] = s.feed(s.frame(cid, "channel.close", reply_code=404, reply_text="NOT_FOUND - gone"))
+    assert str(closed.error) == "404 NOT_FOUND - gone"  # type: ignore[attr-defined]
+    assert closed.error.method_name is None  # type: ignore[attr-defined]
+    assert str(pickle.loads(pickle.dumps(closed.error))) == "404 NOT_FOUND - gone"  # type: ignore[attr-defined]
+    # Built by hand (no protocol version to look the ids up in): the numbers, or the name given.
+    assert str(PreconditionFailed("x", 406, 50, 10)) == "406 x (caused by method 50/10)"
+    assert str(PreconditionFailed("x", 406, 50, 10, method_name="queue.declare")) == (
+        "406 x (caused by queue.declare 50/10)"
+    )
 
 
 @both

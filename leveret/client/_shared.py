@@ -50,7 +50,7 @@ from typing import (
 )
 from urllib.parse import urlsplit
 
-from ..wire.errors import AMQPError, LeveretError, LocalProtocolError
+from ..wire.errors import AMQPError, EncodeError, LeveretError, LocalProtocolError
 from . import events as ev
 from .core import _CLOSED, _OPEN, DEFAULT_MAX_BODY_SIZE, ConnState, SansIOConnection
 from .errors import (
@@ -515,10 +515,14 @@ class ConnectionBase:
             elif kind is ev.MessageReturned:
                 ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
                 if ch is not None:
-                    ch._returns.append(event)
-                    self._returning[ch] = None  # after the append: see _has_returns
                     if event.delivery_tag in ch._waited_tags:  # type: ignore[attr-defined]
                         ch._waited_returned.add(event.delivery_tag)  # type: ignore[attr-defined]
+                        if ch.on_return is None:
+                            # A publish_confirmed's own return: its False says so; kept in
+                            # ``returned`` as well, such returns would pile up for ever.
+                            continue
+                    ch._returns.append(event)
+                    self._returning[ch] = None  # after the append: see _has_returns
             elif kind is ev.ChannelOpened:
                 ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
                 if ch is not None:
@@ -746,6 +750,13 @@ def _raise(error: BaseException) -> None:
     raise error
 
 
+def _no_delivery_tag(method: str) -> EncodeError:
+    return EncodeError(
+        f"{method} needs a delivery tag, not None: the message was not delivered by a broker "
+        "(built here, or returned by basic.return); nothing was sent"
+    )
+
+
 # Properties that make a property set worth no caching: a table (unhashable) and values that
 # usually differ for every message.
 _UNCACHED = frozenset({"headers", "message_id", "correlation_id", "timestamp"})
@@ -824,10 +835,16 @@ class ChannelBase:
         # Those of _waited_tags that were returned: the asyncio delivery task may run (and
         # drop) the return before publish_confirmed resumes.
         self._waited_returned: set[int] = set()
+        self._confirm_selected = False  # confirm_select() succeeded on this channel
         self.flow_active = True
         #: Called with each returned :class:`Message` (``basic.return``); when None, returned
         #: messages are kept in :attr:`returned`.
         self.on_return: Callable[[Message], Any] | None = None
+        #: Returned messages (``basic.return``) when :attr:`on_return` is None: those of
+        #: ``basic_publish(mandatory=True)`` stay here until the caller takes them out (say,
+        #: ``returned.clear()``).  A :meth:`publish_confirmed` reports its own return by
+        #: returning False, so its message is not kept here (with ``on_return`` set, the
+        #: callback gets it all the same).
         self.returned: list[Message] = []
 
     def __repr__(self) -> str:
@@ -1051,6 +1068,12 @@ class ChannelBase:
             if not isinstance(msg, Message):
                 msg = Message(msg)
             body = msg.body
+            if type(body) is not bytes:
+                # A bytearray or memoryview may change once the publish has returned, while
+                # its frames (a big body's are slices of it, not copies) still wait to be
+                # written, and a mandatory publish's body to be paired with its return: a
+                # copy, once.  (A bytes body cannot change: it is sent as it is.)
+                body = bytes(body)
             # An outgoing message's dict as it is (the property would only hand it back).
             properties = msg._properties if type(msg) is Message else None
             if properties is None:
@@ -1374,24 +1397,37 @@ class ChannelBase:
                 pass  # the channel is going away; the broker requeues it then
         return None
 
-    def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        """``basic.ack`` (no reply; written soon, together with what follows it)."""
+    # The settle calls take a received message's delivery_tag as it is typed (int | None:
+    # None on a message no broker delivered), so that ch.basic_ack(message.delivery_tag)
+    # type-checks; None is refused here, with nothing sent.
+
+    def basic_ack(self, delivery_tag: int | None, multiple: bool = False) -> None:
+        """``basic.ack`` (no reply; written soon, together with what follows it).
+        ``delivery_tag`` is a received message's :attr:`Message.delivery_tag`; None (a
+        message no broker delivered) is an :class:`EncodeError` and sends nothing."""
         conn = self.connection
         with conn._lock:
             if self._closed:
                 self._raise_closed()
+            if delivery_tag is None:
+                raise _no_delivery_tag("basic.ack")
             self._core.ack(self.channel_id, delivery_tag, multiple)
         conn._kick()
 
-    def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
-        """``basic.nack`` (RabbitMQ extension in 0-9-1; no reply)."""
+    def basic_nack(self, delivery_tag: int | None, multiple: bool = False, requeue: bool = True) -> None:
+        """``basic.nack`` (RabbitMQ extension in 0-9-1; no reply); ``delivery_tag`` as for
+        :meth:`basic_ack`."""
+        if delivery_tag is None:
+            raise _no_delivery_tag("basic.nack")
         self._send(
             self._method("basic.nack", dict(delivery_tag=delivery_tag, multiple=multiple, requeue=requeue)),
             now=False,
         )
 
-    def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None:
-        """``basic.reject`` (no reply)."""
+    def basic_reject(self, delivery_tag: int | None, requeue: bool = True) -> None:
+        """``basic.reject`` (no reply); ``delivery_tag`` as for :meth:`basic_ack`."""
+        if delivery_tag is None:
+            raise _no_delivery_tag("basic.reject")
         self._send(self._method("basic.reject", dict(delivery_tag=delivery_tag, requeue=requeue)), now=False)
 
     @operation
@@ -1411,6 +1447,7 @@ class ChannelBase:
         """``confirm.select``: from now on the broker acks or nacks every publish;
         ``basic_publish`` returns delivery tags (RabbitMQ extension; 0-9-1)."""
         yield from self._rpc("confirm.select", timeout, nowait=nowait)
+        self._confirm_selected = True  # still known once the channel has closed
 
     def _on_confirm(self, event: ev.PublishConfirmed) -> None:
         if not event.ack:
@@ -1446,11 +1483,20 @@ class ChannelBase:
         acked; raises :class:`PublishNacked` listing the nacked tags (then forgets them),
         ``TimeoutError`` past ``timeout`` (default ``rpc_timeout``), and
         :class:`ConnectionLost` -- whose ``unconfirmed`` names the publishes of unknown
-        fate -- when the connection dies first.
+        fate -- when the connection dies first.  On a channel that is not in confirm mode
+        (no :meth:`confirm_select`) nothing is ever confirmed: it raises
+        :class:`LocalProtocolError` at once, as :meth:`publish_confirmed` does -- or, if
+        such a channel is closed, why it closed.
         """
         core = self._core
-        deadline = self._deadline(timeout)
         cid = self.channel_id
+        if not self._confirm_selected and not core.is_confirm_mode(cid):
+            # Nothing would ever be confirmed: True would pass unconfirmed publishes off as
+            # confirmed ones.
+            if self._closed:
+                self._raise_closed()
+            raise LocalProtocolError("wait_for_confirms needs confirm mode (confirm_select())")
+        deadline = self._deadline(timeout)
         yield Wait(lambda: core.unconfirmed_count(cid) == 0 or self._closed, deadline, "publisher confirms")
         if self._returns:
             self._run_returns()
@@ -1474,6 +1520,10 @@ class ChannelBase:
 
         Returns True when the broker acked it and did not return it; False when it was
         returned as unroutable (``mandatory``); raises :class:`PublishNacked` on a nack.
+        The returned message itself goes to ``on_return`` when that is set; without it, it
+        is dropped -- False is the report -- rather than kept in :attr:`returned`, where
+        the returns of plain ``basic_publish(mandatory=True)`` calls wait for the caller
+        (returns of earlier publishes that this call hands over still go there).
         """
         if self._closed:
             self._raise_closed()

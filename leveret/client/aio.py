@@ -14,7 +14,8 @@ Tasks and callbacks
   the broker sent them; a coroutine callback is awaited before the next delivery.  (So a
   publish's ``on_return`` may run after the ``wait_for_confirms`` or ``publish_confirmed``
   that saw its confirm has returned; with no ``on_return``, returned messages are in
-  ``channel.returned`` by then.)  A callback may await other calls on the same connection.
+  ``channel.returned`` by then -- except a ``publish_confirmed``'s own, which its False
+  reports.)  A callback may await other calls on the same connection.
   An exception from a callback is logged and raised by the next
   :meth:`AsyncConnection.drain_events` (a ``CancelledError`` -- say, from an operation the
   callback awaited that someone cancelled -- as a ``RuntimeError`` caused by it), and the
@@ -813,6 +814,10 @@ class AsyncChannel(ChannelBase, AsyncDriver):
         socket cannot keep up it waits until it drains -- or until the broker blocks the
         connection (it stops reading then): what is written waits in the transport's
         buffer, and the next publish waits for ``connection.unblocked`` as above.
+
+        The body may be reused once the call returns: a ``bytearray`` or ``memoryview``
+        body (as such, or a :class:`Message`'s) is copied when the call is made, a
+        ``bytes`` one is sent as it is.
         """
         conn = self.connection
         core = self._core
@@ -827,15 +832,30 @@ class AsyncChannel(ChannelBase, AsyncDriver):
             )
         return tag
 
-    def deliveries(self, queue: str = "", **consume: Any) -> Deliveries:
+    def deliveries(
+        self,
+        queue: str = "",
+        *,
+        consumer_tag: str = "",
+        no_local: bool = False,
+        no_ack: bool = False,
+        exclusive: bool = False,
+        nowait: bool = False,
+        arguments: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Deliveries:
         """``async with channel.deliveries(queue, no_ack=False) as messages: async for
         message in messages: ...``: consume ``queue`` (``basic.consume`` with the given
-        keyword arguments) as an async iterator, cancelled (``basic.cancel``) when the
-        ``async with`` block ends.  The iteration ends when the broker cancels the
-        consumer; it raises the error when the channel or connection closes.  Messages it
-        has not handed out when it is cancelled, and those still on their way, go back to
-        the queue -- but ``no_ack`` ones cannot, and are dropped."""
-        return Deliveries(self, queue, consume)
+        keyword arguments, which mean what they mean to :meth:`basic_consume`) as an async
+        iterator, cancelled (``basic.cancel``) when the ``async with`` block ends.  The
+        iteration ends when the broker cancels the consumer; it raises the error when the
+        channel or connection closes.  Messages it has not handed out when it is
+        cancelled, and those still on their way, go back to the queue -- but ``no_ack``
+        ones cannot, and are dropped."""
+        return Deliveries(self, queue, dict(
+            consumer_tag=consumer_tag, no_local=no_local, no_ack=no_ack, exclusive=exclusive,
+            nowait=nowait, arguments=arguments, timeout=timeout,
+        ))
 
 
 class Deliveries:
@@ -856,7 +876,7 @@ class Deliveries:
             # On its way when cancel() was called: nobody will take it.  Back to the queue --
             # or, no_ack, lost (it was as good as lost once the iteration stopped).
             if not self._consume.get("no_ack") and self.channel.is_open:
-                self.channel.basic_reject(message.delivery_tag, requeue=True)  # type: ignore[arg-type]
+                self.channel.basic_reject(message.delivery_tag, requeue=True)
             return
         self._buffer.append(message)
         self.channel.connection._backlog += 1
@@ -896,7 +916,7 @@ class Deliveries:
                 conn._maybe_resume_reading()
             if ch.is_open and not self._consume.get("no_ack"):
                 for message in rest:
-                    ch.basic_reject(message.delivery_tag, requeue=True)  # type: ignore[arg-type]
+                    ch.basic_reject(message.delivery_tag, requeue=True)
 
     async def __aenter__(self) -> Deliveries:
         return await self.start()

@@ -42,6 +42,7 @@ from ..wire.errors import (
     CHANNEL_ERROR,
     COMMAND_INVALID,
     AMQPError,
+    FrameError,
     LocalProtocolError,
     RemoteProtocolError,
     UnexpectedFrame,
@@ -513,12 +514,15 @@ class SansIOConnection:
         Raises :class:`RemoteProtocolError` (after queuing the ``connection.close`` the spec
         asks for) when the peer broke the protocol, :class:`ConnectionLost` at an EOF that
         came without a close handshake, :class:`VersionMismatch` when the server answered
-        with its own protocol header, and :class:`AuthenticationError` when its
-        ``connection.start`` offers none of the SASL mechanism asked for.  (Credentials the
-        broker refuses come as a :class:`~leveret.client.events.ConnectionClosed` event
-        whose ``error`` is an :class:`AuthenticationError`.)  When frames before the
-        violation in the same ``data`` made events, those events are returned (the
-        ``connection.close`` is queued all the same) and the next call raises the error.
+        with its own protocol header, :class:`~leveret.wire.errors.FrameError` showing
+        what it sent when it answered with anything but a method frame on channel 0 (it
+        does not speak AMQP at all: an HTTP, SMTP, SSH server...), and
+        :class:`AuthenticationError` when its ``connection.start`` offers none of the SASL
+        mechanism asked for.  (Credentials the broker refuses come as a
+        :class:`~leveret.client.events.ConnectionClosed` event whose ``error`` is an
+        :class:`AuthenticationError`.)  When frames before the violation in the same
+        ``data`` made events, those events are returned (the ``connection.close`` is
+        queued all the same) and the next call raises the error.
         """
         if self._error is not None:
             raise self._error
@@ -554,9 +558,14 @@ class SansIOConnection:
 
     def _check_header(self, data: bytes) -> bytes:
         # A server that does not speak our version answers with its own protocol header
-        # (b"AMQP" + 4 octets) and closes; frames never start with b"A" (0x41).
+        # (b"AMQP" + 4 octets) and closes; frames never start with b"A" (0x41).  One that
+        # speaks it starts with connection.start, a method frame on channel 0; anything
+        # else is not AMQP (an HTTP, SMTP or SSH server: read as a frame header, its
+        # first bytes would make a frame of a gigabyte on some channel).
         data = self._pending + data
-        if len(data) < 8 and b"AMQP".startswith(data[:4]) and data[:1] == b"A":
+        if (len(data) < 8 and b"AMQP".startswith(data[:4]) and data[:1] == b"A") or (
+            len(data) < 3 and _START_FRAME.startswith(data)
+        ):
             self._pending = data
             return b""
         self._pending = b""
@@ -570,6 +579,19 @@ class SansIOConnection:
             self._error = exc
             self.state = ConnState.ERROR
             raise exc
+        if data[:3] != _START_FRAME:
+            shown = repr(bytes(data[:40])) + ("..." if len(data) > 40 else "")
+            if data[:1] in (b"\x15", b"\x16") and data[1:2] == b"\x03":
+                hint = "a TLS record: connect with amqps:// (ssl=True)"
+            else:
+                hint = "is this the port of an AMQP broker?"
+            error = FrameError(
+                f"the server does not speak AMQP: it answered the protocol header with "
+                f"{shown} ({hint})"
+            )
+            self._error = error
+            self.state = ConnState.ERROR
+            raise error
         return data
 
     def _eof(self) -> list[ev.Event]:
@@ -633,6 +655,19 @@ class SansIOConnection:
     def error(self) -> BaseException | None:
         """The error that put the connection in state ERROR, if any."""
         return self._error
+
+    def _method_name(self, class_id: int, method_id: int) -> str | None:
+        """The name of this version's method with these ids (``"queue.declare"``), or None
+        when it has none (0-8 and 0-9-1 do not give every id the same method)."""
+        cls = self.spec.METHODS.get(class_id << 16 | method_id) if class_id else None
+        return None if cls is None else str(cls.NAME)
+
+    def _error_for(self, reply_code: int, reply_text: str, class_id: int, method_id: int) -> AMQPError:
+        """The typed error of a close with these arguments, naming the method that caused
+        it in this connection's protocol version."""
+        error = error_for(reply_code, reply_text, class_id, method_id)
+        error.method_name = self._method_name(class_id, method_id)
+        return error
 
     # ------------------------------------------------------------------ frames
 
@@ -919,7 +954,7 @@ class SansIOConnection:
         error = (
             None
             if method.reply_code == 200
-            else error_for(method.reply_code, method.reply_text, method.class_id, method.method_id)
+            else self._error_for(method.reply_code, method.reply_text, method.class_id, method.method_id)
         )
         if ch.state is ChannelState.CLOSING:
             # Both sides closed at once: our close-ok is sent; theirs will follow.
@@ -1006,10 +1041,11 @@ class SansIOConnection:
             if method.reply_code != 200:
                 if state is ConnState.AWAIT_TUNE and method.reply_code == 403:
                     error = AuthenticationError(
-                        method.reply_text, 403, method.class_id, method.method_id
+                        method.reply_text, 403, method.class_id, method.method_id,
+                        method_name=self._method_name(method.class_id, method.method_id),
                     )
                 else:
-                    error = error_for(
+                    error = self._error_for(
                         method.reply_code, method.reply_text, method.class_id, method.method_id
                     )
             by_peer = state is not ConnState.CLOSING
@@ -1313,7 +1349,7 @@ class SansIOConnection:
         )
         self.state = ConnState.CLOSING
         if reply_code != 200:
-            self.close_error = error_for(reply_code, reply_text, class_id, method_id)
+            self.close_error = self._error_for(reply_code, reply_text, class_id, method_id)
         self._out.append(frame)
 
     # ------------------------------------------------------------------ time
@@ -1362,6 +1398,10 @@ def _split(value: bytes | str) -> list[str]:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     return value.split()
+
+
+#: How the server's first frame, connection.start, begins: a method frame on channel 0.
+_START_FRAME = b"\x01\x00\x00"
 
 
 def _describe_header(header: bytes) -> str:

@@ -57,8 +57,9 @@ class Message:
     __slots__ = ("body", "_properties", "_info", "channel", "_props", "_method")
 
     #: The body.  Always ``bytes`` on a received message, and so typed; a message built
-    #: from a ``bytearray`` or ``memoryview`` keeps that object as it is (not copied: a big
-    #: body is sent from it directly), and a ``str`` is stored UTF-8 encoded.
+    #: from a ``bytearray`` or ``memoryview`` keeps that object as it is (a publish sends
+    #: a copy taken when it is called, so the object may change once the publish has
+    #: returned), and a ``str`` is stored UTF-8 encoded.
     body: bytes
 
     def __init__(self, body: bytes | bytearray | memoryview | str = b"", **properties: Any) -> None:

@@ -116,13 +116,16 @@ class AMQPError(LeveretError):
     """The broker (or the client) closed a channel or the connection with a reply code.
 
     ``reply_code`` and ``reply_text`` are what ``channel.close`` / ``connection.close`` said;
-    ``class_id`` and ``method_id`` name the method that caused it (0 when none did).
+    ``class_id`` and ``method_id`` name the method that caused it (0 when none did), and
+    ``method_name`` its name (``"queue.declare"``) when the protocol version the error came
+    from defines those ids (the client fills it in: this layer knows no version), else None.
     Subclasses per reply code live in :mod:`leveret.wire.replies`.
     """
 
     reply_code: int = 0
     #: True when this code closes only a channel (a soft error in the spec).
     soft: bool = False
+    method_name: str | None = None
 
     def __init__(
         self,
@@ -130,22 +133,34 @@ class AMQPError(LeveretError):
         reply_code: int | None = None,
         class_id: int = 0,
         method_id: int = 0,
+        *,
+        method_name: str | None = None,
     ) -> None:
         if reply_code is not None:
             self.reply_code = reply_code
         self.reply_text = reply_text
         self.class_id = class_id
         self.method_id = method_id
+        self.method_name = method_name
         super().__init__(reply_text)
 
     def __str__(self) -> str:
-        where = f" (caused by method {self.class_id}/{self.method_id})" if self.class_id else ""
+        """``404 NOT_FOUND - no queue 'q' in vhost '/' (caused by queue.declare 50/10)``;
+        ``(caused by method 50/10)`` when the method's name is not known."""
+        if not self.class_id:
+            where = ""
+        elif self.method_name:
+            where = f" (caused by {self.method_name} {self.class_id}/{self.method_id})"
+        else:
+            where = f" (caused by method {self.class_id}/{self.method_id})"
         return f"{self.reply_code} {self.reply_text}{where}"
 
     def __reduce__(self) -> tuple[Any, ...]:  # keep pickling working with our __init__
+        state = {"method_name": self.method_name} if self.method_name is not None else None
         return (
             type(self),
             (self.reply_text, self.reply_code, self.class_id, self.method_id),
+            state,
         )
 
 
