@@ -1852,3 +1852,26 @@ def test_a_consumer_interrupted_again_and_again_never_misreads_and_loses_nothing
     assert seen == {b"%d" % n for n in range(total)}
     with Connection(node.url).connect() as cleanup:
         cleanup.channel().queue_delete(queue)
+
+
+@needs_broker
+def test_a_basic_consume_whose_channel_closes_under_its_write_raises_why(node: PrivateNode) -> None:
+    """The channel is closed (by the thread that read why) while basic_consume writes its
+    method, and the write fails: the caller must see the write's error -- not an
+    IndexError from basic_consume's own bookkeeping, which the close had already cleared.
+    (A race; here the close is made to come at that point.)"""
+    conn = Connection(node.url, heartbeat=0).connect()
+    ch = conn.channel()
+    queue = ch.queue_declare("", exclusive=True).queue
+    lost = ConnectionLost("the socket went away under the write")
+
+    def closed_meanwhile() -> None:
+        ch._on_closed(None)  # what the reading thread does when the connection closes
+        raise lost
+
+    conn._flush = closed_meanwhile  # type: ignore[method-assign]
+    with pytest.raises(ConnectionLost) as raised:
+        ch.basic_consume(queue, callback=print)
+    assert raised.value is lost
+    del conn._flush
+    conn.close()

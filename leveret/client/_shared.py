@@ -31,6 +31,7 @@ reply and the channel stays usable.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import deque
@@ -1340,11 +1341,15 @@ class ChannelBase:
         deadline = self._deadline(timeout)
         yield from self._idle(deadline, "basic.consume")
         # Registered when consume-ok is routed (see _reply), before any delivery runs.
-        self._consume_waiting.append((callback, on_cancel, no_ack))
+        waiting = (callback, on_cancel, no_ack)
+        self._consume_waiting.append(waiting)
         try:
             self._send(method)
         except BaseException:
-            self._consume_waiting.pop()
+            # Not sent.  (Unless the send failed the connection: _on_closed has emptied the
+            # list then, and the send's own error is what the caller must see.)
+            with contextlib.suppress(ValueError):
+                self._consume_waiting.remove(waiting)
             raise
         ok = yield from self._wait_reply("basic.consume", deadline, self._cancel_late_consumer)
         return str(ok.consumer_tag)
