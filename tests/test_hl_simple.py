@@ -344,6 +344,8 @@ def test_every_call_after_a_lost_connection_raises_a_connection_error(
     q = SimpleQueue(conn, unique("lost"), queue_opts={"durable": False, "auto_delete": True})
     try:
         q.put("before")
+        q.put("still there")
+        q.get(timeout=5).ack()  # consuming when the connection goes
         _lose_connection(conn, kind, request)
         calls = {"put": lambda: q.put("after"), "get": lambda: q.get(timeout=1), "qsize": q.qsize, "clear": q.clear}
         for name, call in calls.items():
@@ -351,5 +353,13 @@ def test_every_call_after_a_lost_connection_raises_a_connection_error(
                 call()
             assert isinstance(raised.value, conn.connection_errors), (name, raised.value)
             assert not isinstance(raised.value, conn.channel_errors), (name, raised.value)
+        # The connection object connects again (ensure_connection, or any conn.channel()):
+        # the queue's channel is still the lost one's.  get() waited on the new connection,
+        # where nothing consumes, and said Empty for ever while the queue held messages.
+        conn.ensure_connection(max_retries=3)
+        for name, call in {**calls, "get_nowait": q.get_nowait}.items():
+            with pytest.raises(Exception) as raised:
+                call()
+            assert isinstance(raised.value, conn.connection_errors), (name, raised.value)
     finally:
         conn.release()

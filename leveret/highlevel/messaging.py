@@ -114,6 +114,22 @@ def _returned(msg: ClientMessage | None, exchange: str, routing_key: str) -> Mes
 # ---------------------------------------------------------------------------------- producer
 
 
+
+def lost_connection_error(channel: Any, text: str) -> Exception | None:
+    """When ``channel`` (not a recovering one) belongs to a transport connection that is
+    gone -- lost or closed, the high-level connection may have connected again since --
+    the error to raise for it: that connection's own (one of ``connection_errors``, as
+    kombu's are), else a ConnectionClosedError with ``text``.  None while it is open."""
+    if getattr(channel, "recovers", False):
+        return None
+    tconn = getattr(channel, "connection", None)
+    if tconn is None or tconn.is_open:
+        return None
+    error = getattr(tconn, "_error", None) or getattr(tconn, "_closed_error", None)
+    if isinstance(error, Exception):
+        return error
+    return ConnectionClosedError(text)
+
 class Producer:
     """Publishes messages: ``Producer(channel_or_connection, exchange=None,
     routing_key="", serializer=None, auto_declare=True, compression=None, on_return=None,
@@ -424,16 +440,9 @@ class Producer:
         args = (body, properties, routing_key, mandatory, immediate, exchange, declare, timeout, wait)
         if rec is None:
             if not channel.is_open:
-                tconn = getattr(channel, "connection", None)
-                if tconn is not None and not tconn.is_open:
-                    # The connection is gone, not just the channel: say so with the
-                    # connection's error (one of connection_errors, as kombu's are).
-                    error = getattr(tconn, "_error", None) or getattr(tconn, "_closed_error", None)
-                    if isinstance(error, Exception):
-                        raise error
-                    raise ConnectionClosedError(
-                        "the producer's connection is closed; nothing was published"
-                    )
+                error = lost_connection_error(channel, "the producer's connection is closed; nothing was published")
+                if error is not None:
+                    raise error
                 # Say so plainly (the channel's own error is the cause), whatever the
                 # transport's publish would make of a closed channel.
                 raise ChannelClosedError(

@@ -23,7 +23,7 @@ from .connection import client_of
 from .entity import Exchange, Queue, _is_hl_connection
 from .exceptions import Empty
 from .message import Message
-from .messaging import Consumer, Producer
+from .messaging import Consumer, Producer, lost_connection_error
 from .transport import TransportChannel
 
 __all__ = ["SimpleQueue", "SimpleBuffer"]
@@ -170,6 +170,11 @@ class SimpleQueue:
             remaining = None if deadline is None else deadline - monotonic()
             if remaining is not None and remaining <= 0:
                 raise Empty()
+            # The consumer's connection is gone (the connection object may have connected
+            # again since: drain_events would wait on the new one, where nothing consumes).
+            lost = lost_connection_error(self.channel, "the SimpleQueue's connection is closed")
+            if lost is not None:
+                raise lost
             try:
                 self._client.drain_events(timeout=remaining)
             except TimeoutError:
