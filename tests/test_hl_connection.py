@@ -20,7 +20,7 @@ from hl_fixtures import ack_into, closed_port, lose_memory_connection, unique
 from broker import PrivateNode
 from helpers import in_forked_child
 from leveret.client import Connection as ClientConnection
-from leveret.client import AuthenticationError, NotFound
+from leveret.client import AuthenticationError, NotFound, URLError
 from leveret.highlevel import (
     BrokerConnection,
     Connection,
@@ -124,6 +124,33 @@ def test_connect_timeout_default_does_not_override_the_urls() -> None:
     assert Connection("amqp://h/").connect_timeout == 5
     given = Connection("amqp://h/?connection_timeout=20", connect_timeout=3)
     assert given._target.params.connection_timeout == 3 and given.info()["connect_timeout"] == 3
+
+
+def test_kombus_url_options_are_understood() -> None:
+    """A kombu URL's query options (its Connection's keywords) were refused as unknown:
+    a configuration URL could not move over as it is."""
+    p = Connection("amqp://h//?ssl=true&connect_timeout=3&login_method=AMQPLAIN&insist=true")._target.params
+    assert (p.ssl, p.port, p.connection_timeout, p.auth_mechanism) == (True, 5671, 3, "AMQPLAIN")
+    assert Connection("amqp://h//?connect_timeout=3").connect_timeout == 3
+    p = Connection("amqp://h:6000//?ssl=1&ssl_cert_reqs=CERT_NONE&ssl_ca_certs=/ca.pem")._target.params
+    assert (p.ssl, p.port, p.verify, p.cacertfile) == (True, 6000, False, "/ca.pem")
+    p = Connection("amqp://h//?ssl=false&ssl_cert_reqs=ssl.CERT_REQUIRED&ssl_certfile=c&ssl_keyfile=k")._target.params
+    assert (p.ssl, p.port, p.verify, p.certfile, p.keyfile) == (False, 5672, True, "c", "k")
+    assert Connection("amqps://h//?heartbeat=7&login_method=PLAIN")._target.params.heartbeat == 7
+    with pytest.raises(URLError, match="ssl='maybe'"):
+        Connection("amqp://h//?ssl=maybe")
+    with pytest.raises(URLError, match="ssl_cert_reqs"):
+        Connection("amqp://h//?ssl_cert_reqs=sometimes")
+    with pytest.raises(URLError, match="unknown option 'no_such'"):
+        Connection("amqp://h//?no_such=1")
+
+
+def test_a_kombu_url_connects(amqp_url: str) -> None:
+    url = amqp_url + ("&" if "?" in amqp_url else "?") + "login_method=AMQPLAIN&connect_timeout=3&insist=1"
+    with Connection(url) as conn:
+        conn.connect()
+        assert conn.connected
+        assert conn.connection.params.auth_mechanism == "AMQPLAIN"  # type: ignore[attr-defined]
 
 
 def test_clone_is_a_new_unconnected_connection(hl_conn: Connection) -> None:

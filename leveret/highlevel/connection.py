@@ -15,7 +15,11 @@ be reached the next is tried (``failover_strategy`` ``"round-robin"`` or ``"shuf
 as in kombu, a callable that gets the list of URLs, as given, and returns an iterator over
 them, endless like ``itertools.cycle`` or not: each attempt takes at most one URL per URL of
 the connection from it, and the iterator is kept for the next attempt -- a new one is asked
-for when it is exhausted).
+for when it is exhausted).  Query options are :func:`leveret.client.parse_url`'s
+(``heartbeat``, ``connection_timeout``, ``auth_mechanism``, ``verify``, ``cacertfile``...)
+or kombu's names for them: ``ssl=true`` (TLS, port 5671 unless given), ``connect_timeout``,
+``login_method``, ``ssl_ca_certs``/``ssl_certfile``/``ssl_keyfile``, ``ssl_cert_reqs``
+(``CERT_NONE`` turns verification off); ``insist`` is ignored.  Others are refused.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from ..client import (
     ConnectionParameters,
     InternalError,
     ResourceError,
+    URLError,
     parse_url,
 )
 from ..client import Connection as ClientConnection
@@ -150,8 +155,12 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 
 
 def _url_sets(item: str, option: str) -> bool:
-    """Whether the URL ``item`` names ``option`` in its query string."""
-    return "://" in item and option in parse_qs(urlsplit(item).query)
+    """Whether the URL ``item`` names ``option`` (leveret's name) in its query string,
+    or kombu's name for it."""
+    if "://" not in item:
+        return False
+    given = parse_qs(urlsplit(item).query)
+    return option in given or any(_KOMBU_QUERY.get(name) == option for name in given)
 
 
 def parse_hostnames(hostname: str | Iterable[str] | None) -> list[str]:
@@ -161,6 +170,52 @@ def parse_hostnames(hostname: str | Iterable[str] | None) -> list[str]:
     items = hostname.split(";") if isinstance(hostname, str) else list(hostname)
     out = [item.strip() for item in items if item and item.strip()]
     return out or ["localhost"]
+
+
+#: URL options under kombu's names (its Connection's keywords) -> leveret.client's.
+_KOMBU_QUERY = {
+    "connect_timeout": "connection_timeout",
+    "login_method": "auth_mechanism",
+    "ssl_ca_certs": "cacertfile",
+    "ssl_certfile": "certfile",
+    "ssl_keyfile": "keyfile",
+}
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _from_kombu_query(rest: str) -> tuple[str, bool]:
+    """The part of an amqp URL after ``://`` with kombu's query options put in leveret's
+    terms (``connect_timeout``, ``login_method``, ``ssl_ca_certs``/``ssl_certfile``/
+    ``ssl_keyfile``, ``ssl_cert_reqs``, and ``insist``, which AMQP 0-9-1 has no more and
+    is dropped), and whether ``ssl`` was asked for (``ssl=true``).  Other options pass
+    through to :func:`leveret.client.parse_url`, which refuses what it does not know."""
+    base, sep, query = rest.partition("?")
+    if not sep or not query:
+        return rest, False
+    ssl = False
+    out = []
+    for item in query.split("&"):
+        name, eq, value = item.partition("=")
+        low = unquote(value).strip().lower()
+        if name == "ssl":
+            if low not in _TRUE and low not in _FALSE:
+                raise URLError(f"ssl={unquote(value)!r} in the URL must be true or false")
+            ssl = low in _TRUE
+        elif name == "ssl_cert_reqs":
+            # ssl.CERT_NONE / CERT_OPTIONAL / CERT_REQUIRED, by name: a client verifies the
+            # broker's certificate unless told CERT_NONE.
+            reqs = low.removeprefix("ssl.").removeprefix("cert_")
+            if reqs not in ("none", "optional", "required"):
+                raise URLError(
+                    f"ssl_cert_reqs={unquote(value)!r} in the URL must be CERT_NONE, CERT_OPTIONAL or CERT_REQUIRED"
+                )
+            out.append(f"verify={'false' if reqs == 'none' else 'true'}")
+        elif name == "insist":
+            continue
+        else:
+            out.append(_KOMBU_QUERY.get(name, name) + eq + value)
+    return base + ("?" + "&".join(out) if out else ""), ssl
 
 
 def _parse_target(item: str, transport: str | None) -> tuple[_Target, bool]:
@@ -179,8 +234,13 @@ def _parse_target(item: str, transport: str | None) -> tuple[_Target, bool]:
             vhost = unquote(path[1:]) if path not in ("", "/") else "/"
             return _Target("memory", "memory", ConnectionParameters(virtual_host=vhost)), False
         # leveret.client.parse_url already reads kombu's "//" (vhost "/") and "%2F".
+        rest, ssl = _from_kombu_query(rest)
         params = parse_url(("amqps" if scheme == "amqps" else "amqp") + "://" + rest)
         has_port = urlsplit("amqp://" + rest).port is not None
+        if ssl and not params.ssl:
+            params.ssl = True
+            if not has_port:
+                params.port = 5671
         return _Target("amqp", scheme, params), has_port
     if "@" in item:
         # "user:password@host" is no host name; taken as one, the password would show in
