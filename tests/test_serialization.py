@@ -151,9 +151,8 @@ def test_raw_bytes_keep_identity() -> None:
     assert loads(body, "application/data", "binary") is body
 
 
-def test_unknown_content_types_are_refused_by_default_and_raw_when_accepted() -> None:
-    with pytest.raises(ContentDisallowed):
-        loads(b"<a/>", "application/xml", "utf-8")
+def test_unknown_content_types_are_raw_by_default_and_when_accepted() -> None:
+    assert loads(b"<a/>", "application/xml", "utf-8") == "<a/>"  # see the test below
     assert loads(b"<a/>", "application/xml", "utf-8", accept={"application/xml"}) == "<a/>"
     assert loads(b"\x01", "application/octet-stream", "binary", accept={"application/octet-stream"}) == b"\x01"
     assert loads(b"\x01", "application/octet-stream", None, accept={"application/octet-stream"}) == b"\x01"
@@ -395,6 +394,24 @@ def test_default_accept_set() -> None:
     for ct in ("application/x-yaml", "application/x-msgpack", PICKLE):
         with pytest.raises(ContentDisallowed):
             loads(b"whatever", ct, "binary")
+
+
+def test_a_type_no_serializer_claims_is_its_body_by_default() -> None:
+    # As kombu: a body of a content type nothing decodes (binary data, XML) is handed over
+    # as it is -- no decoder runs -- rather than refused as if it were a pickle.  Under an
+    # explicit accept set only what it names passes.
+    assert loads(b"\x00\x01", "application/octet-stream", "binary") == b"\x00\x01"
+    assert loads(b"<a/>", "application/xml", "utf-8") == "<a/>"
+    assert loads(b"<a/>", "Application/XML; charset=utf-8", None) == "<a/>"
+    with pytest.raises(ContentDisallowed):
+        loads(b"<a/>", "application/xml", "utf-8", accept={"application/json"})
+    serialization.register("shout", str.upper, str.lower, "application/x-shout", "utf-8")
+    try:
+        with pytest.raises(ContentDisallowed):  # registered: accepted by name only
+            loads(b"HI", "application/x-shout", "utf-8")
+        assert loads(b"HI", "application/x-shout", "utf-8", accept=["shout"]) == "hi"
+    finally:
+        serialization.unregister("shout")
 
 
 def test_prepare_accept_content() -> None:

@@ -20,8 +20,9 @@
             conn.drain_events(timeout=1)
 
 Safe by default: producers wait for publisher confirms (a nack, a missing exchange or an
-unroutable ``mandatory`` message raises), consumers decode only JSON, raw bytes and text
-unless told otherwise, and a consumer cancelled by the broker is reported, not fatal.
+unroutable ``mandatory`` message raises), consumers decode only JSON and raw bodies (text,
+bytes, types no serializer claims) unless told otherwise, and a consumer cancelled by the
+broker is reported, not fatal.
 """
 
 from .connection import BrokerConnection, Connection

@@ -40,7 +40,7 @@ a channel of its own, as carrot's backends did, and closes it in ``close()``):
 
 Where carrot's defaults were unsafe, leveret's stay (say otherwise to get carrot's):
 
-* consumers decode only JSON, raw bytes and text unless given ``accept=[...]`` (carrot
+* consumers decode only JSON and raw bodies unless given ``accept=[...]`` (carrot
   unpickled whatever arrived): a pickled body raises
   :class:`~leveret.highlevel.exceptions.ContentDisallowed` before it is looked at;
 * publishers use publisher confirms (``confirm=False`` turns them off), so a nacked
@@ -373,7 +373,7 @@ class Consumer:
     message on delivery.  ``auto_ack``: each message is acked before it reaches
     :meth:`receive`.  ``warn_if_exists``: warn (:class:`QueueAlreadyExistsWarning`) when the
     queue existed before :meth:`declare`.  ``accept``: serializer names or content types
-    the consumer decodes (default: JSON, raw bytes and text; not pickle).
+    the consumer decodes (default: JSON and raw bodies; not pickle).
 
     The consumer opens a channel of its own on ``connection`` (``channel`` gives it one to
     share instead, which :meth:`close` leaves open) and, with ``auto_declare`` (default),

@@ -677,7 +677,7 @@ class Queue(MaybeChannelBound):
         :class:`~leveret.highlevel.message.Message`, or None when the queue is empty.
 
         ``accept`` (serializer names or content types) limits what ``message.decode()``
-        will decode; the default is JSON, raw bytes and text -- never pickle.  Unless
+        will decode; the default is JSON and raw bodies (text, bytes, types no serializer claims) -- never pickle.  Unless
         ``no_ack`` (default: the queue's), the message must be acked (``message.ack()``).
         """
         from .message import Message
@@ -726,7 +726,7 @@ class Queue(MaybeChannelBound):
 
 def _accept_set(accept: Iterable[str] | None) -> set[str] | None:
     """Content types from names and types; None stays None: the serialization registry's
-    default set (JSON, raw bytes and text -- never pickle unless enabled there)."""
+    default set (JSON and raw bodies -- never pickle unless enabled there)."""
     from .serialization import prepare_accept_content
 
     return prepare_accept_content(accept)

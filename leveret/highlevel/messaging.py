@@ -9,7 +9,7 @@
   :meth:`Producer.flush`, which reports every nack and every return.
 * A :class:`Consumer` hands each delivery to its callbacks as a high-level
   :class:`~leveret.highlevel.message.Message` that decodes only the content types in
-  ``accept`` (JSON, raw bytes and text unless told otherwise -- never pickle by default).
+  ``accept`` (JSON and raw bodies unless told otherwise -- never pickle by default).
   A consumer the broker cancels (its queue was deleted) is reported through
   :attr:`Consumer.on_cancel` and :attr:`Consumer.cancelled_by_broker`; the event loop keeps
   running.

@@ -20,9 +20,13 @@ name        content type                        encoding     notes
 *before* it looks at the body, and raises :class:`ContentDisallowed` for anything else --
 so a pickle (which runs code when loaded) is never loaded unless the caller accepted it.
 When ``accept`` is None the registry's default set applies: ``application/json``,
-``application/data`` and ``text/plain``.  :func:`enable_insecure_serializers` and
-:func:`disable_insecure_serializers` change that default, as in kombu.  ``force=True``
-skips the check (for bodies the program produced itself).
+``application/data`` and ``text/plain`` -- and any content type no serializer is registered
+for (``application/octet-stream``, ``application/xml``...), whose body is returned as it is,
+since nothing decodes it.  A registered serializer outside the default set (pickle, YAML,
+msgpack, one of the program's own) must be accepted by name.
+:func:`enable_insecure_serializers` and :func:`disable_insecure_serializers` change that
+default, as in kombu.  ``force=True`` skips the check (for bodies the program produced
+itself).
 
 JSON extras (the same envelopes kombu 5.3+ writes, so each side gets the types back):
 ``datetime``/``date``/``time`` -> ``{"__type__": "datetime"|"date"|"time", "__value__":
@@ -306,8 +310,9 @@ class SerializerRegistry:
         1. Unless ``force``, the content type (parameters dropped, lower case; none at all
            counts as ``application/data``) must be in ``accept`` -- a set of content types
            as made by :meth:`prepare_accept_content` (serializer names are understood too)
-           -- or, when ``accept`` is None, in :attr:`default_accept`.  Otherwise
-           :class:`ContentDisallowed` is raised and the body is not looked at.
+           -- or, when ``accept`` is None, in :attr:`default_accept` or be a type no
+           serializer is registered for.  Otherwise :class:`ContentDisallowed` is raised
+           and the body is not looked at.
         2. A registered serializer decodes it (text codecs get the body decoded with
            ``content_encoding``, or the ``charset`` parameter, or the codec's own encoding).
            One that is known but not installed raises :class:`SerializerNotInstalled`.
@@ -322,7 +327,13 @@ class SerializerRegistry:
             allowed = self.default_accept if accept is None else accept
             if isinstance(allowed, str):  # one name or type, not a set of its letters
                 allowed = (allowed,)  # (and "in" must not match a substring of it)
-            if media not in allowed and not self._accepted_by_name(media, allowed):
+            if (
+                media not in allowed
+                and not self._accepted_by_name(media, allowed)
+                and (accept is not None or media in self._by_type)
+            ):
+                # (With accept None, a content type no serializer is registered for passes:
+                # no decoder runs on it, its body is returned as it is -- as in kombu.)
                 raise ContentDisallowed(
                     f"refusing to decode content type {media!r} "
                     f"(accepted: {', '.join(sorted(allowed)) or 'nothing'})"
