@@ -119,6 +119,39 @@ def get(ch: Channel) -> str | None:
     assert revealed_without_errors(tmp_path, source) == ["bytes"]
 
 
+def test_kombu_style_decode_error_handlers_type_check(tmp_path: Path) -> None:
+    # A decode failure is an Exception: a worker's on_decode_error(message, exc: Exception)
+    # override was refused as narrowing the base's BaseException; a handler typed either
+    # way may be given to a Consumer.
+    source = '''
+from typing import Any
+from leveret import Connection, Consumer, Queue
+from leveret.highlevel.mixins import ConsumerMixin
+
+class Worker(ConsumerMixin):
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def get_consumers(self, Consumer: Any, channel: Any) -> list[Any]:
+        return [Consumer([Queue("q")], callbacks=[self.on_task])]
+
+    def on_task(self, body: Any, message: Any) -> None:
+        message.ack()
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        message.reject()
+
+def narrow(message: Any, exc: Exception) -> None: ...
+def wide(message: Any, exc: BaseException) -> None: ...
+
+def consumers(conn: Connection) -> None:
+    Consumer(conn.default_channel, [Queue("q")], on_decode_error=narrow)
+    Consumer(conn.default_channel, [Queue("q")], on_decode_error=wide)
+'''
+    result = mypy(tmp_path, source)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_need_data_narrows_what_next_frame_returns(tmp_path: Path) -> None:
     # The sans-IO reader's documented loop: `is NEED_DATA` must narrow to a Frame.
     source = '''

@@ -81,7 +81,7 @@ __all__ = [
 ]
 
 Callback = Callable[[Any, Message], Any]
-DecodeErrorHandler = Callable[[Message, BaseException], Any]
+DecodeErrorHandler = Callable[[Message, Exception], Any]
 
 #: carrot's delivery mode names (``"non-persistent"`` was carrot's spelling of transient).
 DELIVERY_MODES = {"transient": 1, "non-persistent": 1, "persistent": 2}

@@ -831,7 +831,7 @@ class Consumer:
         no_ack: bool | None = None,
         auto_declare: bool = True,
         callbacks: Iterable[Callable[[Any, Message], Any]] | None = None,
-        on_decode_error: Callable[[Message, BaseException], Any] | None = None,
+        on_decode_error: Callable[[Message, Exception], Any] | None = None,
         on_message: Callable[[Message], Any] | None = None,
         accept: Iterable[str] | None = None,
         prefetch_count: int | None = None,

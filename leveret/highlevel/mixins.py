@@ -141,7 +141,7 @@ class ConsumerMixin:
     def on_iteration(self) -> None:
         """Called before each wait for events (at least once a second)."""
 
-    def on_decode_error(self, message: Any, exc: BaseException) -> None:
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
         """A message's body could not be decoded, or its content type is not accepted.
         By default: log it and reject it without requeue (it is dropped, or
         dead-lettered where its queue has a dead-letter exchange) -- requeued, it would
