@@ -316,6 +316,21 @@ def test_a_consumer_the_broker_cancels_restarts(hl_conn: Connection, queue_name:
     assert queue_state(hl_conn, queue_name) == (0, 0)
 
 
+def test_a_cancelled_consumer_is_not_logged_as_a_connection_error(caplog: pytest.LogCaptureFixture) -> None:
+    from leveret.highlevel.mixins import ConsumerMixin
+
+    class Plain(ConsumerMixin):  # the default on_connection_error
+        pass
+
+    worker = Plain()
+    with caplog.at_level("WARNING", logger="leveret.highlevel"):
+        worker.on_connection_error(ConsumerCancelled("the broker cancelled consumer ctag-1", ["q"]), 1.0)
+        worker.on_connection_error(ConnectionRefusedError(111, "refused"), 2.0)
+    first, second = (r.getMessage() for r in caplog.records)
+    assert "cancelled a consumer" in first and "connection error" not in first
+    assert "broker connection error" in second
+
+
 def test_connect_max_retries_gives_up() -> None:
     conn = Connection(f"amqp://guest:guest@127.0.0.1:{closed_port()}//")
     worker = Worker(conn, unique())

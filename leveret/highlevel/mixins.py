@@ -157,7 +157,10 @@ class ConsumerMixin:
         """A connect attempt failed, or the connection (or the consumers' channel) was
         lost, or the broker cancelled a consumer; the next attempt is in ``interval``
         seconds."""
-        log.warning("leveret: broker connection error, trying again in %s seconds: %r", interval, exc)
+        if isinstance(exc, ConsumerCancelled):  # not a connection error: say what it is
+            log.warning("leveret: the broker cancelled a consumer, starting again in %s seconds: %s", interval, exc)
+        else:
+            log.warning("leveret: broker connection error, trying again in %s seconds: %r", interval, exc)
 
     @contextlib.contextmanager
     def extra_context(self, connection: Any, channel: Any) -> Iterator[None]:
