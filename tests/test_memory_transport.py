@@ -32,6 +32,7 @@ from leveret.client import (
     Connection,
     ConnectionClosedError,
     ConnectionLost,
+    InternalError,
     Message,
     NotAllowed,
     NotFound,
@@ -48,7 +49,7 @@ from leveret.highlevel.memory import (
     headers_match,
     topic_matches,
 )
-from leveret.wire.errors import LocalProtocolError
+from leveret.wire.errors import EncodeError, LocalProtocolError
 
 
 @pytest.fixture
@@ -1515,13 +1516,22 @@ def test_confirms_and_mandatory_returns(conn: MemoryConnection, ch: MemoryChanne
     assert ch.wait_for_confirms(timeout=1) is True
     assert ch.publish_confirmed(Message(b"ok"), "", q) is True
     assert ch.publish_confirmed(Message(b"lost", headers={"a": 1}), "amq.direct", "nowhere", mandatory=True) is False
+    assert ch.returned == []  # its False reports it: not kept (it would pile up)
     assert ch.publish_confirmed(Message(b"dropped"), "amq.direct", "nowhere") is True  # not mandatory
-    [returned] = ch.returned
-    assert returned.body == b"lost" and returned.headers == {"a": 1}
+    assert ch.basic_publish(Message(b"back", headers={"a": 1}), "amq.direct", "nowhere", mandatory=True) == 7
+    assert ch.wait_for_confirms(timeout=5) is True
+    [returned] = ch.returned  # a plain publish's return waits there for the caller
+    assert returned.body == b"back" and returned.headers == {"a": 1}
     assert returned.delivery_info == {"reply_code": 312, "reply_text": "NO_ROUTE", "exchange": "amq.direct",
-                                      "routing_key": "nowhere", "publish_tag": 5}
+                                      "routing_key": "nowhere", "publish_tag": 7}
     with pytest.raises(ValueError):
         returned.ack()  # a returned message was not delivered
+    seen: list[Message] = []
+    ch.on_return = seen.append
+    assert ch.publish_confirmed(Message(b"called"), "amq.direct", "nowhere", mandatory=True) is False
+    if not seen:
+        conn.drain_events(timeout=5)  # (asyncio-like drivers may run it later; not these)
+    assert [m.body for m in seen] == [b"called"] and len(ch.returned) == 1
 
 
 def test_returns_run_inside_drain_events(conn: MemoryConnection, ch: MemoryChannel) -> None:
@@ -1535,9 +1545,30 @@ def test_returns_run_inside_drain_events(conn: MemoryConnection, ch: MemoryChann
     assert ch.returned == []
 
 
-def test_publish_confirmed_needs_confirm_mode(ch: MemoryChannel) -> None:
+def test_confirms_need_confirm_mode_and_nothing_is_sent(ch: MemoryChannel) -> None:
+    q = fresh_queue(ch)
     with pytest.raises(LocalProtocolError):
-        ch.publish_confirmed(Message(b"x"), "", "q")
+        ch.publish_confirmed(Message(b"x"), "", q)
+    ch.basic_publish(Message(b"plain"), "", q)
+    with pytest.raises(LocalProtocolError, match="needs confirm mode"):
+        ch.wait_for_confirms(timeout=5)  # nothing is ever confirmed: True would lie
+    got = ch.basic_get(q, no_ack=True)
+    assert got is not None and got.body == b"plain"  # the plain one only
+    assert ch.basic_get(q, no_ack=True) is None
+
+
+def test_settling_a_message_no_broker_delivered_sends_nothing(ch: MemoryChannel) -> None:
+    for call in (ch.basic_ack, ch.basic_nack, ch.basic_reject):
+        with pytest.raises(EncodeError, match="needs a delivery tag, not None"):
+            call(Message(b"built here").delivery_tag)
+    assert ch.is_open
+    ch.queue_declare(fresh_queue(ch), passive=True)  # the channel goes on
+
+
+def test_errors_name_the_method_that_caused_them(ch: MemoryChannel) -> None:
+    with pytest.raises(NotFound) as info:
+        ch.queue_declare("no-such-queue-here", passive=True)
+    assert str(info.value).endswith("(caused by queue.declare 50/10)")
 
 
 def test_a_publish_that_closes_the_channel_is_not_confirmed(conn: MemoryConnection) -> None:
@@ -1697,3 +1728,280 @@ def test_a_consumer_needs_a_callback(ch: Any) -> None:
     with pytest.raises(TypeError, match="callback"):
         ch.basic_consume(q)
     assert ch.queue_declare(q, passive=True).consumer_count == 0
+
+
+# --------------------------------------------------------------------------- queue types
+
+QUORUM = {"x-queue-type": "quorum"}
+
+
+def drain_until(conn: Any, done: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        drain(conn)
+
+
+def quorum_queue(ch: Any, name: str = "qq", **arguments: Any) -> str:
+    ch.queue_declare(name, durable=True, arguments={**QUORUM, **arguments})
+    return name
+
+
+@pytest.mark.parametrize("kwargs, text", [
+    # A server-named queue first, then the dead-letter exchange's type, then x-queue-type.
+    (dict(queue="", arguments={**QUORUM, "x-message-ttl": -1}),
+     "Cannot declare a server-named queue for type rabbit_quorum_queue"),
+    (dict(arguments={"x-dead-letter-exchange": 5, "x-queue-type": "bogus"}),
+     "invalid type 'signedint' for arg 'x-dead-letter-exchange' in queue 'q' in vhost '/'"),
+    (dict(arguments={"x-dead-letter-exchange": b"dlx"}),
+     "invalid type 'binary' for arg 'x-dead-letter-exchange' in queue 'q' in vhost '/'"),
+    (dict(arguments={"x-max-priority": -1, "x-queue-type": b"quorum"}),
+     "invalid arg 'x-queue-type' for queue 'q' in vhost '/': {unacceptable_type,binary}"),
+    (dict(arguments={"x-queue-type": 5}),
+     "invalid arg 'x-queue-type' for queue 'q' in vhost '/': {unacceptable_type,signedint}"),
+    (dict(arguments={"x-max-priority": -1, "x-queue-type": "bogus"}),
+     "invalid arg 'x-queue-type' for queue 'q' in vhost '/': \"unsupported queue type 'bogus'\""),
+    # The values of the arguments the type takes (in RabbitMQ's order, not the one given)...
+    (dict(arguments={"x-message-ttl": -1, "x-expires": 0}),
+     "invalid arg 'x-expires' for queue 'q' in vhost '/': {value_zero,0}"),
+    (dict(arguments={**QUORUM, "x-max-priority": 5, "x-message-ttl": -1}),
+     "invalid arg 'x-message-ttl' for queue 'q' in vhost '/': {value_negative,-1}"),
+    (dict(durable=True, arguments={**QUORUM, "x-max-priority": 5, "x-overflow": "bogus"}),
+     "invalid arg 'x-overflow' for queue 'q' in vhost '/': invalid_overflow"),
+    (dict(arguments={"x-overflow": b"drop-head"}),
+     "invalid arg 'x-overflow' for queue 'q' in vhost '/': {unacceptable_type,binary}"),
+    (dict(durable=True, arguments={**QUORUM, "x-dead-letter-routing-key": "k"}),
+     "invalid arg 'x-dead-letter-routing-key' for queue 'q' in vhost '/': routing_key_but_no_dlx_defined"),
+    (dict(durable=True, arguments={**QUORUM, "x-dead-letter-strategy": "bogus"}),
+     "invalid arg 'x-dead-letter-strategy' for queue 'q' in vhost '/': invalid_dlx_strategy"),
+    (dict(arguments={"x-queue-version": 3}),
+     "invalid arg 'x-queue-version' for queue 'q' in vhost '/': \"unsupported queue version '3'\""),
+    # ... then the arguments of other queue types, in the order given ...
+    (dict(exclusive=True, auto_delete=True, arguments={**QUORUM, "x-queue-mode": "lazy", "x-max-priority": 5}),
+     "invalid arg 'x-queue-mode' for queue 'q' in vhost '/' of queue type rabbit_quorum_queue"),
+    (dict(durable=True, arguments={**QUORUM, "x-max-priority": 5, "x-queue-mode": "lazy"}),
+     "invalid arg 'x-max-priority' for queue 'q' in vhost '/' of queue type rabbit_quorum_queue"),
+    (dict(durable=True, arguments={**QUORUM, "x-queue-version": 2}),
+     "invalid arg 'x-queue-version' for queue 'q' in vhost '/' of queue type rabbit_quorum_queue"),
+    (dict(arguments={"x-delivery-limit": 3}),
+     "invalid arg 'x-delivery-limit' for queue 'q' in vhost '/' of queue type rabbit_classic_queue"),
+    (dict(durable=True, arguments={"x-queue-type": "stream", "x-overflow": "bogus"}),
+     "invalid arg 'x-overflow' for queue 'q' in vhost '/' of queue type rabbit_stream_queue"),
+    # ... then the properties: auto-delete, exclusive, durable.
+    (dict(exclusive=True, auto_delete=True, arguments=QUORUM),
+     "invalid property 'auto-delete' for queue 'q' in vhost '/'"),
+    (dict(durable=True, exclusive=True, arguments=QUORUM),
+     "invalid property 'exclusive-owner' for queue 'q' in vhost '/'"),
+    (dict(arguments=QUORUM), "invalid property 'non-durable' for queue 'q' in vhost '/'"),
+    (dict(arguments={"x-queue-type": "stream"}), "invalid property 'non-durable' for queue 'q' in vhost '/'"),
+])
+def test_queue_type_declaration_checks_come_in_rabbitmqs_order(
+    conn: MemoryConnection, kwargs: dict[str, Any], text: str
+) -> None:
+    ch = conn.channel()
+    kwargs = dict(kwargs)  # (the same parameters serve both brokers)
+    name = kwargs.pop("queue", "q")
+    text = text.replace("vhost '/'", f"vhost '{conn.params.virtual_host}'")
+    with pytest.raises(PreconditionFailed) as info:
+        ch.queue_declare(name, **kwargs)
+    assert info.value.reply_text == f"PRECONDITION_FAILED - {text}"
+    assert not ch.is_open and conn.is_open
+
+
+@pytest.mark.parametrize("arguments", [{"x-queue-type": "bogus"}, {"x-queue-type": 5}])
+def test_a_server_named_queue_of_an_unknown_type_crashes_the_channel(
+    conn: MemoryConnection, arguments: dict[str, Any]
+) -> None:
+    with pytest.raises(InternalError) as info:  # RabbitMQ 3.10 fails before checking it
+        conn.channel().queue_declare("", arguments=arguments)
+    assert info.value.reply_text == "INTERNAL_ERROR" and not conn.is_open
+
+
+def test_quorum_queues_take_their_arguments_and_compare_theirs_only(conn: MemoryConnection) -> None:
+    ch = conn.channel()
+    vhost = conn.params.virtual_host
+    args = {"x-delivery-limit": 3, "x-dead-letter-strategy": "at-most-once", "x-max-in-memory-length": 4,
+            "x-quorum-initial-group-size": 1, "x-queue-leader-locator": "balanced", "x-overflow": "reject-publish-dlx"}
+    quorum_queue(ch, "h", **args)
+    # x-max-priority is not a quorum queue's argument: not compared on redeclaration.
+    assert ch.queue_declare("h", durable=True, arguments={**QUORUM, **args, "x-max-priority": 5}) == QueueDeclareOk("h", 0, 0)
+    assert ch.queue_declare("h", passive=True) == QueueDeclareOk("h", 0, 0)
+    for kwargs, text in [
+        (dict(arguments=args), "received none but current is the value 'quorum' of type 'longstr'"),
+        (dict(arguments={**args, "x-queue-type": "classic"}), "received 'classic' but current is 'quorum'"),
+        (dict(arguments={**QUORUM, **args, "x-delivery-limit": 4}), "received '4' but current is '3'"),
+    ]:
+        bad = conn.channel()
+        with pytest.raises(PreconditionFailed) as info:
+            bad.queue_declare("h", durable=True, **kwargs)
+        assert str(info.value.reply_text).endswith(f"for queue 'h' in vhost '{vhost}': {text}")
+
+
+def test_a_quorum_queue_counts_deliveries_and_dead_letters_past_the_limit(ch: Any) -> None:
+    dead = fresh_queue(ch)
+    queue = quorum_queue(ch, **{"x-delivery-limit": 2, "x-dead-letter-exchange": "",
+                                "x-dead-letter-routing-key": dead})
+    ch.basic_publish(Message(b"poison", headers={"app": "test", "x-delivery-count": 7}), "", queue)
+    seen = []
+    for _ in range(3):  # basic.get sets x-delivery-count every time; the limit is reached
+        m = get_soon(ch, queue)
+        seen.append((m.redelivered, m.headers))
+        m.reject(requeue=True)
+    assert seen == [
+        (False, {"app": "test", "x-delivery-count": 0}),
+        (True, {"app": "test", "x-delivery-count": 1}),
+        (True, {"app": "test", "x-delivery-count": 2}),
+    ]
+    corpse = get_soon(ch, dead)
+    (death,) = corpse.headers["x-death"]
+    assert isinstance(death.pop("time"), datetime)
+    assert death == {"count": 1, "reason": "delivery_limit", "queue": queue, "exchange": "",
+                     "routing-keys": [queue]}
+    assert corpse.headers["x-delivery-count"] == 7  # the message as published, not the count
+    assert count_soon(ch, queue, 0) == 0
+
+
+def test_a_quorum_queue_without_dead_letter_exchange_drops_past_the_limit(conn: Any, ch: Any) -> None:
+    queue = quorum_queue(ch, **{"x-delivery-limit": 0})
+    ch.basic_publish(Message(b"once", headers={"x-delivery-count": 7}), "", queue)
+    got: list[Message] = []
+    ch.basic_consume(queue, callback=got.append)
+    drain_until(conn, lambda: bool(got))
+    # A consumer's first delivery has no x-delivery-count of the broker's.
+    assert got[0].headers == {"x-delivery-count": 7} and not got[0].redelivered
+    got[0].reject(requeue=True)
+    drain(conn)
+    assert len(got) == 1 and count_soon(ch, queue, 0) == 0
+
+
+def test_a_quorum_queue_puts_back_rejected_messages_last_and_a_closed_channels_first(
+    conn: Any, ch: Any
+) -> None:
+    queue = quorum_queue(ch)
+    for body in "abc":
+        ch.basic_publish(Message(body), "", queue)
+    getter = conn.channel()
+    first, second = get_soon(getter, queue), get_soon(getter, queue)
+    second.reject(requeue=True)
+    first.reject(requeue=True)
+    got = [get_soon(ch, queue, no_ack=True) for _ in range(3)]
+    assert [(m.body, m.headers["x-delivery-count"]) for m in got] == [(b"c", 0), (b"b", 1), (b"a", 1)]
+    for body in "de":
+        ch.basic_publish(Message(body), "", queue)
+    first, second = get_soon(getter, queue), get_soon(getter, queue)
+    ch.basic_publish(Message(b"f"), "", queue)
+    assert count_soon(ch, queue, 1) == 1
+    getter.close()
+    got = [get_soon(ch, queue, no_ack=True) for _ in range(3)]
+    assert [(m.body, m.redelivered, m.headers["x-delivery-count"]) for m in got] == [
+        (b"d", True, 1), (b"e", True, 1), (b"f", False, 0)]
+
+
+def test_a_quorum_queue_refuses_a_channel_wide_prefetch(connect: Callable[[], Any]) -> None:
+    with connect() as conn:
+        ch = conn.channel()
+        queue = quorum_queue(ch)
+        got: list[Message] = []
+        ch.basic_consume(queue, callback=got.append)
+        ch.basic_qos(prefetch_count=1, a_global=True)  # after basic.consume: no effect
+        for body in "abc":
+            ch.basic_publish(Message(body), "", queue)
+        drain_until(conn, lambda: len(got) == 3)
+        assert len(got) == 3
+        ch.basic_qos(prefetch_count=0, a_global=True)
+        ch.basic_consume(queue, callback=got.append)  # no channel-wide limit: fine
+        ch.basic_qos(prefetch_count=10, a_global=True)
+        with pytest.raises(AMQPNotImplemented) as info:
+            ch.basic_consume(queue, callback=got.append)
+        vhost = conn.params.virtual_host
+        assert info.value.reply_text == (
+            f"NOT_IMPLEMENTED - queue '{queue}' in vhost '{vhost}' does not support global qos")
+        assert not conn.is_open
+
+
+def test_a_quorum_queue_ignores_the_exclusive_consume_flag(conn: Any) -> None:
+    queue = quorum_queue(conn.channel())
+    conn.channel().basic_consume(queue, callback=print, exclusive=True)
+    conn.channel().basic_consume(queue, callback=print)
+    conn.channel().basic_consume(queue, callback=print, exclusive=True)
+    assert conn.channel().queue_declare(queue, passive=True).consumer_count == 3
+
+
+@pytest.mark.parametrize("call, error, text", [
+    (lambda ch, q: ch.basic_get(q), ResourceLocked,
+     "RESOURCE_LOCKED - cannot obtain access to locked queue 'qq' in vhost '/'. basic.get operations "
+     "are not supported by quorum queues with single active consumer"),
+    (lambda ch, q: ch.queue_delete(q, if_unused=True), AMQPNotImplemented,
+     "NOT_IMPLEMENTED - cannot delete queue 'qq' in vhost '/'. queue.delete operations with if-unused "
+     "flag set are not supported by quorum queues"),
+    (lambda ch, q: ch.queue_delete(q, if_empty=True), AMQPNotImplemented,
+     "NOT_IMPLEMENTED - cannot delete queue 'qq' in vhost '/'. queue.delete operations with if-empty "
+     "flag set are not supported by quorum queues"),
+    (lambda ch, q: ch.basic_consume(q, callback=print, arguments={"x-cancel-on-ha-failover": True}),
+     PreconditionFailed,
+     "PRECONDITION_FAILED - invalid arg 'x-cancel-on-ha-failover' for queue 'qq' in vhost '/' of queue "
+     "type rabbit_quorum_queue"),
+])
+def test_what_a_quorum_queue_refuses(conn: Any, call: Any, error: type[Exception], text: str) -> None:
+    queue = quorum_queue(conn.channel(), **{"x-single-active-consumer": True})
+    with pytest.raises(error) as info:
+        call(conn.channel(), queue)
+    assert info.value.reply_text == text.replace("vhost '/'", f"vhost '{conn.params.virtual_host}'")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("arguments, text", [
+    ({"x-stream-offset": 5},
+     "invalid arg 'x-stream-offset' for queue 'q' in vhost '/' of queue type rabbit_classic_queue"),
+    ({"x-priority": 2.0, "x-stream-offset": 5},
+     "invalid arg 'x-priority' for queue 'q' in vhost '/': \"expected integer, got double\""),
+    ({"x-cancel-on-ha-failover": 1},
+     "invalid arg 'x-cancel-on-ha-failover' for queue 'q' in vhost '/': {unacceptable_type,signedint}"),
+])
+def test_consumer_arguments_are_checked(conn: Any, arguments: dict[str, Any], text: str) -> None:
+    ch = conn.channel()
+    ch.queue_declare("q")
+    with pytest.raises(PreconditionFailed) as info:
+        ch.basic_consume("q", callback=print, arguments=arguments)
+    assert info.value.reply_text == "PRECONDITION_FAILED - " + text.replace(
+        "vhost '/'", f"vhost '{conn.params.virtual_host}'")
+
+
+def test_quorum_queue_overflow(ch: Any) -> None:
+    # reject-publish takes the message that goes over the limit, then refuses.
+    queue = quorum_queue(ch, "limited", **{"x-max-length": 2, "x-overflow": "reject-publish"})
+    ch.confirm_select()
+    for body in "abc":
+        assert ch.publish_confirmed(Message(body), "", queue, timeout=10) is True
+    with pytest.raises(PublishNacked):
+        ch.publish_confirmed(Message(b"d"), "", queue, timeout=10)
+    assert count_soon(ch, queue, 3) == 3
+    # reject-publish-dlx is drop-head in a quorum queue.
+    dead = fresh_queue(ch)
+    queue = quorum_queue(ch, "dlx", **{"x-max-length": 1, "x-overflow": "reject-publish-dlx",
+                                       "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead})
+    for body in "abc":
+        assert ch.publish_confirmed(Message(body), "", queue, timeout=10) is True
+    assert count_soon(ch, dead, 2) == 2 and bodies(ch, queue) == ["c"]
+
+
+def test_a_quorum_consumer_without_prefetch_gets_2000_unacked(mconn: MemoryConnection, mch: MemoryChannel) -> None:
+    queue = quorum_queue(mch)
+    for _ in range(2001):
+        mch.basic_publish(Message(b"x"), "", queue)
+    got: list[Message] = []
+    mch.basic_consume(queue, callback=got.append)
+    drain(mconn)
+    assert len(got) == 2000
+    got[0].ack()
+    drain(mconn)
+    assert len(got) == 2001
+
+
+@pytest.mark.parametrize("arguments", [{"x-queue-type": "stream"},
+                                       {"x-queue-type": "stream", "x-max-age": "1D"}])
+def test_memory_refuses_stream_queues_rabbitmq_would_declare(mconn: MemoryConnection, arguments: dict[str, Any]) -> None:
+    with pytest.raises(AMQPNotImplemented) as info:
+        mconn.channel().queue_declare("s", durable=True, arguments=arguments)
+    assert info.value.reply_text == (
+        "NOT_IMPLEMENTED - cannot declare queue 's' in vhost '/' of type rabbit_stream_queue: "
+        "memory:// does not implement stream queues")
+    assert not mconn.is_open

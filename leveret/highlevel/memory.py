@@ -15,6 +15,25 @@ consumers per virtual host and applies RabbitMQ's rules (checked against RabbitM
   ``expiration``, ``x-expires``, ``x-max-length``/``x-max-length-bytes`` with
   ``x-overflow``, ``x-max-priority``, dead-lettering (``x-dead-letter-exchange``/
   ``-routing-key``, with RabbitMQ's ``x-death`` header), ``x-single-active-consumer``;
+  each queue type's arguments checked as RabbitMQ checks them (values, then arguments of
+  another type: ``x-delivery-limit`` on a classic queue is refused, as there);
+* quorum queues (``x-queue-type: quorum``): named, durable, neither exclusive nor
+  auto-delete, without the arguments they do not take (``x-max-priority``,
+  ``x-queue-mode``...), with RabbitMQ's texts and check order; a delivery carries
+  ``x-delivery-count`` (``basic.get``: always; a consumer: from the first redelivery);
+  ``x-delivery-limit`` dead-letters (reason ``delivery_limit``) or drops a message that
+  came back more times; a message rejected, nacked or recovered goes back to the tail, one
+  whose channel closed ahead of the others; ``reject-publish`` takes the message that goes
+  over the limit, then refuses until the queue is down to 80 % (``reject-publish-dlx``
+  is ``drop-head``); no channel-wide prefetch (``basic.consume`` after a global
+  ``basic.qos`` is a connection error), consumers without a prefetch get at most 2000
+  unacknowledged messages, the ``exclusive`` consume flag is ignored; ``basic.get`` with
+  ``x-single-active-consumer`` and ``queue.delete`` with ``if_unused``/``if_empty`` are
+  refused.  ``x-dead-letter-strategy``, ``x-max-in-memory-*``, ``x-queue-leader-locator``
+  and ``x-quorum-initial-group-size`` are checked and accepted, and change nothing;
+* stream queues are not implemented: a declaration RabbitMQ would accept (after its checks
+  and errors) is refused with ``AMQPNotImplemented`` (540, a connection error) saying
+  "memory:// does not implement stream queues", rather than made a classic queue;
 * consumers: round-robin among the consumers of a queue (consumer priorities via
   ``x-priority``), ``basic.qos`` prefetch per consumer (``global=False``) and per channel
   (``global=True``), acks/nacks/rejects, requeue to the head with ``redelivered`` set,
@@ -24,8 +43,9 @@ consumers per virtual host and applies RabbitMQ's rules (checked against RabbitM
 
 Errors are RabbitMQ's, with its reply codes and texts: a channel error closes that channel
 only (``NotFound``, ``PreconditionFailed``, ``ResourceLocked``, ``AccessRefused``); a
-connection error (``CommandInvalid``, ``NotAllowed``, ``AMQPNotImplemented``) closes the
-connection.  As on the wire, an asynchronous method (``basic_publish``, ``basic_ack``...)
+connection error (``CommandInvalid``, ``NotAllowed``, ``AMQPNotImplemented``, and
+``InternalError`` where RabbitMQ 3.10's channel crashes: a server-named queue of an unknown
+``x-queue-type``, an ``x-max-age`` without digits) closes the connection.  As on the wire, an asynchronous method (``basic_publish``, ``basic_ack``...)
 that fails returns normally and closes the channel; the next call on it raises the error.
 
 Threads: one lock guards a broker and all its connections; each connection waits on its own
@@ -69,6 +89,7 @@ from ..client import (
     ConnectionClosedError,
     ConnectionLost,
     ConnectionParameters,
+    InternalError,
     Message,
     NotAllowed,
     NotFound,
@@ -106,6 +127,7 @@ _CODE_NAMES = {
     503: "COMMAND_INVALID",
     530: "NOT_ALLOWED",
     540: "NOT_IMPLEMENTED",
+    541: "INTERNAL_ERROR",
 }
 
 EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers")
@@ -132,25 +154,49 @@ SERVER_CAPABILITIES: dict[str, bool] = {
     "direct_reply_to": False,
 }
 
-# Queue arguments RabbitMQ compares when a queue is declared again (others are ignored).
-_QUEUE_EQUIVALENCE_ARGS = (
-    "x-expires",
-    "x-message-ttl",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-max-priority",
-    "x-overflow",
-    "x-queue-mode",
-    "x-queue-type",
-    "x-single-active-consumer",
-    "x-delivery-limit",
-    "x-max-age",
-)
+#: The queue arguments of each queue type (RabbitMQ's ``queue_arguments`` capability, in
+#: its order): a new queue may have only these of :data:`_KNOWN_QUEUE_ARGS`, and a queue
+#: declared again is compared on these, in this order (others are ignored).
+_QUEUE_TYPE_ARGS: dict[str, tuple[str, ...]] = {
+    "classic": (
+        "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
+        "x-max-length", "x-max-length-bytes", "x-max-priority", "x-overflow", "x-queue-mode",
+        "x-queue-version", "x-single-active-consumer", "x-queue-type", "x-queue-master-locator",
+    ),
+    "quorum": (
+        "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-dead-letter-strategy",
+        "x-expires", "x-max-length", "x-max-length-bytes", "x-max-in-memory-length",
+        "x-max-in-memory-bytes", "x-overflow", "x-single-active-consumer", "x-queue-type",
+        "x-quorum-initial-group-size", "x-delivery-limit", "x-message-ttl",
+        "x-queue-leader-locator",
+    ),
+    "stream": (
+        "x-max-length-bytes", "x-queue-type", "x-max-age", "x-stream-max-segment-size-bytes",
+        "x-initial-cluster-size", "x-queue-leader-locator",
+    ),
+}
+_KNOWN_QUEUE_ARGS = frozenset(k for keys in _QUEUE_TYPE_ARGS.values() for k in keys)
+#: The consumer arguments of each queue type, likewise (``x-credit`` is accepted, not used).
+_CONSUMER_TYPE_ARGS: dict[str, tuple[str, ...]] = {
+    "classic": ("x-cancel-on-ha-failover", "x-priority", "x-credit"),
+    "quorum": ("x-priority", "x-credit"),
+    "stream": ("x-stream-offset", "x-credit"),
+}
+_KNOWN_CONSUMER_ARGS = frozenset(k for keys in _CONSUMER_TYPE_ARGS.values() for k in keys)
+#: RabbitMQ's module for each queue type, as its error texts name them.
+_QUEUE_MODULES = {"classic": "rabbit_classic_queue", "quorum": "rabbit_quorum_queue",
+                  "stream": "rabbit_stream_queue"}
+#: A quorum queue consumer without a prefetch count gets at most this many unacknowledged
+#: deliveries (RabbitMQ's default credit).
+_QUORUM_PREFETCH = 2000
 # Exchange arguments RabbitMQ compares on redeclaration.
 _EXCHANGE_EQUIVALENCE_ARGS = ("alternate-exchange",)
 _OVERFLOW = ("drop-head", "reject-publish", "reject-publish-dlx")
+_DLX_STRATEGIES = ("at-most-once", "at-least-once")
+_QUEUE_MODES = ("default", "lazy")
+_LEADER_LOCATORS = ("client-local", "balanced", "random", "least-leaders")
+_MAX_AGE = re.compile(r"([0-9]*)(.*)")  # as Erlang's re: "." stops at a newline
+_MAX_AGE_UNITS = ("Y", "M", "D", "h", "m", "s")
 _ERLANG_INTEGER = re.compile(r"[+-]?[0-9]+")
 _X_MATCH = ("all", "any", "all-with-x", "any-with-x")
 
@@ -368,25 +414,29 @@ class _Stored:
 class _Entry:
     """A message in one queue."""
 
-    __slots__ = ("msg", "seq", "expires_at", "redelivered")
+    __slots__ = ("msg", "seq", "expires_at", "redelivered", "delivery_count")
 
     def __init__(self, msg: _Stored, seq: int, expires_at: float | None) -> None:
         self.msg = msg
         self.seq = seq
         self.expires_at = expires_at
         self.redelivered = False
+        self.delivery_count = 0  # times it came back to the queue (quorum queues count them)
 
 
 class _Ready:
-    """The ready messages of a queue: one FIFO, or one per priority level."""
+    """The ready messages of a queue: one FIFO, or one per priority level; and, for a
+    quorum queue, the messages that came back, in the order they came back, ahead of them
+    (:meth:`give_back`)."""
 
-    __slots__ = ("levels", "top", "count", "bytes")
+    __slots__ = ("levels", "top", "count", "bytes", "returned")
 
     def __init__(self, max_priority: int) -> None:
         self.levels: list[deque[_Entry]] = [deque() for _ in range(max_priority + 1)]
         self.top = max_priority
         self.count = 0
         self.bytes = 0
+        self.returned: deque[_Entry] = deque()
 
     def __len__(self) -> int:
         return self.count
@@ -418,7 +468,20 @@ class _Ready:
             self.count += 1
             self.bytes += entry.msg.size
 
+    def give_back(self, entries: list[_Entry]) -> None:
+        """Put messages back as a quorum queue does: after those that came back before
+        them, ahead of the others, in the order given (not in publish order)."""
+        for entry in entries:
+            self.returned.append(entry)
+            self.count += 1
+            self.bytes += entry.msg.size
+
     def popleft(self) -> _Entry | None:
+        if self.returned:
+            entry = self.returned.popleft()
+            self.count -= 1
+            self.bytes -= entry.msg.size
+            return entry
         for level in reversed(self.levels):
             if level:
                 entry = level.popleft()
@@ -431,7 +494,7 @@ class _Ready:
         """Take the expired messages at the head of each level (RabbitMQ expires messages
         when they reach the head, so one that expires behind a longer-lived one waits)."""
         out: list[_Entry] = []
-        for level in self.levels:
+        for level in (self.returned, *self.levels):
             while level:
                 due = level[0].expires_at
                 if due is None or due >= now:
@@ -444,13 +507,14 @@ class _Ready:
 
     def next_expiry(self) -> float:
         due = _INF
-        for level in self.levels:
+        for level in (self.returned, *self.levels):
             if level and level[0].expires_at is not None and level[0].expires_at < due:
                 due = level[0].expires_at
         return due
 
     def clear(self) -> int:
         n = self.count
+        self.returned.clear()
         for level in self.levels:
             level.clear()
         self.count = 0
@@ -546,6 +610,8 @@ class _Consumer:
         if self.prefetch and self.unacked >= self.prefetch:
             return False
         ch = self.channel
+        if self.queue.kind != "classic":  # RabbitMQ's channel-wide limit is for classic queues
+            return True
         return not (ch._global_prefetch and len(ch._unacked) >= ch._global_prefetch)
 
 
@@ -560,14 +626,16 @@ class _Unacked:
 
 
 class _Queue:
-    __slots__ = ("name", "durable", "owner", "auto_delete", "arguments", "ready",
+    __slots__ = ("name", "kind", "durable", "owner", "auto_delete", "arguments", "ready",
                  "consumers", "rr", "ever_consumed", "last_used", "deleted", "seq", "ttl",
                  "expires", "max_length", "max_bytes", "overflow", "dlx", "dlrk",
-                 "single_active")
+                 "single_active", "delivery_limit", "blocked")
 
     def __init__(self, name: str, durable: bool, owner: MemoryConnection | None,
-                 auto_delete: bool, arguments: dict[str, Any], now: float) -> None:
+                 auto_delete: bool, arguments: dict[str, Any], now: float,
+                 kind: str = "classic") -> None:
         self.name = name
+        self.kind = kind
         self.durable = durable
         self.owner = owner
         self.auto_delete = auto_delete
@@ -587,6 +655,18 @@ class _Queue:
         self.max_length: int | None = a.get("x-max-length")
         self.max_bytes: int | None = a.get("x-max-length-bytes")
         self.overflow = _text(a.get("x-overflow", "drop-head"))
+        # Quorum queues: a message that came back more than x-delivery-limit times dies
+        # (compared as Erlang does: a limit that is not a number is never exceeded);
+        # reject-publish-dlx is drop-head there; reject-publish takes the message that
+        # goes past the limit, then refuses publishes until the queue is down to 80 %.
+        limit = a.get("x-delivery-limit")
+        self.delivery_limit: float | None = None
+        if kind == "quorum":
+            if isinstance(limit, (int, float)) and not isinstance(limit, bool):
+                self.delivery_limit = limit
+            if self.overflow == "reject-publish-dlx":
+                self.overflow = "drop-head"
+        self.blocked = False
         dlx = a.get("x-dead-letter-exchange")
         self.dlx = None if dlx is None else _text(dlx)
         dlrk = a.get("x-dead-letter-routing-key")
@@ -603,6 +683,12 @@ class _Queue:
         if self.max_length is not None and len(self.ready) > self.max_length:
             return True
         return self.max_bytes is not None and self.ready.bytes > self.max_bytes
+
+    def below_soft_limit(self) -> bool:
+        """Whether a blocked quorum queue takes publishes again (80 % of its limits)."""
+        if self.max_length is not None and len(self.ready) > int(self.max_length * 0.8):
+            return False
+        return self.max_bytes is None or self.ready.bytes <= int(self.max_bytes * 0.8)
 
     def pick(self) -> _Consumer | None:
         """The consumer the next message goes to: round-robin among those with room, the
@@ -638,7 +724,10 @@ def _shortstrs(method: str, **fields: str) -> None:
 
 def _err(cls: type[AMQPError], text: str, method: str) -> AMQPError:
     class_id, method_id = _IDS.get(method, (0, 0))
-    return cls(f"{_CODE_NAMES.get(cls.reply_code, '')} - {text}", cls.reply_code, class_id, method_id)
+    return cls(
+        f"{_CODE_NAMES.get(cls.reply_code, '')} - {text}", cls.reply_code, class_id, method_id,
+        method_name=method if class_id else None,
+    )
 
 
 class _VHost:
@@ -864,14 +953,16 @@ class _VHost:
             q = self.queue(ch, name, method)
         else:
             if name == "":
+                self.check_server_named(arguments, method)
                 name = "amq.gen-" + _token()
             elif name.startswith("amq."):
                 raise _err(AccessRefused, f"queue name '{name}' contains reserved prefix 'amq.*'", method)
             owner = conn if exclusive else None
             q_or_none = self.queues.get(name)
             if q_or_none is None:
-                self.validate_queue_args(name, arguments, method)
-                q = _Queue(name, durable, owner, auto_delete, arguments, now)
+                kind = self.validate_queue_args(name, arguments, method)
+                self.check_queue_properties(name, kind, durable, exclusive, auto_delete, arguments, method)
+                q = _Queue(name, durable, owner, auto_delete, arguments, now, kind)
                 self.queues[name] = q
                 if owner is not None:
                     conn._exclusive.add(q)
@@ -887,12 +978,48 @@ class _VHost:
                     raise self.inequivalent("queue", name, "durable", durable, q.durable, method)
                 if auto_delete != q.auto_delete:
                     raise self.inequivalent("queue", name, "auto_delete", auto_delete, q.auto_delete, method)
-                self.check_args("queue", name, _QUEUE_EQUIVALENCE_ARGS, arguments, q.arguments, method)
+                self.check_args("queue", name, _QUEUE_TYPE_ARGS[q.kind], arguments, q.arguments, method)
         q.last_used = now
         ch._last_queue = q.name
         return QueueDeclareOk(q.name, len(q.ready), len(q.consumers))
 
-    def validate_queue_args(self, name: str, args: dict[str, Any], method: str) -> None:
+    def check_server_named(self, args: dict[str, Any], method: str) -> None:
+        """RabbitMQ names only classic queues; a queue type it does not know crashes its
+        channel there (before the argument is checked): an internal error."""
+        if "x-queue-type" not in args:
+            return
+        value = args["x-queue-type"]
+        kind = _text(value) if isinstance(value, (str, bytes)) else None
+        if kind in ("quorum", "stream"):
+            raise _err(PreconditionFailed,
+                       f"Cannot declare a server-named queue for type {_QUEUE_MODULES[kind]}", method)
+        if kind != "classic":
+            raise InternalError("INTERNAL_ERROR", InternalError.reply_code, 0, 0)
+
+    def validate_queue_args(self, name: str, args: dict[str, Any], method: str) -> str:
+        """Check a new queue's arguments as RabbitMQ does, in its order: the dead-letter
+        exchange's type, ``x-queue-type``, then the values of the arguments the queue type
+        takes (in RabbitMQ's order), then arguments of other queue types (in the order
+        given).  Returns the queue type."""
+        where = self.where("queue", name)
+        dlx = args.get("x-dead-letter-exchange")
+        if "x-dead-letter-exchange" in args and not isinstance(dlx, str):
+            raise _err(PreconditionFailed,
+                       f"invalid type '{_type_name(dlx)}' for arg 'x-dead-letter-exchange' in {where}",
+                       method)
+
+        def invalid(key: str, problem: str) -> AMQPError:
+            return _err(PreconditionFailed, f"invalid arg '{key}' for {where}: {problem}", method)
+
+        kind = "classic"
+        if "x-queue-type" in args:
+            value = args["x-queue-type"]
+            if not isinstance(value, str):
+                raise invalid("x-queue-type", f"{{unacceptable_type,{_type_name(value)}}}")
+            if value not in _QUEUE_TYPE_ARGS:
+                raise invalid("x-queue-type", f'"unsupported queue type \'{value}\'"')
+            kind = value
+
         def integer(v: Any) -> str | None:
             if isinstance(v, bool) or not isinstance(v, int):
                 return f'"expected integer, got {_type_name(v)}"'
@@ -912,37 +1039,117 @@ class _VHost:
                 return f"{{max_value_exceeded,{v}}}"
             return problem
 
-        def string(v: Any) -> str | None:
-            return None if isinstance(v, (str, bytes)) else f"{{unacceptable_type,{_type_name(v)}}}"
+        def one_of(values: tuple[str, ...], wrong: Callable[[str], str]) -> Callable[[Any], str | None]:
+            def check(v: Any) -> str | None:
+                if not isinstance(v, str):
+                    return f"{{unacceptable_type,{_type_name(v)}}}"
+                return None if v in values else wrong(v)
+            return check
 
-        def overflow(v: Any) -> str | None:
-            return None if isinstance(v, (str, bytes)) and _text(v) in _OVERFLOW else "invalid_overflow"
+        def string(v: Any) -> str | None:
+            return None if isinstance(v, str) else f"{{unacceptable_type,{_type_name(v)}}}"
+
+        def routing_key(v: Any) -> str | None:
+            if not isinstance(v, str):
+                return f"{{unacceptable_type,{_type_name(v)}}}"
+            return None if "x-dead-letter-exchange" in args else "routing_key_but_no_dlx_defined"
+
+        def version(v: Any) -> str | None:
+            problem = integer(v)
+            if problem is None and v not in (1, 2):
+                return f"\"unsupported queue version '{v}'\""
+            return problem
 
         def boolean(v: Any) -> str | None:
             return None if isinstance(v, bool) else f"{{unacceptable_type,{_type_name(v)}}}"
 
+        def max_age(v: Any) -> str | None:
+            if not isinstance(v, str):
+                return f"{{unacceptable_type,{_type_name(v)}}}"
+            match = _MAX_AGE.match(v)
+            assert match is not None
+            digits, unit = match.groups()
+            if not digits:  # RabbitMQ's list_to_integer("") crashes the channel
+                raise InternalError("INTERNAL_ERROR", InternalError.reply_code, 0, 0)
+            return None if int(digits) > 0 and unit in _MAX_AGE_UNITS else "invalid_max_age"
+
+        # RabbitMQ's declare_args(), in its order.
         rules: dict[str, Callable[[Any], str | None]] = {
-            "x-message-ttl": integer,
             "x-expires": positive,
+            "x-message-ttl": integer,
+            "x-dead-letter-exchange": string,
+            "x-dead-letter-routing-key": routing_key,
+            "x-dead-letter-strategy": one_of(_DLX_STRATEGIES, lambda v: "invalid_dlx_strategy"),
             "x-max-length": integer,
             "x-max-length-bytes": integer,
+            "x-max-in-memory-length": integer,
+            "x-max-in-memory-bytes": integer,
             "x-max-priority": priority,
-            "x-dead-letter-exchange": string,
-            "x-dead-letter-routing-key": string,
-            "x-overflow": overflow,
-            "x-queue-mode": string,
-            "x-queue-type": string,
+            "x-overflow": one_of(_OVERFLOW, lambda v: "invalid_overflow"),
+            "x-queue-mode": one_of(_QUEUE_MODES, lambda v: f"\"unsupported queue mode '{v}'\""),
+            "x-queue-version": version,
             "x-single-active-consumer": boolean,
+            "x-quorum-initial-group-size": positive,
+            "x-max-age": max_age,
+            "x-stream-max-segment-size-bytes": integer,
+            "x-initial-cluster-size": positive,
+            "x-queue-leader-locator": one_of(_LEADER_LOCATORS, lambda v: "invalid_queue_locator_arg"),
         }
-        for key, value in args.items():
-            rule = rules.get(key)
-            problem = rule(value) if rule is not None else None
-            if problem is not None:
-                raise _err(
-                    PreconditionFailed,
-                    f"invalid arg '{key}' for {self.where('queue', name)}: {problem}",
-                    method,
-                )
+        takes = _QUEUE_TYPE_ARGS[kind]
+        for key, rule in rules.items():
+            if key in args and key in takes:
+                problem = rule(args[key])
+                if problem is not None:
+                    raise invalid(key, problem)
+        for key in args:
+            if key in _KNOWN_QUEUE_ARGS and key not in takes:
+                raise _err(PreconditionFailed,
+                           f"invalid arg '{key}' for {where} of queue type {_QUEUE_MODULES[kind]}",
+                           method)
+        return kind
+
+    def check_queue_properties(self, name: str, kind: str, durable: bool, exclusive: bool,
+                               auto_delete: bool, args: dict[str, Any], method: str) -> None:
+        """What a quorum or stream queue must be: durable, neither exclusive nor
+        auto-delete.  memory:// then refuses a stream queue: it does not implement them."""
+        if kind == "classic":
+            return
+        where = self.where("queue", name)
+        for wrong, prop in ((auto_delete, "auto-delete"), (exclusive, "exclusive-owner"),
+                            (not durable, "non-durable")):
+            if wrong:
+                raise _err(PreconditionFailed, f"invalid property '{prop}' for {where}", method)
+        if kind == "stream":
+            size = args.get("x-stream-max-segment-size-bytes")
+            if isinstance(size, int) and size > 3_000_000_000:
+                raise _err(PreconditionFailed,
+                           "Exceeded max value for x-stream-max-segment-size-bytes", method)
+            raise _err(AMQPNotImplemented,
+                       f"cannot declare {where} of type rabbit_stream_queue: memory:// does not "
+                       "implement stream queues",
+                       method)
+
+    def check_consume_args(self, q: _Queue, args: dict[str, Any], method: str) -> None:
+        """RabbitMQ's checks of ``basic.consume`` arguments: the values of those the queue
+        type takes, then arguments of other queue types (in the order given)."""
+        where = self.where("queue", q.name)
+        takes = _CONSUMER_TYPE_ARGS[q.kind]
+        for key in ("x-priority", "x-cancel-on-ha-failover"):  # x-stream-offset: streams only
+            if key not in args or key not in takes:
+                continue
+            v = args[key]
+            if key == "x-priority" and (isinstance(v, bool) or not isinstance(v, int)):
+                problem = f'"expected integer, got {_type_name(v)}"'
+            elif key == "x-cancel-on-ha-failover" and not isinstance(v, bool):
+                problem = f"{{unacceptable_type,{_type_name(v)}}}"
+            else:
+                continue
+            raise _err(PreconditionFailed, f"invalid arg '{key}' for {where}: {problem}", method)
+        for key in args:
+            if key in _KNOWN_CONSUMER_ARGS and key not in takes:
+                raise _err(PreconditionFailed,
+                           f"invalid arg '{key}' for {where} of queue type {_QUEUE_MODULES[q.kind]}",
+                           method)
 
     def delete_queue(self, q: _Queue) -> int:
         """Delete a queue: its bindings go, its consumers are cancelled (with a server-sent
@@ -993,7 +1200,11 @@ class _VHost:
     def enqueue(self, q: _Queue, msg: _Stored, now: float) -> bool:
         """Put a message in a queue (and hand it to a consumer if one has room).  Returns
         False when the queue's ``x-overflow`` rejected it."""
-        if q.overflow != "drop-head" and q.full(msg.size):
+        if q.kind == "quorum" and q.overflow == "reject-publish":
+            if q.blocked and not q.below_soft_limit():
+                return False
+            q.blocked = False
+        elif q.overflow != "drop-head" and q.full(msg.size):
             if q.overflow == "reject-publish-dlx":
                 self.dead_letter(q, _Entry(msg, 0, None), "maxlen", now)
             return False
@@ -1005,7 +1216,9 @@ class _VHost:
         q.ready.append(entry)
         if q.consumers:
             self.dispatch(q, now)
-        if q.max_length is not None or q.max_bytes is not None:
+        if q.kind == "quorum" and q.overflow == "reject-publish":
+            q.blocked = q.over()
+        elif q.max_length is not None or q.max_bytes is not None:
             while q.over():
                 head = q.ready.popleft()
                 if head is None:
@@ -1016,13 +1229,33 @@ class _VHost:
             self.note_deadline(entry.expires_at)
         return True
 
-    def requeue(self, q: _Queue, entries: list[_Entry], now: float) -> None:
-        """Put messages back at the head of their queue, in their original order."""
+    def requeue(self, q: _Queue, entries: list[_Entry], now: float, settled: bool = False) -> None:
+        """Put messages back in their queue.  A classic queue puts them back at its head,
+        in their original order.  A quorum queue counts each return, dead-letters (reason
+        ``delivery_limit``) a message that came back more than ``x-delivery-limit`` times,
+        and puts the others back in the order they came back: at the tail when ``settled``
+        (``basic.reject``/``basic.nack``/``basic.recover``), ahead of the ready messages
+        when their channel closed."""
         if q.deleted:
             return
-        for e in entries:
-            e.redelivered = True
-        q.ready.restore(entries)
+        if q.kind == "quorum":
+            back = []
+            for e in entries:
+                e.delivery_count += 1
+                if q.delivery_limit is not None and e.delivery_count > q.delivery_limit:
+                    self.dead_letter(q, e, "delivery_limit", now)
+                else:
+                    e.redelivered = True
+                    back.append(e)
+            if settled:
+                for e in back:
+                    q.ready.append(e)
+            else:
+                q.ready.give_back(back)
+        else:
+            for e in entries:
+                e.redelivered = True
+            q.ready.restore(entries)
         if q in self.timed:
             self.note_deadline(q.ready.next_expiry())
         self.dispatch(q, now)
@@ -1451,7 +1684,7 @@ class MemoryConnection:
                 continue
             ran = True
             if item[0] == _DELIVER:
-                _, _, ctag, dtag, redelivered, stored, no_ack = item
+                _, _, ctag, dtag, redelivered, stored, no_ack, count = item
                 if ch._closed and not no_ack:
                     continue  # the broker requeued it when the channel closed
                 # (A no_ack delivery is settled: its callback runs, as the client's does.)
@@ -1471,7 +1704,7 @@ class MemoryConnection:
                     "redelivered": redelivered,
                     "exchange": stored.exchange,
                     "routing_key": stored.routing_key,
-                })
+                }, count)
                 cb(msg)
             else:
                 tag = item[2]
@@ -1650,12 +1883,12 @@ class MemoryChannel:
             elif q.expires is not None:
                 vh.note_deadline(q.last_used + q.expires)
 
-    def _requeue(self, vh: _VHost, records: list[_Unacked], now: float) -> None:
+    def _requeue(self, vh: _VHost, records: list[_Unacked], now: float, settled: bool = False) -> None:
         by_queue: dict[int, tuple[_Queue, list[_Entry]]] = {}
         for r in records:
             by_queue.setdefault(id(r.queue), (r.queue, []))[1].append(r.entry)
         for q, entries in by_queue.values():
-            vh.requeue(q, entries, now)
+            vh.requeue(q, entries, now, settled)
 
     def _deliver(self, c: _Consumer, q: _Queue, entry: _Entry) -> None:
         tag = self._next_tag
@@ -1664,11 +1897,16 @@ class MemoryChannel:
             self._unacked[tag] = _Unacked(tag, q, entry, c)
             c.unacked += 1
         conn = self.connection
-        conn._pending.append((_DELIVER, self, c.tag, tag, entry.redelivered, entry.msg, c.no_ack))
+        # A quorum queue adds x-delivery-count to a redelivery (basic.get: to every message).
+        count = entry.delivery_count if q.kind == "quorum" and entry.delivery_count else None
+        conn._pending.append((_DELIVER, self, c.tag, tag, entry.redelivered, entry.msg, c.no_ack, count))
         conn._cond.notify_all()
 
-    def _message(self, stored: _Stored, info: dict[str, Any]) -> Message:
-        msg = Message(stored.body, **_decode_props(stored.props))
+    def _message(self, stored: _Stored, info: dict[str, Any], delivery_count: int | None = None) -> Message:
+        props = _decode_props(stored.props)
+        if delivery_count is not None:
+            props["headers"] = {**props.get("headers", {}), "x-delivery-count": delivery_count}
+        msg = Message(stored.body, **props)
         msg.delivery_info = info
         msg.channel = self
         return msg
@@ -1878,6 +2116,14 @@ class MemoryChannel:
                 return 0
             if q.owner is not None and q.owner is not self.connection:
                 raise vh.locked(q, method)
+            if q.kind == "quorum" and (if_unused or if_empty):
+                flag = "if-unused" if if_unused else "if-empty"
+                raise _err(
+                    AMQPNotImplemented,
+                    f"cannot delete {vh.where('queue', name)}. queue.delete operations with "
+                    f"{flag} flag set are not supported by quorum queues",
+                    method,
+                )
             if if_unused and q.consumers:
                 raise _err(PreconditionFailed, f"{vh.where('queue', name)} in use", method)
             if if_empty and len(q.ready):
@@ -2034,8 +2280,15 @@ class MemoryChannel:
         method = "basic.get"
         _shortstrs(method, queue=queue)
 
-        def op(vh: _VHost, now: float) -> tuple[_Stored, dict[str, Any]] | None:
+        def op(vh: _VHost, now: float) -> tuple[_Stored, dict[str, Any], int | None] | None:
             q = vh.queue(self, queue, method)
+            if q.kind == "quorum" and q.single_active:
+                raise _err(
+                    ResourceLocked,
+                    f"cannot obtain access to locked {vh.where('queue', q.name)}. basic.get "
+                    "operations are not supported by quorum queues with single active consumer",
+                    method,
+                )
             q.last_used = now
             for dead in q.ready.expired(now):
                 vh.dead_letter(q, dead, "expired", now)
@@ -2053,7 +2306,7 @@ class MemoryChannel:
                 "routing_key": entry.msg.routing_key,
                 "message_count": len(q.ready),
             }
-            return entry.msg, info
+            return entry.msg, info, entry.delivery_count if q.kind == "quorum" else None
 
         got = self._call(op)
         if got is None:
@@ -2077,8 +2330,9 @@ class MemoryChannel:
 
         ``callback(message)`` runs inside :meth:`MemoryConnection.drain_events` for each
         delivery; ``on_cancel(consumer_tag)`` when the broker cancels the consumer (its queue
-        was deleted).  ``arguments`` may hold ``x-priority``.  A consumer needs a
-        ``callback`` (``TypeError``), as with the client.
+        was deleted).  ``arguments`` may hold ``x-priority`` (an integer; other arguments
+        are checked as RabbitMQ checks them).  A consumer needs a ``callback``
+        (``TypeError``), as with the client.
         """
         if not callable(callback):
             raise TypeError(f"basic_consume needs a callback for the deliveries, not {callback!r}")
@@ -2089,16 +2343,23 @@ class MemoryChannel:
         _shortstrs(method, queue=queue, consumer_tag=consumer_tag)
 
         def op(vh: _VHost, now: float) -> str:
+            if consumer_tag in self._consumer_objs:
+                raise _err(NotAllowed, f"attempt to reuse consumer tag '{consumer_tag}'", method)
             q = vh.queue(self, queue, method)
             tag = consumer_tag or "amq.ctag-" + _token()
-            if tag in self._consumer_objs:
-                raise _err(NotAllowed, f"attempt to reuse consumer tag '{tag}'", method)
-            if q.consumers and (exclusive or any(c.exclusive for c in q.consumers)):
+            vh.check_consume_args(q, args, method)
+            prefetch = self._prefetch
+            if q.kind == "quorum":
+                # RabbitMQ 3.10: no channel-wide limit, no exclusive consumers (the flag
+                # is accepted and ignored), a default prefetch of 2000.
+                if self._global_prefetch:
+                    raise _err(AMQPNotImplemented,
+                               f"{vh.where('queue', q.name)} does not support global qos", method)
+                prefetch = prefetch or _QUORUM_PREFETCH
+            elif q.consumers and (exclusive or any(c.exclusive for c in q.consumers)):
                 raise _err(AccessRefused, f"{vh.where('queue', q.name)} in exclusive use", method)
             priority = args.get("x-priority", 0)
-            if isinstance(priority, bool) or not isinstance(priority, int):
-                priority = 0
-            c = _Consumer(tag, self, q, no_ack, exclusive, self._prefetch, priority)
+            c = _Consumer(tag, self, q, no_ack, exclusive and q.kind == "classic", prefetch, priority)
             self._consumer_objs[tag] = c
             self._consumers[tag] = callback
             if on_cancel is not None:
@@ -2151,9 +2412,16 @@ class MemoryChannel:
         tags = [t for t in unacked if t <= delivery_tag]
         return [unacked.pop(t) for t in tags]
 
-    def _settle(self, action: str, delivery_tag: int, multiple: bool, method: str) -> None:
+    def _settle(self, action: str, delivery_tag: int | None, multiple: bool, method: str) -> None:
+        if delivery_tag is None:  # as the client: nothing is sent
+            raise EncodeError(
+                f"{method} needs a delivery tag, not None: the message was not delivered by a "
+                "broker (built here, or returned by basic.return); nothing was sent"
+            )
+        tag = delivery_tag
+
         def op(vh: _VHost, now: float) -> None:
-            records = self._take(delivery_tag, multiple, method)
+            records = self._take(tag, multiple, method)
             if self._tx:
                 self._tx_settles.append((action, records))
                 return
@@ -2166,22 +2434,23 @@ class MemoryChannel:
             if r.consumer is not None:
                 r.consumer.unacked -= 1
         if action == "requeue":
-            self._requeue(vh, records, now)
+            self._requeue(vh, records, now, settled=True)
         elif action == "dead":
             for r in records:
                 if not r.queue.deleted:
                     vh.dead_letter(r.queue, r.entry, "rejected", now)
         self._redispatch(vh, now)
 
-    def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        """``basic.ack`` (an unknown tag closes the channel with ``PreconditionFailed``)."""
+    def basic_ack(self, delivery_tag: int | None, multiple: bool = False) -> None:
+        """``basic.ack`` (an unknown tag closes the channel with ``PreconditionFailed``;
+        None, a message no broker delivered, is the client's ``EncodeError``)."""
         self._settle("ack", delivery_tag, multiple, "basic.ack")
 
-    def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
+    def basic_nack(self, delivery_tag: int | None, multiple: bool = False, requeue: bool = True) -> None:
         """``basic.nack``: requeue (to the head, ``redelivered`` set) or dead-letter/drop."""
         self._settle("requeue" if requeue else "dead", delivery_tag, multiple, "basic.nack")
 
-    def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None:
+    def basic_reject(self, delivery_tag: int | None, requeue: bool = True) -> None:
         """``basic.reject``: requeue (to the head, ``redelivered`` set) or dead-letter/drop."""
         self._settle("requeue" if requeue else "dead", delivery_tag, False, "basic.reject")
 
@@ -2235,7 +2504,13 @@ class MemoryChannel:
     def wait_for_confirms(self, timeout: float | None = None) -> bool:
         """Run the return callbacks, then: True when every publish was acked; raises
         :class:`PublishNacked` listing the nacked tags (then forgets them), or the channel's
-        error when a publish closed the channel before it could be confirmed."""
+        error when a publish closed the channel before it could be confirmed.  Not in
+        confirm mode, nothing is ever confirmed: ``LocalProtocolError`` (or, on a closed
+        channel, why it closed), as the client raises."""
+        if not self._confirm:
+            if self._closed:
+                self._raise_closed()
+            raise LocalProtocolError("wait_for_confirms needs confirm mode (confirm_select())")
         if self._returns:
             self._run_returns()
         if self._closed and self._lost_publishes:
@@ -2255,13 +2530,22 @@ class MemoryChannel:
     ) -> bool:
         """Publish and return its confirm: True when acked and not returned, False when it
         was returned as unroutable (``mandatory``); raises :class:`PublishNacked` on a nack
-        and the channel's error when the publish closed the channel."""
-        tag = self.basic_publish(msg, exchange, routing_key, mandatory)
-        if tag is None:
+        and the channel's error when the publish closed the channel.  As with the client,
+        the returned message goes to ``on_return`` when set, and is not kept in
+        :attr:`returned` otherwise (False reports it); nothing is published on a channel
+        not in confirm mode (``LocalProtocolError``)."""
+        if self._closed:
+            self._raise_closed()
+        if not self._confirm:
             raise LocalProtocolError("publish_confirmed needs confirm mode (confirm_select())")
+        tag = self.basic_publish(msg, exchange, routing_key, mandatory)
+        assert tag is not None
         if tag in self._lost_publishes:
             self._raise_closed()
-        returned = any(r[3] == tag for r in self._returns)
+        own = [r for r in self._returns if r[3] == tag]
+        returned = bool(own)
+        if own and self.on_return is None:
+            self._returns.remove(own[0])
         if self._returns:
             self._run_returns()
         if tag in self._nacked:

@@ -973,7 +973,7 @@ class RecoveringChannel:
         return self._call(  # type: ignore[no-any-return]
             False, "basic_get", queue or self._last_queue, no_ack=no_ack, timeout=timeout)
 
-    def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+    def basic_ack(self, delivery_tag: int | None, multiple: bool = False) -> None:
         """``basic.ack`` on the current transport channel.  A raw tag is that channel's:
         after a recovery tags start again at 1, so a tag from before it names another
         delivery (or none: then the broker closes the channel).  Acknowledge through the
@@ -982,11 +982,11 @@ class RecoveringChannel:
         _, gen, ch = self._call_on(False, None, "basic_ack", delivery_tag, multiple)
         self._sent(gen, ch, None)
 
-    def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
+    def basic_nack(self, delivery_tag: int | None, multiple: bool = False, requeue: bool = True) -> None:
         _, gen, ch = self._call_on(False, None, "basic_nack", delivery_tag, multiple, requeue)
         self._sent(gen, ch, None)
 
-    def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None:
+    def basic_reject(self, delivery_tag: int | None, requeue: bool = True) -> None:
         _, gen, ch = self._call_on(False, None, "basic_reject", delivery_tag, requeue)
         self._sent(gen, ch, None)
 
