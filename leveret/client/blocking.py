@@ -1202,7 +1202,10 @@ class Channel(ChannelBase, BlockingDriver):
 
         Returns the delivery tag in confirm mode (see :meth:`confirm_select`), else None.
         While the broker blocks the connection (``connection.blocked``) this waits up to the
-        connection's ``blocked_timeout`` and then raises :class:`BlockedTimeout`.
+        connection's ``blocked_timeout`` and then raises :class:`BlockedTimeout`.  The
+        frames may be written after this returns (by the connection's I/O thread, with
+        those that follow); the body may be reused all the same: a ``bytearray`` or
+        ``memoryview`` body is copied when the call is made, a ``bytes`` one is sent as it is.
         """
         conn = self.connection
         now = monotonic()
