@@ -1719,7 +1719,7 @@ def test_an_interrupt_after_bytes_were_read_drops_the_connection_and_loses_nothi
     core = conn._core
     assert core is not None
     receive_data = core.receive_data
-    fired = []
+    fired: list[int] = []
 
     def interrupted_after(data: bytes, now: float | None = None) -> Any:
         events = receive_data(data, now)

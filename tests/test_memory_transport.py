@@ -1387,7 +1387,7 @@ def test_priority_queues(ch: MemoryChannel) -> None:
     for i, p in enumerate([1, 2, 1]):
         ch.basic_publish(Message(f"r{i}p{p}", priority=p), "", q)
     taken = [ch.basic_get(q) for _ in range(3)]
-    ch.basic_nack(taken[-1].delivery_tag, multiple=True)  # type: ignore[union-attr,arg-type]
+    ch.basic_nack(taken[-1].delivery_tag, multiple=True)  # type: ignore[union-attr]
     assert bodies(ch, q) == ["r1p2", "r0p1", "r2p1"]
 
 
@@ -1741,7 +1741,7 @@ def drain_until(conn: Any, done: Callable[[], bool], seconds: float = 5.0) -> No
         drain(conn)
 
 
-def quorum_queue(ch: Any, name: str = "qq", **arguments: Any) -> str:
+def quorum_queue(ch: Any, name: str = "qq", /, **arguments: Any) -> str:
     ch.queue_declare(name, durable=True, arguments={**QUORUM, **arguments})
     return name
 
@@ -1825,11 +1825,12 @@ def test_quorum_queues_take_their_arguments_and_compare_theirs_only(conn: Memory
     # x-max-priority is not a quorum queue's argument: not compared on redeclaration.
     assert ch.queue_declare("h", durable=True, arguments={**QUORUM, **args, "x-max-priority": 5}) == QueueDeclareOk("h", 0, 0)
     assert ch.queue_declare("h", passive=True) == QueueDeclareOk("h", 0, 0)
-    for kwargs, text in [
+    cases: list[tuple[dict[str, Any], str]] = [
         (dict(arguments=args), "received none but current is the value 'quorum' of type 'longstr'"),
         (dict(arguments={**args, "x-queue-type": "classic"}), "received 'classic' but current is 'quorum'"),
         (dict(arguments={**QUORUM, **args, "x-delivery-limit": 4}), "received '4' but current is '3'"),
-    ]:
+    ]
+    for kwargs, text in cases:
         bad = conn.channel()
         with pytest.raises(PreconditionFailed) as info:
             bad.queue_declare("h", durable=True, **kwargs)
