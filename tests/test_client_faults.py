@@ -310,7 +310,7 @@ def alarm(fault_node: PrivateNode) -> Iterator[PrivateNode]:
 def test_memory_alarm_blocks_publisher_then_unblocks(connect: Connect, alarm: PrivateNode) -> None:
     seen: list[tuple[str, Any]] = []
     conn = connect(
-        alarm.url, blocked_timeout=1.0,
+        alarm.url, blocked_timeout=3.0,
         on_blocked=lambda reason: seen.append(("blocked", reason)),
         on_unblocked=lambda: seen.append(("unblocked", None)),
     )
@@ -332,8 +332,15 @@ def test_memory_alarm_blocks_publisher_then_unblocks(connect: Connect, alarm: Pr
         assert conn.is_open
 
         started = time.monotonic()
-        with pytest.raises(BlockedTimeout):
+        with pytest.raises(BlockedTimeout, match="blocked_timeout=3.0 s"):
             within(10, ch.basic_publish, b"never sent", routing_key=queue)
+        waited = time.monotonic() - started
+        assert 2.9 <= waited <= 4.5, waited
+        # A call with a timeout of its own waits no longer than that for the unblock (it
+        # waited the whole blocked_timeout -- 60 s by default -- whatever it was given).
+        started = time.monotonic()
+        with pytest.raises(BlockedTimeout, match="the call's timeout; nothing was published"):
+            within(10, ch.publish_confirmed, b"never sent either", routing_key=queue, timeout=1.0)
         waited = time.monotonic() - started
         assert 0.9 <= waited <= 2.5, waited
 

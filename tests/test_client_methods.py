@@ -1090,6 +1090,24 @@ def test_publish_confirmed_needs_confirm_mode_and_sends_nothing(ch: Channel, que
     assert ch.basic_get(queue) is None
 
 
+@only_0_9_1  # (0-8 has no confirms)
+def test_a_closed_channel_never_in_confirm_mode_is_not_taken_for_its_ids_next_owner(
+    conn: Connection, ch: Channel, queue: str, protocol: str
+) -> None:
+    # The closed channel's id goes to a new channel in confirm mode: asking the connection
+    # about "channel 2" answered for the new one, and the old channel's unconfirmed
+    # publishes were reported confirmed.
+    old = conn.channel()
+    old.basic_publish(b"never confirmed", routing_key=queue)
+    old.close()
+    new = conn.channel()
+    assert new.channel_id == old.channel_id
+    new.confirm_select()
+    with pytest.raises(ChannelClosedError):
+        old.wait_for_confirms(timeout=5)
+    new.close()
+
+
 def test_wait_for_confirms_needs_confirm_mode(conn: Connection, ch: Channel, queue: str, protocol: str) -> None:
     # Not in confirm mode, nothing is ever confirmed: True would say these publishes were
     # (wait_for_confirms used to return it at once).  In 0-8 no channel has confirms.

@@ -1121,18 +1121,22 @@ class ChannelBase:
                 self._waited_tags[tag] = None
         return tag
 
-    def _unblocked(self) -> Op[None]:
-        """Wait while the broker blocks the connection, at most ``blocked_timeout``."""
+    def _unblocked(self, deadline: float | None = None) -> Op[None]:
+        """Wait while the broker blocks the connection, at most ``blocked_timeout`` -- or
+        until ``deadline`` (a call's own timeout), when that comes first."""
         conn = self.connection
         core = self._core
         if core.blocked is None:
             return
+        limit = monotonic() + conn.blocked_timeout
+        own = deadline is not None and deadline < limit
         try:
-            yield Wait(lambda: core.blocked is None, monotonic() + conn.blocked_timeout, "connection.unblocked")
+            yield Wait(lambda: core.blocked is None, deadline if own else limit, "connection.unblocked")
         except TimeoutError:
+            longer = "the call's timeout" if own else f"blocked_timeout={conn.blocked_timeout} s"
             raise BlockedTimeout(
-                f"the broker has blocked this connection ({core.blocked}) for more than "
-                f"blocked_timeout={conn.blocked_timeout} s"
+                f"the broker has blocked this connection ({core.blocked}) for longer than {longer}; "
+                "nothing was published"
             ) from None
 
     @operation
@@ -1410,12 +1414,12 @@ class ChannelBase:
         """``basic.ack`` (no reply; written soon, together with what follows it).
         ``delivery_tag`` is a received message's :attr:`Message.delivery_tag`; None (a
         message no broker delivered) is an :class:`EncodeError` and sends nothing."""
+        if delivery_tag is None:
+            raise _no_delivery_tag("basic.ack")
         conn = self.connection
         with conn._lock:
             if self._closed:
                 self._raise_closed()
-            if delivery_tag is None:
-                raise _no_delivery_tag("basic.ack")
             self._core.ack(self.channel_id, delivery_tag, multiple)
         conn._kick()
 
@@ -1495,7 +1499,9 @@ class ChannelBase:
         """
         core = self._core
         cid = self.channel_id
-        if not self._confirm_selected and not core.is_confirm_mode(cid):
+        # (The core is asked only while this channel is open: once it has closed, its id
+        # may be another channel's.)
+        if not self._confirm_selected and (self._closed or not core.is_confirm_mode(cid)):
             # Nothing would ever be confirmed: True would pass unconfirmed publishes off as
             # confirmed ones.
             if self._closed:
@@ -1529,19 +1535,21 @@ class ChannelBase:
         is dropped -- False is the report -- rather than kept in :attr:`returned`, where
         the returns of plain ``basic_publish(mandatory=True)`` calls wait for the caller
         (returns of earlier publishes that this call hands over still go there).
+        ``timeout`` bounds the whole call: a wait while the broker blocks the connection
+        (then :class:`BlockedTimeout`, nothing published), and the wait for the confirm.
         """
         if self._closed:
             self._raise_closed()
         if not self._core.is_confirm_mode(self.channel_id):
             raise LocalProtocolError("publish_confirmed needs confirm mode (confirm_select())")
-        yield from self._unblocked()
+        deadline = self._deadline(timeout)
+        yield from self._unblocked(deadline)
         # The tag is registered (under the lock) before the publish can be written, so its
         # confirm cannot arrive unnoticed.
         tag = self._publish_now(msg, exchange, routing_key, mandatory, False, wait_tag=True)
         assert tag is not None
         waited = self._waited_tags
         try:
-            deadline = self._deadline(timeout)
             yield Wait(lambda: waited[tag] is not None or self._closed, deadline, "the publish's confirm")
             ack = waited[tag]
         finally:
