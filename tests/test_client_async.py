@@ -1177,6 +1177,45 @@ def test_an_iterator_of_a_lost_connection_leaves_the_new_ones_read_ahead_alone(b
     run(main())
 
 
+class Interrupt(BaseException):
+    """A signal handler's exception, as KeyboardInterrupt is, under another name."""
+
+
+def test_handling_data_cut_short_fails_the_connection(broker: Broker) -> None:
+    """An exception cuts short the handling of bytes read from the socket (after the
+    core made events of them, before they were routed): the connection must fail, saying
+    why, rather than go on with those deliveries gone without a word."""
+
+    async def main() -> None:
+        conn = await AsyncConnection(broker.url).connect()
+        ch = await conn.channel()
+        queue = (await ch.queue_declare("", exclusive=True)).queue
+        core = conn._core
+        assert core is not None
+        receive_data = core.receive_data
+        got: list[Message] = []
+
+        def cut_short(data: bytes, now: float | None = None) -> Any:
+            events = receive_data(data, now)
+            if any(type(e).__name__ == "MessageReceived" for e in events):
+                raise Interrupt("cut short")
+            return events
+
+        loop = asyncio.get_running_loop()
+        handled: list[BaseException] = []
+        loop.set_exception_handler(lambda loop, context: handled.append(context.get("exception")))
+        core.receive_data = cut_short  # type: ignore[method-assign]
+        await ch.basic_consume(queue, callback=got.append, no_ack=True)
+        await ch.basic_publish(b"lost", routing_key=queue)
+        with pytest.raises(ConnectionLost, match="cut short by Interrupt"):
+            await conn.drain_events(timeout=10)
+        assert got == [] and not conn.is_open
+        assert [type(e) for e in handled] == [Interrupt]  # it went on, to the loop
+        await conn.close()
+
+    run(main())
+
+
 @pytest.mark.parametrize("how", ["close timed out", "heartbeats missed"])
 def test_a_silent_peer_does_not_keep_the_socket(broker: Broker, how: str) -> None:
     """The broker goes silent (a black hole) while the write buffer is full: when close()

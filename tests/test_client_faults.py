@@ -1757,6 +1757,46 @@ def test_an_interrupt_after_bytes_were_read_drops_the_connection_and_loses_nothi
 
 
 @needs_broker
+def test_a_second_interrupt_cannot_leave_the_connection_looking_sound(node: PrivateNode) -> None:
+    """Ctrl-C twice: the second interrupt lands as the first is being handled -- at the
+    first instruction of the code that drops the connection.  The connection must still
+    be failed (the deliveries read are lost to it), not left open with them gone."""
+    conn = Connection(node.url, heartbeat=0).connect()
+    ch = conn.channel()
+    queue = ch.queue_declare("", exclusive=True).queue
+    with conn.corked():
+        for n in range(200):
+            ch.basic_publish(b"%d" % n, routing_key=queue)
+    ch.basic_qos(prefetch_count=5)  # deliveries keep coming as acks go: read by drain_events
+    ch.basic_consume(queue, callback=lambda msg: msg.ack())
+    core = conn._core
+    assert core is not None
+    receive_data = core.receive_data
+
+    def interrupted_after(data: bytes, now: float | None = None) -> Any:
+        events = receive_data(data, now)
+        if threading.current_thread() is threading.main_thread() and any(
+            type(e).__name__ == "MessageReceived" for e in events
+        ):
+            raise Interrupt("first")
+        return events
+
+    def second(exc: BaseException, doing: str) -> None:
+        raise Interrupt("second")  # where a signal handler would raise
+
+    core.receive_data = interrupted_after  # type: ignore[method-assign]
+    conn._interrupted = second  # type: ignore[method-assign]
+    with pytest.raises(Interrupt, match="second"):
+        for _ in range(200):
+            conn.drain_events(timeout=5)
+    assert not conn.is_open
+    with pytest.raises(ConnectionLost, match="cut short by an exception"):
+        conn.drain_events(timeout=5)
+    del conn._interrupted
+    conn.close()
+
+
+@needs_broker
 def test_an_interrupt_in_the_middle_of_a_write_drops_the_connection(proxy: TCPProxy) -> None:
     """A big publish is half written (the broker stops reading: a frozen proxy) when a
     signal handler raises.  Writing on would put the next frames after half a frame --

@@ -525,12 +525,23 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
             return
         try:
             events = core.receive_data(data, monotonic())
+            late = core.error  # a violation after frames that made events: those came first
+            if events:
+                self._dispatch(events)
         except LeveretError as exc:
             self._fail(exc)
             return
-        late = core.error  # a violation after frames that made events: those came first
+        except BaseException as exc:
+            # Cut short (a signal handler's exception, raised between any two calls): the
+            # bytes were taken and not all handled, so the connection cannot go on -- its
+            # events would be lost without a word.  It fails, saying why, and exc goes on.
+            if self._error is None:
+                self._fail(core.connection_lost(
+                    f"handling data from the broker was cut short by {type(exc).__name__}; "
+                    "the connection was dropped, as the byte stream could no longer be trusted"
+                ))
+            raise
         if events:
-            self._dispatch(events)
             if self._pending or self._has_pending():
                 self._wake_deliverer()
                 if (

@@ -35,14 +35,15 @@ Threads
 Interrupts
 ----------
 A signal handler's exception (``KeyboardInterrupt`` on Ctrl-C) reaches whichever call the
-main thread is in.  In a wait (for a reply, a delivery, room in the socket) nothing is
-lost: the connection carries on.  When it cuts short a read whose bytes were taken from
-the socket but not all handled, or a write that may have put part of a frame on the wire,
-where the byte stream stands is no longer known: the connection is dropped, and later
-calls raise :class:`ConnectionLost` saying so (the broker requeues the deliveries it awaits
-acks for; the error lists the publishes left unconfirmed).  Never are frames misread or half
-a frame followed by another.  A delivery that had been taken for its callback is the
-program's: it stays unacknowledged until the program settles it or the connection closes.
+main thread is in.  In a wait for a reply or a delivery nothing is lost: the connection
+carries on.  When it cuts short a read whose bytes were taken from the socket but not all
+handled, or a write that has taken frames from the queue -- including one waiting for room
+in the socket with part of a frame sent -- where the byte stream stands is no longer known:
+the connection is dropped, and later calls raise :class:`ConnectionLost` saying so (the
+broker requeues the deliveries it awaits acks for; the error lists the publishes left
+unconfirmed).  Never are frames misread or half a frame followed by another, a second
+interrupt included.  A delivery that had been taken for its callback is the program's: it
+stays unacknowledged until the program settles it or the connection closes.
 
 Processes
 ---------
@@ -236,6 +237,12 @@ class Connection(ConnectionBase, BlockingDriver):
         # The socket is non-blocking, so each hold is short.  Taken last, after any other.
         self._ssl_lock = threading.Lock()
         self._sock: socket.socket | None = None
+        # The error a read or write cut short by an exception fails the connection with at
+        # once, before any call (see _interrupted): made here, not when needed.
+        self._cut_short = ConnectionLost(
+            "a read or write on the socket was cut short by an exception (a signal "
+            "handler's?); the connection was dropped, as the byte stream could no longer be trusted"
+        )
         # Taken from the core, not yet written (under _wlock): bytes or a memoryview.
         self._wrest: Any = b""
         self._last_kick = 0.0
@@ -546,9 +553,12 @@ class Connection(ConnectionBase, BlockingDriver):
         if core is None or not (core._out or self._wrest):
             return
         with self._wlock:
+            taken = False  # whether frames were taken from the core (see _interrupted)
             try:
-                with self._lock:
-                    bufs = core.buffers_to_send(monotonic())
+                now = monotonic()
+                with self._lock:  # (an interrupt while waiting for it takes nothing)
+                    taken = True
+                    bufs = core.buffers_to_send(now)
                 if self._wrest:  # what the I/O thread could not write yet goes first
                     bufs = [self._wrest, *bufs]
                     self._wrest = b""
@@ -556,8 +566,11 @@ class Connection(ConnectionBase, BlockingDriver):
                     self._write(bufs)
             except BaseException as exc:
                 # Frames taken from the core, maybe in part written (_write has failed the
-                # connection for its own errors): see _interrupted.
-                self._interrupted(exc, "writing to the socket")
+                # connection for its own errors).
+                if taken:
+                    if self._error is None:
+                        self._error = self._cut_short  # first, before any call: see _interrupted
+                    self._interrupted(exc, "writing to the socket")
                 raise
 
     def _flush_within(self, deadline: float) -> bool:
@@ -567,9 +580,12 @@ class Connection(ConnectionBase, BlockingDriver):
         remaining = deadline - monotonic()
         if not self._wlock.acquire(timeout=min(max(remaining, 0.0), _MAX_WAIT)):
             return False  # another thread's write is stuck
+        taken = False
         try:
+            now = monotonic()
             with self._lock:
-                bufs = core.buffers_to_send(monotonic())
+                taken = True
+                bufs = core.buffers_to_send(now)
             if self._wrest:
                 bufs = [self._wrest, *bufs]
                 self._wrest = b""
@@ -586,9 +602,12 @@ class Connection(ConnectionBase, BlockingDriver):
                         self._write(bufs)
                 except (OSError, LeveretError):
                     return False
-                except BaseException as exc:
-                    self._interrupted(exc, "writing to the socket")
-                    raise
+        except BaseException as exc:
+            if taken:
+                if self._error is None:
+                    self._error = self._cut_short  # first, before any call: see _interrupted
+                self._interrupted(exc, "writing to the socket")
+            raise
         finally:
             self._wlock.release()
         return True
@@ -919,6 +938,8 @@ class Connection(ConnectionBase, BlockingDriver):
             return True
         except BaseException as exc:
             if busy:
+                if self._error is None:
+                    self._error = self._cut_short  # first, before any call: see _interrupted
                 self._interrupted(exc, "reading from the socket")
             raise
 
@@ -930,9 +951,13 @@ class Connection(ConnectionBase, BlockingDriver):
         events, writing on would follow half a frame -- so the connection fails now, with
         an error that says why (the broker requeues the deliveries it is owed acks for;
         the error lists the unconfirmed publishes), and ``exc`` goes on to the caller.
-        Nothing is done when the connection failed or closed already."""
+        Nothing is done when the connection failed or closed already.
+
+        The caller has set ``_error`` to ``_cut_short`` already, before calling anything: a
+        second interrupt landing in here (Ctrl-C twice) leaves the connection failed with
+        that error rather than looking sound; this replaces it with one that says more."""
         core = self._core
-        if core is None or self._error is not None or self._sock is None:
+        if core is None or self._error is not self._cut_short or self._sock is None:
             return
         with self._lock:
             err = core.connection_lost(
@@ -940,6 +965,7 @@ class Connection(ConnectionBase, BlockingDriver):
                 "dropped, as the byte stream could no longer be trusted"
             )
             core.buffers_to_send()  # nothing more goes out: it could follow half a frame
+        self._error = err
         self._fail(err)
 
     def _fail(self, exc: BaseException) -> None:
