@@ -1202,7 +1202,7 @@ def test_handling_data_cut_short_fails_the_connection(broker: Broker) -> None:
             return events
 
         loop = asyncio.get_running_loop()
-        handled: list[BaseException] = []
+        handled: list[BaseException | None] = []
         loop.set_exception_handler(lambda loop, context: handled.append(context.get("exception")))
         core.receive_data = cut_short  # type: ignore[method-assign]
         await ch.basic_consume(queue, callback=got.append, no_ack=True)
