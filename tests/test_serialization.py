@@ -405,6 +405,15 @@ def test_a_type_no_serializer_claims_is_its_body_by_default() -> None:
     assert loads(b"<a/>", "Application/XML; charset=utf-8", None) == "<a/>"
     with pytest.raises(ContentDisallowed):
         loads(b"<a/>", "application/xml", "utf-8", accept={"application/json"})
+    # disable() refuses a type no serializer claims, as kombu's does; enable() undoes it.
+    for ct in ("application/octet-stream", "text/plain"):
+        registry.disable(ct)
+        try:
+            with pytest.raises(ContentDisallowed):
+                loads(b"x", ct, "binary")
+        finally:
+            registry.enable(ct)
+        assert loads(b"x", ct, "binary") == b"x"
     serialization.register("shout", str.upper, str.lower, "application/x-shout", "utf-8")
     try:
         with pytest.raises(ContentDisallowed):  # registered: accepted by name only

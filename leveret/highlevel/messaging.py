@@ -813,8 +813,8 @@ class Consumer:
     during ``connection.drain_events()``: each becomes a
     :class:`~leveret.highlevel.message.Message` and goes to ``on_message(message)`` when
     set, else is decoded and handed to every ``callback(body, message)``.  A body that
-    cannot be decoded -- or whose content type is not in ``accept`` (default JSON, raw
-    bytes and text; :class:`~leveret.highlevel.exceptions.ContentDisallowed` is raised
+    cannot be decoded -- or whose content type is not in ``accept`` (default JSON and raw
+    bodies; :class:`~leveret.highlevel.exceptions.ContentDisallowed` is raised
     before anything is unpickled) -- goes to ``on_decode_error(message, exc)``, else the
     error propagates from ``drain_events`` (the message stays unacknowledged).
 

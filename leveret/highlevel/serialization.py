@@ -141,6 +141,9 @@ class SerializerRegistry:
         self.default_serializer = "json"
         #: The content types :meth:`loads` accepts when called with ``accept=None``.
         self.default_accept: frozenset[str] = _DEFAULT_ACCEPT
+        #: Types :meth:`disable` took out of the default: refused even where no serializer
+        #: claims them (which, with ``accept=None``, otherwise pass as raw bodies).
+        self._disabled: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ registration
 
@@ -230,13 +233,18 @@ class SerializerRegistry:
 
     def enable(self, name_or_type: str) -> None:
         """Add a serializer (by name or content type) to the default accept set."""
+        types = self.prepare_accept_content((name_or_type,))
         with self._lock:
-            self.default_accept = self.default_accept | self.prepare_accept_content((name_or_type,))
+            self.default_accept = self.default_accept | types
+            self._disabled = self._disabled - types
 
     def disable(self, name_or_type: str) -> None:
-        """Remove a serializer (by name or content type) from the default accept set."""
+        """Remove a serializer (by name or content type) from the default accept set; a
+        content type no serializer claims is refused from then on too."""
+        types = self.prepare_accept_content((name_or_type,))
         with self._lock:
-            self.default_accept = self.default_accept - self.prepare_accept_content((name_or_type,))
+            self.default_accept = self.default_accept - types
+            self._disabled = self._disabled | types
 
     def enable_insecure_serializers(self, choices: Iterable[str] = INSECURE_SERIALIZERS) -> None:
         """Let :meth:`loads` with ``accept=None`` decode these serializers too (by default
@@ -245,12 +253,15 @@ class SerializerRegistry:
         types = self.prepare_accept_content(choices)
         with self._lock:
             self.default_accept = self.default_accept | types
+            self._disabled = self._disabled - types
 
     def disable_insecure_serializers(self, allowed: Iterable[str] = ("json",)) -> None:
-        """Reset the default accept set to the raw types plus ``allowed`` (default: json)."""
+        """Reset the default accept set to the raw types plus ``allowed`` (default: json);
+        what :meth:`disable` refused is forgotten."""
         types = self.prepare_accept_content(allowed)
         with self._lock:
             self.default_accept = frozenset(_DEFAULT_ACCEPT - {"application/json"} | types)
+            self._disabled = frozenset()
 
     # ------------------------------------------------------------------ encoding
 
@@ -330,7 +341,7 @@ class SerializerRegistry:
             if (
                 media not in allowed
                 and not self._accepted_by_name(media, allowed)
-                and (accept is not None or media in self._by_type)
+                and (accept is not None or media in self._by_type or media in self._disabled)
             ):
                 # (With accept None, a content type no serializer is registered for passes:
                 # no decoder runs on it, its body is returned as it is -- as in kombu.)
