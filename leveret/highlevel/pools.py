@@ -273,7 +273,10 @@ class Resource:
     def release(self, resource: Any) -> None:
         """Give ``resource`` back: kept for reuse when it still works and the pool is
         under its limit, else closed.  Releasing twice, or releasing what this pool did
-        not hand out, does nothing."""
+        not hand out, does nothing -- unless the pool handed the same resource out again
+        in between: then the second release gives back the new holder's (the pool hands
+        out the object itself, as kombu's does, and cannot tell the holders apart), so do
+        not keep using a resource once released."""
         with self._cond:
             if self._dirty.get(id(resource)) is not resource:
                 return
