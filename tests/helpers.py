@@ -13,7 +13,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
 
-__all__ = ["with_options", "with_vhost", "unique", "within"]
+__all__ = ["with_options", "with_vhost", "unique", "within", "Interrupt", "interrupt_after_deliveries"]
 
 T = TypeVar("T")
 
@@ -116,3 +116,33 @@ def in_forked_child(fn: Callable[[], str], timeout: float) -> str:
         os.close(read_fd)
     assert os.WIFEXITED(wait_status), wait_status
     return b"".join(chunks).decode()
+
+
+class Interrupt(BaseException):
+    """A signal handler's exception, as KeyboardInterrupt is, under another name: a
+    BaseException raised in the main thread between any two calls, which pytest (unlike
+    a KeyboardInterrupt) leaves to the test."""
+
+
+def interrupt_after_deliveries(core: Any, interrupt: Callable[[], Any]) -> list[int]:
+    """Make ``core.receive_data`` call ``interrupt()`` once, right after it has made the
+    events of a read that holds deliveries, in the main thread (the blocking driver's I/O
+    thread reads too, and signals never reach it): where a signal handler's exception
+    would cut the handling of that read short.  Returns a list that gets the number of
+    events of that read when it fires."""
+    receive_data = core.receive_data
+    fired: list[int] = []
+
+    def cut_short(data: bytes, now: float | None = None) -> Any:
+        events = receive_data(data, now)
+        if (
+            not fired
+            and threading.current_thread() is threading.main_thread()
+            and any(type(e).__name__ == "MessageReceived" for e in events)
+        ):
+            fired.append(len(events))
+            interrupt()
+        return events
+
+    core.receive_data = cut_short
+    return fired

@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 import pytest
 
 from broker import Broker
-from helpers import in_forked_child, unique
+from helpers import Interrupt, in_forked_child, interrupt_after_deliveries, unique
 from leveret.client import (
     AccessRefused,
     AsyncChannel,
@@ -1177,10 +1177,6 @@ def test_an_iterator_of_a_lost_connection_leaves_the_new_ones_read_ahead_alone(b
     run(main())
 
 
-class Interrupt(BaseException):
-    """A signal handler's exception, as KeyboardInterrupt is, under another name."""
-
-
 def test_handling_data_cut_short_fails_the_connection(broker: Broker) -> None:
     """An exception cuts short the handling of bytes read from the socket (after the
     core made events of them, before they were routed): the connection must fail, saying
@@ -1190,21 +1186,15 @@ def test_handling_data_cut_short_fails_the_connection(broker: Broker) -> None:
         conn = await AsyncConnection(broker.url).connect()
         ch = await conn.channel()
         queue = (await ch.queue_declare("", exclusive=True)).queue
-        core = conn._core
-        assert core is not None
-        receive_data = core.receive_data
         got: list[Message] = []
 
-        def cut_short(data: bytes, now: float | None = None) -> Any:
-            events = receive_data(data, now)
-            if any(type(e).__name__ == "MessageReceived" for e in events):
-                raise Interrupt("cut short")
-            return events
+        def cut_short() -> None:
+            raise Interrupt("cut short")
 
         loop = asyncio.get_running_loop()
         handled: list[BaseException | None] = []
         loop.set_exception_handler(lambda loop, context: handled.append(context.get("exception")))
-        core.receive_data = cut_short  # type: ignore[method-assign]
+        interrupt_after_deliveries(conn._core, cut_short)
         await ch.basic_consume(queue, callback=got.append, no_ack=True)
         await ch.basic_publish(b"lost", routing_key=queue)
         with pytest.raises(ConnectionLost, match="cut short by Interrupt"):

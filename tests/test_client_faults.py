@@ -34,7 +34,7 @@ import pytest
 
 from broker import PrivateNode, private_node
 from drivers import NewConnection, blocking_only
-from helpers import in_forked_child, publish_until_blocked, within
+from helpers import Interrupt, in_forked_child, interrupt_after_deliveries, publish_until_blocked, within
 import leveret
 from leveret.client import (
     AuthenticationError,
@@ -1675,12 +1675,6 @@ def test_a_forked_child_abandons_its_copy_and_the_parent_carries_on(amqp_url: st
 # handler interrupts (asyncio's transport reads and writes in the event loop's callbacks).
 
 
-class Interrupt(BaseException):
-    """What the tests' SIGALRM handler raises: a KeyboardInterrupt in all but name (a
-    BaseException a signal handler raises in the main thread between any two calls),
-    which pytest leaves alone."""
-
-
 @contextlib.contextmanager
 def alarm_interrupts(where: Callable[[Any], bool] = lambda frame: True) -> Iterator[None]:
     """SIGALRM raises :class:`Interrupt` in the main thread while the block runs -- when
@@ -1723,23 +1717,8 @@ def test_an_interrupt_after_bytes_were_read_drops_the_connection_and_loses_nothi
 
     ch.basic_qos(prefetch_count=10)  # deliveries keep coming as acks go: read by drain_events
     ch.basic_consume(queue, callback=on_message)
-    core = conn._core
-    assert core is not None
-    receive_data = core.receive_data
-    fired: list[int] = []
-
-    def interrupted_after(data: bytes, now: float | None = None) -> Any:
-        events = receive_data(data, now)
-        if (
-            not fired
-            and threading.current_thread() is threading.main_thread()  # not the I/O thread's read
-            and any(type(e).__name__ == "MessageReceived" for e in events)
-        ):
-            fired.append(len(events))
-            signal.raise_signal(signal.SIGALRM)  # the handler raises right after this call
-        return events
-
-    core.receive_data = interrupted_after  # type: ignore[method-assign]
+    # The handler raises right after raise_signal returns.
+    fired = interrupt_after_deliveries(conn._core, lambda: signal.raise_signal(signal.SIGALRM))
     with alarm_interrupts():
         with pytest.raises(Interrupt):
             for _ in range(100):
@@ -1769,22 +1748,13 @@ def test_a_second_interrupt_cannot_leave_the_connection_looking_sound(node: Priv
             ch.basic_publish(b"%d" % n, routing_key=queue)
     ch.basic_qos(prefetch_count=5)  # deliveries keep coming as acks go: read by drain_events
     ch.basic_consume(queue, callback=lambda msg: msg.ack())
-    core = conn._core
-    assert core is not None
-    receive_data = core.receive_data
-
-    def interrupted_after(data: bytes, now: float | None = None) -> Any:
-        events = receive_data(data, now)
-        if threading.current_thread() is threading.main_thread() and any(
-            type(e).__name__ == "MessageReceived" for e in events
-        ):
-            raise Interrupt("first")
-        return events
+    def first() -> None:
+        raise Interrupt("first")
 
     def second(exc: BaseException, doing: str) -> None:
         raise Interrupt("second")  # where a signal handler would raise
 
-    core.receive_data = interrupted_after  # type: ignore[method-assign]
+    interrupt_after_deliveries(conn._core, first)
     conn._interrupted = second  # type: ignore[method-assign]
     with pytest.raises(Interrupt, match="second"):
         for _ in range(200):
