@@ -346,7 +346,9 @@ class Producer:
           :class:`~leveret.client.PublishNacked`, a returned ``mandatory`` message raises
           :class:`MessageReturned` or goes to ``on_return``; ``timeout`` bounds the wait
           (``TimeoutError``: the message went out, and whether the broker takes it is not
-          known -- e.g. while it blocks publishers for lack of memory).
+          known -- e.g. while it blocks publishers for lack of memory; its subclass
+          :class:`~leveret.client.BlockedTimeout` when the broker blocked the connection
+          before the publish, which then did not go out).
           ``confirm_timeout`` (kombu 5.3's name), when given, is that bound instead of
           ``timeout``.  With ``wait=False`` the publish is pipelined and :meth:`flush`
           settles it.
