@@ -49,6 +49,7 @@ from ..client import (
     parse_url,
 )
 from ..client import Connection as ClientConnection
+from ..client.url import _bool as url_bool
 from ..wire.errors import HardError, RemoteProtocolError, SoftError
 from .exceptions import OperationalError
 from .recovery import LOSS_ERRORS, RecoveringChannel, RecoveryEvent, Topology, recover, replay
@@ -180,8 +181,6 @@ _KOMBU_QUERY = {
     "ssl_certfile": "certfile",
     "ssl_keyfile": "keyfile",
 }
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 def _from_kombu_query(rest: str) -> tuple[str, bool]:
@@ -197,15 +196,12 @@ def _from_kombu_query(rest: str) -> tuple[str, bool]:
     out = []
     for item in query.split("&"):
         name, eq, value = item.partition("=")
-        low = unquote(value).strip().lower()
         if name == "ssl":
-            if low not in _TRUE and low not in _FALSE:
-                raise URLError(f"ssl={unquote(value)!r} in the URL must be true or false")
-            ssl = low in _TRUE
+            ssl = url_bool("ssl", unquote(value))  # as leveret's own boolean options
         elif name == "ssl_cert_reqs":
             # ssl.CERT_NONE / CERT_OPTIONAL / CERT_REQUIRED, by name: a client verifies the
             # broker's certificate unless told CERT_NONE.
-            reqs = low.removeprefix("ssl.").removeprefix("cert_")
+            reqs = unquote(value).strip().lower().removeprefix("ssl.").removeprefix("cert_")
             if reqs not in ("none", "optional", "required"):
                 raise URLError(
                     f"ssl_cert_reqs={unquote(value)!r} in the URL must be CERT_NONE, CERT_OPTIONAL or CERT_REQUIRED"

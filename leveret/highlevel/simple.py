@@ -39,9 +39,9 @@ class SimpleQueue:
     ``name`` may also be a :class:`Queue` (used as is, with its exchange and routing key).
     ``queue_opts``/``exchange_opts`` are :class:`Queue`/:class:`Exchange` keywords,
     ``queue_args`` the queue's x-arguments.  ``accept`` limits what ``message.decode()``
-    decodes (default JSON and raw bodies: text, bytes, types no serializer claims).  ``prefetch_count`` (default 100) bounds how
-    many unacknowledged messages the broker sends ahead; a :meth:`get` while that many are
-    unacknowledged waits until one is acked.
+    decodes (default JSON and raw bodies: text, bytes, types no serializer claims).
+    ``prefetch_count`` (default 100) bounds how many unacknowledged messages the broker
+    sends ahead; a :meth:`get` while that many are unacknowledged waits until one is acked.
     """
 
     Empty = Empty
