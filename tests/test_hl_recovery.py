@@ -27,9 +27,9 @@ from broker import PrivateNode
 from hl_fixtures import ack_into, got, lose_memory_connection, return_bodies_into
 from leveret.client import Channel as ClientChannel
 from leveret.client import Connection as ClientConnection
-from leveret.client import ChannelClosedError, ConnectionLost, NotFound
+from leveret.client import ChannelClosedError, ConnectionForced, ConnectionLost, NotFound
 from leveret.highlevel import Connection, Consumer, Exchange, OperationalError, Producer, Queue
-from leveret.highlevel.recovery import RecoveringChannel, RecordedBinding
+from leveret.highlevel.recovery import DeliveryTag, RecoveringChannel, RecordedBinding
 from tcpproxy import TCPProxy
 
 # Quick retries, bounded (a test must not wait for ever on a broker that stays down).
@@ -526,6 +526,54 @@ def test_plain_calls_go_through_a_recovering_channel(amqp_url: str) -> None:
         ch.close()
         ch.close()  # twice: nothing more happens
         assert not ch.is_open
+    finally:
+        conn.release()
+
+
+def test_a_tag_from_before_a_recovery_is_refused_not_sent_on_the_new_channel(node: PrivateNode) -> None:
+    """``channel.basic_ack(message.delivery_tag)`` (pika's way) for a delivery of a lost
+    connection raises ChannelClosedError: the broker requeued that delivery, and on the new
+    transport channel the same number names another one -- here the redelivery itself,
+    which the application would then ack a second time (406: the channel closes).  The
+    redelivery's own tag acks it."""
+    conn = recovering(node.url)
+    try:
+        ch = conn.channel()
+        assert isinstance(ch, RecoveringChannel)
+        name = ch.queue_declare(unique("tags")).queue
+        ch.basic_qos(0, 1)
+        received: list[Any] = []
+        ch.basic_consume(name, callback=received.append)
+        ch.basic_publish(b"only", "", name)
+        drain(conn, lambda: received)
+        first = received.pop()
+        assert first.delivery_tag == 1 and not first.redelivered
+
+        node.ctl("close_all_connections", "test")
+        drain(conn, lambda: conn.recoveries == 1 and received)
+        again = received.pop()
+        assert again.body == b"only" and again.redelivered and again.delivery_tag == 1
+        stale: list[Callable[[], None]] = [
+            lambda: ch.basic_ack(first.delivery_tag),
+            lambda: ch.basic_ack(first.delivery_tag, multiple=True),
+            lambda: ch.basic_nack(first.delivery_tag),
+            lambda: ch.basic_reject(first.delivery_tag),
+        ]
+        for settle in stale:
+            with pytest.raises(ChannelClosedError, match="delivery tag 1 came on a transport channel lost"):
+                settle()
+        with pytest.raises(ConnectionForced):  # the message's own channel: its connection's loss
+            first.ack()
+        ch.basic_ack(again.delivery_tag)
+        assert ch.queue_declare(name, passive=True).message_count == 0  # a reply: no 406 came first
+        assert ch.is_open and ch.transport_channel.is_open
+        ch.basic_cancel(next(iter(ch.consumers)))
+        ch.basic_publish(b"got", "", name)
+        fetched = got(eventually(lambda: ch.basic_get(name), what="the message queued"))
+        assert isinstance(fetched.delivery_tag, DeliveryTag)
+        assert fetched.delivery_tag.channel is ch.transport_channel
+        ch.basic_ack(fetched.delivery_tag)
+        ch.queue_delete(name)
     finally:
         conn.release()
 

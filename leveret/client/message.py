@@ -159,6 +159,17 @@ class Message:
             return getattr(self._method, "delivery_tag", None)
         return self._info.get("delivery_tag")
 
+    def set_delivery_tag(self, delivery_tag: int) -> None:
+        """Replace the tag :attr:`delivery_tag` (and ``delivery_info``) reports, and that
+        :meth:`ack`, :meth:`nack` and :meth:`reject` send.  Nothing goes on the wire.  For
+        code that wraps a channel and hands its deliveries on: leveret's autorecovering
+        channels give each tag an ``int`` subclass that remembers the transport channel
+        it counts on, so that a tag from before a recovery is refused, not sent."""
+        if self._info is None and self._method is not None:
+            self._method.delivery_tag = delivery_tag
+        else:
+            self.delivery_info["delivery_tag"] = delivery_tag
+
     @property
     def redelivered(self) -> bool | None:
         """Whether the broker delivered this message before (the ``redelivered`` bit of

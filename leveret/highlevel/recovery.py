@@ -108,6 +108,7 @@ __all__ = [
     "recover",
     "replay",
     "recovering_channel",
+    "DeliveryTag",
     "LOSS_ERRORS",
     "DEFAULT_RECOVERY_POLICY",
 ]
@@ -139,6 +140,26 @@ _MAX_EVENTS = 10000
 
 
 # ---------------------------------------------------------------------------------- records
+
+
+class DeliveryTag(int):
+    """A delivery tag as a :class:`RecoveringChannel` hands it out: the broker's number,
+    and in :attr:`channel` the transport channel that numbered it.
+
+    Each transport channel numbers its deliveries from 1, so after a recovery the number
+    alone names another delivery of the new channel.  :meth:`RecoveringChannel.basic_ack`,
+    ``basic_nack`` and ``basic_reject`` refuse a ``DeliveryTag`` of an earlier transport
+    channel, instead of settling whichever delivery has that number now.  A plain ``int``
+    (``int(tag)``, or a number kept elsewhere) carries no channel and goes out as it is.
+    """
+
+    channel: Any
+
+    def __new__(cls, value: int, channel: Any) -> DeliveryTag:
+        self = super().__new__(cls, value)
+        self.channel = channel
+        return self
+
 
 
 @dataclasses.dataclass
@@ -477,9 +498,11 @@ class RecoveringChannel:
     (:attr:`transport_channel`) at run time; type checkers do not see them (use
     :attr:`transport_channel`, narrowed to the transport's class).  ``generation`` counts the transport connections: it
     changes when the channel is moved.  Deliveries reach the callbacks as messages of the
-    transport channel they came on; acknowledge them through the message
-    (``message.ack()``): an acknowledgement for a delivery of a previous generation raises
-    (the broker redelivers that message).
+    transport channel they came on, their tags :class:`DeliveryTag` objects.  Acknowledge
+    them through the message (``message.ack()``) or with their tag
+    (``channel.basic_ack(message.delivery_tag)``): either raises for a delivery of a
+    previous generation (the broker redelivers that message) rather than settle the
+    delivery that has the same number on the new transport channel.
     """
 
     recovers = True
@@ -637,17 +660,18 @@ class RecoveringChannel:
         return self._call_on(retry, None, name, *args, **kwargs)[0]
 
     def _call_on(
-        self, retry: bool, check: Callable[[int], None] | None, name: str, *args: Any, **kwargs: Any,
+        self, retry: bool, check: Callable[[int, Any], None] | None, name: str, *args: Any, **kwargs: Any,
     ) -> tuple[Any, int, Any]:
         """As :meth:`_call`; returns the result, the generation and the transport channel
-        the call ran on.  ``check(generation)`` runs before each attempt and may raise."""
+        the call ran on.  ``check(generation, channel)`` runs before each attempt and may
+        raise."""
         while True:
             # _install sets the generation before the channel: a new channel is never
             # paired here with the old generation.
             ch = self._live()
             gen = self.generation
             if check is not None:
-                check(gen)
+                check(gen, ch)
             try:
                 return getattr(ch, name)(*args, **kwargs), gen, ch
             except OperationalError:
@@ -888,7 +912,7 @@ class RecoveringChannel:
         name = queue or self._last_queue
         tag = self._call(
             True, "basic_consume", name, consumer_tag, no_local=no_local, no_ack=no_ack,
-            exclusive=exclusive, nowait=nowait, callback=callback, arguments=arguments,
+            exclusive=exclusive, nowait=nowait, callback=_stamping(callback), arguments=arguments,
             on_cancel=functools.partial(self._broker_cancelled, on_cancel), timeout=timeout,
         )
         self.consumers[str(tag)] = RecordedConsumer(
@@ -969,25 +993,30 @@ class RecoveringChannel:
         return bool(ok)
 
     def basic_get(self, queue: str = "", no_ack: bool = False, timeout: float | None = None) -> Message | None:
-        """``basic.get`` (not repeated after a recovery)."""
-        return self._call(  # type: ignore[no-any-return]
-            False, "basic_get", queue or self._last_queue, no_ack=no_ack, timeout=timeout)
+        """``basic.get`` (not repeated after a recovery).  The message's tag is a
+        :class:`DeliveryTag`."""
+        message = self._call(False, "basic_get", queue or self._last_queue, no_ack=no_ack, timeout=timeout)
+        if message is not None:
+            _stamp(message)
+        return message  # type: ignore[no-any-return]
 
     def basic_ack(self, delivery_tag: int | None, multiple: bool = False) -> None:
-        """``basic.ack`` on the current transport channel.  A raw tag is that channel's:
-        after a recovery tags start again at 1, so a tag from before it names another
-        delivery (or none: then the broker closes the channel).  Acknowledge through the
-        message (``message.ack()``), which raises for a delivery of a lost channel; the
-        same holds for :meth:`basic_nack` and :meth:`basic_reject`."""
-        _, gen, ch = self._call_on(False, None, "basic_ack", delivery_tag, multiple)
+        """``basic.ack`` on the current transport channel.  A :class:`DeliveryTag` (what
+        deliveries and :meth:`basic_get` hand out) of a transport channel lost since
+        raises :class:`~leveret.client.ChannelClosedError` and sends nothing: the broker
+        has requeued that delivery, and on the new channel its number names another one.
+        A plain ``int`` is the current transport channel's number.  The same holds for
+        :meth:`basic_nack` and :meth:`basic_reject`."""
+        _, gen, ch = self._call_on(False, _settling(delivery_tag), "basic_ack", delivery_tag, multiple)
         self._sent(gen, ch, None)
 
     def basic_nack(self, delivery_tag: int | None, multiple: bool = False, requeue: bool = True) -> None:
-        _, gen, ch = self._call_on(False, None, "basic_nack", delivery_tag, multiple, requeue)
+        _, gen, ch = self._call_on(
+            False, _settling(delivery_tag), "basic_nack", delivery_tag, multiple, requeue)
         self._sent(gen, ch, None)
 
     def basic_reject(self, delivery_tag: int | None, requeue: bool = True) -> None:
-        _, gen, ch = self._call_on(False, None, "basic_reject", delivery_tag, requeue)
+        _, gen, ch = self._call_on(False, _settling(delivery_tag), "basic_reject", delivery_tag, requeue)
         self._sent(gen, ch, None)
 
     def basic_recover(self, requeue: bool = False, timeout: float | None = None) -> None:
@@ -1019,7 +1048,7 @@ class RecoveringChannel:
         transaction was committed, and a new one begins.  (Acknowledgements made through a
         message, ``message.ack()``, are not seen here: those of a lost channel raise.)"""
 
-        def check(gen: int) -> None:
+        def check(gen: int, ch: Any) -> None:
             began = self._tx_gen
             if began is not None and began != gen:
                 self._tx_gen = None
@@ -1112,7 +1141,8 @@ class RecoveringChannel:
                         applied = record.qos
                     ch.basic_consume(
                         queue=record.queue, consumer_tag=record.tag, no_local=record.no_local,
-                        no_ack=record.no_ack, exclusive=record.exclusive, callback=record.callback,
+                        no_ack=record.no_ack, exclusive=record.exclusive,
+                        callback=_stamping(record.callback),
                         arguments=record.arguments,
                         on_cancel=functools.partial(self._broker_cancelled, record.on_cancel),
                     )
@@ -1132,6 +1162,46 @@ class RecoveringChannel:
         self.generation = generation
         self._channel = ch
         return refused
+
+
+def _stamp(message: Any) -> None:
+    """Give ``message`` (of a transport channel) a :class:`DeliveryTag`."""
+    tag = message.delivery_tag
+    if tag is not None:
+        message.set_delivery_tag(DeliveryTag(tag, message.channel))
+
+
+def _stamping(callback: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """``callback``, called with each message given a :class:`DeliveryTag` first."""
+    if callback is None:
+        return None
+
+    def deliver(message: Any) -> Any:
+        tag = message.delivery_tag
+        if tag is not None:
+            message.set_delivery_tag(DeliveryTag(tag, message.channel))
+        return callback(message)
+
+    return deliver
+
+
+def _settling(tag: int | None) -> Callable[[int, Any], None] | None:
+    """The check before settling ``tag`` (see :meth:`RecoveringChannel._call_on`): a
+    :class:`DeliveryTag` must be the transport channel's it is sent on."""
+    if type(tag) is not DeliveryTag:
+        return None
+    numbered_by = tag.channel
+
+    def check(gen: int, ch: Any) -> None:
+        if ch is not numbered_by:
+            raise ChannelClosedError(
+                f"delivery tag {int(tag)} came on a transport channel lost since (channel "
+                f"{ch.channel_id} was recovered on a new connection): the broker requeued that "
+                "delivery, unless it was no_ack; its redelivery, with a tag of its own, is the "
+                "one to settle"
+            )
+
+    return check
 
 
 def _copy(arguments: dict[str, Any] | None) -> dict[str, Any] | None:
