@@ -1887,6 +1887,41 @@ def test_connection_lost_from_the_driver() -> None:
     assert info.value is err
 
 
+def test_channels_read_as_closed_once_the_connection_failed() -> None:
+    """channel_state: every channel of a lost connection (or one the peer broke the
+    protocol on) is CLOSED, as after a close handshake; the connection's error says why."""
+    s = opened()
+    c = s.open_channel()
+    assert s.core.channel_state(c) is ChannelState.OPEN
+    s.core.connection_lost("reset by peer")
+    assert s.core.channel_state(c) is ChannelState.CLOSED
+    assert s.core.channel_error(c) is None and isinstance(s.core.error, ConnectionLost)
+    broken = opened()
+    c = broken.open_channel()
+    with pytest.raises(RemoteProtocolError):
+        broken.feed(b"\x09" + broken.frame(c, "basic.qos-ok")[1:])  # frame type 9
+    assert broken.core.channel_state(c) is ChannelState.CLOSED
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("heartbeat", 65536), ("heartbeat", -5), ("channel_max", -1), ("channel_max", 70000),
+     ("frame_max", 2**32), ("frame_max", -1), ("heartbeat", 1.5), ("frame_max", True)],
+)
+def test_tune_options_that_tune_ok_cannot_carry_are_refused_at_construction(option: str, value: Any) -> None:
+    """Refused by the constructor, not by an encode error halfway through the handshake
+    (which left the core waiting for a tune it had already had)."""
+    with pytest.raises(EncodeError, match=f"{option}=.*0 to"):
+        SansIOConnection(**{option: value})
+    assert isinstance(EncodeError("x"), ValueError)
+
+
+def test_tune_options_at_their_limits_are_accepted() -> None:
+    s = opened(frame_max=2**32 - 1, channel_max=65535, heartbeat=65535)
+    assert s.core.frame_max and s.core.channel_max and s.core.state is ConnState.OPEN
+    assert opened(frame_max=1).core.frame_max == 4096  # below the minimum: the minimum
+
+
 def test_repr_hides_the_password() -> None:
     core = SansIOConnection(username="u", password="s3cret")
     assert "s3cret" not in repr(core)

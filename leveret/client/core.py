@@ -42,6 +42,7 @@ from ..wire.errors import (
     CHANNEL_ERROR,
     COMMAND_INVALID,
     AMQPError,
+    EncodeError,
     FrameError,
     LocalProtocolError,
     RemoteProtocolError,
@@ -319,7 +320,10 @@ class SansIOConnection:
     ``connection.tune-ok`` it sends carries the lower of each and the server's value, where
     0 on either side means "no preference" -- RabbitMQ's rule, as its Java, .NET and Erlang
     clients apply it.  So ``heartbeat=0`` takes the broker's interval (60 s by default),
-    and heartbeats are off only when the broker's is 0 as well.
+    and heartbeats are off only when the broker's is 0 as well.  Each must fit its field of
+    ``tune-ok`` (``channel_max`` and ``heartbeat`` 0..65535, ``frame_max`` 0..2**32-1), or
+    the constructor raises :class:`~leveret.wire.errors.EncodeError` (a ``ValueError``); a
+    ``frame_max`` below the protocol's minimum frame size (4096) asks for that minimum.
     """
 
     def __init__(
@@ -352,6 +356,14 @@ class SansIOConnection:
                 f"SASL mechanism {auth_mechanism!r} is not one leveret implements "
                 f"({', '.join(SASL_MECHANISMS)})"
             )
+        for name, value, high in (
+            ("frame_max", frame_max, 2**32 - 1),
+            ("channel_max", channel_max, 65535),
+            ("heartbeat", heartbeat, 65535),
+        ):
+            # Checked here, not when connection.tune-ok cannot encode them mid-handshake.
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+                raise EncodeError(f"{name}={value!r}: it must be an integer from 0 to {high}")
         self._want_frame_max = frame_max
         self._want_channel_max = channel_max
         self._want_heartbeat = heartbeat
@@ -1194,11 +1206,16 @@ class SansIOConnection:
         self._out.append(frame)
 
     def channel_state(self, channel_id: int) -> ChannelState:
+        """The channel's state; ``CLOSED`` for an id not in use, and for every channel once
+        the connection has failed (state ``ERROR``: lost, or a protocol violation)."""
         ch = self._channels.get(channel_id)
-        return ChannelState.CLOSED if ch is None else ch.state
+        if ch is None or self.state is ConnState.ERROR:
+            return ChannelState.CLOSED
+        return ch.state
 
     def channel_error(self, channel_id: int) -> AMQPError | None:
-        """Why the channel was closed, when by an error (until its id is reused)."""
+        """Why the channel was closed, when by the broker's channel error (until its id is
+        reused).  When the connection failed instead, :attr:`error` says why."""
         ch = self._channels.get(channel_id)
         return self._closed_errors.get(channel_id) if ch is None else ch.close_error
 
