@@ -28,6 +28,47 @@ Content (``basic.deliver``, ``get-ok``, ``return``) is assembled per channel: ME
 HEADER, then BODY frames until ``body_size`` bytes; bodies arriving in many frames are kept
 as a list of chunks and joined once.  A body larger than ``max_body_size`` is discarded as it
 arrives, never buffered, and reported as :class:`~leveret.client.events.MessageTooLarge`.
+
+Writing a driver
+----------------
+What the core leaves to its driver, and what its events do and do not say:
+
+* **Time limits.**  The core keeps no timers but heartbeats.  ``tick`` returns None until
+  ``ConnectionOpened`` (and always with heartbeats off), so the handshake, each reply a
+  caller waits for and the ``close-ok`` after :meth:`SansIOConnection.close` need the
+  driver's own deadline: a broker that is blocked, or just slow, may keep sending
+  heartbeats and never answer.  When one passes, drop the transport and call
+  ``connection_lost(reason)``.  (The bundled drivers use ``connection_timeout`` and
+  ``rpc_timeout``.)  Keep calling ``tick`` after it returned None: heartbeats start with
+  ``ConnectionOpened``.
+* **Heartbeat inputs.**  ``last_received`` moves with ``receive_data(data, now)`` (bytes
+  received without ``now`` count at the next ``tick``); ``last_sent`` moves only with
+  ``data_to_send(now)``.  Without ``now`` there, heartbeats go out every half interval
+  whatever else is sent, which is harmless.
+* **The end of a connection** is one event: ``ConnectionClosed`` (after a close handshake,
+  either side's; it lists unconfirmed publishes) or the ``ConnectionLost`` /
+  ``RemoteProtocolError`` that ``receive_data`` or ``tick`` raises.  No ``ChannelClosed``
+  follows per channel: every channel ends with the connection, and ``channel_state`` then
+  reads ``CLOSED``.
+* **Where replies come.**  Replies to synchronous requests (``queue.declare-ok``,
+  ``basic.qos-ok``, ``confirm.select-ok``...) and ``update-secret-ok`` arrive as
+  ``MethodReceived``, in the order the requests went out on their channel;
+  ``basic.get-ok`` as ``MessageReceived`` and ``basic.get-empty`` as ``MethodReceived``;
+  deliveries as ``MessageReceived``; confirms as ``PublishConfirmed`` / ``PublishNacked``;
+  ``basic.return`` as ``MessageReturned``, held until the confirm that says which publish
+  it returns; a consumer the broker cancels as ``ConsumerCancelled`` (the core answers
+  ``basic.cancel`` itself when the broker asked for an answer); ``channel.open-ok``,
+  ``channel.close`` / ``close-ok``, ``channel.flow``, ``connection.blocked`` /
+  ``unblocked`` as their own events.  The core sends ``channel.close-ok``,
+  ``connection.close-ok``, ``channel.flow-ok`` and heartbeats by itself.
+* **AMQP 0-8** (``protocol="0-8"``, which RabbitMQ still accepts) has neither
+  ``confirm.select`` nor ``basic.nack``, ``connection.blocked`` or
+  ``connection.update-secret``: asking for one raises ``LocalProtocolError``, and the
+  client properties do not claim those capabilities.  Its access tickets are the
+  driver's: the core keeps one per channel (``set_ticket`` after ``access.request-ok``,
+  ``ticket(channel_id)``) but does not fill the ``ticket`` field of the methods it is
+  given; the bundled channels do, for every exchange, queue and basic method.  (RabbitMQ
+  takes any ticket, 0 included.)
 """
 
 from __future__ import annotations
