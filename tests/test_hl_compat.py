@@ -15,7 +15,7 @@ import pytest
 from hl_fixtures import *  # noqa: F401,F403
 from hl_fixtures import unique
 
-from leveret.client import NotFound, PreconditionFailed
+from leveret.client import ChannelClosedError, NotFound, PreconditionFailed
 from leveret.highlevel import Connection, ContentDisallowed, Message, MessageReturned
 from leveret.highlevel.compat import (
     BrokerConnection,
@@ -111,12 +111,14 @@ def test_broker_connection_with_carrot_keywords(amqp_url: str) -> None:
     conn = BrokerConnection(
         hostname=url.hostname, port=url.port or 5672, userid=unquote(url.username or "guest"),
         password=unquote(url.password or "guest"), virtual_host=vhost,
+        backend_cls="carrot.backends.pyamqplib.Backend",  # carrot's choice: ignored
     )
     queue, exchange = unique("compat-q"), unique("compat-x")
     try:
         assert (conn.hostname, conn.port, conn.virtual_host) == (url.hostname, url.port or 5672, vhost)
-        with Consumer(conn, queue=queue, exchange=exchange, routing_key="importer") as consumer:
-            with Publisher(conn, exchange=exchange, routing_key="importer") as publisher:
+        assert conn.host == f"{url.hostname}:{url.port or 5672}"
+        with Consumer(conn, queue=queue, exchange=exchange, routing_key="importer", backend=None) as consumer:
+            with Publisher(conn, exchange=exchange, routing_key="importer", backend=None) as publisher:
                 publisher.send({"import_feed": "http://cnn.com/rss/edition.rss"})
             message = consumer.fetch()
             assert message is not None
@@ -326,6 +328,37 @@ def test_mandatory_unroutable_raises(hl_conn: Connection, names: Names) -> None:
             publisher.send({"lost": True}, mandatory=True)
         assert info.value.reply_code == 312
         publisher.send({"dropped": True})  # not mandatory: silently dropped, as in AMQP
+
+
+def test_a_channel_error_caught_leaves_the_publisher_and_consumer_usable(hl_conn: Connection, names: Names) -> None:
+    """carrot reopened a backend's channel on next use: a program that caught a channel
+    error (a missing exchange, a queue deleted meanwhile) carried on with the same objects."""
+    queue, exchange = names.queue(), names.exchange()
+    consumer = Consumer(hl_conn, queue=queue, exchange=exchange, routing_key="k")
+    publisher = Publisher(hl_conn, exchange=exchange, routing_key="k")
+    first_publisher_channel = publisher.channel
+    with pytest.raises(NotFound):
+        publisher.send("lost", exchange=names.exchange("compat-missing"))
+    publisher.send("after the error")
+    assert publisher.channel is not first_publisher_channel and publisher.channel.is_open
+
+    hl_conn.channel().queue_delete(queue)  # from elsewhere
+    first_consumer_channel = consumer.channel
+    with pytest.raises(NotFound):
+        consumer.fetch()
+    consumer.declare()
+    assert consumer.channel is not first_consumer_channel and consumer.channel.is_open
+    publisher.send("after the redeclare")
+    received: list[Any] = []
+    consumer.register_callback(collect_and_ack(received))
+    consumer.wait(limit=1, timeout=10)
+    assert received == ["after the redeclare"]
+    publisher.close()
+    consumer.close()
+    assert not publisher.channel.is_open and not consumer.channel.is_open
+    with pytest.raises(ChannelClosedError, match="is closed: nothing was published"):
+        publisher.send("after close")  # closed for good: not reopened
+    assert not publisher.channel.is_open
 
 
 def test_headers_exchange(hl_conn: Connection, names: Names) -> None:
@@ -546,6 +579,8 @@ def test_warn_if_exists(hl_conn: Connection, names: Names) -> None:
 def test_consumer_options(hl_conn: Connection, names: Names) -> None:
     with pytest.raises(TypeError, match="no_such_option"):
         Consumer(hl_conn, queue=names.queue(), no_such_option=1)
+    with pytest.raises(TypeError, match="no_such_option"):
+        Publisher(hl_conn, exchange=names.exchange(), no_such_option=1)
     # carrot dict configurations carry a publisher's default_routing_key: ignored
     consumer = Consumer(hl_conn, queue=names.queue(), exchange=names.exchange(),
                         binding_key="b.k", default_routing_key="b.k")

@@ -63,7 +63,7 @@ from time import monotonic
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..client import Message as ClientMessage
-from ..client import NotFound, ResourceLocked
+from ..client import ChannelClosedError, NotFound, ResourceLocked
 from .connection import BrokerConnection, Connection
 from .entity import Exchange, Queue, delivery_mode_value
 from .message import Message
@@ -87,8 +87,9 @@ DecodeErrorHandler = Callable[[Message, Exception], Any]
 DELIVERY_MODES = {"transient": 1, "non-persistent": 1, "persistent": 2}
 
 # carrot options a Consumer accepts and ignores: ``backend`` (carrot's backend instance;
-# here every object works on a leveret channel) and ``default_routing_key`` (a publisher
-# setting that carrot's dict configurations put next to the consumer's).
+# here every object works on a leveret channel; a Publisher accepts it too) and
+# ``default_routing_key`` (a publisher setting that carrot's dict configurations put next
+# to the consumer's).
 _IGNORED_OPTIONS = frozenset({"backend", "default_routing_key"})
 
 
@@ -180,7 +181,9 @@ class Publisher:
     The publisher opens a channel of its own on ``connection`` (a
     :class:`~leveret.highlevel.Connection`) and declares the exchange there (unless it is
     the default exchange ``""`` or ``auto_declare`` is False).  ``confirm`` (default True)
-    makes each :meth:`send` wait for the broker's confirm.
+    makes each :meth:`send` wait for the broker's confirm.  A channel error (``NotFound``
+    for a missing exchange...) closes that channel; as with carrot, the next call opens a
+    new one, so a program that catches the error carries on with the same publisher.
     """
 
     NONE_PERSISTENT_DELIVERY_MODE = 1
@@ -210,7 +213,11 @@ class Publisher:
         delivery_mode: int | str | None = None,
         auto_declare: bool | None = None,
         confirm: bool | None = None,
+        **carrot_options: Any,
     ) -> None:
+        unknown = set(carrot_options) - {"backend"}
+        if unknown:
+            raise TypeError(f"unexpected Publisher arguments: {', '.join(sorted(unknown))}")
         self.connection = connection
         self.exchange = exchange or self.exchange
         self.routing_key = routing_key or self.routing_key
@@ -246,10 +253,21 @@ class Publisher:
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: exchange={self.exchange!r} routing_key={self.routing_key!r}>"
 
+    def _open_channel(self) -> Any:
+        """The publisher's channel: a new one (``channel.open``, ``confirm.select``) when the
+        broker closed the last with a channel error, as carrot's backends reopened theirs on
+        next use.  A closed publisher stays closed."""
+        channel = self.channel
+        if not channel.is_open and not self._closed:
+            channel = self.connection.channel()
+            self.channel = channel
+            self.producer.revive(channel)
+        return channel
+
     def declare(self) -> None:
         """``exchange.declare`` of the publisher's exchange (``PreconditionFailed`` if it
         exists with other flags or type; the publisher's channel is closed then)."""
-        self.exchange_entity.declare(channel=self.channel)
+        self.exchange_entity.declare(channel=self._open_channel())
 
     def create_message(
         self,
@@ -325,6 +343,9 @@ class Publisher:
             content_type=content_type, content_encoding=content_encoding, serializer=serializer,
         )
         props = message.properties
+        if self._closed:
+            raise ChannelClosedError(f"{self!r} is closed: nothing was published")
+        self._open_channel()
         self.producer.publish(
             message.body, routing_key=key, delivery_mode=props["delivery_mode"],
             mandatory=mandatory, immediate=immediate, priority=props.get("priority"),
@@ -380,6 +401,12 @@ class Consumer:
     declares the exchange, the queue and the binding.  Messages go to :meth:`receive`,
     which calls every callback registered with :meth:`register_callback` as
     ``callback(message_data, message)``; subclasses may override :meth:`receive` instead.
+
+    A channel error (``NotFound`` for a queue deleted meanwhile...) closes the channel and
+    the consumer on it; as with carrot, the next call that needs the channel opens a new
+    one of its own (a shared ``channel`` is not replaced), so a program that catches the
+    error can :meth:`declare` and carry on.  Consuming starts again with :meth:`consume`
+    (or :meth:`wait`, :meth:`iterconsume`).
     """
 
     queue: str = ""
@@ -442,15 +469,7 @@ class Consumer:
         #: The consumer's transport channel.
         self.channel: Any = connection.channel() if channel is None else channel
         try:
-            #: The queue, as a leveret :class:`~leveret.highlevel.Queue` bound to
-            #: :attr:`channel` (None when the consumer has no queue).
-            self.queue_entity: Queue | None = self._make_queue()
-            self._consumer = _Consumer(
-                self.channel, [self.queue_entity] if self.queue_entity is not None else None,
-                no_ack=self.no_ack, auto_declare=False, accept=self.accept,
-                on_message=self._on_delivery,
-                tag_prefix=f"{type(self).__module__}.{type(self).__name__}.",
-            )
+            self._bind()
             self._inbox = _Inbox()
             if self.auto_declare:
                 self.declare()
@@ -464,6 +483,28 @@ class Consumer:
             f"<{type(self).__name__}: queue={self.queue!r} exchange={self.exchange!r} "
             f"routing_key={self.routing_key!r}>"
         )
+
+    def _bind(self) -> None:
+        #: The queue, as a leveret :class:`~leveret.highlevel.Queue` bound to
+        #: :attr:`channel` (None when the consumer has no queue).
+        self.queue_entity: Queue | None = self._make_queue()
+        self._consumer = _Consumer(
+            self.channel, [self.queue_entity] if self.queue_entity is not None else None,
+            no_ack=self.no_ack, auto_declare=False, accept=self.accept,
+            on_message=self._on_delivery,
+            tag_prefix=f"{type(self).__module__}.{type(self).__name__}.",
+        )
+
+    def _open_channel(self) -> Any:
+        """The consumer's channel: a new one of its own when the broker closed the last
+        with a channel error (carrot's backends reopened theirs on next use).  Not for a
+        shared channel, nor once the consumer is closed."""
+        channel = self.channel
+        if not channel.is_open and self._owns_channel and not self._closed:
+            channel = self.connection.channel()
+            self.channel = channel
+            self._bind()
+        return channel
 
     def _exchange_entity(self) -> Exchange:
         return Exchange(
@@ -506,16 +547,17 @@ class Consumer:
         """Declare the exchange (``exchange.declare``, not for the default exchange), the
         queue (``queue.declare``) and the binding (``queue.bind``).  A declaration that
         conflicts with what exists raises ``PreconditionFailed`` and closes the channel."""
+        channel = self._open_channel()
         queue = self.queue_entity
         if queue is None:
             if self.exchange:
-                self._exchange_entity().declare(channel=self.channel)
+                self._exchange_entity().declare(channel=channel)
             return self
         if self.warn_if_exists and self._queue_exists(queue.name):
             warnings.warn(
                 QueueAlreadyExistsWarning(f"queue {queue.name!r} already exists"), stacklevel=2,
             )
-        queue.declare(channel=self.channel)
+        queue.declare(channel=channel)
         return self
 
     # -- callbacks
@@ -552,6 +594,7 @@ class Consumer:
         message must be acked (``message.ack()``), rejected or requeued.
         ``enable_callbacks``: also hand it to :meth:`receive` (decoding it first).
         """
+        self._open_channel()
         queue = self._require_queue()
         no_ack = self.no_ack if no_ack is None else no_ack
         auto_ack = self.auto_ack if auto_ack is None else auto_ack
@@ -593,9 +636,10 @@ class Consumer:
         back in the queue (``basic.reject`` with requeue) once the queue is empty.  The
         filter needs acknowledgements: ``ValueError`` with ``no_ack`` or ``auto_ack``.
         """
+        channel = self._open_channel()
         queue = self._require_queue()
         if not filterfunc:
-            return queue.purge(channel=self.channel)
+            return queue.purge(channel=channel)
         if self.no_ack or self.auto_ack:
             raise ValueError("discard_all: cannot filter with auto_ack or no_ack")
         discarded = 0
@@ -620,6 +664,7 @@ class Consumer:
     def consume(self, no_ack: bool | None = None) -> None:
         """``basic.consume`` on the queue (once: a consumer already running is left as
         is); deliveries then reach :meth:`receive` inside ``connection.drain_events()``."""
+        self._open_channel()
         self._require_queue()
         self._consumer.consume(no_ack=self.no_ack if no_ack is None else no_ack)
 
@@ -668,11 +713,13 @@ class Consumer:
 
     def qos(self, prefetch_size: int = 0, prefetch_count: int = 0, apply_global: bool = False) -> None:
         """``basic.qos`` on the consumer's channel (applies to consumers started after it)."""
+        self._open_channel()
         self._consumer.qos(prefetch_size, prefetch_count, apply_global)
 
     def flow(self, active: bool) -> bool:
         """``channel.flow``: ask the broker to pause or resume deliveries on this channel
         (RabbitMQ refuses to pause: 540 not-implemented, closing the connection)."""
+        self._open_channel()
         return self._consumer.flow(active)
 
     def close(self) -> None:
@@ -710,7 +757,11 @@ class ConsumerSet:
         {"webshot": {"exchange": "link_exchange", "exchange_type": "topic",
                      "binding_key": "links.webshot"},
          "retrieve": {"exchange": "link_exchange", "exchange_type": "topic",
-                      "binding_key": "links.*", "auto_delete": True}}
+                      "binding_key": "links.*"}}
+
+    (Each consumer declares the exchange with its own ``durable`` and ``auto_delete``, as
+    in carrot: consumers of one exchange must agree on them, or the second declaration
+    fails with ``PreconditionFailed``.)
 
     Consumers made from it share the set's channel; :meth:`add_consumer` adds an existing
     :class:`Consumer` (its queue is consumed on the set's channel).  A message goes to the

@@ -275,7 +275,8 @@ class Connection:
     the URL's or the client's default of 60 -- the client's I/O thread sends and checks
     heartbeats by itself, so they cost nothing; 0 leaves the choice to the broker, as
     AMQP's tuning rule says), ``login_method``.
-    ``transport`` picks the transport for a bare hostname (``"amqp"``, ``"memory"``).
+    ``transport`` picks the transport for a bare hostname (``"amqp"``, ``"memory"``);
+    carrot's ``backend_cls`` is accepted and ignored (leveret is the backend).
     ``transport_options``: ``rpc_timeout``, ``blocked_timeout``, ``max_body_size``,
     ``client_properties``, ``frame_max``, ``channel_max``, ``protocol`` (``"0-8"``),
     ``on_blocked``/``on_unblocked`` for the client connection; ``broker`` for ``memory://``;
@@ -330,8 +331,10 @@ class Connection:
         on_recovery_started: Callable[[], Any] | None = None,
         on_recovery_succeeded: Callable[[], Any] | None = None,
         on_recovery_failed: Callable[[BaseException], Any] | None = None,
+        backend_cls: Any = None,
         **kwargs: Any,
     ) -> None:
+        del backend_cls  # carrot's choice of backend library
         if kwargs:
             raise TypeError(f"unexpected Connection arguments: {', '.join(sorted(kwargs))}")
         self._init_args: dict[str, Any] = dict(
@@ -472,6 +475,11 @@ class Connection:
     @property
     def port(self) -> int:
         return self._target.params.port
+
+    @property
+    def host(self) -> str:
+        """``"hostname:port"`` (as kombu and carrot give it)."""
+        return f"{self.hostname}:{self.port}"
 
     @property
     def userid(self) -> str:
