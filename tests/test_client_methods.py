@@ -1480,6 +1480,28 @@ def test_url_with_an_unencoded_slash_in_the_password_is_refused(new_connection: 
         assert part not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        # A password with an '@' and then a '/', '?' or '#': the URL parses, with host
+        # "ss" and the password's tail -- and the real host -- in the virtual host or the
+        # query.  Without a check, it connected to "ss" with the password's first letter
+        # and showed the tail in reprs and log lines.
+        "amqp://user:p@ss/ws3cret@rabbit.internal/",
+        "amqp://user:p@ss?ws3cret@rabbit.internal/",
+        "amqp://user:p@ss#ws3cret@rabbit.internal/",
+        "amqp://user:p@ss:w/rd?#xs3cret@rabbit.internal:5672/%2F",
+        "amqp://user:p:a@b/cs3cret@rabbit.internal/%2F",
+    ],
+)
+def test_url_with_an_unencoded_at_sign_and_slash_in_the_password_is_refused(
+        new_connection: NewConnection, bad: str) -> None:
+    with pytest.raises(URLError, match="percent-encode") as info:
+        new_connection(bad)
+    assert "s3cret" not in str(info.value) and "s3cret" not in repr(info.value)
+    assert "rabbit.internal" in str(info.value)
+
+
 def test_url_must_be_a_str(new_connection: NewConnection) -> None:
     with pytest.raises(URLError, match="must be a str, not bytes"):
         new_connection(b"amqp://guest:s3cret-pw@localhost/")
@@ -1507,6 +1529,9 @@ def test_url_must_be_a_str(new_connection: NewConnection) -> None:
         ({"host": ""}, ValueError, "host must not be empty"),
         ({"virtual_host": 5}, TypeError, "virtual_host must be a str"),
         ({"password": b"s3cret-pw"}, TypeError, "password must be a str"),
+        # os.environ's way with bytes that are not UTF-8: a raw UnicodeEncodeError quoted it.
+        ({"password": "caf\udce9-s3cret-pw"}, ValueError, "password is not valid Unicode text"),
+        ({"username": "\udcff"}, ValueError, "username is not valid Unicode text"),
         ({"ssl": "false"}, TypeError, "ssl must be True or False"),
         ({"verify": 0}, TypeError, "verify must be True or False"),
         ({"cacertfile": 7}, TypeError, "cacertfile must be a str or None"),
@@ -1522,6 +1547,7 @@ def test_bad_keyword_options_are_refused_at_construction(new_connection: NewConn
         new_connection("amqp://guest:s3cret-pw@localhost/", **options)
     assert words in str(info.value)
     assert "s3cret" not in str(info.value) and "s3cret" not in repr(info.value)
+    assert info.value.__context__ is None and info.value.__cause__ is None
 
 
 def test_keyword_options_are_converted(new_connection: NewConnection, tmp_path: Any) -> None:

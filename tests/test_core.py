@@ -1916,6 +1916,16 @@ def test_tune_options_that_tune_ok_cannot_carry_are_refused_at_construction(opti
     assert isinstance(EncodeError("x"), ValueError)
 
 
+@pytest.mark.parametrize("option", ["username", "password", "virtual_host"])
+def test_text_that_cannot_be_sent_is_refused_at_construction_without_quoting_it(option: str) -> None:
+    """A lone surrogate (os.environ's way with bytes that are not UTF-8) raised a raw
+    UnicodeEncodeError, quoting the whole password, from receive_data(connection.start)."""
+    with pytest.raises(EncodeError, match=f"{option} is not valid Unicode text") as info:
+        options: dict[str, Any] = {option: "caf\udce9-s3cret"}
+        SansIOConnection(**options)
+    assert "s3cret" not in str(info.value) and info.value.__context__ is None
+
+
 def test_tune_options_at_their_limits_are_accepted() -> None:
     s = opened(frame_max=2**32 - 1, channel_max=65535, heartbeat=65535)
     assert s.core.frame_max and s.core.channel_max and s.core.state is ConnState.OPEN

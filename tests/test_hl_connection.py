@@ -88,6 +88,14 @@ def test_url_parts_and_keyword_overrides() -> None:
         Connection("amqp://h//", no_such_option=1)
 
 
+def test_a_password_that_cannot_be_sent_is_refused_without_quoting_it() -> None:
+    """A lone surrogate (from os.environ) raised UnicodeEncodeError, quoting the password,
+    from the constructor's as_uri()."""
+    with pytest.raises(ValueError, match="password is not valid Unicode text") as info:
+        Connection("amqp://localhost//", password="caf\udce9-s3cret")
+    assert "s3cret" not in repr(info.value) and info.value.__context__ is None
+
+
 def test_as_uri_and_info_hide_the_password() -> None:
     c = Connection("amqp://user:s3cr3t@h:5672//")
     assert c.as_uri() == "amqp://user:**@h:5672//"

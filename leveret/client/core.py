@@ -388,6 +388,13 @@ class SansIOConnection:
             )
         self.spec: ModuleType = PROTOCOLS[protocol]
         self.protocol = protocol
+        for name, text in (("username", username), ("password", password), ("virtual_host", virtual_host)):
+            if not isinstance(text, str):
+                raise TypeError(f"{name} must be a str, not {type(text).__name__}")
+            if not _encodes(text):
+                # Outside the except clause: the UnicodeEncodeError quotes the value (a
+                # password) and must not ride along as __context__.
+                raise EncodeError(f"{name} is not valid Unicode text (a lone surrogate): it cannot be sent")
         self._username = username
         self._password = password
         self.virtual_host = virtual_host
@@ -1441,6 +1448,15 @@ class SansIOConnection:
             self._out.append(HEARTBEAT_FRAME)
             self.last_sent = now
         return max(0.05, min(half - (now - self.last_sent), 2 * hb - silent))
+
+
+def _encodes(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (no lone surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _negotiate(ours: int, theirs: int) -> int:

@@ -108,6 +108,14 @@ class ConnectionParameters:
         for name in ("host", "virtual_host"):
             if not getattr(self, name):
                 raise ValueError(f"connection option {name} must not be empty")
+        for name in ("username", "password", "virtual_host"):
+            if not _encodes(getattr(self, name)):
+                # Raised outside the except clause: the UnicodeEncodeError, which quotes the
+                # whole value (a password), must not ride along as __context__.
+                raise ValueError(
+                    f"connection option {name} is not valid Unicode text (a lone surrogate, as "
+                    "os.environ and sys.argv give for bytes that are not UTF-8): it cannot be sent"
+                )
         for name in ("ssl", "verify"):
             value = getattr(self, name)
             if type(value) is not bool:
@@ -154,6 +162,15 @@ def positive_seconds(name: str, value: Any) -> float:
     if not 0 < value < math.inf:  # also False for NaN
         raise ValueError(f"{name}={value} must be a positive, finite number of seconds")
     return float(value)
+
+
+def _encodes(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (no lone surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 #: The integer options and their ranges (in URLs and as keywords).
@@ -210,6 +227,16 @@ def parse_url(url: str) -> ConnectionParameters:
         # "amqp:/user:pw@host/" has no host part at all: urlsplit reads it all as a path,
         # which would make it a virtual host on localhost.
         raise URLError(f"an AMQP URL starts with {scheme}:// (two slashes): {_mask(url)}")
+    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+        # Most likely a password with an unencoded '/', '?' or '#': it ended the host
+        # early (a password starting with digits would even pass for a port), and the rest
+        # of it is here -- with the real host after it, so connecting would send the start
+        # of the password to the wrong host.
+        raise URLError(
+            f"malformed AMQP URL: {_mask(url)} (an '@' after the host; a user name or "
+            "password must percent-encode '/', '?', '#' and '@', and so must a virtual host "
+            "or an option containing '@')"
+        )
     if parts.fragment:
         raise URLError(f"an AMQP URL has no #fragment: {_mask(url)}")
     params = ConnectionParameters(ssl=scheme == "amqps", port=5671 if scheme == "amqps" else 5672)
@@ -224,14 +251,6 @@ def parse_url(url: str) -> ConnectionParameters:
     if parts.password is not None:
         params.password = unquote(parts.password)
     path = parts.path
-    if "@" in path and "@" not in parts.netloc:
-        # Most likely a password with an unencoded '/': it ended the host early (a password
-        # starting with digits would even pass for a port), and the rest of it is here.
-        raise URLError(
-            f"malformed AMQP URL: {_mask(url)} (an '@' after the host; a user name or "
-            "password must percent-encode '/', '?', '#' and '@', and so must a virtual host "
-            "containing '@')"
-        )
     if path and path != "/":
         vhost = unquote(path[1:])
         if not vhost:
@@ -258,27 +277,21 @@ def parse_url(url: str) -> ConnectionParameters:
 
 
 def _mask(url: str) -> str:
-    """The URL with any password replaced, for error messages."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            head, sep, rest = url.partition("://")
-            if not sep and "@" in url:
-                # No '://': urlsplit found no user info, yet a password may be there
-                # ("user:pw@host", "amqp:/user:pw@host/"); hide all before the host.
-                return f"****@{url.rpartition('@')[2]}"
-            if "@" in rest and "@" not in parts.netloc:
-                # An '@' past the host: a password with an unencoded '/', '?' or '#' ends
-                # the host early, and the rest of it shows in the path.
-                return f"{head}{sep}****@{rest.rpartition('@')[2]}"
-            return url
-        netloc = parts.netloc
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        return url.replace(netloc, f"{user}:****@{hostport}", 1)
-    except ValueError:
-        # Too broken to find the password reliably: hide everything between :// and @.
-        head, sep, rest = url.partition("://")
-        if "@" in rest:
-            return f"{head}{sep}****@{rest.rpartition('@')[2]}"
+    """The URL with any password replaced, for error messages.
+
+    Whatever comes before the last '@' may hold a password: a user name is shown only
+    when what precedes it is plainly ``user:password`` (no '/', '?' or '#': with one, the
+    password itself may run on past where a URL parser ends the host)."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        # No '://': no URL parser finds user info here, yet a password may be there
+        # ("user:pw@host", "amqp:/user:pw@host/"); hide all before the host.
+        return f"****@{url.rpartition('@')[2]}" if "@" in url else url
+    if "@" not in rest:
         return url
+    userinfo, _, after = rest.rpartition("@")
+    if any(c in userinfo for c in "/?#"):
+        return f"{head}{sep}****@{after}"
+    if ":" not in userinfo:
+        return url  # a user name alone
+    return f"{head}{sep}{userinfo.split(':', 1)[0]}:****@{after}"

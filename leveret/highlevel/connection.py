@@ -413,6 +413,8 @@ class Connection:
                     setattr(p, name, self.transport_options[name])
             if virtual_host is not None:
                 p.virtual_host = virtual_host or "/"
+            if target.kind == "amqp":
+                p.check()  # here, before as_uri() below quotes the password
             targets.append(target)
         self._targets = targets
         self._current = 0
