@@ -150,6 +150,19 @@ def test_certificate_must_name_the_host(new_connection: NewConnection, tls: TLSN
         within(15, conn.connect)
 
 
+def test_check_hostname_false_still_verifies_the_chain(new_connection: NewConnection, tls: TLSNode) -> None:
+    """``check_hostname=false`` skips the name only: a certificate for another name from
+    the known CA connects, one from an unknown CA still fails."""
+    conn = new_connection(tls.url(cacertfile=tls.certs.ca_cert, server_name_indication="broker.example.com",
+                                  check_hostname="false"))
+    with within(15, conn.connect):
+        round_trip(conn)
+    conn = new_connection(tls.url(check_hostname="false"))  # the system's CAs: not ours
+    with pytest.raises(ssl.SSLCertVerificationError):
+        within(15, conn.connect)
+    within(5, conn.close)
+
+
 def test_server_name_indication_is_the_name_verified(new_connection: NewConnection, tls: TLSNode) -> None:
     conn = new_connection(tls.url(host="127.0.0.1", cacertfile=tls.certs.ca_cert,
                               server_name_indication="localhost"))
@@ -577,6 +590,23 @@ def test_highlevel_ssl_verifies_unless_told_not_to(tls: TLSNode) -> None:
         conn.release()
     with pytest.raises(ValueError, match="unknown ssl option 'ciphers_please'"):
         HLConnection("localhost", ssl={"ciphers_please": "all"})
+    # kombu's check_hostname=False skips the host-name check only, whatever the key order:
+    # it once turned every check off, and a server with any certificate was taken.
+    for options in ({"cert_reqs": ssl.CERT_REQUIRED, "check_hostname": False},
+                    {"check_hostname": False, "cert_reqs": ssl.CERT_REQUIRED},
+                    {"check_hostname": False}):
+        conn = HLConnection(f"localhost:{tls.tls_port}", ssl=options, connect_timeout=15)
+        try:
+            with pytest.raises(ssl.SSLCertVerificationError):
+                conn.connect()
+        finally:
+            conn.release()
+    conn = HLConnection(f"127.0.0.1:{tls.tls_port}", connect_timeout=15, ssl={
+        "ca_certs": str(tls.certs.ca_cert), "check_hostname": False, "server_hostname": "broker.example.com"})
+    try:
+        hl_round_trip(conn)
+    finally:
+        conn.release()
 
 
 def test_highlevel_ssl_context_is_used_as_given(tls: TLSNode) -> None:

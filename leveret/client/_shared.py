@@ -214,7 +214,8 @@ def deadline_after(timeout: float, name: str = "timeout") -> float:
 
 def ssl_context(params: ConnectionParameters) -> ssl.SSLContext:
     """The TLS context for ``params``: the system's CAs (or ``cacertfile``), verification on
-    unless ``verify`` is false, the client certificate when one is given.
+    unless ``verify`` is false (the chain and the host name; the chain alone when
+    ``check_hostname`` is false), the client certificate when one is given.
 
     Each file is opened first, so that a missing or unreadable one raises the ``OSError``
     of its kind (``FileNotFoundError``...) naming the option and the path -- ssl's own
@@ -236,6 +237,8 @@ def ssl_context(params: ConnectionParameters) -> ssl.SSLContext:
         if not params.verify:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
+        elif not params.check_hostname:
+            ctx.check_hostname = False  # the chain is still verified: CERT_REQUIRED stays
         if params.certfile:
             ctx.load_cert_chain(params.certfile, params.keyfile)
     except ssl.SSLError as exc:

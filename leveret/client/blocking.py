@@ -209,7 +209,7 @@ class Connection(ConnectionBase, BlockingDriver):
     override the URL (``host``, ``port``, ``username``, ``password``, ``virtual_host``,
     ``heartbeat``, ``frame_max``, ``channel_max``, ``connection_timeout``,
     ``auth_mechanism``, ``ssl``, ``cacertfile``, ``certfile``, ``keyfile``, ``verify``,
-    ``server_name_indication``, ``protocol``).  Further options: ``ssl_context`` (used as
+    ``check_hostname``, ``server_name_indication``, ``protocol``).  Further options: ``ssl_context`` (used as
     given), ``blocked_timeout`` (how long a publish waits while the broker blocks the
     connection), ``rpc_timeout`` (default deadline of every synchronous call),
     ``max_body_size`` (incoming), ``client_properties``, ``on_blocked(reason)`` and

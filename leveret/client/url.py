@@ -79,7 +79,11 @@ class ConnectionParameters:
     cacertfile: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
+    #: Verify the broker's certificate chain (and, with :attr:`check_hostname`, its name).
     verify: bool = True
+    #: With :attr:`verify`: the certificate must also name the host (or
+    #: :attr:`server_name_indication`).  False checks the chain alone.
+    check_hostname: bool = True
     server_name_indication: str | None = None
     protocol: str = "0-9-1"
 
@@ -116,7 +120,7 @@ class ConnectionParameters:
                     f"connection option {name} is not valid Unicode text (a lone surrogate, as "
                     "os.environ and sys.argv give for bytes that are not UTF-8): it cannot be sent"
                 )
-        for name in ("ssl", "verify"):
+        for name in ("ssl", "verify", "check_hostname"):
             value = getattr(self, name)
             if type(value) is not bool:
                 raise TypeError(f"connection option {name} must be True or False, not {value!r}")
@@ -192,6 +196,7 @@ _OPTIONS: dict[str, Any] = {
     "certfile": str,
     "keyfile": str,
     "verify": lambda v: _bool("verify", v),
+    "check_hostname": lambda v: _bool("check_hostname", v),
     "server_name_indication": str,
     "protocol": lambda v: v,
 }

@@ -81,8 +81,8 @@ _CLIENT_OPTIONS = frozenset({
 })
 # ... and those that are ConnectionParameters fields.
 _PARAM_OPTIONS = frozenset({
-    "frame_max", "channel_max", "protocol", "auth_mechanism", "verify", "cacertfile",
-    "certfile", "keyfile", "server_name_indication",
+    "frame_max", "channel_max", "protocol", "auth_mechanism", "verify", "check_hostname",
+    "cacertfile", "certfile", "keyfile", "server_name_indication",
 })
 # transport_options that set the retry policy of the implicit connect (kombu's names).
 _RETRY_OPTIONS = frozenset({"max_retries", "interval_start", "interval_step", "interval_max", "timeout"})
@@ -269,8 +269,9 @@ class Connection:
 
     ``Connection("amqp://guest:guest@localhost:5672//")``; keyword arguments override the
     URL's parts: ``userid``, ``password``, ``virtual_host``, ``port``, ``ssl`` (True, a
-    dict of kombu's ``ca_certs``/``certfile``/``keyfile``/``cert_reqs``/``server_hostname``,
-    or an ``ssl.SSLContext``), ``connect_timeout`` (seconds; None = the URL's
+    dict of kombu's ``ca_certs``/``certfile``/``keyfile``/``cert_reqs``/``server_hostname``/
+    ``check_hostname`` -- False skips the host-name check only, the chain is still
+    verified unless ``cert_reqs`` is ``CERT_NONE`` -- or an ``ssl.SSLContext``), ``connect_timeout`` (seconds; None = the URL's
     ``connection_timeout``, else 5), ``heartbeat`` (seconds; None =
     the URL's or the client's default of 60 -- the client's I/O thread sends and checks
     heartbeats by itself, so they cost nothing; 0 leaves the choice to the broker, as
@@ -460,8 +461,11 @@ class Connection:
                 out["verify"] = value != _ssl.CERT_NONE
             elif key in ("server_hostname", "server_name_indication"):
                 out["server_name_indication"] = value
-            elif key in ("verify", "check_hostname"):
+            elif key == "verify":
                 out["verify"] = bool(value)
+            elif key == "check_hostname":
+                # The host name only: the chain is still verified (as in ssl and kombu).
+                out["check_hostname"] = bool(value)
             else:
                 raise ValueError(f"unknown ssl option {key!r}")
         return out
