@@ -308,6 +308,30 @@ def test_decompression_bomb_is_bounded(wire: Wire) -> None:
         m.payload
 
 
+def test_a_compressed_body_of_a_refused_content_type_is_never_decompressed(wire: Wire) -> None:
+    """decode() checks the content type first: a pickle body is refused before a byte of it
+    is decompressed (a small body may expand to max_decompressed_size)."""
+    calls: list[int] = []
+
+    def counting(body: Any) -> bytes:
+        calls.append(len(body))
+        return bytes(body)
+
+    compression.register("counted", bytes, counting, "application/x-counted")
+    try:
+        m = wire.deliver(b"pickled", content_type="application/x-python-serialize",
+                         headers={"compression": "application/x-counted"})
+        with pytest.raises(ContentDisallowed):
+            m.decode()
+        assert calls == []
+        accepted = wire.deliver(b'"ok"', content_type="application/json",
+                                headers={"compression": "application/x-counted"})
+        assert accepted.payload == "ok" and calls == [4]
+        assert m.body == b"pickled" and calls == [4, 7]  # the body itself: on first use
+    finally:
+        compression.unregister("counted")
+
+
 # ---------------------------------------------------------------------- settlement
 
 

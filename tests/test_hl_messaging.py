@@ -26,6 +26,7 @@ from leveret.highlevel import (
     Connection,
     Consumer,
     ContentDisallowed,
+    DecompressedSizeExceeded,
     Exchange,
     Message,
     MessageReturned,
@@ -48,6 +49,16 @@ def drain(conn: Connection, until: Any, timeout: float = 5.0) -> None:
             conn.drain_events(timeout=left)
         except TimeoutError:
             pass
+
+
+def eventually_get(get: Any, timeout: float = 5.0) -> Any:
+    """``get()`` until it returns a message (the publish may still be on its way)."""
+    deadline = time.monotonic() + timeout
+    while (message := get()) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError("no message")
+        time.sleep(0.01)
+    return message
 
 
 def collect(conn: Connection, queue: Queue, n: int, **consumer_options: Any) -> list[Message]:
@@ -135,6 +146,37 @@ def test_zlib_compression_round_trip(hl_conn: Connection, queue: Queue) -> None:
     producer.publish(data)
     [m] = collect(hl_conn, queue, 1)
     assert m.payload == data
+
+
+def test_consumers_take_a_bound_on_decompressed_bodies(hl_conn: Connection, queue: Queue) -> None:
+    """Consumer, Queue.get and SimpleQueue take max_decompressed_size (only Message did)."""
+    producer = Producer(hl_conn, queue.exchange, "rk", compression="zlib")
+    data = {"text": "abc" * 1000}  # 3 kB of JSON, about 100 bytes compressed
+    producer.publish(data)
+    errors: list[Exception] = []
+
+    def on_decode_error(message: Message, exc: Exception) -> None:
+        errors.append(exc)
+        message.ack()
+
+    consumer = Consumer(hl_conn, [queue], on_decode_error=on_decode_error,
+                        callbacks=[lambda body, m: m.ack()], max_decompressed_size=1000)
+    with consumer:
+        drain(hl_conn, lambda: errors)
+    assert isinstance(errors[0], DecompressedSizeExceeded)
+    producer.publish(data)
+    got = eventually_get(lambda: queue(hl_conn).get(max_decompressed_size=1000))
+    assert got is not None and isinstance(got.errors[0], DecompressedSizeExceeded)
+    got.ack()
+    producer.publish(data)
+    simple = hl_conn.SimpleQueue(queue, max_decompressed_size=1000)
+    try:
+        message = simple.get(timeout=10)
+        with pytest.raises(DecompressedSizeExceeded):
+            message.decode()
+        message.ack()
+    finally:
+        simple.close()
 
 
 def test_properties_delivery_mode_expiration_priority(hl_conn: Connection, queue: Queue) -> None:

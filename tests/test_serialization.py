@@ -674,6 +674,48 @@ def test_decompression_is_bounded(ct: str) -> None:
     assert compression.DEFAULT_MAX_SIZE == 1 << 30
 
 
+@pytest.mark.parametrize("ct", KOMBU_TYPES.values())
+def test_a_bomb_is_refused_holding_about_max_size_not_twice_that(ct: str) -> None:
+    """The output comes in pieces: one call for the whole gathered max_size bytes in
+    blocks and then joined them, so a bomb cost twice the bound before it was refused."""
+    import tracemalloc
+
+    bound = 16 << 20
+    packed, _ = compression.compress(bytes(4 * bound), ct)
+    small, _ = compression.compress(bytes(1000), ct)
+    peaks = []
+    for body, limit in ((small, None), (packed, bound)):
+        tracemalloc.start()
+        try:
+            try:
+                compression.decompress(body, ct, max_size=limit)
+            except DecompressedSizeExceeded:
+                assert limit is not None
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    codec_state, peak = peaks  # (lzma's dictionary alone is 8 MiB)
+    assert peak - codec_state < bound * 1.25, (codec_state, peak)
+
+
+@pytest.mark.parametrize("ct", KOMBU_TYPES.values())
+@pytest.mark.parametrize("delta", [-1, 0, 1, 17])
+def test_bounded_decompression_across_its_output_pieces(ct: str, delta: int) -> None:
+    """Bodies around multiples of the piece size, two streams and trailing garbage, and a
+    cut-off stream: as the stdlib's one-shot functions read them."""
+    step = compression._STEP
+    for size in (step + delta, 3 * step + delta):
+        raw = (uuid.uuid4().bytes * (size // 16 + 1))[:size]
+        packed, _ = compression.compress(raw, ct)
+        assert compression.decompress(packed, ct, max_size=size) == raw
+        with pytest.raises(DecompressedSizeExceeded):
+            compression.decompress(packed, ct, max_size=size - 1)
+        two = packed + compression.compress(b"tail", ct)[0] + b"not a stream"
+        assert compression.decompress(two, ct) == raw + b"tail"
+        with pytest.raises(DecompressionError, match="truncated"):
+            compression.decompress(packed[:-8], ct)
+
+
 def test_bound_counts_all_concatenated_streams() -> None:
     two = bz2.compress(bytes(1000)) + bz2.compress(bytes(1000))
     assert len(compression.decompress(two, "bz2", max_size=2000)) == 2000

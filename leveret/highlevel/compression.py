@@ -20,8 +20,11 @@ types are case-insensitive, and each can be used wherever a method is expected.
 Decompression is bounded: :func:`decompress` stops as soon as the output would exceed
 ``max_size`` (default :data:`DEFAULT_MAX_SIZE`, 1 GiB; ``None`` for no limit) and raises
 :class:`~leveret.highlevel.exceptions.DecompressedSizeExceeded`, so a small malicious body
-cannot make the consumer allocate gigabytes.  The built-in codecs stop early; a codec added
-with :func:`register` is called in one piece and its output checked afterwards.
+costs at most about ``max_size`` bytes of memory before it is refused.  The built-in codecs
+stop early; a codec added with :func:`register` is called in one piece and its output
+checked afterwards.  Consumers (``Consumer``, ``SimpleQueue``, ``Queue.get``) take
+``max_decompressed_size`` to set the bound, and decompress a body only when its content
+type is one they accept.
 """
 
 from __future__ import annotations
@@ -182,59 +185,81 @@ def _bounded(
     content_type: str,
     new: Callable[[], Any],
     errors: type[Exception] | tuple[type[Exception], ...],
-    unlimited: int,
 ) -> Callable[[Any, int | None], bytes]:
     """A decompressor that stops at ``max_size``, for codecs whose decompressor objects have
-    ``decompress(data, max_length)``, ``eof`` and ``unused_data``.
+    ``decompress(data, max_length)``, ``eof`` and ``unused_data``, and either
+    ``unconsumed_tail`` (zlib: the input left when ``max_length`` was reached) or
+    ``needs_input`` (bz2, lzma, zstd: False while output is left from the input given).
 
-    Like the stdlib's one-shot functions, it reads concatenated streams one after another and
-    ignores trailing bytes that do not start a valid stream.
+    The output comes in pieces of at most :data:`_STEP` bytes, so a body that expands past
+    ``max_size`` is refused holding about ``max_size`` bytes -- one call for the whole would
+    gather ``max_size`` in blocks and join them, twice that.  Like the stdlib's one-shot
+    functions, it reads concatenated streams one after another and ignores trailing bytes
+    that do not start a valid stream.
     """
 
     def run(body: Any, max_size: int | None) -> bytes:
         chunks: list[bytes] = []
         total = 0
         data = body
-        while True:
+        streams = 0
+        while True:  # one stream per turn
             d = new()
-            # Ask for one byte more than allowed: getting it proves the limit is exceeded.
-            limit = unlimited if max_size is None else max_size - total + 1
-            try:
-                chunk = d.decompress(data, limit)
-            except errors as exc:
-                if chunks:  # garbage after a complete stream: ignored, as the stdlib does
+            while True:  # one piece of output per turn
+                # One byte more than allowed: getting it proves the limit is exceeded.
+                step = _STEP if max_size is None else min(_STEP, max_size - total + 1)
+                try:
+                    chunk = d.decompress(data, step)
+                except errors as exc:
+                    if streams:  # garbage after a complete stream: ignored, as the stdlib does
+                        return b"".join(chunks)
+                    raise DecompressionError(f"cannot decompress {content_type} body: {exc}") from exc
+                total += len(chunk)
+                if max_size is not None and total > max_size:
+                    raise _too_big(content_type, max_size)
+                if chunk:
+                    chunks.append(chunk)
+                if d.eof:
                     break
-                raise DecompressionError(f"cannot decompress {content_type} body: {exc}") from exc
-            total += len(chunk)
-            if max_size is not None and total > max_size:
-                raise _too_big(content_type, max_size)
-            chunks.append(chunk)
+                tail = getattr(d, "unconsumed_tail", None)
+                if tail is not None:  # zlib
+                    if not tail and not chunk:
+                        break  # all input read, no output: the stream is cut short
+                    data = tail
+                elif d.needs_input:
+                    break  # all input read, more wanted: the stream is cut short
+                else:
+                    data = b""  # more output from the input already given
             if not d.eof:
                 raise DecompressionError(
                     f"cannot decompress {content_type} body: truncated (no end-of-stream marker)"
                 )
+            streams += 1
             data = d.unused_data
             if not data:
                 break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return b"".join(chunks)
 
     return run
+
+
+#: The most output one decompressor call may produce (see :func:`_bounded`).
+_STEP = 1 << 20
 
 
 def _register_builtins() -> None:
     _add(_Method(
         "zlib", "application/x-gzip", ("gzip",), zlib.compress, zlib.decompress,
         # wbits 32 + 15: accept a zlib or a gzip header.
-        _bounded("application/x-gzip", lambda: zlib.decompressobj(32 + zlib.MAX_WBITS),
-                 zlib.error, 0),
+        _bounded("application/x-gzip", lambda: zlib.decompressobj(32 + zlib.MAX_WBITS), zlib.error),
     ))
     _add(_Method(
         "bz2", "application/x-bz2", ("bzip2", "bzip"), bz2.compress, bz2.decompress,
-        _bounded("application/x-bz2", bz2.BZ2Decompressor, (OSError, ValueError), -1),
+        _bounded("application/x-bz2", bz2.BZ2Decompressor, (OSError, ValueError)),
     ))
     _add(_Method(
         "lzma", "application/x-lzma", ("xz",), lzma.compress, lzma.decompress,
-        _bounded("application/x-lzma", lzma.LZMADecompressor, lzma.LZMAError, -1),
+        _bounded("application/x-lzma", lzma.LZMADecompressor, lzma.LZMAError),
     ))
     try:  # the stdlib's Zstandard, Python 3.14+
         zstd: Any = importlib.import_module("compression.zstd")
@@ -242,7 +267,7 @@ def _register_builtins() -> None:
         return
     _add(_Method(
         "zstd", "application/zstd", ("zstandard",), zstd.compress, zstd.decompress,
-        _bounded("application/zstd", zstd.ZstdDecompressor, zstd.ZstdError, -1),
+        _bounded("application/zstd", zstd.ZstdDecompressor, zstd.ZstdError),
     ))
 
 

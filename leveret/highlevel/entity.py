@@ -20,6 +20,7 @@ import weakref
 from typing import Any, Callable, Iterable, Mapping
 
 from ..client import Message as ClientMessage
+from .compression import DEFAULT_MAX_SIZE
 from .exceptions import NotBoundError
 
 __all__ = [
@@ -672,13 +673,18 @@ class Queue(MaybeChannelBound):
 
     # -- messages
 
-    def get(self, no_ack: bool | None = None, accept: Iterable[str] | None = None) -> Any:
+    def get(
+        self, no_ack: bool | None = None, accept: Iterable[str] | None = None,
+        max_decompressed_size: int | None = DEFAULT_MAX_SIZE,
+    ) -> Any:
         """``basic.get``: one message as a high-level
         :class:`~leveret.highlevel.message.Message`, or None when the queue is empty.
 
         ``accept`` (serializer names or content types) limits what ``message.decode()``
         will decode; the default is JSON and raw bodies (text, bytes, types no serializer claims) -- never pickle.  Unless
         ``no_ack`` (default: the queue's), the message must be acked (``message.ack()``).
+        ``max_decompressed_size``: the most bytes a compressed body may expand to (None: no
+        limit).
         """
         from .message import Message
 
@@ -687,7 +693,10 @@ class Queue(MaybeChannelBound):
         raw = chan.basic_get(queue=self.name, no_ack=no_ack)
         if raw is None:
             return None
-        return Message(raw, channel=chan, accept=_accept_set(accept), no_ack=no_ack)
+        return Message(
+            raw, channel=chan, accept=_accept_set(accept), no_ack=no_ack,
+            max_decompressed_size=max_decompressed_size,
+        )
 
     def purge(self, nowait: bool = False, channel: Any = None) -> int:
         """``queue.purge``: remove the ready messages; returns how many."""

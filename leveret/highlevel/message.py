@@ -31,7 +31,7 @@ from typing import Any
 
 from .compression import DEFAULT_MAX_SIZE, HEADER, decompress
 from .exceptions import MessageStateError
-from .serialization import loads
+from .serialization import check_accepted, loads
 
 __all__ = ["Message", "RECEIVED", "ACK", "REJECTED", "REQUEUED", "ACK_STATES"]
 
@@ -65,6 +65,9 @@ class Message:
     * ``max_decompressed_size``: the bound passed to
       :func:`~leveret.highlevel.compression.decompress` (None: no limit).
 
+    A compressed body (the ``compression`` header) is decompressed on first use of
+    :attr:`body` or :attr:`errors`, or by :meth:`decode` -- which checks the content type
+    against ``accept`` first, so a body the consumer refuses is never decompressed.
     Construction never raises for a bad body: a decompression failure is appended to
     :attr:`errors`, and :meth:`decode` raises it.
     """
@@ -78,9 +81,10 @@ class Message:
         "headers",
         "content_type",
         "content_encoding",
-        "body",
+        "_body",
+        "_compressed",
         "accept",
-        "errors",
+        "_errors",
         "no_ack",
         "_state",
         "_decoded",
@@ -109,9 +113,7 @@ class Message:
         self.content_type: str | None = client_message.content_type
         self.content_encoding: str | None = client_message.content_encoding
         self.accept = accept
-        #: Exceptions met while preparing the body (decompression); :meth:`decode` raises
-        #: the first.
-        self.errors: list[BaseException] = []
+        self._errors: list[BaseException] = []
         self.no_ack = no_ack
         self._state = ACK if no_ack else RECEIVED
         self._decoded: Any = _UNSET
@@ -119,15 +121,42 @@ class Message:
         body = client_message.body
         if type(body) is not bytes:
             body = bytes(body)
+        self._body: bytes = body
         method = self.headers.get(HEADER) if self.headers else None
-        if method:
-            try:
-                body = decompress(body, method, max_decompressed_size)
-            except Exception as exc:
-                self.errors.append(exc)
-        #: The body as bytes, decompressed when the ``compression`` header says so (left
-        #: as received if that failed).
-        self.body: bytes = body
+        # (method, bound) while the body waits to be decompressed: see _prepare.
+        self._compressed: tuple[str, int | None] | None = (method, max_decompressed_size) if method else None
+
+    def _prepare(self) -> None:
+        """Decompress the body (once), or note in :attr:`errors` why that failed."""
+        pending = self._compressed
+        if pending is None:
+            return
+        self._compressed = None
+        try:
+            self._body = decompress(self._body, pending[0], pending[1])
+        except Exception as exc:
+            self._errors.append(exc)
+
+    @property
+    def body(self) -> bytes:
+        """The body as bytes, decompressed when the ``compression`` header says so (on
+        first use; left as received if that failed)."""
+        if self._compressed is not None:
+            self._prepare()
+        return self._body
+
+    @body.setter
+    def body(self, value: bytes) -> None:
+        self._compressed = None
+        self._body = value
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """Exceptions met while preparing the body (decompression); :meth:`decode` raises
+        the first."""
+        if self._compressed is not None:
+            self._prepare()
+        return self._errors
 
     @property
     def delivery_info(self) -> dict[str, Any]:
@@ -166,6 +195,10 @@ class Message:
         """
         value = self._decoded
         if value is _UNSET:
+            if self._compressed is not None:
+                # A content type the consumer refuses: not decompressed (a small body may
+                # expand to max_decompressed_size).
+                check_accepted(self.content_type, self.accept)
             if self.errors:
                 raise self.errors[0]
             value = loads(self.body, self.content_type, self.content_encoding, accept=self.accept)

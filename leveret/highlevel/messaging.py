@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, cast
 from ..client import Message as ClientMessage
 from ..client import ChannelClosedError, ConnectionClosedError, PublishNacked
 from ..wire.errors import LocalProtocolError
-from .compression import compress
+from .compression import DEFAULT_MAX_SIZE, compress
 from .connection import client_of
 from .entity import Exchange, Queue, _is_hl_connection, delivery_mode_value, maybe_channel, maybe_declare, rebind
 from .exceptions import MessageReturned, NotBoundError, OperationalError
@@ -805,7 +805,8 @@ _TAG_PREFIX = f"leveret-{uuid.uuid4().hex[:12]}-"
 class Consumer:
     """Consumes from queues: ``Consumer(channel_or_connection, queues=None, no_ack=None,
     auto_declare=True, callbacks=None, on_decode_error=None, on_message=None,
-    accept=None, prefetch_count=None, tag_prefix=None)``.
+    accept=None, prefetch_count=None, tag_prefix=None,
+    max_decompressed_size=DEFAULT_MAX_SIZE)``.
 
     At construction each queue is bound to the channel and (``auto_declare``) declared
     with its exchange and bindings, and ``basic.qos`` is sent when ``prefetch_count`` is
@@ -824,6 +825,10 @@ class Consumer:
     consumer_tag)`` is called if set, the queue's name is appended to
     :attr:`cancelled_by_broker`, and the queue is dropped from this consumer; the event
     loop is not interrupted.
+
+    ``max_decompressed_size``: the most bytes a compressed body may expand to (None: no
+    limit; see :mod:`~leveret.highlevel.compression`); a body past it goes to
+    ``on_decode_error`` with :class:`~leveret.highlevel.exceptions.DecompressedSizeExceeded`.
     """
 
     def __init__(
@@ -838,7 +843,10 @@ class Consumer:
         accept: Iterable[str] | None = None,
         prefetch_count: int | None = None,
         tag_prefix: str | None = None,
+        max_decompressed_size: int | None = DEFAULT_MAX_SIZE,
     ) -> None:
+        #: The bound on a decompressed body (None: none).
+        self.max_decompressed_size = max_decompressed_size
         #: True/False for every queue; None: each queue's own ``no_ack``.
         self.no_ack: bool | None = None if no_ack is None else bool(no_ack)
         self.auto_declare = True if auto_declare is None else bool(auto_declare)
@@ -1026,7 +1034,7 @@ class Consumer:
         return self.channel
 
     def _receive_callback(self, no_ack: bool, raw: ClientMessage) -> None:
-        message = Message(raw, accept=self.accept, no_ack=no_ack)
+        message = Message(raw, accept=self.accept, no_ack=no_ack, max_decompressed_size=self.max_decompressed_size)
         if self.on_message is not None:
             self.on_message(message)
             return

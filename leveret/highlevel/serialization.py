@@ -64,6 +64,7 @@ __all__ = [
     "unregister",
     "dumps",
     "loads",
+    "check_accepted",
     "prepare_accept_content",
     "enable_insecure_serializers",
     "disable_insecure_serializers",
@@ -308,6 +309,27 @@ class SerializerRegistry:
 
     # ------------------------------------------------------------------ decoding
 
+    def check_accepted(self, content_type: str | None, accept: Collection[str] | None = None) -> None:
+        """Raise :class:`ContentDisallowed` unless :meth:`loads` would decode a body of
+        ``content_type`` with ``accept`` (its step 1), without looking at any body."""
+        self._check_accepted(_normalize(content_type)[0], accept)
+
+    def _check_accepted(self, media: str, accept: Collection[str] | None) -> None:
+        allowed = self.default_accept if accept is None else accept
+        if isinstance(allowed, str):  # one name or type, not a set of its letters
+            allowed = (allowed,)  # (and "in" must not match a substring of it)
+        if (
+            media not in allowed
+            and not self._accepted_by_name(media, allowed)
+            and (accept is not None or media in self._by_type or media in self._disabled)
+        ):
+            # (With accept None, a content type no serializer is registered for passes:
+            # no decoder runs on it, its body is returned as it is -- as in kombu.)
+            raise ContentDisallowed(
+                f"refusing to decode content type {media!r} "
+                f"(accepted: {', '.join(sorted(allowed)) or 'nothing'})"
+            )
+
     def loads(
         self,
         data: Buffer | str,
@@ -335,20 +357,7 @@ class SerializerRegistry:
         """
         media, charset = _normalize(content_type)
         if not force:
-            allowed = self.default_accept if accept is None else accept
-            if isinstance(allowed, str):  # one name or type, not a set of its letters
-                allowed = (allowed,)  # (and "in" must not match a substring of it)
-            if (
-                media not in allowed
-                and not self._accepted_by_name(media, allowed)
-                and (accept is not None or media in self._by_type or media in self._disabled)
-            ):
-                # (With accept None, a content type no serializer is registered for passes:
-                # no decoder runs on it, its body is returned as it is -- as in kombu.)
-                raise ContentDisallowed(
-                    f"refusing to decode content type {media!r} "
-                    f"(accepted: {', '.join(sorted(allowed)) or 'nothing'})"
-                )
+            self._check_accepted(media, accept)
         encoding = content_encoding or charset
         if encoding:
             encoding = encoding.lower()
@@ -570,6 +579,12 @@ def loads(
 ) -> Any:
     """Deserialize with :data:`registry` (see :meth:`SerializerRegistry.loads`)."""
     return registry.loads(data, content_type, content_encoding, accept, force)
+
+
+def check_accepted(content_type: str | None, accept: Collection[str] | None = None) -> None:
+    """Raise :class:`ContentDisallowed` unless :func:`loads` would decode ``content_type``
+    (see :meth:`SerializerRegistry.check_accepted`)."""
+    registry.check_accepted(content_type, accept)
 
 
 @overload

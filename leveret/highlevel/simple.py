@@ -22,6 +22,7 @@ from typing import Any, Iterable
 from .connection import client_of
 from .entity import Exchange, Queue, _is_hl_connection
 from .exceptions import Empty
+from .compression import DEFAULT_MAX_SIZE
 from .message import Message
 from .messaging import Consumer, Producer, lost_connection_error
 from .transport import TransportChannel
@@ -34,7 +35,8 @@ log = logging.getLogger("leveret.highlevel")
 class SimpleQueue:
     """A persistent queue with ``put``/``get``: ``SimpleQueue(channel_or_connection,
     name, no_ack=None, queue_opts=None, queue_args=None, exchange_opts=None,
-    serializer=None, compression=None, accept=None, prefetch_count=None)``.
+    serializer=None, compression=None, accept=None, prefetch_count=None,
+    max_decompressed_size=DEFAULT_MAX_SIZE)``.
 
     ``name`` may also be a :class:`Queue` (used as is, with its exchange and routing key).
     ``queue_opts``/``exchange_opts`` are :class:`Queue`/:class:`Exchange` keywords,
@@ -42,6 +44,8 @@ class SimpleQueue:
     decodes (default JSON and raw bodies: text, bytes, types no serializer claims).
     ``prefetch_count`` (default 100) bounds how many unacknowledged messages the broker
     sends ahead; a :meth:`get` while that many are unacknowledged waits until one is acked.
+    ``max_decompressed_size``: the most bytes a compressed body may expand to (None: no
+    limit).
     """
 
     Empty = Empty
@@ -63,7 +67,9 @@ class SimpleQueue:
         compression: str | None = None,
         accept: Iterable[str] | None = None,
         prefetch_count: int | None = None,
+        max_decompressed_size: int | None = DEFAULT_MAX_SIZE,
     ) -> None:
+        self._max_decompressed_size = max_decompressed_size
         q_opts = {**self.queue_opts, **(queue_opts or {})}
         q_args = {**self.queue_args, **(queue_args or {})}
         e_opts = {**self.exchange_opts, **(exchange_opts or {})}
@@ -101,7 +107,10 @@ class SimpleQueue:
             queue = Queue(name, exchange, name, queue_arguments=q_args or None, **q_opts)
             routing_key = name
         self.buffer: deque[Message] = deque()
-        self.consumer = Consumer(self.channel, queue, no_ack=self.no_ack, accept=accept, on_message=self._receive)
+        self.consumer = Consumer(
+            self.channel, queue, no_ack=self.no_ack, accept=accept, on_message=self._receive,
+            max_decompressed_size=self._max_decompressed_size,
+        )
         self.queue = self.consumer.queues[0]
         self.producer = Producer(
             self.channel, exchange, routing_key=routing_key, serializer=serializer,
