@@ -772,6 +772,27 @@ def test_close_wakes_a_thread_waiting_in_drain_events(connect: Connect, proxy: T
     # The close is what ended it, not a socket closed under its feet.
     assert isinstance(error, ConnectionClosedError), repr(error)
     assert "file descriptor" not in str(error)
+    with pytest.raises(ConnectionClosedError):  # and so for every later call
+        conn.channel()
+
+
+@needs_broker
+@blocking_only  # threads blocked in the blocking driver's socket calls
+@pytest.mark.parametrize("round_", range(5))
+def test_a_close_that_drops_the_socket_under_a_reader_is_no_cut_short_read(
+        connect: Connect, amqp_url: str, round_: int) -> None:
+    """close(timeout=0) drops the socket while another thread is in recv(): the reader's
+    failed recv() took nothing, so it is no read cut short by a signal -- yet it stored
+    ConnectionLost('... cut short ...') for every later call (and for threads still
+    waiting), which says 'network lost, reconnect' of a connection closed on purpose."""
+    conn = connect(amqp_url)
+    conn.channel()
+    waiter = start_waiter(conn.drain_events)
+    time.sleep(0.05)
+    within(5, conn.close, timeout=0)
+    assert isinstance(waiter.outcome(5), ConnectionClosedError)
+    with pytest.raises(ConnectionClosedError):
+        conn.channel()
 
 
 @needs_broker

@@ -554,6 +554,7 @@ class Connection(ConnectionBase, BlockingDriver):
             return
         with self._wlock:
             taken = False  # whether frames were taken from the core (see _interrupted)
+            sock = self._sock
             try:
                 now = monotonic()
                 with self._lock:  # (an interrupt while waiting for it takes nothing)
@@ -566,8 +567,9 @@ class Connection(ConnectionBase, BlockingDriver):
                     self._write(bufs)
             except BaseException as exc:
                 # Frames taken from the core, maybe in part written (_write has failed the
-                # connection for its own errors).
-                if taken:
+                # connection for its own errors, and raised the close of another thread's
+                # close(), which replaced the socket: nothing to protect then).
+                if taken and self._sock is sock:
                     if self._error is None:
                         self._error = self._cut_short  # first, before any call: see _interrupted
                     self._interrupted(exc, "writing to the socket")
@@ -581,6 +583,7 @@ class Connection(ConnectionBase, BlockingDriver):
         if not self._wlock.acquire(timeout=min(max(remaining, 0.0), _MAX_WAIT)):
             return False  # another thread's write is stuck
         taken = False
+        sock = self._sock
         try:
             now = monotonic()
             with self._lock:
@@ -590,7 +593,6 @@ class Connection(ConnectionBase, BlockingDriver):
                 bufs = [self._wrest, *bufs]
                 self._wrest = b""
             if bufs:
-                sock = self._sock
                 if sock is None:
                     return False
                 try:
@@ -603,7 +605,7 @@ class Connection(ConnectionBase, BlockingDriver):
                 except (OSError, LeveretError):
                     return False
         except BaseException as exc:
-            if taken:
+            if taken and self._sock is sock:
                 if self._error is None:
                     self._error = self._cut_short  # first, before any call: see _interrupted
                 self._interrupted(exc, "writing to the socket")
@@ -892,6 +894,7 @@ class Connection(ConnectionBase, BlockingDriver):
                 # concerned; the session is intact.
                 return False
             except (OSError, ValueError) as exc:
+                busy = False  # recv() failed: it took nothing
                 if self._error is not None or self._sock is not sock:
                     raise self._dead_error() from None  # closed while we waited
                 err = core.connection_lost(f"reading from the socket failed: {exc}")
@@ -937,7 +940,9 @@ class Connection(ConnectionBase, BlockingDriver):
                 self._teardown()
             return True
         except BaseException as exc:
-            if busy:
+            # (Not when another thread's close() or connect() has replaced the socket since:
+            # this read's bytes are that connection's no more.)
+            if busy and self._sock is sock:
                 if self._error is None:
                     self._error = self._cut_short  # first, before any call: see _interrupted
                 self._interrupted(exc, "reading from the socket")
