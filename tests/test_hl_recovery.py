@@ -601,6 +601,42 @@ def test_transport_specific_attributes_are_read_from_the_transport_channel(amqp_
         conn.release()
 
 
+def test_release_from_another_thread_is_not_recovered_by_a_draining_thread(amqp_url: str) -> None:
+    """A thread in drain_events() sees the transport connection that release() closed:
+    that is no loss to recover from.  It reconnected, and waited for ever on a connection
+    without its consumers (the release had cleared them)."""
+    conn = recovering(amqp_url)
+    try:
+        ch = conn.channel()
+        name = ch.queue_declare("", exclusive=True).queue
+        ch.basic_consume(name, callback=lambda m: None)
+        outcome: list[BaseException] = []
+
+        def drainer() -> None:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    conn.drain_events(timeout=0.2)
+                except TimeoutError:
+                    continue
+                except BaseException as exc:  # noqa: BLE001 - what ended it is the point
+                    outcome.append(exc)
+                    return
+
+        thread = threading.Thread(target=drainer)
+        thread.start()
+        time.sleep(0.5)
+        conn.release()
+        thread.join(15)
+        assert not thread.is_alive()
+        assert outcome and isinstance(outcome[0], OperationalError), outcome
+        assert "released" in str(outcome[0])
+        assert not conn.connected
+        assert "recovery_started" not in kinds(conn)
+    finally:
+        conn.release()
+
+
 def test_released_connection_forgets_its_topology(amqp_url: str) -> None:
     conn = recovering(amqp_url)
     q = Queue(unique(), exclusive=True)

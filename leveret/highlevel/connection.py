@@ -696,6 +696,12 @@ class Connection:
         with self._lock:
             if self.connected or self._in_recovery:
                 return
+            if not self._was_connected:
+                # release() came in between (from another thread): what the caller lost is
+                # the connection it closed, which is not to come back by itself.
+                raise OperationalError(
+                    f"no recovery of {self.as_uri()}: the connection was released"
+                ) from error
             if error is None and self._connection is not None:
                 tconn = self._connection
                 error = getattr(tconn, "_error", None) or getattr(tconn, "_closed_error", None)
