@@ -913,6 +913,36 @@ def test_deliveries_read_ahead_do_not_run_once_their_channel_is_closed(
             c.queue_delete(q)
 
 
+@blocking_only  # threads (tests/test_client_async.py has tasks sharing a channel)
+def test_threads_sharing_a_channel_take_turns_and_get_their_own_replies(conn: Connection, ch: Channel) -> None:
+    """Against the advice (a channel per thread), four threads make requests on one
+    channel: each waits its turn and gets its own reply.  The look at the channel's request
+    slot and the claim were two steps, so 80-90% of replies went to another thread; and a
+    thread waiting its turn as the reader slept in poll() until bytes came (30 s)."""
+    names = [[unique(f"shared-{i}") for _ in range(5)] for i in range(4)]
+    wrong: list[tuple[str, Any]] = []
+    failed: list[BaseException] = []
+
+    def worker(mine: list[str]) -> None:
+        try:
+            for k in range(100):
+                name = mine[k % 5]
+                ok = ch.queue_declare(name, exclusive=True)
+                if ok.queue != name:
+                    wrong.append((name, ok))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failed.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(mine,)) for mine in names]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failed and not wrong[:3]
+    assert time.monotonic() - started < 20  # a hang guard: it takes well under a second
+
+
 def test_basic_ack_multiple(conn: Connection, ch: Channel, queue: str) -> None:
     for i in range(5):
         ch.basic_publish(b"%d" % i, routing_key=queue)

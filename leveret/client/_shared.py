@@ -79,11 +79,17 @@ R = TypeVar("R")
 
 class Wait(NamedTuple):
     """What an operation waits for: ``predicate()`` to become true before ``deadline``
-    (``monotonic()`` seconds; None: no limit); ``what`` names it in the TimeoutError."""
+    (``monotonic()`` seconds; None: no limit); ``what`` names it in the TimeoutError.
+
+    ``local``: while it returns true, what is awaited is another call's doing, not the
+    broker's (a channel's request slot, which its holder gives back and then notifies):
+    the blocking driver waits to be notified then rather than take the reading role --
+    a reader blocked in ``poll()`` would hear of it only with the next bytes."""
 
     predicate: Callable[[], Any]
     deadline: float | None
     what: str
+    local: Callable[[], Any] | None = None
 
 
 #: An operation: yields what it waits for, returns its result.
@@ -410,6 +416,11 @@ class ConnectionBase:
         return True
 
     def _kick(self) -> None:
+        raise NotImplementedError
+
+    def _notify(self) -> None:
+        """Wake every waiting call to look again at what it waits for (a state no event
+        changed: a channel's request slot given back)."""
         raise NotImplementedError
 
     def _teardown(self) -> None:
@@ -1018,7 +1029,11 @@ class ChannelBase:
             return None
         deadline = self._deadline(timeout)
         yield from self._idle(deadline, name)
-        self._send(method)
+        try:
+            self._send(method)
+        except BaseException:
+            self._give_slot_back()  # not sent
+            raise
         late = self._give_back if name == "basic.get" and not fields.get("no_ack") else None
         return (yield from self._wait_reply(name, deadline, late))
 
@@ -1027,18 +1042,40 @@ class ChannelBase:
 
     def _idle(self, deadline: float, name: str) -> Op[None]:
         """Wait until no synchronous request of this channel awaits its reply (another
-        task's, or one given up whose reply has not come yet): one at a time, as the spec
-        asks -- RabbitMQ may answer a second request before the first."""
-        if self._rpc_busy or self._abandoned:
+        task's or thread's, or one given up whose reply has not come yet), and claim the
+        channel's request slot (``_rpc_busy``): one at a time, as the spec asks -- RabbitMQ
+        may answer a second request before the first.  The caller gives the slot back:
+        :meth:`_wait_reply` does, or the caller itself when the request is not sent.
+
+        The look and the claim are one step under the connection's lock (the blocking
+        driver checks a wait's predicate under it too): two threads sharing a channel
+        against the advice take turns, and neither gets the other's reply.  A channel
+        that closes meanwhile raises why."""
+        claimed = False
+
+        def claim() -> bool:
+            nonlocal claimed
+            if self._closed:
+                return True
+            if self._rpc_busy or self._abandoned:
+                return False
+            self._rpc_busy = claimed = True
+            return True
+
+        with self.connection._lock:
+            ready = claim()
+        if not ready:
             yield Wait(
-                lambda: self._closed or not (self._rpc_busy or self._abandoned), deadline,
-                f"the channel's previous request (before {name})",
+                claim, deadline, f"the channel's previous request (before {name})",
+                lambda: self._rpc_busy,  # (abandoned requests' replies: those need reading)
             )
+        if not claimed:
+            self._raise_closed()
 
     def _wait_reply(self, name: str, deadline: float, late: Callable[[Any], None] | None) -> Op[Any]:
         """Wait for the reply to the request just sent; ``late`` handles it when the wait is
-        given up (a timeout, a cancelled task) and it comes anyway."""
-        self._rpc_busy = True
+        given up (a timeout, a cancelled task) and it comes anyway.  The request slot was
+        claimed by :meth:`_idle`; it is given back here."""
         try:
             yield Wait(lambda: self._replies or self._closed, deadline, name + " reply")
         except BaseException:
@@ -1054,10 +1091,16 @@ class ChannelBase:
                 self._abandoned.append(late)
             raise
         finally:
-            self._rpc_busy = False
+            self._give_slot_back()
         if self._replies:
             return self._replies.popleft()
         self._raise_closed()
+
+    def _give_slot_back(self) -> None:
+        """Give back the request slot :meth:`_idle` claimed, and wake whoever waits for it
+        (no event from the broker will)."""
+        self._rpc_busy = False
+        self.connection._notify()
 
     def _publish_now(
         self, msg: Message | bytes | str, exchange: str, routing_key: str, mandatory: bool,
@@ -1355,6 +1398,7 @@ class ChannelBase:
         except BaseException:
             # Not sent.  (Unless the send failed the connection: _on_closed has emptied the
             # list then, and the send's own error is what the caller must see.)
+            self._give_slot_back()  # not sent
             with contextlib.suppress(ValueError):
                 self._consume_waiting.remove(waiting)
             raise

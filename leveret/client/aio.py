@@ -195,7 +195,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
                 return stop.value  # type: ignore[no-any-return]
             failed = None
             try:
-                await self._wait_for(*wait)
+                await self._wait_for(wait.predicate, wait.deadline, wait.what)
             except BaseException as exc:
                 failed = exc
 

@@ -703,6 +703,11 @@ class Connection(ConnectionBase, BlockingDriver):
             # and the next call (a wait for confirms, a publish...) raises it.
             pass
 
+    def _notify(self) -> None:
+        with self._lock:
+            if self._waiters:
+                self._cond.notify_all()
+
     def _kick(self) -> None:
         """Have what is queued written soon.
 
@@ -1001,8 +1006,12 @@ class Connection(ConnectionBase, BlockingDriver):
                     pass
             self._cond.notify_all()
 
-    def _wait_for(self, predicate: Callable[[], Any], deadline: float | None, what: str) -> None:
-        """Block until ``predicate()`` is true, reading the socket when no other thread does.
+    def _wait_for(
+        self, predicate: Callable[[], Any], deadline: float | None, what: str,
+        local: Callable[[], Any] | None = None,
+    ) -> None:
+        """Block until ``predicate()`` is true, reading the socket when no other thread does
+        (and, with ``local``, while ``local()`` is false: see :class:`Wait`).
 
         Raises ``TimeoutError`` past ``deadline`` and the connection's error when it dies.
         """
@@ -1033,7 +1042,7 @@ class Connection(ConnectionBase, BlockingDriver):
                             raise TimeoutError(f"timed out waiting for {what}")
                         looked = True
                         remaining = 0
-                    elif self._reading:
+                    elif self._reading or (local is not None and local()):
                         self._waiters += 1
                         try:
                             self._cond.wait(0.5 if remaining is None else min(remaining, 0.5))
