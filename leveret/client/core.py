@@ -54,7 +54,8 @@ What the core leaves to its driver, and what its events do and do not say:
   ``basic.qos-ok``, ``confirm.select-ok``...) and ``update-secret-ok`` arrive as
   ``MethodReceived``, in the order the requests went out on their channel;
   ``basic.get-ok`` as ``MessageReceived`` and ``basic.get-empty`` as ``MethodReceived``;
-  deliveries as ``MessageReceived``; confirms as ``PublishConfirmed`` / ``PublishNacked``;
+  deliveries as ``MessageReceived``; confirms and nacks as ``PublishConfirmed`` (``ack``
+  False for a nack);
   ``basic.return`` as ``MessageReturned``, held until the confirm that says which publish
   it returns; a consumer the broker cancels as ``ConsumerCancelled`` (the core answers
   ``basic.cancel`` itself when the broker asked for an answer); ``channel.open-ok``,

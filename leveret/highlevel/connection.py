@@ -279,8 +279,9 @@ class Connection:
     ``transport`` picks the transport for a bare hostname (``"amqp"``, ``"memory"``);
     carrot's ``backend_cls`` is accepted and ignored (leveret is the backend).
     ``transport_options``: ``rpc_timeout``, ``blocked_timeout``, ``max_body_size``,
-    ``client_properties``, ``frame_max``, ``channel_max``, ``protocol`` (``"0-8"``),
-    ``on_blocked``/``on_unblocked`` for the client connection; ``broker`` for ``memory://``;
+    ``client_properties``, ``frame_max``, ``channel_max``, ``protocol`` (``"0-8"``: it has
+    no publisher confirms, so producers need ``confirm=False``, and ``SimpleQueue``, which
+    always confirms, cannot publish), ``on_blocked``/``on_unblocked`` for the client connection; ``broker`` for ``memory://``;
     ``max_retries``/``interval_start``/``interval_step``/``interval_max`` as the retry
     policy of the implicit connect on first use (default: one attempt at each URL).
 

@@ -132,8 +132,8 @@ def lost_connection_error(channel: Any, text: str) -> Exception | None:
 
 class Producer:
     """Publishes messages: ``Producer(channel_or_connection, exchange=None,
-    routing_key="", serializer=None, auto_declare=True, compression=None, on_return=None,
-    confirm=True)``.
+    routing_key=None, serializer=None, auto_declare=None, compression=None, on_return=None,
+    confirm=True, republish=True)`` (None: the class attribute: ``""``, ``True``).
 
     Given a high-level :class:`~leveret.highlevel.Connection`, the producer uses its
     default channel, resolved at the first publish (and again if that channel closed).

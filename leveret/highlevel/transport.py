@@ -209,6 +209,10 @@ class TransportConnection(Protocol):
     transport's :class:`~leveret.highlevel.memory.MemoryConnection`."""
 
     server_properties: dict[str, Any]
+    #: Called with the reason when the broker blocks publishers (``connection.blocked``).
+    on_blocked: Callable[[str], Any] | None
+    #: Called when it unblocks them.
+    on_unblocked: Callable[[], Any] | None
 
     @property
     def is_open(self) -> bool: ...
