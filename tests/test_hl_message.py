@@ -332,6 +332,38 @@ def test_a_compressed_body_of_a_refused_content_type_is_never_decompressed(wire:
         compression.unregister("counted")
 
 
+def test_a_thread_reading_the_body_while_another_decompresses_it_never_sees_it_compressed(wire: Wire) -> None:
+    """The body is decompressed on first use: a second thread asking meanwhile got the
+    compressed bytes (and decode() decoded them) -- now it decompresses too."""
+    import threading
+
+    first_started, release_first = threading.Event(), threading.Event()
+    calls = 0
+
+    def slow_once(body: Any) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            first_started.set()
+            release_first.wait(10)
+        return bytes(body).upper()
+
+    compression.register("slow", bytes, slow_once, "application/x-slow")
+    try:
+        m = wire.deliver(b"text", content_type="text/plain", headers={"compression": "application/x-slow"})
+        seen: list[bytes] = []
+        first = threading.Thread(target=lambda: seen.append(m.body))
+        first.start()
+        assert first_started.wait(10)
+        assert m.body == b"TEXT" and m.payload == "TEXT" and m.errors == []  # not b"text"
+        release_first.set()
+        first.join(10)
+        assert seen == [b"TEXT"] and m.body == b"TEXT"
+    finally:
+        release_first.set()
+        compression.unregister("slow")
+
+
 # ---------------------------------------------------------------------- settlement
 
 

@@ -27,6 +27,7 @@ from leveret.highlevel import (
     Consumer,
     ContentDisallowed,
     DecompressedSizeExceeded,
+    Empty,
     Exchange,
     Message,
     MessageReturned,
@@ -49,6 +50,13 @@ def drain(conn: Connection, until: Any, timeout: float = 5.0) -> None:
             conn.drain_events(timeout=left)
         except TimeoutError:
             pass
+
+
+def _or_none(get_nowait: Any) -> Any:
+    try:
+        return get_nowait()
+    except Empty:
+        return None
 
 
 def eventually_get(get: Any, timeout: float = 5.0) -> Any:
@@ -171,7 +179,12 @@ def test_consumers_take_a_bound_on_decompressed_bodies(hl_conn: Connection, queu
     producer.publish(data)
     simple = hl_conn.SimpleQueue(queue, max_decompressed_size=1000)
     try:
-        message = simple.get(timeout=10)
+        message = eventually_get(lambda: _or_none(simple.get_nowait))  # basic.get: no consumer yet
+        with pytest.raises(DecompressedSizeExceeded):
+            message.decode()
+        message.ack()
+        producer.publish(data)
+        message = simple.get(timeout=10)  # the consumer's way
         with pytest.raises(DecompressedSizeExceeded):
             message.decode()
         message.ack()

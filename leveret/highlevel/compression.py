@@ -20,7 +20,8 @@ types are case-insensitive, and each can be used wherever a method is expected.
 Decompression is bounded: :func:`decompress` stops as soon as the output would exceed
 ``max_size`` (default :data:`DEFAULT_MAX_SIZE`, 1 GiB; ``None`` for no limit) and raises
 :class:`~leveret.highlevel.exceptions.DecompressedSizeExceeded`, so a small malicious body
-costs at most about ``max_size`` bytes of memory before it is refused.  The built-in codecs
+is refused holding about ``max_size`` bytes.  (A body that fits costs twice its size for
+a moment, its pieces and their join, as with the stdlib's one-shot functions.)  The built-in codecs
 stop early; a codec added with :func:`register` is called in one piece and its output
 checked afterwards.  Consumers (``Consumer``, ``SimpleQueue``, ``Queue.get``) take
 ``max_decompressed_size`` to set the bound, and decompress a body only when its content

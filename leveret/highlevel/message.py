@@ -123,19 +123,28 @@ class Message:
             body = bytes(body)
         self._body: bytes = body
         method = self.headers.get(HEADER) if self.headers else None
-        # (method, bound) while the body waits to be decompressed: see _prepare.
-        self._compressed: tuple[str, int | None] | None = (method, max_decompressed_size) if method else None
+        # (body, method, bound) while the body waits to be decompressed: see _prepare.
+        self._compressed: tuple[bytes, str, int | None] | None = (
+            (body, method, max_decompressed_size) if method else None
+        )
 
     def _prepare(self) -> None:
-        """Decompress the body (once), or note in :attr:`errors` why that failed."""
+        """Decompress the body, or note in :attr:`errors` why that failed.  Threads that
+        ask at once may each decompress (the same bytes, to the same result): nobody sees
+        the compressed body as the body meanwhile, since the result is stored before
+        ``_compressed`` is cleared."""
         pending = self._compressed
         if pending is None:
             return
-        self._compressed = None
+        raw, method, bound = pending
         try:
-            self._body = decompress(self._body, pending[0], pending[1])
+            body = decompress(raw, method, bound)
         except Exception as exc:
-            self._errors.append(exc)
+            if self._compressed is pending:
+                self._errors.append(exc)
+        else:
+            self._body = body
+        self._compressed = None
 
     @property
     def body(self) -> bytes:
@@ -308,5 +317,6 @@ class Message:
             where = f" exchange={info.get('exchange')!r} routing_key={info.get('routing_key')!r}"
         return (
             f"<{type(self).__name__} state={self._state} content_type={self.content_type!r} "
-            f"delivery_tag={self.delivery_tag!r} body_length={len(self.body)}{where}>"
+            f"delivery_tag={self.delivery_tag!r} body_length={len(self._body)}"
+            f"{' (compressed)' if self._compressed is not None else ''}{where}>"
         )

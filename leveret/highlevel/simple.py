@@ -206,7 +206,9 @@ class SimpleQueue:
         message = self._next()
         if message is not None:
             return message
-        message = self.queue.get(no_ack=self.no_ack, accept=self.consumer.accept)
+        message = self.queue.get(
+            no_ack=self.no_ack, accept=self.consumer.accept, max_decompressed_size=self._max_decompressed_size,
+        )
         if message is None:
             raise Empty()
         return message  # type: ignore[no-any-return]
