@@ -601,6 +601,21 @@ def test_transport_specific_attributes_are_read_from_the_transport_channel(amqp_
         conn.release()
 
 
+def test_a_delivery_tag_copies_and_pickles_as_the_plain_number() -> None:
+    """A DeliveryTag sits in message.delivery_info: deepcopy and pickle of that must work
+    (the tag holds the transport channel, which neither can take); what comes out is the
+    number, which names no channel."""
+    import copy
+    import pickle
+
+    channel = threading.Lock()  # stands in for a transport channel: copies and pickles neither
+    tag = DeliveryTag(7, channel)
+    assert tag == 7 and tag.channel is channel
+    for clone in (copy.copy(tag), copy.deepcopy({"delivery_tag": tag})["delivery_tag"],
+                  pickle.loads(pickle.dumps(tag))):
+        assert clone == 7 and type(clone) is int
+
+
 def test_release_from_another_thread_is_not_recovered_by_a_draining_thread(amqp_url: str) -> None:
     """A thread in drain_events() sees the transport connection that release() closed:
     that is no loss to recover from.  It reconnected, and waited for ever on a connection

@@ -160,6 +160,10 @@ class DeliveryTag(int):
         self.channel = channel
         return self
 
+    def __reduce__(self) -> tuple[type[int], tuple[int]]:
+        # A copy or a pickle is the plain number: the transport channel stays behind.
+        return int, (int(self),)
+
 
 
 @dataclasses.dataclass
