@@ -777,6 +777,27 @@ def test_close_wakes_a_thread_waiting_in_drain_events(connect: Connect, proxy: T
 
 
 @needs_broker
+@blocking_only  # the blocking driver throws what cuts its wait short into the operation
+def test_an_interrupt_as_a_call_gets_the_request_slot_gives_it_back(connect: Connect, amqp_url: str) -> None:
+    """The wait for a channel's request slot claims it in its predicate: an interrupt
+    thrown into the call right after (as the driver's _run does with what cut its wait
+    short) left the slot taken for ever, and every later request on the channel timed out
+    waiting for 'the channel's previous request'."""
+    conn = connect(amqp_url)
+    ch = conn.channel()
+    ch._rpc_busy = True  # another thread's request is under way
+    op = ch._idle(time.monotonic() + 5, "queue.declare")
+    wait = next(op)
+    ch._give_slot_back()  # that request is done
+    assert wait.predicate()  # the waiting call's look claims the slot ...
+    with pytest.raises(Interrupt):
+        op.throw(Interrupt())  # ... and the interrupt lands before the call goes on
+    assert not ch._rpc_busy
+    assert within(5, ch.queue_declare, "", exclusive=True).queue  # the next request goes through
+    within(5, conn.close)
+
+
+@needs_broker
 @blocking_only  # threads blocked in the blocking driver's socket calls
 @pytest.mark.parametrize("round_", range(5))
 def test_a_close_that_drops_the_socket_under_a_reader_is_no_cut_short_read(

@@ -1028,11 +1028,14 @@ class ChannelBase:
             self._send(method)
             return None
         deadline = self._deadline(timeout)
-        yield from self._idle(deadline, name)
+        claimed = False
         try:
+            yield from self._idle(deadline, name)  # gives the slot back itself if it fails
+            claimed = True
             self._send(method)
         except BaseException:
-            self._give_slot_back()  # not sent
+            if claimed:
+                self._give_slot_back()  # not sent
             raise
         late = self._give_back if name == "basic.get" and not fields.get("no_ack") else None
         return (yield from self._wait_reply(name, deadline, late))
@@ -1062,13 +1065,19 @@ class ChannelBase:
             self._rpc_busy = claimed = True
             return True
 
-        with self.connection._lock:
-            ready = claim()
-        if not ready:
-            yield Wait(
-                claim, deadline, f"the channel's previous request (before {name})",
-                lambda: self._rpc_busy,  # (abandoned requests' replies: those need reading)
-            )
+        try:
+            with self.connection._lock:
+                ready = claim()
+            if not ready:
+                yield Wait(
+                    claim, deadline, f"the channel's previous request (before {name})",
+                    lambda: self._rpc_busy,  # (abandoned requests' replies: those need reading)
+                )
+        except BaseException:
+            # Cut short after the claim (an interrupt as the wait returned): not ours to keep.
+            if claimed:
+                self._give_slot_back()
+            raise
         if not claimed:
             self._raise_closed()
 
@@ -1098,9 +1107,13 @@ class ChannelBase:
 
     def _give_slot_back(self) -> None:
         """Give back the request slot :meth:`_idle` claimed, and wake whoever waits for it
-        (no event from the broker will)."""
-        self._rpc_busy = False
-        self.connection._notify()
+        (no event from the broker will).  Under the connection's lock, where a waiter looks
+        at the slot: else it could see it taken, then free, and go and read instead of
+        waiting for this notice."""
+        conn = self.connection
+        with conn._lock:
+            self._rpc_busy = False
+        conn._notify()
 
     def _publish_now(
         self, msg: Message | bytes | str, exchange: str, routing_key: str, mandatory: bool,
@@ -1389,16 +1402,19 @@ class ChannelBase:
             self._send(method)
             return consumer_tag
         deadline = self._deadline(timeout)
-        yield from self._idle(deadline, "basic.consume")
         # Registered when consume-ok is routed (see _reply), before any delivery runs.
         waiting = (callback, on_cancel, no_ack)
-        self._consume_waiting.append(waiting)
+        claimed = False
         try:
+            yield from self._idle(deadline, "basic.consume")  # gives the slot back itself if it fails
+            claimed = True
+            self._consume_waiting.append(waiting)
             self._send(method)
         except BaseException:
             # Not sent.  (Unless the send failed the connection: _on_closed has emptied the
             # list then, and the send's own error is what the caller must see.)
-            self._give_slot_back()  # not sent
+            if claimed:
+                self._give_slot_back()
             with contextlib.suppress(ValueError):
                 self._consume_waiting.remove(waiting)
             raise

@@ -208,7 +208,10 @@ def parse_url(url: str) -> ConnectionParameters:
     """Parse an AMQP URL into :class:`ConnectionParameters`.
 
     ``amqp://`` defaults to port 5672, ``amqps://`` to 5671 with TLS; user and password
-    default to ``guest``; the host to ``localhost``.
+    default to ``guest``; the host to ``localhost``.  A user name, password, virtual host
+    or option value must percent-encode '/', '?', '#' and '@' as the case may be: an '@'
+    after the host (``amqp://u:p@ss/word@host/``, a password with an '@' and a '/') is
+    refused rather than read as a virtual host, since the real host would follow it.
     """
     if not isinstance(url, str):
         raise URLError(f"an AMQP URL must be a str, not {type(url).__name__}")
