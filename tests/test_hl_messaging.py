@@ -831,7 +831,10 @@ def test_drain_events_returns_while_callbacks_keep_making_deliveries(
     hl_conn: Connection, queue: Queue, how: str
 ) -> None:
     # A callback that requeues its message ("not now") or publishes to its own queue makes
-    # a delivery for the next drain_events: this one returns, within its timeout.
+    # a delivery for the next drain_events: this one returns, within its timeout.  (A
+    # confirmed publish reads the socket while it waits, and may read the delivery it made:
+    # that one waits for the next call too -- it once ran in this one, and the next, for
+    # thousands of rounds.)
     calls = [0]
     stop = [False]
     producer = Producer(hl_conn, queue.exchange, "rk")
@@ -853,7 +856,7 @@ def test_drain_events_returns_while_callbacks_keep_making_deliveries(
             hl_conn.drain_events(timeout=0.5)
         except TimeoutError:
             pass
-        assert time.monotonic() - started < 2 and calls[0] < 1000
+        assert time.monotonic() - started < 2 and calls[0] < 100, calls
         stop[0] = True
         before = calls[0]
         drain(hl_conn, lambda: calls[0] > before)  # the next call runs the next one

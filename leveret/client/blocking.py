@@ -497,7 +497,12 @@ class Connection(ConnectionBase, BlockingDriver):
     def _run_pending(self) -> bool:
         """Run the callbacks of what was received, corked (the acks they send leave
         together); True if any ran (or an event that has no callback to run was handed
-        over, such as a consumer cancelled by the broker)."""
+        over, such as a consumer cancelled by the broker).
+
+        Only what was received before it started: what arrives while the callbacks run --
+        read by a callback's own wait, say a confirmed publish to the queue it consumes
+        from -- waits for the next call, so that a callback that keeps making deliveries
+        for itself cannot keep ``drain_events`` from returning."""
         if not self._pending and not (self._returning and self._has_returns()):
             return False
         # corked() and _uncork(), inline: this runs once per drain_events().
@@ -509,7 +514,9 @@ class Connection(ConnectionBase, BlockingDriver):
             ran = False
             pending = self._pending
             received = Message._received
-            while pending:
+            left = len(pending)
+            while left and pending:  # (another thread's drain_events may take some too)
+                left -= 1
                 ch, item = pending.popleft()
                 if type(item) is MessageReceived:
                     # The usual item, a delivery to a live consumer, run here without the
