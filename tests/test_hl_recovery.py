@@ -15,6 +15,7 @@ the producer reports having republished.
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 import uuid
@@ -680,6 +681,41 @@ def test_memory_transport_recovers_exclusive_queue_and_consumer() -> None:
         producer.publish("two")
         conn.drain_events(timeout=1)
         assert got == ["one", "two"] and conn.recoveries == 1
+    finally:
+        conn.release()
+
+
+def test_recovery_events_do_not_keep_every_lost_transport_connection_alive(caplog: pytest.LogCaptureFixture) -> None:
+    """Each connection_lost event kept the error, whose traceback's frames held the lost
+    transport connection and its channels (about 50 kB each), until 10000 events later.
+    The latest events keep the error itself; older ones a copy without traceback."""
+    import gc
+
+    from leveret.highlevel.memory import MemoryBroker, MemoryConnection
+
+    # (The warning logged per loss names the error: pytest keeps those records, and with
+    # them the errors as raised.  A logging handler that formats and drops them does not.)
+    caplog.set_level(logging.ERROR, logger="leveret")
+    conn = Connection("memory://", transport_options={"broker": MemoryBroker()}, autorecover=True)
+    try:
+        q = Queue(unique(), exclusive=True)
+        got: list[Any] = []
+        Consumer(conn, q, callbacks=[ack_into(got)]).consume()
+        producer = Producer(conn, routing_key=q.name)
+        for i in range(40):
+            producer.publish(i)
+            conn.drain_events(timeout=1)
+            lose_memory_connection(conn)
+        producer.publish("end")
+        conn.drain_events(timeout=1)
+        assert got == [*range(40), "end"] and conn.recoveries == 40
+        gc.collect()
+        alive = sum(type(o) is MemoryConnection for o in gc.get_objects())
+        assert alive <= 8, alive  # the current one, and those the latest events name
+        lost = [e for e in conn.recovery_events if e.kind == "connection_lost"]
+        assert len(lost) == 40 and all(type(e.error) is ConnectionLost for e in lost)
+        assert lost[0].error is not None and lost[0].error.__traceback__ is None
+        assert str(lost[0].error) == str(lost[-1].error)
     finally:
         conn.release()
 

@@ -24,6 +24,7 @@ or kombu's names for them: ``ssl=true`` (TLS, port 5671 unless given), ``connect
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import logging
@@ -31,6 +32,7 @@ import os
 import random
 import threading
 import time
+import traceback
 import weakref
 from collections import deque
 from itertools import count
@@ -360,7 +362,9 @@ class Connection:
         #: with ``autorecover``).
         self.topology = Topology()
         #: What recoveries happened (:class:`~leveret.highlevel.recovery.RecoveryEvent`),
-        #: oldest first; the last 10000 are kept.
+        #: oldest first; the last 10000 are kept.  The latest 16 hold their error as it was
+        #: raised; older ones a copy without traceback (a traceback's frames hold the lost
+        #: transport connection).
         self.recovery_events: deque[RecoveryEvent] = deque(maxlen=10000)
         #: How many recoveries succeeded.
         self.recoveries = 0
@@ -717,7 +721,17 @@ class Connection:
                 raise OperationalError(f"recovery of {self.as_uri()} stopped: the connection was released")
 
     def _recovery_event(self, kind: str, error: BaseException | None = None, detail: Any = None) -> None:
-        self.recovery_events.append(RecoveryEvent(kind, error, detail))
+        events = self.recovery_events
+        events.append(RecoveryEvent(kind, error, detail))
+        # An error's traceback holds the frames it passed through, and their variables the
+        # lost transport connection with all its channels -- and the lost connection raises
+        # that same error object again for every later call on it, each time with a new
+        # traceback.  The latest events keep the error itself, for debugging; each older
+        # one a copy without traceback or context, which holds none of that.
+        if len(events) > _WHOLE_ERRORS:
+            old = events[-_WHOLE_ERRORS - 1]
+            if old.error is not None:
+                events[-_WHOLE_ERRORS - 1] = dataclasses.replace(old, error=_detached(old.error))
 
     def _notify(self, name: str, *args: Any) -> None:
         listener = getattr(self, name, None)
@@ -1206,3 +1220,29 @@ class Connection:
 
 
 BrokerConnection = Connection
+
+#: How many of the latest recovery events keep their error object itself.
+_WHOLE_ERRORS = 16
+
+
+def _detached(error: BaseException) -> BaseException:
+    """A copy of ``error`` (same type, arguments and attributes) without traceback, cause
+    or context; ``error`` itself, with its frames' variables dropped, when it cannot be
+    copied faithfully."""
+    try:
+        clone = copy.copy(error)
+        faithful = type(clone) is type(error) and clone is not error and str(clone) == str(error)
+    except Exception:  # noqa: BLE001 - an exception class that does not copy
+        faithful = False
+    if faithful:
+        return clone
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error]
+    while todo:
+        exc = todo.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        todo += (exc.__cause__, exc.__context__)
+    return error
