@@ -192,6 +192,22 @@ def test_consumers_take_a_bound_on_decompressed_bodies(hl_conn: Connection, queu
         simple.close()
 
 
+def test_a_producer_per_message_does_not_grow_the_channels_return_handlers(hl_conn: Connection) -> None:
+    """Unconfirmed producers with on_return register (weakly) with their channel; those of
+    producers gone since were never dropped, and every return walked them all."""
+    import gc
+
+    from leveret.highlevel.messaging import _channel_state
+
+    channel = hl_conn.default_channel
+    for _ in range(200):
+        hl_conn.Producer(confirm=False, on_return=lambda *args: None).publish(
+            b"x", routing_key=unique("nowhere"), mandatory=True)
+    gc.collect()
+    hl_conn.Producer(confirm=False, on_return=lambda *args: None)  # one more prunes
+    assert len(_channel_state(channel).untagged) < 10
+
+
 def test_properties_delivery_mode_expiration_priority(hl_conn: Connection, queue: Queue) -> None:
     transient = Exchange(queue.exchange.name, auto_delete=True, delivery_mode="transient")
     Producer(hl_conn, transient, "rk").publish(b"1")

@@ -720,6 +720,28 @@ def test_recovery_events_do_not_keep_every_lost_transport_connection_alive(caplo
         conn.release()
 
 
+def test_a_consumer_per_message_does_not_grow_the_rename_listeners() -> None:
+    """Each Consumer on an autorecovering connection adds a (weak) rename listener; dead
+    ones were dropped only by a rename, which may never come."""
+    import gc
+
+    from leveret.highlevel.memory import MemoryBroker
+
+    conn = Connection("memory://", transport_options={"broker": MemoryBroker()}, autorecover=True)
+    try:
+        q = Queue(unique())
+        for i in range(300):
+            with conn.Consumer(q, callbacks=[lambda body, m: m.ack()]):
+                pass
+            if i % 50 == 0:
+                gc.collect()
+        gc.collect()
+        conn.Consumer(q, callbacks=[lambda body, m: m.ack()]).cancel()  # one more add prunes
+        assert len(conn.topology._listeners) < 10
+    finally:
+        conn.release()
+
+
 # --------------------------------------------------------------------------- publishes
 
 

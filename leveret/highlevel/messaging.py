@@ -258,8 +258,12 @@ class Producer:
         self._state = state
         self._plain = None if isinstance(channel, RecoveringChannel) else channel
         if not self.confirm and self.on_return is not None:
-            if not any(ref() == self._untagged_return for ref in state.untagged):
-                state.untagged.append(weakref.WeakMethod(self._untagged_return))
+            # (Those of producers gone since are dropped here: a program that makes a
+            # producer per message would grow the list for ever.)
+            live = [ref for ref in state.untagged if ref() is not None]
+            if not any(ref() == self._untagged_return for ref in live):
+                live.append(weakref.WeakMethod(self._untagged_return))
+            state.untagged[:] = live
 
     @property
     def channel(self) -> TransportChannel:

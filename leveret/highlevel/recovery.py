@@ -378,6 +378,9 @@ class Topology:
         else:
             ref = lambda: listener  # noqa: E731
         with self._lock:
+            # Weak ones whose object is gone are dropped here: a Consumer made per message
+            # adds one, and renames that would drop them may never come.
+            self._listeners = [r for r in self._listeners if r() is not None]
             self._listeners.append(ref)
 
     def rename_queue(self, old: str, new: str) -> None:
