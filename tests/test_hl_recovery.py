@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
@@ -702,16 +703,21 @@ def test_recovery_events_do_not_keep_every_lost_transport_connection_alive(caplo
         got: list[Any] = []
         Consumer(conn, q, callbacks=[ack_into(got)]).consume()
         producer = Producer(conn, routing_key=q.name)
+        transports: list[weakref.ref[MemoryConnection]] = []
         for i in range(40):
             producer.publish(i)
             conn.drain_events(timeout=1)
+            transport = conn.connection
+            assert isinstance(transport, MemoryConnection)
+            transports.append(weakref.ref(transport))
+            del transport
             lose_memory_connection(conn)
         producer.publish("end")
         conn.drain_events(timeout=1)
         assert got == [*range(40), "end"] and conn.recoveries == 40
         gc.collect()
-        alive = sum(type(o) is MemoryConnection for o in gc.get_objects())
-        assert alive <= 8, alive  # the current one, and those the latest events name
+        alive = sum(ref() is not None for ref in transports)
+        assert alive <= 8, alive  # those the latest events name
         lost = [e for e in conn.recovery_events if e.kind == "connection_lost"]
         assert len(lost) == 40 and all(type(e.error) is ConnectionLost for e in lost)
         assert lost[0].error is not None and lost[0].error.__traceback__ is None
