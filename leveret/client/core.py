@@ -104,6 +104,7 @@ from ..wire.frames import (
 from ..wire.replies import error_for
 from . import events as ev
 from .events import _message_received, _publish_confirmed
+from .url import encodes_as_utf8
 from .errors import (
     AuthenticationError,
     ChannelClosedError,
@@ -392,7 +393,7 @@ class SansIOConnection:
         for name, text in (("username", username), ("password", password), ("virtual_host", virtual_host)):
             if not isinstance(text, str):
                 raise TypeError(f"{name} must be a str, not {type(text).__name__}")
-            if not _encodes(text):
+            if not encodes_as_utf8(text):
                 # Outside the except clause: the UnicodeEncodeError quotes the value (a
                 # password) and must not ride along as __context__.
                 raise EncodeError(f"{name} is not valid Unicode text (a lone surrogate): it cannot be sent")
@@ -1449,15 +1450,6 @@ class SansIOConnection:
             self._out.append(HEARTBEAT_FRAME)
             self.last_sent = now
         return max(0.05, min(half - (now - self.last_sent), 2 * hb - silent))
-
-
-def _encodes(text: str) -> bool:
-    """Whether ``text`` encodes as UTF-8 (no lone surrogates)."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _negotiate(ours: int, theirs: int) -> int:

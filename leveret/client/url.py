@@ -113,7 +113,7 @@ class ConnectionParameters:
             if not getattr(self, name):
                 raise ValueError(f"connection option {name} must not be empty")
         for name in ("username", "password", "virtual_host"):
-            if not _encodes(getattr(self, name)):
+            if not encodes_as_utf8(getattr(self, name)):
                 # Raised outside the except clause: the UnicodeEncodeError, which quotes the
                 # whole value (a password), must not ride along as __context__.
                 raise ValueError(
@@ -168,8 +168,9 @@ def positive_seconds(name: str, value: Any) -> float:
     return float(value)
 
 
-def _encodes(text: str) -> bool:
-    """Whether ``text`` encodes as UTF-8 (no lone surrogates)."""
+def encodes_as_utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (no lone surrogates): what a user name, password
+    or virtual host must do to be sent."""
     try:
         text.encode()
     except UnicodeEncodeError:
