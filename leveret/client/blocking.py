@@ -209,9 +209,10 @@ class Connection(ConnectionBase, BlockingDriver):
     override the URL (``host``, ``port``, ``username``, ``password``, ``virtual_host``,
     ``heartbeat``, ``frame_max``, ``channel_max``, ``connection_timeout``,
     ``auth_mechanism``, ``ssl``, ``cacertfile``, ``certfile``, ``keyfile``, ``verify``,
-    ``check_hostname``, ``server_name_indication``, ``protocol``).  Further options: ``ssl_context`` (used as
-    given), ``blocked_timeout`` (how long a publish waits while the broker blocks the
-    connection), ``rpc_timeout`` (default deadline of every synchronous call),
+    ``check_hostname``, ``server_name_indication``, ``protocol``).  Further options:
+    ``ssl_context`` (used as given), ``blocked_timeout`` (how long a publish waits while
+    the broker blocks the connection), ``rpc_timeout`` (default deadline of every
+    synchronous call),
     ``max_body_size`` (incoming), ``client_properties``, ``on_blocked(reason)`` and
     ``on_unblocked()`` callbacks.  Options are checked here, as strictly as a URL's:
     ``TypeError`` or ``ValueError`` naming the option.  The three default timeouts must be

@@ -273,8 +273,9 @@ class Connection:
     URL's parts: ``userid``, ``password``, ``virtual_host``, ``port``, ``ssl`` (True, a
     dict of kombu's ``ca_certs``/``certfile``/``keyfile``/``cert_reqs``/``server_hostname``/
     ``check_hostname`` -- False skips the host-name check only, the chain is still
-    verified unless ``cert_reqs`` is ``CERT_NONE`` -- or an ``ssl.SSLContext``), ``connect_timeout`` (seconds; None = the URL's
-    ``connection_timeout``, else 5), ``heartbeat`` (seconds; None =
+    verified unless ``cert_reqs`` is ``CERT_NONE`` -- or an ``ssl.SSLContext``),
+    ``connect_timeout`` (seconds; None = the URL's ``connection_timeout``, else 5),
+    ``heartbeat`` (seconds; None =
     the URL's or the client's default of 60 -- the client's I/O thread sends and checks
     heartbeats by itself, so they cost nothing; 0 leaves the choice to the broker, as
     AMQP's tuning rule says), ``login_method``.
@@ -283,7 +284,8 @@ class Connection:
     ``transport_options``: ``rpc_timeout``, ``blocked_timeout``, ``max_body_size``,
     ``client_properties``, ``frame_max``, ``channel_max``, ``protocol`` (``"0-8"``: it has
     no publisher confirms, so producers need ``confirm=False``, and ``SimpleQueue``, which
-    always confirms, cannot publish), ``on_blocked``/``on_unblocked`` for the client connection; ``broker`` for ``memory://``;
+    always confirms, cannot publish), ``on_blocked``/``on_unblocked`` for the client
+    connection; ``broker`` for ``memory://``;
     ``max_retries``/``interval_start``/``interval_step``/``interval_max`` as the retry
     policy of the implicit connect on first use (default: one attempt at each URL).
 

@@ -45,8 +45,9 @@ Errors are RabbitMQ's, with its reply codes and texts: a channel error closes th
 only (``NotFound``, ``PreconditionFailed``, ``ResourceLocked``, ``AccessRefused``); a
 connection error (``CommandInvalid``, ``NotAllowed``, ``AMQPNotImplemented``, and
 ``InternalError`` where RabbitMQ 3.10's channel crashes: a server-named queue of an unknown
-``x-queue-type``, an ``x-max-age`` without digits) closes the connection.  As on the wire, an asynchronous method (``basic_publish``, ``basic_ack``...)
-that fails returns normally and closes the channel; the next call on it raises the error.
+``x-queue-type``, an ``x-max-age`` without digits) closes the connection.  As on the wire,
+an asynchronous method (``basic_publish``, ``basic_ack``...) that fails returns normally
+and closes the channel; the next call on it raises the error.
 
 Threads: one lock guards a broker and all its connections; each connection waits on its own
 condition of that lock.  Deliveries are handed to the consumer's connection at once (as

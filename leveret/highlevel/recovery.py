@@ -165,7 +165,6 @@ class DeliveryTag(int):
         return int, (int(self),)
 
 
-
 @dataclasses.dataclass
 class RecordedExchange:
     """An ``exchange.declare`` the broker accepted."""
@@ -1184,9 +1183,7 @@ def _stamping(callback: Callable[[Any], Any] | None) -> Callable[[Any], Any] | N
         return None
 
     def deliver(message: Any) -> Any:
-        tag = message.delivery_tag
-        if tag is not None:
-            message.set_delivery_tag(DeliveryTag(tag, message.channel))
+        _stamp(message)
         return callback(message)
 
     return deliver
