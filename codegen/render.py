@@ -19,6 +19,13 @@ HEADER = "# GENERATED FILE - DO NOT EDIT. Regenerate with: python -m codegen\n"
 WIDTH = 99
 # Method and properties classes sit two levels deep (container class, then their own).
 _W = WIDTH - 8
+# Every generated __init__ takes its fields by keyword only, through a guard rather than
+# ``*,``: see leveret.wire._base.KeywordsOnly for why.
+_KEYWORDS_GUARD = ["self", "_positional: _KeywordsOnly = _KEYWORDS_ONLY", "/"]
+_KEYWORDS_CHECK = [
+    "    if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly",
+    "        raise _positional_error(self)",
+]
 
 _STRUCT_CODE = {"octet": "B", "short": "H", "long": "I", "longlong": "Q", "timestamp": "Q"}
 _STRUCT_SIZE = {"B": 1, "H": 2, "I": 4, "Q": 8}
@@ -617,10 +624,11 @@ class _VersionRenderer:
             for f in m.fields:
                 out.append(f"{snake(f.name)}: {_ATTR_TYPE[f.type]}")
             out.append("")
-            params = ["self", "*"] + [
+            params = [*_KEYWORDS_GUARD] + [
                 f"{snake(f.name)}: {_PARAM_TYPE[f.type]} = {_DEFAULT[f.type]}" for f in m.fields
             ]
             out.extend(_wrapped(0, "def __init__(", params, ") -> None:", width=_W))
+            out.extend(_KEYWORDS_CHECK)
             for f in m.fields:
                 a = snake(f.name)
                 if f.type == "longstr":
@@ -681,11 +689,12 @@ class _VersionRenderer:
             for p, a in zip(props, attrs):
                 out.append(f"{a}: {_PROPERTY_TYPE.get(p.type, _ATTR_TYPE[p.type] + ' | None')}")
             out.append("")
-            params = ["self", "*"] + [
+            params = [*_KEYWORDS_GUARD] + [
                 f"{a}: {_PROPERTY_TYPE.get(p.type, _ATTR_TYPE[p.type] + ' | None')} = None"
                 for p, a in zip(props, attrs)
             ]
             out.extend(_wrapped(0, "def __init__(", params, ") -> None:", width=_W))
+            out.extend(_KEYWORDS_CHECK)
             for a in attrs:
                 out.append(f"    self.{a} = {a}")
 
@@ -891,6 +900,7 @@ class _VersionRenderer:
             "",
             "from . import replies",
             "from ._base import END as _END",
+            "from ._base import KEYWORDS_ONLY as _KEYWORDS_ONLY",
             "from ._base import OCTETS as _OCTETS",
             "from ._base import OCTETS_END as _OCTETS_END",
             "from ._base import SHORTSTRS as _SHORTSTRS",
@@ -900,8 +910,10 @@ class _VersionRenderer:
             "from ._base import decode_error as _decode_error",
             "from ._base import encode_error as _encode_error",
             "from ._base import frame_error as _frame_error",
+            "from ._base import KeywordsOnly as _KeywordsOnly",
             "from ._base import int_to_timestamp as _int_to_timestamp",
             "from ._base import longstr_bytes as _longstr_bytes",
+            "from ._base import positional_error as _positional_error",
             "from ._base import shortstr as _shortstr",
             "from ._base import skip_flag_words as _skip_flag_words",
             "from ._base import timestamp_to_int as _timestamp_to_int",

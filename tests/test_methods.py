@@ -439,9 +439,19 @@ def test_module_level_api() -> None:
 
 
 def test_keyword_only_construction_and_defaults() -> None:
-    with pytest.raises(TypeError):
-        declare: Any = amqp0_9_1.Queue.Declare
+    # Queue.Declare's first field is reserved: Declare("q", True) would put "q" there.
+    declare: Any = amqp0_9_1.Queue.Declare
+    with pytest.raises(TypeError, match=r"Queue\.Declare\(\) takes its fields as keyword"):
         declare("q", True)
+    with pytest.raises(TypeError, match="reserved_1, queue, passive"):
+        declare("q")
+    with pytest.raises(TypeError):  # the guard is not a field, by any name
+        declare(_positional="q")
+    properties: Any = amqp0_8.Basic.Properties
+    with pytest.raises(TypeError, match=r"Basic\.Properties\(\) takes"):
+        properties("text/plain")
+    with pytest.raises(TypeError):
+        properties(None, content_type="text/plain")
     q = amqp0_9_1.Queue.Declare()
     assert (q.queue, q.durable, q.arguments, q.reserved_1) == ("", False, None, 0)
     assert amqp0_9_1.Basic.Properties().headers is None

@@ -167,6 +167,22 @@ def channels(reader: FrameReader) -> list[int]:
     assert revealed_without_errors(tmp_path, source) == ["leveret.wire.frames.Frame"]
 
 
+def test_a_type_checker_refuses_positional_fields(tmp_path: Path) -> None:
+    # The generated classes take fields by keyword only, through a guard parameter
+    # (leveret.wire._base.KeywordsOnly) rather than ``*,``: mypy must still refuse a
+    # positional call, and accept the keyword one.
+    result = mypy(tmp_path, (
+        "from leveret.wire.amqp0_9_1 import Basic, Queue\n"
+        "ok = Queue.Declare(queue='q', durable=True)\n"
+        "props = Basic.Properties(content_type='text/plain', delivery_mode=2)\n"
+        "bad = Queue.Declare('q', True)\n"
+        "bad_props = Basic.Properties('text/plain')\n"
+    ))
+    errors = [line for line in result.stdout.splitlines() if "error:" in line]
+    assert [line.split(":")[1] for line in errors] == ["4", "5"], result.stdout
+    assert all("[arg-type]" in line for line in errors), result.stdout
+
+
 def test_the_returns_a_failed_flush_reports_are_typed(tmp_path: Path) -> None:
     # Producer.flush() documents .returned on what it raises: user code reads it.
     source = '''

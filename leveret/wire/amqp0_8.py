@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from . import replies
 from ._base import END as _END
+from ._base import KEYWORDS_ONLY as _KEYWORDS_ONLY
 from ._base import OCTETS as _OCTETS
 from ._base import OCTETS_END as _OCTETS_END
 from ._base import SHORTSTRS as _SHORTSTRS
@@ -23,8 +24,10 @@ from ._base import cached_shortstr as _cached_shortstr
 from ._base import decode_error as _decode_error
 from ._base import encode_error as _encode_error
 from ._base import frame_error as _frame_error
+from ._base import KeywordsOnly as _KeywordsOnly
 from ._base import int_to_timestamp as _int_to_timestamp
 from ._base import longstr_bytes as _longstr_bytes
+from ._base import positional_error as _positional_error
 from ._base import shortstr as _shortstr
 from ._base import skip_flag_words as _skip_flag_words
 from ._base import timestamp_to_int as _timestamp_to_int
@@ -303,13 +306,16 @@ class Connection:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             version_major: int = 0,
             version_minor: int = 0,
             server_properties: dict[str, Any] | None = None,
             mechanisms: bytes | str = b"",
             locales: bytes | str = b"",
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.version_major = version_major
             self.version_minor = version_minor
             self.server_properties = server_properties
@@ -394,12 +400,15 @@ class Connection:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             client_properties: dict[str, Any] | None = None,
             mechanism: str = "",
             response: bytes | str = b"",
             locale: str = "",
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.client_properties = client_properties
             self.mechanism = mechanism
             if isinstance(response, str):
@@ -480,7 +489,14 @@ class Connection:
 
         challenge: bytes
 
-        def __init__(self, *, challenge: bytes | str = b"") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            challenge: bytes | str = b"",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             if isinstance(challenge, str):
                 challenge = _longstr_bytes(challenge, "connection.secure", "challenge")
             self.challenge = challenge
@@ -531,7 +547,14 @@ class Connection:
 
         response: bytes
 
-        def __init__(self, *, response: bytes | str = b"") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            response: bytes | str = b"",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             if isinstance(response, str):
                 response = _longstr_bytes(response, "connection.secure-ok", "response")
             self.response = response
@@ -586,11 +609,14 @@ class Connection:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             channel_max: int = 0,
             frame_max: int = 0,
             heartbeat: int = 0,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.channel_max = channel_max
             self.frame_max = frame_max
             self.heartbeat = heartbeat
@@ -656,11 +682,14 @@ class Connection:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             channel_max: int = 0,
             frame_max: int = 0,
             heartbeat: int = 0,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.channel_max = channel_max
             self.frame_max = frame_max
             self.heartbeat = heartbeat
@@ -727,11 +756,14 @@ class Connection:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             virtual_host: str = "",
             capabilities: str = "",
             insist: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.virtual_host = virtual_host
             self.capabilities = capabilities
             self.insist = insist
@@ -798,7 +830,14 @@ class Connection:
 
         known_hosts: str
 
-        def __init__(self, *, known_hosts: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            known_hosts: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.known_hosts = known_hosts
 
         def encode(self) -> bytes:
@@ -848,7 +887,15 @@ class Connection:
         host: str
         known_hosts: str
 
-        def __init__(self, *, host: str = "", known_hosts: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            host: str = "",
+            known_hosts: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.host = host
             self.known_hosts = known_hosts
 
@@ -911,12 +958,15 @@ class Connection:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reply_code: int = 0,
             reply_text: str = "",
             class_id: int = 0,
             method_id: int = 0,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reply_code = reply_code
             self.reply_text = reply_text
             self.class_id = class_id
@@ -1013,7 +1063,14 @@ class Channel:
 
         out_of_band: str
 
-        def __init__(self, *, out_of_band: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            out_of_band: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.out_of_band = out_of_band
 
         def encode(self) -> bytes:
@@ -1091,7 +1148,14 @@ class Channel:
 
         active: bool
 
-        def __init__(self, *, active: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            active: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.active = active
 
         def encode(self) -> bytes:
@@ -1140,7 +1204,14 @@ class Channel:
 
         active: bool
 
-        def __init__(self, *, active: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            active: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.active = active
 
         def encode(self) -> bytes:
@@ -1193,11 +1264,14 @@ class Channel:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reply_code: int = 0,
             reply_text: str = "",
             details: dict[str, Any] | None = None,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reply_code = reply_code
             self.reply_text = reply_text
             self.details = details
@@ -1260,12 +1334,15 @@ class Channel:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reply_code: int = 0,
             reply_text: str = "",
             class_id: int = 0,
             method_id: int = 0,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reply_code = reply_code
             self.reply_text = reply_text
             self.class_id = class_id
@@ -1370,7 +1447,8 @@ class Access:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             realm: str = "",
             exclusive: bool = False,
             passive: bool = False,
@@ -1378,6 +1456,8 @@ class Access:
             write: bool = False,
             read: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.realm = realm
             self.exclusive = exclusive
             self.passive = passive
@@ -1445,7 +1525,14 @@ class Access:
 
         ticket: int
 
-        def __init__(self, *, ticket: int = 0) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            ticket: int = 0,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.ticket = ticket
 
         def encode(self) -> bytes:
@@ -1526,7 +1613,8 @@ class Exchange:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             ticket: int = 0,
             exchange: str = "",
             type: str = "",
@@ -1537,6 +1625,8 @@ class Exchange:
             nowait: bool = False,
             arguments: dict[str, Any] | None = None,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.ticket = ticket
             self.exchange = exchange
             self.type = type
@@ -1661,12 +1751,15 @@ class Exchange:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             ticket: int = 0,
             exchange: str = "",
             if_unused: bool = False,
             nowait: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.ticket = ticket
             self.exchange = exchange
             self.if_unused = if_unused
@@ -1782,7 +1875,8 @@ class Queue:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             ticket: int = 0,
             queue: str = "",
             passive: bool = False,
@@ -1792,6 +1886,8 @@ class Queue:
             nowait: bool = False,
             arguments: dict[str, Any] | None = None,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.ticket = ticket
             self.queue = queue
             self.passive = passive
@@ -1877,11 +1973,14 @@ class Queue:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             queue: str = "",
             message_count: int = 0,
             consumer_count: int = 0,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.queue = queue
             self.message_count = message_count
             self.consumer_count = consumer_count
@@ -1949,7 +2048,8 @@ class Queue:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             ticket: int = 0,
             queue: str = "",
             exchange: str = "",
@@ -1957,6 +2057,8 @@ class Queue:
             nowait: bool = False,
             arguments: dict[str, Any] | None = None,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.ticket = ticket
             self.queue = queue
             self.exchange = exchange
@@ -2070,7 +2172,16 @@ class Queue:
         queue: str
         nowait: bool
 
-        def __init__(self, *, ticket: int = 0, queue: str = "", nowait: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            ticket: int = 0,
+            queue: str = "",
+            nowait: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.ticket = ticket
             self.queue = queue
             self.nowait = nowait
@@ -2131,7 +2242,14 @@ class Queue:
 
         message_count: int
 
-        def __init__(self, *, message_count: int = 0) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            message_count: int = 0,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.message_count = message_count
 
         def encode(self) -> bytes:
@@ -2190,13 +2308,16 @@ class Queue:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             ticket: int = 0,
             queue: str = "",
             if_unused: bool = False,
             if_empty: bool = False,
             nowait: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.ticket = ticket
             self.queue = queue
             self.if_unused = if_unused
@@ -2260,7 +2381,14 @@ class Queue:
 
         message_count: int
 
-        def __init__(self, *, message_count: int = 0) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            message_count: int = 0,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.message_count = message_count
 
         def encode(self) -> bytes:
@@ -2323,11 +2451,14 @@ class Basic:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             prefetch_size: int = 0,
             prefetch_count: int = 0,
             global_: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.prefetch_size = prefetch_size
             self.prefetch_count = prefetch_count
             self.global_ = global_
@@ -2442,7 +2573,8 @@ class Basic:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             ticket: int = 0,
             queue: str = "",
             consumer_tag: str = "",
@@ -2451,6 +2583,8 @@ class Basic:
             exclusive: bool = False,
             nowait: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.ticket = ticket
             self.queue = queue
             self.consumer_tag = consumer_tag
@@ -2531,7 +2665,14 @@ class Basic:
 
         consumer_tag: str
 
-        def __init__(self, *, consumer_tag: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            consumer_tag: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.consumer_tag = consumer_tag
 
         def encode(self) -> bytes:
@@ -2582,7 +2723,15 @@ class Basic:
         consumer_tag: str
         nowait: bool
 
-        def __init__(self, *, consumer_tag: str = "", nowait: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            consumer_tag: str = "",
+            nowait: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.consumer_tag = consumer_tag
             self.nowait = nowait
 
@@ -2641,7 +2790,14 @@ class Basic:
 
         consumer_tag: str
 
-        def __init__(self, *, consumer_tag: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            consumer_tag: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.consumer_tag = consumer_tag
 
         def encode(self) -> bytes:
@@ -2697,13 +2853,16 @@ class Basic:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             ticket: int = 0,
             exchange: str = "",
             routing_key: str = "",
             mandatory: bool = False,
             immediate: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.ticket = ticket
             self.exchange = exchange
             self.routing_key = routing_key
@@ -2875,12 +3034,15 @@ class Basic:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reply_code: int = 0,
             reply_text: str = "",
             exchange: str = "",
             routing_key: str = "",
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reply_code = reply_code
             self.reply_text = reply_text
             self.exchange = exchange
@@ -3049,13 +3211,16 @@ class Basic:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             consumer_tag: str = "",
             delivery_tag: int = 0,
             redelivered: bool = False,
             exchange: str = "",
             routing_key: str = "",
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.consumer_tag = consumer_tag
             self.delivery_tag = delivery_tag
             self.redelivered = redelivered
@@ -3223,7 +3388,16 @@ class Basic:
         queue: str
         no_ack: bool
 
-        def __init__(self, *, ticket: int = 0, queue: str = "", no_ack: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            ticket: int = 0,
+            queue: str = "",
+            no_ack: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.ticket = ticket
             self.queue = queue
             self.no_ack = no_ack
@@ -3291,13 +3465,16 @@ class Basic:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             delivery_tag: int = 0,
             redelivered: bool = False,
             exchange: str = "",
             routing_key: str = "",
             message_count: int = 0,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.delivery_tag = delivery_tag
             self.redelivered = redelivered
             self.exchange = exchange
@@ -3452,7 +3629,14 @@ class Basic:
 
         cluster_id: str
 
-        def __init__(self, *, cluster_id: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            cluster_id: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.cluster_id = cluster_id
 
         def encode(self) -> bytes:
@@ -3502,7 +3686,15 @@ class Basic:
         delivery_tag: int
         multiple: bool
 
-        def __init__(self, *, delivery_tag: int = 0, multiple: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            delivery_tag: int = 0,
+            multiple: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.delivery_tag = delivery_tag
             self.multiple = multiple
 
@@ -3564,7 +3756,15 @@ class Basic:
         delivery_tag: int
         requeue: bool
 
-        def __init__(self, *, delivery_tag: int = 0, requeue: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            delivery_tag: int = 0,
+            requeue: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.delivery_tag = delivery_tag
             self.requeue = requeue
 
@@ -3625,7 +3825,14 @@ class Basic:
 
         requeue: bool
 
-        def __init__(self, *, requeue: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            requeue: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.requeue = requeue
 
         def encode(self) -> bytes:
@@ -3733,7 +3940,8 @@ class Basic:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             content_type: str | None = None,
             content_encoding: str | None = None,
             headers: dict[str, Any] | None = None,
@@ -3749,6 +3957,8 @@ class Basic:
             app_id: str | None = None,
             cluster_id: str | None = None,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.content_type = content_type
             self.content_encoding = content_encoding
             self.headers = headers
@@ -4008,11 +4218,14 @@ class File:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             prefetch_size: int = 0,
             prefetch_count: int = 0,
             global_: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.prefetch_size = prefetch_size
             self.prefetch_count = prefetch_count
             self.global_ = global_
@@ -4127,7 +4340,8 @@ class File:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             ticket: int = 0,
             queue: str = "",
             consumer_tag: str = "",
@@ -4136,6 +4350,8 @@ class File:
             exclusive: bool = False,
             nowait: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.ticket = ticket
             self.queue = queue
             self.consumer_tag = consumer_tag
@@ -4216,7 +4432,14 @@ class File:
 
         consumer_tag: str
 
-        def __init__(self, *, consumer_tag: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            consumer_tag: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.consumer_tag = consumer_tag
 
         def encode(self) -> bytes:
@@ -4267,7 +4490,15 @@ class File:
         consumer_tag: str
         nowait: bool
 
-        def __init__(self, *, consumer_tag: str = "", nowait: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            consumer_tag: str = "",
+            nowait: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.consumer_tag = consumer_tag
             self.nowait = nowait
 
@@ -4326,7 +4557,14 @@ class File:
 
         consumer_tag: str
 
-        def __init__(self, *, consumer_tag: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            consumer_tag: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.consumer_tag = consumer_tag
 
         def encode(self) -> bytes:
@@ -4377,7 +4615,15 @@ class File:
         identifier: str
         content_size: int
 
-        def __init__(self, *, identifier: str = "", content_size: int = 0) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            identifier: str = "",
+            content_size: int = 0,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.identifier = identifier
             self.content_size = content_size
 
@@ -4430,7 +4676,14 @@ class File:
 
         staged_size: int
 
-        def __init__(self, *, staged_size: int = 0) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            staged_size: int = 0,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.staged_size = staged_size
 
         def encode(self) -> bytes:
@@ -4517,7 +4770,8 @@ class File:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             ticket: int = 0,
             exchange: str = "",
             routing_key: str = "",
@@ -4525,6 +4779,8 @@ class File:
             immediate: bool = False,
             identifier: str = "",
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.ticket = ticket
             self.exchange = exchange
             self.routing_key = routing_key
@@ -4612,12 +4868,15 @@ class File:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reply_code: int = 0,
             reply_text: str = "",
             exchange: str = "",
             routing_key: str = "",
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reply_code = reply_code
             self.reply_text = reply_text
             self.exchange = exchange
@@ -4794,7 +5053,8 @@ class File:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             consumer_tag: str = "",
             delivery_tag: int = 0,
             redelivered: bool = False,
@@ -4802,6 +5062,8 @@ class File:
             routing_key: str = "",
             identifier: str = "",
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.consumer_tag = consumer_tag
             self.delivery_tag = delivery_tag
             self.redelivered = redelivered
@@ -4885,7 +5147,15 @@ class File:
         delivery_tag: int
         multiple: bool
 
-        def __init__(self, *, delivery_tag: int = 0, multiple: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            delivery_tag: int = 0,
+            multiple: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.delivery_tag = delivery_tag
             self.multiple = multiple
 
@@ -4947,7 +5217,15 @@ class File:
         delivery_tag: int
         requeue: bool
 
-        def __init__(self, *, delivery_tag: int = 0, requeue: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            delivery_tag: int = 0,
+            requeue: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.delivery_tag = delivery_tag
             self.requeue = requeue
 
@@ -5046,7 +5324,8 @@ class File:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             content_type: str | None = None,
             content_encoding: str | None = None,
             headers: dict[str, Any] | None = None,
@@ -5057,6 +5336,8 @@ class File:
             timestamp: datetime | int | None = None,
             cluster_id: str | None = None,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.content_type = content_type
             self.content_encoding = content_encoding
             self.headers = headers
@@ -5256,12 +5537,15 @@ class Stream:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             prefetch_size: int = 0,
             prefetch_count: int = 0,
             consume_rate: int = 0,
             global_: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.prefetch_size = prefetch_size
             self.prefetch_count = prefetch_count
             self.consume_rate = consume_rate
@@ -5375,7 +5659,8 @@ class Stream:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             ticket: int = 0,
             queue: str = "",
             consumer_tag: str = "",
@@ -5383,6 +5668,8 @@ class Stream:
             exclusive: bool = False,
             nowait: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.ticket = ticket
             self.queue = queue
             self.consumer_tag = consumer_tag
@@ -5460,7 +5747,14 @@ class Stream:
 
         consumer_tag: str
 
-        def __init__(self, *, consumer_tag: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            consumer_tag: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.consumer_tag = consumer_tag
 
         def encode(self) -> bytes:
@@ -5511,7 +5805,15 @@ class Stream:
         consumer_tag: str
         nowait: bool
 
-        def __init__(self, *, consumer_tag: str = "", nowait: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            consumer_tag: str = "",
+            nowait: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.consumer_tag = consumer_tag
             self.nowait = nowait
 
@@ -5570,7 +5872,14 @@ class Stream:
 
         consumer_tag: str
 
-        def __init__(self, *, consumer_tag: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            consumer_tag: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.consumer_tag = consumer_tag
 
         def encode(self) -> bytes:
@@ -5626,13 +5935,16 @@ class Stream:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             ticket: int = 0,
             exchange: str = "",
             routing_key: str = "",
             mandatory: bool = False,
             immediate: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.ticket = ticket
             self.exchange = exchange
             self.routing_key = routing_key
@@ -5804,12 +6116,15 @@ class Stream:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reply_code: int = 0,
             reply_text: str = "",
             exchange: str = "",
             routing_key: str = "",
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reply_code = reply_code
             self.reply_text = reply_text
             self.exchange = exchange
@@ -5977,12 +6292,15 @@ class Stream:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             consumer_tag: str = "",
             delivery_tag: int = 0,
             exchange: str = "",
             queue: str = "",
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.consumer_tag = consumer_tag
             self.delivery_tag = delivery_tag
             self.exchange = exchange
@@ -6154,13 +6472,16 @@ class Stream:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             content_type: str | None = None,
             content_encoding: str | None = None,
             headers: dict[str, Any] | None = None,
             priority: int | None = None,
             timestamp: datetime | int | None = None,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.content_type = content_type
             self.content_encoding = content_encoding
             self.headers = headers
@@ -6508,7 +6829,14 @@ class Dtx:
 
         dtx_identifier: str
 
-        def __init__(self, *, dtx_identifier: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            dtx_identifier: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.dtx_identifier = dtx_identifier
 
         def encode(self) -> bytes:
@@ -6592,7 +6920,14 @@ class Tunnel:
 
         meta_data: dict[str, Any] | None
 
-        def __init__(self, *, meta_data: dict[str, Any] | None = None) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            meta_data: dict[str, Any] | None = None,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.meta_data = meta_data
 
         def encode(self) -> bytes:
@@ -6663,13 +6998,16 @@ class Tunnel:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             headers: dict[str, Any] | None = None,
             proxy_name: str | None = None,
             data_name: str | None = None,
             durable: int | None = None,
             broadcast: int | None = None,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.headers = headers
             self.proxy_name = proxy_name
             self.data_name = data_name
@@ -6789,13 +7127,16 @@ class Test:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             integer_1: int = 0,
             integer_2: int = 0,
             integer_3: int = 0,
             integer_4: int = 0,
             operation: int = 0,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.integer_1 = integer_1
             self.integer_2 = integer_2
             self.integer_3 = integer_3
@@ -6875,7 +7216,14 @@ class Test:
 
         result: int
 
-        def __init__(self, *, result: int = 0) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            result: int = 0,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.result = result
 
         def encode(self) -> bytes:
@@ -6931,11 +7279,14 @@ class Test:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             string_1: str = "",
             string_2: bytes | str = b"",
             operation: int = 0,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.string_1 = string_1
             if isinstance(string_2, str):
                 string_2 = _longstr_bytes(string_2, "test.string", "string_2")
@@ -7005,7 +7356,14 @@ class Test:
 
         result: bytes
 
-        def __init__(self, *, result: bytes | str = b"") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            result: bytes | str = b"",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             if isinstance(result, str):
                 result = _longstr_bytes(result, "test.string-ok", "result")
             self.result = result
@@ -7060,11 +7418,14 @@ class Test:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             table: dict[str, Any] | None = None,
             integer_op: int = 0,
             string_op: int = 0,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.table = table
             self.integer_op = integer_op
             self.string_op = string_op
@@ -7120,7 +7481,15 @@ class Test:
         integer_result: int
         string_result: bytes
 
-        def __init__(self, *, integer_result: int = 0, string_result: bytes | str = b"") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            integer_result: int = 0,
+            string_result: bytes | str = b"",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.integer_result = integer_result
             if isinstance(string_result, str):
                 string_result = _longstr_bytes(string_result, "test.table-ok", "string_result")
@@ -7205,7 +7574,14 @@ class Test:
 
         content_checksum: int
 
-        def __init__(self, *, content_checksum: int = 0) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            content_checksum: int = 0,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.content_checksum = content_checksum
 
         def encode(self) -> bytes:

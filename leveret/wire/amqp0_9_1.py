@@ -15,6 +15,7 @@ from typing import Any
 
 from . import replies
 from ._base import END as _END
+from ._base import KEYWORDS_ONLY as _KEYWORDS_ONLY
 from ._base import OCTETS as _OCTETS
 from ._base import OCTETS_END as _OCTETS_END
 from ._base import SHORTSTRS as _SHORTSTRS
@@ -24,8 +25,10 @@ from ._base import cached_shortstr as _cached_shortstr
 from ._base import decode_error as _decode_error
 from ._base import encode_error as _encode_error
 from ._base import frame_error as _frame_error
+from ._base import KeywordsOnly as _KeywordsOnly
 from ._base import int_to_timestamp as _int_to_timestamp
 from ._base import longstr_bytes as _longstr_bytes
+from ._base import positional_error as _positional_error
 from ._base import shortstr as _shortstr
 from ._base import skip_flag_words as _skip_flag_words
 from ._base import timestamp_to_int as _timestamp_to_int
@@ -276,13 +279,16 @@ class Connection:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             version_major: int = 0,
             version_minor: int = 0,
             server_properties: dict[str, Any] | None = None,
             mechanisms: bytes | str = b"",
             locales: bytes | str = b"",
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.version_major = version_major
             self.version_minor = version_minor
             self.server_properties = server_properties
@@ -367,12 +373,15 @@ class Connection:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             client_properties: dict[str, Any] | None = None,
             mechanism: str = "",
             response: bytes | str = b"",
             locale: str = "",
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.client_properties = client_properties
             self.mechanism = mechanism
             if isinstance(response, str):
@@ -453,7 +462,14 @@ class Connection:
 
         challenge: bytes
 
-        def __init__(self, *, challenge: bytes | str = b"") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            challenge: bytes | str = b"",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             if isinstance(challenge, str):
                 challenge = _longstr_bytes(challenge, "connection.secure", "challenge")
             self.challenge = challenge
@@ -504,7 +520,14 @@ class Connection:
 
         response: bytes
 
-        def __init__(self, *, response: bytes | str = b"") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            response: bytes | str = b"",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             if isinstance(response, str):
                 response = _longstr_bytes(response, "connection.secure-ok", "response")
             self.response = response
@@ -559,11 +582,14 @@ class Connection:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             channel_max: int = 0,
             frame_max: int = 0,
             heartbeat: int = 0,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.channel_max = channel_max
             self.frame_max = frame_max
             self.heartbeat = heartbeat
@@ -629,11 +655,14 @@ class Connection:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             channel_max: int = 0,
             frame_max: int = 0,
             heartbeat: int = 0,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.channel_max = channel_max
             self.frame_max = frame_max
             self.heartbeat = heartbeat
@@ -701,11 +730,14 @@ class Connection:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             virtual_host: str = "",
             reserved_1: str = "",
             reserved_2: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.virtual_host = virtual_host
             self.reserved_1 = reserved_1
             self.reserved_2 = reserved_2
@@ -772,7 +804,14 @@ class Connection:
 
         reserved_1: str
 
-        def __init__(self, *, reserved_1: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            reserved_1: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reserved_1 = reserved_1
 
         def encode(self) -> bytes:
@@ -828,12 +867,15 @@ class Connection:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reply_code: int = 0,
             reply_text: str = "",
             class_id: int = 0,
             method_id: int = 0,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reply_code = reply_code
             self.reply_text = reply_text
             self.class_id = class_id
@@ -922,7 +964,14 @@ class Connection:
 
         reason: str
 
-        def __init__(self, *, reason: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            reason: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reason = reason
 
         def encode(self) -> bytes:
@@ -1002,7 +1051,15 @@ class Connection:
         new_secret: bytes
         reason: str
 
-        def __init__(self, *, new_secret: bytes | str = b"", reason: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            new_secret: bytes | str = b"",
+            reason: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             if isinstance(new_secret, str):
                 new_secret = _longstr_bytes(new_secret, "connection.update-secret", "new_secret")
             self.new_secret = new_secret
@@ -1099,7 +1156,14 @@ class Channel:
 
         reserved_1: str
 
-        def __init__(self, *, reserved_1: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            reserved_1: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reserved_1 = reserved_1
 
         def encode(self) -> bytes:
@@ -1148,7 +1212,14 @@ class Channel:
 
         reserved_1: bytes
 
-        def __init__(self, *, reserved_1: bytes | str = b"") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            reserved_1: bytes | str = b"",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             if isinstance(reserved_1, str):
                 reserved_1 = _longstr_bytes(reserved_1, "channel.open-ok", "reserved_1")
             self.reserved_1 = reserved_1
@@ -1199,7 +1270,14 @@ class Channel:
 
         active: bool
 
-        def __init__(self, *, active: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            active: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.active = active
 
         def encode(self) -> bytes:
@@ -1248,7 +1326,14 @@ class Channel:
 
         active: bool
 
-        def __init__(self, *, active: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            active: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.active = active
 
         def encode(self) -> bytes:
@@ -1304,12 +1389,15 @@ class Channel:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reply_code: int = 0,
             reply_text: str = "",
             class_id: int = 0,
             method_id: int = 0,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reply_code = reply_code
             self.reply_text = reply_text
             self.class_id = class_id
@@ -1428,7 +1516,8 @@ class Exchange:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reserved_1: int = 0,
             exchange: str = "",
             type: str = "",
@@ -1439,6 +1528,8 @@ class Exchange:
             no_wait: bool = False,
             arguments: dict[str, Any] | None = None,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reserved_1 = reserved_1
             self.exchange = exchange
             self.type = type
@@ -1563,12 +1654,15 @@ class Exchange:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reserved_1: int = 0,
             exchange: str = "",
             if_unused: bool = False,
             no_wait: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reserved_1 = reserved_1
             self.exchange = exchange
             self.if_unused = if_unused
@@ -1666,7 +1760,8 @@ class Exchange:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reserved_1: int = 0,
             destination: str = "",
             source: str = "",
@@ -1674,6 +1769,8 @@ class Exchange:
             no_wait: bool = False,
             arguments: dict[str, Any] | None = None,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reserved_1 = reserved_1
             self.destination = destination
             self.source = source
@@ -1793,7 +1890,8 @@ class Exchange:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reserved_1: int = 0,
             destination: str = "",
             source: str = "",
@@ -1801,6 +1899,8 @@ class Exchange:
             no_wait: bool = False,
             arguments: dict[str, Any] | None = None,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reserved_1 = reserved_1
             self.destination = destination
             self.source = source
@@ -1938,7 +2038,8 @@ class Queue:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reserved_1: int = 0,
             queue: str = "",
             passive: bool = False,
@@ -1948,6 +2049,8 @@ class Queue:
             no_wait: bool = False,
             arguments: dict[str, Any] | None = None,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reserved_1 = reserved_1
             self.queue = queue
             self.passive = passive
@@ -2033,11 +2136,14 @@ class Queue:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             queue: str = "",
             message_count: int = 0,
             consumer_count: int = 0,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.queue = queue
             self.message_count = message_count
             self.consumer_count = consumer_count
@@ -2105,7 +2211,8 @@ class Queue:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reserved_1: int = 0,
             queue: str = "",
             exchange: str = "",
@@ -2113,6 +2220,8 @@ class Queue:
             no_wait: bool = False,
             arguments: dict[str, Any] | None = None,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reserved_1 = reserved_1
             self.queue = queue
             self.exchange = exchange
@@ -2231,13 +2340,16 @@ class Queue:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reserved_1: int = 0,
             queue: str = "",
             exchange: str = "",
             routing_key: str = "",
             arguments: dict[str, Any] | None = None,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reserved_1 = reserved_1
             self.queue = queue
             self.exchange = exchange
@@ -2346,7 +2458,16 @@ class Queue:
         queue: str
         no_wait: bool
 
-        def __init__(self, *, reserved_1: int = 0, queue: str = "", no_wait: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            reserved_1: int = 0,
+            queue: str = "",
+            no_wait: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reserved_1 = reserved_1
             self.queue = queue
             self.no_wait = no_wait
@@ -2407,7 +2528,14 @@ class Queue:
 
         message_count: int
 
-        def __init__(self, *, message_count: int = 0) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            message_count: int = 0,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.message_count = message_count
 
         def encode(self) -> bytes:
@@ -2466,13 +2594,16 @@ class Queue:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reserved_1: int = 0,
             queue: str = "",
             if_unused: bool = False,
             if_empty: bool = False,
             no_wait: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reserved_1 = reserved_1
             self.queue = queue
             self.if_unused = if_unused
@@ -2536,7 +2667,14 @@ class Queue:
 
         message_count: int
 
-        def __init__(self, *, message_count: int = 0) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            message_count: int = 0,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.message_count = message_count
 
         def encode(self) -> bytes:
@@ -2599,11 +2737,14 @@ class Basic:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             prefetch_size: int = 0,
             prefetch_count: int = 0,
             global_: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.prefetch_size = prefetch_size
             self.prefetch_count = prefetch_count
             self.global_ = global_
@@ -2721,7 +2862,8 @@ class Basic:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reserved_1: int = 0,
             queue: str = "",
             consumer_tag: str = "",
@@ -2731,6 +2873,8 @@ class Basic:
             no_wait: bool = False,
             arguments: dict[str, Any] | None = None,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reserved_1 = reserved_1
             self.queue = queue
             self.consumer_tag = consumer_tag
@@ -2817,7 +2961,14 @@ class Basic:
 
         consumer_tag: str
 
-        def __init__(self, *, consumer_tag: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            consumer_tag: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.consumer_tag = consumer_tag
 
         def encode(self) -> bytes:
@@ -2868,7 +3019,15 @@ class Basic:
         consumer_tag: str
         no_wait: bool
 
-        def __init__(self, *, consumer_tag: str = "", no_wait: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            consumer_tag: str = "",
+            no_wait: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.consumer_tag = consumer_tag
             self.no_wait = no_wait
 
@@ -2927,7 +3086,14 @@ class Basic:
 
         consumer_tag: str
 
-        def __init__(self, *, consumer_tag: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            consumer_tag: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.consumer_tag = consumer_tag
 
         def encode(self) -> bytes:
@@ -2983,13 +3149,16 @@ class Basic:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reserved_1: int = 0,
             exchange: str = "",
             routing_key: str = "",
             mandatory: bool = False,
             immediate: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reserved_1 = reserved_1
             self.exchange = exchange
             self.routing_key = routing_key
@@ -3161,12 +3330,15 @@ class Basic:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             reply_code: int = 0,
             reply_text: str = "",
             exchange: str = "",
             routing_key: str = "",
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reply_code = reply_code
             self.reply_text = reply_text
             self.exchange = exchange
@@ -3335,13 +3507,16 @@ class Basic:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             consumer_tag: str = "",
             delivery_tag: int = 0,
             redelivered: bool = False,
             exchange: str = "",
             routing_key: str = "",
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.consumer_tag = consumer_tag
             self.delivery_tag = delivery_tag
             self.redelivered = redelivered
@@ -3509,7 +3684,16 @@ class Basic:
         queue: str
         no_ack: bool
 
-        def __init__(self, *, reserved_1: int = 0, queue: str = "", no_ack: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            reserved_1: int = 0,
+            queue: str = "",
+            no_ack: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reserved_1 = reserved_1
             self.queue = queue
             self.no_ack = no_ack
@@ -3577,13 +3761,16 @@ class Basic:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             delivery_tag: int = 0,
             redelivered: bool = False,
             exchange: str = "",
             routing_key: str = "",
             message_count: int = 0,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.delivery_tag = delivery_tag
             self.redelivered = redelivered
             self.exchange = exchange
@@ -3738,7 +3925,14 @@ class Basic:
 
         reserved_1: str
 
-        def __init__(self, *, reserved_1: str = "") -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            reserved_1: str = "",
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.reserved_1 = reserved_1
 
         def encode(self) -> bytes:
@@ -3788,7 +3982,15 @@ class Basic:
         delivery_tag: int
         multiple: bool
 
-        def __init__(self, *, delivery_tag: int = 0, multiple: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            delivery_tag: int = 0,
+            multiple: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.delivery_tag = delivery_tag
             self.multiple = multiple
 
@@ -3850,7 +4052,15 @@ class Basic:
         delivery_tag: int
         requeue: bool
 
-        def __init__(self, *, delivery_tag: int = 0, requeue: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            delivery_tag: int = 0,
+            requeue: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.delivery_tag = delivery_tag
             self.requeue = requeue
 
@@ -3911,7 +4121,14 @@ class Basic:
 
         requeue: bool
 
-        def __init__(self, *, requeue: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            requeue: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.requeue = requeue
 
         def encode(self) -> bytes:
@@ -3961,7 +4178,14 @@ class Basic:
 
         requeue: bool
 
-        def __init__(self, *, requeue: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            requeue: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.requeue = requeue
 
         def encode(self) -> bytes:
@@ -4042,11 +4266,14 @@ class Basic:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             delivery_tag: int = 0,
             multiple: bool = False,
             requeue: bool = False,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.delivery_tag = delivery_tag
             self.multiple = multiple
             self.requeue = requeue
@@ -4168,7 +4395,8 @@ class Basic:
 
         def __init__(
             self,
-            *,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
             content_type: str | None = None,
             content_encoding: str | None = None,
             headers: dict[str, Any] | None = None,
@@ -4184,6 +4412,8 @@ class Basic:
             app_id: str | None = None,
             cluster_id: str | None = None,
         ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.content_type = content_type
             self.content_encoding = content_encoding
             self.headers = headers
@@ -4618,7 +4848,14 @@ class Confirm:
 
         nowait: bool
 
-        def __init__(self, *, nowait: bool = False) -> None:
+        def __init__(
+            self,
+            _positional: _KeywordsOnly = _KEYWORDS_ONLY,
+            /,
+            nowait: bool = False,
+        ) -> None:
+            if _positional is not _KEYWORDS_ONLY:  # keywords only: see _base.KeywordsOnly
+                raise _positional_error(self)
             self.nowait = nowait
 
         def encode(self) -> bytes:
