@@ -6,13 +6,15 @@ import array
 import copy
 import pickle
 import struct
+import traceback
 from datetime import datetime, timezone
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from leveret.wire import amqp0_8, amqp0_9_1
+from leveret.wire import UndecodableProperties, amqp0_8, amqp0_9_1
+from leveret.wire.fields import MAX_DEPTH
 from leveret.wire.errors import (
     DecodeError,
     EncodeError,
@@ -273,10 +275,15 @@ def test_bad_input(data: bytes, error: type[RemoteProtocolError] | None, code: i
         reader.next_frame()
     assert type(info.value) is error
     assert info.value.reply_code == code
-    # the reader stays broken, h11 style
+    # the reader stays broken, h11 style: later calls raise a copy caused by the error
     assert reader.error is info.value
-    with pytest.raises(error):
-        reader.next_frame()
+    for _ in range(100):
+        with pytest.raises(error) as again:
+            reader.next_frame()
+        assert again.value.__cause__ is reader.error and str(again.value) == str(reader.error)
+        assert again.value.reply_code == code
+    # each raise starts its own traceback: retrying does not grow the kept one
+    assert len(traceback.extract_tb(again.value.__traceback__)) < 10
     with pytest.raises(error):
         reader.read_frames()
     with pytest.raises(error):
@@ -315,6 +322,89 @@ def test_frame_max_can_be_raised() -> None:
     assert reader.frame_max == 131072
 
 
+def nested_table(depth: int) -> bytes:
+    """A field table holding a table holding a table... ``depth`` tables in all, built by
+    hand (``encode_table`` refuses to nest deeper than MAX_DEPTH)."""
+    table = b"\x00\x00\x00\x00"
+    for _ in range(depth - 1):
+        body = b"\x01a" + b"F" + table
+        table = struct.pack(">I", len(body)) + body
+    return table
+
+
+def header_with(channel: int, values: bytes, flags: int = 0x2000, body_size: int = 3) -> bytes:
+    """A basic content header frame whose property flags and values are given as bytes."""
+    return frame(2, channel, struct.pack(">HHQH", 60, 0, body_size, flags) + values)
+
+
+@pytest.mark.parametrize("combine", [False, True])
+def test_undecodable_properties_break_a_strict_reader_only(combine: bool) -> None:
+    deliver = amqp0_9_1.Basic.Deliver(consumer_tag="c", delivery_tag=7, routing_key="q")
+    poison = [
+        nested_table(MAX_DEPTH + 6),  # deeper than leveret reads; pika reads it
+        struct.pack(">I", 6) + b"\x01aZ\x00\x00\x00",  # no type letter Z
+        struct.pack(">I", 9) + b"\x01aS\x00\x00\x00\x09",  # a string running past the table
+    ]
+    good = content_frames(1, deliver, amqp0_9_1.Basic.Properties(content_type="t"), b"abc", 4096)
+    assert isinstance(good, bytes)
+    for values in poison:
+        data = method_frame(1, deliver) + header_with(1, values) + frame(3, 1, b"abc") + good
+        # By default (the wire layer for protocol testing): a DecodeError, the reader broken.
+        reader = FrameReader(amqp0_9_1, combine_content=combine)
+        frames = reader.read_frames(data)
+        with pytest.raises(DecodeError):
+            reader.read_frames()
+        assert [type(f) for f in frames] == [MethodFrame]
+        # Lenient (the client's): that one header is returned as it came; the rest reads on.
+        reader = FrameReader(amqp0_9_1, combine_content=combine, lenient_properties=True)
+        frames = reader.read_frames(data)
+        assert [type(f) for f in frames] == [MethodFrame, HeaderFrame, BodyFrame] + (
+            [ContentFrame] if combine else [MethodFrame, HeaderFrame, BodyFrame]
+        )
+        header = frames[1]
+        assert isinstance(header, HeaderFrame) and header.body_size == 3
+        props = header.properties
+        assert isinstance(props, UndecodableProperties) and props.class_id == 60
+        assert props.raw == struct.pack(">H", 0x2000) + values and props.encode() == props.raw
+        assert isinstance(props.error, DecodeError)
+        assert "UndecodableProperties(class_id=60" in repr(props)
+        assert reader.error is None and reader.read_frames() == []
+        last = frames[-1] if combine else frames[-2]
+        assert isinstance(last, (ContentFrame, HeaderFrame))
+        assert last.properties == amqp0_9_1.Basic.Properties(content_type="t")
+    # A frame that is itself unsound still breaks even a lenient reader.
+    reader = FrameReader(amqp0_9_1, lenient_properties=True)
+    with pytest.raises(FrameError):
+        reader.read_frames(header_with(1, b"")[:-1] + b"\x00")
+
+
+def test_header_frames_may_be_as_large_as_header_frame_max() -> None:
+    # RabbitMQ sends a publisher's content header whole, whatever frame_max its consumer
+    # negotiated: the client accepts headers up to the frame_max the broker offered.
+    big = amqp0_9_1.Basic.Properties(headers={"h": "x" * 10_000})
+    header = header_frame(1, 60, 3, big)
+    assert 10_000 < len(header) < 10_100
+    strict = FrameReader(amqp0_9_1, frame_max=4096)
+    with pytest.raises(FrameTooLarge, match="exceeds frame_max 4096"):
+        strict.read_frames(header)
+    reader = FrameReader(amqp0_9_1, frame_max=4096, header_frame_max=131072)
+    assert reader.header_frame_max == 131072
+    [read] = reader.read_frames(header)
+    assert isinstance(read, HeaderFrame) and read.properties == big
+    # only header frames: a body or method frame that large is still refused
+    with pytest.raises(FrameTooLarge, match="exceeds frame_max 4096"):
+        reader.read_frames(body_frame(1, b"b" * 5000))
+    reader = FrameReader(amqp0_9_1, frame_max=4096, header_frame_max=8192)
+    with pytest.raises(FrameTooLarge, match="the 8192 bytes the broker offered"):
+        reader.read_frames(header)
+    # below frame_max it changes nothing
+    reader = FrameReader(amqp0_9_1, frame_max=131072, header_frame_max=4096)
+    assert reader.header_frame_max == 131072
+    assert reader.read_frames(header) == [read]
+    with pytest.raises(ValueError):
+        FrameReader(amqp0_9_1, header_frame_max=0)
+
+
 def test_frames_before_an_error_are_returned_by_next_frame() -> None:
     reader = FrameReader(amqp0_9_1)
     reader.feed(HEARTBEAT_FRAME + frame(9, 0, b""))
@@ -335,7 +425,7 @@ def test_frames_before_an_error_are_returned_by_read_frames_too() -> None:
     for call in (reader.read_frames, lambda: reader.read_frames(HEARTBEAT_FRAME), reader.next_frame):
         with pytest.raises(FrameError) as raised:
             call()
-        assert raised.value is reader.error
+        assert raised.value.__cause__ is reader.error and str(raised.value) == str(reader.error)
     # A bad frame first: raised at once, as ever.
     reader = FrameReader(amqp0_9_1)
     with pytest.raises(FrameError):

@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Iterator, Mapping
 
 from . import amqp0_9_1, replies
-from ._base import ContentProperties, Method
+from ._base import ContentProperties, Method, UndecodableProperties
 from .errors import (
     AMQPError,
     DecodeError,
@@ -56,6 +56,7 @@ __all__ = [
     # generated-code bases
     "Method",
     "ContentProperties",
+    "UndecodableProperties",
     # errors
     "LeveretError",
     "ProtocolError",

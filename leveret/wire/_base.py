@@ -32,6 +32,7 @@ __all__ = [
     "SHORTSTRS",
     "shortstr",
     "cached_shortstr",
+    "UndecodableProperties",
     "KeywordsOnly",
     "KEYWORDS_ONLY",
     "positional_error",
@@ -211,6 +212,53 @@ def positional_error(obj: _Fields) -> TypeError:
         f"{type(obj).__qualname__}() takes its fields as keyword arguments only, "
         f"in wire order: {', '.join(obj.FIELDS)}"
     )
+
+
+class UndecodableProperties(ContentProperties):
+    """In a :class:`~leveret.wire.frames.HeaderFrame` in place of the properties when they
+    did not decode (only from a reader made with ``lenient_properties=True``).
+
+    The frame itself was sound -- its size, class id and frame-end octet -- but the property
+    values were not: a field table nested deeper than :data:`~leveret.wire.fields.MAX_DEPTH`,
+    an unknown type letter, a length running past the frame.  A broker passes what a
+    publisher sent through unread, so such a header says nothing about the connection: the
+    client reports that one message and carries on.  ``raw`` holds the property flags and
+    values as received, ``error`` the :class:`DecodeError` they raised.  It has none of the
+    properties' attributes; :meth:`encode` gives ``raw`` back (so a proxy or a test can send
+    them on as they came).
+    """
+
+    __slots__ = ("class_id", "raw", "error")
+
+    NAME = "undecodable properties"
+
+    def __init__(self, class_id: int, raw: bytes, error: DecodeError) -> None:
+        self.class_id = class_id
+        self.raw = raw
+        self.error = error
+
+    def encode(self) -> bytes:
+        return self.raw
+
+    def encode_values(self) -> tuple[int, bytes]:
+        flags = int.from_bytes(self.raw[:2], "big")
+        if len(self.raw) < 2 or flags & 1:
+            raise EncodeError(
+                "undecodable properties with more than one flags word cannot be split into "
+                "flags and values (encode() gives them whole)"
+            )
+        return flags, self.raw[2:]
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not UndecodableProperties:
+            return NotImplemented
+        return (self.class_id, self.raw) == (other.class_id, other.raw)
+
+    def __repr__(self) -> str:
+        return (
+            f"UndecodableProperties(class_id={self.class_id}, {len(self.raw)} bytes: "
+            f"{self.error})"
+        )
 
 
 class Lenient(bytes):

@@ -40,6 +40,7 @@ from .errors import (
     FrameTooLarge,
     RemoteProtocolError,
     UnknownMethod,
+    again,
 )
 
 if TYPE_CHECKING:
@@ -159,7 +160,9 @@ class MethodFrame(Frame):
 class HeaderFrame(Frame):
     """A content header frame: the content's class id, total body size and properties.
 
-    The weight field (always 0) is dropped when reading and written as 0.
+    The weight field (always 0) is dropped when reading and written as 0.  From a reader
+    made with ``lenient_properties=True``, ``properties`` may be an
+    :class:`~leveret.wire.UndecodableProperties`.
     """
 
     __slots__ = ("class_id", "body_size", "properties")
@@ -267,6 +270,18 @@ class FrameReader:
     With ``combine_content=True``, a content-carrying method frame whose header frame and
     body frames are already buffered behind it comes out as one :class:`ContentFrame`
     instead of three (or more) frames; see :meth:`_combine` for exactly when.
+
+    Two allowances for what brokers do, both off unless asked for (the client core asks):
+
+    * ``header_frame_max``: the largest *content header* frame accepted, when larger than
+      ``frame_max``.  RabbitMQ does not split a content header over frames (the spec has no
+      way to), so a consumer that negotiated a smaller ``frame_max`` than a publisher's gets
+      that publisher's headers whole: pika and py-amqp read them.  The client accepts
+      headers up to the ``frame_max`` the broker offered, which is what the broker accepts
+      from publishers.
+    * ``lenient_properties=True``: a header frame that is sound but whose properties do not
+      decode comes out with an :class:`~leveret.wire.UndecodableProperties` in place of its properties,
+      instead of breaking the reader (see there).
     """
 
     __slots__ = (
@@ -279,15 +294,25 @@ class FrameReader:
         "_pending",
         "_pending_size",
         "_error",
+        "_header_frame_max",
         "combine_content",
+        "lenient_properties",
     )
 
     def __init__(
-        self, spec: ModuleType, frame_max: int = FRAME_MIN_SIZE, combine_content: bool = False
+        self,
+        spec: ModuleType,
+        frame_max: int = FRAME_MIN_SIZE,
+        combine_content: bool = False,
+        *,
+        header_frame_max: int | None = None,
+        lenient_properties: bool = False,
     ) -> None:
         self.spec = spec
         #: Return a whole content as one :class:`ContentFrame` when it is all buffered.
         self.combine_content = combine_content
+        #: Return undecodable properties as :class:`UndecodableProperties` (see the class).
+        self.lenient_properties = lenient_properties
         # The bound ``decode`` of each class, keyed as on the wire: looking up a classmethod
         # builds a bound method on every call, and this is done for every frame.  A method
         # carrying content comes with the ``decode`` of its class's properties, for
@@ -304,6 +329,9 @@ class FrameReader:
         }
         self._frame_max = FRAME_MIN_SIZE
         self.frame_max = frame_max
+        self._header_frame_max = 0
+        if header_frame_max is not None:
+            self.header_frame_max = header_frame_max
         # Unconsumed input is ``_buf[_pos:]`` followed by the chunks in ``_pending``.  Chunks
         # are only joined into ``_buf`` once a whole frame (or a whole frame header) is
         # there, so a big frame arriving in many small pieces is copied once, not once per
@@ -328,6 +356,18 @@ class FrameReader:
         self._frame_max = value
 
     @property
+    def header_frame_max(self) -> int:
+        """The largest content header frame accepted: ``frame_max`` unless set higher (see
+        the class)."""
+        return max(self._frame_max, self._header_frame_max)
+
+    @header_frame_max.setter
+    def header_frame_max(self, value: int) -> None:
+        if not isinstance(value, int) or value < FRAME_OVERHEAD:
+            raise ValueError(f"header_frame_max must be an int of at least 8, not {value!r}")
+        self._header_frame_max = value
+
+    @property
     def buffered(self) -> int:
         """How many received bytes are held, not yet returned as frames."""
         return len(self._buf) - self._pos + self._pending_size
@@ -343,7 +383,7 @@ class FrameReader:
         Raises the reader's earlier error, if it has one.
         """
         if self._error is not None:
-            raise self._error
+            raise again(self._error)
         if data:
             if type(data) is not bytes:
                 data = bytes(data)
@@ -398,7 +438,7 @@ class FrameReader:
         # and every one passes through here, so the frame objects are filled in directly
         # (``_new`` and slot stores, without a call to ``__init__``).
         if self._error is not None:
-            raise self._error
+            raise again(self._error)
         # ``out.append(frame)``, not a saved ``append``: 3.11 runs the method form inline
         # (no call at all), which the bound method cannot be.
         out: list[Frame] = []
@@ -435,11 +475,10 @@ class FrameReader:
                         continue
                     frame_type, channel, size = _unpack_frame_header(buf, pos)
                     index = -1  # a method frame this short is reported below
-                if size > max_size:
-                    raise FrameTooLarge(
-                        f"frame of {size + 8} bytes on channel {channel} exceeds "
-                        f"frame_max {max_size + 8}"
-                    )
+                if size > max_size and (
+                    frame_type != FRAME_HEADER or size > self._header_frame_max - 8
+                ):
+                    raise self._too_large(frame_type, channel, size)
                 end = start + size
                 if end >= limit:
                     if limit - pos + self._pending_size < size + 8:
@@ -567,12 +606,19 @@ class FrameReader:
                         )
                     try:
                         properties = decode_properties(buf, start + 12, end)
-                    except RemoteProtocolError:
-                        raise
-                    except _SLIPS as exc:
-                        raise DecodeError(
+                    except (DecodeError, *_SLIPS) as exc:
+                        error = exc if isinstance(exc, DecodeError) else DecodeError(
                             f"content properties of class {class_id}: {exc}"
-                        ) from exc
+                        )
+                        if not self.lenient_properties:
+                            if error is exc:
+                                raise
+                            raise error from exc
+                        from ._base import UndecodableProperties  # (an import cycle at the top)
+
+                        properties = UndecodableProperties(
+                            class_id, bytes(buf[start + 12 : end]), error
+                        )
                     frame = _new(HeaderFrame)
                     frame.channel = channel
                     frame.class_id = class_id
@@ -600,6 +646,17 @@ class FrameReader:
             raise
         self._pos = pos
         return out
+
+    def _too_large(self, frame_type: int, channel: int, size: int) -> FrameTooLarge:
+        limit = self._frame_max
+        if frame_type == FRAME_HEADER and self._header_frame_max > limit:
+            return FrameTooLarge(
+                f"content header frame of {size + 8} bytes on channel {channel} exceeds "
+                f"the {self._header_frame_max} bytes the broker offered as frame_max"
+            )
+        return FrameTooLarge(
+            f"frame of {size + 8} bytes on channel {channel} exceeds frame_max {limit}"
+        )
 
     def _unknown_method(self, buf: bytes, start: int) -> RemoteProtocolError:
         class_id, method_id = _unpack_ids(buf, start)
