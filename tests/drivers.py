@@ -187,7 +187,7 @@ class AsyncDriven:
         # A callback's error (MessageTooLargeError...) came before what was queued after it:
         # raise it first, as the blocking driver would.  (The driver keeps it in a private
         # attribute until its drain_events raises it.)
-        if self._ready and self._target._callback_error is None:
+        if self._ready and not self._target._callback_errors:
             return
         await self._target.drain_events(timeout)
 

@@ -146,3 +146,52 @@ def interrupt_after_deliveries(core: Any, interrupt: Callable[[], Any]) -> list[
 
     core.receive_data = cut_short
     return fired
+
+
+def raised_again(raised: BaseException, kept: BaseException) -> bool:
+    """Whether ``raised`` is ``kept``, an error a connection or reader keeps and raises on
+    every later call: ``kept`` itself the first time, then a copy of it caused by it (see
+    leveret.wire.errors.again), so that retries do not grow its traceback."""
+    return raised is kept or (
+        type(raised) is type(kept) and raised.__cause__ is kept and str(raised) == str(kept)
+    )
+
+
+def publish_raw_properties(url: str, routing_key: str, raw_properties: bytes, body: bytes) -> None:
+    """Publish ``body`` to the default exchange with a content header whose property flags
+    and values are ``raw_properties``, bytes as they go on the wire: what another client
+    could send that leveret's own encoder would refuse (a table nested deeper than it
+    writes, say).  A few lines of driver over the sans-IO core, with the properties
+    object that stands for undecodable ones (its ``encode()`` gives its bytes back)."""
+    import socket
+
+    from leveret.client import events as ev
+    from leveret.client import parse_url
+    from leveret.client.core import SansIOConnection
+    from leveret.wire import UndecodableProperties
+    from leveret.wire.errors import DecodeError
+
+    params = parse_url(url)
+    core = SansIOConnection(
+        username=params.username, password=params.password, virtual_host=params.virtual_host,
+        protocol=params.protocol,
+    )
+    with socket.create_connection((params.host, params.port), timeout=10) as sock:
+
+        def until(kind: type) -> None:
+            deadline = time.monotonic() + 10
+            while True:
+                data = core.data_to_send()
+                if data:
+                    sock.sendall(data)
+                assert time.monotonic() < deadline, f"no {kind.__name__} from the broker"
+                if any(isinstance(e, kind) for e in core.receive_data(sock.recv(65536))):
+                    return
+
+        until(ev.ConnectionOpened)
+        channel = core.open_channel()
+        until(ev.ChannelOpened)
+        properties = UndecodableProperties(60, raw_properties, DecodeError("raw"))
+        core.publish(channel, core.method("basic.publish", routing_key=routing_key), properties, body)
+        core.close()
+        until(ev.ConnectionClosed)

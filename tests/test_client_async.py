@@ -30,6 +30,7 @@ from leveret.client import (
     ConnectionClosedError,
     ConnectionLost,
     Message,
+    MessageTooLargeError,
     NotFound,
     PreconditionFailed,
 )
@@ -467,6 +468,46 @@ def test_slow_consumer_pauses_reading_and_loses_nothing(broker: Broker) -> None:
     run(main())
 
 
+def test_read_ahead_of_big_messages_is_bounded_in_bytes(broker: Broker) -> None:
+    # Bounded by count alone, a callback awaiting something let the connection read a
+    # whole queue of 1 MiB messages into memory (200 MiB in the trial; up to 20 GiB).
+    total = 60
+    body = b"m" * (1024 * 1024)
+
+    async def main() -> None:
+        conn = AsyncConnection(broker.url)
+        conn.read_ahead_bytes = 8 * 1024 * 1024
+        async with conn:
+            ch = await conn.channel()
+            ok = await ch.queue_declare("", exclusive=True)
+            assert ok is not None
+            await ch.confirm_select()
+            for _ in range(total):
+                await ch.basic_publish(body, routing_key=ok.queue)
+            await ch.wait_for_confirms(30)
+            most = 0
+            got = 0
+            done = asyncio.Event()
+
+            async def slow(message: Message) -> None:
+                nonlocal most, got
+                got += 1
+                if got == 1:
+                    for _ in range(20):  # 2 s, in which the socket is read meanwhile
+                        await asyncio.sleep(0.1)
+                        most = max(most, sum(len(item.body) for _, item in conn._pending))
+                if got == total:
+                    done.set()
+
+            await ch.basic_consume(ok.queue, callback=slow, no_ack=True)
+            await asyncio.wait_for(done.wait(), 30)
+            # one socket read past the mark at most, and a message being assembled
+            assert conn.read_ahead_bytes / 2 < most <= conn.read_ahead_bytes + 2 * len(body)
+            assert conn.is_open
+
+    run(main())
+
+
 async def backlog(conn: AsyncConnection, ch: AsyncChannel, queue: str, total: int) -> None:
     """Put ``total`` 1 KiB messages in ``queue``: more than one socket read's worth, so that
     a consumer of it gets far more than a small ``read_ahead`` at once."""
@@ -653,6 +694,83 @@ def test_drain_events_raises_what_a_callback_raised(broker: Broker) -> None:
             with pytest.raises(TimeoutError):
                 await conn.drain_events(timeout=0.2)
             assert conn.is_open
+
+    run(main())
+
+
+def test_every_discarded_delivery_and_callback_error_is_raised_once_in_order(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Only the first waiting error was kept: a second oversized delivery was only logged,
+    # as "a callback failed", and its delivery tag never reached the program, which could
+    # not reject it (unacknowledged for ever; with a prefetch limit, a stalled consumer).
+    async def main() -> None:
+        async with AsyncConnection(broker.url, max_body_size=1000) as conn:
+            ch = await conn.channel()
+            ok = await ch.queue_declare("", exclusive=True)
+            assert ok is not None
+            for body in (b"a" * 2000, b"b" * 3000, b"boom", b"c" * 4000, b"small"):
+                await ch.basic_publish(body, routing_key=ok.queue)
+            assert await ready(ch, ok.queue, 5) == 5
+            got: list[bytes] = []
+
+            def callback(message: Message) -> None:
+                if message.body == b"boom":
+                    raise ValueError("boom")
+                got.append(message.body)
+                message.ack()
+
+            await ch.basic_consume(ok.queue, callback=callback)
+            await asyncio.sleep(0.5)  # all five have come and been handled by now
+            raised: list[BaseException] = []
+            while True:
+                try:
+                    await conn.drain_events(timeout=0.5)
+                except (MessageTooLargeError, ValueError) as exc:
+                    raised.append(exc)
+                    if isinstance(exc, MessageTooLargeError):
+                        assert exc.delivery_tag is not None
+                        ch.basic_reject(exc.delivery_tag, requeue=False)
+                except TimeoutError:
+                    break
+            assert [getattr(e, "delivery_tag", str(e)) for e in raised] == [1, 2, "boom", 4]
+            assert got == [b"small"]
+            assert await ready(ch, ok.queue, 0) == 0
+            assert conn.is_open
+
+    with caplog.at_level("WARNING", logger="leveret.client"):
+        run(main())
+    # a discarded message is not "a callback failed": no callback ran
+    assert [r.getMessage().startswith("leveret: a callback failed") for r in caplog.records] == [
+        False, False, True, False
+    ]
+
+
+def test_polling_an_idle_connection_keeps_no_waiters(broker: Broker) -> None:
+    # Each drain_events that timed out left its future in the connection's waiter list,
+    # which only an event from the broker emptied (heartbeats do not): a consumer polling
+    # an idle queue grew by a future per poll, about 12 MiB a day at one per second.
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            ok = await ch.queue_declare("", exclusive=True)
+            assert ok is not None
+            await ch.basic_consume(ok.queue, callback=lambda m: None, no_ack=True)
+            for _ in range(200):
+                with pytest.raises(TimeoutError):
+                    await conn.drain_events(timeout=0.001)
+            assert len(conn._waiters) == 0
+            # cancelled waits, too
+            for _ in range(20):
+                task = asyncio.ensure_future(conn.drain_events(timeout=30))
+                await asyncio.sleep(0.001)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            assert len(conn._waiters) == 0
+            # and a wait still ends when its event comes
+            await ch.basic_publish(b"x", routing_key=ok.queue)
+            await conn.drain_events(timeout=5)
 
     run(main())
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import struct
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -19,8 +20,9 @@ import pytest
 
 from broker import PrivateNode
 from drivers import NewConnection, blocking_only
-from helpers import unique, with_options
-from leveret.client import Channel, Connection, Message, MessageTooLargeError
+from helpers import publish_raw_properties, unique, with_options, within
+from leveret.client import Channel, Connection, Message, MessageDecodeError, MessageTooLargeError
+from leveret.wire.errors import DecodeError
 
 PROTOCOLS = ["0-9-1", "0-8"]
 MiB = 1024 * 1024
@@ -200,6 +202,68 @@ def test_inbound_body_cap_on_basic_get(new_connection: NewConnection, node: Priv
         assert ch.is_open
         msg = ch.basic_get(q)
         assert msg is not None and msg.body == b"small"
+
+
+def nested_headers(depth: int) -> bytes:
+    """Property flags and values: a headers table nesting ``depth`` tables, deeper than
+    leveret reads (pika reads it; RabbitMQ passes it on unread)."""
+    table = b"\x00\x00\x00\x00"
+    for _ in range(depth - 1):
+        body = b"\x01aF" + table
+        table = struct.pack(">I", len(body)) + body
+    return struct.pack(">H", 0x2000) + table
+
+
+def test_a_message_with_undecodable_properties_is_one_bad_message(new_connection: NewConnection, url: str) -> None:
+    # It was a DecodeError for the whole connection, and on every reconnect, as the broker
+    # requeued it: one publisher's bad headers stopped every consumer of the queue.
+    with new_connection(url) as conn:
+        ch = conn.channel()
+        q = exclusive_queue(ch)
+        publish_raw_properties(url, q, nested_headers(100), b"poison")
+        ch.basic_publish(b"fine", routing_key=q)
+        publish_raw_properties(url, q, nested_headers(100), b"poison again")
+        got: list[Message] = []
+        tag = ch.basic_consume(q, callback=got.append)
+        with pytest.raises(MessageDecodeError) as info:
+            drain_until(conn, lambda: False, timeout=10)
+        err = info.value
+        assert (err.delivery_tag, err.body_size, err.channel_id) == (1, 6, ch.channel_id)
+        assert isinstance(err.__cause__, DecodeError) and "nested deeper" in str(err)
+        assert "(delivery tag 1)" in str(err)
+        ch.basic_reject(err.delivery_tag, requeue=False)
+        with pytest.raises(MessageDecodeError) as info:
+            drain_until(conn, lambda: False, timeout=10)
+        assert info.value.delivery_tag == 3
+        drain_until(conn, lambda: got != [])  # (run before it, but for the test's facade)
+        assert [m.body for m in got] == [b"fine"]
+        got[0].ack()
+        ch.basic_reject(3, requeue=False)
+        assert conn.is_open and ch.is_open
+        # basic.get reports one the same way, and the get is answered
+        ch.basic_cancel(tag)
+        publish_raw_properties(url, q, nested_headers(100), b"poison")
+        with pytest.raises(MessageDecodeError) as info:
+            within(10, lambda: ch.basic_get(q))
+        assert info.value.body_size == 6
+        ch.basic_reject(info.value.delivery_tag, requeue=False)
+        assert ch.queue_declare(q, passive=True) == (q, 0, 0)
+
+
+def test_a_content_header_larger_than_frame_max_is_read(new_connection: NewConnection, url: str) -> None:
+    # A publisher with 128 KiB frames sends a 10 kB header; RabbitMQ hands it whole to a
+    # consumer that negotiated 4096: pika reads it, leveret dropped the connection.
+    headers = {"h": "x" * 10_000}
+    with new_connection(url) as publisher, new_connection(with_options(url, frame_max=4096)) as conn:
+        ch = conn.channel()
+        q = exclusive_queue(ch)
+        pch = publisher.channel()
+        pch.tx_select()  # tx.commit-ok says it is queued (0-8 has no confirms)
+        pch.basic_publish(Message(b"body" * 3000, headers=headers), routing_key=q)
+        pch.tx_commit()
+        msg = within(10, lambda: ch.basic_get(q, no_ack=True))
+        assert msg is not None and msg.headers == headers and msg.body == b"body" * 3000
+        assert conn.is_open and conn.frame_max == 4096
 
 
 # --------------------------------------------------------------------------- threads

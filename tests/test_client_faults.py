@@ -46,7 +46,7 @@ from leveret.client import (
     Message,
     VersionMismatch,
 )
-from leveret.wire.errors import LeveretError, RemoteProtocolError
+from leveret.wire.errors import LeveretError, LocalProtocolError, RemoteProtocolError
 from leveret.wire.replies import ConnectionForced, NotAllowed, ResourceLocked
 from tcpproxy import Mode, TCPProxy
 
@@ -215,6 +215,43 @@ def test_broker_close_is_what_every_later_call_reports(connect: Connect, node: P
                  lambda: conn.drain_events(timeout=1)):
         with pytest.raises(ConnectionForced, match="maintenance window 43"):
             within(5, call)
+    within(5, conn.close)
+
+
+def traceback_length(exc: BaseException) -> int:
+    n, tb = 0, exc.__traceback__
+    while tb is not None:
+        n, tb = n + 1, tb.tb_next
+    return n
+
+
+@needs_broker
+def test_calls_retried_on_a_dead_connection_do_not_pile_up_traceback(connect: Connect, node: PrivateNode) -> None:
+    # The connection's error is raised by every later call.  Raising the one kept object
+    # each time added every call's frames to its traceback (and kept their variables
+    # alive): 160,000 frames after 20,000 retries.  Each raise is now a copy of it, caused
+    # by it, so the first failure's traceback is still there to read.
+    name = connection_name()
+    conn = connect(node.url, name)
+    ch = conn.channel()
+    node.close_connection(broker_pid(node, name), "maintenance window 44")
+    with pytest.raises(ConnectionForced) as first:
+        within(10, lambda: conn.drain_events(timeout=30))
+    raised: list[BaseException] = []
+    for _ in range(300):
+        for call in (lambda: ch.queue_declare("", exclusive=True), conn.channel,
+                     lambda: conn.drain_events(timeout=0.01)):
+            try:
+                call()
+            except ConnectionForced as exc:
+                raised.append(exc)
+    assert len(raised) == 900
+    assert max(traceback_length(e) for e in raised) <= traceback_length(raised[0]) + 10
+    assert traceback_length(first.value) < 50
+    for error in (raised[0], raised[-1]):
+        assert isinstance(error, ConnectionForced) and error.reply_code == 320
+        assert "maintenance window 44" in str(error)
+        assert error.__cause__ is not None and "maintenance window 44" in str(error.__cause__)
     within(5, conn.close)
 
 
@@ -530,6 +567,23 @@ def test_wrong_password_is_authentication_error_at_once(
     assert info.value.reply_code == 403
     assert "ACCESS_REFUSED" in str(info.value)
     assert "not-the-password" not in str(info.value)
+    assert not conn.is_open
+    within(5, conn.close)
+
+
+@needs_broker
+def test_a_password_too_long_for_the_handshake_fails_at_once_saying_why(
+    new_connection: NewConnection, node: PrivateNode
+) -> None:
+    # A 5000-character token made a start-ok frame larger than the 4096 bytes allowed
+    # before tuning: RabbitMQ reset the connection after 3 s, and the error said only that.
+    token = "eyJhbGciOi" * 500
+    conn = new_connection(f"amqp://guest:{token}@127.0.0.1:{node.port}/")
+    started = time.monotonic()
+    with pytest.raises(LocalProtocolError, match="4096 bytes allowed before connection.tune") as info:
+        within(10, conn.connect)
+    assert time.monotonic() - started < 2
+    assert token[:20] not in str(info.value)
     assert not conn.is_open
     within(5, conn.close)
 
@@ -968,6 +1022,40 @@ def test_read_ahead_stays_bounded_while_a_callback_is_slow(connect: Connect, nod
     conn.drain_events(timeout=10)
     # One read past the limit at most (a read of _RECV_SIZE bytes, ~20 bytes a delivery).
     assert _READ_AHEAD_LIMIT / 2 < most <= _READ_AHEAD_LIMIT + _RECV_SIZE // 20
+    within(10, conn.close)
+
+
+@needs_broker
+@blocking_only  # the blocking driver's I/O thread
+def test_read_ahead_of_big_messages_is_bounded_in_bytes(connect: Connect, node: PrivateNode) -> None:
+    # Bounded by count alone, the I/O thread read a whole queue of 1 MiB messages into
+    # memory while a callback was busy (200 MiB here; up to 20 GiB); py-amqp reads none.
+    from leveret.client.blocking import _READ_AHEAD_BYTES, _RECV_SIZE
+
+    conn = connect(node.url)
+    ch = conn.channel()
+    queue = ch.queue_declare("", exclusive=True).queue
+    body = b"m" * (1024 * 1024)
+    ch.confirm_select()
+    for _ in range(60):
+        ch.basic_publish(body, routing_key=queue)
+    ch.wait_for_confirms(30)
+    most = 0
+    seen = 0
+
+    def slow(msg: Message) -> None:
+        nonlocal most, seen
+        seen += 1
+        if seen == 1:
+            for _ in range(20):  # 2 s in which the I/O thread reads, unprompted
+                time.sleep(0.1)
+                most = max(most, sum(len(item.body) for _, item in list(conn._pending)))
+
+    ch.basic_consume(queue, callback=slow, no_ack=True)
+    conn.drain_events(timeout=10)
+    assert _READ_AHEAD_BYTES / 2 < most <= _READ_AHEAD_BYTES + _RECV_SIZE + len(body)
+    while seen < 60:  # and the rest comes all the same
+        conn.drain_events(timeout=10)
     within(10, conn.close)
 
 
@@ -1892,7 +1980,9 @@ def test_a_consumer_interrupted_again_and_again_never_misreads_and_loses_nothing
                 pass  # every prefetched delivery was taken by an interrupt: see below
             except ConnectionLost as exc:
                 armed[0] = False
-                assert "cut short by Interrupt" in str(exc), repr(exc)
+                # "... cut short by Interrupt", or, when a second interrupt came while the
+                # first was being handled, "... cut short by an exception" (see _interrupted)
+                assert "cut short by" in str(exc), repr(exc)
                 dropped += 1
                 conns.append(consume())
             finally:

@@ -880,6 +880,32 @@ def test_basic_consume_needs_a_callback(ch: Channel, queue: str) -> None:
     assert ch.queue_declare(queue, passive=True) == (queue, 0, 0)  # no consumer was made
 
 
+def test_a_consumer_tag_in_use_on_the_channel_is_refused_before_sending(
+    conn: Connection, ch: Channel, queue: str
+) -> None:
+    # RabbitMQ answers a reused tag by closing the whole connection (530 not-allowed); with
+    # nowait, the second callback used to take the first one's place at once.
+    first: list[Message] = []
+    second: list[Message] = []
+    assert ch.basic_consume(queue, consumer_tag="worker", callback=first.append) == "worker"
+    for nowait in (False, True):
+        with pytest.raises(LocalProtocolError, match="consumer tag 'worker' is in use"):
+            ch.basic_consume(queue, consumer_tag="worker", nowait=nowait, callback=second.append)
+    ch.basic_publish(b"one", routing_key=queue)
+    drain_until(conn, lambda: len(first) == 1)
+    first[0].ack()
+    assert second == [] and conn.is_open and ch.is_open
+    # on another channel, or once cancelled, the tag is free again
+    with conn.channel() as other:
+        assert other.basic_consume(queue, consumer_tag="worker", callback=second.append) == "worker"
+        other.basic_cancel("worker")
+    ch.basic_cancel("worker")
+    assert ch.basic_consume(queue, consumer_tag="worker", callback=second.append) == "worker"
+    ch.basic_publish(b"two", routing_key=queue)
+    drain_until(conn, lambda: len(second) == 1)
+    second[0].ack()
+
+
 # Blocking only: the asyncio facade queues every delivery for the test's thread before
 # the callback can close the channel (tests/test_client_async.py has the asyncio case).
 @blocking_only
@@ -1567,6 +1593,10 @@ def test_url_must_be_a_str(new_connection: NewConnection) -> None:
         ({"cacertfile": 7}, TypeError, "cacertfile must be a str or None"),
         ({"auth_mechanism": "CRAM-MD5"}, ValueError, "auth_mechanism='CRAM-MD5'"),
         ({"protocol": "0-10"}, ValueError, "protocol='0-10'"),
+        ({"host": "rabbit:amqp"}, ValueError, "the port after ':' must be a number in 1..65535"),
+        ({"host": "rabbit:0"}, ValueError, "the port after ':' must be a number in 1..65535"),
+        ({"host": "[::1]5672"}, ValueError, "is not '[address]' or '[address]:port'"),
+        ({"host": "rabbit:5673", "port": 5674}, ValueError, "disagree"),
     ],
 )
 def test_bad_keyword_options_are_refused_at_construction(new_connection: NewConnection, options: dict[str, Any],
@@ -1591,6 +1621,18 @@ def test_keyword_options_are_converted(new_connection: NewConnection, tmp_path: 
     assert new_connection("amqp://localhost:5672/", ssl=True).params.port == 5672  # a port given stays
     assert new_connection("amqp://u:p@localhost/", ssl=True).params.port == 5671
     assert conn.rpc_timeout == 1.0
+
+
+def test_host_may_carry_the_port_as_py_amqp_takes_it(new_connection: NewConnection, node: PrivateNode) -> None:
+    # amqp.Connection("localhost:5672"): leveret kept port 5672 and failed at connect()
+    # with "Name or service not known" for a host named "127.0.0.1:PORT".
+    for host in ("localhost:5673", "[::1]:5673"):
+        assert new_connection(None, host=host).params.port == 5673
+    p = new_connection(None, host="::1").params  # a bare IPv6 address has no port
+    assert (p.host, p.port) == ("::1", 5672)
+    assert new_connection(None, host="h:5672", ssl=True).params.port == 5672  # given: kept
+    with new_connection(None, host=f"127.0.0.1:{node.port}", userid="guest", password="guest") as conn:
+        assert conn.is_open and conn.params.host == "127.0.0.1"
 
 
 @pytest.mark.parametrize("query", ["connection_timeout=inf", "connection_timeout=nan", "connection_timeout=-1"])

@@ -9,11 +9,14 @@
   on the same core (imported on first use).
 * :class:`Message` (its ``channel`` typed :class:`MessageChannel`), :func:`parse_url`,
   the events (:mod:`.events`) and the client's exceptions (:mod:`.errors`; the
-  per-reply-code ones come from :mod:`leveret.wire.replies`).
+  per-reply-code ones come from :mod:`leveret.wire.replies`, under their bases
+  :class:`SoftError`, which closes a channel, and :class:`HardError`, which closes the
+  connection).  Coming from py-amqp: see docs/porting.md.
 """
 
 from typing import TYPE_CHECKING
 
+from ..wire.errors import AMQPError, HardError, LeveretError, SoftError
 from ..wire.replies import *  # noqa: F401,F403  (NotFound, AccessRefused, ...)
 from ..wire.replies import __all__ as _replies_all
 from . import events
@@ -25,6 +28,7 @@ from .errors import (
     ChannelClosedError,
     ConnectionClosedError,
     ConnectionLost,
+    MessageDecodeError,
     MessageTooLargeError,
     PublishNacked,
     VersionMismatch,
@@ -56,8 +60,15 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionLost",
     "MessageTooLargeError",
+    "MessageDecodeError",
     "PublishNacked",
     "VersionMismatch",
+    # the bases: every leveret error; the broker's errors; those that close a channel
+    # (py-amqp's ChannelError), those that close the connection
+    "LeveretError",
+    "AMQPError",
+    "SoftError",
+    "HardError",
     *_replies_all,
 ]
 

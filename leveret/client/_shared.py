@@ -51,7 +51,7 @@ from typing import (
 )
 from urllib.parse import urlsplit
 
-from ..wire.errors import AMQPError, EncodeError, LeveretError, LocalProtocolError
+from ..wire.errors import AMQPError, EncodeError, LeveretError, LocalProtocolError, again
 from . import events as ev
 from .core import _CLOSED, _OPEN, DEFAULT_MAX_BODY_SIZE, ConnState, SansIOConnection
 from .errors import (
@@ -59,11 +59,12 @@ from .errors import (
     ChannelClosedError,
     ConnectionClosedError,
     ConnectionLost,
+    MessageDecodeError,
     MessageTooLargeError,
     PublishNacked,
 )
 from .message import Message
-from .url import ConnectionParameters, parse_url, positive_seconds
+from .url import ConnectionParameters, parse_url, positive_seconds, split_host_port
 
 if TYPE_CHECKING:  # pragma: no cover
     import ssl
@@ -316,14 +317,27 @@ class ConnectionBase:
         **options: Any,
     ) -> None:
         params = parse_url(url) if url else ConnectionParameters()
+        port_given = options.get("port") is not None
         for name, value in options.items():
             if name == "userid":
                 name = "username"
             if not hasattr(params, name) or name.startswith("_"):
                 raise TypeError(f"unknown connection option {name!r}")
+            if name == "host" and isinstance(value, str):
+                # py-amqp's and kombu's "host:port" (which would otherwise fail at
+                # connect(), as a name that does not resolve)
+                value, port = split_host_port(value)
+                if port is not None:
+                    if port_given and options["port"] != port:
+                        raise ValueError(
+                            f"connection options host={options['host']!r} and "
+                            f"port={options['port']!r} disagree"
+                        )
+                    params.port = port
+                    port_given = True
             if value is not None:
                 setattr(params, name, value)
-        if params.ssl and params.port == 5672 and "port" not in options and (url is None or urlsplit(url).port is None):
+        if params.ssl and params.port == 5672 and not port_given and (url is None or urlsplit(url).port is None):
             params.port = 5671  # ssl=True with no port given: the amqps port
         params.check()  # keyword options are checked as strictly as the URL's
         self.params = params
@@ -565,11 +579,11 @@ class ConnectionBase:
                 ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
                 if ch is not None:
                     ch.flow_active = event.active  # type: ignore[attr-defined]
-            elif kind is ev.MessageTooLarge and event.method.NAME.endswith("get-ok"):  # type: ignore[attr-defined]
+            elif kind in _DISCARDED and event.method.NAME.endswith("get-ok"):  # type: ignore[attr-defined]
                 ch = channels.get(event.channel_id)  # type: ignore[attr-defined]
                 if ch is not None:
                     ch._reply(event)  # basic_get raises it
-            elif kind is ev.ConsumerCancelled or kind is ev.MessageTooLarge:
+            elif kind is ev.ConsumerCancelled or kind in _DISCARDED:
                 self._pending.append((channels.get(event.channel_id), event))  # type: ignore[attr-defined]
             elif kind is ev.ConnectionBlocked or kind is ev.ConnectionUnblocked:
                 self._pending.append((None, event))
@@ -636,14 +650,8 @@ class ConnectionBase:
         if kind is _ConsumerGone:
             ch._cancelled_no_ack.pop(item.consumer_tag, None)
             return None
-        if kind is ev.MessageTooLarge:
-            raise MessageTooLargeError(
-                f"a message of {item.body_size} bytes on channel {ch.channel_id} is larger "
-                f"than max_body_size={self.max_body_size}; it was discarded unread",
-                ch.channel_id,
-                getattr(item.method, "delivery_tag", None),
-                item.body_size,
-            )
+        if kind in _DISCARDED:
+            raise _discarded_error(item, self.max_body_size)
         return None
 
     def _wait_over(self, predicate: Callable[[], Any]) -> bool:
@@ -652,24 +660,25 @@ class ConnectionBase:
         if predicate():
             return True
         if self._error is not None:
-            raise self._error
+            raise again(self._error)
         core = self._core
         if self._closed or core is None or core.state is _CLOSED:
             raise self._dead_error()
         return False
 
     def _dead_error(self) -> BaseException:
+        """Why the connection is unusable, to raise (see ``again``)."""
         if self._error is not None:
-            return self._error
+            return again(self._error)
         if self._closed_error is not None:
-            return self._closed_error
+            return again(self._closed_error)
         return ConnectionClosedError("the connection is closed")
 
     def _check_open(self) -> None:
         if self._error is not None:
-            raise self._error
+            raise again(self._error)
         if self._closed_error is not None:
-            raise self._closed_error
+            raise again(self._closed_error)
         if not self.is_open:
             raise ConnectionClosedError("the connection is not open (call connect())")
 
@@ -763,6 +772,38 @@ def _nothing(*args: Any) -> None:
 
 def _raise(error: BaseException) -> None:
     raise error
+
+
+#: The events of a message the core discarded unread, for which a driver raises.
+_DISCARDED = (ev.MessageTooLarge, ev.MessageUndecodable)
+
+
+def _discarded_error(item: Any, max_body_size: int) -> LeveretError:
+    """The error to raise for a message the core discarded (``item``, one of ``_DISCARDED``):
+    from ``drain_events`` for a delivery or a return, from ``basic_get`` for what it fetched."""
+    method = item.method
+    fetched = method.NAME.endswith("get-ok")
+    tag = getattr(method, "delivery_tag", None)
+    if type(item) is ev.MessageTooLarge:
+        what = (
+            f"the message basic.get fetched ({item.body_size} bytes)" if fetched
+            else f"a message of {item.body_size} bytes on channel {item.channel_id}"
+        )
+        return MessageTooLargeError(
+            f"{what} is larger than max_body_size={max_body_size}; it was discarded unread",
+            item.channel_id, tag, item.body_size,
+        )
+    what = (
+        "the message basic.get fetched" if fetched
+        else f"a message ({method.NAME}) on channel {item.channel_id}"
+    )
+    error = MessageDecodeError(
+        f"{what} has properties leveret cannot decode ({item.error}); it was discarded "
+        "unread" + (f" (delivery tag {tag})" if tag is not None else ""),
+        item.channel_id, tag, item.body_size,
+    )
+    error.__cause__ = item.error
+    return error
 
 
 def _no_delivery_tag(method: str) -> EncodeError:
@@ -985,14 +1026,14 @@ class ChannelBase:
                 "closed or been lost since; open a channel on the current one"
             ) from self._gone_with
         if conn._error is not None:
-            raise conn._error
+            raise again(conn._error)
         if conn._closed_error is not None:
-            raise conn._closed_error
+            raise again(conn._closed_error)
         error = self._error
         if error is not None:
             if not self._error_reported:
                 self._error_reported = True
-                raise error
+                raise again(error)
             raise ChannelClosedError(
                 f"channel {self.channel_id} was closed by the broker: {error}"
             ) from error
@@ -1351,14 +1392,8 @@ class ChannelBase:
         reply = yield from self._rpc("basic.get", timeout, queue=queue, no_ack=no_ack)
         if type(reply) is ev.MessageReceived:
             return Message._received(self, reply.method, reply.properties, reply.body)
-        if type(reply) is ev.MessageTooLarge:
-            raise MessageTooLargeError(
-                f"the message basic.get fetched ({reply.body_size} bytes) is larger than "
-                f"max_body_size={self.connection.max_body_size}; it was discarded unread",
-                self.channel_id,
-                reply.method.delivery_tag,
-                reply.body_size,
-            )
+        if type(reply) in _DISCARDED:
+            raise _discarded_error(reply, self.connection.max_body_size)
         return None
 
     @operation
@@ -1388,6 +1423,13 @@ class ChannelBase:
             raise TypeError(f"basic_consume needs a callback for the deliveries, not {callback!r}")
         if nowait and not consumer_tag:
             raise LocalProtocolError("basic.consume with nowait needs a consumer_tag")
+        if consumer_tag and consumer_tag in self._consumers:
+            # The broker would close the whole connection (530 not-allowed), every channel
+            # with it; with nowait, the new callback would have taken the old one's place.
+            raise LocalProtocolError(
+                f"consumer tag {consumer_tag!r} is in use on channel {self.channel_id}: "
+                "consumer tags are unique per channel (cancel that consumer first)"
+            )
         fields: dict[str, Any] = dict(
             queue=queue, consumer_tag=consumer_tag, no_local=no_local, no_ack=no_ack,
             exclusive=exclusive, no_wait=nowait,

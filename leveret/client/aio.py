@@ -28,7 +28,8 @@ Tasks and callbacks
   than leave deliveries waiting for ever.  Or iterate instead:
   ``async for message in channel.deliveries(queue)``.
 * While more than ``read_ahead`` deliveries wait for their callbacks (or their iterators),
-  the connection stops reading the socket, so TCP pushes back on the broker; meanwhile the
+  or ``read_ahead_bytes`` have been read since none waited (big messages), the connection
+  stops reading the socket, so TCP pushes back on the broker; meanwhile the
   broker counts as alive (a missed heartbeat cannot be told from our own backlog).  But
   while any call waits for the broker (a reply, a confirm, ``close-ok``, the socket to
   drain), reading goes on past ``read_ahead``: what it waits for is behind the deliveries,
@@ -62,6 +63,7 @@ connection of the child's.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import logging
@@ -85,7 +87,7 @@ from ._shared import (
     tls_handshake_lost,
 )
 from .core import ConnState
-from .errors import ConnectionClosedError, ConnectionLost
+from .errors import ConnectionClosedError, ConnectionLost, MessageDecodeError, MessageTooLargeError
 from .events import ChannelClosed
 from .message import Message
 
@@ -98,6 +100,10 @@ R = TypeVar("R")
 # turn of the event loop.
 _FLUSH_ITEMS = 512
 _NO_LOCK = NoLock()
+#: What drain_events raises for a message the core discarded unread.
+_DISCARDED_ERRORS = (MessageTooLargeError, MessageDecodeError)
+#: How many errors may wait for drain_events to raise them (see ``_report``).
+_MAX_REPORTS = 10_000
 
 # Connected connections, so that a forked child can let go of them (see "Processes").
 _live: weakref.WeakSet[AsyncConnection] = weakref.WeakSet()
@@ -150,10 +156,13 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
     Takes the same URL and options as the blocking :class:`~leveret.client.Connection`
     (``AsyncConnection("amqp://user:pass@host/vhost?heartbeat=30", rpc_timeout=10)``), plus
     ``read_ahead`` (deliveries kept waiting for callbacks before reading stops; default
-    20000).  Nothing happens on the wire until ``await connect()`` or ``async with``.
+    20000) and ``read_ahead_bytes`` (bytes read while deliveries wait before reading stops;
+    default 16 MiB).  Nothing happens on the wire until ``await connect()`` or ``async
+    with``.
     """
 
     read_ahead = 20000
+    read_ahead_bytes = 16 * 1024 * 1024
 
     def _init_transport(self) -> None:
         self._lock = _NO_LOCK
@@ -169,8 +178,12 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         self._callbacks_run = 0
         self._in_callback = False  # the delivery task is running a consumer callback
         self._finishing: asyncio.Task[None] | None = None  # a torn-down one, in a callback
-        self._callback_error: BaseException | None = None
+        # What drain_events raises, one per call, oldest first: a callback's exception, a
+        # message discarded unread (MessageTooLargeError: its delivery tag must reach the
+        # caller, to be rejected), a channel with consumers closed by the broker.
+        self._callback_errors: collections.deque[BaseException] = collections.deque()
         self._backlog = 0  # deliveries in Deliveries iterators, not yet taken
+        self._ahead_bytes = 0  # bytes read while deliveries waited (see read_ahead_bytes)
         # Calls waiting for something only the broker can send (a reply, a confirm,
         # close-ok, unblocked): reading never stays paused while there are any.
         self._broker_waiters = 0
@@ -236,9 +249,10 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         ctx = (self.ssl_context or ssl_context(p)) if p.ssl else None
         self._new_core()
         self._write_paused = self._reading_paused = False
-        self._callback_error = None
+        self._callback_errors.clear()
         self._in_callback = False
         self._backlog = 0
+        self._ahead_bytes = 0
         try:
             transport, _ = await asyncio.wait_for(
                 loop.create_connection(
@@ -349,16 +363,20 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
 
         Raises ``TimeoutError`` when none ran within ``timeout`` seconds (``None`` waits
         for ever), the connection's error when it is lost or closed by the broker, the
-        exception a callback raised (such as :class:`MessageTooLargeError` for a delivery
-        over ``max_body_size``; for a ``CancelledError``, a ``RuntimeError`` caused by it),
-        once, and, as the blocking driver does, the broker's error when it closed a channel
-        that has consumers, unless a call on that channel has raised it already.
+        exception a callback raised (for a ``CancelledError``, a ``RuntimeError`` caused by
+        it), :class:`MessageTooLargeError` or :class:`MessageDecodeError` for a delivery
+        discarded unread (its ``delivery_tag`` says which, to reject it), and, as the
+        blocking driver does, the broker's error when it closed a channel that has
+        consumers, unless a call on that channel has raised it already.  Each of those
+        once, one per call, in the order they happened.
         """
         start = self._callbacks_run
         deadline = None if timeout is None else deadline_after(timeout)
 
+        errors = self._callback_errors
+
         def ran() -> bool:
-            return self._callbacks_run != start or self._callback_error is not None
+            return self._callbacks_run != start or bool(errors)
 
         try:
             await self._wait_for(ran, deadline, "events", from_broker=False)
@@ -370,7 +388,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
             if not ran():
                 raise
         finally:
-            error, self._callback_error = self._callback_error, None
+            error = errors.popleft() if errors else None
         if error is not None:
             raise error
 
@@ -422,13 +440,17 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
                     # on that channel) run first: the one that raises the error reports
                     # it, and drain_events then need not (see Connection._callback).
                     await asyncio.sleep(0)
-                    found = callback(ch, item)
-                    if found is not None and self._callback_error is None:
-                        self._callback_error = item.error
+                    if callback(ch, item) is not None and item.error is not None:
+                        self._report(item.error)
                     self._notify()
                     continue
                 try:
                     found = callback(ch, item)
+                except _DISCARDED_ERRORS as exc:  # a message discarded unread: no callback
+                    log.warning("leveret: %s", exc)
+                    self._report(exc)
+                    found = None
+                try:
                     if found is not None:
                         self._in_callback = True
                         result = found[0](*found[1])
@@ -472,8 +494,16 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
             cancelled = exc
             exc = RuntimeError("a callback raised CancelledError (an operation it awaited was cancelled)")
             exc.__cause__ = cancelled
-        if self._callback_error is None:
-            self._callback_error = exc
+        self._report(exc)
+
+    def _report(self, exc: BaseException) -> None:
+        """Keep ``exc`` for a drain_events to raise (bounded: beyond ``_MAX_REPORTS`` waiting
+        there, only logged)."""
+        errors = self._callback_errors
+        if len(errors) < _MAX_REPORTS:
+            errors.append(exc)
+        else:
+            log.error("leveret: %d errors wait for drain_events already; dropped: %s", len(errors), exc)
 
     def _deliverer_done(self, task: asyncio.Task[None]) -> None:
         """The delivery task ended: fine when the connection is closing; otherwise (it was
@@ -493,8 +523,12 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         self._fail(failure)
 
     def _maybe_resume_reading(self) -> None:
-        if self._reading_paused and len(self._pending) + self._backlog <= self.read_ahead // 2:
-            self._resume_reading()
+        if self._reading_paused:
+            waiting = len(self._pending) + self._backlog
+            if not waiting:
+                self._ahead_bytes = 0
+            if waiting <= self.read_ahead // 2 and self._ahead_bytes <= self.read_ahead_bytes:
+                self._resume_reading()
 
     def _resume_reading(self) -> None:
         transport = self._transport
@@ -541,12 +575,17 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
                     "the connection was dropped, as the byte stream could no longer be trusted"
                 ))
             raise
+        waiting = len(self._pending) + self._backlog
+        if waiting:
+            self._ahead_bytes += len(data)
+        else:
+            self._ahead_bytes = 0
         if events:
             if self._pending or self._has_pending():
                 self._wake_deliverer()
                 if (
                     not self._reading_paused
-                    and len(self._pending) + self._backlog > self.read_ahead
+                    and (waiting > self.read_ahead or self._ahead_bytes > self.read_ahead_bytes)
                     and not self._broker_waiters
                 ):
                     transport = self._transport
@@ -675,14 +714,18 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
                     raise TimeoutError(f"timed out waiting for {what}")
                 waiter: asyncio.Future[None] = loop.create_future()
                 self._waiters.append(waiter)
-                if remaining is None:
-                    await waiter
-                    continue
-                timer = loop.call_later(remaining, _wake, waiter)
+                timer = None if remaining is None else loop.call_later(remaining, _wake, waiter)
                 try:
                     await waiter
                 finally:
-                    timer.cancel()
+                    if timer is not None:
+                        timer.cancel()
+                    # Woken by its timer, or cancelled, rather than by _notify (which empties
+                    # the list): out of the list, else a drain_events(timeout=1) loop on an
+                    # idle connection would pile up a future per second.
+                    waiters = self._waiters
+                    if waiters and waiter in waiters:
+                        waiters.remove(waiter)
         finally:
             if from_broker:
                 self._broker_waiters -= 1

@@ -101,6 +101,10 @@ _SATISFIED = object()
 # Deliveries the heartbeat thread reads ahead while user code is busy before it stops
 # reading (TCP then pushes back on the broker).
 _READ_AHEAD_LIMIT = 20000
+# And bytes: a read counts as _RECV_SIZE (at most what it took), from the last time no
+# delivery was waiting.  20,000 deliveries of 1 MiB would be 20 GiB read ahead of a slow
+# callback; a byte bound keeps it to about this, whatever the size of the messages.
+_READ_AHEAD_BYTES = 16 * 1024 * 1024
 # Queued frames (of publishes, acks...) past which the caller writes them itself instead of
 # leaving them to the I/O thread: this bounds memory when a publisher outruns the socket.
 _FLUSH_ITEMS = 512
@@ -252,6 +256,7 @@ class Connection(ConnectionBase, BlockingDriver):
         self._cork_depth: dict[int, int] = {}
         self._kick_event = threading.Event()
         self._reading = False
+        self._read_ahead = 0  # bytes the I/O thread read while deliveries waited: see _io_duty
         self._io_thread: threading.Thread | None = None
         # Closes the socket of a connection dropped without close().
         self._finalizer: weakref.finalize[[socket.socket, threading.Event], Connection] | None = None
@@ -1110,9 +1115,16 @@ class Connection(ConnectionBase, BlockingDriver):
                 self._reading = True
         if take:
             try:
-                if len(self._pending) < _READ_AHEAD_LIMIT:
-                    while len(self._pending) < _READ_AHEAD_LIMIT and self._read_some(0):
-                        pass
+                pending = self._pending
+                if not pending:
+                    self._read_ahead = 0
+                if len(pending) < _READ_AHEAD_LIMIT and self._read_ahead < _READ_AHEAD_BYTES:
+                    while (
+                        len(pending) < _READ_AHEAD_LIMIT
+                        and self._read_ahead < _READ_AHEAD_BYTES
+                        and self._read_some(0)
+                    ):
+                        self._read_ahead += _RECV_SIZE
                 else:
                     # The user is behind; the broker is alive if bytes are waiting.
                     if self._sock is not None and self._poll_in(0):

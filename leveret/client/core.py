@@ -28,6 +28,11 @@ Content (``basic.deliver``, ``get-ok``, ``return``) is assembled per channel: ME
 HEADER, then BODY frames until ``body_size`` bytes; bodies arriving in many frames are kept
 as a list of chunks and joined once.  A body larger than ``max_body_size`` is discarded as it
 arrives, never buffered, and reported as :class:`~leveret.client.events.MessageTooLarge`.
+A content whose properties do not decode (the frames sound, the values not: the broker passes
+a publisher's properties through unread) is discarded the same way and reported as
+:class:`~leveret.client.events.MessageUndecodable`; a content header frame may be as large as
+the ``frame_max`` the broker offered, even when a smaller one was negotiated (RabbitMQ sends
+publishers' headers whole).
 
 Writing a driver
 ----------------
@@ -79,16 +84,18 @@ import platform
 from types import ModuleType
 from typing import Any, Mapping
 
-from ..wire import SPECS
+from ..wire import SPECS, UndecodableProperties
 from ..wire.errors import (
     CHANNEL_ERROR,
     COMMAND_INVALID,
+    SYNTAX_ERROR,
     AMQPError,
     EncodeError,
     FrameError,
     LocalProtocolError,
     RemoteProtocolError,
     UnexpectedFrame,
+    again,
 )
 from ..wire.fields import encode_table
 from ..wire.frames import (
@@ -145,6 +152,15 @@ CLIENT_CAPABILITIES: dict[str, bool] = {
     "connection.blocked": True,
     "authentication_failure_close": True,
     "per_consumer_qos": True,
+}
+
+
+#: The method each capability is about, where the protocol versions differ.
+_CAPABILITY_METHODS = {
+    "publisher_confirms": "confirm.select",
+    "exchange_exchange_bindings": "exchange.bind",
+    "basic.nack": "basic.nack",
+    "connection.blocked": "connection.blocked",
 }
 
 
@@ -419,11 +435,14 @@ class SansIOConnection:
         self._want_heartbeat = heartbeat
         self.max_body_size = max_body_size
         self.locale = locale
-        capabilities = dict(CLIENT_CAPABILITIES)
-        if "connection.blocked" not in {cls.NAME for cls in self.spec.METHODS.values()}:
-            # 0-8 has no connection.blocked: RabbitMQ would send it anyway and the
-            # connection would die on an unknown method at the first memory alarm.
-            del capabilities["connection.blocked"]
+        # Claimed only where the version has the methods (0-8 has none of these four).
+        # For connection.blocked it matters: RabbitMQ would send it anyway, and the
+        # connection would die on an unknown method at the first memory alarm.
+        names = {cls.NAME for cls in self.spec.METHODS.values()}
+        capabilities = {
+            key: value for key, value in CLIENT_CAPABILITIES.items()
+            if _CAPABILITY_METHODS.get(key, "connection.open") in names
+        }
         props: dict[str, Any] = {
             "product": "leveret",
             "version": _version(),
@@ -451,7 +470,10 @@ class SansIOConnection:
         self._abandoned = False  # close() came before open-ok: input is discarded
 
         self._reader = FrameReader(
-            self.spec, max(self.spec.FRAME_MIN_SIZE, frame_max), combine_content=True
+            self.spec,
+            max(self.spec.FRAME_MIN_SIZE, frame_max),
+            combine_content=True,
+            lenient_properties=True,
         )
         self._out: list[Any] = [self.spec.PROTOCOL_HEADER]
         self._ack_cls = self.spec.Basic.Ack
@@ -512,7 +534,7 @@ class SansIOConnection:
 
     def _check_usable(self) -> None:
         if self._error is not None:
-            raise self._error
+            raise again(self._error)
         if self.state is not ConnState.OPEN:
             if self.state in (ConnState.CLOSED, ConnState.CLOSING):
                 err = ConnectionClosedError(f"the connection is {self.state.value}")
@@ -587,7 +609,7 @@ class SansIOConnection:
         queued all the same) and the next call raises the error.
         """
         if self._error is not None:
-            raise self._error
+            raise again(self._error)
         if now is not None:
             self.last_received = now
             self._received_unclocked = False
@@ -595,8 +617,10 @@ class SansIOConnection:
             self._received_unclocked = True  # tick() dates it
         if not data:
             return self._eof()
-        if self._abandoned:
-            return []  # closed during the handshake: nothing the broker says matters now
+        if self._abandoned or self.state is _CLOSED:
+            # Closed during the handshake, or closed for good (close-ok sent or received):
+            # nothing the broker says matters now, and the spec has it discarded.
+            return []
         if not self._header_checked:
             data = self._check_header(data)
             if not data:
@@ -605,6 +629,8 @@ class SansIOConnection:
         reader = self._reader
         try:
             for frame in reader.read_frames(data):
+                if self.state is _CLOSED:
+                    return events  # frames behind the close that ended it: discarded
                 self._handle_frame(frame, events)
             if reader.error is not None:
                 # The reader stopped on a bad frame after the frames just handled.
@@ -814,7 +840,12 @@ class SansIOConnection:
             ch.c_size = size
             ch.c_received = 0
             ch.c_chunks = []
-            if size > self.max_body_size and not ch.c_discard:
+            if ch.c_discard:
+                pass  # dropped unseen: the channel is closing
+            elif type(frame.properties) is UndecodableProperties:
+                ch.c_discard = True
+                events.append(ev.MessageUndecodable(channel_id, method, size, frame.properties.error))
+            elif size > self.max_body_size:
                 ch.c_discard = True
                 events.append(ev.MessageTooLarge(channel_id, method, frame.properties, size))
             if size == 0:
@@ -1156,15 +1187,29 @@ class SansIOConnection:
             raise exc
         locales = _split(method.locales)
         locale = self.locale if self.locale in locales or not locales else locales[0]
-        self._send(
+        response = self._sasl_response(None)
+        frame = method_frame(
             0,
             self.spec.Connection.StartOk(
                 client_properties=self.client_properties,
                 mechanism=mechanism,
-                response=self._sasl_response(None),
+                response=response,
                 locale=locale,
             ),
         )
+        if len(frame) > self.spec.FRAME_MIN_SIZE:
+            # Until connection.tune, frames may not exceed frame-min-size: RabbitMQ drops
+            # the connection without a word (a long OAuth token as a password, say).
+            too_big = LocalProtocolError(
+                f"connection.start-ok would be a {len(frame)}-byte frame, more than the "
+                f"{self.spec.FRAME_MIN_SIZE} bytes allowed before connection.tune: the "
+                f"{mechanism} credentials take {len(response)} bytes and the client "
+                f"properties {len(encode_table(self.client_properties))}"
+            )
+            self._error = too_big
+            self.state = ConnState.ERROR
+            raise too_big
+        self._out.append(frame)
         self.state = ConnState.AWAIT_TUNE
 
     def _sasl_response(self, challenge: bytes | None) -> bytes:
@@ -1179,6 +1224,14 @@ class SansIOConnection:
         raise AuthenticationError(f"leveret does not implement SASL mechanism {mechanism}", 403)
 
     def _on_tune(self, method: Any) -> None:
+        if 0 < method.frame_max < self.spec.FRAME_MIN_SIZE:
+            # Below the spec's minimum, which the client may always send: a tune-ok of
+            # 4096 would exceed the offer, and the server must then drop us.
+            raise RemoteProtocolError(
+                f"connection.tune offers frame_max {method.frame_max}, below the "
+                f"{self.spec.FRAME_MIN_SIZE} bytes every peer must accept",
+                SYNTAX_ERROR,
+            )
         channel_max = _negotiate(self._want_channel_max, method.channel_max) or 65535
         frame_max = _negotiate(self._want_frame_max, method.frame_max) or DEFAULT_FRAME_MAX
         frame_max = max(frame_max, self.spec.FRAME_MIN_SIZE)
@@ -1187,6 +1240,8 @@ class SansIOConnection:
         self.frame_max = frame_max
         self.heartbeat = heartbeat
         self._reader.frame_max = frame_max
+        # Content headers come whole, as large as the broker lets a publisher make them.
+        self._reader.header_frame_max = max(frame_max, method.frame_max or DEFAULT_FRAME_MAX)
         self._send(
             0,
             self.spec.Connection.TuneOk(
@@ -1385,7 +1440,15 @@ class SansIOConnection:
             raise LocalProtocolError(f"connection.update-secret does not exist in AMQP {self.protocol}")
         if isinstance(new_secret, str):
             new_secret = new_secret.encode()
-        self._send(0, self.method("connection.update-secret", new_secret=new_secret, reason=reason))
+        frame = method_frame(
+            0, self.method("connection.update-secret", new_secret=new_secret, reason=reason)
+        )
+        if len(frame) > self.frame_max:
+            raise LocalProtocolError(
+                f"connection.update-secret encodes to a {len(frame)}-byte frame, more than the "
+                f"negotiated frame_max of {self.frame_max}"
+            )
+        self._out.append(frame)
 
     def close(
         self, reply_code: int = 200, reply_text: str = "Normal shutdown", class_id: int = 0, method_id: int = 0
@@ -1432,7 +1495,7 @@ class SansIOConnection:
         sent without one do not count (heartbeats then go out every half interval).
         """
         if self._error is not None:
-            raise self._error
+            raise again(self._error)
         if self._received_unclocked:
             self._received_unclocked = False
             self.last_received = now

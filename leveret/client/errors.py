@@ -15,6 +15,7 @@ __all__ = [
     "BlockedTimeout",
     "PublishNacked",
     "MessageTooLargeError",
+    "MessageDecodeError",
 ]
 
 
@@ -72,6 +73,25 @@ class MessageTooLargeError(LeveretError):
     ``delivery_tag`` identifies it so it can be rejected; the connection stays usable."""
 
     reply_code = 311
+
+    def __init__(self, message: str, channel_id: int, delivery_tag: int | None, body_size: int) -> None:
+        super().__init__(message)
+        self.channel_id = channel_id
+        self.delivery_tag = delivery_tag
+        self.body_size = body_size
+
+
+class MessageDecodeError(LeveretError):
+    """An incoming message's properties did not decode (a header table nested deeper than
+    leveret reads, an unknown field type...); the message was discarded unread.
+
+    The broker passes what a publisher sent through unread, so this is one bad message, not
+    a broken connection: ``delivery_tag`` identifies it so that it can be rejected (to a
+    dead-letter exchange, say; not for a ``no_ack`` consumer, whose message is gone
+    already), and the connection stays usable.  ``__cause__`` is the
+    :class:`~leveret.wire.errors.DecodeError` saying what was wrong."""
+
+    reply_code = 502
 
     def __init__(self, message: str, channel_id: int, delivery_tag: int | None, body_size: int) -> None:
         super().__init__(message)

@@ -28,6 +28,7 @@ __all__ = [
     "ConsumerCancelled",
     "FlowChanged",
     "MessageTooLarge",
+    "MessageUndecodable",
 ]
 
 
@@ -177,6 +178,24 @@ class MessageTooLarge(Event):
     method: Any
     properties: Any
     body_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageUndecodable(Event):
+    """A content whose properties did not decode (a header table nested deeper than
+    :data:`~leveret.wire.fields.MAX_DEPTH`, an unknown type letter...); its body was
+    discarded unbuffered and the connection carries on.
+
+    The broker passes a publisher's properties through unread, so one bad publish is one bad
+    message, not a broken connection.  ``method`` is the ``basic.deliver``/``get-ok``/
+    ``return`` that announced it, so the caller can reject it by ``delivery_tag``;
+    ``error`` is the :class:`~leveret.wire.errors.DecodeError`.
+    """
+
+    channel_id: int
+    method: Any
+    body_size: int
+    error: Any
 
 
 # The two events made once per message (a delivery, a publisher confirm), built without

@@ -205,6 +205,29 @@ _MECHANISMS = {"PLAIN", "AMQPLAIN", "EXTERNAL"}
 _PROTOCOLS = {"0-9-1", "0-8"}
 
 
+def split_host_port(value: str) -> tuple[str, int | None]:
+    """``host`` as py-amqp and kombu take it: ``"name"``, ``"name:5672"``, ``"[::1]:5672"``
+    (a bare IPv6 address, ``"::1"``, has no port).  Returns the host and the port, or None
+    when none is given; ``ValueError`` for a port that is not a number in 1..65535."""
+    if value.startswith("["):
+        end = value.find("]")
+        rest = value[end + 1 :] if end > 0 else "?"
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"connection option host={value!r} is not '[address]' or '[address]:port'")
+        host, port_text = value[1:end], rest[1:] if rest else None
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+    else:
+        return value, None
+    if port_text is None:
+        return host, None
+    if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
+        raise ValueError(
+            f"connection option host={value!r}: the port after ':' must be a number in 1..65535"
+        )
+    return host, int(port_text)
+
+
 def parse_url(url: str) -> ConnectionParameters:
     """Parse an AMQP URL into :class:`ConnectionParameters`.
 
