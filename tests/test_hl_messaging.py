@@ -193,19 +193,41 @@ def test_consumers_take_a_bound_on_decompressed_bodies(hl_conn: Connection, queu
 
 
 def test_a_producer_per_message_does_not_grow_the_channels_return_handlers(hl_conn: Connection) -> None:
-    """Unconfirmed producers with on_return register (weakly) with their channel; those of
-    producers gone since were never dropped, and every return walked them all."""
-    import gc
-
-    from leveret.highlevel.messaging import _channel_state
+    """Unconfirmed producers with on_return register it with their channel: once per
+    callback, however many producers share it; and a new callback per producer (per
+    message) stops at a bound rather than grow the list, walked on every return, for ever."""
+    from leveret.highlevel.messaging import _MAX_RETURN_HANDLERS, _channel_state
 
     channel = hl_conn.default_channel
+    returned: list[Any] = []
+
+    def shared(*args: Any) -> None:
+        returned.append(args)
+
+    for _ in range(200):
+        hl_conn.Producer(confirm=False, on_return=shared).publish(
+            b"x", routing_key=unique("nowhere"), mandatory=True)
+    assert _channel_state(channel).untagged == [shared]
+    drain(hl_conn, lambda: len(returned) == 200)
     for _ in range(200):
         hl_conn.Producer(confirm=False, on_return=lambda *args: None).publish(
             b"x", routing_key=unique("nowhere"), mandatory=True)
+    assert len(_channel_state(channel).untagged) == _MAX_RETURN_HANDLERS
+
+
+def test_a_return_reaches_the_on_return_of_a_producer_dropped_since(hl_conn: Connection) -> None:
+    """kombu's way: ``conn.Producer(confirm=False, on_return=cb).publish(...)``, the producer
+    not kept.  Its on_return was held through the producer, weakly: the return, coming
+    after the producer was collected, went to no callback."""
+    import gc
+
+    returned: list[Any] = []
+    hl_conn.Producer(confirm=False, on_return=lambda *args: returned.append(args)).publish(
+        b"lost?", routing_key=unique("nowhere"), mandatory=True)
     gc.collect()
-    hl_conn.Producer(confirm=False, on_return=lambda *args: None)  # one more prunes
-    assert len(_channel_state(channel).untagged) < 10
+    drain(hl_conn, lambda: returned)
+    [(exc, _exchange, _routing_key, message)] = returned
+    assert type(exc) is MessageReturned and message.body == b"lost?"
 
 
 def test_properties_delivery_mode_expiration_priority(hl_conn: Connection, queue: Queue) -> None:
@@ -1003,7 +1025,7 @@ def test_amqp_0_8_confirming_producer_fails_every_time_and_never_publishes_uncon
         conn.release()
 
 
-def test_amqp_0_8_simple_queue_fails_clearly_without_leaking_its_channel(amqp_url: str) -> None:
+def test_amqp_0_8_simple_queue_put_fails_clearly_without_leaking_its_channel(amqp_url: str) -> None:
     conn = Connection(amqp_url, transport_options={"protocol": "0-8"})
     name = unique()
     try:
@@ -1011,8 +1033,10 @@ def test_amqp_0_8_simple_queue_fails_clearly_without_leaking_its_channel(amqp_ur
         transport = conn.connection
         assert isinstance(transport, ClientConnection)
         before = set(transport._channels)
+        sq = SimpleQueue(conn, name)  # get() works in 0-8: see tests/test_hl_simple.py
         with pytest.raises(LocalProtocolError, match="0-8"):
-            SimpleQueue(conn, name)
+            sq.put(b"x")
+        sq.close()
         assert set(transport._channels) == before
     finally:
         ch = conn.default_channel

@@ -12,6 +12,7 @@ from hl_fixtures import *  # noqa: F401,F403
 from hl_fixtures import lose_memory_connection, unique
 
 from leveret.client import ResourceLocked
+from leveret.wire.errors import LocalProtocolError
 from leveret.highlevel import Connection, Empty, Message, MessageReturned, MessageStateError, SimpleBuffer, SimpleQueue
 
 
@@ -241,6 +242,23 @@ def test_simple_buffer_is_shared_between_connections_unless_exclusive(hl_conn: C
                 SimpleBuffer(other, locked, queue_opts={"exclusive": True})
     finally:
         other.release()
+
+
+def test_simple_queue_gets_on_0_8_where_it_cannot_put(amqp_url: str) -> None:
+    # It could not even be made: its producer (confirmed, which 0-8 lacks) failed at once,
+    # naming a producer the caller never made.
+    name = unique("sq08")
+    with Connection(amqp_url, transport_options={"protocol": "0-8"}) as conn:
+        with conn.Producer(confirm=False) as producer:
+            producer.publish({"x": 1}, routing_key=name, declare=[conn.SimpleQueue(name).queue])
+        sq = conn.SimpleQueue(name)
+        try:
+            assert sq.get(timeout=5).payload == {"x": 1}
+            with pytest.raises(LocalProtocolError, match=r"SimpleQueue\.put\(\) publishes confirmed"):
+                sq.put({"y": 2})
+        finally:
+            sq.queue.delete()
+            sq.close()
 
 
 def test_simple_queue_on_a_channel(hl_conn: Connection) -> None:

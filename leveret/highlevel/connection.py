@@ -284,8 +284,8 @@ class Connection:
     ``transport_options``: ``rpc_timeout``, ``blocked_timeout``, ``max_body_size``,
     ``client_properties``, ``frame_max``, ``channel_max``, ``protocol`` (``"0-8"``: it has
     no publisher confirms, so producers need ``confirm=False``, and ``SimpleQueue``, which
-    always confirms, cannot publish), ``on_blocked``/``on_unblocked`` for the client
-    connection; ``broker`` for ``memory://``;
+    always confirms, can only get: its put() raises), ``on_blocked``/``on_unblocked`` for
+    the client connection; ``broker`` for ``memory://``;
     ``max_retries``/``interval_start``/``interval_step``/``interval_max`` as the retry
     policy of the implicit connect on first use (default: one attempt at each URL).
 

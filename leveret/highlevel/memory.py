@@ -103,7 +103,7 @@ from ..client import (
 from ..client._shared import _MAX_WAIT, deadline_after
 from ..wire import amqp0_9_1 as _spec
 from ..wire._base import _field_problem
-from ..wire.errors import AMQPError, EncodeError, LocalProtocolError
+from ..wire.errors import AMQPError, EncodeError, LocalProtocolError, again
 from ..wire.fields import decode_table, encode_table
 
 __all__ = ["MemoryBroker", "MemoryConnection", "MemoryChannel", "default_broker"]
@@ -1594,13 +1594,13 @@ class MemoryConnection:
 
     def _dead_error(self) -> BaseException:
         if self._error is not None:
-            return self._error
+            return again(self._error)
         return ConnectionClosedError("the connection is closed")
 
     def _check_open(self) -> None:
         if not self._open:
             if self._error is not None:
-                raise self._error
+                raise again(self._error)
             raise ConnectionClosedError("the connection is not open (call connect())")
 
     # ------------------------------------------------------------------ channels
@@ -1678,7 +1678,7 @@ class MemoryConnection:
                 # Raised unless a call on the channel has raised it already; the channel's
                 # next call raises it too (see leveret.client.Connection.drain_events).
                 if not ch._error_reported and ch._error is not None:
-                    raise ch._error
+                    raise again(ch._error)
                 continue
             if item[0] == _GONE:  # bookkeeping only: no callback runs
                 ch._cancelled_no_ack.pop(item[2], None)
@@ -1807,12 +1807,12 @@ class MemoryChannel:
         :class:`ChannelClosedError` with that error as its cause."""
         conn = self.connection
         if conn._error is not None:
-            raise conn._error
+            raise again(conn._error)
         error = self._error
         if error is not None:
             if not self._error_reported:
                 self._error_reported = True
-                raise error
+                raise again(error)
             raise ChannelClosedError(
                 f"channel {self.channel_id} was closed by the broker: {error}"
             ) from error
@@ -2339,6 +2339,12 @@ class MemoryChannel:
             raise TypeError(f"basic_consume needs a callback for the deliveries, not {callback!r}")
         if nowait and not consumer_tag:
             raise LocalProtocolError("basic.consume with nowait needs a consumer_tag")
+        if consumer_tag and consumer_tag in self._consumer_objs:
+            # As the client refuses it (RabbitMQ would close the connection: 530).
+            raise LocalProtocolError(
+                f"consumer tag {consumer_tag!r} is in use on channel {self.channel_id}: "
+                "consumer tags are unique per channel (cancel that consumer first)"
+            )
         args = _table(arguments)
         method = "basic.consume"
         _shortstrs(method, queue=queue, consumer_tag=consumer_tag)

@@ -46,6 +46,9 @@ PERSISTENT = 2
 # Returned messages nobody claims (raw publishes on a producer's channel) are moved to
 # ``channel.returned`` past this many, so the per-channel store stays bounded.
 _MAX_UNCLAIMED_RETURNS = 10000
+# The most on_return callbacks of unconfirmed producers one channel keeps (see
+# _ChannelState.untagged).
+_MAX_RETURN_HANDLERS = 64
 
 
 # ---------------------------------------------------------------------------------- returns
@@ -59,7 +62,11 @@ class _ChannelState:
     def __init__(self, channel: Any) -> None:
         self.confirm = False
         self.returned: dict[int, ClientMessage] = {}
-        self.untagged: list[weakref.WeakMethod[Callable[[ClientMessage], None]]] = []
+        # The on_return of each unconfirmed producer of this channel, held as kombu holds
+        # them: a return may come long after its producer is gone (made for one publish
+        # and dropped), and still goes to its on_return.  One entry per distinct callable;
+        # past _MAX_RETURN_HANDLERS the oldest is dropped.
+        self.untagged: list[Callable[..., Any]] = []
         self.previous: Callable[[ClientMessage], Any] | None = channel.on_return
         self.channel = weakref.ref(channel)
 
@@ -72,10 +79,10 @@ class _ChannelState:
                 oldest = min(self.returned)
                 self._fallback(self.returned.pop(oldest))
             return
-        handlers = [h for ref in self.untagged if (h := ref()) is not None]
-        if handlers:
-            for handler in handlers:
-                handler(msg)
+        if self.untagged:
+            for handler in list(self.untagged):
+                exc = MessageReturned(msg)
+                handler(exc, exc.exchange or "", exc.routing_key or "", msg)
         else:
             self._fallback(msg)
 
@@ -146,7 +153,9 @@ class Producer:
     :meth:`flush` returns).  ``on_return(exception, exchange, routing_key, message)``
     (kombu's signature; ``exception`` is a :class:`MessageReturned`, ``message`` the
     returned ``leveret.client.Message``) receives returned ``mandatory`` publishes; without
-    it they raise :class:`MessageReturned`.
+    it they raise :class:`MessageReturned`.  Without confirms a return comes whenever it
+    comes: the channel keeps the ``on_return`` of its unconfirmed producers (as kombu
+    does), so it is heard even once the producer is gone.
 
     On a connection made with ``autorecover=True`` a publish that meets a lost connection
     waits for the recovery and carries on.  ``republish`` (default True: at-least-once)
@@ -258,12 +267,17 @@ class Producer:
         self._state = state
         self._plain = None if isinstance(channel, RecoveringChannel) else channel
         if not self.confirm and self.on_return is not None:
-            # (Those of producers gone since are dropped here: a program that makes a
-            # producer per message would grow the list for ever.)
-            live = [ref for ref in state.untagged if ref() is not None]
-            if not any(ref() == self._untagged_return for ref in live):
-                live.append(weakref.WeakMethod(self._untagged_return))
-            state.untagged[:] = live
+            # A return without confirms comes whenever it comes: only on_return hears it.
+            handlers = state.untagged
+            if self.on_return not in handlers:
+                handlers.append(self.on_return)
+                if len(handlers) > _MAX_RETURN_HANDLERS:
+                    # (a new callable per producer, a producer per message)
+                    dropped = handlers.pop(0)
+                    log.warning(
+                        "leveret: more than %d distinct on_return callbacks on one channel; "
+                        "the oldest (%r) hears no more returns", _MAX_RETURN_HANDLERS, dropped,
+                    )
 
     @property
     def channel(self) -> TransportChannel:
@@ -600,12 +614,6 @@ class Producer:
         first = returns[0]
         first.returned = returns
         raise first
-
-    def _untagged_return(self, msg: ClientMessage) -> None:
-        # A return on a channel without confirms (confirm=False): only on_return hears it.
-        exc = MessageReturned(msg)
-        if self.on_return is not None:
-            self.on_return(exc, exc.exchange or "", exc.routing_key or "", msg)
 
     @property
     def pending(self) -> int:

@@ -26,6 +26,7 @@ from .compression import DEFAULT_MAX_SIZE
 from .message import Message
 from .messaging import Consumer, Producer, lost_connection_error
 from .transport import TransportChannel
+from ..wire.errors import LocalProtocolError
 
 __all__ = ["SimpleQueue", "SimpleBuffer"]
 
@@ -112,14 +113,29 @@ class SimpleQueue:
             max_decompressed_size=self._max_decompressed_size,
         )
         self.queue = self.consumer.queues[0]
-        self.producer = Producer(
-            self.channel, exchange, routing_key=routing_key, serializer=serializer,
-            compression=compression,
-        )
+        # put() publishes confirmed, which AMQP 0-8 cannot; get() works all the same.
+        self._producer: Producer | None = None
+        if getattr(getattr(self.channel, "connection", None), "protocol", None) != "0-8":
+            self._producer = Producer(
+                self.channel, exchange, routing_key=routing_key, serializer=serializer,
+                compression=compression,
+            )
         self._qos_done = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.queue.name!r}>"
+
+    @property
+    def producer(self) -> Producer:
+        """The :class:`Producer` :meth:`put` publishes with (confirmed, so none in AMQP
+        0-8, which has no publisher confirms: there :meth:`get` works, and this raises)."""
+        if self._producer is None:
+            raise LocalProtocolError(
+                f"{type(self).__name__}.put() publishes confirmed, and AMQP 0-8 has no "
+                "publisher confirms: on 0-8 a SimpleQueue can get(), and a "
+                "Producer(channel, confirm=False) can publish"
+            )
+        return self._producer
 
     # -- receiving
 
