@@ -604,3 +604,48 @@ def test_retry_policy_in_transport_options_applies_to_first_use() -> None:
                       transport_options={"max_retries": 1, "interval_start": 0.05})
     with pytest.raises(OperationalError):
         conn.default_channel
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("autorecover", [False, True])
+@pytest.mark.parametrize("use", ["default_channel", "channel", "producer"])
+def test_a_connection_dropped_without_release_is_collected_with_its_socket(
+    node: PrivateNode, autorecover: bool, use: str
+) -> None:
+    # The registry of which Connection opened which channel held the Connection strongly,
+    # and the Connection its default channel, the registry's key: dropped without
+    # release(), it lived on with its socket, its I/O thread and its broker connection.
+    # (kombu's is collected; so is the client layer's.)
+    import gc
+    import weakref
+
+    from leveret.highlevel import connection as hl
+
+    name = unique("dropped")
+    conn = Connection(node.url, autorecover=autorecover,
+                      transport_options={"client_properties": {"connection_name": name}})
+    if use == "default_channel":
+        conn.default_channel.queue_declare("", exclusive=True)
+    elif use == "channel":
+        conn.channel().queue_declare("", exclusive=True)
+    else:
+        conn.Producer().publish({"x": 1}, routing_key=unique("nowhere"))
+    transport = conn.connection
+    assert isinstance(transport, ClientConnection)
+    io_thread = transport._io_thread
+    assert io_thread is not None and io_thread.is_alive()
+
+    def listed() -> bool:
+        return any(name in field for row in node.list_connections("client_properties") for field in row)
+
+    assert listed()
+    owned = len(hl._owners)
+    ref = weakref.ref(conn)
+    del conn, transport
+    gc.collect()
+    assert ref() is None, "the high-level connection is kept alive"
+    assert len(hl._owners) < owned
+    deadline = time.monotonic() + 10
+    while io_thread.is_alive() or listed():
+        assert time.monotonic() < deadline, "the transport connection lives on"
+        time.sleep(0.1)

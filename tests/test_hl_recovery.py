@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import contextlib
 import time
 import uuid
 import weakref
@@ -1123,6 +1124,74 @@ def test_100k_confirmed_messages_survive_broker_restarts(fresh_node: PrivateNode
         fresh_node.start_app()
 
     _Run(fresh_node.url, (0.25, 0.65), restart).run()
+
+
+def test_a_wait_with_a_timeout_is_not_held_by_a_recovery(fresh_node: PrivateNode) -> None:
+    """``drain_events(timeout=1)`` during an outage took the whole outage (the recovery
+    inside it ignored the deadline), and so did ``ConsumerMixin.run`` to see should_stop.
+    Now the wait ends in about its timeout with ``RecoveryPaused`` (a TimeoutError), and
+    the next one goes on with the same recovery: one connection_lost, one recovery."""
+    import threading
+
+    from leveret.highlevel import RecoveryPaused
+    from leveret.highlevel.mixins import ConsumerMixin
+
+    conn = recovering(fresh_node.url, recovery_policy={**FAST, "interval_max": 0.3})
+    queue = Queue(unique("outage"))
+    got: list[Any] = []
+
+    def on_message(body: Any, message: Any) -> None:
+        got.append(body)
+        message.ack()
+
+    conn.Consumer(queue, callbacks=[on_message]).consume()
+    consuming = threading.Event()
+
+    class Worker(ConsumerMixin):
+        def get_consumers(self, Consumer: Any, channel: Any) -> list[Consumer]:
+            return [Consumer(queues=[Queue(unique("worker"))], callbacks=[lambda b, m: m.ack()])]
+
+        def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
+            consuming.set()
+
+    worker = Worker()
+    worker.connection = recovering(fresh_node.url)
+    runner = threading.Thread(target=worker.run, kwargs={"safety_interval": 0.5})
+    runner.start()
+    try:
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.2)
+        assert consuming.wait(10), "the worker is not consuming"
+        fresh_node.stop_app()
+        try:
+            for _ in range(3):
+                started = time.monotonic()
+                with pytest.raises(RecoveryPaused):
+                    conn.drain_events(timeout=1)
+                assert time.monotonic() - started < 3
+            stopped_at = time.monotonic()
+            worker.should_stop = True
+            runner.join(10)
+            assert not runner.is_alive() and time.monotonic() - stopped_at < 3
+        finally:
+            fresh_node.start_app()
+        with Connection(fresh_node.url) as other:
+            other.Producer().publish({"n": 1}, routing_key=queue.name, declare=[queue])
+        deadline = time.monotonic() + 30
+        while not got:
+            assert time.monotonic() < deadline, "the consumer did not come back"
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=1)
+        assert got == [{"n": 1}]
+        happened = kinds(conn)
+        assert happened.count("connection_lost") == 1 and happened.count("recovery_started") == 1
+        assert happened.count("recovery_succeeded") == 1 and "recovery_failed" not in happened
+        assert happened.count("attempt_failed") >= 3 and conn.recoveries == 1
+    finally:
+        worker.should_stop = True
+        runner.join(10)
+        worker.connection.release()
+        conn.release()
 
 
 # ------------------------------------------------------- a channel the broker closed (404)

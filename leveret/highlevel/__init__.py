@@ -42,6 +42,7 @@ from .exceptions import (
     MessageStateError,
     NotBoundError,
     OperationalError,
+    RecoveryPaused,
     SerializerNotInstalled,
 )
 from .message import Message
@@ -70,6 +71,7 @@ __all__ = [
     "MessageStateError",
     "LimitExceeded",
     "OperationalError",
+    "RecoveryPaused",
     "ConsumerCancelled",
     "MessageReturned",
     "SerializerNotInstalled",

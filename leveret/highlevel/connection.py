@@ -100,8 +100,10 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 _RECOVERABLE_CHANNEL_ERRORS: tuple[type[BaseException], ...] = (ChannelClosedError,)
 _CHANNEL_ERRORS: tuple[type[BaseException], ...] = (SoftError, ChannelClosedError)
 
-# Transport channels opened by a high-level Connection -> that Connection.
-_owners: weakref.WeakKeyDictionary[Any, Connection] = weakref.WeakKeyDictionary()
+# Transport channels opened by a high-level Connection -> that Connection, weakly both ways:
+# the Connection holds its default channel, and a value holding its own key would keep the
+# entry, the Connection, its socket and its I/O thread alive for ever once dropped.
+_owners: weakref.WeakKeyDictionary[Any, weakref.ref[Connection]] = weakref.WeakKeyDictionary()
 # Every high-level Connection of this process, so that a forked child can make them forget
 # the parent's (see Connection's docstring).
 _connections: weakref.WeakSet[Connection] = weakref.WeakSet()
@@ -124,9 +126,10 @@ def client_of(channel: Any) -> Connection | None:
     """The high-level :class:`Connection` a transport channel belongs to, if any (kombu's
     ``channel.connection.client``)."""
     try:
-        owner = _owners.get(channel)
+        ref = _owners.get(channel)
     except TypeError:
-        owner = None
+        ref = None
+    owner = ref() if ref is not None else None
     if owner is not None:
         return owner
     return getattr(getattr(channel, "connection", None), "client", None)
@@ -374,6 +377,9 @@ class Connection:
         self.recovery_generation = 0
         self._was_connected = False
         self._in_recovery = False
+        # A recovery that a wait with a deadline paused (see _drain_recovering): where its
+        # back-off stood, for the next call to go on from there.  None when none is under way.
+        self._recovery_resume: dict[str, Any] | None = None
         self.transport_options: dict[str, Any] = dict(transport_options or {})
         self.failover_strategy = failover_strategy
         self.insist = insist
@@ -696,10 +702,14 @@ class Connection:
     def _should_recover(self) -> bool:
         return self.autorecover and self._was_connected and not self._in_recovery
 
-    def _recover(self, error: BaseException | None = None, **policy: Any) -> None:
+    def _recover(
+        self, error: BaseException | None = None, deadline: float | None = None, **policy: Any
+    ) -> None:
         """Recover a lost connection (nothing to do if it is connected, e.g. because another
         caller recovered it already).  Raises ``OperationalError`` when recovery gives up,
-        and when :meth:`release` was called meanwhile (the connection is released then)."""
+        and when :meth:`release` was called meanwhile (the connection is released then).
+        Past ``deadline`` (``time.monotonic()``), ``RecoveryPaused``: the next call goes on
+        with the recovery from where it stood."""
         with self._lock:
             if self.connected or self._in_recovery:
                 return
@@ -713,7 +723,7 @@ class Connection:
                 tconn = self._connection
                 error = getattr(tconn, "_error", None) or getattr(tconn, "_closed_error", None)
             try:
-                recover(self, error, **policy)
+                recover(self, error, deadline=deadline, **policy)
             finally:
                 # A release() that did not wait for this recovery left the work to it.
                 released = self._release_requested
@@ -808,6 +818,7 @@ class Connection:
         callback: Callable[[], Any] | None = None,
         timeout: float | None = None,
         reraise_as_library_errors: bool = True,
+        _resume: dict[str, Any] | None = None,
     ) -> Connection:
         """Connect, retrying while the failure is recoverable.
 
@@ -829,9 +840,17 @@ class Connection:
                     timeout=timeout, reraise_as_library_errors=reraise_as_library_errors,
                 )
             return self
-        deadline = None if timeout is None else time.monotonic() + timeout
-        interval = interval_start
-        for retries in count():
+        # (``_resume``: a paused recovery's back-off -- its start, retries, next interval --
+        # read and kept up to date here, so that pausing changes none of the policy.)
+        if _resume is None:
+            _resume = {}
+        wait = _resume.get("next_at", 0.0) - time.monotonic()
+        if wait > 0:
+            self._sleep(wait, callback)  # the rest of the back-off the pause cut short
+        started = _resume.setdefault("started", time.monotonic())
+        deadline = None if timeout is None else started + timeout
+        interval = _resume.setdefault("interval", interval_start)
+        for retries in count(_resume.setdefault("retries", 0)):
             with self._lock:
                 if self.connected:
                     return self
@@ -849,10 +868,13 @@ class Connection:
                 if reraise_as_library_errors:
                     raise OperationalError(f"cannot connect to {self.as_uri()}: {error}") from error
                 raise error
+            _resume["retries"] = retries + 1
+            _resume["interval"] = min(interval + interval_step, interval_max)
+            _resume["next_at"] = time.monotonic() + interval
             if errback is not None:
                 errback(error, interval)
             self._sleep(interval, callback)
-            interval = min(interval + interval_step, interval_max)
+            interval = _resume["interval"]
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
@@ -965,7 +987,7 @@ class Connection:
             if self.autorecover:
                 ch = RecoveringChannel(self, ch)
         try:
-            _owners[ch] = self
+            _owners[ch] = weakref.ref(self)
         except TypeError:
             pass
         return ch
@@ -987,7 +1009,7 @@ class Connection:
                 tconn = self.connection
                 ch = tconn.channel()
                 try:
-                    _owners[ch] = self
+                    _owners[ch] = weakref.ref(self)
                 except TypeError:
                     pass
                 self._default_channel = ch
@@ -1002,8 +1024,10 @@ class Connection:
         hide that.
 
         With ``autorecover`` it does: the connection is recovered (its consumers resume on
-        the new one) and the wait goes on until an event or ``timeout`` (``TimeoutError``);
-        ``OperationalError`` if recovery gives up.
+        the new one) and the wait goes on until an event or ``timeout`` (``TimeoutError``;
+        :class:`~leveret.highlevel.exceptions.RecoveryPaused`, one, when the timeout ran out
+        during the recovery, which the next call goes on with); ``OperationalError`` if
+        recovery gives up.
 
         When the broker closed a channel that a :class:`~leveret.highlevel.Consumer` of this
         connection consumes on (a channel error: ``NotFound``, ``PreconditionFailed``...,
@@ -1073,6 +1097,11 @@ class Connection:
     def _drain_recovering(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if not self.connected and self._should_recover():
+                # A recovery bounded by this call's timeout: RecoveryPaused (a TimeoutError)
+                # past it, the next call going on with it -- as drain_events promises, and
+                # so that ConsumerMixin sees should_stop during an outage.
+                self._recover(None, deadline=deadline)
             tconn = self.connection
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
@@ -1085,7 +1114,7 @@ class Connection:
             except LOSS_ERRORS as exc:
                 if tconn.is_open and tconn is self._connection:
                     raise  # not a loss: a callback's own error
-                self._recover(exc)
+                self._recover(exc, deadline=deadline)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError("timed out waiting for events")
 
@@ -1145,6 +1174,7 @@ class Connection:
             self.topology.clear()
             self._consumers.clear()
             self._was_connected = False
+            self._recovery_resume = None
             self._drop_connection()
 
     close = release
@@ -1160,6 +1190,7 @@ class Connection:
         self._was_connected = False
         self._in_recovery = False
         self._release_requested = False
+        self._recovery_resume = None
         self.topology._after_fork_in_child()
         if isinstance(tconn, ClientConnection):  # done already if it was open; harmless
             tconn.abandon("this connection belongs to the parent process (inherited through fork)")

@@ -15,6 +15,7 @@ class                          also a
 :class:`DecodeError`           ``ValueError`` (as ``json.JSONDecodeError`` is)
 :class:`CompressionNotInstalled`  ``ValueError``
 :class:`OperationalError`      ``ConnectionError``
+:class:`RecoveryPaused`        ``TimeoutError``
 =============================  =======================================================
 
 :class:`LimitExceeded` is deliberately *not* a ``queue.Full``: a pool that hit its limit is
@@ -47,6 +48,7 @@ __all__ = [
     "DecompressedSizeExceeded",
     "LimitExceeded",
     "OperationalError",
+    "RecoveryPaused",
     "ConsumerCancelled",
     "MessageReturned",
     "InconsistencyError",
@@ -126,6 +128,13 @@ class LimitExceeded(LeveretError):
 class OperationalError(LeveretError, ConnectionError):
     """The broker could not be reached or the connection failed while the high-level
     layer was using it (after any retries it was told to make)."""
+
+
+class RecoveryPaused(LeveretError, TimeoutError):
+    """A wait with a deadline (``drain_events(timeout=...)`` on an ``autorecover``
+    connection) ran out while the lost connection was being recovered.  The recovery is
+    not over: the next call goes on with it from where it stood (its back-off, retries and
+    time limit unchanged).  A ``TimeoutError``, as the wait's own timeout is."""
 
 
 class ConsumerCancelled(LeveretError):

@@ -92,7 +92,7 @@ from ..client import (
 )
 from ..wire.errors import AMQPError, SoftError
 from .entity import _freeze
-from .exceptions import OperationalError
+from .exceptions import OperationalError, RecoveryPaused
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -1332,7 +1332,10 @@ def replay(client: Connection, tconn: Any) -> None:
 # ---------------------------------------------------------------------------------- recover
 
 
-def recover(client: Connection, error: BaseException | None = None, **policy: Any) -> None:
+def recover(
+    client: Connection, error: BaseException | None = None, deadline: float | None = None,
+    **policy: Any,
+) -> None:
     """Reconnect ``client`` with back-off and replay its topology (see :func:`replay`).
 
     ``policy`` overrides ``client.recovery_policy``: ``max_retries`` (None: for ever),
@@ -1345,6 +1348,11 @@ def recover(client: Connection, error: BaseException | None = None, **policy: An
     gives up, or at once the error of refused credentials or virtual host.  It gives up too
     when :meth:`~leveret.highlevel.Connection.release` is called meanwhile (checked after
     each attempt and about once a second of back-off).
+
+    Past ``deadline`` (``time.monotonic()``; checked as often) it raises
+    :class:`RecoveryPaused` instead, leaving the connection lost and the recovery where it
+    stood: the next call goes on with it (the same back-off, retries and ``timeout``; no
+    second ``connection_lost``), as a ``drain_events(timeout=...)`` needs.
     """
     options = {**DEFAULT_RECOVERY_POLICY, **(client.recovery_policy or {}), **policy}
     user_errback = options.pop("errback", None)
@@ -1355,6 +1363,10 @@ def recover(client: Connection, error: BaseException | None = None, **policy: An
         if client._release_requested:
             raise OperationalError(
                 f"recovery of {client.as_uri()} stopped: the connection was released"
+            ) from last[0]
+        if deadline is not None and time.monotonic() >= deadline:
+            raise RecoveryPaused(
+                f"timed out waiting while the connection to {client.as_uri()} is recovered"
             ) from last[0]
 
     def errback(exc: BaseException, interval: float) -> None:
@@ -1371,26 +1383,32 @@ def recover(client: Connection, error: BaseException | None = None, **policy: An
             user_callback()
 
     options.setdefault("reraise_as_library_errors", True)
-    log.warning("leveret: connection to %s lost (%r); recovering", client.as_uri(), error)
+    resume = client._recovery_resume
     client._in_recovery = True
-    started = time.monotonic()
     try:
-        client._recovery_event("connection_lost", error)
-        client._notify("on_connection_lost", error)
-        client._recovery_event("recovery_started")
-        client._notify("on_recovery_started")
+        if resume is None:
+            log.warning("leveret: connection to %s lost (%r); recovering", client.as_uri(), error)
+            resume = client._recovery_resume = {"started": time.monotonic()}
+            client._recovery_event("connection_lost", error)
+            client._notify("on_connection_lost", error)
+            client._recovery_event("recovery_started")
+            client._notify("on_recovery_started")
+            stop_if_released()
+            client._drop_connection()
+        client.ensure_connection(errback=errback, callback=callback, _resume=resume, **options)
         stop_if_released()
-        client._drop_connection()
-        client.ensure_connection(errback=errback, callback=callback, **options)
-        stop_if_released()
+    except RecoveryPaused:
+        raise  # the recovery stays where it stood: client._recovery_resume
     except BaseException as exc:
+        client._recovery_resume = None
         log.error("leveret: recovery of %s failed: %r", client.as_uri(), exc)
         client._recovery_event("recovery_failed", exc)
         client._notify("on_recovery_failed", exc)
         raise
     finally:
         client._in_recovery = False
-    took = time.monotonic() - started
+    client._recovery_resume = None
+    took = time.monotonic() - resume["started"]
     client.recoveries += 1
     log.info("leveret: connection to %s recovered in %.2f s", client.as_uri(), took)
     client._recovery_event("recovery_succeeded", None, took)
