@@ -993,6 +993,26 @@ def test_channels_of_a_lost_connection_stay_closed_after_connect_again(connect: 
     within(5, conn.close)
 
 
+def most_read_ahead(conn: Any, ch: Any, queue: str, measure: Callable[[], int]) -> tuple[int, Callable[[], int]]:
+    """Consume ``queue`` (no_ack, no prefetch limit) with a first callback that is busy for
+    2 s, in which the I/O thread reads ahead unprompted; the most ``measure()`` (what was
+    read ahead) gave meanwhile, and a count of the deliveries run so far."""
+    most = 0
+    seen = 0
+
+    def slow(msg: Message) -> None:
+        nonlocal most, seen
+        seen += 1
+        if seen == 1:
+            for _ in range(20):
+                time.sleep(0.1)
+                most = max(most, measure())
+
+    ch.basic_consume(queue, callback=slow, no_ack=True)
+    conn.drain_events(timeout=10)
+    return most, lambda: seen
+
+
 @needs_broker
 @blocking_only  # the blocking driver's I/O thread and its read-ahead
 def test_read_ahead_stays_bounded_while_a_callback_is_slow(connect: Connect, node: PrivateNode) -> None:
@@ -1007,19 +1027,7 @@ def test_read_ahead_stays_bounded_while_a_callback_is_slow(connect: Connect, nod
             ch.basic_publish(b"x", routing_key=queue)
     ch.confirm_select()
     ch.publish_confirmed(b"x", routing_key=queue)  # all of them are in
-    most = 0
-    seen = 0
-
-    def slow(msg: Message) -> None:
-        nonlocal most, seen
-        seen += 1
-        if seen == 1:
-            for _ in range(20):  # 2 s in which the I/O thread reads, unprompted
-                time.sleep(0.1)
-                most = max(most, len(conn._pending))
-
-    ch.basic_consume(queue, callback=slow, no_ack=True)  # no prefetch limit either
-    conn.drain_events(timeout=10)
+    most, _ = most_read_ahead(conn, ch, queue, lambda: len(conn._pending))
     # One read past the limit at most (a read of _RECV_SIZE bytes, ~20 bytes a delivery).
     assert _READ_AHEAD_LIMIT / 2 < most <= _READ_AHEAD_LIMIT + _RECV_SIZE // 20
     within(10, conn.close)
@@ -1040,21 +1048,9 @@ def test_read_ahead_of_big_messages_is_bounded_in_bytes(connect: Connect, node: 
     for _ in range(60):
         ch.basic_publish(body, routing_key=queue)
     ch.wait_for_confirms(30)
-    most = 0
-    seen = 0
-
-    def slow(msg: Message) -> None:
-        nonlocal most, seen
-        seen += 1
-        if seen == 1:
-            for _ in range(20):  # 2 s in which the I/O thread reads, unprompted
-                time.sleep(0.1)
-                most = max(most, sum(len(item.body) for _, item in list(conn._pending)))
-
-    ch.basic_consume(queue, callback=slow, no_ack=True)
-    conn.drain_events(timeout=10)
+    most, seen = most_read_ahead(conn, ch, queue, lambda: sum(len(item.body) for _, item in list(conn._pending)))
     assert _READ_AHEAD_BYTES / 2 < most <= _READ_AHEAD_BYTES + _RECV_SIZE + len(body)
-    while seen < 60:  # and the rest comes all the same
+    while seen() < 60:  # and the rest comes all the same
         conn.drain_events(timeout=10)
     within(10, conn.close)
 
