@@ -87,7 +87,7 @@ from ._shared import (
     tls_handshake_lost,
 )
 from .core import ConnState
-from .errors import ConnectionClosedError, ConnectionLost, MessageDecodeError, MessageTooLargeError
+from .errors import ConnectionClosedError, ConnectionLost, MessageDiscardedError
 from .events import ChannelClosed
 from .message import Message
 
@@ -100,8 +100,6 @@ R = TypeVar("R")
 # turn of the event loop.
 _FLUSH_ITEMS = 512
 _NO_LOCK = NoLock()
-#: What drain_events raises for a message the core discarded unread.
-_DISCARDED_ERRORS = (MessageTooLargeError, MessageDecodeError)
 #: How many errors may wait for drain_events to raise them (see ``_report``).
 _MAX_REPORTS = 10_000
 
@@ -364,8 +362,9 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         Raises ``TimeoutError`` when none ran within ``timeout`` seconds (``None`` waits
         for ever), the connection's error when it is lost or closed by the broker, the
         exception a callback raised (for a ``CancelledError``, a ``RuntimeError`` caused by
-        it), :class:`MessageTooLargeError` or :class:`MessageDecodeError` for a delivery
-        discarded unread (its ``delivery_tag`` says which, to reject it), and, as the
+        it), a :class:`MessageDiscardedError` (``MessageTooLargeError``,
+        ``MessageDecodeError``) for a delivery discarded unread (its ``delivery_tag`` says
+        which, to reject it), and, as the
         blocking driver does, the broker's error when it closed a channel that has
         consumers, unless a call on that channel has raised it already.  Each of those
         once, one per call, in the order they happened.
@@ -446,7 +445,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
                     continue
                 try:
                     found = callback(ch, item)
-                except _DISCARDED_ERRORS as exc:  # a message discarded unread: no callback
+                except MessageDiscardedError as exc:  # a message discarded unread: no callback
                     log.warning("leveret: %s", exc)
                     self._report(exc)
                     found = None

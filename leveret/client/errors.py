@@ -14,6 +14,7 @@ __all__ = [
     "ConnectionClosedError",
     "BlockedTimeout",
     "PublishNacked",
+    "MessageDiscardedError",
     "MessageTooLargeError",
     "MessageDecodeError",
 ]
@@ -67,34 +68,32 @@ class PublishNacked(LeveretError):
         self.returned: list[Any] = []
 
 
-class MessageTooLargeError(LeveretError):
-    """An incoming message was bigger than ``max_body_size`` and was discarded unbuffered.
+class MessageDiscardedError(LeveretError):
+    """An incoming message (a delivery, what ``basic_get`` fetched, a return) was discarded
+    unread; the subclass says why.  ``drain_events`` (or ``basic_get``) raises one per
+    message, and the connection stays usable.  ``delivery_tag`` identifies it so that it
+    can be rejected (to a dead-letter exchange, say; not for a ``no_ack`` consumer, whose
+    message is gone already); ``channel_id`` and ``body_size`` say where and how big."""
 
-    ``delivery_tag`` identifies it so it can be rejected; the connection stays usable."""
+    def __init__(self, message: str, channel_id: int, delivery_tag: int | None, body_size: int) -> None:
+        super().__init__(message)
+        self.channel_id = channel_id
+        self.delivery_tag = delivery_tag
+        self.body_size = body_size
+
+
+class MessageTooLargeError(MessageDiscardedError):
+    """An incoming message was bigger than ``max_body_size`` and was discarded unbuffered."""
 
     reply_code = 311
 
-    def __init__(self, message: str, channel_id: int, delivery_tag: int | None, body_size: int) -> None:
-        super().__init__(message)
-        self.channel_id = channel_id
-        self.delivery_tag = delivery_tag
-        self.body_size = body_size
 
-
-class MessageDecodeError(LeveretError):
+class MessageDecodeError(MessageDiscardedError):
     """An incoming message's properties did not decode (a header table nested deeper than
-    leveret reads, an unknown field type...); the message was discarded unread.
+    leveret reads, an unknown field type...) and it was discarded unread.
 
     The broker passes what a publisher sent through unread, so this is one bad message, not
-    a broken connection: ``delivery_tag`` identifies it so that it can be rejected (to a
-    dead-letter exchange, say; not for a ``no_ack`` consumer, whose message is gone
-    already), and the connection stays usable.  ``__cause__`` is the
-    :class:`~leveret.wire.errors.DecodeError` saying what was wrong."""
+    a broken connection.  ``__cause__`` is the :class:`~leveret.wire.errors.DecodeError`
+    saying what was wrong."""
 
     reply_code = 502
-
-    def __init__(self, message: str, channel_id: int, delivery_tag: int | None, body_size: int) -> None:
-        super().__init__(message)
-        self.channel_id = channel_id
-        self.delivery_tag = delivery_tag
-        self.body_size = body_size
