@@ -775,6 +775,103 @@ def test_polling_an_idle_connection_keeps_no_waiters(broker: Broker) -> None:
     run(main())
 
 
+def test_deliveries_drops_what_the_broker_requeued_when_its_channel_closed(broker: Broker) -> None:
+    # The iterator handed out all 49 buffered messages after the broker closed the channel
+    # (it had requeued them), every ack failing, every one to be processed again on
+    # redelivery; a callback consumer runs none of them.
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            ok = await ch.queue_declare("", exclusive=True)
+            assert ok is not None
+            for n in range(50):
+                await ch.basic_publish(b"%d" % n, routing_key=ok.queue)
+            consumer_ch = await conn.channel()
+            await consumer_ch.basic_qos(prefetch_count=50)
+            handed = 0
+            with pytest.raises(NotFound):
+                async with consumer_ch.deliveries(ok.queue) as messages:
+                    async for message in messages:
+                        handed += 1
+                        assert handed == 1, "a message handed out after its channel closed"
+                        await asyncio.sleep(0.3)  # all fifty are here
+                        assert len(messages._buffer) - messages._head == 49
+                        await consumer_ch.queue_declare(unique("missing"), passive=True)
+            assert conn._backlog == 0
+            assert await ready(ch, ok.queue, 50) == 50  # all back in the queue
+            # a cancelled iterator cannot be started again (it rejected what came, for ever)
+            again = ch.deliveries(ok.queue)
+            async with again:
+                pass
+            with pytest.raises(RuntimeError, match="call channel.deliveries\\(\\) again"):
+                async with again:
+                    pass
+            assert await ready(ch, ok.queue, 50) == 50
+
+    run(main())
+
+
+def test_a_cancelled_drain_events_leaves_the_error_to_the_next(broker: Broker) -> None:
+    # It took the callback's error as it was cancelled, and dropped it: for a discarded
+    # message, its delivery tag with it.
+    async def main() -> None:
+        async with AsyncConnection(broker.url) as conn:
+            ch = await conn.channel()
+            ok = await ch.queue_declare("", exclusive=True)
+            assert ok is not None
+            drainer: asyncio.Task[None] | None = None
+
+            def callback(message: Message) -> None:
+                message.ack()
+                assert drainer is not None
+                drainer.cancel()  # as a wait_for timing out at this very moment would
+                raise ValueError("callback failed")
+
+            await ch.basic_consume(ok.queue, callback=callback)
+            drainer = asyncio.create_task(conn.drain_events())
+            await asyncio.sleep(0.05)
+            await ch.basic_publish(b"m", routing_key=ok.queue)
+            with pytest.raises(asyncio.CancelledError):
+                await drainer
+            with pytest.raises(ValueError, match="callback failed"):
+                await conn.drain_events(timeout=5)
+
+    run(main())
+
+
+def test_a_connection_used_from_another_event_loop_says_so(broker: Broker) -> None:
+    # Opened in one thread's loop and used in another's: asyncio wrote from the wrong
+    # thread (a publish) or failed with "Future attached to a different loop".
+    import threading
+
+    conn = AsyncConnection(broker.url)
+    loop = asyncio.new_event_loop()
+    ready_ = threading.Event()
+    stop = asyncio.Event()
+
+    async def home() -> None:
+        await conn.connect()
+        ready_.set()
+        await stop.wait()
+        await conn.close()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(home(),))
+    thread.start()
+    try:
+        assert ready_.wait(10)
+
+        async def elsewhere() -> None:
+            with pytest.raises(RuntimeError, match="belongs to the event loop it connected in"):
+                await conn.channel()
+
+        run(elsewhere())
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
+    assert not thread.is_alive()
+
+
 def test_a_callback_that_closes_the_connection_ends_drain_events_normally(broker: Broker) -> None:
     """As in the blocking driver: a callback awaiting ``conn.close()`` has run, so the
     drain_events waiting for it returns; the next one raises.  (The close-ok used to wake
@@ -1270,8 +1367,10 @@ def test_an_iterator_of_a_lost_connection_leaves_the_new_ones_read_ahead_alone(b
                 await asyncio.sleep(0.01)
             assert conn._backlog == 19  # the rest, received, waiting in the iterator
             proxy.cut()
+            # (A call that waits for the broker: reading may be paused for the backlog, and
+            # drain_events, which waits for callbacks, would not look at the socket.)
             with pytest.raises(ConnectionLost):
-                await conn.drain_events(timeout=10)
+                await asyncio.wait_for(ch.queue_declare("", exclusive=True), 10)
             await conn.connect()
             assert conn._backlog == 0
             taken = []

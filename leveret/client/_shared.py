@@ -904,7 +904,7 @@ class ChannelBase:
         self.returned: list[Message] = []
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "open" if self.is_open else "closed"  # (closed with its connection too)
         return f"<{type(self).__module__.rpartition('.')[0]}.{type(self).__name__} {self.channel_id} {state}>"
 
     @property

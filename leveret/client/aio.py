@@ -25,8 +25,9 @@ Tasks and callbacks
   raises what the callback raised) once it has finished, as in the blocking driver; the
   next call raises.  Should the delivery task itself end while the connection is open
   (cancelled from outside), the connection fails with :class:`ConnectionClosedError` rather
-  than leave deliveries waiting for ever.  Or iterate instead:
-  ``async for message in channel.deliveries(queue)``.
+  than leave deliveries waiting for ever.  Or iterate instead: ``async with
+  channel.deliveries(queue) as messages: async for message in messages: ...`` (the ``async
+  with`` cancels the consumer when the block ends, ``break`` included).
 * While more than ``read_ahead`` deliveries wait for their callbacks (or their iterators),
   or ``read_ahead_bytes`` have been read since none waited (big messages), the connection
   stops reading the socket, so TCP pushes back on the broker; meanwhile the
@@ -196,6 +197,7 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
     async def _run(self, op: Op[R]) -> R:
         """Run an operation (see :mod:`._shared`): await each of its waits; what stops a
         wait (TimeoutError, CancelledError, the connection's error) is thrown into it."""
+        self._check_loop()
         failed: BaseException | None = None
         while True:
             try:
@@ -386,10 +388,9 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
             await self._callback_finished(deadline)
             if not ran():
                 raise
-        finally:
-            error = errors.popleft() if errors else None
-        if error is not None:
-            raise error
+        # (Not in a finally: a call cancelled, or timed out, leaves the error to the next.)
+        if errors:
+            raise errors.popleft()
 
     async def _callback_finished(self, deadline: float | None) -> None:
         """Wait (at most until ``deadline``) while the delivery task is inside a callback."""
@@ -673,7 +674,24 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
         if core is not None and len(core._out) > _FLUSH_ITEMS:
             self._flush()
         elif self._flush_handle is None and self._loop is not None and not self._corked:
+            self._check_loop()  # (once a turn of the loop: not on every publish)
             self._flush_handle = self._loop.call_soon(self._flush_soon)
+
+    def _check_loop(self) -> None:
+        """Refuse a call from another event loop (another thread's, typically): the
+        connection's transport and futures belong to the loop it connected in, and asyncio
+        would write from the wrong thread or fail with an error that does not say why."""
+        loop = self._loop
+        if loop is not None and not self._closed:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                raise RuntimeError(
+                    "this AsyncConnection belongs to the event loop it connected in, not the "
+                    "one running this call: use one connection per event loop"
+                )
 
     def _notify(self) -> None:
         """Wake every waiting call; they look again at what they wait for."""
@@ -939,6 +957,12 @@ class Deliveries:
 
     async def start(self) -> Deliveries:
         """Send ``basic.consume`` (``async with`` and the first iteration do this)."""
+        if self._cancelled:
+            # Its deliveries would be rejected as they came, and come back, for ever.
+            raise RuntimeError(
+                "this deliveries() iterator was cancelled (its async with block ended): "
+                "call channel.deliveries() again for a new one"
+            )
         if self.consumer_tag is None:
             self.consumer_tag = await self.channel.basic_consume(
                 self.queue, callback=self._on_message, on_cancel=self._on_cancel, **self._consume
@@ -961,15 +985,21 @@ class Deliveries:
             # The backlog is settled even when the cancel failed; what still comes is not
             # taken (see _on_message).
             self._cancelled = True
-            rest = self._buffer[self._head:]
-            self._buffer, self._head = [], 0
-            conn = ch.connection
-            if ch._core is conn._core:  # else counted by an earlier connection: not this one's
-                conn._backlog -= len(rest)
-                conn._maybe_resume_reading()
+            rest = self._take_buffered()
             if ch.is_open and not self._consume.get("no_ack"):
                 for message in rest:
                     ch.basic_reject(message.delivery_tag, requeue=True)
+
+    def _take_buffered(self) -> list[Message]:
+        """Empty the buffer (the connection's backlog counts them no more); what it held."""
+        rest = self._buffer[self._head:]
+        self._buffer, self._head = [], 0
+        ch = self.channel
+        conn = ch.connection
+        if ch._core is conn._core:  # else counted by an earlier connection: not this one's
+            conn._backlog -= len(rest)
+            conn._maybe_resume_reading()
+        return rest
 
     async def __aenter__(self) -> Deliveries:
         return await self.start()
@@ -989,6 +1019,11 @@ class Deliveries:
                 lambda: self._head < len(self._buffer) or self._ended or self.channel._closed,
                 None, "a delivery", from_broker=False,
             )
+        if self.channel._closed and self._head < len(self._buffer) and not self._consume.get("no_ack"):
+            # The broker has requeued every delivery not acknowledged when the channel (or
+            # the connection) closed: handing them out would only have them processed twice
+            # and their acks fail, so they go, as a callback consumer's do.
+            self._take_buffered()
         if self._head < len(self._buffer):
             message = self._buffer[self._head]
             self._head += 1
