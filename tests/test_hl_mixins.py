@@ -475,6 +475,24 @@ class Replier(ConsumerProducerMixin):
         message.ack()
 
 
+def test_consumer_producer_mixin_closes_its_producer_connection_when_run_raises(
+    hl_conn: Connection, queue_name: str
+) -> None:
+    # kombu's (and leveret's) closed it from on_consume_end, which an exception skips: the
+    # connection, its socket and I/O thread stayed until the object went.
+    class Failing(Replier):
+        def on_request(self, body: Any, message: Any) -> None:
+            super().on_request(body, message)
+            raise ValueError("the callback failed after publishing")
+
+    replier = Failing(hl_conn, queue_name)
+    Producer(hl_conn, routing_key=queue_name).publish("ping", reply_to=unique("nobody"), correlation_id="c1")
+    with pytest.raises(ValueError, match="failed after publishing"):
+        replier.run()
+    [pconn] = replier.producer_connections
+    assert not pconn.connected and replier._producer_connection is None
+
+
 def test_consumer_producer_mixin(hl_conn: Connection, queue_name: str) -> None:
     reply_queue = Queue(unique("replies"), exclusive=True)
     got: list[tuple[Any, Any]] = []

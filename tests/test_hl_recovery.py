@@ -581,6 +581,40 @@ def test_a_tag_from_before_a_recovery_is_refused_not_sent_on_the_new_channel(nod
         conn.release()
 
 
+def test_a_kombu_message_from_before_a_recovery_refuses_its_ack_as_the_channel_does(node: PrivateNode) -> None:
+    """``message.ack()`` of a high-level message received before a recovery raised the lost
+    connection's ``ConnectionForced`` while the connection was recovered and open: a
+    ConsumerMixin or a retry takes that for the loss of the connection it uses.  It raises
+    ``ChannelClosedError`` now, as ``channel.basic_ack(message.delivery_tag)`` does, and the
+    redelivery acks."""
+    conn = recovering(node.url)
+    try:
+        queue = Queue(unique("stale-ack"))
+        received: list[Any] = []
+        consumer = conn.Consumer(queue, callbacks=[lambda body, message: received.append(message)],
+                                 prefetch_count=1)
+        consumer.consume()
+        conn.Producer().publish(b"only", routing_key=queue.name)
+        drain(conn, lambda: received)
+        first = received.pop()
+        node.ctl("close_all_connections", "test")
+        drain(conn, lambda: conn.recoveries == 1 and received)
+        again = received.pop()
+        assert again.body == b"only" and again.delivery_info["redelivered"]
+        with pytest.raises(ChannelClosedError, match="came on a connection lost since") as info:
+            first.ack()
+        assert isinstance(info.value.__cause__, ConnectionForced)
+        with pytest.raises(ChannelClosedError):
+            first.reject(requeue=True)
+        assert first.acknowledged is False
+        again.ack()
+        assert conn.default_channel.queue_declare(queue.name, passive=True).message_count == 0
+        consumer.cancel()
+        conn.default_channel.queue_delete(queue.name)
+    finally:
+        conn.release()
+
+
 def test_transport_specific_attributes_are_read_from_the_transport_channel(amqp_url: str) -> None:
     """What only one transport's channel has (the client's ``unconfirmed``, ``nacked``) is
     still reached through a recovering channel at run time, though type checkers do not

@@ -246,7 +246,13 @@ class Message:
         tag = self.delivery_tag
         if tag is None:
             raise MessageStateError("This message has no delivery tag: it was not delivered by a broker")
-        send(self.channel, tag)
+        try:
+            send(self.channel, tag)
+        except Exception as exc:
+            error = _settle_error(tag, exc)
+            if error is exc:
+                raise
+            raise error from exc
         self._state = new_state
 
     def ack(self, multiple: bool = False) -> None:
@@ -320,3 +326,21 @@ class Message:
             f"delivery_tag={self.delivery_tag!r} body_length={len(self._body)}"
             f"{' (compressed)' if self._compressed is not None else ''}{where}>"
         )
+
+
+def _settle_error(tag: int, exc: Exception) -> Exception:
+    """What settling a message raises when its channel's ``basic_ack`` (or nack, reject)
+    raised ``exc``.  A delivery of a recovering connection whose connection has been lost
+    since raises ``ChannelClosedError``, as ``channel.basic_ack(message.delivery_tag)`` does
+    (the broker has requeued it, and its redelivery is the one to settle) -- not the lost
+    connection's own error, which a ``ConsumerMixin`` or a retry would take for the loss of
+    the connection it is using, recovered since."""
+    from ..client import ChannelClosedError
+    from .recovery import LOSS_ERRORS, DeliveryTag
+
+    if isinstance(tag, DeliveryTag) and isinstance(exc, LOSS_ERRORS) and not isinstance(exc, ChannelClosedError):
+        return ChannelClosedError(
+            f"delivery tag {int(tag)} came on a connection lost since ({exc}): the broker has "
+            "requeued that delivery, and its redelivery is the one to settle"
+        )
+    return exc

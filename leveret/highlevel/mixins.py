@@ -349,6 +349,17 @@ class ConsumerProducerMixin(ConsumerMixin):
 
     def on_consume_end(self, connection: Any, channel: Any) -> None:
         """Closes the producer connection."""
+        self._release_producer_connection()
+
+    def run(self, _tokens: int = 1, **kwargs: Any) -> None:
+        """:meth:`ConsumerMixin.run`, and the producer connection closed however it ends
+        (an exception included, unlike kombu's, which leaves it open until the object goes)."""
+        try:
+            super().run(_tokens, **kwargs)
+        finally:
+            self._release_producer_connection()
+
+    def _release_producer_connection(self) -> None:
         conn, self._producer_connection = self._producer_connection, None
         if conn is not None:
             conn.release()
