@@ -59,3 +59,8 @@ def __getattr__(name: str) -> Any:
 
         return LeveretError
     raise AttributeError(f"module 'leveret' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The names imported on first use, for dir(), help() and tab completion (PEP 562).
+    return sorted({*globals(), *__all__})

@@ -82,3 +82,8 @@ def __getattr__(name: str) -> object:
 
         return getattr(aio, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # AsyncConnection and AsyncChannel, imported on first use, for dir() and completion.
+    return sorted({*globals(), *__all__})
