@@ -872,6 +872,24 @@ def test_a_connection_used_from_another_event_loop_says_so(broker: Broker) -> No
     assert not thread.is_alive()
 
 
+def test_two_tasks_closing_at_once_both_wait_for_the_close_ok(broker: Broker) -> None:
+    # The second close() saw the first one's close under way, skipped the handshake and
+    # dropped the transport while the first still waited for close-ok: no clean close.
+    from leveret.client.core import ConnState
+
+    async def main() -> None:
+        for _ in range(3):
+            conn = AsyncConnection(broker.url)
+            await conn.connect()
+            core = conn._core
+            assert core is not None
+            await asyncio.wait_for(asyncio.gather(conn.close(), conn.close(), conn.close()), 10)
+            assert core.state is ConnState.CLOSED  # close-ok came: a clean close
+            assert not conn.is_open
+
+    run(main())
+
+
 def test_a_callback_that_closes_the_connection_ends_drain_events_normally(broker: Broker) -> None:
     """As in the blocking driver: a callback awaiting ``conn.close()`` has run, so the
     drain_events waiting for it returns; the next one raises.  (The close-ok used to wake

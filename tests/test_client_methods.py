@@ -880,6 +880,25 @@ def test_basic_consume_needs_a_callback(ch: Channel, queue: str) -> None:
     assert ch.queue_declare(queue, passive=True) == (queue, 0, 0)  # no consumer was made
 
 
+@blocking_only  # threads (tests/test_client_async.py has the tasks' case)
+def test_threads_closing_at_once_all_wait_for_the_close_ok(new_connection: NewConnection, node: PrivateNode) -> None:
+    # The later close() calls saw the first one's close under way, skipped the handshake
+    # and dropped the socket under it: no clean close.
+    import threading
+
+    from leveret.client.core import ConnState
+
+    conn = new_connection(node.url).connect()
+    core = conn.core
+    threads = [threading.Thread(target=conn.close) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+    assert core is not None and core.state is ConnState.CLOSED
+
+
 def test_a_consumer_tag_in_use_on_the_channel_is_refused_before_sending(
     conn: Connection, ch: Channel, queue: str
 ) -> None:

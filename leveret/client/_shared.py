@@ -730,6 +730,11 @@ class ConnectionBase:
                 # that reads nothing; then there is no handshake to wait for.
                 if self._flush_within(deadline):
                     yield Wait(lambda: core.state is ConnState.CLOSED, deadline, "connection.close-ok")
+            elif self._error is None and core.state is ConnState.CLOSING:
+                # Another caller's close is under way (two tasks or threads closing at once):
+                # wait for its close-ok too, rather than drop the transport under it.
+                deadline = deadline_after(self.rpc_timeout if timeout is None else timeout)
+                yield Wait(lambda: core.state is not ConnState.CLOSING, deadline, "connection.close-ok")
         except (LeveretError, OSError):
             pass
         finally:
