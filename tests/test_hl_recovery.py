@@ -702,15 +702,21 @@ def test_released_connection_forgets_its_topology(amqp_url: str) -> None:
     conn.release()
 
 
-def test_memory_transport_recovers_exclusive_queue_and_consumer() -> None:
+def consuming_on_memory() -> tuple[Connection, list[Any], Producer]:
+    """An autorecover memory:// connection consuming from an exclusive queue (the bodies
+    acked into the list) and a producer that routes to it."""
     from leveret.highlevel.memory import MemoryBroker
 
     conn = Connection("memory://", transport_options={"broker": MemoryBroker()}, autorecover=True)
+    q = Queue(unique(), exclusive=True)
+    got: list[Any] = []
+    Consumer(conn, q, callbacks=[ack_into(got)]).consume()
+    return conn, got, Producer(conn, routing_key=q.name)
+
+
+def test_memory_transport_recovers_exclusive_queue_and_consumer() -> None:
+    conn, got, producer = consuming_on_memory()
     try:
-        q = Queue(unique(), exclusive=True)
-        got: list[Any] = []
-        Consumer(conn, q, callbacks=[ack_into(got)]).consume()
-        producer = Producer(conn, routing_key=q.name)
         producer.publish("one")
         conn.drain_events(timeout=1)
         lose_memory_connection(conn)  # the exclusive queue goes with it
@@ -727,17 +733,13 @@ def test_recovery_events_do_not_keep_every_lost_transport_connection_alive(caplo
     The latest events keep the error itself; older ones a copy without traceback."""
     import gc
 
-    from leveret.highlevel.memory import MemoryBroker, MemoryConnection
+    from leveret.highlevel.memory import MemoryConnection
 
     # (The warning logged per loss names the error: pytest keeps those records, and with
     # them the errors as raised.  A logging handler that formats and drops them does not.)
     caplog.set_level(logging.ERROR, logger="leveret")
-    conn = Connection("memory://", transport_options={"broker": MemoryBroker()}, autorecover=True)
+    conn, got, producer = consuming_on_memory()
     try:
-        q = Queue(unique(), exclusive=True)
-        got: list[Any] = []
-        Consumer(conn, q, callbacks=[ack_into(got)]).consume()
-        producer = Producer(conn, routing_key=q.name)
         transports: list[weakref.ref[MemoryConnection]] = []
         for i in range(40):
             producer.publish(i)
