@@ -24,7 +24,6 @@ or kombu's names for them: ``ssl=true`` (TLS, port 5671 unless given), ``connect
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import logging
@@ -52,7 +51,7 @@ from ..client import (
 )
 from ..client import Connection as ClientConnection
 from ..client.url import _bool as url_bool
-from ..wire.errors import HardError, RemoteProtocolError, SoftError
+from ..wire.errors import HardError, RemoteProtocolError, SoftError, copy_error
 from .exceptions import OperationalError
 from .recovery import LOSS_ERRORS, RecoveringChannel, RecoveryEvent, Topology, recover, replay
 from .transport import TransportChannel, TransportConnection
@@ -1262,12 +1261,8 @@ def _detached(error: BaseException) -> BaseException:
     """A copy of ``error`` (same type, arguments and attributes) without traceback, cause
     or context; ``error`` itself, with its frames' variables dropped, when it cannot be
     copied faithfully."""
-    try:
-        clone = copy.copy(error)
-        faithful = type(clone) is type(error) and clone is not error and str(clone) == str(error)
-    except Exception:  # noqa: BLE001 - an exception class that does not copy
-        faithful = False
-    if faithful:
+    clone = copy_error(error)
+    if clone is not None:
         return clone
     seen: set[int] = set()
     todo: list[BaseException | None] = [error]

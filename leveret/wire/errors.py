@@ -189,12 +189,22 @@ def again(error: BaseException) -> BaseException:
     """
     if error.__traceback__ is None:
         return error
+    clone = copy_error(error)
+    if clone is None:
+        return error.with_traceback(None)
+    clone.__cause__ = error
+    return clone
+
+
+def copy_error(error: BaseException) -> BaseException | None:
+    """A new exception of ``error``'s type with its arguments and attributes, and no
+    traceback, cause or context; None for an exotic one that does not copy so (made without
+    its ``__init__``, whose signature need not match ``args``)."""
     cls = type(error)
     try:
         clone = cls.__new__(cls, *error.args)
         clone.args = error.args
         clone.__dict__.update(error.__dict__)
-    except Exception:  # noqa: BLE001 - an exotic exception that does not copy like this
-        return error.with_traceback(None)
-    clone.__cause__ = error
+    except Exception:  # noqa: BLE001 - an exception that does not copy like this
+        return None
     return clone
