@@ -413,6 +413,94 @@ def test_failed_acquire_gives_its_place_back() -> None:
     assert "in_use=0" in repr(producer_pool) and "in_use=0" in repr(producer_pool.connections)
 
 
+class _Thing:
+    def close(self) -> None:
+        pass
+
+
+class _Things(pools.Resource):
+    """A pool of plain objects: what it hands out needs no broker."""
+
+    def new(self) -> Any:
+        return _Thing()
+
+
+def _acquire_in_thread(pool: pools.Resource, got: list[Any], timeout: float | None = 10) -> threading.Thread:
+    """Start a thread blocked in ``pool.acquire``; return once it is queued.  What it
+    acquires, or the error it gets, is appended to ``got``."""
+    waiting = len(pool._waiting)
+
+    def acquire() -> None:
+        try:
+            got.append(pool.acquire(block=True, timeout=timeout))
+        except LimitExceeded as exc:
+            got.append(exc)
+
+    thread = threading.Thread(target=acquire, daemon=True)
+    thread.start()
+    wait_until(lambda: len(pool._waiting) > waiting)
+    return thread
+
+
+def test_blocked_acquires_are_served_first_come_first_served() -> None:
+    """A released place goes to the acquire that has waited longest: not to the thread
+    that released it and asks again at once, nor to a newcomer -- with a barging pool a
+    busy thread could take its place back over and over while another timed out."""
+    pool = _Things(limit=1)
+    held = pool.acquire()
+    got: list[Any] = []
+    waiter = _acquire_in_thread(pool, got)
+    pool.release(held)
+    with pytest.raises(LimitExceeded, match="1 acquire.s. waiting before this one"):
+        pool.acquire(block=False)  # the place is the waiter's
+    waiter.join(10)
+    assert got == [held]
+    pool.release(got.pop())
+
+    # Several waiters, one of which gives up: the others are served in order.
+    held = pool.acquire()
+    order: list[list[Any]] = [[], [], []]
+    first = _acquire_in_thread(pool, order[0])
+    quitter = _acquire_in_thread(pool, order[1], timeout=0.2)
+    third = _acquire_in_thread(pool, order[2])
+    quitter.join(10)  # timed out: it leaves the queue
+    assert isinstance(order[1][0], LimitExceeded) and len(pool._waiting) == 2
+    pool.release(held)
+    first.join(10)
+    assert order[0] == [held] and not order[2]
+    pool.release(order[0][0])
+    third.join(10)
+    assert order[2] == [held] and not pool._waiting
+
+
+def test_contended_pool_starves_no_one() -> None:
+    """Eight threads sharing two places, each holding one for a millisecond and asking
+    again at once: every acquire is served within its timeout."""
+    pool = _Things(limit=2)
+    timeouts: list[BaseException] = []
+    served = [0]
+    stop = time.monotonic() + 1.5
+
+    def worker() -> None:
+        while time.monotonic() < stop:
+            try:
+                thing = pool.acquire(block=True, timeout=0.5)
+            except LimitExceeded as exc:
+                timeouts.append(exc)
+                continue
+            served[0] += 1
+            time.sleep(0.001)
+            pool.release(thing)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert served[0] > 100
+    assert timeouts == []
+
+
 def test_replace_closes_and_frees_the_place(hl_conn: Connection) -> None:
     pool = ConnectionPool(hl_conn, limit=1)
     conn = pool.acquire()

@@ -47,6 +47,7 @@ import logging
 import os
 import threading
 import weakref
+from collections import deque
 from time import monotonic
 from typing import Any, Hashable, Iterator
 
@@ -104,7 +105,9 @@ class Resource:
 
     ``Resource(limit=None, preload=None)``: at most ``limit`` resources are handed out at
     once (None or 0: no limit); ``preload`` resources are made at once.  Free resources are
-    reused most-recently-released first, so idle ones stay idle.
+    reused most-recently-released first, so idle ones stay idle.  Blocked :meth:`acquire`
+    calls are served first come, first served: a released place goes to the one that has
+    waited longest, never to a newcomer or to the thread that released it.
     """
 
     #: What :meth:`acquire` raises when the limit is reached.
@@ -113,7 +116,11 @@ class Resource:
     def __init__(self, limit: int | None = None, preload: int | None = None) -> None:
         self._limit = limit
         self.preload = preload or 0
-        self._cond = threading.Condition(threading.RLock())
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        # The blocked acquires, in arrival order, each waiting on a condition of its own
+        # (over the pool's lock): a change wakes the first, who alone may take a place.
+        self._waiting: deque[threading.Condition] = deque()
         self._free: list[Any] = []  # a stack: the last released is the next acquired
         self._dirty: dict[int, Any] = {}  # id -> resource handed out
         self._in_use = 0  # handed out, or being made for an acquire in progress
@@ -195,7 +202,7 @@ class Resource:
                     reset = True
         with self._cond:
             self._limit = limit
-            self._cond.notify_all()
+            self._wake(every=True)
         if reset:
             self.force_close_all(close_pool=False)
         self._shrink_down()
@@ -212,25 +219,53 @@ class Resource:
     # ------------------------------------------------------------------ acquire / release
 
     def _reserve(self, block: bool, timeout: float | None) -> Any:
-        """Take a place among the ``limit``: a free resource, or :data:`_NEW`."""
+        """Take a place among the ``limit``: a free resource, or :data:`_NEW`.
+
+        While acquires are waiting, a place goes to the first of them (a newcomer queues
+        behind them, or with ``block=False`` is refused), so that under contention no one
+        waits for ever while others are served over and over.
+        """
         deadline = None if timeout is None else monotonic() + timeout
         with self._cond:
-            while True:
-                if self._closed:
-                    raise RuntimeError("acquire on a closed pool")
-                limit = self._limit
-                if not limit or self._in_use < limit:
-                    self._in_use += 1
-                    return self._free.pop() if self._free else _NEW
-                if self._reclaim_locked():
-                    continue
-                remaining = None if deadline is None else deadline - monotonic()
-                if not block or (remaining is not None and remaining <= 0):
-                    raise self.LimitExceeded(
-                        f"all {limit} resources of {type(self).__name__} are in use"
-                        + (f" (waited {timeout} s)" if block else "")
-                    )
-                self._cond.wait(remaining)
+            me: threading.Condition | None = None  # our place in the queue, once we wait
+            try:
+                while True:
+                    if self._closed:
+                        raise RuntimeError("acquire on a closed pool")
+                    limit = self._limit
+                    first = not self._waiting or self._waiting[0] is me
+                    if first:
+                        if not limit or self._in_use < limit:
+                            self._in_use += 1
+                            return self._free.pop() if self._free else _NEW
+                        if self._reclaim_locked():
+                            continue
+                    remaining = None if deadline is None else deadline - monotonic()
+                    if not block or (remaining is not None and remaining <= 0):
+                        if not first:
+                            why = f"{len(self._waiting)} acquire(s) waiting before this one"
+                        else:
+                            why = f"all {limit} resources of {type(self).__name__} are in use"
+                        raise self.LimitExceeded(why + (f" (waited {timeout} s)" if block else ""))
+                    if me is None:
+                        me = threading.Condition(self._lock)
+                        self._waiting.append(me)
+                    me.wait(remaining)
+            finally:
+                if me is not None:
+                    self._waiting.remove(me)
+                    # Whoever is first now may find a place free (the one we took left
+                    # more, or the one we gave up on).
+                    self._wake()
+
+    def _wake(self, every: bool = False) -> None:
+        """Wake the first blocked acquire (``every``: all of them, after a change that
+        ends or widens every wait).  Called with the lock held."""
+        if every:
+            for waiter in self._waiting:
+                waiter.notify()
+        elif self._waiting:
+            self._waiting[0].notify()
 
     def _reclaim_locked(self) -> bool:
         done = [key for key, r in self._dirty.items() if self._reclaimable(r)]
@@ -255,7 +290,7 @@ class Resource:
                 self._in_use -= 1
                 if taken is not _NEW and not self._closed:
                     self._free.append(taken)
-                self._cond.notify()
+                self._wake()
             raise
         with self._cond:
             self._dirty[id(resource)] = resource
@@ -293,7 +328,7 @@ class Resource:
             keep = usable and not self._closed and (not limit or len(self._free) + self._in_use < limit)
             if keep:
                 self._free.append(resource)
-            self._cond.notify()
+            self._wake()
         if not keep:
             _close_quietly(self, resource)
 
@@ -305,7 +340,7 @@ class Resource:
                 return
             del self._dirty[id(resource)]
             self._in_use -= 1
-            self._cond.notify()
+            self._wake()
         _close_quietly(self, resource)
 
     def force_close_all(self, close_pool: bool = True) -> None:
@@ -319,7 +354,7 @@ class Resource:
             self._dirty.clear()
             if close_pool:
                 self._closed = True
-            self._cond.notify_all()
+            self._wake(every=True)
         for resource in items:
             _close_quietly(self, resource)
 
@@ -330,7 +365,9 @@ class Resource:
 
     def _after_fork_in_child(self) -> None:
         # Another thread of the parent may have held the lock when fork() ran: a new one.
-        self._cond = threading.Condition(threading.RLock())
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._waiting = deque()
         items = self._free + list(self._dirty.values())
         self._free = []
         self._dirty = {}
