@@ -121,6 +121,50 @@ def test_big_body_as_bytes_bytearray_and_memoryview(conn: Connection) -> None:
     assert views["bytearray"] == raw[1 : 5 * MiB + 1]
 
 
+def test_a_body_that_is_not_bytes_is_a_type_error(conn: Connection) -> None:
+    """``bytes(5)`` is five NUL bytes and ``bytes([104, 105])`` is ``b"hi"``: a body of
+    any type but bytes, bytearray, memoryview or str is refused, nothing sent."""
+    ch = conn.channel()
+    q = exclusive_queue(ch)
+    for body in (5, [104, 105], {"a": 1}, None, 1.5):
+        with pytest.raises(TypeError, match=f"not {type(body).__name__}"):
+            Message(body)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=f"not {type(body).__name__}"):
+            ch.basic_publish(body, routing_key=q)  # type: ignore[arg-type]
+        message = Message(b"")
+        message.body = body  # type: ignore[assignment]
+        with pytest.raises(TypeError, match=f"not {type(body).__name__}"):
+            ch.basic_publish(message, routing_key=q)
+    assert ch.queue_declare(q, passive=True)[1] == 0
+    assert ch.is_open
+
+
+def test_changing_a_messages_headers_changes_what_is_republished(conn: Connection) -> None:
+    """``message.headers`` is the message's own dict, also when the message had no
+    headers or empty ones: ``message.headers["x-retries"] = 1`` before publishing it again
+    is sent (it was lost then, written into a throwaway dict)."""
+    ch = conn.channel()
+    q = exclusive_queue(ch)
+    for headers in (None, {}, {"a": 1}):
+        first = Message(b"job") if headers is None else Message(b"job", headers=headers)
+        ch.basic_publish(first, routing_key=q)
+        got = ch.basic_get(q, no_ack=True)
+        assert got is not None
+        assert got.headers == (headers or {})
+        got.headers["x-retries"] = 1
+        ch.basic_publish(Message(got.body, **got.properties), routing_key=q)
+        again = ch.basic_get(q, no_ack=True)
+        assert again is not None and again.headers == {**(headers or {}), "x-retries": 1}
+    outgoing = Message(b"job")
+    outgoing.headers["x-retries"] = 2
+    assert outgoing.properties == {"headers": {"x-retries": 2}}
+    # Reading the headers of a message that has none leaves it equal to what it was.
+    assert Message(b"job").headers == {}
+    plain = Message(b"job")
+    _ = plain.headers
+    assert plain == Message(b"job")
+
+
 # --------------------------------------------------------------------------- many messages
 
 

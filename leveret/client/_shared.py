@@ -63,7 +63,7 @@ from .errors import (
     MessageTooLargeError,
     PublishNacked,
 )
-from .message import Message
+from .message import Message, _body_error
 from .url import ConnectionParameters, parse_url, positive_seconds, split_host_port
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -1175,6 +1175,8 @@ class ChannelBase:
                 msg = Message(msg)
             body = msg.body
             if type(body) is not bytes:
+                if not isinstance(body, (bytearray, memoryview)):
+                    raise _body_error(body)
                 # A bytearray or memoryview may change once the publish has returned, while
                 # its frames (a big body's are slices of it, not copies) still wait to be
                 # written, and a mandatory publish's body to be paired with its return: a

@@ -14,6 +14,21 @@ _NAMES = frozenset(PROPERTY_NAMES)
 _new = object.__new__
 
 
+def _body_error(body: object) -> TypeError:
+    return TypeError(
+        f"a message body is bytes, bytearray, memoryview or str, not {type(body).__name__} "
+        "(serialize it first, or use the high-level Producer, which does)"
+    )
+
+
+def _compared(properties: dict[str, Any]) -> dict[str, Any]:
+    """``properties`` as messages compare them: empty headers are no headers (reading
+    :attr:`Message.headers` of a message without them sets them to ``{}``)."""
+    if "headers" in properties and not properties["headers"]:
+        return {name: value for name, value in properties.items() if name != "headers"}
+    return properties
+
+
 class MessageChannel(Protocol):
     """What a received message needs from the channel it arrived on, and so what
     :attr:`Message.channel` offers whatever the transport: :class:`leveret.client.Channel`,
@@ -63,9 +78,12 @@ class Message:
     body: bytes
 
     def __init__(self, body: bytes | bytearray | memoryview | str = b"", **properties: Any) -> None:
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-            properties.setdefault("content_encoding", "utf-8")
+        if type(body) is not bytes:
+            if isinstance(body, str):
+                body = body.encode("utf-8")
+                properties.setdefault("content_encoding", "utf-8")
+            elif not isinstance(body, (bytes, bytearray, memoryview)):
+                raise _body_error(body)
         unknown = properties.keys() - _NAMES
         if unknown:
             raise TypeError(f"unknown message properties: {', '.join(sorted(unknown))}")
@@ -80,8 +98,8 @@ class Message:
     def _outgoing(cls, body: bytes | bytearray | memoryview | str, properties: dict[str, Any]) -> Message:
         """``Message(body, **properties)`` for a caller that owns ``properties`` (the dict is
         kept, not copied); an unknown name is still a ``TypeError``, from the publish."""
-        if isinstance(body, str):
-            return cls(body, **properties)
+        if type(body) is not bytes and not isinstance(body, (bytearray, memoryview)):
+            return cls(body, **properties)  # a str, or the TypeError
         self = cls.__new__(cls)
         self.body = body  # type: ignore[assignment]  # bytes-like, kept as given (see body)
         self._properties = properties
@@ -180,8 +198,18 @@ class Message:
 
     @property
     def headers(self) -> dict[str, Any]:
-        """The ``headers`` property; an empty dict when it is not set."""
-        return self._property("headers") or {}
+        """The ``headers`` property, the message's own dict: changes to it are the
+        message's (``message.headers["x-retries"] = 1`` before publishing it again).  When
+        the property is not set, an empty dict that becomes its value."""
+        headers = self._property("headers")
+        if headers is None:
+            headers = {}
+            props = self._props
+            if self._properties is None and props is not None:
+                props.headers = headers  # a received message's properties, not built yet
+            else:
+                self.properties["headers"] = headers
+        return headers  # type: ignore[no-any-return]
 
     @property
     def content_type(self) -> str | None:
@@ -223,6 +251,8 @@ class Message:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):
             return NotImplemented
-        return bytes(self.body) == bytes(other.body) and self.properties == other.properties
+        return bytes(self.body) == bytes(other.body) and _compared(self.properties) == _compared(
+            other.properties
+        )
 
     __hash__ = None  # type: ignore[assignment]
