@@ -329,6 +329,18 @@ def test_cancelled_channel_open_closes_that_channel(broker: Broker) -> None:
     run(main())
 
 
+def test_drain_events_on_a_connection_never_connected_says_so() -> None:
+    """As the blocking driver's: ConnectionClosedError, not an AssertionError."""
+
+    async def main() -> None:
+        conn = AsyncConnection("amqp://guest:guest@127.0.0.1:1/")
+        for timeout in (0.1, None):
+            with pytest.raises(ConnectionClosedError, match="the connection is closed"):
+                await asyncio.wait_for(conn.drain_events(timeout=timeout), 5)
+
+    run(main())
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
 def test_a_forked_child_never_writes_on_its_parents_connection(broker: Broker) -> None:
     """In a forked child every AsyncConnection the parent had open is let go of at once: a
@@ -353,6 +365,8 @@ def test_a_forked_child_never_writes_on_its_parents_connection(broker: Broker) -
                     lambda: ch.queue_declare(queue, passive=True),
                     lambda: ch.basic_publish(b"x", "", queue),
                     conn.channel,
+                    lambda: conn.drain_events(timeout=0.2),
+                    conn.drain_events,
                 ]
                 for call in calls:
                     with pytest.raises(ConnectionLost, match=f"process {parent}, which opened it before fork"):

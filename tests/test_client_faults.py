@@ -1763,6 +1763,53 @@ def test_a_forked_child_never_writes_on_its_parents_connection(amqp_url: str) ->
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_fork_while_threads_write_and_connect_leaves_the_child_no_held_lock(node: PrivateNode) -> None:
+    """At the fork one thread of the parent is inside a long write (the broker is not
+    reading: it holds the write lock) and another inside connect() (the broker has not
+    answered the protocol header: it holds the connect lock).  Those threads do not exist
+    in the child, so their locks would never be released there: the calls on the first
+    connection raise ConnectionLost at once, and connect() on either gives the child a
+    connection of its own, instead of waiting for ever."""
+    with TCPProxy(node.port) as proxy:
+        busy = Connection(proxy.url(), connection_timeout=30).connect()
+        ch = busy.channel()
+        proxy.freeze("up")
+        writer = threading.Thread(
+            target=lambda: ch.basic_publish(b"x" * 30_000_000, routing_key="nowhere"), daemon=True
+        )
+        writer.start()
+        connecting = Connection(proxy.url(), connection_timeout=30)
+        connector = threading.Thread(target=connecting.connect, daemon=True)
+        connector.start()
+        time.sleep(0.5)  # both are waiting for the broker now
+        assert busy._wlock.locked() and writer.is_alive() and connector.is_alive()
+
+        def child() -> str:
+            for call in (
+                lambda: ch.basic_publish(b"small", routing_key="nowhere"),
+                lambda: ch.queue_declare("", exclusive=True),
+            ):
+                with pytest.raises(ConnectionLost, match="before fork"):
+                    within(5, call)
+            for conn in (busy, connecting):
+                conn.params.port = node.port  # around the frozen proxy
+                within(10, conn.connect)
+                queue = within(5, lambda: conn.channel().queue_declare("", exclusive=True).queue)
+                assert queue
+                within(10, conn.close)
+            return "ok"
+
+        assert in_forked_child(child, timeout=60) == "ok"
+        proxy.thaw()
+        writer.join(30)
+        connector.join(30)
+        assert not writer.is_alive() and connecting.is_open
+        assert ch.queue_declare("", exclusive=True).queue  # the parent's carry on
+        connecting.close()
+        busy.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
 def test_a_forked_child_abandons_its_copy_and_the_parent_carries_on(amqp_url: str) -> None:
     """The child closes its copy of the socket and sends nothing: the parent's TCP
     connection, channel and exclusive queue survive the child's exit."""

@@ -395,7 +395,8 @@ class AsyncConnection(ConnectionBase, AsyncDriver):
     async def _callback_finished(self, deadline: float | None) -> None:
         """Wait (at most until ``deadline``) while the delivery task is inside a callback."""
         loop = self._loop
-        assert loop is not None
+        if loop is None:  # never connected, or abandoned: no callback of ours is running
+            return
         while self._in_callback:
             remaining = None if deadline is None else deadline - monotonic()
             if remaining is not None and remaining <= 0:

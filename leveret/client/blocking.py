@@ -151,6 +151,9 @@ def _never_ready(ms: float | None) -> Any:
 
 # Connections with an I/O thread (every connected one), closed at interpreter exit.
 _live: weakref.WeakSet[Connection] = weakref.WeakSet()
+# Connections in connect(), not yet in _live: a fork meanwhile leaves the child their
+# connect lock held by a thread it does not have (see _after_fork_in_child).
+_connecting: weakref.WeakSet[Connection] = weakref.WeakSet()
 # How long, in all, the connections still open at interpreter exit may take to close.
 _EXIT_CLOSE_BUDGET = 5.0
 
@@ -191,12 +194,15 @@ def _after_fork_in_child() -> None:
     """``os.register_at_fork(after_in_child=...)``: the connections open at the fork are
     the parent's; abandon them (see the module's notes on processes)."""
     reason = inherited_through_fork("connect() again for a connection of this process's own")
-    for conn in list(_live):
+    for conn in {*_live, *_connecting}:
         try:
-            # A thread of the parent may have been inside the I/O thread's wake-up event,
-            # holding its lock, at the fork: abandon() sets a fresh one (no I/O thread to wake).
+            # A thread of the parent may have held any of the connection's locks at the
+            # fork (the write lock, in a long write; the connect lock, in a handshake; the
+            # I/O thread's wake-up event's): it does not exist here, and would never release
+            # them.  This thread is the only one, so fresh locks are safe to set.
             conn._kick_event = threading.Event()
             conn._connect_lock = threading.RLock()
+            conn._fresh_locks()
             conn.abandon(reason)
         except Exception:  # noqa: BLE001 - the child must go on; the connection is unusable anyway
             log.debug("leveret: error abandoning %r after fork", conn, exc_info=True)
@@ -231,16 +237,7 @@ class Connection(ConnectionBase, BlockingDriver):
         # One connect() at a time; the same lock for the life of the object (a new one only
         # in a forked child, see _after_fork_in_child).
         self._connect_lock: threading.RLock = getattr(self, "_connect_lock", None) or threading.RLock()
-        # Lock order: _wlock (socket writes) before _lock (core and routing state).
-        self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
-        self._waiters = 0  # threads in self._cond.wait(): nobody to notify when 0
-        self._wlock = threading.Lock()
-        # TLS only: held around every call into the ssl socket (recv, send, pending).  One
-        # thread reads while others write, and OpenSSL does not allow two threads in one
-        # connection's SSL object at once (a read may have to write: a key update's answer).
-        # The socket is non-blocking, so each hold is short.  Taken last, after any other.
-        self._ssl_lock = threading.Lock()
+        self._fresh_locks()
         self._sock: socket.socket | None = None
         # The error a read or write cut short by an exception fails the connection with at
         # once, before any call (see _interrupted): made here, not when needed.
@@ -321,7 +318,11 @@ class Connection(ConnectionBase, BlockingDriver):
         with self._connect_lock:
             if self.is_open:
                 return self
-            return self._connect()
+            _connecting.add(self)
+            try:
+                return self._connect()
+            finally:
+                _connecting.discard(self)
 
     def _connect(self) -> Connection:
         if self._was_abandoned:
@@ -379,6 +380,18 @@ class Connection(ConnectionBase, BlockingDriver):
         self._finalizer.atexit = False  # at exit, _close_at_exit closes it properly
         _live.add(self)
         return self
+
+    def _fresh_locks(self) -> None:
+        # Lock order: _wlock (socket writes) before _lock (core and routing state).
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._waiters = 0  # threads in self._cond.wait(): nobody to notify when 0
+        self._wlock = threading.Lock()
+        # TLS only: held around every call into the ssl socket (recv, send, pending).  One
+        # thread reads while others write, and OpenSSL does not allow two threads in one
+        # connection's SSL object at once (a read may have to write: a key update's answer).
+        # The socket is non-blocking, so each hold is short.  Taken last, after any other.
+        self._ssl_lock = threading.Lock()
 
     def __enter__(self) -> Connection:
         return self.connect()
