@@ -175,7 +175,16 @@ def test_client_message_properties_one_by_one(wire: Wire) -> None:
     cm.properties = {"content_type": "a/b"}  # a replaced dict is what they read from then on
     assert (cm.content_type, cm.priority, cm.headers) == ("a/b", None, {})
     bare = wire.client_message(b"y")
-    assert (bare.content_type, bare.headers, bare.properties) == (None, {}, {})
+    assert (bare.content_type, bare.properties) == (None, {})
+    # Headers read where none were set: an empty dict that becomes the message's own, so
+    # that changes to it are kept (a republished message carries them).
+    assert bare.headers == {} and bare.properties == {"headers": {}}
+    bare.headers["x"] = 1
+    assert bare.properties == {"headers": {"x": 1}}
+    # The high-level message reads the client message's headers without that effect.
+    plain = wire.client_message(b"z")
+    hl = Message(plain, channel=None)
+    assert hl.headers == {} and hl.properties == {}
 
 
 def test_client_message_settlement(wire: Wire) -> None:

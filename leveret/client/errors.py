@@ -81,6 +81,15 @@ class MessageDiscardedError(LeveretError):
         self.delivery_tag = delivery_tag
         self.body_size = body_size
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled whole (multiprocessing and concurrent.futures send errors between
+        # processes): the arguments __init__ takes, then every attribute (notes too).
+        return (
+            type(self),
+            (self.args[0], self.channel_id, self.delivery_tag, self.body_size),
+            self.__dict__,
+        )
+
 
 class MessageTooLargeError(MessageDiscardedError):
     """An incoming message was bigger than ``max_body_size`` and was discarded unbuffered."""

@@ -239,7 +239,10 @@ class Message:
         channel = self.channel
         tag = self.delivery_tag
         if channel is None or not tag:
-            raise ValueError("this message was not delivered by a broker: nothing to acknowledge")
+            raise ValueError(
+                "this message has no channel to settle it on: it was built here, not "
+                "delivered by a broker (or it was unpickled: channels do not travel)"
+            )
         return channel, tag
 
     def __repr__(self) -> str:
@@ -247,6 +250,12 @@ class Message:
         shown = bytes(body[:40]) if not isinstance(body, str) else body[:40]
         more = "..." if len(body) > 40 else ""
         return f"<Message body={shown!r}{more} properties={self.properties!r}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as body, properties and ``delivery_info``, without :attr:`channel`: a
+        channel belongs to its connection and process.  An unpickled message (say, the one
+        a ``MessageReturned`` from a worker process holds) cannot be acknowledged."""
+        return (_unpickled, (bytes(self.body), self.properties, self.delivery_info))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):
@@ -256,3 +265,9 @@ class Message:
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _unpickled(body: bytes, properties: dict[str, Any], delivery_info: dict[str, Any]) -> Message:
+    message = Message._outgoing(body, properties)
+    message._info = delivery_info
+    return message

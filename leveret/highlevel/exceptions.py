@@ -117,7 +117,7 @@ class DecompressedSizeExceeded(DecompressionError):
         self.max_size = max_size
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.max_size))
+        return (type(self), (str(self), self.max_size), self.__dict__)
 
 
 class LimitExceeded(LeveretError):
@@ -190,7 +190,10 @@ class MessageReturned(LeveretError):
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
+        # The message pickles without its channel (see leveret.client.Message); the
+        # attributes follow, ``returned`` (which holds this error) among them.
         return (
             type(self),
             (self.message, self.reply_code, self.reply_text, self.exchange, self.routing_key),
+            self.__dict__,
         )

@@ -109,7 +109,10 @@ class Message:
         self._delivery_info: dict[str, Any] | None = None
         self._properties: dict[str, Any] | None = None
         self.delivery_tag: int | None = client_message.delivery_tag
-        self.headers: dict[str, Any] = client_message.headers
+        # The client message's headers as they are, leaving its properties alone when it
+        # has none (reading its ``headers`` would give it an empty table of its own).
+        headers = client_message._property("headers")
+        self.headers: dict[str, Any] = {} if headers is None else headers
         self.content_type: str | None = client_message.content_type
         self.content_encoding: str | None = client_message.content_encoding
         self.accept = accept

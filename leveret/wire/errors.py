@@ -155,12 +155,13 @@ class AMQPError(LeveretError):
             where = f" (caused by method {self.class_id}/{self.method_id})"
         return f"{self.reply_code} {self.reply_text}{where}"
 
-    def __reduce__(self) -> tuple[Any, ...]:  # keep pickling working with our __init__
-        state = {"method_name": self.method_name} if self.method_name is not None else None
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickling with our __init__'s arguments, then every attribute (method_name, and
+        # notes or attributes a program added), as a plain exception's keeps them.
         return (
             type(self),
-            (self.reply_text, self.reply_code, self.class_id, self.method_id),
-            state,
+            (self.reply_text, self.__dict__.get("reply_code"), self.class_id, self.method_id),
+            self.__dict__,
         )
 
 
