@@ -421,6 +421,47 @@ def test_publish_waiting_on_a_blocked_connection_goes_out_when_unblocked(connect
 
 
 @needs_broker
+def test_closing_while_the_broker_blocks_waits_at_most_blocked_timeout(connect: Connect, alarm: PrivateNode) -> None:
+    """A blocked connection that has published is not read by the broker until the alarm
+    is over, so the close-ok cannot come: close() waited the whole rpc_timeout (60 s by
+    default), and the high-level release() twice that (channel.close, then
+    connection.close) -- past systemd's stop timeout for a service stopped during an
+    alarm.  Both now wait at most blocked_timeout, and the broker has let the connections go
+    once the alarm is over."""
+    from leveret.highlevel import Connection as HLConnection
+
+    queue = f"alarm-close-{uuid.uuid4().hex[:8]}"
+    name, hl_name = connection_name(), connection_name()
+    conn = connect(alarm.url, name, rpc_timeout=30, blocked_timeout=2.0)
+    hl = HLConnection(alarm.url, transport_options={
+        "rpc_timeout": 30, "blocked_timeout": 2.0, "client_properties": {"connection_name": hl_name},
+    })
+    try:
+        ch = conn.channel()
+        ch.queue_declare(queue)
+        hl.default_channel.queue_declare(queue, passive=True)
+        alarm.set_vm_memory_high_watermark(0)
+        ch.basic_publish(b"m1", routing_key=queue)  # goes out; the broker then blocks us
+        hl.default_channel.basic_publish(b"m2", routing_key=queue)
+        eventually(lambda: conn.blocked, what="connection.blocked")
+        hl_transport = hl.connection
+        eventually(lambda: hl_transport.blocked, what="connection.blocked (high level)")
+        for close in (conn.close, hl.release):
+            started = time.monotonic()
+            within(20, close)
+            waited = time.monotonic() - started
+            assert waited < 5, (close, waited)
+        assert not conn.is_open and not hl_transport.is_open
+    finally:
+        alarm.set_vm_memory_high_watermark(0.4)
+        within(10, conn.close)
+        hl.release()
+    eventually(lambda: not listed(alarm, name) and not listed(alarm, hl_name), timeout=30,
+               what="the broker letting the connections go")
+    assert sorted(queue_bodies(alarm.url, queue)) == [b"m1", b"m2"]
+
+
+@needs_broker
 def test_memory_alarm_while_large_publishes_fill_the_socket(connect: Connect, alarm: PrivateNode) -> None:
     """The broker stops reading a blocked connection, so a publisher of large bodies finds
     the socket full: every publish still returns or raises BlockedTimeout within about

@@ -717,13 +717,20 @@ class ConnectionBase:
     def close(self, reply_code: int = 200, reply_text: str = "Normal shutdown", timeout: float | None = None) -> Op[None]:
         """Send ``connection.close``, wait for ``close-ok`` (at most ``timeout``, default
         ``rpc_timeout``) and close the transport.  Safe to call more than once, and on a
-        connection that is already dead (then it only releases the transport)."""
+        connection that is already dead (then it only releases the transport).
+
+        While the broker blocks the connection (``connection.blocked``: a memory or disk
+        alarm), it reads nothing from a connection that has published, so the close-ok
+        may only come once the alarm is over: the wait is then also bounded by
+        ``blocked_timeout``, after which the transport is closed without it."""
         core = self._core
         if core is None or self._closed:
             return
         try:
             if self._error is None and core.state is ConnState.OPEN:
                 deadline = deadline_after(self.rpc_timeout if timeout is None else timeout)
+                if core.blocked is not None:
+                    deadline = min(deadline, deadline_after(self.blocked_timeout))
                 with self._lock:
                     core.close(reply_code, reply_text)
                 # Within the deadline too: another thread may be stuck writing to a peer

@@ -1140,7 +1140,9 @@ class Connection:
 
     def release(self) -> None:
         """Close the default channel and the transport connection (``connection.close``).
-        The object can be used again: it reconnects on next use.
+        The object can be used again: it reconnects on next use.  While the broker blocks
+        the connection (a memory or disk alarm), only ``connection.close`` is sent, and its
+        close-ok awaited at most ``blocked_timeout`` (see the client's ``close``).
 
         With ``autorecover``, a recovery under way in another thread does not make this
         wait (its back-off may last for ever): that recovery gives up at its next step --
@@ -1163,9 +1165,17 @@ class Connection:
             if not self._in_recovery:
                 self._release_requested = False  # done; a recovery under way sees it still
             ch, self._default_channel = self._default_channel, None
+            # While the broker blocks the connection (an alarm) it may read nothing from
+            # it: a channel.close would wait for its close-ok as long as the
+            # connection.close that follows, which closes the channel anyway.  Then the
+            # connection goes first, and the channel is closed with nothing on the wire.
+            tconn = self._connection
+            blocked = tconn is not None and tconn.is_open and getattr(tconn, "blocked", None) is not None
+            if blocked:
+                self._drop_connection()
             if ch is not None:
                 try:
-                    if ch.is_open:
+                    if ch.is_open or blocked:
                         ch.close()
                 except Exception:  # noqa: BLE001 - closing anyway
                     log.debug("leveret: error closing the default channel", exc_info=True)
