@@ -252,6 +252,13 @@ def test_calls_retried_on_a_dead_connection_do_not_pile_up_traceback(connect: Co
         assert isinstance(error, ConnectionForced) and error.reply_code == 320
         assert "maintenance window 44" in str(error)
         assert error.__cause__ is not None and "maintenance window 44" in str(error.__cause__)
+    # Connected again, the old channel says it belonged to the earlier connection, caused
+    # by why that one went (it had no cause when the broker closed it, only when lost).
+    within(15, conn.connect)
+    with pytest.raises(ChannelClosedError, match="earlier connection") as closed:
+        ch.queue_declare("", exclusive=True)
+    assert isinstance(closed.value.__cause__, ConnectionForced)
+    assert "maintenance window 44" in str(closed.value.__cause__)
     within(5, conn.close)
 
 

@@ -1036,7 +1036,7 @@ class ChannelBase:
             raise ChannelClosedError(
                 f"channel {self.channel_id} was opened on an earlier connection, which has "
                 "closed or been lost since; open a channel on the current one"
-            ) from self._gone_with
+            ) from (self._gone_with or self._error)  # lost, or what the broker closed it with
         if conn._error is not None:
             raise again(conn._error)
         if conn._closed_error is not None:
