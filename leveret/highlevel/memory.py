@@ -855,7 +855,7 @@ class _VHost:
             self.exchange(name, method)
             return
         if type not in EXCHANGE_TYPES:
-            raise _err(CommandInvalid, f"invalid exchange type '{type}'", method)
+            raise _err(CommandInvalid, f"unknown exchange type '{type}'", method)  # RabbitMQ 3.10's words
         if name == "":
             raise _err(AccessRefused, "operation not permitted on the default exchange", method)
         x = self.exchanges.get(name)
@@ -2247,10 +2247,19 @@ class MemoryChannel:
         headers = props.headers
         if headers and ("CC" in headers or "BCC" in headers):
             cc, bcc = headers.get("CC"), headers.get("BCC")
-            if isinstance(cc, list):
+            for name, value in (("CC", cc), ("BCC", bcc)):
+                # An array of routing keys (its other elements ignored); anything else is
+                # refused, as RabbitMQ does -- a single key given as a string too.
+                if name in headers and not isinstance(value, (list, tuple)):
+                    raise _err(
+                        PreconditionFailed,
+                        f'invalid message: {{unacceptable_type_in_header,"{name}",{_type_name(value)}}}',
+                        method,
+                    )
+            if cc is not None:
                 keys = keys + [_text(k) for k in cc if isinstance(k, (str, bytes))]
             route_keys = keys
-            if isinstance(bcc, list):
+            if bcc is not None:
                 route_keys = keys + [_text(k) for k in bcc if isinstance(k, (str, bytes))]
             if "BCC" in headers:
                 headers = {k: v for k, v in headers.items() if k != "BCC"}
