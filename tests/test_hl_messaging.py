@@ -247,6 +247,14 @@ def test_properties_delivery_mode_expiration_priority(hl_conn: Connection, queue
     assert m4.properties["priority"] == 0  # asked for, though it is the lowest: sent
     with pytest.raises(TypeError):
         Producer(hl_conn, queue.exchange, "rk").publish(b"x", not_a_property=1)
+    # Seconds, a number: a string is refused, not multiplied ("10" * 1000).
+    refused: list[tuple[Any, type[Exception]]] = [
+        ("10", TypeError), (True, TypeError), (-1, ValueError), (float("nan"), ValueError),
+    ]
+    for bad, error in refused:
+        with pytest.raises(error, match="expiration"):
+            Producer(hl_conn, queue.exchange, "rk").publish(b"x", expiration=bad)
+    assert hl_conn.default_channel.queue_declare(queue.name, passive=True)[1] == 0
 
 
 def test_publish_declares_exchange_and_declare_list(hl_conn: Connection) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import uuid
 import weakref
 from itertools import count
@@ -136,6 +137,27 @@ def lost_connection_error(channel: Any, text: str) -> Exception | None:
     if isinstance(error, Exception):
         return error
     return ConnectionClosedError(text)
+
+
+def _expiration_ms(seconds: Any) -> str:
+    """``publish(expiration=seconds)`` as the ``expiration`` property: milliseconds, as a
+    string.  A string given here is refused rather than guessed at (kombu multiplies it,
+    ``"10" * 1000``): seconds or already milliseconds?"""
+    number: float | None = None
+    if not isinstance(seconds, (str, bytes, bool)):
+        try:
+            number = float(seconds)
+        except (TypeError, ValueError):
+            pass
+    if number is None:
+        raise TypeError(
+            f"expiration is a number of seconds, not {type(seconds).__name__} (it becomes "
+            "the expiration property, milliseconds as a string: expiration=10 sends '10000')"
+        )
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"expiration must be a finite number of seconds, 0 or more, not {seconds!r}")
+    return str(int(seconds * 1000))
+
 
 class Producer:
     """Publishes messages: ``Producer(channel_or_connection, exchange=None,
@@ -399,7 +421,7 @@ class Producer:
         if priority is not None:
             properties["priority"] = priority
         if expiration is not None:
-            properties["expiration"] = str(int(expiration * 1000))
+            properties["expiration"] = _expiration_ms(expiration)
 
         if not content_type:
             content_type, content_encoding, body = registry.dumps(body, serializer or self.serializer)
