@@ -224,12 +224,14 @@ def test_dead_connection_is_replaced(node: PrivateNode) -> None:
 
 
 def test_dead_connection_released_memory() -> None:
-    from leveret.highlevel.memory import MemoryBroker
+    from leveret.highlevel.memory import MemoryBroker, MemoryConnection
 
     pool = Connection("memory://", transport_options={"broker": MemoryBroker()}).Pool(limit=1)
     conn = pool.acquire()
     roundtrip(conn)
-    conn.connection.simulate_connection_loss()
+    transport = conn.connection
+    assert isinstance(transport, MemoryConnection)
+    transport.simulate_connection_loss()
     conn.release()
     again = pool.acquire()
     assert again is not conn
@@ -663,6 +665,7 @@ def test_child_process_gets_fresh_pools(amqp_url: str) -> None:
     assert held is parent_conn
     held_id = id(held)
     held_transport = held._connection
+    assert held_transport is not None
 
     read_fd, write_fd = os.pipe()
     pid = os.fork()

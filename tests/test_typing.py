@@ -183,6 +183,41 @@ def test_a_type_checker_refuses_positional_fields(tmp_path: Path) -> None:
     assert all("[arg-type]" in line for line in errors), result.stdout
 
 
+WRONG_USES = """\
+from typing import Any
+from leveret import Connection, Consumer, Queue, pools
+from leveret.client import Connection as ClientConnection
+
+def handle_one(body: Any) -> None: ...
+
+def main(url: str) -> None:
+    conn = Connection(url)
+    q = Queue("q")
+    Consumer(conn, q, callbacks=[handle_one])  # WRONG: callbacks get (body, message)
+    conn.Consumer(q, callbacks=[handle_one])  # WRONG: the same through the shortcut
+    conn.Consumer(q, prefetch_count="10")  # WRONG
+    conn.Producer(exchange=5)  # WRONG
+    with pools.producers[conn].acquire(block=True) as producer:
+        producer.publsh({"a": 1}, routing_key="q")  # WRONG: a typo
+    with pools.connections[conn].acquire(block=True) as c:
+        c.drain_evnets(timeout=1)  # WRONG: a typo
+    ClientConnection(url, heartbeat="30")  # WRONG
+    ClientConnection(url, hearbeat=30)  # WRONG: a typo
+    ClientConnection(url, heartbeat=30, userid="me", cacertfile=None, port=None)
+    conn.Consumer(q, callbacks=[lambda body, message: None], prefetch_count=10)
+"""
+
+
+def test_wrong_uses_of_the_shortcuts_pools_and_options_are_reported(tmp_path: Path) -> None:
+    # They were typed Any (conn.Consumer(*args, **kwargs), pools.producers[conn],
+    # Connection(url, **options: Any)): mypy --strict took every line marked WRONG, which
+    # fail at run time.
+    result = mypy(tmp_path, WRONG_USES)
+    reported = {int(line.split(":")[1]) for line in result.stdout.splitlines() if "error:" in line}
+    wrong = {n for n, line in enumerate(WRONG_USES.splitlines(), 1) if "# WRONG" in line}
+    assert reported == wrong, result.stdout
+
+
 def test_the_returns_a_failed_flush_reports_are_typed(tmp_path: Path) -> None:
     # Producer.flush() documents .returned on what it raises: user code reads it.
     source = '''

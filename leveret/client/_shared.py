@@ -64,11 +64,13 @@ from .errors import (
     PublishNacked,
 )
 from .message import Message, _body_error
-from .url import ConnectionParameters, parse_url, positive_seconds, split_host_port
+from .url import ConnectionOptions, ConnectionParameters, parse_url, positive_seconds, split_host_port
 
 if TYPE_CHECKING:  # pragma: no cover
     import ssl
     from typing import ContextManager
+
+    from typing_extensions import Unpack  # typing's from 3.12 (3.11 without **kwargs use)
 
 __all__ = ["QueueDeclareOk", "Wait", "operation", "ConnectionBase", "ChannelBase"]
 
@@ -314,7 +316,7 @@ class ConnectionBase:
         client_properties: dict[str, Any] | None = None,
         on_blocked: Callable[[str], Any] | None = None,
         on_unblocked: Callable[[], Any] | None = None,
-        **options: Any,
+        **options: Unpack[ConnectionOptions],
     ) -> None:
         params = parse_url(url) if url else ConnectionParameters()
         port_given = options.get("port") is not None

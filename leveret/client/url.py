@@ -11,7 +11,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Union
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..wire.errors import LeveretError
@@ -57,6 +57,34 @@ def _float(name: str, value: str) -> float:
         return positive_seconds(name, number)
     except ValueError as exc:
         raise URLError(f"option {exc}") from None
+
+
+class ConnectionOptions(TypedDict, total=False):
+    """The keyword options of ``Connection(url, **options)`` that override the URL: the
+    fields of :class:`ConnectionParameters` (``userid`` is py-amqp's name for
+    ``username``).  For type checkers: a misspelt option, or one of the wrong type, is
+    reported where the connection is made (it raises ``TypeError`` or ``ValueError``
+    there at run time)."""
+
+    host: str
+    port: Union[int, None]
+    username: str
+    userid: str
+    password: str
+    virtual_host: str
+    ssl: bool
+    heartbeat: float
+    frame_max: int
+    channel_max: int
+    connection_timeout: float
+    auth_mechanism: str
+    cacertfile: Union[str, "os.PathLike[str]", None]
+    certfile: Union[str, "os.PathLike[str]", None]
+    keyfile: Union[str, "os.PathLike[str]", None]
+    verify: bool
+    check_hostname: bool
+    server_name_indication: Union[str, None]
+    protocol: str
 
 
 @dataclass

@@ -52,11 +52,16 @@ from ..client import (
 from ..client import Connection as ClientConnection
 from ..client.url import _bool as url_bool
 from ..wire.errors import HardError, RemoteProtocolError, SoftError, copy_error
+from .compression import DEFAULT_MAX_SIZE
 from .exceptions import OperationalError
 from .recovery import LOSS_ERRORS, RecoveringChannel, RecoveryEvent, Topology, recover, replay
 from .transport import TransportChannel, TransportConnection
 
 if TYPE_CHECKING:  # pragma: no cover  (imported where used: they import this module)
+    from ..client import Message as ClientMessage
+    from .entity import Exchange, Queue
+    from .exceptions import MessageReturned
+    from .message import Message as HLMessage
     from .messaging import Consumer, Producer
     from .pools import ChannelPool, ConnectionPool
     from .simple import SimpleBuffer, SimpleQueue
@@ -1212,19 +1217,52 @@ class Connection:
 
     # ------------------------------------------------------------------ shortcuts
 
-    def Producer(self, channel: Any = None, *args: Any, **kwargs: Any) -> Producer:
+    # The shortcuts repeat the classes' parameters (rather than take *args, **kwargs), so
+    # that a type checker checks what is passed through them.
+
+    def Producer(
+        self,
+        channel: Any = None,
+        exchange: Exchange | str | None = None,
+        routing_key: str | None = None,
+        serializer: str | None = None,
+        auto_declare: bool | None = None,
+        compression: str | None = None,
+        on_return: Callable[[MessageReturned, str, str, ClientMessage | None], Any] | None = None,
+        confirm: bool = True,
+        republish: bool = True,
+    ) -> Producer:
         """A :class:`~leveret.highlevel.Producer` on ``channel`` (default: this
         connection's default channel, resolved on first publish)."""
         from .messaging import Producer
 
-        return Producer(channel or self, *args, **kwargs)
+        return Producer(
+            channel or self, exchange, routing_key, serializer, auto_declare, compression,
+            on_return, confirm, republish,
+        )
 
-    def Consumer(self, queues: Any = None, channel: Any = None, *args: Any, **kwargs: Any) -> Consumer:
+    def Consumer(
+        self,
+        queues: Queue | Iterable[Queue] | None = None,
+        channel: Any = None,
+        no_ack: bool | None = None,
+        auto_declare: bool = True,
+        callbacks: Iterable[Callable[[Any, HLMessage], Any]] | None = None,
+        on_decode_error: Callable[[HLMessage, Exception], Any] | None = None,
+        on_message: Callable[[HLMessage], Any] | None = None,
+        accept: Iterable[str] | None = None,
+        prefetch_count: int | None = None,
+        tag_prefix: str | None = None,
+        max_decompressed_size: int | None = DEFAULT_MAX_SIZE,
+    ) -> Consumer:
         """A :class:`~leveret.highlevel.Consumer` of ``queues`` on ``channel`` (default:
         the default channel)."""
         from .messaging import Consumer
 
-        return Consumer(channel or self, queues, *args, **kwargs)
+        return Consumer(
+            channel or self, queues, no_ack, auto_declare, callbacks, on_decode_error, on_message,
+            accept, prefetch_count, tag_prefix, max_decompressed_size,
+        )
 
     def SimpleQueue(
         self, name: Any, no_ack: bool | None = None, queue_opts: dict[str, Any] | None = None,

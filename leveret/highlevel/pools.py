@@ -49,10 +49,14 @@ import threading
 import weakref
 from collections import deque
 from time import monotonic
-from typing import Any, Hashable, Iterator
+from typing import TYPE_CHECKING, Any, Hashable, Iterator, cast
 
 from .exceptions import LimitExceeded
 from .messaging import Producer
+from .messaging import Producer as _Producer  # for annotations in ProducerPool, whose Producer is its class
+
+if TYPE_CHECKING:  # pragma: no cover  (connection imports nothing of this module at load)
+    from .connection import Connection
 
 __all__ = [
     "Resource",
@@ -418,6 +422,11 @@ class ConnectionPool(Resource):
     def new(self) -> Any:
         return self.connection.clone()
 
+    def acquire(self, block: bool = False, timeout: float | None = None) -> Connection:
+        """A connection (a clone of :attr:`connection`) for the caller alone, until its
+        ``release()``: see :meth:`Resource.acquire`."""
+        return cast("Connection", super().acquire(block, timeout))
+
     def prepare(self, resource: Any) -> Any:
         if _is_dead(resource):
             _close_quietly(self, resource)
@@ -536,7 +545,7 @@ class ProducerPool(Resource):
     def new(self) -> Any:
         return self.create_producer()
 
-    def acquire(self, block: bool = False, timeout: float | None = None) -> Any:
+    def acquire(self, block: bool = False, timeout: float | None = None) -> _Producer:
         """A producer bound to a connection of ``connections``.  ``block`` and
         ``timeout`` apply to both waits -- for a free producer, then for a free
         connection -- so with ``block=False`` a pool whose connections are all in use
@@ -557,7 +566,7 @@ class ProducerPool(Resource):
                 self.release(producer)
                 raise
             producer.__connection__ = conn
-        return producer
+        return cast(_Producer, producer)
 
     def release_resource(self, resource: Any) -> None:
         conn = getattr(resource, "__connection__", None)
@@ -711,6 +720,9 @@ class PoolGroup:
 class Connections(PoolGroup):
     """Connection pools by connection parameters (:data:`connections`)."""
 
+    def __getitem__(self, resource: Any) -> ConnectionPool:
+        return cast(ConnectionPool, super().__getitem__(resource))
+
     def create(self, resource: Any, limit: int | None) -> Resource:
         pool_factory = getattr(resource, "Pool", None)
         if pool_factory is None:
@@ -721,6 +733,9 @@ class Connections(PoolGroup):
 class Producers(PoolGroup):
     """Producer pools by connection parameters (:data:`producers`), each on the
     matching pool of :data:`connections`."""
+
+    def __getitem__(self, resource: Any) -> ProducerPool:
+        return cast(ProducerPool, super().__getitem__(resource))
 
     def create(self, resource: Any, limit: int | None) -> Resource:
         return ProducerPool(connections[resource], limit=limit)
