@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import pickle
 import socket
 import threading
 import time
@@ -168,6 +169,23 @@ def test_clone_is_a_new_unconnected_connection(hl_conn: Connection) -> None:
     assert twin.info() == hl_conn.info()
     assert twin.as_uri(include_password=True) == hl_conn.as_uri(include_password=True)
     assert hl_conn.clone(virtual_host="other").virtual_host == "other"
+
+
+def test_a_connection_pickles_as_an_unconnected_clone(amqp_url: str) -> None:
+    # As kombu's does: for a multiprocessing or concurrent.futures worker (it raised
+    # "cannot pickle '_thread.RLock' object", connected or not, memory:// too).
+    conn = Connection(amqp_url, heartbeat=7, transport_options={"rpc_timeout": 9})
+    conn.connect()
+    twin = pickle.loads(pickle.dumps(conn))
+    assert type(twin) is Connection and not twin.connected and conn.connected
+    assert twin.info() == conn.info() and twin.transport_options == {"rpc_timeout": 9}
+    assert twin.as_uri(include_password=True) == conn.as_uri(include_password=True)
+    twin.default_channel.queue_declare("", exclusive=True)  # it connects on first use
+    twin.release()
+    conn.release()
+    original = Connection("memory://", autorecover=True)
+    memory = pickle.loads(pickle.dumps(original))
+    assert memory.info() == original.info() and memory.autorecover
 
 
 # ------------------------------------------------------------------------------ laziness

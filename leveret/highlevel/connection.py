@@ -575,6 +575,13 @@ class Connection:
         """A new, unconnected :class:`Connection` with the same arguments, some replaced."""
         return type(self)(**{**self._init_args, **overrides})
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its arguments, as kombu's is: unpickling gives an unconnected
+        :meth:`clone` (for a worker process of ``multiprocessing`` or
+        ``concurrent.futures``; the pickle holds the password, as the arguments do).
+        Callbacks and transport options that do not pickle make it fail, saying which."""
+        return (_unpickled_connection, (type(self), self._init_args))
+
     # ------------------------------------------------------------------ errors
 
     @property
@@ -1322,3 +1329,7 @@ def _detached(error: BaseException) -> BaseException:
         traceback.clear_frames(exc.__traceback__)
         todo += (exc.__cause__, exc.__context__)
     return error
+
+
+def _unpickled_connection(cls: type[Connection], arguments: dict[str, Any]) -> Connection:
+    return cls(**arguments)
