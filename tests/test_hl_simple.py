@@ -11,7 +11,7 @@ import pytest
 from hl_fixtures import *  # noqa: F401,F403
 from hl_fixtures import lose_memory_connection, unique
 
-from leveret.client import ResourceLocked
+from leveret.client import PreconditionFailed, ResourceLocked
 from leveret.wire.errors import LocalProtocolError
 from leveret.highlevel import Connection, Empty, Message, MessageReturned, MessageStateError, SimpleBuffer, SimpleQueue
 
@@ -187,6 +187,39 @@ def test_get_consumes_again_after_the_queue_was_deleted(hl_conn: Connection) -> 
             assert got.payload == "three"
             got.ack()
         assert sq.consumer.cancelled_by_broker == [sq.queue.name, sq.queue.name]
+    finally:
+        sq.close()
+        hl_conn.default_channel.queue_delete(sq.queue.name)
+        hl_conn.default_channel.exchange_delete(sq.queue.exchange.name)
+
+
+def test_get_goes_on_after_the_broker_closed_its_channel(hl_conn: Connection) -> None:
+    """The broker closes the SimpleQueue's channel with a channel error (here an ack of a
+    tag it never sent; in production, RabbitMQ's consumer_timeout closes it when a slow
+    worker holds a delivery too long).  get() raises that error once, then carries on on a
+    new channel: it raised ChannelClosedError for ever, put() and qsize() too, even with
+    autorecover.  The messages it held unacknowledged come again."""
+    sq = SimpleQueue(hl_conn, unique("closed-by-broker"))
+    try:
+        for n in range(3):
+            sq.put(n)
+        first = sq.get(timeout=5)
+        old = sq.channel
+        old.basic_ack(9999)  # 406 PRECONDITION_FAILED - unknown delivery tag
+        deadline = time.monotonic() + 10
+        while old.is_open and time.monotonic() < deadline:  # the I/O thread reads the close
+            time.sleep(0.01)
+        with pytest.raises(PreconditionFailed, match="unknown delivery tag"):
+            sq.get(timeout=5)
+        got = [sq.get(timeout=5) for _ in range(3)]
+        assert sq.channel is not old and sq.channel.is_open and not old.is_open
+        assert sorted(m.payload for m in got) == [0, 1, 2]
+        assert got[0].payload == first.payload and got[0].delivery_info["redelivered"]
+        for message in got:
+            message.ack()
+        sq.put(3)
+        assert sq.get(timeout=5).payload == 3
+        assert sq.qsize() == 0
     finally:
         sq.close()
         hl_conn.default_channel.queue_delete(sq.queue.name)

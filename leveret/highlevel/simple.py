@@ -26,7 +26,7 @@ from .compression import DEFAULT_MAX_SIZE
 from .message import Message
 from .messaging import Consumer, Producer, lost_connection_error
 from .transport import TransportChannel
-from ..wire.errors import LocalProtocolError
+from ..wire.errors import LocalProtocolError, SoftError, again
 
 __all__ = ["SimpleQueue", "SimpleBuffer"]
 
@@ -47,6 +47,11 @@ class SimpleQueue:
     sends ahead; a :meth:`get` while that many are unacknowledged waits until one is acked.
     ``max_decompressed_size``: the most bytes a compressed body may expand to (None: no
     limit).
+
+    Given a connection, a SimpleQueue recovers from a channel error on its own channel
+    (RabbitMQ's ``consumer_timeout`` closing it under a slow worker, say): the next call
+    raises the broker's error, and the one after goes on on a new channel (its
+    unacknowledged messages come again).
     """
 
     Empty = Empty
@@ -87,6 +92,10 @@ class SimpleQueue:
             self._client = client_of(channel) or channel.connection
             self.channel = channel
             self._owns_channel = False
+        # What _setup needs again when a channel the broker closed is replaced.
+        self._setup_args = (name, q_opts, q_args, e_opts, serializer, compression, accept)
+        #: The channel error this object has raised (then the next call replaces it).
+        self._raised: BaseException | None = None
         try:
             self._setup(name, q_opts, q_args, e_opts, serializer, compression, accept)
         except BaseException:
@@ -137,6 +146,45 @@ class SimpleQueue:
             )
         return self._producer
 
+    # -- a channel the broker closed
+
+    def _check_channel(self) -> None:
+        """When the broker has closed this object's own channel with a channel error (a
+        delivery left unacknowledged past RabbitMQ's ``consumer_timeout``, say) while the
+        connection stays up: raise that error once, then carry on on a new channel --
+        declaring and consuming anew, as a new SimpleQueue would.  (Messages it had
+        received on the old channel went back to the queue with it.)"""
+        if not self._owns_channel:
+            return  # the caller's channel: the caller decides
+        channel = self.channel
+        error = _closed_by_broker(channel)
+        if error is None or not self._client.connected:
+            return
+        # Raised here (or once more by drain_events, as the error of a channel that had
+        # consumers), it would reach the caller again and again: one raise is enough.
+        mark_reported = getattr(channel, "mark_error_reported", None)
+        if mark_reported is not None:
+            mark_reported()
+        if self._raised is not error:
+            self._raised = error
+            raise again(error)
+        log.warning("leveret: SimpleQueue %r: the broker closed its channel (%s); going on on a new one",
+                    self.queue.name, error)
+        kept = [m for m in self.buffer if _settleable(m)]  # no_ack ones
+        # The old consumer consumes from nothing now: drain_events is not to raise its
+        # channel's error once more.
+        self._client._consumers_closed(lambda closed: closed is channel)
+        self.channel = self._client.channel()
+        self._setup(*self._setup_args)
+        self.buffer.extend(kept)
+        self._raised = None
+
+    def _note_raised(self) -> None:
+        """A call of ours is raising: when it is our channel's error, it was raised."""
+        error = _closed_by_broker(self.channel)
+        if error is not None:
+            self._raised = error
+
     # -- receiving
 
     def _receive(self, message: Message) -> None:
@@ -186,6 +234,14 @@ class SimpleQueue:
         they cannot be acked, and the broker delivers them again."""
         if not block:
             return self.get_nowait()
+        self._check_channel()
+        try:
+            return self._get(timeout)
+        except SoftError:
+            self._note_raised()
+            raise
+
+    def _get(self, timeout: float | None) -> Message:
         self._consume()
         deadline = None if timeout is None else monotonic() + timeout
         while True:
@@ -213,6 +269,14 @@ class SimpleQueue:
     def get_nowait(self) -> Message:
         """The next message if one is at hand, else :class:`Empty` at once: what the
         consumer already received, else one ``basic.get``."""
+        self._check_channel()
+        try:
+            return self._get_nowait()
+        except SoftError:
+            self._note_raised()
+            raise
+
+    def _get_nowait(self) -> Message:
         self._drop_stale()
         if not self.buffer and self.consumer.consuming_from(self.queue):
             try:
@@ -243,6 +307,7 @@ class SimpleQueue:
         """Publish ``message`` to the queue (confirmed, ``mandatory``); keywords as
         :meth:`Producer.publish`."""
         kwargs.setdefault("mandatory", True)
+        self._check_channel()
         self.producer.publish(
             message, serializer=serializer, headers=headers, compression=compression,
             routing_key=routing_key, **kwargs,
@@ -253,11 +318,13 @@ class SimpleQueue:
     def clear(self) -> int:
         """``queue.purge``; returns the number of messages removed (unacknowledged ones,
         and those this object already received, are not)."""
+        self._check_channel()
         return self.consumer.purge()
 
     def qsize(self) -> int:
         """Messages ready in the queue (``queue.declare`` passive) plus those received
         here and not handed out yet."""
+        self._check_channel()
         ok = self.queue.queue_declare(passive=True, channel=self.channel)
         self._drop_stale()
         return int(ok[1]) + len(self.buffer)
@@ -323,3 +390,12 @@ def _settleable(message: Message) -> bool:
     or its channel is still open (else the broker has requeued it)."""
     channel = message.channel
     return message.no_ack or channel is None or bool(channel.is_open)
+
+
+def _closed_by_broker(channel: Any) -> SoftError | None:
+    """The channel error the broker closed ``channel`` with, if it did (None while open,
+    after a normal close, or when the whole connection went)."""
+    if channel.is_open:
+        return None
+    error = getattr(channel, "close_error", None)
+    return error if isinstance(error, SoftError) else None
