@@ -2024,3 +2024,23 @@ def test_memory_refuses_stream_queues_rabbitmq_would_declare(mconn: MemoryConnec
         "NOT_IMPLEMENTED - cannot declare queue 's' in vhost '/' of type rabbit_stream_queue: "
         "memory:// does not implement stream queues")
     assert not mconn.is_open
+
+
+@pytest.mark.parametrize("use", ["declare", "passive", "consume", "reply_to", "reply"])
+def test_memory_refuses_direct_reply_to_plainly(mem: MemoryBroker, use: str) -> None:
+    # It answered NotFound ("no queue 'amq.rabbitmq.reply-to'") or AccessRefused ("reserved
+    # prefix"): as if the code were wrong, when memory:// only lacks the feature.
+    with MemoryConnection(broker=mem) as conn:
+        ch = conn.channel()
+        ch.confirm_select()
+        reply_to = "amq.rabbitmq.reply-to"
+        calls: dict[str, Any] = {
+            "declare": lambda: ch.queue_declare(reply_to),
+            "passive": lambda: ch.queue_declare(reply_to, passive=True),
+            "consume": lambda: ch.basic_consume(reply_to, no_ack=True, callback=lambda m: None),
+            "reply_to": lambda: ch.publish_confirmed(Message(b"x", reply_to=reply_to), routing_key="q"),
+            "reply": lambda: ch.publish_confirmed(b"x", routing_key=reply_to + ".g1h2AA5yZXBseUAx"),
+        }
+        with pytest.raises(AMQPNotImplemented, match=r"memory:// does not implement direct reply-to \(amq.rabbitmq.reply-to\)"):
+            calls[use]()
+        assert not conn.is_open

@@ -34,6 +34,9 @@ consumers per virtual host and applies RabbitMQ's rules (checked against RabbitM
 * stream queues are not implemented: a declaration RabbitMQ would accept (after its checks
   and errors) is refused with ``AMQPNotImplemented`` (540, a connection error) saying
   "memory:// does not implement stream queues", rather than made a classic queue;
+* nor is direct reply-to: declaring or consuming ``amq.rabbitmq.reply-to``, publishing
+  with it as ``reply_to`` or to one of its ``amq.rabbitmq.reply-to.*`` names is refused
+  the same way ("memory:// does not implement direct reply-to");
 * consumers: round-robin among the consumers of a queue (consumer priorities via
   ``x-priority``), ``basic.qos`` prefetch per consumer (``global=False``) and per channel
   (``global=True``), acks/nacks/rejects, requeue to the head with ``redelivered`` set,
@@ -205,6 +208,20 @@ _DELIVER = 0
 _CANCEL = 1
 _CLOSED = 2  # a consumer's channel closed by an error no call raised (an ack's, a publish's)
 _GONE = 3  # after basic_cancel of a no_ack consumer: its deliveries before this are run
+
+
+_REPLY_TO = "amq.rabbitmq.reply-to"
+
+
+def _direct_reply_to(name: str | None) -> bool:
+    return name is not None and (name == _REPLY_TO or name.startswith(_REPLY_TO + "."))
+
+
+def _no_direct_reply_to(method: str) -> AMQPError:
+    """What memory:// answers where RabbitMQ would do direct reply-to: a plain refusal
+    (540, a connection error), not a misleading NotFound or AccessRefused."""
+    return _err(AMQPNotImplemented,
+                f"memory:// does not implement direct reply-to ({_REPLY_TO})", method)
 
 
 def _token() -> str:
@@ -790,6 +807,8 @@ class _VHost:
             name = ch._last_queue
             if not name:
                 raise _err(NotFound, "no previously declared queue", method)
+        if _direct_reply_to(name):
+            raise _no_direct_reply_to(method)
         q = self.queues.get(name)
         if q is None:
             raise _err(NotFound, f"no {self.where('queue', name)}", method)
@@ -956,6 +975,8 @@ class _VHost:
             if name == "":
                 self.check_server_named(arguments, method)
                 name = "amq.gen-" + _token()
+            elif _direct_reply_to(name):
+                raise _no_direct_reply_to(method)
             elif name.startswith("amq."):
                 raise _err(AccessRefused, f"queue name '{name}' contains reserved prefix 'amq.*'", method)
             owner = conn if exclusive else None
@@ -2213,6 +2234,8 @@ class MemoryChannel:
         if x.internal:
             raise _err(AccessRefused, f"cannot publish to internal {vh.where('exchange', exchange)}", method)
         props = _Props.decode(raw, 0, len(raw)) if raw != _EMPTY_PROPS else _Props()
+        if _direct_reply_to(props.reply_to) or (not exchange and _direct_reply_to(routing_key)):
+            raise _no_direct_reply_to(method)
         if props.delivery_mode is not None and props.delivery_mode not in (1, 2):
             raise _err(PreconditionFailed, f"invalid message: {{delivery_mode_unknown,{props.delivery_mode}}}", method)
         username = self.connection.params.username
