@@ -21,7 +21,7 @@ from hl_fixtures import ack_into, closed_port, lose_memory_connection, unique
 from broker import PrivateNode
 from helpers import in_forked_child
 from leveret.client import Connection as ClientConnection
-from leveret.client import AuthenticationError, NotFound, URLError
+from leveret.client import AuthenticationError, ChannelClosedError, NotFound, URLError
 from leveret.highlevel import (
     BrokerConnection,
     Connection,
@@ -470,6 +470,10 @@ def test_a_forked_child_starts_afresh_and_leaves_the_parent_alone(amqp_url: str,
         producer = conn.Producer(routing_key=q.name)
         producer.publish(b"before", declare=[q])
         parent_transport = conn.connection
+        # Made on the parent's channels: in the child they fail, saying why (with
+        # autorecover they said "the connection was released" and "channel 1 was closed").
+        on_channel = Producer(conn.default_channel, routing_key=q.name)
+        simple = conn.SimpleQueue(unique("forked"), queue_opts={"durable": False, "auto_delete": True})
         held, release = threading.Event(), threading.Event()
 
         def hold_the_lock() -> None:
@@ -484,6 +488,10 @@ def test_a_forked_child_starts_afresh_and_leaves_the_parent_alone(amqp_url: str,
         def child() -> str:
             assert not conn.connected and not parent_transport.is_open
             assert not conn.topology.queues and not conn.topology.channels
+            for call in (lambda: on_channel.publish(b"x"), lambda: simple.get(timeout=1),
+                         lambda: simple.put(b"x")):
+                with pytest.raises((ConnectionError, ChannelClosedError), match="before fork"):
+                    call()
             producer.publish(b"from the child")  # confirmed, through the child's own connection
             assert conn.connection is not parent_transport
             conn.release()
@@ -506,6 +514,7 @@ def test_a_forked_child_starts_afresh_and_leaves_the_parent_alone(amqp_url: str,
             bodies.append(msg.body)
         assert bodies == [b"before", b"from the child", b"after"]
         bound.delete()
+        simple.close()
     finally:
         conn.release()
 

@@ -50,6 +50,7 @@ from ..client import (
     parse_url,
 )
 from ..client import Connection as ClientConnection
+from ..client._shared import inherited_through_fork
 from ..client.url import _bool as url_bool
 from ..wire.errors import HardError, RemoteProtocolError, SoftError, copy_error
 from .compression import DEFAULT_MAX_SIZE
@@ -380,6 +381,9 @@ class Connection:
         #: Counts the transport connections opened (a recovering channel's ``generation``).
         self.recovery_generation = 0
         self._was_connected = False
+        # The parent's pid, in a forked child until this object connects or is released
+        # there: what the parent made on it (channels, producers) is not to be recovered.
+        self._forked_from: int | None = None
         self._in_recovery = False
         # A recovery that a wait with a deadline paused (see _drain_recovering): where its
         # back-off stood, for the next call to go on from there.  None when none is under way.
@@ -689,6 +693,7 @@ class Connection:
                 if self._was_connected:
                     self._replay(tconn)
                 self._was_connected = True
+                self._forked_from = None
             return tconn
         last = errors[-1]
         if len(errors) > 1 and hasattr(last, "add_note"):
@@ -725,6 +730,13 @@ class Connection:
             if self.connected or self._in_recovery:
                 return
             if not self._was_connected:
+                if self._forked_from is not None:
+                    raise OperationalError(
+                        f"no recovery of {self.as_uri()} in this process: the connection, and "
+                        f"what was made on it (channels, producers, consumers, SimpleQueues), "
+                        f"belongs to process {self._forked_from}, which made it before fork(); "
+                        "make them anew here (the Connection connects afresh on next use)"
+                    ) from error
                 # release() came in between (from another thread): what the caller lost is
                 # the connection it closed, which is not to come back by itself.
                 raise OperationalError(
@@ -1195,6 +1207,7 @@ class Connection:
             self.topology.clear()
             self._consumers.clear()
             self._was_connected = False
+            self._forked_from = None
             self._recovery_resume = None
             self._drop_connection()
 
@@ -1208,13 +1221,18 @@ class Connection:
         tconn, self._connection = self._connection, None
         self._default_channel = None
         self._consumers.clear()
+        if self._was_connected or tconn is not None:
+            self._forked_from = os.getppid()
         self._was_connected = False
         self._in_recovery = False
         self._release_requested = False
         self._recovery_resume = None
         self.topology._after_fork_in_child()
         if isinstance(tconn, ClientConnection):  # done already if it was open; harmless
-            tconn.abandon("this connection belongs to the parent process (inherited through fork)")
+            tconn.abandon(inherited_through_fork(
+                "the high-level Connection connects afresh on next use: make the channels, "
+                "producers and consumers of this process on it"
+            ))
 
     def __enter__(self) -> Connection:
         return self

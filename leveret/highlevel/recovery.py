@@ -642,7 +642,11 @@ class RecoveringChannel:
 
     def _live(self) -> Any:
         if self._closed:
-            raise ChannelClosedError(f"channel {self._channel.channel_id} was closed")
+            forked_from = getattr(self.client, "_forked_from", None)
+            where = "" if forked_from is None else (
+                f" (it was made in process {forked_from}, before fork(): open a channel in this one)"
+            )
+            raise ChannelClosedError(f"channel {self._channel.channel_id} was closed{where}")
         # A channel the broker closed raises its error by itself.
         return self._channel
 
