@@ -191,6 +191,21 @@ def test_a_connection_pickles_as_an_unconnected_clone(amqp_url: str) -> None:
 # ------------------------------------------------------------------------------ laziness
 
 
+def test_a_failed_connect_is_raised_not_also_logged(caplog: pytest.LogCaptureFixture) -> None:
+    # The one URL's error was logged as a WARNING and then raised: reported twice.  A URL
+    # that fails with others left to try is logged (what was skipped), the last one raised.
+    port, other = closed_port(), closed_port()
+    with caplog.at_level("DEBUG", logger="leveret"):
+        with pytest.raises(OSError):
+            Connection(f"amqp://guest:guest@127.0.0.1:{port}//", connect_timeout=2).connect()
+        assert not [r for r in caplog.records if r.levelname == "WARNING"]
+        with pytest.raises(OSError):
+            Connection(f"amqp://guest:guest@127.0.0.1:{port}//;amqp://guest:guest@127.0.0.1:{other}//",
+                       connect_timeout=2).connect()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and f":{port}" in warnings[0] and "trying the next URL" in warnings[0]
+
+
 def test_nothing_is_connected_until_first_use() -> None:
     port = closed_port()
     conn = Connection(f"amqp://guest:guest@127.0.0.1:{port}//", connect_timeout=2)

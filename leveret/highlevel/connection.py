@@ -672,13 +672,14 @@ class Connection:
         Raises the last URL's error when none does."""
         errors: list[BaseException] = []
         order = self._order()
-        for index in order:
+        for position, index in enumerate(order, 1):
             target = self._targets[index]
             tconn = self._make_transport(target)
             try:
                 tconn.connect()
             except _CONNECTION_ERRORS as exc:
-                log.warning("leveret: cannot connect to %s: %r", target.as_uri(), exc)
+                if position < len(order):  # the last one's error is raised: not logged too
+                    log.warning("leveret: cannot connect to %s: %r; trying the next URL", target.as_uri(), exc)
                 errors.append(exc)
                 continue
             self._current = index
