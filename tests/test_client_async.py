@@ -1550,3 +1550,8 @@ def test_cancelled_no_ack_consume_lets_go_of_its_callback(broker: Broker) -> Non
             assert gone() is None
 
     run(main())
+
+
+def test_deliveries_repr_says_where_it_stands() -> None:
+    deliveries = Deliveries(None, "jobs", {})  # type: ignore[arg-type]  # a repr needs no channel
+    assert repr(deliveries) == "<Deliveries queue='jobs' consumer_tag=None not started, 0 buffered>"

@@ -867,3 +867,10 @@ def test_content_frames_common_case_matches_general_path() -> None:
     for channel in (-1, 65536):
         with pytest.raises(EncodeError, match="channel"):
             content_frames(channel, publish, props, b"x", 4096)
+
+
+def test_reader_repr_says_what_it_holds() -> None:
+    reader = FrameReader(amqp0_9_1, 4096)
+    assert repr(reader) == "<FrameReader amqp0_9_1 frame_max=4096 0 bytes buffered>"
+    reader.read_frames(b"\x01\x00")
+    assert repr(reader) == "<FrameReader amqp0_9_1 frame_max=4096 2 bytes buffered>"

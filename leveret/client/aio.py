@@ -943,6 +943,12 @@ class Deliveries:
         self._ended = False
         self._cancelled = False
 
+    def __repr__(self) -> str:
+        state = "cancelled" if self._cancelled else "ended" if self._ended else (
+            "consuming" if self.consumer_tag is not None else "not started")
+        return (f"<Deliveries queue={self.queue!r} consumer_tag={self.consumer_tag!r} {state}, "
+                f"{len(self._buffer) - self._head} buffered>")
+
     def _on_message(self, message: Message) -> None:
         if self._cancelled:
             # On its way when cancel() was called: nobody will take it.  Back to the queue --

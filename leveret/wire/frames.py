@@ -342,6 +342,11 @@ class FrameReader:
         self._pending_size = 0
         self._error: RemoteProtocolError | None = None
 
+    def __repr__(self) -> str:
+        buffered = len(self._buf) - self._pos + self._pending_size
+        state = f"failed: {self._error!r}" if self._error is not None else f"{buffered} bytes buffered"
+        return f"<FrameReader {self.spec.__name__.rsplit('.', 1)[-1]} frame_max={self._frame_max} {state}>"
+
     @property
     def frame_max(self) -> int:
         """The largest frame accepted, overhead included (the negotiated ``frame-max``)."""
