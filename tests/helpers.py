@@ -56,6 +56,19 @@ def within(seconds: float, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T
     return value[0]
 
 
+def in_threads(target: Callable[[], Any], count: int, seconds: float) -> None:
+    """Run ``target`` in ``count`` threads at once and wait for them all; fail the test if
+    one has not returned after ``seconds`` (each thread reports its own errors)."""
+    threads = [threading.Thread(target=target, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + seconds
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(thread.is_alive() for thread in threads):
+        pytest.fail(f"{getattr(target, '__name__', target)}: a thread hung for {seconds} s")
+
+
 def publish_until_blocked(ch: Any, queue: str, body: bytes, each_within: float, blocked_timeout: float = 1.0) -> int:
     """Publish ``body`` to ``queue`` until a publish raises BlockedTimeout (at most 100
     publishes); every publish must return or raise within ``blocked_timeout`` + 5 s (not

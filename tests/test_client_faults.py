@@ -34,7 +34,7 @@ import pytest
 
 from broker import PrivateNode, private_node
 from drivers import NewConnection, blocking_only
-from helpers import Interrupt, in_forked_child, interrupt_after_deliveries, publish_until_blocked, within
+from helpers import Interrupt, in_forked_child, in_threads, interrupt_after_deliveries, publish_until_blocked, within
 import leveret
 from leveret.client import (
     AuthenticationError,
@@ -993,11 +993,7 @@ def test_threads_connecting_at_once_share_one_connection(new_connection: NewConn
             except Exception as exc:  # noqa: BLE001 - reported below
                 results.append(exc)
 
-        threads = [threading.Thread(target=go) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        in_threads(go, 4, 30)
         assert len(results) == 4 and all(r is conn for r in results), results
         assert conn.is_open
         within(10, conn.channel().queue_declare, "", exclusive=True)

@@ -32,7 +32,7 @@ import pytest
 
 from broker import PrivateNode
 from drivers import NewConnection, blocking_only
-from helpers import unique, with_options, with_vhost
+from helpers import in_threads, unique, with_options, with_vhost
 from test_typing import mypy
 from leveret.client import (
     AccessRefused,
@@ -890,12 +890,7 @@ def test_threads_closing_at_once_all_wait_for_the_close_ok(new_connection: NewCo
 
     conn = new_connection(node.url).connect()
     core = conn.core
-    threads = [threading.Thread(target=conn.close) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert not any(t.is_alive() for t in threads)
+    in_threads(conn.close, 4, 10)
     assert core is not None and core.state is ConnState.CLOSED
 
 

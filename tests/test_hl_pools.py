@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import pytest
 from hl_fixtures import *  # noqa: F401,F403
 from hl_fixtures import closed_port, got, unique
+from helpers import in_threads
 
 import leveret.pools
 from broker import PrivateNode
@@ -188,11 +189,7 @@ def test_threads_never_exceed_the_limit(hl_conn: Connection) -> None:
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    in_threads(worker, 8, 60)
     assert not errors, errors
     assert state["done"] == 8
     assert state["max"] <= 3
@@ -494,11 +491,7 @@ def test_contended_pool_starves_no_one() -> None:
             time.sleep(0.001)
             pool.release(thing)
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    in_threads(worker, 8, 10)
     assert served[0] > 100
     assert timeouts == []
 

@@ -689,12 +689,12 @@ class Connection:
             except AttributeError:
                 pass
             self._connection = tconn
+            self._forked_from = None  # connected in this process
             self.recovery_generation += 1
             if self.autorecover:
                 if self._was_connected:
                     self._replay(tconn)
                 self._was_connected = True
-                self._forked_from = None
             return tconn
         last = errors[-1]
         if len(errors) > 1 and hasattr(last, "add_note"):
